@@ -1,0 +1,2 @@
+//! The `casemesh` command line.
+pub fn placeholder() {}

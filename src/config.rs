@@ -1,0 +1,187 @@
+//! `casemesh.toml` → a validated [`Config`], and the layout of a node's data
+//! directory ([`Paths`]).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Limits, OfficeId};
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The node's settings. Every field is documented in
+/// `deploy/casemesh.example.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This office's id.
+    pub office: String,
+    /// Address the node listens on for gRPC over mutual TLS.
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+/// `[store]`: the embedded database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// sled page cache, in MiB. Default 64.
+    pub cache_mb: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { cache_mb: 64 }
+    }
+}
+
+/// `[server]`: connection handling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Seconds a client has to complete the TLS handshake. Default 10.
+    pub handshake_timeout_secs: u64,
+    /// Most concurrent connections; further ones wait. Default 1024.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            handshake_timeout_secs: 10,
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Default listen address written by `casemesh init`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7443";
+
+impl Config {
+    pub fn new(office: &OfficeId, listen: SocketAddr) -> Self {
+        Self {
+            office: office.to_string(),
+            listen,
+            store: StoreConfig::default(),
+            limits: Limits::default(),
+            server: ServerConfig::default(),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        cfg.office_id().map_err(|e| e.to_string())?;
+        if cfg.limits.max_body_bytes > 64 * 1024 * 1024 {
+            return Err("limits.max_body_bytes may be at most 64 MiB (use attachments for larger files)".into());
+        }
+        if cfg.server.max_connections == 0 {
+            return Err("server.max_connections must be at least 1".into());
+        }
+        Ok(cfg)
+    }
+
+    pub fn office_id(&self) -> Result<OfficeId, crate::domain::IdError> {
+        OfficeId::parse(&self.office)
+    }
+
+    pub fn to_toml(&self) -> String {
+        // Serialising plain structs of strings and numbers cannot fail.
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// Where things live in a node's data directory.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub root: PathBuf,
+}
+
+impl Paths {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+    /// The node's settings.
+    pub fn config(&self) -> PathBuf {
+        self.root.join("casemesh.toml")
+    }
+    /// The office CA certificate: public, the file sent to peer offices.
+    pub fn office_ca(&self) -> PathBuf {
+        self.root.join("office-ca.pem")
+    }
+    /// Private keys; the directory is 0700 and the files 0600.
+    pub fn private_dir(&self) -> PathBuf {
+        self.root.join("private")
+    }
+    /// The office key: signs the CA, every certificate and every record.
+    pub fn office_key(&self) -> PathBuf {
+        self.private_dir().join("office-key.pem")
+    }
+    pub fn node_key(&self) -> PathBuf {
+        self.private_dir().join("node-key.pem")
+    }
+    pub fn node_cert(&self) -> PathBuf {
+        self.root.join("node-cert.pem")
+    }
+    /// The first admin's certificate and key, used by the CLI's `--data`.
+    pub fn admin_dir(&self) -> PathBuf {
+        self.root.join("admin")
+    }
+    pub fn admin_cert(&self) -> PathBuf {
+        self.admin_dir().join("admin-cert.pem")
+    }
+    pub fn admin_key(&self) -> PathBuf {
+        self.admin_dir().join("admin-key.pem")
+    }
+    pub fn store(&self) -> PathBuf {
+        self.root.join("store")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_written_config_reads_back() {
+        let office = OfficeId::parse("phila-da").unwrap();
+        let cfg = Config::new(&office, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(Config::parse(&cfg.to_toml()).unwrap(), cfg);
+    }
+
+    #[test]
+    fn unknown_settings_and_bad_office_ids_are_refused() {
+        let err = Config::parse("office = \"phila-da\"\nlisten = \"127.0.0.1:1\"\ntypo = 1\n")
+            .unwrap_err();
+        assert!(err.contains("typo"), "{err}");
+        let err = Config::parse("office = \"PHILA\"\nlisten = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(err.contains("lower-case"), "{err}");
+    }
+}

@@ -1,0 +1,35 @@
+//! The vocabulary of casemesh as plain data: office ids, record ids, records
+//! and their versions, roles, limits, and the canonical encoding that origin
+//! offices sign.
+//!
+//! Pure code: nothing here does I/O, talks to sled, or knows about gRPC.
+
+pub mod codec;
+pub mod ids;
+pub mod limits;
+pub mod record;
+pub mod role;
+
+pub use ids::{IdError, OfficeId, RecordId, UserName};
+pub use limits::{Limits, LimitError};
+pub use record::{Draft, RecordVersion, SignedVersion};
+pub use role::Role;
+
+/// Milliseconds since the Unix epoch, UTC.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Fills `buf` from the operating system's secure random source.
+pub fn random_bytes(buf: &mut [u8]) {
+    use ring::rand::SecureRandom;
+    // The OS generator (getrandom) does not fail on supported Linux kernels;
+    // carrying on without randomness would be worse than stopping.
+    #[allow(clippy::expect_used)]
+    ring::rand::SystemRandom::new()
+        .fill(buf)
+        .expect("the operating system's random source failed");
+}

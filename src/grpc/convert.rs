@@ -1,0 +1,71 @@
+//! Conversions between protobuf messages and domain values. Parsing input
+//! here is where malformed requests become `INVALID_ARGUMENT`.
+
+use tonic::Status;
+
+use super::pb;
+use crate::domain::{RecordId, Role, SignedVersion};
+use crate::store::UserEntry;
+
+/// Whether a converted record carries its body.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    Include,
+    Omit,
+}
+
+pub fn record(v: &SignedVersion, body: Body) -> pb::Record {
+    let r = &v.record;
+    pb::Record {
+        id: r.id.to_string(),
+        version: r.version,
+        origin: r.origin.to_string(),
+        collection: r.collection.clone(),
+        kind: r.kind.clone(),
+        title: r.title.clone(),
+        content_type: r.content_type.clone(),
+        labels: r.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        body: match body {
+            Body::Include => r.body.clone(),
+            Body::Omit => Default::default(),
+        },
+        body_size: r.body.len() as u64,
+        created_at_ms: r.created_at_ms,
+        updated_at_ms: r.updated_at_ms,
+        deleted: r.deleted,
+        digest: bytes::Bytes::copy_from_slice(&v.digest),
+        signature: v.signature.clone(),
+    }
+}
+
+pub fn record_id(s: &str) -> Result<RecordId, Status> {
+    if s.is_empty() {
+        return Err(Status::invalid_argument("id is required"));
+    }
+    RecordId::parse(s).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+pub fn role_to_pb(role: Role) -> pb::Role {
+    match role {
+        Role::Admin => pb::Role::Admin,
+        Role::Staff => pb::Role::Staff,
+    }
+}
+
+pub fn role_from_pb(value: i32) -> Result<Role, Status> {
+    match pb::Role::try_from(value) {
+        Ok(pb::Role::Admin) => Ok(Role::Admin),
+        Ok(pb::Role::Staff) => Ok(Role::Staff),
+        _ => Err(Status::invalid_argument("role must be ROLE_ADMIN or ROLE_STAFF")),
+    }
+}
+
+pub fn user(e: &UserEntry) -> pb::User {
+    pb::User {
+        name: e.user.name.to_string(),
+        role: role_to_pb(e.user.role) as i32,
+        fingerprint: e.fingerprint.to_string(),
+        issued_at_ms: e.user.issued_at_ms,
+        revoked_at_ms: e.user.revoked_at_ms,
+    }
+}

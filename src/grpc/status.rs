@@ -1,0 +1,82 @@
+//! The one table that turns service errors into gRPC statuses. Internal
+//! details (storage, signing) are logged here and never sent to the caller.
+
+use tonic::Status;
+
+use crate::domain::LimitError;
+use crate::error::Error;
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        let msg = e.to_string();
+        match e {
+            Error::InvalidId(_) | Error::InvalidArgument(_) => Status::invalid_argument(msg),
+            Error::Limit(LimitError::TooLarge { .. }) => Status::resource_exhausted(msg),
+            Error::Limit(_) => Status::invalid_argument(msg),
+            Error::RecordNotFound(_) | Error::VersionNotFound { .. } | Error::UserNotFound(_) => {
+                Status::not_found(msg)
+            }
+            Error::VersionConflict { .. } | Error::AlreadyDeleted { .. } => {
+                Status::failed_precondition(msg)
+            }
+            Error::NotOrigin { .. } => Status::permission_denied(msg),
+            Error::UserExists(_) => Status::already_exists(msg),
+            Error::Store(_) | Error::Identity(_) => {
+                tracing::error!(error = %msg, "internal error");
+                Status::internal("internal error; the node's log has the details")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn each_error_maps_to_its_status() {
+        let cases = [
+            (Error::InvalidArgument("x".into()), Code::InvalidArgument),
+            (
+                Error::Limit(LimitError::TooLarge {
+                    field: "body",
+                    actual: 2,
+                    limit: 1,
+                }),
+                Code::ResourceExhausted,
+            ),
+            (Error::Limit(LimitError::Empty("title")), Code::InvalidArgument),
+            (Error::RecordNotFound("r".into()), Code::NotFound),
+            (
+                Error::VersionConflict {
+                    id: "r".into(),
+                    expected: 1,
+                    actual: 2,
+                },
+                Code::FailedPrecondition,
+            ),
+            (
+                Error::NotOrigin {
+                    id: "r".into(),
+                    origin: "o".into(),
+                },
+                Code::PermissionDenied,
+            ),
+            (Error::UserExists("a".into()), Code::AlreadyExists),
+            (
+                Error::Store(crate::store::StoreError::Flush("disk".into())),
+                Code::Internal,
+            ),
+        ];
+        for (err, code) in cases {
+            assert_eq!(Status::from(err).code(), code);
+        }
+    }
+
+    #[test]
+    fn internal_details_are_not_sent() {
+        let s = Status::from(Error::Store(crate::store::StoreError::Flush("secret path".into())));
+        assert!(!s.message().contains("secret path"));
+    }
+}

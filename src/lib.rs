@@ -1,0 +1,43 @@
+//! casemesh: federated sync of signed case records between prosecutors'
+//! offices, with no central server.
+//!
+//! # Architecture in a page
+//!
+//! Each office runs one node. A node keeps its office's records in an
+//! embedded store and serves them over gRPC with mutual TLS (TLS 1.3, client
+//! certificates always). Every record version is signed by its origin
+//! office's key over a canonical encoding.
+//!
+//! Dependencies point one way:
+//!
+//! ```text
+//! domain ← store ← service ← grpc ← node ← cli
+//!    ↖ identity ↗
+//! ```
+//!
+//! - [`domain`]: ids, records, versions, limits, the canonical encoding.
+//!   Pure code.
+//! - [`store`]: the only module that names sled: typed trees, versioned
+//!   encodings, transactions, group commit.
+//! - [`identity`]: office key and CA, certificate issuing, record signing,
+//!   rustls configurations, certificate → [`identity::Caller`].
+//! - [`service`]: use cases (records, users); no tonic.
+//! - [`grpc`]: generated code, conversions, the one error → status table,
+//!   the authorization layer, the servers.
+//! - [`node`]: the composition root: [`node::Node::start`].
+//! - [`cli`]: the `casemesh` command line.
+
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod identity;
+pub mod node;
+pub mod service;
+pub mod setup;
+pub mod store;

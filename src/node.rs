@@ -1,0 +1,190 @@
+//! The composition root: builds a node from its data directory and serves
+//! it on a listener until told to stop.
+//!
+//! Nothing here is global: several nodes can run in one process (the tests
+//! and the demo do exactly that).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, Paths};
+use crate::grpc::auth::AuthLayer;
+use crate::grpc::pb::{admin_server::AdminServer, records_server::RecordsServer};
+use crate::grpc::server_admin::AdminApi;
+use crate::grpc::server_records::RecordsApi;
+use crate::grpc::{pb, transport};
+use crate::identity::OfficeCa;
+use crate::identity::tls::{PemIdentity, TrustStore, server_config};
+use crate::service::{RecordService, UserService, users::issued_users};
+use crate::store::{Store, StoreOptions};
+
+/// Why a node could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Id(#[from] crate::domain::IdError),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error("opening the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Service(#[from] crate::error::Error),
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error("reflection service: {0}")]
+    Reflection(String),
+    #[error("the server task failed: {0}")]
+    Join(String),
+}
+
+fn read(path: &Path) -> Result<String, NodeError> {
+    std::fs::read_to_string(path).map_err(|source| NodeError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A running node.
+pub struct NodeHandle {
+    pub addr: SocketAddr,
+    pub config: Config,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), NodeError>>,
+}
+
+impl NodeHandle {
+    /// Stops accepting calls, lets calls in flight finish, flushes and
+    /// closes the store. When this returns the data directory can be opened
+    /// again.
+    pub async fn shutdown(mut self) -> Result<(), NodeError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task)
+            .await
+            .map_err(|e| NodeError::Join(e.to_string()))?
+    }
+
+    /// Waits until the node stops by itself (it does not, unless it fails).
+    pub async fn wait(mut self) -> Result<(), NodeError> {
+        (&mut self.task)
+            .await
+            .map_err(|e| NodeError::Join(e.to_string()))?
+    }
+}
+
+/// Loads the node's identity and state from `data_dir` and serves on
+/// `listener`.
+pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle, NodeError> {
+    let paths = Paths::new(data_dir);
+    let config = Config::load(&paths.config())?;
+    let office = config.office_id()?;
+    let ca = Arc::new(OfficeCa::load(
+        &office,
+        &read(&paths.office_ca())?,
+        &read(&paths.office_key())?,
+    )?);
+    let store = Arc::new(Store::open(
+        &paths.store(),
+        office.as_str(),
+        &StoreOptions {
+            cache_bytes: config.store.cache_mb * 1024 * 1024,
+        },
+    )?);
+    let trust = Arc::new(TrustStore::new(
+        office.clone(),
+        ca.cert_der.clone(),
+        issued_users(&store)?,
+    )?);
+    let identity = PemIdentity::from_pem(
+        read(&paths.node_cert())?.as_bytes(),
+        read(&paths.node_key())?.as_bytes(),
+    )?;
+    let tls = Arc::new(server_config(identity, &trust)?);
+
+    let records = Arc::new(RecordService::new(
+        office.clone(),
+        store.clone(),
+        ca.clone(),
+        config.limits.clone(),
+    ));
+    let users = Arc::new(UserService::new(store.clone(), ca.clone(), trust.clone()));
+    // Room for the largest body plus the rest of a record.
+    let max_message = config.limits.max_body_bytes + 1024 * 1024;
+    let records_api = RecordsServer::new(RecordsApi { service: records })
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    let admin_api = AdminServer::new(AdminApi {
+        users,
+        store: store.clone(),
+        office: office.to_string(),
+        fingerprint: ca.fingerprint(),
+        ca_pem: ca.cert_pem.clone(),
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<RecordsServer<RecordsApi>>().await;
+    health.set_serving::<AdminServer<AdminApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| NodeError::Reflection(e.to_string()))?;
+
+    let addr = listener.local_addr().map_err(|source| NodeError::Read {
+        path: "listener".into(),
+        source,
+    })?;
+    let incoming = transport::incoming(
+        listener,
+        tls,
+        transport::AcceptOptions {
+            handshake_timeout: Duration::from_secs(config.server.handshake_timeout_secs),
+            max_connections: config.server.max_connections,
+        },
+    );
+    let router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .layer(AuthLayer::new(trust))
+        .add_service(records_api)
+        .add_service(admin_api)
+        .add_service(health_service)
+        .add_service(reflection);
+
+    let (tx, rx) = oneshot::channel::<()>();
+    tracing::info!(%office, %addr, fingerprint = %ca.fingerprint(), "node serving");
+    let task = tokio::spawn(async move {
+        let served = router
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = rx.await;
+            })
+            .await;
+        // In-flight calls have finished; make everything durable.
+        let flushed = store.flush_now();
+        tracing::info!(%office, "node stopped");
+        served?;
+        flushed?;
+        Ok(())
+    });
+    Ok(NodeHandle {
+        addr,
+        config,
+        shutdown: Some(tx),
+        task,
+    })
+}

@@ -1,0 +1,9 @@
+//! Use cases: what a caller can ask of the node, independent of transport.
+//! Each takes already-validated domain values, talks to the store, and
+//! returns domain values or an [`Error`](crate::error::Error). No tonic here.
+
+pub mod records;
+pub mod users;
+
+pub use records::{PageRequest, PutCommand, RecordService};
+pub use users::UserService;

@@ -1,0 +1,269 @@
+//! Writing and reading records: versioning, signing, optimistic concurrency,
+//! pagination.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::domain::{Draft, Limits, OfficeId, RecordId, RecordVersion, SignedVersion, now_ms};
+use crate::error::{Error, Result};
+use crate::identity::{OfficeCa, OfficeSigner};
+use crate::store::{ListFilter, Store, StoreError};
+
+/// Largest page `List` returns, and the page size when none is asked for.
+pub const MAX_PAGE_SIZE: usize = 1000;
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+
+/// How often a put without `expected_version` retries when a concurrent
+/// writer moved the head first.
+const MAX_RETRIES: usize = 16;
+
+/// A write: a new record (`id: None`) or a new version of one.
+#[derive(Debug, Clone)]
+pub struct PutCommand {
+    pub id: Option<RecordId>,
+    pub expected_version: Option<u64>,
+    pub draft: Draft,
+}
+
+/// A request for one page of `List`.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub filter: ListFilter,
+    pub page_size: usize,
+    pub page_token: String,
+}
+
+pub struct RecordService {
+    office: OfficeId,
+    store: Arc<Store>,
+    ca: Arc<OfficeCa>,
+    limits: Limits,
+}
+
+impl RecordService {
+    pub fn new(office: OfficeId, store: Arc<Store>, ca: Arc<OfficeCa>, limits: Limits) -> Self {
+        Self {
+            office,
+            store,
+            ca,
+            limits,
+        }
+    }
+
+    fn check_origin(&self, id: &RecordId) -> Result<()> {
+        let origin = id.origin();
+        if origin != self.office {
+            return Err(Error::NotOrigin {
+                id: id.to_string(),
+                origin: origin.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes a new version; durable when this returns.
+    pub async fn put(&self, cmd: PutCommand) -> Result<SignedVersion> {
+        cmd.draft.validate(&self.limits)?;
+        let mut draft = cmd.draft;
+        if draft.content_type.is_empty() {
+            draft.content_type = crate::domain::record::DEFAULT_CONTENT_TYPE.to_owned();
+        }
+        let signed = match cmd.id {
+            None => self.create(draft, cmd.expected_version)?,
+            Some(id) => {
+                self.check_origin(&id)?;
+                self.write_next(&id, cmd.expected_version, |prev| RecordVersion {
+                    id: id.clone(),
+                    version: prev.version + 1,
+                    origin: self.office.clone(),
+                    collection: draft.collection.clone(),
+                    kind: draft.kind.clone(),
+                    title: draft.title.clone(),
+                    content_type: draft.content_type.clone(),
+                    labels: draft.labels.clone(),
+                    body: draft.body.clone(),
+                    created_at_ms: prev.created_at_ms,
+                    updated_at_ms: now_ms(),
+                    deleted: false,
+                })?
+            }
+        };
+        self.store.commit().await?;
+        Ok(signed)
+    }
+
+    fn create(&self, draft: Draft, expected_version: Option<u64>) -> Result<SignedVersion> {
+        if let Some(v) = expected_version.filter(|&v| v != 0) {
+            return Err(Error::InvalidArgument(format!(
+                "expected_version {v} makes no sense for a new record: give the record's id to update it"
+            )));
+        }
+        let now = now_ms();
+        let mut random = [0u8; 10];
+        crate::domain::random_bytes(&mut random);
+        let record = RecordVersion {
+            id: RecordId::generate(&self.office, now, random),
+            version: 1,
+            origin: self.office.clone(),
+            collection: draft.collection,
+            kind: draft.kind,
+            title: draft.title,
+            content_type: draft.content_type,
+            labels: draft.labels,
+            body: draft.body,
+            created_at_ms: now,
+            updated_at_ms: now,
+            deleted: false,
+        };
+        let signed = OfficeSigner::new(&self.ca).sign(record)?;
+        self.store.append_version(&signed, None)?;
+        Ok(signed)
+    }
+
+    /// Builds, signs and appends the version after the current head,
+    /// retrying when another writer got there first (unless the caller
+    /// pinned `expected_version`).
+    fn write_next(
+        &self,
+        id: &RecordId,
+        expected_version: Option<u64>,
+        next: impl Fn(&RecordVersion) -> RecordVersion,
+    ) -> Result<SignedVersion> {
+        for _ in 0..MAX_RETRIES {
+            let prev = self
+                .store
+                .latest(id)?
+                .ok_or_else(|| Error::RecordNotFound(id.to_string()))?;
+            if let Some(expected) = expected_version {
+                if expected != prev.record.version {
+                    return Err(Error::VersionConflict {
+                        id: id.to_string(),
+                        expected,
+                        actual: prev.record.version,
+                    });
+                }
+            }
+            let signed = OfficeSigner::new(&self.ca).sign(next(&prev.record))?;
+            match self.store.append_version(&signed, Some(prev.record.version)) {
+                Ok(()) => return Ok(signed),
+                Err(StoreError::HeadMoved { actual, .. }) => {
+                    if let Some(expected) = expected_version {
+                        return Err(Error::VersionConflict {
+                            id: id.to_string(),
+                            expected,
+                            actual: actual.unwrap_or(0),
+                        });
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Store(StoreError::HeadMoved {
+            expected: None,
+            actual: None,
+        }))
+    }
+
+    /// Writes a signed tombstone; durable when this returns.
+    pub async fn delete(&self, id: &RecordId, expected_version: Option<u64>) -> Result<SignedVersion> {
+        self.check_origin(id)?;
+        if let Some(head) = self.store.head(id)? {
+            if head.deleted {
+                return Err(Error::AlreadyDeleted {
+                    id: id.to_string(),
+                    version: head.version,
+                });
+            }
+        }
+        let signed = self.write_next(id, expected_version, |prev| RecordVersion {
+            id: id.clone(),
+            version: prev.version + 1,
+            origin: self.office.clone(),
+            collection: prev.collection.clone(),
+            kind: prev.kind.clone(),
+            title: prev.title.clone(),
+            content_type: String::new(),
+            labels: Default::default(),
+            body: Bytes::new(),
+            created_at_ms: prev.created_at_ms,
+            updated_at_ms: now_ms(),
+            deleted: true,
+        })?;
+        self.store.commit().await?;
+        Ok(signed)
+    }
+
+    pub fn get(&self, id: &RecordId, version: Option<u64>) -> Result<SignedVersion> {
+        match version {
+            None => self.store.latest(id)?.ok_or_else(|| Error::RecordNotFound(id.to_string())),
+            Some(v) => self.store.version(id, v)?.ok_or_else(|| {
+                if matches!(self.store.head(id), Ok(Some(_))) {
+                    Error::VersionNotFound {
+                        id: id.to_string(),
+                        version: v,
+                    }
+                } else {
+                    Error::RecordNotFound(id.to_string())
+                }
+            }),
+        }
+    }
+
+    pub fn history(&self, id: &RecordId) -> Result<Vec<SignedVersion>> {
+        let versions = self.store.history(id)?;
+        if versions.is_empty() {
+            return Err(Error::RecordNotFound(id.to_string()));
+        }
+        Ok(versions)
+    }
+
+    /// One page of latest versions, and the token for the next page.
+    pub fn list(&self, req: &PageRequest) -> Result<(Vec<SignedVersion>, String)> {
+        let size = match req.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let after = decode_token(&req.page_token, &req.filter)?;
+        let page = self.store.list(&req.filter, after.as_ref(), size)?;
+        let token = page
+            .next_after
+            .map(|id| encode_token(&id, &req.filter))
+            .unwrap_or_default();
+        Ok((page.records, token))
+    }
+}
+
+/// Page tokens are opaque to clients: four bytes tying the token to its
+/// filters, then the last id returned, hex-encoded.
+fn filter_tag(filter: &ListFilter) -> [u8; 4] {
+    let mut w = crate::domain::codec::Writer::default();
+    w.str(filter.collection.as_deref().unwrap_or(""))
+        .str(filter.origin.as_ref().map(|o| o.as_str()).unwrap_or(""));
+    let d = crate::domain::record::sha256(&w.finish());
+    [d[0], d[1], d[2], d[3]]
+}
+
+fn encode_token(after: &RecordId, filter: &ListFilter) -> String {
+    let mut bytes = filter_tag(filter).to_vec();
+    bytes.extend_from_slice(after.as_str().as_bytes());
+    hex::encode(bytes)
+}
+
+fn decode_token(token: &str, filter: &ListFilter) -> Result<Option<RecordId>> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || Error::InvalidArgument("page_token is not a token this node issued".into());
+    let bytes = hex::decode(token).map_err(|_| bad())?;
+    if bytes.len() < 5 {
+        return Err(bad());
+    }
+    if bytes[..4] != filter_tag(filter) {
+        return Err(Error::InvalidArgument(
+            "page_token was issued for other filters; keep collection and origin the same while paging".into(),
+        ));
+    }
+    let id = std::str::from_utf8(&bytes[4..]).map_err(|_| bad())?;
+    RecordId::parse(id).map(Some).map_err(|_| bad())
+}

@@ -1,0 +1,107 @@
+//! Users: issuing and revoking the certificates of an office's staff and
+//! admins. The store keeps every certificate issued; the trust store mirrors
+//! it so the TLS layer refuses a revoked certificate at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rustls_pki_types::{CertificateDer, pem::PemObject};
+
+use crate::domain::{Role, UserName, now_ms};
+use crate::error::{Error, Result};
+use crate::identity::tls::{IssuedUser, TrustStore};
+use crate::identity::{Fingerprint, IdentityError, OfficeCa};
+use crate::store::encoding::UserRecord;
+use crate::store::{Store, UserEntry};
+
+/// A freshly issued certificate.
+pub struct Issued {
+    pub entry: UserEntry,
+    pub certificate_pem: String,
+}
+
+pub struct UserService {
+    store: Arc<Store>,
+    ca: Arc<OfficeCa>,
+    trust: Arc<TrustStore>,
+}
+
+/// Stores a user certificate that was issued (by `init`, or by the service
+/// below). Not yet durable: callers commit.
+pub fn record_issued(store: &Store, name: UserName, role: Role, cert_pem: &str) -> Result<UserEntry> {
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|e| IdentityError::parse("issued certificate", e))?;
+    let entry = UserEntry {
+        fingerprint: Fingerprint::of(&der),
+        user: UserRecord {
+            name,
+            role,
+            issued_at_ms: now_ms(),
+            revoked_at_ms: 0,
+            cert_der: der.to_vec(),
+        },
+    };
+    store.insert_user(&entry)?;
+    Ok(entry)
+}
+
+/// The trust store's view of every issued user.
+pub fn issued_users(store: &Store) -> Result<HashMap<Fingerprint, IssuedUser>> {
+    Ok(store
+        .users()?
+        .into_iter()
+        .map(|e| (e.fingerprint, issued(&e.user)))
+        .collect())
+}
+
+fn issued(u: &UserRecord) -> IssuedUser {
+    IssuedUser {
+        name: u.name.clone(),
+        role: u.role,
+        revoked: u.revoked_at_ms != 0,
+    }
+}
+
+impl UserService {
+    pub fn new(store: Arc<Store>, ca: Arc<OfficeCa>, trust: Arc<TrustStore>) -> Self {
+        Self { store, ca, trust }
+    }
+
+    pub async fn issue(&self, name: UserName, role: Role, csr_der: &[u8]) -> Result<Issued> {
+        if self.store.user_by_name(name.as_str())?.is_some() {
+            return Err(Error::UserExists(name.to_string()));
+        }
+        let pem = self
+            .ca
+            .issue_user_from_csr(&name, role, csr_der)
+            .map_err(|e| match e {
+                IdentityError::Parse { what, reason } => {
+                    Error::InvalidArgument(format!("could not parse {what}: {reason}"))
+                }
+                other => Error::Identity(other),
+            })?;
+        let entry = record_issued(&self.store, name, role, &pem)?;
+        self.store.commit().await?;
+        self.trust.set_user(entry.fingerprint.clone(), issued(&entry.user))?;
+        Ok(Issued {
+            entry,
+            certificate_pem: pem,
+        })
+    }
+
+    /// Revokes a user. Takes effect for new handshakes and for calls on
+    /// connections that are already open.
+    pub async fn revoke(&self, name: &str) -> Result<UserEntry> {
+        let entry = self
+            .store
+            .revoke_user(name, now_ms())?
+            .ok_or_else(|| Error::UserNotFound(name.to_owned()))?;
+        self.store.commit().await?;
+        self.trust.set_user(entry.fingerprint.clone(), issued(&entry.user))?;
+        Ok(entry)
+    }
+
+    pub fn list(&self) -> Result<Vec<UserEntry>> {
+        Ok(self.store.users()?)
+    }
+}

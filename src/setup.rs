@@ -1,0 +1,136 @@
+//! `casemesh init`: creating an office's data directory.
+//!
+//! Everything is written into a temporary directory beside the target and
+//! renamed into place at the end, so a failed init leaves nothing behind and
+//! an existing office is never touched.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, Paths};
+use crate::domain::{OfficeId, Role, UserName};
+use crate::identity::{Fingerprint, OfficeCa};
+use crate::store::{Store, StoreOptions};
+
+/// Why an office could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{0} already holds a casemesh office (or other files); refusing to touch it")]
+    AlreadyExists(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Id(#[from] crate::domain::IdError),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Service(#[from] crate::error::Error),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SetupError + '_ {
+    move |source| SetupError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What `init` made.
+#[derive(Debug, Clone)]
+pub struct InitReport {
+    pub data_dir: PathBuf,
+    pub fingerprint: Fingerprint,
+    pub config: Config,
+}
+
+/// Name of the first admin user.
+pub const FIRST_ADMIN: &str = "admin";
+
+/// Writes `contents` to a new file with `mode`.
+pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), SetupError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io(path))?;
+    f.write_all(contents).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+/// Creates a directory with `mode` (and any missing parents).
+pub fn make_dir(path: &Path, mode: u32) -> Result<(), SetupError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .map_err(io(path))
+}
+
+pub fn init(
+    data_dir: &Path,
+    office: &OfficeId,
+    hosts: &[String],
+    listen: SocketAddr,
+) -> Result<InitReport, SetupError> {
+    if data_dir.exists() {
+        let empty = std::fs::read_dir(data_dir)
+            .map_err(io(data_dir))?
+            .next()
+            .is_none();
+        if !empty {
+            return Err(SetupError::AlreadyExists(data_dir.to_owned()));
+        }
+    }
+    let parent = match data_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    make_dir(&parent, 0o755)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".casemesh-init-")
+        .tempdir_in(&parent)
+        .map_err(io(&parent))?;
+    let paths = Paths::new(tmp.path());
+    let admin = UserName::parse(FIRST_ADMIN)?;
+    let (_, m) = OfficeCa::create(office, hosts, &admin)?;
+
+    make_dir(&paths.private_dir(), 0o700)?;
+    make_dir(&paths.admin_dir(), 0o700)?;
+    write_new(&paths.office_key(), m.office_key_pem.as_bytes(), 0o600)?;
+    write_new(&paths.node_key(), m.node_key_pem.as_bytes(), 0o600)?;
+    write_new(&paths.admin_key(), m.admin_key_pem.as_bytes(), 0o600)?;
+    write_new(&paths.office_ca(), m.ca_cert_pem.as_bytes(), 0o644)?;
+    write_new(&paths.node_cert(), m.node_cert_pem.as_bytes(), 0o644)?;
+    write_new(&paths.admin_cert(), m.admin_cert_pem.as_bytes(), 0o644)?;
+    let config = Config::new(office, listen);
+    {
+        let store = Store::open(
+            &paths.store(),
+            office.as_str(),
+            &StoreOptions {
+                cache_bytes: config.store.cache_mb * 1024 * 1024,
+            },
+        )?;
+        crate::service::users::record_issued(&store, admin, Role::Admin, &m.admin_cert_pem)?;
+        store.flush_now()?;
+    }
+    write_new(&paths.config(), config.to_toml().as_bytes(), 0o644)?;
+
+    // rename(2) replaces an empty directory atomically.
+    std::fs::rename(tmp.path(), data_dir).map_err(io(data_dir))?;
+    let _ = tmp.keep();
+    Ok(InitReport {
+        data_dir: data_dir.to_owned(),
+        fingerprint: m.fingerprint,
+        config,
+    })
+}

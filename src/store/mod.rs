@@ -1,0 +1,132 @@
+//! Storage: the only module that names sled.
+//!
+//! Typed trees named `key_value`, values in versioned encodings
+//! ([`encoding`]), multi-tree transactions for every change that touches
+//! more than one tree, and group commit ([`commit`]): a write is durable when
+//! [`Store::commit`] returns, and many concurrent writers share one fsync.
+
+mod commit;
+pub mod encoding;
+mod records;
+mod users;
+
+use std::path::Path;
+
+pub use records::{ListFilter, ListPage};
+pub use users::UserEntry;
+
+use crate::domain::codec::DecodeError;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage engine error: {0}")]
+    Engine(#[from] sled::Error),
+    #[error("corrupt value in tree {tree}: {source}")]
+    Corrupt {
+        tree: &'static str,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("the record's latest version is now {actual:?}, not {expected:?}")]
+    HeadMoved {
+        expected: Option<u64>,
+        actual: Option<u64>,
+    },
+    #[error("a user named {0} already exists")]
+    UserExists(String),
+    #[error("flushing to disk failed: {0}")]
+    Flush(String),
+    #[error("this data directory belongs to office {found}, not {expected}")]
+    WrongOffice { expected: String, found: String },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Storage settings, from the `[store]` section of `casemesh.toml`.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// sled's page cache, in bytes.
+    pub cache_bytes: u64,
+}
+
+/// The node's store: all trees of one sled database.
+pub struct Store {
+    db: sled::Db,
+    /// record id → head (latest version number, collection, deleted flag).
+    recordid_head: sled::Tree,
+    /// record id ‖ 0x00 ‖ version (u64 BE) → signed version.
+    recordversion_signed: sled::Tree,
+    /// collection ‖ 0x00 ‖ record id → () for every record not deleted.
+    collection_recordid: sled::Tree,
+    /// certificate fingerprint → user entry.
+    fingerprint_user: sled::Tree,
+    /// user name → certificate fingerprint.
+    username_fingerprint: sled::Tree,
+    committer: commit::GroupCommit,
+}
+
+const SCHEMA_KEY: &[u8] = b"schema";
+const OFFICE_KEY: &[u8] = b"office";
+const SCHEMA_VERSION: u8 = 1;
+
+impl Store {
+    /// Opens (or creates) the store at `path` for `office`. Refuses a store
+    /// that belongs to another office.
+    pub fn open(path: &Path, office: &str, options: &StoreOptions) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(options.cache_bytes)
+            // Durability comes from explicit group commits, not a timer.
+            .flush_every_ms(None)
+            .open()?;
+        let meta = db.open_tree("meta")?;
+        match meta.get(OFFICE_KEY)? {
+            Some(found) if found.as_ref() != office.as_bytes() => {
+                return Err(StoreError::WrongOffice {
+                    expected: office.to_owned(),
+                    found: String::from_utf8_lossy(&found).into_owned(),
+                });
+            }
+            Some(_) => {}
+            None => {
+                meta.insert(OFFICE_KEY, office.as_bytes())?;
+                meta.insert(SCHEMA_KEY, &[SCHEMA_VERSION])?;
+                db.flush()?;
+            }
+        }
+        Ok(Self {
+            recordid_head: db.open_tree("recordid_head")?,
+            recordversion_signed: db.open_tree("recordversion_signed")?,
+            collection_recordid: db.open_tree("collection_recordid")?,
+            fingerprint_user: db.open_tree("fingerprint_user")?,
+            username_fingerprint: db.open_tree("username_fingerprint")?,
+            committer: commit::GroupCommit::start(db.clone()),
+            db,
+        })
+    }
+
+    /// Waits until everything written before this call is on disk. Concurrent
+    /// callers share one flush.
+    pub async fn commit(&self) -> Result<()> {
+        self.committer.commit().await
+    }
+
+    /// Flushes synchronously (used at shutdown).
+    pub fn flush_now(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Number of records and of versions stored.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.recordid_head.len() as u64,
+            self.recordversion_signed.len() as u64,
+        )
+    }
+}
+
+fn corrupt(tree: &'static str) -> impl FnOnce(DecodeError) -> StoreError {
+    move |source| StoreError::Corrupt { tree, source }
+}

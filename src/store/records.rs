@@ -1,0 +1,222 @@
+//! Record versions, heads and the collection index.
+
+use std::ops::Bound;
+
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+use super::encoding::{self, Head};
+use super::{Result, Store, StoreError, corrupt};
+use crate::domain::{OfficeId, RecordId, SignedVersion};
+
+/// Which records `List` returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    pub collection: Option<String>,
+    pub origin: Option<OfficeId>,
+}
+
+/// One page of latest versions, ordered by record id.
+#[derive(Debug, Clone)]
+pub struct ListPage {
+    pub records: Vec<SignedVersion>,
+    /// The id to continue after, when there are more.
+    pub next_after: Option<RecordId>,
+}
+
+fn version_key(id: &RecordId, version: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(id.as_str().len() + 9);
+    k.extend_from_slice(id.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
+
+fn versions_prefix(id: &RecordId) -> Vec<u8> {
+    let mut k = id.as_str().as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+fn collection_prefix(collection: &str) -> Vec<u8> {
+    let mut k = collection.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+fn collection_key(collection: &str, id: &RecordId) -> Vec<u8> {
+    let mut k = collection_prefix(collection);
+    k.extend_from_slice(id.as_str().as_bytes());
+    k
+}
+
+impl Store {
+    pub fn head(&self, id: &RecordId) -> Result<Option<Head>> {
+        self.recordid_head
+            .get(id.as_str())?
+            .map(|v| encoding::decode_head(&v).map_err(corrupt("recordid_head")))
+            .transpose()
+    }
+
+    pub fn version(&self, id: &RecordId, version: u64) -> Result<Option<SignedVersion>> {
+        self.recordversion_signed
+            .get(version_key(id, version))?
+            .map(|v| encoding::decode_signed(&v).map_err(corrupt("recordversion_signed")))
+            .transpose()
+    }
+
+    pub fn latest(&self, id: &RecordId) -> Result<Option<SignedVersion>> {
+        match self.head(id)? {
+            Some(h) => self.version(id, h.version),
+            None => Ok(None),
+        }
+    }
+
+    /// Every stored version of a record, oldest first.
+    pub fn history(&self, id: &RecordId) -> Result<Vec<SignedVersion>> {
+        self.recordversion_signed
+            .scan_prefix(versions_prefix(id))
+            .map(|kv| {
+                let (_, v) = kv?;
+                encoding::decode_signed(&v).map_err(corrupt("recordversion_signed"))
+            })
+            .collect()
+    }
+
+    /// Stores `v` as the new head of its record, provided the head is still
+    /// `expected_head` (None: the record must not exist). Version, head and
+    /// index change in one transaction. Durable after [`Store::commit`].
+    pub fn append_version(&self, v: &SignedVersion, expected_head: Option<u64>) -> Result<()> {
+        let id = &v.record.id;
+        let value = encoding::encode_signed(v);
+        let new_head = Head {
+            version: v.record.version,
+            deleted: v.record.deleted,
+            collection: v.record.collection.clone(),
+        };
+        let head_bytes = encoding::encode_head(&new_head);
+        let outcome = (
+            &self.recordid_head,
+            &self.recordversion_signed,
+            &self.collection_recordid,
+        )
+            .transaction(|(heads, versions, collections)| {
+                let old = match heads.get(id.as_str())? {
+                    Some(b) => Some(encoding::decode_head(&b).map_err(|e| {
+                        ConflictableTransactionError::Abort(corrupt("recordid_head")(e))
+                    })?),
+                    None => None,
+                };
+                let actual = old.as_ref().map(|h| h.version);
+                if actual != expected_head {
+                    return Err(ConflictableTransactionError::Abort(StoreError::HeadMoved {
+                        expected: expected_head,
+                        actual,
+                    }));
+                }
+                if let Some(old) = &old {
+                    if !old.deleted {
+                        collections.remove(collection_key(&old.collection, id))?;
+                    }
+                }
+                if !new_head.deleted {
+                    collections.insert(collection_key(&new_head.collection, id), &[])?;
+                }
+                versions.insert(version_key(id, v.record.version), value.as_slice())?;
+                heads.insert(id.as_str(), head_bytes.as_slice())?;
+                Ok(())
+            });
+        outcome.map_err(|e| match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => StoreError::Engine(e),
+        })
+    }
+
+    /// Latest versions of records that are not deleted, by id, after
+    /// `after`, at most `limit`.
+    pub fn list(
+        &self,
+        filter: &ListFilter,
+        after: Option<&RecordId>,
+        limit: usize,
+    ) -> Result<ListPage> {
+        let origin_prefix = filter
+            .origin
+            .as_ref()
+            .map(|o| format!("{o}:").into_bytes())
+            .unwrap_or_default();
+        let mut ids = Vec::with_capacity(limit + 1);
+        match &filter.collection {
+            Some(collection) => {
+                let prefix = collection_prefix(collection);
+                let lower = match after {
+                    Some(a) => Bound::Excluded(collection_key(collection, a)),
+                    None => Bound::Included(prefix.clone()),
+                };
+                for kv in self
+                    .collection_recordid
+                    .range::<Vec<u8>, _>((lower, Bound::Unbounded))
+                {
+                    let (k, _) = kv?;
+                    if !k.starts_with(&prefix) || ids.len() > limit {
+                        break;
+                    }
+                    let id_bytes = &k[prefix.len()..];
+                    if !id_bytes.starts_with(&origin_prefix) {
+                        continue;
+                    }
+                    ids.push(parse_id(id_bytes)?);
+                }
+            }
+            None => {
+                let lower = match after {
+                    Some(a) => Bound::Excluded(a.as_str().as_bytes().to_vec()),
+                    None => Bound::Included(origin_prefix.clone()),
+                };
+                for kv in self
+                    .recordid_head
+                    .range::<Vec<u8>, _>((lower, Bound::Unbounded))
+                {
+                    let (k, v) = kv?;
+                    if !k.starts_with(&origin_prefix) || ids.len() > limit {
+                        break;
+                    }
+                    let head = encoding::decode_head(&v).map_err(corrupt("recordid_head"))?;
+                    if !head.deleted {
+                        ids.push(parse_id(&k)?);
+                    }
+                }
+            }
+        }
+        let next_after = if ids.len() > limit {
+            ids.truncate(limit);
+            ids.last().cloned()
+        } else {
+            None
+        };
+        let mut records = Vec::with_capacity(ids.len());
+        for id in &ids {
+            // A record deleted between the scan and here is simply skipped.
+            if let Some(v) = self.latest(id)? {
+                records.push(v);
+            }
+        }
+        Ok(ListPage {
+            records,
+            next_after,
+        })
+    }
+}
+
+fn parse_id(bytes: &[u8]) -> Result<RecordId> {
+    let s = std::str::from_utf8(bytes).map_err(|_| StoreError::Corrupt {
+        tree: "recordid_head",
+        source: crate::domain::codec::DecodeError::NotUtf8("record id"),
+    })?;
+    RecordId::parse(s).map_err(|e| StoreError::Corrupt {
+        tree: "recordid_head",
+        source: crate::domain::codec::DecodeError::Invalid {
+            field: "record id",
+            reason: e.to_string(),
+        },
+    })
+}
