@@ -1,2 +1,164 @@
-//! The `casemesh` command line.
-pub fn placeholder() {}
+//! The `casemesh` command line: clap definitions and dispatch. Client
+//! commands talk gRPC to a running node; `init` and `fingerprint` work on a
+//! data directory; `serve` runs a node; `demo` runs a small federation.
+
+mod client;
+mod demo;
+mod output;
+mod records;
+mod users;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use client::ClientOpts;
+
+#[derive(Debug, Parser)]
+#[command(name = "casemesh", version, about = "Federated, signed case-record sync between prosecutors' offices")]
+pub struct Cli {
+    /// Log format of `serve` and `demo`.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new office: office key, CA, node certificate, first admin.
+    Init(InitArgs),
+    /// Run this office's node.
+    Serve(ServeArgs),
+    /// Print the office fingerprint that peer offices pin.
+    Fingerprint {
+        /// The office's data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Write and read records.
+    #[command(subcommand)]
+    Record(records::RecordCommand),
+    /// Issue, revoke and list user certificates (admin only).
+    #[command(subcommand)]
+    User(users::UserCommand),
+    /// Show this node's office, fingerprint and counts (admin only).
+    Status {
+        #[command(flatten)]
+        client: ClientOpts,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run offices on this machine and show them at work.
+    Demo {
+        /// Leave the nodes running and print how to reach them.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Office id: lower-case letters, digits and '-', 3 to 63 characters.
+    #[arg(long)]
+    pub office: String,
+    /// Data directory to create (must not exist, or be empty).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Host name or IP address peers and users reach the node by
+    /// (repeatable); `localhost` and `127.0.0.1` are always included.
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
+    /// Address to listen on.
+    #[arg(long, default_value = crate::config::DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The office's data directory.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Listen here instead of the address in casemesh.toml.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Init(a) => init(a),
+        Command::Serve(a) => serve(a).await,
+        Command::Fingerprint { data } => fingerprint(data),
+        Command::Record(c) => records::run(c).await,
+        Command::User(c) => users::run(c).await,
+        Command::Status { client, json } => users::status(client, json).await,
+        Command::Demo { keep } => demo::run(keep).await,
+    }
+}
+
+fn init(a: InitArgs) -> Result<()> {
+    let office = crate::domain::OfficeId::parse(&a.office)?;
+    let report = crate::setup::init(&a.data, &office, &a.hosts, a.listen)?;
+    let paths = crate::config::Paths::new(&a.data);
+    println!("created office {office} in {}", a.data.display());
+    println!();
+    println!("office fingerprint: {}", report.fingerprint);
+    println!();
+    println!("  send to peer offices:    {}", paths.office_ca().display());
+    println!("  first admin certificate: {}", paths.admin_cert().display());
+    println!("  never leaves this node:  {}", paths.private_dir().display());
+    println!();
+    println!("start the node with: casemesh serve --data {}", a.data.display());
+    Ok(())
+}
+
+async fn serve(a: ServeArgs) -> Result<()> {
+    let paths = crate::config::Paths::new(&a.data);
+    let config = crate::config::Config::load(&paths.config())?;
+    let listen = a.listen.unwrap_or(config.listen);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let node = crate::node::start(&a.data, listener).await?;
+    println!("casemesh node for office {} listening on {}", config.office, node.addr);
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing calls in flight");
+    node.shutdown().await?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+fn fingerprint(data: PathBuf) -> Result<()> {
+    let paths = crate::config::Paths::new(&data);
+    let pem = std::fs::read(paths.office_ca())
+        .with_context(|| format!("cannot read {}", paths.office_ca().display()))?;
+    let certs = crate::identity::pki::certs_from_pem(&pem)?;
+    let first = certs.first().context("no certificate in office-ca.pem")?;
+    println!("{}", crate::identity::Fingerprint::of(first));
+    Ok(())
+}

@@ -69,3 +69,25 @@ pub fn user(e: &UserEntry) -> pb::User {
         revoked_at_ms: e.user.revoked_at_ms,
     }
 }
+
+/// Rebuilds the signed version a `Record` message describes (it must carry
+/// its body), so a client can check the origin's signature itself.
+pub fn signed_from_pb(r: &pb::Record) -> Result<SignedVersion, Status> {
+    let bad = |e: String| Status::invalid_argument(format!("record is malformed: {e}"));
+    let record = crate::domain::RecordVersion {
+        id: RecordId::parse(&r.id).map_err(|e| bad(e.to_string()))?,
+        version: r.version,
+        origin: crate::domain::OfficeId::parse(&r.origin).map_err(|e| bad(e.to_string()))?,
+        collection: r.collection.clone(),
+        kind: r.kind.clone(),
+        title: r.title.clone(),
+        content_type: r.content_type.clone(),
+        labels: r.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        body: r.body.clone(),
+        created_at_ms: r.created_at_ms,
+        updated_at_ms: r.updated_at_ms,
+        deleted: r.deleted,
+    };
+    let canonical = bytes::Bytes::from(record.canonical());
+    SignedVersion::from_parts(canonical, r.signature.clone()).map_err(|e| bad(e.to_string()))
+}

@@ -1,0 +1,90 @@
+//! How the CLI reaches a node: from a data directory (`--data`: the office's
+//! first admin certificate and listen address) or from explicit files.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use tonic::transport::Channel;
+
+use crate::config::{Config, Paths};
+use crate::grpc::pb::{admin_client::AdminClient, records_client::RecordsClient};
+use crate::grpc::transport::{self, NodeAddr};
+use crate::identity::pki::certs_from_pem;
+use crate::identity::tls::{PemIdentity, client_config};
+
+/// Largest message the CLI accepts from a node.
+const MAX_MESSAGE: usize = 80 * 1024 * 1024;
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct ClientOpts {
+    /// Use this office's data directory: its admin certificate and address.
+    #[arg(long, conflicts_with_all = ["endpoint", "cert", "key", "ca"])]
+    pub data: Option<PathBuf>,
+    /// Node address, https://HOST:PORT.
+    #[arg(long, requires_all = ["cert", "key", "ca"])]
+    pub endpoint: Option<String>,
+    /// Your certificate (PEM).
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// Your private key (PEM).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// The office CA certificate (PEM) the node's certificate must chain to.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+}
+
+fn read(path: &PathBuf) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+impl ClientOpts {
+    pub fn for_data(data: impl Into<PathBuf>) -> Self {
+        Self {
+            data: Some(data.into()),
+            ..Self::default()
+        }
+    }
+
+    pub async fn channel(&self) -> Result<Channel> {
+        let (addr, cert, key, ca) = match (&self.data, &self.endpoint) {
+            (Some(data), _) => {
+                let paths = Paths::new(data);
+                let cfg = Config::load(&paths.config())?;
+                let mut listen = cfg.listen;
+                if listen.ip().is_unspecified() {
+                    listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                (
+                    NodeAddr::parse(&format!("https://{listen}"))?,
+                    read(&paths.admin_cert())?,
+                    read(&paths.admin_key())?,
+                    read(&paths.office_ca())?,
+                )
+            }
+            (None, Some(endpoint)) => {
+                let (Some(cert), Some(key), Some(ca)) = (&self.cert, &self.key, &self.ca) else {
+                    bail!("--endpoint needs --cert, --key and --ca");
+                };
+                (NodeAddr::parse(endpoint)?, read(cert)?, read(key)?, read(ca)?)
+            }
+            (None, None) => bail!(
+                "say which node to use: --data DIR, or --endpoint https://HOST:PORT with --cert, --key and --ca"
+            ),
+        };
+        let tls = client_config(&certs_from_pem(&ca)?, PemIdentity::from_pem(&cert, &key)?)?;
+        Ok(transport::connect(&addr, Arc::new(tls)).await?)
+    }
+
+    pub async fn records(&self) -> Result<RecordsClient<Channel>> {
+        Ok(RecordsClient::new(self.channel().await?)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE))
+    }
+
+    pub async fn admin(&self) -> Result<AdminClient<Channel>> {
+        Ok(AdminClient::new(self.channel().await?))
+    }
+}

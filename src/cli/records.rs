@@ -1,0 +1,278 @@
+//! `casemesh record …`
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::ClientOpts;
+use super::output::{self, RECORD_HEADER};
+use crate::grpc::pb;
+
+#[derive(Debug, Subcommand)]
+pub enum RecordCommand {
+    /// Write a record (prints the new id alone), or a new version of one (--id).
+    Put(PutArgs),
+    /// Show a record (latest version, or --version N).
+    Get {
+        id: String,
+        #[arg(long)]
+        version: Option<u64>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// List records, following page tokens.
+    List {
+        #[arg(long)]
+        collection: Option<String>,
+        /// Only records whose origin is this office.
+        #[arg(long)]
+        origin: Option<String>,
+        /// Stop after this many records.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Show every version of a record, oldest first.
+    History {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Delete a record (writes a signed tombstone; the history stays).
+    Delete {
+        id: String,
+        #[arg(long)]
+        expected_version: Option<u64>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// Write a new version of this record instead of creating one.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Fail unless the record's latest version is this one.
+    #[arg(long)]
+    pub expected_version: Option<u64>,
+    #[arg(long)]
+    pub collection: String,
+    #[arg(long)]
+    pub kind: String,
+    #[arg(long)]
+    pub title: String,
+    /// Body text.
+    #[arg(long, conflicts_with = "body_file")]
+    pub body: Option<String>,
+    /// Read the body from this file.
+    #[arg(long)]
+    pub body_file: Option<PathBuf>,
+    /// MIME type of the body.
+    #[arg(long)]
+    pub content_type: Option<String>,
+    /// A label, key=value (repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("label {s:?} is not key=value")),
+    }
+}
+
+pub async fn run(cmd: RecordCommand) -> Result<()> {
+    match cmd {
+        RecordCommand::Put(a) => put(a).await,
+        RecordCommand::Get {
+            id,
+            version,
+            json,
+            client,
+        } => {
+            let r = client
+                .records()
+                .await?
+                .get(pb::GetRequest { id, version })
+                .await?
+                .into_inner();
+            if json {
+                output::print_json(&output::record_json(&r));
+            } else {
+                print_record(&r);
+            }
+            Ok(())
+        }
+        RecordCommand::List {
+            collection,
+            origin,
+            limit,
+            json,
+            client,
+        } => {
+            let records = list(&client, collection, origin, limit).await?;
+            if json {
+                output::print_json(&json!(records.iter().map(output::record_json).collect::<Vec<_>>()));
+            } else {
+                let rows: Vec<_> = records.iter().map(output::record_row).collect();
+                output::table(RECORD_HEADER, &rows);
+            }
+            Ok(())
+        }
+        RecordCommand::History { id, json, client } => {
+            let versions = client
+                .records()
+                .await?
+                .history(pb::HistoryRequest { id })
+                .await?
+                .into_inner()
+                .versions;
+            if json {
+                output::print_json(&json!(versions.iter().map(output::record_json).collect::<Vec<_>>()));
+            } else {
+                let rows: Vec<_> = versions
+                    .iter()
+                    .map(|v| {
+                        vec![
+                            v.version.to_string(),
+                            output::time(v.updated_at_ms),
+                            if v.deleted { "deleted".into() } else { v.title.clone() },
+                            v.body_size.to_string(),
+                            hex::encode(&v.digest),
+                        ]
+                    })
+                    .collect();
+                output::table(&["version", "written", "title", "bytes", "digest"], &rows);
+            }
+            Ok(())
+        }
+        RecordCommand::Delete {
+            id,
+            expected_version,
+            client,
+        } => {
+            let r = client
+                .records()
+                .await?
+                .delete(pb::DeleteRequest {
+                    id: id.clone(),
+                    expected_version,
+                })
+                .await?
+                .into_inner();
+            println!("deleted {id} (tombstone version {})", r.version);
+            Ok(())
+        }
+    }
+}
+
+async fn put(a: PutArgs) -> Result<()> {
+    let body = match (a.body, a.body_file) {
+        (Some(text), _) => text.into_bytes(),
+        (None, Some(path)) => {
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?
+        }
+        (None, None) => Vec::new(),
+    };
+    let content_type = a.content_type.unwrap_or_else(|| {
+        if std::str::from_utf8(&body).is_ok() {
+            "text/plain; charset=utf-8".into()
+        } else {
+            String::new()
+        }
+    });
+    let resp = a
+        .client
+        .records()
+        .await?
+        .put(pb::PutRequest {
+            id: a.id.unwrap_or_default(),
+            expected_version: a.expected_version,
+            collection: a.collection,
+            kind: a.kind,
+            title: a.title,
+            body: body.into(),
+            content_type,
+            labels: a.labels.into_iter().collect(),
+        })
+        .await?
+        .into_inner();
+    println!("{}", resp.id);
+    Ok(())
+}
+
+/// Every record matching the filters, page by page, up to `limit`.
+pub async fn list(
+    client: &ClientOpts,
+    collection: Option<String>,
+    origin: Option<String>,
+    limit: Option<usize>,
+) -> Result<Vec<pb::Record>> {
+    let mut c = client.records().await?;
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let want = limit.map(|l| l.saturating_sub(out.len())).unwrap_or(usize::MAX);
+        if want == 0 {
+            break;
+        }
+        let page = c
+            .list(pb::ListRequest {
+                collection: collection.clone().unwrap_or_default(),
+                origin: origin.clone().unwrap_or_default(),
+                page_size: want.min(1000) as u32,
+                page_token: token,
+            })
+            .await?
+            .into_inner();
+        out.extend(page.records);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    if let Some(l) = limit {
+        out.truncate(l);
+    }
+    if out.len() > 1_000_000 {
+        bail!("more than a million records: use --limit");
+    }
+    Ok(out)
+}
+
+fn print_record(r: &pb::Record) {
+    println!("id:           {}", r.id);
+    println!("version:      {}{}", r.version, if r.deleted { " (deleted)" } else { "" });
+    println!("origin:       {}", r.origin);
+    println!("collection:   {}", r.collection);
+    println!("kind:         {}", r.kind);
+    println!("title:        {}", r.title);
+    println!("content type: {}", r.content_type);
+    for (k, v) in &r.labels {
+        println!("label:        {k}={v}");
+    }
+    println!("created:      {}", output::time(r.created_at_ms));
+    println!("updated:      {}", output::time(r.updated_at_ms));
+    println!("digest:       {}", hex::encode(&r.digest));
+    println!("size:         {} bytes", r.body_size);
+    if !r.body.is_empty() {
+        println!();
+        match std::str::from_utf8(&r.body) {
+            Ok(text) => println!("{text}"),
+            Err(_) => println!("(binary body; use --json to see it as hex)"),
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! `casemesh user …` and `casemesh status`.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::Subcommand;
+use serde_json::json;
+
+use super::ClientOpts;
+use super::output;
+use crate::domain::Role;
+use crate::grpc::{convert, pb};
+use crate::setup::{make_dir, write_new};
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Issue a certificate for a new user. The key is made here and never
+    /// sent to the node.
+    Issue {
+        #[arg(long)]
+        name: String,
+        /// admin or staff.
+        #[arg(long)]
+        role: Role,
+        /// Directory to write NAME-cert.pem, NAME-key.pem and ca.pem into.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Revoke a user's certificate; the node refuses it from now on.
+    Revoke {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// List issued and revoked users.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+fn role_name(role: i32) -> &'static str {
+    match convert::role_from_pb(role) {
+        Ok(r) => r.as_str(),
+        Err(_) => "unknown",
+    }
+}
+
+pub async fn run(cmd: UserCommand) -> Result<()> {
+    match cmd {
+        UserCommand::Issue {
+            name,
+            role,
+            out,
+            client,
+        } => {
+            let cert_path = out.join(format!("{name}-cert.pem"));
+            let key_path = out.join(format!("{name}-key.pem"));
+            let ca_path = out.join("ca.pem");
+            for p in [&cert_path, &key_path] {
+                if p.exists() {
+                    bail!("{} already exists; not overwriting it", p.display());
+                }
+            }
+            let (key_pem, csr_der) = crate::identity::pki::new_csr()?;
+            let resp = client
+                .admin()
+                .await?
+                .issue_user(pb::IssueUserRequest {
+                    name: name.clone(),
+                    role: convert::role_to_pb(role) as i32,
+                    csr_der: csr_der.into(),
+                })
+                .await?
+                .into_inner();
+            make_dir(&out, 0o700)?;
+            write_new(&key_path, key_pem.as_bytes(), 0o600)?;
+            write_new(&cert_path, resp.certificate_pem.as_bytes(), 0o644)?;
+            if !ca_path.exists() {
+                write_new(&ca_path, resp.ca_certificate_pem.as_bytes(), 0o644)?;
+            }
+            println!("issued {role} certificate for {name}");
+            println!("  certificate: {}", cert_path.display());
+            println!("  key (0600):  {}", key_path.display());
+            println!("  office CA:   {}", ca_path.display());
+            if let Some(u) = resp.user {
+                println!("  fingerprint: {}", u.fingerprint);
+            }
+            Ok(())
+        }
+        UserCommand::Revoke { name, client } => {
+            let u = client
+                .admin()
+                .await?
+                .revoke_user(pb::RevokeUserRequest { name })
+                .await?
+                .into_inner();
+            println!("revoked {} at {}", u.name, output::time(u.revoked_at_ms));
+            Ok(())
+        }
+        UserCommand::List { json, client } => {
+            let users = client
+                .admin()
+                .await?
+                .list_users(pb::ListUsersRequest {})
+                .await?
+                .into_inner()
+                .users;
+            if json {
+                let v: Vec<_> = users
+                    .iter()
+                    .map(|u| {
+                        json!({
+                            "name": u.name,
+                            "role": role_name(u.role),
+                            "fingerprint": u.fingerprint,
+                            "issued_at": output::time(u.issued_at_ms),
+                            "revoked_at": (u.revoked_at_ms != 0).then(|| output::time(u.revoked_at_ms)),
+                        })
+                    })
+                    .collect();
+                output::print_json(&json!(v));
+            } else {
+                let rows: Vec<_> = users
+                    .iter()
+                    .map(|u| {
+                        vec![
+                            u.name.clone(),
+                            role_name(u.role).into(),
+                            output::time(u.issued_at_ms),
+                            if u.revoked_at_ms == 0 {
+                                "valid".into()
+                            } else {
+                                format!("revoked {}", output::time(u.revoked_at_ms))
+                            },
+                            u.fingerprint.clone(),
+                        ]
+                    })
+                    .collect();
+                output::table(&["name", "role", "issued", "state", "fingerprint"], &rows);
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn status(client: ClientOpts, json: bool) -> Result<()> {
+    let s = client
+        .admin()
+        .await?
+        .status(pb::StatusRequest {})
+        .await?
+        .into_inner();
+    if json {
+        output::print_json(&json!({
+            "office": s.office,
+            "fingerprint": s.fingerprint,
+            "records": s.records,
+            "versions": s.versions,
+            "software_version": s.software_version,
+        }));
+    } else {
+        println!("office:      {}", s.office);
+        println!("fingerprint: {}", s.fingerprint);
+        println!("records:     {}", s.records);
+        println!("versions:    {}", s.versions);
+        println!("software:    casemesh {}", s.software_version);
+    }
+    Ok(())
+}
