@@ -17,8 +17,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("casemesh_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
-    tonic_prost_build::configure()
-        .bytes(".")
-        .compile_fds(fds)?;
+    tonic_prost_build::configure().bytes(".").compile_fds(fds)?;
     Ok(())
 }

@@ -100,7 +100,10 @@ impl Config {
         let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
         cfg.office_id().map_err(|e| e.to_string())?;
         if cfg.limits.max_body_bytes > 64 * 1024 * 1024 {
-            return Err("limits.max_body_bytes may be at most 64 MiB (use attachments for larger files)".into());
+            return Err(
+                "limits.max_body_bytes may be at most 64 MiB (use attachments for larger files)"
+                    .into(),
+            );
         }
         if cfg.server.max_connections == 0 {
             return Err("server.max_connections must be at least 1".into());

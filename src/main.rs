@@ -1,8 +1,8 @@
 //! The `casemesh` binary: parse the command line, set up logging, run, and
 //! turn the outcome into an exit code (0 ok, 1 failed, 2 usage).
 
-use clap::Parser;
 use casemesh::cli::{Cli, Command, LogFormat};
+use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn init_tracing(cli: &Cli) {
@@ -31,7 +31,10 @@ fn describe(e: &anyhow::Error) -> String {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

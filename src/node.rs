@@ -149,7 +149,7 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         path: "listener".into(),
         source,
     })?;
-    let incoming = transport::incoming(
+    let (incoming, accept_loop) = transport::incoming(
         listener,
         tls,
         transport::AcceptOptions {
@@ -174,6 +174,9 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
                 let _ = rx.await;
             })
             .await;
+        // The listener is closed once the accept loop has ended, so the
+        // address can be bound again as soon as shutdown returns.
+        let _ = accept_loop.await;
         // In-flight calls have finished; make everything durable.
         let flushed = store.flush_now();
         tracing::info!(%office, "node stopped");

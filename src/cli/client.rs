@@ -68,7 +68,12 @@ impl ClientOpts {
                 let (Some(cert), Some(key), Some(ca)) = (&self.cert, &self.key, &self.ca) else {
                     bail!("--endpoint needs --cert, --key and --ca");
                 };
-                (NodeAddr::parse(endpoint)?, read(cert)?, read(key)?, read(ca)?)
+                (
+                    NodeAddr::parse(endpoint)?,
+                    read(cert)?,
+                    read(key)?,
+                    read(ca)?,
+                )
             }
             (None, None) => bail!(
                 "say which node to use: --data DIR, or --endpoint https://HOST:PORT with --cert, --key and --ca"

@@ -27,18 +27,26 @@ fn step(n: usize, text: &str) {
 }
 
 pub async fn run(keep: bool) -> Result<()> {
-    let tmp = tempfile::Builder::new().prefix("casemesh-demo-").tempdir()?;
+    let tmp = tempfile::Builder::new()
+        .prefix("casemesh-demo-")
+        .tempdir()?;
     let dir = tmp.path().join("phila-da");
     let office = OfficeId::parse("phila-da")?;
 
-    step(1, "office phila-da creates its identity and starts its node");
+    step(
+        1,
+        "office phila-da creates its identity and starts its node",
+    );
     // Reserve an ephemeral port, then hand it to init and the node.
     let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
     let listen = probe.local_addr()?;
     drop(probe);
     let report = crate::setup::init(&dir, &office, &[], listen)?;
     let node = start(&dir).await?;
-    println!("   node listening on https://{} (mutual TLS 1.3)", node.addr);
+    println!(
+        "   node listening on https://{} (mutual TLS 1.3)",
+        node.addr
+    );
     println!("   office fingerprint {}", report.fingerprint);
     let client = ClientOpts::for_data(&dir);
     let mut records = client.records().await?;
@@ -46,9 +54,24 @@ pub async fn run(keep: bool) -> Result<()> {
     step(2, "staff write three records in two cases");
     let mut ids = Vec::new();
     for (case, kind, title, body) in [
-        ("2026-0042", "incident-report", "Stop on Broad St", "Agent detained a US citizen for 3 hours."),
-        ("2026-0042", "witness-statement", "Statement of the driver", "I was asked for papers twice."),
-        ("2026-0077", "identification", "Badge number seen", "Witness recalls badge 4471."),
+        (
+            "2026-0042",
+            "incident-report",
+            "Stop on Broad St",
+            "Agent detained a US citizen for 3 hours.",
+        ),
+        (
+            "2026-0042",
+            "witness-statement",
+            "Statement of the driver",
+            "I was asked for papers twice.",
+        ),
+        (
+            "2026-0077",
+            "identification",
+            "Badge number seen",
+            "Witness recalls badge 4471.",
+        ),
     ] {
         let r = records
             .put(pb::PutRequest {
@@ -65,12 +88,26 @@ pub async fn run(keep: bool) -> Result<()> {
         ids.push(r.id);
     }
     let all = super::records::list(&client, None, None, None).await?;
-    output::table(RECORD_HEADER, &all.iter().map(output::record_row).collect::<Vec<_>>());
-    ensure!(all.len() == 3, "expected 3 records, the node lists {}", all.len());
+    output::table(
+        RECORD_HEADER,
+        &all.iter().map(output::record_row).collect::<Vec<_>>(),
+    );
+    ensure!(
+        all.len() == 3,
+        "expected 3 records, the node lists {}",
+        all.len()
+    );
     let case = super::records::list(&client, Some("2026-0042".into()), None, None).await?;
-    ensure!(case.len() == 2, "expected 2 records in case 2026-0042, got {}", case.len());
+    ensure!(
+        case.len() == 2,
+        "expected 2 records in case 2026-0042, got {}",
+        case.len()
+    );
 
-    step(3, "every version carries the office's signature; a court can check it");
+    step(
+        3,
+        "every version carries the office's signature; a court can check it",
+    );
     let ca_pem = std::fs::read(crate::config::Paths::new(&dir).office_ca())?;
     let ca = certs_from_pem(&ca_pem)?;
     let verifier = OfficeVerifier::from_ca_cert(office.clone(), ca.first().context("no CA")?)?;
@@ -83,7 +120,10 @@ pub async fn run(keep: bool) -> Result<()> {
         .into_inner();
     let signed = convert::signed_from_pb(&got)?;
     verifier.verify(&signed)?;
-    println!("   {} v{}: signature verifies against office-ca.pem", got.id, got.version);
+    println!(
+        "   {} v{}: signature verifies against office-ca.pem",
+        got.id, got.version
+    );
     let mut forged = got.clone();
     forged.body = b"Agent was polite.".to_vec().into();
     ensure!(
@@ -140,21 +180,36 @@ pub async fn run(keep: bool) -> Result<()> {
         &["version", "title", "digest"],
         &history
             .iter()
-            .map(|v| vec![v.version.to_string(), v.title.clone(), hex::encode(&v.digest)[..16].to_string()])
+            .map(|v| {
+                vec![
+                    v.version.to_string(),
+                    v.title.clone(),
+                    hex::encode(&v.digest)[..16].to_string(),
+                ]
+            })
             .collect::<Vec<_>>(),
     );
     ensure!(history.len() == 2, "expected 2 versions in the history");
     let live = super::records::list(&client, None, None, None).await?;
     ensure!(live.len() == 2, "the deleted record must not be listed");
 
-    step(6, "the node restarts on the same directory; nothing is lost");
+    step(
+        6,
+        "the node restarts on the same directory; nothing is lost",
+    );
     drop(records);
     node.shutdown().await?;
     let node = start(&dir).await?;
     let after = super::records::list(&client, None, None, None).await?;
-    output::table(RECORD_HEADER, &after.iter().map(output::record_row).collect::<Vec<_>>());
+    output::table(
+        RECORD_HEADER,
+        &after.iter().map(output::record_row).collect::<Vec<_>>(),
+    );
     ensure!(
-        after.iter().map(|r| (&r.id, r.version)).eq(live.iter().map(|r| (&r.id, r.version))),
+        after
+            .iter()
+            .map(|r| (&r.id, r.version))
+            .eq(live.iter().map(|r| (&r.id, r.version))),
         "records after restart differ from before"
     );
 

@@ -17,7 +17,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub use client::ClientOpts;
 
 #[derive(Debug, Parser)]
-#[command(name = "casemesh", version, about = "Federated, signed case-record sync between prosecutors' offices")]
+#[command(
+    name = "casemesh",
+    version,
+    about = "Federated, signed case-record sync between prosecutors' offices"
+)]
 pub struct Cli {
     /// Log format of `serve` and `demo`.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
@@ -115,10 +119,19 @@ fn init(a: InitArgs) -> Result<()> {
     println!("office fingerprint: {}", report.fingerprint);
     println!();
     println!("  send to peer offices:    {}", paths.office_ca().display());
-    println!("  first admin certificate: {}", paths.admin_cert().display());
-    println!("  never leaves this node:  {}", paths.private_dir().display());
+    println!(
+        "  first admin certificate: {}",
+        paths.admin_cert().display()
+    );
+    println!(
+        "  never leaves this node:  {}",
+        paths.private_dir().display()
+    );
     println!();
-    println!("start the node with: casemesh serve --data {}", a.data.display());
+    println!(
+        "start the node with: casemesh serve --data {}",
+        a.data.display()
+    );
     Ok(())
 }
 
@@ -130,7 +143,10 @@ async fn serve(a: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let node = crate::node::start(&a.data, listener).await?;
-    println!("casemesh node for office {} listening on {}", config.office, node.addr);
+    println!(
+        "casemesh node for office {} listening on {}",
+        config.office, node.addr
+    );
     shutdown_signal().await;
     tracing::info!("shutting down: finishing calls in flight");
     node.shutdown().await?;

@@ -125,7 +125,9 @@ pub async fn run(cmd: RecordCommand) -> Result<()> {
         } => {
             let records = list(&client, collection, origin, limit).await?;
             if json {
-                output::print_json(&json!(records.iter().map(output::record_json).collect::<Vec<_>>()));
+                output::print_json(&json!(
+                    records.iter().map(output::record_json).collect::<Vec<_>>()
+                ));
             } else {
                 let rows: Vec<_> = records.iter().map(output::record_row).collect();
                 output::table(RECORD_HEADER, &rows);
@@ -141,7 +143,9 @@ pub async fn run(cmd: RecordCommand) -> Result<()> {
                 .into_inner()
                 .versions;
             if json {
-                output::print_json(&json!(versions.iter().map(output::record_json).collect::<Vec<_>>()));
+                output::print_json(&json!(
+                    versions.iter().map(output::record_json).collect::<Vec<_>>()
+                ));
             } else {
                 let rows: Vec<_> = versions
                     .iter()
@@ -149,7 +153,11 @@ pub async fn run(cmd: RecordCommand) -> Result<()> {
                         vec![
                             v.version.to_string(),
                             output::time(v.updated_at_ms),
-                            if v.deleted { "deleted".into() } else { v.title.clone() },
+                            if v.deleted {
+                                "deleted".into()
+                            } else {
+                                v.title.clone()
+                            },
                             v.body_size.to_string(),
                             hex::encode(&v.digest),
                         ]
@@ -225,7 +233,9 @@ pub async fn list(
     let mut out = Vec::new();
     let mut token = String::new();
     loop {
-        let want = limit.map(|l| l.saturating_sub(out.len())).unwrap_or(usize::MAX);
+        let want = limit
+            .map(|l| l.saturating_sub(out.len()))
+            .unwrap_or(usize::MAX);
         if want == 0 {
             break;
         }
@@ -255,7 +265,11 @@ pub async fn list(
 
 fn print_record(r: &pb::Record) {
     println!("id:           {}", r.id);
-    println!("version:      {}{}", r.version, if r.deleted { " (deleted)" } else { "" });
+    println!(
+        "version:      {}{}",
+        r.version,
+        if r.deleted { " (deleted)" } else { "" }
+    );
     println!("origin:       {}", r.origin);
     println!("collection:   {}", r.collection);
     println!("kind:         {}", r.kind);

@@ -26,7 +26,9 @@ pub struct Writer {
 
 impl Writer {
     pub fn with_capacity(n: usize) -> Self {
-        Self { buf: Vec::with_capacity(n) }
+        Self {
+            buf: Vec::with_capacity(n),
+        }
     }
 
     pub fn raw(&mut self, bytes: &[u8]) -> &mut Self {

@@ -10,9 +10,7 @@ pub enum IdError {
         "office id {0:?} is not valid: use 3 to 63 characters of lower-case letters, digits and '-', not starting or ending with '-' (for example `phila-da`)"
     )]
     Office(String),
-    #[error(
-        "record id {0:?} is not valid: expected `<office-id>:<32 lower-case hex digits>`"
-    )]
+    #[error("record id {0:?} is not valid: expected `<office-id>:<32 lower-case hex digits>`")]
     Record(String),
     #[error(
         "user name {0:?} is not valid: use 1 to 63 characters of lower-case letters, digits, '.', '_' and '-'"
@@ -68,7 +66,11 @@ impl RecordId {
             && suffix
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if hex_ok { Ok(Self(s.to_owned())) } else { Err(bad()) }
+        if hex_ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(bad())
+        }
     }
 
     /// A fresh id for a record created by `office` at `now_ms`, with
@@ -133,7 +135,16 @@ mod tests {
         for ok in ["phila-da", "abc", "a1-b2", &"x".repeat(63)] {
             assert!(OfficeId::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["ab", "Phila-DA", "-abc", "abc-", "a_b_c", "a b c", &"x".repeat(64), ""] {
+        for bad in [
+            "ab",
+            "Phila-DA",
+            "-abc",
+            "abc-",
+            "a_b_c",
+            "a b c",
+            &"x".repeat(64),
+            "",
+        ] {
             assert!(OfficeId::parse(bad).is_err(), "{bad}");
         }
     }

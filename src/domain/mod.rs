@@ -11,7 +11,7 @@ pub mod record;
 pub mod role;
 
 pub use ids::{IdError, OfficeId, RecordId, UserName};
-pub use limits::{Limits, LimitError};
+pub use limits::{LimitError, Limits};
 pub use record::{Draft, RecordVersion, SignedVersion};
 pub use role::Role;
 

@@ -24,7 +24,11 @@ pub fn record(v: &SignedVersion, body: Body) -> pb::Record {
         kind: r.kind.clone(),
         title: r.title.clone(),
         content_type: r.content_type.clone(),
-        labels: r.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        labels: r
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         body: match body {
             Body::Include => r.body.clone(),
             Body::Omit => Default::default(),
@@ -56,7 +60,9 @@ pub fn role_from_pb(value: i32) -> Result<Role, Status> {
     match pb::Role::try_from(value) {
         Ok(pb::Role::Admin) => Ok(Role::Admin),
         Ok(pb::Role::Staff) => Ok(Role::Staff),
-        _ => Err(Status::invalid_argument("role must be ROLE_ADMIN or ROLE_STAFF")),
+        _ => Err(Status::invalid_argument(
+            "role must be ROLE_ADMIN or ROLE_STAFF",
+        )),
     }
 }
 
@@ -82,7 +88,11 @@ pub fn signed_from_pb(r: &pb::Record) -> Result<SignedVersion, Status> {
         kind: r.kind.clone(),
         title: r.title.clone(),
         content_type: r.content_type.clone(),
-        labels: r.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        labels: r
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         body: r.body.clone(),
         created_at_ms: r.created_at_ms,
         updated_at_ms: r.updated_at_ms,

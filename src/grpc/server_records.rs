@@ -60,11 +60,17 @@ impl Records for RecordsApi {
         let id = convert::record_id(&req.into_inner().id)?;
         let versions = self.service.history(&id)?;
         Ok(Response::new(pb::HistoryResponse {
-            versions: versions.iter().map(|v| convert::record(v, Body::Omit)).collect(),
+            versions: versions
+                .iter()
+                .map(|v| convert::record(v, Body::Omit))
+                .collect(),
         }))
     }
 
-    async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+    async fn list(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
         let r = req.into_inner();
         let origin = match r.origin.as_str() {
             "" => None,
@@ -80,7 +86,10 @@ impl Records for RecordsApi {
         };
         let (records, next_page_token) = self.service.list(&page)?;
         Ok(Response::new(pb::ListResponse {
-            records: records.iter().map(|v| convert::record(v, Body::Omit)).collect(),
+            records: records
+                .iter()
+                .map(|v| convert::record(v, Body::Omit))
+                .collect(),
             next_page_token,
         }))
     }

@@ -46,7 +46,10 @@ mod tests {
                 }),
                 Code::ResourceExhausted,
             ),
-            (Error::Limit(LimitError::Empty("title")), Code::InvalidArgument),
+            (
+                Error::Limit(LimitError::Empty("title")),
+                Code::InvalidArgument,
+            ),
             (Error::RecordNotFound("r".into()), Code::NotFound),
             (
                 Error::VersionConflict {
@@ -76,7 +79,9 @@ mod tests {
 
     #[test]
     fn internal_details_are_not_sent() {
-        let s = Status::from(Error::Store(crate::store::StoreError::Flush("secret path".into())));
+        let s = Status::from(Error::Store(crate::store::StoreError::Flush(
+            "secret path".into(),
+        )));
         assert!(!s.message().contains("secret path"));
     }
 }

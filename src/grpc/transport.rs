@@ -88,16 +88,20 @@ pub struct AcceptOptions {
     pub max_connections: usize,
 }
 
-/// Accepts connections on `listener` until the returned stream is dropped.
+/// Accepts connections on `listener` until the returned stream is dropped;
+/// the task then ends and closes the listener.
 pub fn incoming(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     options: AcceptOptions,
-) -> ReceiverStream<Result<TlsConn, io::Error>> {
+) -> (
+    ReceiverStream<Result<TlsConn, io::Error>>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(tls);
     let limit = Arc::new(Semaphore::new(options.max_connections));
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             let permit = tokio::select! {
                 _ = tx.closed() => break,
@@ -138,7 +142,7 @@ pub fn incoming(
             });
         }
     });
-    ReceiverStream::new(rx)
+    (ReceiverStream::new(rx), task)
 }
 
 async fn handshake(
@@ -195,7 +199,10 @@ impl NodeAddr {
             return Err(bad());
         }
         let host = uri.host().ok_or_else(bad)?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let port = uri.port_u16().ok_or_else(bad)?;
         if !matches!(uri.path(), "" | "/") {
             return Err(bad());

@@ -48,7 +48,8 @@ impl CertIdentity {
                 }
             }
         }
-        found.ok_or_else(|| IdentityError::Verify("certificate carries no casemesh identity".into()))
+        found
+            .ok_or_else(|| IdentityError::Verify("certificate carries no casemesh identity".into()))
     }
 
     fn parse_uri(uri: &str) -> Result<Self, IdentityError> {
@@ -88,9 +89,7 @@ pub enum Caller {
 impl Caller {
     pub fn fingerprint(&self) -> &Fingerprint {
         match self {
-            Caller::Local { fingerprint, .. } | Caller::PeerNode { fingerprint, .. } => {
-                fingerprint
-            }
+            Caller::Local { fingerprint, .. } | Caller::PeerNode { fingerprint, .. } => fingerprint,
         }
     }
 

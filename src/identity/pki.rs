@@ -32,7 +32,10 @@ impl Fingerprint {
         let bytes = hex::decode(hex_part.to_ascii_lowercase())
             .map_err(|e| IdentityError::parse(format!("fingerprint {s:?}"), e))?;
         let arr: [u8; 32] = bytes.try_into().map_err(|_| {
-            IdentityError::parse(format!("fingerprint {s:?}"), "expected 32 bytes (64 hex digits)")
+            IdentityError::parse(
+                format!("fingerprint {s:?}"),
+                "expected 32 bytes (64 hex digits)",
+            )
         })?;
         Ok(Self(arr))
     }
@@ -149,7 +152,7 @@ impl OfficeCa {
         ];
         params.serial_number = Some(random_serial());
         validity(&mut params);
-        params.not_after = params.not_after + time_days(7 * 365);
+        params.not_after += time_days(7 * 365);
         let ca_cert = params.self_signed(&office_key)?;
         let office_key_pem = office_key.serialize_pem();
         let ca = Self {
@@ -253,10 +256,9 @@ impl OfficeCa {
         role: Role,
         csr_der: &[u8],
     ) -> Result<String, IdentityError> {
-        let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(
-            csr_der,
-        ))
-        .map_err(|e| IdentityError::parse("certificate signing request", e))?;
+        let csr =
+            CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
+                .map_err(|e| IdentityError::parse("certificate signing request", e))?;
         self.issue_user(name, role, &csr.public_key)
     }
 }
@@ -282,7 +284,10 @@ pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Identi
         .collect::<Result<_, _>>()
         .map_err(|e| IdentityError::parse("certificate PEM", e))?;
     if certs.is_empty() {
-        return Err(IdentityError::parse("certificate PEM", "no certificate found"));
+        return Err(IdentityError::parse(
+            "certificate PEM",
+            "no certificate found",
+        ));
     }
     Ok(certs)
 }
@@ -297,7 +302,10 @@ mod tests {
         let s = fp.to_string();
         assert!(s.starts_with("sha256:abab"));
         assert_eq!(Fingerprint::parse(&s).unwrap(), fp);
-        assert_eq!(Fingerprint::parse(&s.to_uppercase().replace("SHA256:", "")).unwrap(), fp);
+        assert_eq!(
+            Fingerprint::parse(&s.to_uppercase().replace("SHA256:", "")).unwrap(),
+            fp
+        );
         assert!(Fingerprint::parse("sha256:abcd").is_err());
     }
 
@@ -324,6 +332,9 @@ mod tests {
         let name = UserName::parse("alice").unwrap();
         let pem = ca.issue_user_from_csr(&name, Role::Staff, &csr).unwrap();
         assert!(pem.contains("BEGIN CERTIFICATE"));
-        assert!(ca.issue_user_from_csr(&name, Role::Staff, b"not a csr").is_err());
+        assert!(
+            ca.issue_user_from_csr(&name, Role::Staff, b"not a csr")
+                .is_err()
+        );
     }
 }

@@ -13,8 +13,8 @@ use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime, pem::PemObject};
 
@@ -105,7 +105,10 @@ impl TrustStore {
         }
     }
 
-    fn update(&self, f: impl FnOnce(&Snapshot) -> Result<Snapshot, IdentityError>) -> Result<(), IdentityError> {
+    fn update(
+        &self,
+        f: impl FnOnce(&Snapshot) -> Result<Snapshot, IdentityError>,
+    ) -> Result<(), IdentityError> {
         let mut guard = match self.inner.write() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -116,7 +119,11 @@ impl TrustStore {
     }
 
     /// Records a newly issued, or newly revoked, user certificate.
-    pub fn set_user(&self, fingerprint: Fingerprint, user: IssuedUser) -> Result<(), IdentityError> {
+    pub fn set_user(
+        &self,
+        fingerprint: Fingerprint,
+        user: IssuedUser,
+    ) -> Result<(), IdentityError> {
         self.update(|s| {
             let mut users = s.users.clone();
             users.insert(fingerprint, user);
@@ -130,7 +137,10 @@ impl TrustStore {
     }
 
     /// Replaces the set of pinned peer office CAs.
-    pub fn set_peers(&self, peers: Vec<(OfficeId, CertificateDer<'static>)>) -> Result<(), IdentityError> {
+    pub fn set_peers(
+        &self,
+        peers: Vec<(OfficeId, CertificateDer<'static>)>,
+    ) -> Result<(), IdentityError> {
         let provider = self.provider.clone();
         self.update(|s| {
             let peers: Vec<TrustedCa> = peers
@@ -192,11 +202,16 @@ impl TrustStore {
 
     /// The server side of TLS: a verifier that consults this store.
     pub fn client_verifier(self: &Arc<Self>) -> Arc<dyn ClientCertVerifier> {
-        Arc::new(StoreVerifier { store: self.clone() })
+        Arc::new(StoreVerifier {
+            store: self.clone(),
+        })
     }
 }
 
-fn issuing_ca<'s>(snap: &'s Snapshot, leaf: &CertificateDer<'_>) -> Result<&'s TrustedCa, IdentityError> {
+fn issuing_ca<'s>(
+    snap: &'s Snapshot,
+    leaf: &CertificateDer<'_>,
+) -> Result<&'s TrustedCa, IdentityError> {
     let (_, cert) = x509_parser::parse_x509_certificate(leaf)
         .map_err(|e| IdentityError::parse("client certificate", e))?;
     for ca in std::iter::once(&snap.own).chain(&snap.peers) {
@@ -207,7 +222,9 @@ fn issuing_ca<'s>(snap: &'s Snapshot, leaf: &CertificateDer<'_>) -> Result<&'s T
             return Ok(ca);
         }
     }
-    Err(IdentityError::Verify("certificate was not issued by a trusted office CA".into()))
+    Err(IdentityError::Verify(
+        "certificate was not issued by a trusted office CA".into(),
+    ))
 }
 
 #[derive(Debug)]
@@ -228,10 +245,13 @@ impl ClientCertVerifier for StoreVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         let snap = self.store.snapshot();
-        snap.webpki.verify_client_cert(end_entity, intermediates, now)?;
+        snap.webpki
+            .verify_client_cert(end_entity, intermediates, now)?;
         self.store.classify(end_entity).map_err(|e| {
             tracing::warn!(reason = %e, "refused client certificate");
-            rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure)
+            rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            )
         })?;
         Ok(ClientCertVerified::assertion())
     }
@@ -242,7 +262,10 @@ impl ClientCertVerifier for StoreVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.store.snapshot().webpki.verify_tls12_signature(message, cert, dss)
+        self.store
+            .snapshot()
+            .webpki
+            .verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -251,7 +274,10 @@ impl ClientCertVerifier for StoreVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.store.snapshot().webpki.verify_tls13_signature(message, cert, dss)
+        self.store
+            .snapshot()
+            .webpki
+            .verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
@@ -277,7 +303,10 @@ impl PemIdentity {
 const ALPN_H2: &[u8] = b"h2";
 
 /// The node's TLS server configuration.
-pub fn server_config(identity: PemIdentity, trust: &Arc<TrustStore>) -> Result<ServerConfig, IdentityError> {
+pub fn server_config(
+    identity: PemIdentity,
+    trust: &Arc<TrustStore>,
+) -> Result<ServerConfig, IdentityError> {
     let mut cfg = ServerConfig::builder_with_provider(trust.provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(trust.client_verifier())

@@ -145,7 +145,10 @@ impl RecordService {
                 }
             }
             let signed = OfficeSigner::new(&self.ca).sign(next(&prev.record))?;
-            match self.store.append_version(&signed, Some(prev.record.version)) {
+            match self
+                .store
+                .append_version(&signed, Some(prev.record.version))
+            {
                 Ok(()) => return Ok(signed),
                 Err(StoreError::HeadMoved { actual, .. }) => {
                     if let Some(expected) = expected_version {
@@ -166,7 +169,11 @@ impl RecordService {
     }
 
     /// Writes a signed tombstone; durable when this returns.
-    pub async fn delete(&self, id: &RecordId, expected_version: Option<u64>) -> Result<SignedVersion> {
+    pub async fn delete(
+        &self,
+        id: &RecordId,
+        expected_version: Option<u64>,
+    ) -> Result<SignedVersion> {
         self.check_origin(id)?;
         if let Some(head) = self.store.head(id)? {
             if head.deleted {
@@ -196,7 +203,10 @@ impl RecordService {
 
     pub fn get(&self, id: &RecordId, version: Option<u64>) -> Result<SignedVersion> {
         match version {
-            None => self.store.latest(id)?.ok_or_else(|| Error::RecordNotFound(id.to_string())),
+            None => self
+                .store
+                .latest(id)?
+                .ok_or_else(|| Error::RecordNotFound(id.to_string())),
             Some(v) => self.store.version(id, v)?.ok_or_else(|| {
                 if matches!(self.store.head(id), Ok(Some(_))) {
                     Error::VersionNotFound {

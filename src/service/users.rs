@@ -28,7 +28,12 @@ pub struct UserService {
 
 /// Stores a user certificate that was issued (by `init`, or by the service
 /// below). Not yet durable: callers commit.
-pub fn record_issued(store: &Store, name: UserName, role: Role, cert_pem: &str) -> Result<UserEntry> {
+pub fn record_issued(
+    store: &Store,
+    name: UserName,
+    role: Role,
+    cert_pem: &str,
+) -> Result<UserEntry> {
     let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
         .map_err(|e| IdentityError::parse("issued certificate", e))?;
     let entry = UserEntry {
@@ -82,7 +87,8 @@ impl UserService {
             })?;
         let entry = record_issued(&self.store, name, role, &pem)?;
         self.store.commit().await?;
-        self.trust.set_user(entry.fingerprint.clone(), issued(&entry.user))?;
+        self.trust
+            .set_user(entry.fingerprint.clone(), issued(&entry.user))?;
         Ok(Issued {
             entry,
             certificate_pem: pem,
@@ -97,7 +103,8 @@ impl UserService {
             .revoke_user(name, now_ms())?
             .ok_or_else(|| Error::UserNotFound(name.to_owned()))?;
         self.store.commit().await?;
-        self.trust.set_user(entry.fingerprint.clone(), issued(&entry.user))?;
+        self.trust
+            .set_user(entry.fingerprint.clone(), issued(&entry.user))?;
         Ok(entry)
     }
 

@@ -21,7 +21,10 @@ fn expect_version(r: &mut Reader<'_>) -> Result<u8, DecodeError> {
 /// re-encodes.
 pub fn encode_signed(v: &SignedVersion) -> Vec<u8> {
     let mut w = Writer::with_capacity(1 + 32 + 4 + v.signature.len() + v.canonical.len());
-    w.u8(V1).raw(&v.digest).bytes(&v.signature).raw(&v.canonical);
+    w.u8(V1)
+        .raw(&v.digest)
+        .bytes(&v.signature)
+        .raw(&v.canonical);
     w.finish()
 }
 
@@ -51,7 +54,10 @@ pub struct Head {
 
 pub fn encode_head(h: &Head) -> Vec<u8> {
     let mut w = Writer::with_capacity(16 + h.collection.len());
-    w.u8(V1).u64(h.version).u8(u8::from(h.deleted)).str(&h.collection);
+    w.u8(V1)
+        .u64(h.version)
+        .u8(u8::from(h.deleted))
+        .str(&h.collection);
     w.finish()
 }
 
@@ -149,10 +155,9 @@ mod tests {
     /// Bytes written by version 1 of the user encoding.
     #[test]
     fn frozen_v1_user_decodes() {
-        let bytes = hex::decode(
-            "0100000005616c69636502000000000000000a000000000000000000000003010203",
-        )
-        .unwrap();
+        let bytes =
+            hex::decode("0100000005616c69636502000000000000000a000000000000000000000003010203")
+                .unwrap();
         let u = decode_user(&bytes).unwrap();
         assert_eq!(u.name.as_str(), "alice");
         assert_eq!(u.role, Role::Staff);

@@ -19,8 +19,8 @@ impl Store {
     pub fn insert_user(&self, entry: &UserEntry) -> Result<()> {
         let name = entry.user.name.as_str().to_owned();
         let value = encoding::encode_user(&entry.user);
-        let outcome = (&self.fingerprint_user, &self.username_fingerprint).transaction(
-            |(by_fp, by_name)| {
+        let outcome =
+            (&self.fingerprint_user, &self.username_fingerprint).transaction(|(by_fp, by_name)| {
                 if by_name.get(name.as_bytes())?.is_some() {
                     return Err(ConflictableTransactionError::Abort(StoreError::UserExists(
                         name.clone(),
@@ -29,8 +29,7 @@ impl Store {
                 by_name.insert(name.as_bytes(), &entry.fingerprint.0[..])?;
                 by_fp.insert(&entry.fingerprint.0[..], value.as_slice())?;
                 Ok(())
-            },
-        );
+            });
         outcome.map_err(|e| match e {
             TransactionError::Abort(e) => e,
             TransactionError::Storage(e) => StoreError::Engine(e),

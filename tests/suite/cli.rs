@@ -1,0 +1,249 @@
+//! The `casemesh` binary end to end: `init`, `serve` in the background,
+//! `record put`, `record get --json`, and durability across `kill -9`.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use super::cluster::eventually;
+
+const BIN: &str = env!("CARGO_BIN_EXE_casemesh");
+
+fn casemesh(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run casemesh")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = casemesh(args);
+    assert!(
+        out.status.success(),
+        "casemesh {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn serve(data: &Path) -> Server {
+    let child = Command::new(BIN)
+        .args(["serve", "--data", data.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start casemesh serve");
+    let server = Server(child);
+    let data = data.to_owned();
+    eventually(Duration::from_secs(20), "casemesh serve to answer", || {
+        let data = data.clone();
+        async move {
+            let out = casemesh(&["status", "--data", data.to_str().unwrap()]);
+            out.status.success().then_some(())
+        }
+    })
+    .await;
+    server
+}
+
+#[tokio::test]
+async fn init_serve_put_and_get_through_the_binary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("office");
+    let d = data.to_str().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let out = ok(&[
+        "init", "--office", "phila-da", "--data", d, "--listen", &listen,
+    ]);
+    assert!(out.contains("office fingerprint: sha256:"), "{out}");
+    let fp = ok(&["fingerprint", "--data", d]);
+    assert!(
+        out.contains(fp.trim()),
+        "init and fingerprint print the same"
+    );
+
+    let key_mode = std::fs::metadata(data.join("private/office-key.pem")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(key_mode.permissions().mode() & 0o777, 0o600);
+
+    let again = casemesh(&["init", "--office", "phila-da", "--data", d]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to touch it"));
+    let bad = casemesh(&[
+        "init",
+        "--office",
+        "Phila DA",
+        "--data",
+        tmp.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("lower-case letters, digits and '-'"));
+
+    let _server = serve(&data).await;
+    let id = ok(&[
+        "record",
+        "put",
+        "--data",
+        d,
+        "--collection",
+        "2026-0042",
+        "--kind",
+        "incident-report",
+        "--title",
+        "Stop on Broad St",
+        "--body",
+        "witness saw the badge",
+        "--label",
+        "agency=cbp",
+    ]);
+    let id = id.trim();
+    assert!(
+        id.starts_with("phila-da:"),
+        "put prints the id alone: {id:?}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["record", "get", id, "--json", "--data", d])).unwrap();
+    assert_eq!(json["id"], id);
+    assert_eq!(json["version"], 1);
+    assert_eq!(json["body"], "witness saw the badge");
+    assert_eq!(json["labels"]["agency"], "cbp");
+
+    let updated = ok(&[
+        "record",
+        "put",
+        "--data",
+        d,
+        "--id",
+        id,
+        "--expected-version",
+        "1",
+        "--collection",
+        "2026-0042",
+        "--kind",
+        "incident-report",
+        "--title",
+        "v2",
+    ]);
+    assert_eq!(updated.trim(), id);
+    let stale = casemesh(&[
+        "record",
+        "put",
+        "--data",
+        d,
+        "--id",
+        id,
+        "--expected-version",
+        "1",
+        "--collection",
+        "2026-0042",
+        "--kind",
+        "incident-report",
+        "--title",
+        "v3",
+    ]);
+    assert!(!stale.status.success());
+    assert!(String::from_utf8_lossy(&stale.stderr).contains("FailedPrecondition"));
+
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(&["record", "list", "--json", "--data", d])).unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+
+    let users_dir = tmp.path().join("users");
+    ok(&[
+        "user",
+        "issue",
+        "--name",
+        "clerk",
+        "--role",
+        "staff",
+        "--out",
+        users_dir.to_str().unwrap(),
+        "--data",
+        d,
+    ]);
+    let endpoint = format!("https://{listen}");
+    let as_clerk = |extra: &[&str]| {
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        for (flag, file) in [
+            ("--cert", "clerk-cert.pem"),
+            ("--key", "clerk-key.pem"),
+            ("--ca", "ca.pem"),
+        ] {
+            args.push(flag.into());
+            args.push(users_dir.join(file).to_str().unwrap().into());
+        }
+        args.push("--endpoint".into());
+        args.push(endpoint.clone());
+        casemesh(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    assert!(as_clerk(&["record", "get", id]).status.success());
+    let denied = as_clerk(&["user", "list"]);
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("PermissionDenied"));
+    ok(&["user", "revoke", "--name", "clerk", "--data", d]);
+    assert!(!as_clerk(&["record", "get", id]).status.success());
+    let users = ok(&["user", "list", "--data", d]);
+    assert!(
+        users.contains("clerk") && users.contains("revoked"),
+        "{users}"
+    );
+}
+
+/// A put that returned is on disk: the node is killed with SIGKILL right
+/// after the reply (no shutdown, no flush), and the record is there after a
+/// restart.
+#[tokio::test]
+async fn an_acknowledged_put_survives_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("office");
+    let d = data.to_str().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    ok(&[
+        "init", "--office", "phila-da", "--data", d, "--listen", &listen,
+    ]);
+    let mut ids = Vec::new();
+    {
+        let mut server = serve(&data).await;
+        for i in 0..5 {
+            let id = ok(&[
+                "record",
+                "put",
+                "--data",
+                d,
+                "--collection",
+                "c",
+                "--kind",
+                "k",
+                "--title",
+                &format!("t{i}"),
+                "--body",
+                "must survive",
+            ]);
+            ids.push(id.trim().to_owned());
+        }
+        server.0.kill().unwrap(); // SIGKILL
+        server.0.wait().unwrap();
+    }
+    let _server = serve(&data).await;
+    for id in &ids {
+        let json: serde_json::Value =
+            serde_json::from_str(&ok(&["record", "get", id, "--json", "--data", d])).unwrap();
+        assert_eq!(json["body"], "must survive");
+    }
+}

@@ -1,0 +1,4 @@
+mod auth;
+mod cli;
+mod cluster;
+mod records;
