@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/casemesh/v1/types.proto",
         "proto/casemesh/v1/records.proto",
         "proto/casemesh/v1/admin.proto",
+        "proto/casemesh/v1/replication.proto",
     ];
     let fds = protox::compile(files, ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);

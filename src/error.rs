@@ -36,6 +36,12 @@ pub enum Error {
     UserNotFound(String),
     #[error("a user named {0} already exists")]
     UserExists(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
     #[error("storage failure: {0}")]
     Store(StoreError),
     #[error(transparent)]

@@ -24,6 +24,9 @@
 //! - [`service`]: use cases (records, users); no tonic.
 //! - [`grpc`]: generated code, conversions, the one error → status table,
 //!   the authorization layer, the servers.
+//! - [`sync`]: replication at run time: a puller per peer, the serving
+//!   side of `Pull`, the expiry sweeper. Uses the generated wire types and
+//!   the mTLS transport from [`grpc`], nothing else of it.
 //! - [`node`]: the composition root: [`node::Node::start`].
 //! - [`cli`]: the `casemesh` command line.
 
@@ -41,3 +44,4 @@ pub mod node;
 pub mod service;
 pub mod setup;
 pub mod store;
+pub mod sync;

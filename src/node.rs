@@ -10,18 +10,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, Paths};
 use crate::grpc::auth::AuthLayer;
 use crate::grpc::pb::{admin_server::AdminServer, records_server::RecordsServer};
 use crate::grpc::server_admin::AdminApi;
+use crate::grpc::pb::replication_server::ReplicationServer;
 use crate::grpc::server_records::RecordsApi;
+use crate::grpc::server_replication::ReplicationApi;
 use crate::grpc::{pb, transport};
 use crate::identity::OfficeCa;
 use crate::identity::tls::{PemIdentity, TrustStore, server_config};
-use crate::service::{RecordService, UserService, users::issued_users};
+use crate::service::{PeerRuntime, RecordService, Sharing, UserService, users::issued_users};
+use crate::sync::{Replicator, SyncContext};
 use crate::store::{Store, StoreOptions};
 
 /// Why a node could not start or stop cleanly.
@@ -62,7 +65,7 @@ fn read(path: &Path) -> Result<String, NodeError> {
 pub struct NodeHandle {
     pub addr: SocketAddr,
     pub config: Config,
-    shutdown: Option<oneshot::Sender<()>>,
+    shutdown: Option<watch::Sender<bool>>,
     task: JoinHandle<Result<(), NodeError>>,
 }
 
@@ -71,8 +74,10 @@ impl NodeHandle {
     /// closes the store. When this returns the data directory can be opened
     /// again.
     pub async fn shutdown(mut self) -> Result<(), NodeError> {
+        // Ends feed streams and pullers first: long-lived streams would
+        // otherwise hold the graceful shutdown open.
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
         (&mut self.task)
             .await
@@ -116,20 +121,46 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
     )?;
     let tls = Arc::new(server_config(identity, &trust)?);
 
+    let sharing = Arc::new(Sharing::new(
+        office.clone(),
+        store.clone(),
+        trust.clone(),
+        config.limits.clone(),
+    )?);
     let records = Arc::new(RecordService::new(
         office.clone(),
         store.clone(),
         ca.clone(),
         config.limits.clone(),
+        sharing.clone(),
     ));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let sync_ctx = Arc::new(SyncContext {
+        office: office.clone(),
+        store: store.clone(),
+        ca: ca.clone(),
+        sharing: sharing.clone(),
+        node_cert_pem: read(&paths.node_cert())?.into_bytes(),
+        node_key_pem: read(&paths.node_key())?.into_bytes(),
+        shutdown: shutdown_rx.clone(),
+        removed: watch::Sender::new(None),
+    });
+    let replicator = Arc::new(Replicator::new(sync_ctx.clone()));
+    let runtime: Arc<dyn PeerRuntime> = replicator.clone();
+    sharing.set_runtime(Arc::downgrade(&runtime));
+    sharing.resume_jobs().await?;
     let users = Arc::new(UserService::new(store.clone(), ca.clone(), trust.clone()));
     // Room for the largest body plus the rest of a record.
     let max_message = config.limits.max_body_bytes + 1024 * 1024;
     let records_api = RecordsServer::new(RecordsApi { service: records })
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
+    let replication_api = ReplicationServer::new(ReplicationApi { ctx: sync_ctx })
+        .max_decoding_message_size(crate::sync::MAX_MESSAGE)
+        .max_encoding_message_size(crate::sync::MAX_MESSAGE);
     let admin_api = AdminServer::new(AdminApi {
         users,
+        sharing: sharing.clone(),
         store: store.clone(),
         office: office.to_string(),
         fingerprint: ca.fingerprint(),
@@ -163,17 +194,24 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         .layer(AuthLayer::new(trust))
         .add_service(records_api)
         .add_service(admin_api)
+        .add_service(replication_api)
         .add_service(health_service)
         .add_service(reflection);
 
-    let (tx, rx) = oneshot::channel::<()>();
     tracing::info!(%office, %addr, fingerprint = %ca.fingerprint(), "node serving");
+    replicator.start_all()?;
+    let expiry = tokio::spawn(crate::sync::run_expiry(sharing, shutdown_rx.clone()));
+    let mut stop = shutdown_rx;
     let task = tokio::spawn(async move {
         let served = router
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = rx.await;
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.wait_for(|s| *s).await;
             })
             .await;
+        replicator.stop_all().await;
+        let _ = expiry.await;
+        drop(runtime);
+        drop(replicator);
         // The listener is closed once the accept loop has ended, so the
         // address can be bound again as soon as shutdown returns.
         let _ = accept_loop.await;
@@ -187,7 +225,7 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
     Ok(NodeHandle {
         addr,
         config,
-        shutdown: Some(tx),
+        shutdown: Some(shutdown_tx),
         task,
     })
 }

@@ -6,6 +6,7 @@ mod client;
 mod demo;
 mod output;
 mod records;
+mod sharing;
 mod users;
 
 use std::net::SocketAddr;
@@ -54,7 +55,13 @@ pub enum Command {
     /// Issue, revoke and list user certificates (admin only).
     #[command(subcommand)]
     User(users::UserCommand),
-    /// Show this node's office, fingerprint and counts (admin only).
+    /// Pin, list and remove peer offices (admin only).
+    #[command(subcommand)]
+    Peer(sharing::PeerCommand),
+    /// Grant, revoke and list what peers receive (admin only).
+    #[command(subcommand)]
+    Share(sharing::ShareCommand),
+    /// Show this office, its peers and replication lag (admin only).
     Status {
         #[command(flatten)]
         client: ClientOpts,
@@ -62,7 +69,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run offices on this machine and show them at work.
+    /// Run three offices on this machine and show them federating.
     Demo {
         /// Leave the nodes running and print how to reach them.
         #[arg(long)]
@@ -105,6 +112,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Fingerprint { data } => fingerprint(data),
         Command::Record(c) => records::run(c).await,
         Command::User(c) => users::run(c).await,
+        Command::Peer(c) => sharing::run_peer(c).await,
+        Command::Share(c) => sharing::run_share(c).await,
         Command::Status { client, json } => users::status(client, json).await,
         Command::Demo { keep } => demo::run(keep).await,
     }

@@ -163,6 +163,7 @@ pub async fn status(client: ClientOpts, json: bool) -> Result<()> {
             "records": s.records,
             "versions": s.versions,
             "software_version": s.software_version,
+            "peers": s.peers.iter().map(super::sharing::peer_json).collect::<Vec<_>>(),
         }));
     } else {
         println!("office:      {}", s.office);
@@ -170,6 +171,10 @@ pub async fn status(client: ClientOpts, json: bool) -> Result<()> {
         println!("records:     {}", s.records);
         println!("versions:    {}", s.versions);
         println!("software:    casemesh {}", s.software_version);
+        if !s.peers.is_empty() {
+            println!();
+            super::sharing::print_peers(&s.peers);
+        }
     }
     Ok(())
 }

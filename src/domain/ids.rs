@@ -12,6 +12,8 @@ pub enum IdError {
     Office(String),
     #[error("record id {0:?} is not valid: expected `<office-id>:<32 lower-case hex digits>`")]
     Record(String),
+    #[error("grant id {0:?} is not valid: expected `g-<16 lower-case hex digits>`")]
+    Grant(String),
     #[error(
         "user name {0:?} is not valid: use 1 to 63 characters of lower-case letters, digits, '.', '_' and '-'"
     )]

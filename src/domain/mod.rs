@@ -9,6 +9,7 @@ pub mod ids;
 pub mod limits;
 pub mod record;
 pub mod role;
+pub mod sharing;
 
 pub use ids::{IdError, OfficeId, RecordId, UserName};
 pub use limits::{LimitError, Limits};

@@ -101,3 +101,41 @@ pub fn signed_from_pb(r: &pb::Record) -> Result<SignedVersion, Status> {
     let canonical = bytes::Bytes::from(record.canonical());
     SignedVersion::from_parts(canonical, r.signature.clone()).map_err(|e| bad(e.to_string()))
 }
+
+pub fn peer_view(v: &crate::service::PeerView) -> pb::Peer {
+    pb::Peer {
+        office: v.peer.office.to_string(),
+        endpoint: v.peer.endpoint.clone(),
+        fingerprint: v.fingerprint.to_string(),
+        added_at_ms: v.peer.added_at_ms,
+        connected: v.link.connected,
+        last_contact_ms: v.link.last_contact_ms,
+        checkpoint: v.checkpoint,
+        outbox_pending: v.outbox_pending,
+        last_error: v.link.last_error.clone(),
+    }
+}
+
+pub fn grant(g: &crate::domain::sharing::Grant) -> pb::GrantInfo {
+    use crate::domain::sharing::GrantTarget;
+    pb::GrantInfo {
+        id: g.id.to_string(),
+        peer: g.peer.to_string(),
+        target: Some(match &g.target {
+            GrantTarget::Collection(c) => pb::grant_info::Target::Collection(c.clone()),
+            GrantTarget::Record(r) => pb::grant_info::Target::RecordId(r.to_string()),
+        }),
+        created_at_ms: g.created_at_ms,
+        expires_at_ms: g.expires_at_ms,
+        revoked_at_ms: g.ended_at_ms,
+        end_reason: g.end_reason.map(|r| r.as_str().to_owned()).unwrap_or_default(),
+        purge_ack: g.purge_ack.as_ref().map(crate::sync::feed::purge_ack_to_pb),
+    }
+}
+
+pub fn office_id(field: &str, s: &str) -> Result<crate::domain::OfficeId, Status> {
+    if s.is_empty() {
+        return Err(Status::invalid_argument(format!("{field} is required")));
+    }
+    crate::domain::OfficeId::parse(s).map_err(|e| Status::invalid_argument(e.to_string()))
+}

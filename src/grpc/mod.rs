@@ -7,5 +7,6 @@ pub mod convert;
 pub mod pb;
 pub mod server_admin;
 pub mod server_records;
+pub mod server_replication;
 pub mod status;
 pub mod transport;

@@ -13,12 +13,14 @@ impl From<Error> for Status {
             Error::InvalidId(_) | Error::InvalidArgument(_) => Status::invalid_argument(msg),
             Error::Limit(LimitError::TooLarge { .. }) => Status::resource_exhausted(msg),
             Error::Limit(_) => Status::invalid_argument(msg),
-            Error::RecordNotFound(_) | Error::VersionNotFound { .. } | Error::UserNotFound(_) => {
-                Status::not_found(msg)
-            }
-            Error::VersionConflict { .. } | Error::AlreadyDeleted { .. } => {
-                Status::failed_precondition(msg)
-            }
+            Error::RecordNotFound(_)
+            | Error::VersionNotFound { .. }
+            | Error::UserNotFound(_)
+            | Error::NotFound(_) => Status::not_found(msg),
+            Error::VersionConflict { .. }
+            | Error::AlreadyDeleted { .. }
+            | Error::FailedPrecondition(_) => Status::failed_precondition(msg),
+            Error::AlreadyExists(_) => Status::already_exists(msg),
             Error::NotOrigin { .. } => Status::permission_denied(msg),
             Error::UserExists(_) => Status::already_exists(msg),
             Error::Store(_) | Error::Identity(_) => {

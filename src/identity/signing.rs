@@ -18,6 +18,14 @@ impl<'a> OfficeSigner<'a> {
         Self { ca }
     }
 
+    /// Signs arbitrary canonical bytes (purge acknowledgements).
+    pub fn sign_bytes(&self, bytes: &[u8]) -> Result<Vec<u8>, IdentityError> {
+        self.ca
+            .key()
+            .sign(bytes)
+            .map_err(|e| IdentityError::Sign(e.to_string()))
+    }
+
     pub fn sign(&self, record: RecordVersion) -> Result<SignedVersion, IdentityError> {
         let canonical = Bytes::from(record.canonical());
         let signature = self
@@ -47,6 +55,18 @@ impl OfficeVerifier {
             office,
             public_key: public_key_of(ca_cert_der)?,
         })
+    }
+
+    /// Checks a signature by this office's key over `bytes`.
+    pub fn verify_bytes(&self, bytes: &[u8], signature: &[u8]) -> Result<(), IdentityError> {
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &self.public_key)
+            .verify(bytes, signature)
+            .map_err(|_| {
+                IdentityError::Verify(format!(
+                    "signature does not verify against the office key of {}",
+                    self.office
+                ))
+            })
     }
 
     /// Checks that `v` is signed by this office's key and that this office

@@ -3,7 +3,9 @@
 //! returns domain values or an [`Error`](crate::error::Error). No tonic here.
 
 pub mod records;
+pub mod sharing;
 pub mod users;
 
 pub use records::{PageRequest, PutCommand, RecordService};
+pub use sharing::{LinkStatus, PeerRuntime, PeerView, Sharing};
 pub use users::UserService;

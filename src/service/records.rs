@@ -8,6 +8,7 @@ use bytes::Bytes;
 use crate::domain::{Draft, Limits, OfficeId, RecordId, RecordVersion, SignedVersion, now_ms};
 use crate::error::{Error, Result};
 use crate::identity::{OfficeCa, OfficeSigner};
+use crate::service::Sharing;
 use crate::store::{ListFilter, Store, StoreError};
 
 /// Largest page `List` returns, and the page size when none is asked for.
@@ -39,15 +40,23 @@ pub struct RecordService {
     store: Arc<Store>,
     ca: Arc<OfficeCa>,
     limits: Limits,
+    sharing: Arc<Sharing>,
 }
 
 impl RecordService {
-    pub fn new(office: OfficeId, store: Arc<Store>, ca: Arc<OfficeCa>, limits: Limits) -> Self {
+    pub fn new(
+        office: OfficeId,
+        store: Arc<Store>,
+        ca: Arc<OfficeCa>,
+        limits: Limits,
+        sharing: Arc<Sharing>,
+    ) -> Self {
         Self {
             office,
             store,
             ca,
             limits,
+            sharing,
         }
     }
 
@@ -69,6 +78,9 @@ impl RecordService {
         if draft.content_type.is_empty() {
             draft.content_type = crate::domain::record::DEFAULT_CONTENT_TYPE.to_owned();
         }
+        // Feed entries are computed and stored with the version, while no
+        // grant change can run.
+        let gate = self.sharing.write_guard().await;
         let signed = match cmd.id {
             None => self.create(draft, cmd.expected_version)?,
             Some(id) => {
@@ -89,6 +101,7 @@ impl RecordService {
                 })?
             }
         };
+        drop(gate);
         self.store.commit().await?;
         Ok(signed)
     }
@@ -117,7 +130,8 @@ impl RecordService {
             deleted: false,
         };
         let signed = OfficeSigner::new(&self.ca).sign(record)?;
-        self.store.append_version(&signed, None)?;
+        let feed = self.sharing.feed_for_write(None, &signed.record);
+        self.store.append_version(&signed, None, &feed)?;
         Ok(signed)
     }
 
@@ -145,9 +159,12 @@ impl RecordService {
                 }
             }
             let signed = OfficeSigner::new(&self.ca).sign(next(&prev.record))?;
+            let feed = self
+                .sharing
+                .feed_for_write(Some(&prev.record.collection), &signed.record);
             match self
                 .store
-                .append_version(&signed, Some(prev.record.version))
+                .append_version(&signed, Some(prev.record.version), &feed)
             {
                 Ok(()) => return Ok(signed),
                 Err(StoreError::HeadMoved { actual, .. }) => {
@@ -175,6 +192,7 @@ impl RecordService {
         expected_version: Option<u64>,
     ) -> Result<SignedVersion> {
         self.check_origin(id)?;
+        let gate = self.sharing.write_guard().await;
         if let Some(head) = self.store.head(id)? {
             if head.deleted {
                 return Err(Error::AlreadyDeleted {
@@ -197,6 +215,7 @@ impl RecordService {
             updated_at_ms: now_ms(),
             deleted: true,
         })?;
+        drop(gate);
         self.store.commit().await?;
         Ok(signed)
     }

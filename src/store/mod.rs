@@ -8,11 +8,14 @@
 mod commit;
 pub mod encoding;
 mod records;
+mod replica;
+mod sharing;
 mod users;
 
 use std::path::Path;
 
 pub use records::{ListFilter, ListPage};
+pub use replica::{ApplyItem, ApplyOutcome, PurgeStub};
 pub use users::UserEntry;
 
 use crate::domain::codec::DecodeError;
@@ -57,12 +60,31 @@ pub struct Store {
     recordid_head: sled::Tree,
     /// record id ‖ 0x00 ‖ version (u64 BE) → signed version.
     recordversion_signed: sled::Tree,
-    /// collection ‖ 0x00 ‖ record id → () for every record not deleted.
+    /// collection ‖ 0x00 ‖ record id → () for every record, deleted or not.
     collection_recordid: sled::Tree,
     /// certificate fingerprint → user entry.
     fingerprint_user: sled::Tree,
     /// user name → certificate fingerprint.
     username_fingerprint: sled::Tree,
+    /// office id → pinned peer.
+    office_peer: sled::Tree,
+    /// grant id → grant.
+    grantid_grant: sled::Tree,
+    /// peer office ‖ 0x00 ‖ seq (u64 BE) → feed item: each peer's outbox.
+    peerseq_outbox: sled::Tree,
+    /// "outbox_seq" → last sequence number assigned (u64 BE).
+    counters: sled::Tree,
+    /// peer office → highest seq it acknowledged (serving side).
+    office_acked: sled::Tree,
+    /// peer office → our checkpoint in its feed (pulling side).
+    office_checkpoint: sled::Tree,
+    /// record id → stub of a purged replica.
+    recordid_purged: sled::Tree,
+    /// grant id → purge acknowledgement we signed, and whether delivered.
+    grantid_ourack: sled::Tree,
+    /// Highest outbox sequence number known to be on disk; serving streams
+    /// never send past it, so a peer never holds what a crash could undo.
+    watermark: tokio::sync::watch::Sender<u64>,
     committer: commit::GroupCommit,
 }
 
@@ -95,7 +117,18 @@ impl Store {
                 db.flush()?;
             }
         }
+        let counters = db.open_tree("counters")?;
+        let durable = sharing::read_counter(&counters)?;
         Ok(Self {
+            office_peer: db.open_tree("office_peer")?,
+            grantid_grant: db.open_tree("grantid_grant")?,
+            peerseq_outbox: db.open_tree("peerseq_outbox")?,
+            office_acked: db.open_tree("office_acked")?,
+            office_checkpoint: db.open_tree("office_checkpoint")?,
+            recordid_purged: db.open_tree("recordid_purged")?,
+            grantid_ourack: db.open_tree("grantid_ourack")?,
+            watermark: tokio::sync::watch::Sender::new(durable),
+            counters,
             recordid_head: db.open_tree("recordid_head")?,
             recordversion_signed: db.open_tree("recordversion_signed")?,
             collection_recordid: db.open_tree("collection_recordid")?,
@@ -109,7 +142,23 @@ impl Store {
     /// Waits until everything written before this call is on disk. Concurrent
     /// callers share one flush.
     pub async fn commit(&self) -> Result<()> {
-        self.committer.commit().await
+        // Every seq assigned by a transaction that finished before this read
+        // is covered by the flush, which starts after it.
+        let assigned = sharing::read_counter(&self.counters)?;
+        self.committer.commit().await?;
+        self.watermark.send_if_modified(|w| {
+            let moved = assigned > *w;
+            if moved {
+                *w = assigned;
+            }
+            moved
+        });
+        Ok(())
+    }
+
+    /// Watches the durable outbox watermark.
+    pub fn watermark(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.watermark.subscribe()
     }
 
     /// Flushes synchronously (used at shutdown).

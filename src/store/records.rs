@@ -6,6 +6,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use super::encoding::{self, Head};
 use super::{Result, Store, StoreError, corrupt};
+use crate::domain::sharing::FeedItem;
 use crate::domain::{OfficeId, RecordId, SignedVersion};
 
 /// Which records `List` returns.
@@ -23,7 +24,7 @@ pub struct ListPage {
     pub next_after: Option<RecordId>,
 }
 
-fn version_key(id: &RecordId, version: u64) -> Vec<u8> {
+pub(super) fn version_key(id: &RecordId, version: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(id.as_str().len() + 9);
     k.extend_from_slice(id.as_str().as_bytes());
     k.push(0);
@@ -43,7 +44,7 @@ fn collection_prefix(collection: &str) -> Vec<u8> {
     k
 }
 
-fn collection_key(collection: &str, id: &RecordId) -> Vec<u8> {
+pub(super) fn collection_key(collection: &str, id: &RecordId) -> Vec<u8> {
     let mut k = collection_prefix(collection);
     k.extend_from_slice(id.as_str().as_bytes());
     k
@@ -83,9 +84,15 @@ impl Store {
     }
 
     /// Stores `v` as the new head of its record, provided the head is still
-    /// `expected_head` (None: the record must not exist). Version, head and
-    /// index change in one transaction. Durable after [`Store::commit`].
-    pub fn append_version(&self, v: &SignedVersion, expected_head: Option<u64>) -> Result<()> {
+    /// `expected_head` (None: the record must not exist), and appends `feed`
+    /// to the peers' outboxes. Version, head, index and outboxes change in
+    /// one transaction. Durable after [`Store::commit`].
+    pub fn append_version(
+        &self,
+        v: &SignedVersion,
+        expected_head: Option<u64>,
+        feed: &[(OfficeId, FeedItem)],
+    ) -> Result<()> {
         let id = &v.record.id;
         let value = encoding::encode_signed(v);
         let new_head = Head {
@@ -98,8 +105,10 @@ impl Store {
             &self.recordid_head,
             &self.recordversion_signed,
             &self.collection_recordid,
+            &self.counters,
+            &self.peerseq_outbox,
         )
-            .transaction(|(heads, versions, collections)| {
+            .transaction(|(heads, versions, collections, counters, outbox)| {
                 let old = match heads.get(id.as_str())? {
                     Some(b) => Some(encoding::decode_head(&b).map_err(|e| {
                         ConflictableTransactionError::Abort(corrupt("recordid_head")(e))
@@ -113,16 +122,15 @@ impl Store {
                         actual,
                     }));
                 }
+                // The index holds deleted records too: revoking a collection
+                // must reach their tombstones at peers.
                 if let Some(old) = &old {
-                    if !old.deleted {
-                        collections.remove(collection_key(&old.collection, id))?;
-                    }
+                    collections.remove(collection_key(&old.collection, id))?;
                 }
-                if !new_head.deleted {
-                    collections.insert(collection_key(&new_head.collection, id), &[])?;
-                }
+                collections.insert(collection_key(&new_head.collection, id), &[])?;
                 versions.insert(version_key(id, v.record.version), value.as_slice())?;
                 heads.insert(id.as_str(), head_bytes.as_slice())?;
+                super::sharing::push_feed(counters, outbox, feed)?;
                 Ok(())
             });
         outcome.map_err(|e| match e {
@@ -164,7 +172,10 @@ impl Store {
                     if !id_bytes.starts_with(&origin_prefix) {
                         continue;
                     }
-                    ids.push(parse_id(id_bytes)?);
+                    let id = parse_id(id_bytes)?;
+                    if self.head(&id)?.is_some_and(|h| !h.deleted) {
+                        ids.push(id);
+                    }
                 }
             }
             None => {
@@ -196,7 +207,7 @@ impl Store {
         let mut records = Vec::with_capacity(ids.len());
         for id in &ids {
             // A record deleted between the scan and here is simply skipped.
-            if let Some(v) = self.latest(id)? {
+            if let Some(v) = self.latest(id)?.filter(|v| !v.record.deleted) {
                 records.push(v);
             }
         }
@@ -219,4 +230,21 @@ fn parse_id(bytes: &[u8]) -> Result<RecordId> {
             reason: e.to_string(),
         },
     })
+}
+
+impl Store {
+    /// Every record id in `collection`, deleted ones included, of `origin`.
+    pub fn collection_ids(&self, collection: &str, origin: &OfficeId) -> Result<Vec<RecordId>> {
+        let prefix = collection_prefix(collection);
+        let origin_prefix = format!("{origin}:");
+        let mut out = Vec::new();
+        for k in self.collection_recordid.scan_prefix(&prefix).keys() {
+            let k = k?;
+            let id_bytes = &k[prefix.len()..];
+            if id_bytes.starts_with(origin_prefix.as_bytes()) {
+                out.push(parse_id(id_bytes)?);
+            }
+        }
+        Ok(out)
+    }
 }

@@ -1,0 +1,314 @@
+//! `casemesh peer …` and `casemesh share …`.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use super::ClientOpts;
+use super::output;
+use crate::grpc::pb;
+use crate::identity::Fingerprint;
+
+#[derive(Debug, Subcommand)]
+pub enum PeerCommand {
+    /// Pin a peer office (prints the fingerprint it pinned).
+    Add {
+        #[arg(long)]
+        office: String,
+        /// Its node, https://HOST:PORT.
+        #[arg(long)]
+        endpoint: String,
+        /// Its office CA certificate (the office-ca.pem it sent you).
+        #[arg(long)]
+        ca_cert: PathBuf,
+        /// Refuse unless the certificate has this fingerprint (sha256:…).
+        #[arg(long)]
+        fingerprint: Option<String>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// List pinned peers with replication status.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Unpin a peer: both directions stop at once.
+    Remove {
+        office: String,
+        /// Also delete every record held here from that office.
+        #[arg(long)]
+        purge_replicas: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShareCommand {
+    /// Grant a peer a collection or a record (prints the grant id alone).
+    Grant {
+        #[arg(long)]
+        peer: String,
+        #[arg(long, conflicts_with = "record", required_unless_present = "record")]
+        collection: Option<String>,
+        #[arg(long)]
+        record: Option<String>,
+        /// Ends at this time (RFC 3339, e.g. 2026-12-31T23:59:59Z).
+        #[arg(long, conflicts_with = "for_")]
+        expires: Option<String>,
+        /// Ends after this long (e.g. 30d, 12h, 90m).
+        #[arg(long = "for")]
+        for_: Option<String>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Revoke a grant; the peer deletes what it no longer may hold.
+    Revoke {
+        grant_id: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// List grants and, for ended ones, whether the peer confirmed its purge.
+    List {
+        #[arg(long)]
+        peer: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+fn ms_from(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// `--expires` or `--for` as milliseconds since the epoch (0: none).
+pub fn expiry(expires: Option<&str>, for_: Option<&str>) -> Result<u64> {
+    match (expires, for_) {
+        (Some(e), _) => {
+            let t = humantime::parse_rfc3339_weak(e)
+                .with_context(|| format!("--expires {e:?} is not an RFC 3339 time"))?;
+            Ok(ms_from(t))
+        }
+        (None, Some(d)) => {
+            let d: Duration = humantime::parse_duration(d)
+                .with_context(|| format!("--for {d:?} is not a duration such as 30d or 12h"))?;
+            Ok(ms_from(SystemTime::now() + d))
+        }
+        (None, None) => Ok(0),
+    }
+}
+
+pub fn grant_state(g: &pb::GrantInfo) -> String {
+    if g.revoked_at_ms == 0 {
+        if g.expires_at_ms != 0 {
+            return format!("active until {}", output::time(g.expires_at_ms));
+        }
+        return "active".into();
+    }
+    match &g.purge_ack {
+        Some(a) => format!(
+            "{}; purged at {} (confirmed by {})",
+            g.end_reason,
+            output::time(a.purged_at_ms),
+            a.purged_by
+        ),
+        None => format!("{}; purge pending", g.end_reason),
+    }
+}
+
+fn grant_target(g: &pb::GrantInfo) -> String {
+    match &g.target {
+        Some(pb::grant_info::Target::Collection(c)) => format!("collection {c}"),
+        Some(pb::grant_info::Target::RecordId(r)) => format!("record {r}"),
+        None => "-".into(),
+    }
+}
+
+pub fn grant_json(g: &pb::GrantInfo) -> Value {
+    json!({
+        "id": g.id,
+        "peer": g.peer,
+        "target": grant_target(g),
+        "created_at": output::time(g.created_at_ms),
+        "expires_at": (g.expires_at_ms != 0).then(|| output::time(g.expires_at_ms)),
+        "ended_at": (g.revoked_at_ms != 0).then(|| output::time(g.revoked_at_ms)),
+        "end_reason": (!g.end_reason.is_empty()).then(|| g.end_reason.clone()),
+        "state": grant_state(g),
+        "purge_confirmed_by": g.purge_ack.as_ref().map(|a| a.purged_by.clone()),
+        "purged_at": g.purge_ack.as_ref().map(|a| output::time(a.purged_at_ms)),
+    })
+}
+
+pub fn print_grants(grants: &[pb::GrantInfo]) {
+    let rows: Vec<_> = grants
+        .iter()
+        .map(|g| vec![g.id.clone(), g.peer.clone(), grant_target(g), grant_state(g)])
+        .collect();
+    output::table(&["grant", "peer", "target", "state"], &rows);
+}
+
+pub fn peer_json(p: &pb::Peer) -> Value {
+    json!({
+        "office": p.office,
+        "endpoint": p.endpoint,
+        "fingerprint": p.fingerprint,
+        "added_at": output::time(p.added_at_ms),
+        "connected": p.connected,
+        "last_contact": (p.last_contact_ms != 0).then(|| output::time(p.last_contact_ms)),
+        "checkpoint": p.checkpoint,
+        "outbox_pending": p.outbox_pending,
+        "last_error": (!p.last_error.is_empty()).then(|| p.last_error.clone()),
+    })
+}
+
+pub fn print_peers(peers: &[pb::Peer]) {
+    let rows: Vec<_> = peers
+        .iter()
+        .map(|p| {
+            vec![
+                p.office.clone(),
+                p.endpoint.clone(),
+                if p.connected { "connected".into() } else { "down".into() },
+                output::time(p.last_contact_ms),
+                p.checkpoint.to_string(),
+                p.outbox_pending.to_string(),
+                p.last_error.clone(),
+            ]
+        })
+        .collect();
+    output::table(
+        &["peer", "endpoint", "link", "last contact", "checkpoint", "outbox", "last error"],
+        &rows,
+    );
+}
+
+pub async fn run_peer(cmd: PeerCommand) -> Result<()> {
+    match cmd {
+        PeerCommand::Add {
+            office,
+            endpoint,
+            ca_cert,
+            fingerprint,
+            client,
+        } => {
+            let pem = std::fs::read_to_string(&ca_cert)
+                .with_context(|| format!("cannot read {}", ca_cert.display()))?;
+            if let Some(fp) = &fingerprint {
+                Fingerprint::parse(fp)?;
+            }
+            let p = client
+                .admin()
+                .await?
+                .add_peer(pb::AddPeerRequest {
+                    office,
+                    endpoint,
+                    ca_certificate_pem: pem,
+                    expected_fingerprint: fingerprint.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            println!("pinned {} at {}: {}", p.office, p.endpoint, p.fingerprint);
+            Ok(())
+        }
+        PeerCommand::List { json, client } => {
+            let peers = client
+                .admin()
+                .await?
+                .list_peers(pb::ListPeersRequest {})
+                .await?
+                .into_inner()
+                .peers;
+            if json {
+                output::print_json(&json!(peers.iter().map(peer_json).collect::<Vec<_>>()));
+            } else {
+                print_peers(&peers);
+            }
+            Ok(())
+        }
+        PeerCommand::Remove {
+            office,
+            purge_replicas,
+            client,
+        } => {
+            let r = client
+                .admin()
+                .await?
+                .remove_peer(pb::RemovePeerRequest {
+                    office: office.clone(),
+                    purge_replicas,
+                })
+                .await?
+                .into_inner();
+            println!(
+                "removed peer {office}: {} grants closed, {} replicas purged",
+                r.grants_closed, r.replicas_purged
+            );
+            Ok(())
+        }
+    }
+}
+
+pub async fn run_share(cmd: ShareCommand) -> Result<()> {
+    match cmd {
+        ShareCommand::Grant {
+            peer,
+            collection,
+            record,
+            expires,
+            for_,
+            client,
+        } => {
+            let target = match (collection, record) {
+                (Some(c), None) => pb::grant_request::Target::Collection(c),
+                (None, Some(r)) => pb::grant_request::Target::RecordId(r),
+                _ => bail!("give exactly one of --collection and --record"),
+            };
+            let g = client
+                .admin()
+                .await?
+                .grant(pb::GrantRequest {
+                    peer,
+                    target: Some(target),
+                    expires_at_ms: expiry(expires.as_deref(), for_.as_deref())?,
+                })
+                .await?
+                .into_inner();
+            println!("{}", g.id);
+            Ok(())
+        }
+        ShareCommand::Revoke { grant_id, client } => {
+            let g = client
+                .admin()
+                .await?
+                .revoke(pb::RevokeRequest { grant_id })
+                .await?
+                .into_inner();
+            println!("revoked {}: {}", g.id, grant_state(&g));
+            Ok(())
+        }
+        ShareCommand::List { peer, json, client } => {
+            let grants = client
+                .admin()
+                .await?
+                .list_grants(pb::ListGrantsRequest {
+                    peer: peer.unwrap_or_default(),
+                })
+                .await?
+                .into_inner()
+                .grants;
+            if json {
+                output::print_json(&json!(grants.iter().map(grant_json).collect::<Vec<_>>()));
+            } else {
+                print_grants(&grants);
+            }
+            Ok(())
+        }
+    }
+}

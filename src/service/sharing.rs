@@ -1,0 +1,535 @@
+//! Sharing: pinned peers and grants, and what each change puts in the
+//! peers' feeds.
+//!
+//! Consistency: every record write computes its feed entries and commits
+//! them in the same transaction as the version, under a shared `gate`;
+//! grant changes hold the gate exclusively while they store the grant and
+//! queue their backfill or revocations. So no write can slip between a
+//! grant and its backfill. Grant jobs (backfill, revocation) are marked in
+//! the store before they start and re-run at start-up if a crash cut them
+//! short; re-running is harmless because applying is idempotent.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock, RwLock, Weak};
+
+use rustls_pki_types::CertificateDer;
+
+use crate::domain::sharing::{self, EndReason, FeedItem, Grant, GrantId, GrantTarget, Peer};
+use crate::domain::{Limits, OfficeId, RecordId, RecordVersion, now_ms};
+use crate::error::{Error, Result};
+use crate::identity::tls::TrustStore;
+use crate::identity::{Fingerprint, pki::certs_from_pem};
+use crate::store::Store;
+
+/// Live link state the replication runtime reports for a peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkStatus {
+    pub connected: bool,
+    pub last_contact_ms: u64,
+    pub last_error: String,
+}
+
+/// The replication runtime, as the sharing use cases see it. Implemented
+/// by `sync::Replicator`; declared here so dependencies point one way.
+pub trait PeerRuntime: Send + Sync {
+    fn peer_added(&self, peer: &Peer);
+    fn peer_removed(&self, office: &OfficeId);
+    fn link_status(&self, office: &OfficeId) -> LinkStatus;
+}
+
+/// A peer with its live status, for `ListPeers`.
+#[derive(Debug, Clone)]
+pub struct PeerView {
+    pub peer: Peer,
+    pub fingerprint: Fingerprint,
+    pub link: LinkStatus,
+    pub checkpoint: u64,
+    pub outbox_pending: u64,
+}
+
+pub struct Sharing {
+    office: OfficeId,
+    store: Arc<Store>,
+    trust: Arc<TrustStore>,
+    limits: Limits,
+    grants: RwLock<Vec<Grant>>,
+    gate: tokio::sync::RwLock<()>,
+    /// Wakes the expiry sweeper when grants change.
+    pub grants_changed: tokio::sync::Notify,
+    /// Weak: the runtime holds this service, and the node must be able to
+    /// drop both (and close the store) at shutdown.
+    runtime: OnceLock<Weak<dyn PeerRuntime>>,
+}
+
+const JOB_PREFIX: &str = "job:";
+
+impl Sharing {
+    pub fn new(
+        office: OfficeId,
+        store: Arc<Store>,
+        trust: Arc<TrustStore>,
+        limits: Limits,
+    ) -> Result<Self> {
+        let grants = store.grants()?;
+        let peers = store.peers()?;
+        trust.set_peers(
+            peers
+                .iter()
+                .map(|p| (p.office.clone(), CertificateDer::from(p.ca_der.clone())))
+                .collect(),
+        )?;
+        Ok(Self {
+            office,
+            store,
+            trust,
+            limits,
+            grants: RwLock::new(grants),
+            gate: tokio::sync::RwLock::new(()),
+            grants_changed: tokio::sync::Notify::new(),
+            runtime: OnceLock::new(),
+        })
+    }
+
+    pub fn office(&self) -> &OfficeId {
+        &self.office
+    }
+
+    pub fn set_runtime(&self, runtime: Weak<dyn PeerRuntime>) {
+        let _ = self.runtime.set(runtime);
+    }
+
+    fn runtime(&self) -> Option<Arc<dyn PeerRuntime>> {
+        self.runtime.get().and_then(Weak::upgrade)
+    }
+
+    fn grants_read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Grant>> {
+        self.grants.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn grants_write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Grant>> {
+        self.grants.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The sharing rule for one peer, now.
+    pub fn visible(&self, peer: &OfficeId, id: &RecordId, collection: &str) -> bool {
+        let grants = self.grants_read();
+        sharing::visible(
+            grants.iter().filter(|g| &g.peer == peer),
+            &self.office,
+            id,
+            collection,
+            now_ms(),
+        )
+    }
+
+    /// Holds writes back while a grant change is in progress.
+    pub async fn write_guard(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.gate.read().await
+    }
+
+    /// Feed entries for a write that turns `prev` (id, collection) into
+    /// `next`: the new version for every peer that sees the record now, and
+    /// a revocation for a peer that saw it before but no longer does.
+    pub fn feed_for_write(&self, prev_collection: Option<&str>, next: &RecordVersion) -> Vec<(OfficeId, FeedItem)> {
+        let now = now_ms();
+        let grants = self.grants_read();
+        let peers: BTreeSet<&OfficeId> = grants.iter().filter(|g| g.is_active(now)).map(|g| &g.peer).collect();
+        let mut feed = Vec::new();
+        for peer in peers {
+            let mine = || grants.iter().filter(|g| &g.peer == peer);
+            let after = sharing::visible(mine(), &self.office, &next.id, &next.collection, now);
+            let before = prev_collection
+                .is_some_and(|c| sharing::visible(mine(), &self.office, &next.id, c, now));
+            if after {
+                feed.push((
+                    peer.clone(),
+                    FeedItem::Versions {
+                        id: next.id.clone(),
+                        from: next.version,
+                    },
+                ));
+            } else if before {
+                feed.push((peer.clone(), FeedItem::Revoke { id: next.id.clone() }));
+            }
+        }
+        feed
+    }
+
+    // ---- peers -------------------------------------------------------
+
+    pub async fn add_peer(
+        &self,
+        office: OfficeId,
+        endpoint: &str,
+        ca_pem: &str,
+        expected: Option<Fingerprint>,
+    ) -> Result<(Peer, Fingerprint)> {
+        if office == self.office {
+            return Err(Error::InvalidArgument("an office cannot pin itself as a peer".into()));
+        }
+        crate::grpc::transport::NodeAddr::parse(endpoint)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let certs = certs_from_pem(ca_pem.as_bytes())
+            .map_err(|e| Error::InvalidArgument(format!("ca_certificate_pem: {e}")))?;
+        let [ca] = certs.as_slice() else {
+            return Err(Error::InvalidArgument(
+                "ca_certificate_pem must hold exactly one certificate: the peer's office-ca.pem".into(),
+            ));
+        };
+        check_office_ca(ca, &office)?;
+        let fingerprint = Fingerprint::of(ca);
+        if let Some(expected) = expected {
+            if expected != fingerprint {
+                return Err(Error::InvalidArgument(format!(
+                    "the certificate's fingerprint is {fingerprint}, not the expected {expected}: do not pin it"
+                )));
+            }
+        }
+        let _gate = self.gate.write().await;
+        if self.store.peer(&office)?.is_some() {
+            return Err(Error::AlreadyExists(format!("peer {office} is already pinned")));
+        }
+        let peer = Peer {
+            office,
+            endpoint: endpoint.to_owned(),
+            ca_der: ca.to_vec(),
+            added_at_ms: now_ms(),
+        };
+        self.store.put_peer(&peer)?;
+        self.store.commit().await?;
+        self.refresh_trust()?;
+        if let Some(rt) = self.runtime() {
+            rt.peer_added(&peer);
+        }
+        Ok((peer, fingerprint))
+    }
+
+    fn refresh_trust(&self) -> Result<()> {
+        let peers = self.store.peers()?;
+        self.trust.set_peers(
+            peers
+                .into_iter()
+                .map(|p| (p.office, CertificateDer::from(p.ca_der)))
+                .collect(),
+        )?;
+        Ok(())
+    }
+
+    /// Unpins a peer: both directions stop, its grants end, and with
+    /// `purge_replicas` its records held here are deleted (leaving stubs).
+    /// Returns (replicas purged, grants closed).
+    pub async fn remove_peer(&self, office: &OfficeId, purge_replicas: bool) -> Result<(u64, u64)> {
+        let _gate = self.gate.write().await;
+        if self.store.peer(office)?.is_none() {
+            return Err(Error::NotFound(format!("peer {office} is not pinned")));
+        }
+        self.store.remove_peer(office)?;
+        self.refresh_trust()?;
+        if let Some(rt) = self.runtime() {
+            rt.peer_removed(office);
+        }
+        let now = now_ms();
+        let mut closed = 0;
+        let active: Vec<Grant> = self
+            .grants_read()
+            .iter()
+            .filter(|g| &g.peer == office && g.ended_at_ms == 0)
+            .cloned()
+            .collect();
+        for mut g in active {
+            g.ended_at_ms = now;
+            g.end_reason = Some(EndReason::PeerRemoved);
+            self.store.put_grant_with_feed(&g, &[])?;
+            self.replace_grant(g);
+            closed += 1;
+        }
+        let purged = if purge_replicas {
+            self.store.purge_replicas_of(office, now)?
+        } else {
+            0
+        };
+        self.store.commit().await?;
+        self.grants_changed.notify_one();
+        Ok((purged, closed))
+    }
+
+    pub fn peers(&self) -> Result<Vec<PeerView>> {
+        let mut out = Vec::new();
+        for peer in self.store.peers()? {
+            let link = self
+                .runtime()
+                .map(|rt| rt.link_status(&peer.office))
+                .unwrap_or_default();
+            out.push(PeerView {
+                fingerprint: Fingerprint::of(&peer.ca_der),
+                checkpoint: self.store.checkpoint(&peer.office)?,
+                outbox_pending: self.store.outbox_pending(&peer.office)?,
+                link,
+                peer,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn peer(&self, office: &OfficeId) -> Result<Option<Peer>> {
+        Ok(self.store.peer(office)?)
+    }
+
+    // ---- grants ------------------------------------------------------
+
+    fn replace_grant(&self, g: Grant) {
+        let mut grants = self.grants_write();
+        match grants.iter_mut().find(|x| x.id == g.id) {
+            Some(slot) => *slot = g,
+            None => grants.push(g),
+        }
+    }
+
+    pub fn grants(&self, peer: Option<&OfficeId>) -> Vec<Grant> {
+        let mut out: Vec<Grant> = self
+            .grants_read()
+            .iter()
+            .filter(|g| peer.is_none_or(|p| &g.peer == p))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then(a.id.cmp(&b.id)));
+        out
+    }
+
+    /// Record ids of this office that `target` covers, deleted ones included.
+    fn covered(&self, target: &GrantTarget) -> Result<Vec<RecordId>> {
+        Ok(match target {
+            GrantTarget::Collection(c) => self.store.collection_ids(c, &self.office)?,
+            GrantTarget::Record(id) => {
+                if self.store.head(id)?.is_some() {
+                    vec![id.clone()]
+                } else {
+                    Vec::new()
+                }
+            }
+        })
+    }
+
+    pub async fn grant(&self, peer: OfficeId, target: GrantTarget, expires_at_ms: u64) -> Result<Grant> {
+        let now = now_ms();
+        if expires_at_ms != 0 && expires_at_ms <= now {
+            return Err(Error::InvalidArgument("expires_at is in the past".into()));
+        }
+        match &target {
+            GrantTarget::Collection(c) => {
+                Limits::check_text("collection", c, self.limits.max_collection_bytes, true)?;
+            }
+            GrantTarget::Record(id) => {
+                if id.origin() != self.office {
+                    return Err(Error::NotOrigin {
+                        id: id.to_string(),
+                        origin: id.origin().to_string(),
+                    });
+                }
+                if self.store.head(id)?.is_none() {
+                    return Err(Error::RecordNotFound(id.to_string()));
+                }
+            }
+        }
+        let _gate = self.gate.write().await;
+        if self.store.peer(&peer)?.is_none() {
+            return Err(Error::NotFound(format!(
+                "peer {peer} is not pinned: add it with `casemesh peer add` first"
+            )));
+        }
+        let mut random = [0u8; 8];
+        crate::domain::random_bytes(&mut random);
+        let grant = Grant {
+            id: GrantId::generate(random),
+            peer,
+            target,
+            created_at_ms: now,
+            expires_at_ms,
+            ended_at_ms: 0,
+            end_reason: None,
+            purge_ack: None,
+        };
+        self.store.put_grant_with_feed(&grant, &[])?;
+        self.store.set_job(&job_key(&grant.id), b"backfill")?;
+        let visible_before: Vec<Grant> = self.grants(Some(&grant.peer));
+        self.replace_grant(grant.clone());
+        self.backfill(&grant, &visible_before)?;
+        self.store.clear_job(&job_key(&grant.id))?;
+        self.store.commit().await?;
+        self.grants_changed.notify_one();
+        Ok(grant)
+    }
+
+    /// Queues every record the grant newly makes visible.
+    fn backfill(&self, grant: &Grant, others: &[Grant]) -> Result<()> {
+        let now = now_ms();
+        let mut feed = Vec::new();
+        for id in self.covered(&grant.target)? {
+            let collection = self.store.head(&id)?.map(|h| h.collection).unwrap_or_default();
+            let already = sharing::visible(
+                others.iter().filter(|g| g.id != grant.id),
+                &self.office,
+                &id,
+                &collection,
+                now,
+            );
+            if !already {
+                feed.push((grant.peer.clone(), FeedItem::Versions { id, from: 1 }));
+            }
+        }
+        self.store.push_feed(&feed)?;
+        Ok(())
+    }
+
+    pub async fn revoke(&self, id: &GrantId, reason: EndReason) -> Result<Grant> {
+        let _gate = self.gate.write().await;
+        let mut grant = self
+            .store
+            .grant(id)?
+            .ok_or_else(|| Error::NotFound(format!("grant {id} not found")))?;
+        if grant.ended_at_ms != 0 {
+            return Err(Error::FailedPrecondition(format!(
+                "grant {id} already ended ({})",
+                grant.end_reason.map(EndReason::as_str).unwrap_or("ended")
+            )));
+        }
+        grant.ended_at_ms = now_ms();
+        grant.end_reason = Some(reason);
+        self.store.put_grant_with_feed(&grant, &[])?;
+        self.store.set_job(&job_key(&grant.id), b"close")?;
+        self.replace_grant(grant.clone());
+        self.close(&grant)?;
+        self.store.clear_job(&job_key(&grant.id))?;
+        self.store.commit().await?;
+        self.grants_changed.notify_one();
+        Ok(grant)
+    }
+
+    /// Queues a revocation for every record the ended grant covered and no
+    /// other grant still covers, then the grant's closing marker.
+    fn close(&self, grant: &Grant) -> Result<()> {
+        let now = now_ms();
+        let others: Vec<Grant> = self.grants(Some(&grant.peer));
+        let mut feed = Vec::new();
+        for id in self.covered(&grant.target)? {
+            let collection = self.store.head(&id)?.map(|h| h.collection).unwrap_or_default();
+            if !sharing::visible(&others, &self.office, &id, &collection, now) {
+                feed.push((grant.peer.clone(), FeedItem::Revoke { id }));
+            }
+        }
+        feed.push((
+            grant.peer.clone(),
+            FeedItem::GrantClosed {
+                grant: grant.id.clone(),
+            },
+        ));
+        self.store.push_feed(&feed)?;
+        Ok(())
+    }
+
+    /// Re-runs grant jobs a crash cut short. Called once at start-up.
+    pub async fn resume_jobs(&self) -> Result<()> {
+        let _gate = self.gate.write().await;
+        for (key, kind) in self.store.jobs(JOB_PREFIX)? {
+            let Some(id) = key.strip_prefix(JOB_PREFIX).and_then(|s| GrantId::parse(s).ok()) else {
+                continue;
+            };
+            let Some(grant) = self.store.grant(&id)? else {
+                self.store.clear_job(&key)?;
+                continue;
+            };
+            tracing::warn!(grant = %id, job = %String::from_utf8_lossy(&kind), "resuming an interrupted grant job");
+            match kind.as_slice() {
+                b"backfill" => {
+                    let others = self.grants(Some(&grant.peer));
+                    self.backfill(&grant, &others)?
+                }
+                _ => self.close(&grant)?,
+            }
+            self.store.clear_job(&key)?;
+        }
+        self.store.commit().await?;
+        Ok(())
+    }
+
+    /// Ends every grant whose expiry has passed; returns the next expiry.
+    pub async fn expire_due(&self) -> Result<Option<u64>> {
+        let now = now_ms();
+        let due: Vec<GrantId> = self
+            .grants_read()
+            .iter()
+            .filter(|g| g.ended_at_ms == 0 && g.expires_at_ms != 0 && g.expires_at_ms <= now)
+            .map(|g| g.id.clone())
+            .collect();
+        for id in due {
+            match self.revoke(&id, EndReason::Expired).await {
+                Ok(_) => tracing::info!(grant = %id, "grant expired"),
+                Err(Error::FailedPrecondition(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self
+            .grants_read()
+            .iter()
+            .filter(|g| g.ended_at_ms == 0 && g.expires_at_ms != 0)
+            .map(|g| g.expires_at_ms)
+            .min())
+    }
+
+    /// Stores a peer's signed purge acknowledgement on its grant, after
+    /// checking it against the peer's pinned key.
+    pub async fn record_purge_ack(&self, from: &OfficeId, ack: sharing::PurgeAck) -> Result<()> {
+        let _gate = self.gate.write().await;
+        let mut grant = self
+            .store
+            .grant(&ack.grant)?
+            .ok_or_else(|| Error::NotFound(format!("grant {} not found", ack.grant)))?;
+        if &grant.peer != from || ack.purged_by != *from || ack.origin != self.office {
+            return Err(Error::InvalidArgument(format!(
+                "purge acknowledgement for grant {} does not match its parties",
+                ack.grant
+            )));
+        }
+        if grant.ended_at_ms == 0 {
+            return Err(Error::FailedPrecondition(format!("grant {} is still active", ack.grant)));
+        }
+        let peer = self
+            .store
+            .peer(from)?
+            .ok_or_else(|| Error::NotFound(format!("peer {from} is not pinned")))?;
+        let verifier = crate::identity::OfficeVerifier::from_ca_cert(from.clone(), &peer.ca_der)?;
+        verifier.verify_bytes(&ack.canonical(), &ack.signature)?;
+        if grant.purge_ack.is_none() {
+            grant.purge_ack = Some(ack);
+            self.store.put_grant_with_feed(&grant, &[])?;
+            self.store.commit().await?;
+            self.replace_grant(grant);
+        }
+        Ok(())
+    }
+}
+
+fn job_key(id: &GrantId) -> String {
+    format!("{JOB_PREFIX}{id}")
+}
+
+/// A peer's office CA must be a CA certificate naming that office.
+fn check_office_ca(ca: &CertificateDer<'_>, office: &OfficeId) -> Result<()> {
+    let (_, cert) = x509_parser::parse_x509_certificate(ca)
+        .map_err(|e| Error::InvalidArgument(format!("ca_certificate_pem: {e}")))?;
+    if !cert.is_ca() {
+        return Err(Error::InvalidArgument(
+            "ca_certificate_pem is not a CA certificate: send the peer's office-ca.pem".into(),
+        ));
+    }
+    let names_office = cert
+        .subject()
+        .iter_organization()
+        .any(|o| o.as_str().ok() == Some(office.as_str()));
+    if !names_office {
+        return Err(Error::InvalidArgument(format!(
+            "this CA certificate is not the office CA of {office}"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,296 @@
+//! The pulling side: applying a peer's batch and checkpoint atomically,
+//! purging replicas (leaving stubs), and the purge acknowledgements this
+//! office signed.
+//!
+//! Invariant: applying is idempotent — a version already held, or older
+//! than the head, changes nothing — so a retried batch is harmless.
+
+use sled::transaction::{ConflictableTransactionError, Transactional, TransactionalTree};
+
+use super::encoding::{self, Head};
+use super::records::{collection_key, version_key};
+use super::sharing::unwrap_tx;
+use super::{Result, Store, StoreError, corrupt};
+use crate::domain::codec::{DecodeError, Reader, Writer};
+use crate::domain::sharing::PurgeAck;
+use crate::domain::sharing::encoding::{read_ack, write_ack};
+use crate::domain::{OfficeId, RecordId, SignedVersion};
+
+/// One thing to apply from a peer's batch, already verified.
+#[derive(Debug, Clone)]
+pub enum ApplyItem {
+    Version(SignedVersion),
+    Revoke(RecordId),
+    /// A purge acknowledgement this office signed, to deliver.
+    Ack(PurgeAck),
+}
+
+/// What applying a batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    pub applied: usize,
+    pub already_held: usize,
+    pub purged: usize,
+}
+
+/// What is left of a purged replica: no content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeStub {
+    pub id: RecordId,
+    pub version: u64,
+    pub digest: [u8; 32],
+    pub purged_at_ms: u64,
+}
+
+const V1: u8 = 1;
+
+fn encode_stub(s: &PurgeStub) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u8(V1)
+        .str(s.id.as_str())
+        .u64(s.version)
+        .raw(&s.digest)
+        .u64(s.purged_at_ms);
+    w.finish()
+}
+
+fn decode_stub(bytes: &[u8]) -> std::result::Result<PurgeStub, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let v = r.u8()?;
+    if v != V1 {
+        return Err(DecodeError::UnknownVersion(vec![v]));
+    }
+    let id = RecordId::parse(r.str("id")?).map_err(|e| DecodeError::Invalid {
+        field: "id",
+        reason: e.to_string(),
+    })?;
+    let version = r.u64()?;
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(r.raw(32)?);
+    let purged_at_ms = r.u64()?;
+    r.finish()?;
+    Ok(PurgeStub {
+        id,
+        version,
+        digest,
+        purged_at_ms,
+    })
+}
+
+fn encode_our_ack(ack: &PurgeAck, delivered: bool) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u8(V1).u8(u8::from(delivered));
+    write_ack(&mut w, ack);
+    w.finish()
+}
+
+fn decode_our_ack(bytes: &[u8]) -> std::result::Result<(PurgeAck, bool), DecodeError> {
+    let mut r = Reader::new(bytes);
+    let v = r.u8()?;
+    if v != V1 {
+        return Err(DecodeError::UnknownVersion(vec![v]));
+    }
+    let delivered = r.u8()? != 0;
+    let ack = read_ack(&mut r)?;
+    r.finish()?;
+    Ok((ack, delivered))
+}
+
+type Tx<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
+
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+fn read_head(heads: &TransactionalTree, id: &RecordId) -> Tx<Option<Head>> {
+    match heads.get(id.as_str())? {
+        Some(b) => Ok(Some(
+            encoding::decode_head(&b).map_err(|e| abort(corrupt("recordid_head")(e)))?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Deletes every version of a replica, leaving a stub. Returns whether
+/// there was anything to purge.
+fn purge_in_tx(
+    heads: &TransactionalTree,
+    versions: &TransactionalTree,
+    collections: &TransactionalTree,
+    purged: &TransactionalTree,
+    id: &RecordId,
+    now_ms: u64,
+) -> Tx<bool> {
+    let Some(head) = read_head(heads, id)? else {
+        return Ok(false);
+    };
+    let mut digest = [0u8; 32];
+    if let Some(latest) = versions.get(version_key(id, head.version))? {
+        let v = encoding::decode_signed(&latest)
+            .map_err(|e| abort(corrupt("recordversion_signed")(e)))?;
+        digest = v.digest;
+    }
+    for version in 1..=head.version {
+        versions.remove(version_key(id, version))?;
+    }
+    collections.remove(collection_key(&head.collection, id))?;
+    heads.remove(id.as_str())?;
+    let stub = PurgeStub {
+        id: id.clone(),
+        version: head.version,
+        digest,
+        purged_at_ms: now_ms,
+    };
+    purged.insert(id.as_str(), encode_stub(&stub))?;
+    Ok(true)
+}
+
+impl Store {
+    /// Our checkpoint in `peer`'s feed.
+    pub fn checkpoint(&self, peer: &OfficeId) -> Result<u64> {
+        Ok(self
+            .office_checkpoint
+            .get(peer.as_str())?
+            .map(|v| {
+                let mut b = [0u8; 8];
+                if v.len() == 8 {
+                    b.copy_from_slice(&v);
+                }
+                u64::from_be_bytes(b)
+            })
+            .unwrap_or(0))
+    }
+
+    /// Applies verified items from `peer`'s feed and moves our checkpoint to
+    /// `checkpoint`, in one transaction.
+    pub fn apply_batch(
+        &self,
+        peer: &OfficeId,
+        items: &[ApplyItem],
+        checkpoint: u64,
+        now_ms: u64,
+    ) -> Result<ApplyOutcome> {
+        unwrap_tx(
+            (
+                &self.recordid_head,
+                &self.recordversion_signed,
+                &self.collection_recordid,
+                &self.recordid_purged,
+                &self.office_checkpoint,
+                &self.grantid_ourack,
+            )
+                .transaction(|(heads, versions, collections, purged, checkpoints, acks)| {
+                    let mut out = ApplyOutcome::default();
+                    for item in items {
+                        match item {
+                            ApplyItem::Version(v) => {
+                                let id = &v.record.id;
+                                let key = version_key(id, v.record.version);
+                                if versions.get(&key)?.is_some() {
+                                    out.already_held += 1;
+                                    continue;
+                                }
+                                versions.insert(key, encoding::encode_signed(v))?;
+                                purged.remove(id.as_str())?;
+                                let old = read_head(heads, id)?;
+                                if old.as_ref().is_none_or(|h| h.version < v.record.version) {
+                                    if let Some(old) = old {
+                                        collections.remove(collection_key(&old.collection, id))?;
+                                    }
+                                    collections
+                                        .insert(collection_key(&v.record.collection, id), &[])?;
+                                    let head = Head {
+                                        version: v.record.version,
+                                        deleted: v.record.deleted,
+                                        collection: v.record.collection.clone(),
+                                    };
+                                    heads.insert(id.as_str(), encoding::encode_head(&head))?;
+                                }
+                                out.applied += 1;
+                            }
+                            ApplyItem::Revoke(id) => {
+                                if purge_in_tx(heads, versions, collections, purged, id, now_ms)? {
+                                    out.purged += 1;
+                                }
+                            }
+                            ApplyItem::Ack(ack) => {
+                                acks.insert(ack.grant.as_str(), encode_our_ack(ack, false))?;
+                            }
+                        }
+                    }
+                    checkpoints.insert(peer.as_str(), &checkpoint.to_be_bytes())?;
+                    Ok(out)
+                }),
+        )
+    }
+
+    /// Deletes every replica whose origin is `origin`, leaving stubs.
+    pub fn purge_replicas_of(&self, origin: &OfficeId, now_ms: u64) -> Result<u64> {
+        let prefix = format!("{origin}:");
+        let ids: Vec<RecordId> = self
+            .recordid_head
+            .scan_prefix(prefix.as_bytes())
+            .keys()
+            .map(|k| {
+                let k = k?;
+                RecordId::parse(&String::from_utf8_lossy(&k)).map_err(|e| StoreError::Corrupt {
+                    tree: "recordid_head",
+                    source: DecodeError::Invalid {
+                        field: "record id",
+                        reason: e.to_string(),
+                    },
+                })
+            })
+            .collect::<Result<_>>()?;
+        let mut n = 0;
+        for chunk in ids.chunks(256) {
+            n += unwrap_tx(
+                (
+                    &self.recordid_head,
+                    &self.recordversion_signed,
+                    &self.collection_recordid,
+                    &self.recordid_purged,
+                )
+                    .transaction(|(heads, versions, collections, purged)| {
+                        let mut n = 0u64;
+                        for id in chunk {
+                            if purge_in_tx(heads, versions, collections, purged, id, now_ms)? {
+                                n += 1;
+                            }
+                        }
+                        Ok(n)
+                    }),
+            )?;
+        }
+        Ok(n)
+    }
+
+    pub fn purge_stub(&self, id: &RecordId) -> Result<Option<PurgeStub>> {
+        self.recordid_purged
+            .get(id.as_str())?
+            .map(|v| decode_stub(&v).map_err(corrupt("recordid_purged")))
+            .transpose()
+    }
+
+    /// Purge acknowledgements we signed for `origin` that it has not
+    /// confirmed yet.
+    pub fn undelivered_acks(&self, origin: &OfficeId) -> Result<Vec<PurgeAck>> {
+        let mut out = Vec::new();
+        for kv in self.grantid_ourack.iter() {
+            let (_, v) = kv?;
+            let (ack, delivered) = decode_our_ack(&v).map_err(corrupt("grantid_ourack"))?;
+            if !delivered && &ack.origin == origin {
+                out.push(ack);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn mark_ack_delivered(&self, grant: &str) -> Result<()> {
+        if let Some(v) = self.grantid_ourack.get(grant)? {
+            let (ack, _) = decode_our_ack(&v).map_err(corrupt("grantid_ourack"))?;
+            self.grantid_ourack.insert(grant, encode_our_ack(&ack, true))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,143 @@
+//! Replication at run time: one puller per pinned peer ([`puller`]), the
+//! serving side of `Pull` ([`feed`]), and the expiry sweeper.
+//!
+//! The wire types come from `grpc::pb` and connections from
+//! `grpc::transport`; everything else is decided here or below.
+
+pub mod backoff;
+pub mod feed;
+pub mod puller;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::domain::OfficeId;
+use crate::domain::sharing::Peer;
+use crate::identity::OfficeCa;
+use crate::service::{LinkStatus, PeerRuntime, Sharing};
+use crate::store::Store;
+
+/// How often an idle `Pull` stream carries a heartbeat; a puller that hears
+/// nothing for three of these reconnects.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// Largest replication message, both ways.
+pub const MAX_MESSAGE: usize = 96 * 1024 * 1024;
+
+/// What pullers and feed streams share.
+pub struct SyncContext {
+    pub office: OfficeId,
+    pub store: Arc<Store>,
+    pub ca: Arc<OfficeCa>,
+    pub sharing: Arc<Sharing>,
+    /// This node's certificate and key (PEM), presented to peers.
+    pub node_cert_pem: Vec<u8>,
+    pub node_key_pem: Vec<u8>,
+    /// Set when the node shuts down: every stream and puller ends.
+    pub shutdown: watch::Receiver<bool>,
+    /// Bumped with the office of each removed peer, so its open feed
+    /// streams end at once.
+    pub removed: watch::Sender<Option<OfficeId>>,
+}
+
+struct Link {
+    status: Arc<Mutex<LinkStatus>>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// The pullers of a node; implements [`PeerRuntime`] for the sharing use
+/// cases.
+pub struct Replicator {
+    ctx: Arc<SyncContext>,
+    links: Mutex<HashMap<OfficeId, Link>>,
+}
+
+impl Replicator {
+    pub fn new(ctx: Arc<SyncContext>) -> Self {
+        Self {
+            ctx,
+            links: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn context(&self) -> &Arc<SyncContext> {
+        &self.ctx
+    }
+
+    fn links(&self) -> std::sync::MutexGuard<'_, HashMap<OfficeId, Link>> {
+        self.links.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a puller for every pinned peer.
+    pub fn start_all(&self) -> crate::error::Result<()> {
+        for peer in self.ctx.store.peers()? {
+            self.peer_added(&peer);
+        }
+        Ok(())
+    }
+
+    /// Stops every puller and waits for them.
+    pub async fn stop_all(&self) {
+        let links: Vec<Link> = self.links().drain().map(|(_, l)| l).collect();
+        for link in links {
+            let _ = link.stop.send(true);
+            let _ = link.task.await;
+        }
+    }
+}
+
+impl PeerRuntime for Replicator {
+    fn peer_added(&self, peer: &Peer) {
+        let status = Arc::new(Mutex::new(LinkStatus::default()));
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(puller::run(
+            self.ctx.clone(),
+            peer.clone(),
+            status.clone(),
+            stop_rx,
+        ));
+        if let Some(old) = self.links().insert(peer.office.clone(), Link { status, stop, task }) {
+            let _ = old.stop.send(true);
+        }
+    }
+
+    fn peer_removed(&self, office: &OfficeId) {
+        if let Some(link) = self.links().remove(office) {
+            let _ = link.stop.send(true);
+        }
+        self.ctx.removed.send_replace(Some(office.clone()));
+    }
+
+    fn link_status(&self, office: &OfficeId) -> LinkStatus {
+        self.links()
+            .get(office)
+            .map(|l| l.status.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Ends grants as their expiry passes, with no admin action.
+pub async fn run_expiry(sharing: Arc<Sharing>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let next = match sharing.expire_due().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "expiring grants failed; retrying");
+                Some(crate::domain::now_ms() + 1000)
+            }
+        };
+        let wait = next
+            .map(|at| Duration::from_millis(at.saturating_sub(crate::domain::now_ms())))
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = sharing.grants_changed.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

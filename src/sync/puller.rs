@@ -1,0 +1,200 @@
+//! The pulling side: one task per pinned peer keeps a `Pull` stream open,
+//! verifies every version (signature by the peer's office key, origin equal
+//! to the peer), applies each batch with its checkpoint in one transaction,
+//! makes it durable, then acknowledges it. Lost connections are retried
+//! with capped, jittered exponential backoff.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::backoff::Backoff;
+use super::feed::purge_ack_to_pb;
+use super::{HEARTBEAT, MAX_MESSAGE, SyncContext};
+use crate::domain::sharing::{GrantId, Peer, PurgeAck};
+use crate::domain::{RecordId, SignedVersion, now_ms};
+use crate::grpc::pb::{self, feed_entry, pull_down, pull_up, replication_client::ReplicationClient};
+use crate::grpc::transport::{self, NodeAddr};
+use crate::identity::tls::{PemIdentity, client_config};
+use crate::identity::{OfficeSigner, OfficeVerifier};
+use crate::service::LinkStatus;
+use crate::store::ApplyItem;
+
+type Status = Arc<Mutex<LinkStatus>>;
+
+fn update(status: &Status, f: impl FnOnce(&mut LinkStatus)) {
+    f(&mut status.lock().unwrap_or_else(|p| p.into_inner()));
+}
+
+/// Runs until `stop` is set or the node shuts down.
+pub async fn run(ctx: Arc<SyncContext>, peer: Peer, status: Status, mut stop: watch::Receiver<bool>) {
+    let mut shutdown = ctx.shutdown.clone();
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    loop {
+        let outcome = tokio::select! {
+            r = pull_once(&ctx, &peer, &status, &mut backoff) => r,
+            _ = stop.changed() => return,
+            _ = shutdown.changed() => return,
+        };
+        let err = match outcome {
+            Ok(()) => "stream ended".to_owned(),
+            Err(e) => e,
+        };
+        tracing::info!(peer = %peer.office, error = %err, "pull stream down");
+        update(&status, |s| {
+            s.connected = false;
+            s.last_error = err;
+        });
+        let delay = backoff.next_delay();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return,
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn pull_once(
+    ctx: &SyncContext,
+    peer: &Peer,
+    status: &Status,
+    backoff: &mut Backoff,
+) -> Result<(), String> {
+    let verifier = OfficeVerifier::from_ca_cert(peer.office.clone(), &peer.ca_der).map_err(|e| e.to_string())?;
+    let roots = [rustls_pki_types::CertificateDer::from(peer.ca_der.clone())];
+    let identity = PemIdentity::from_pem(&ctx.node_cert_pem, &ctx.node_key_pem).map_err(|e| e.to_string())?;
+    let tls = client_config(&roots, identity).map_err(|e| e.to_string())?;
+    let addr = NodeAddr::parse(&peer.endpoint).map_err(|e| e.to_string())?;
+    let channel = transport::connect(&addr, Arc::new(tls)).await.map_err(|e| format!("{e}: {}", source_chain(&e)))?;
+    let mut client = ReplicationClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+
+    let (up, up_rx) = mpsc::channel::<pb::PullUp>(64);
+    let checkpoint = ctx.store.checkpoint(&peer.office).map_err(|e| e.to_string())?;
+    let send = |kind| pb::PullUp { kind: Some(kind) };
+    let _ = up.send(send(pull_up::Kind::Start(pb::PullStart { after_seq: checkpoint }))).await;
+    for ack in ctx.store.undelivered_acks(&peer.office).map_err(|e| e.to_string())? {
+        let _ = up.send(send(pull_up::Kind::PurgeAck(purge_ack_to_pb(&ack)))).await;
+    }
+    let mut down = client
+        .pull(ReceiverStream::new(up_rx))
+        .await
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    update(status, |s| {
+        s.connected = true;
+        s.last_error.clear();
+    });
+    tracing::info!(peer = %peer.office, checkpoint, "pulling");
+    loop {
+        let msg = match tokio::time::timeout(HEARTBEAT * 3, down.message()).await {
+            Err(_) => return Err("no message or heartbeat for three intervals".into()),
+            Ok(Err(s)) => return Err(format!("{:?}: {}", s.code(), s.message())),
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Ok(Some(m))) => m,
+        };
+        update(status, |s| s.last_contact_ms = now_ms());
+        backoff.reset();
+        match msg.kind {
+            Some(pull_down::Kind::Batch(batch)) => {
+                let acks = apply(ctx, peer, &verifier, batch).await?;
+                for ack in acks {
+                    let _ = up.send(send(pull_up::Kind::PurgeAck(purge_ack_to_pb(&ack)))).await;
+                }
+            }
+            Some(pull_down::Kind::PurgeAckStored(s)) => {
+                ctx.store.mark_ack_delivered(&s.grant_id).map_err(|e| e.to_string())?;
+            }
+            Some(pull_down::Kind::Heartbeat(_)) | None => {}
+        }
+        if let Ok(seq) = ctx.store.checkpoint(&peer.office) {
+            let _ = up.try_send(send(pull_up::Kind::Ack(pb::Ack { seq })));
+        }
+    }
+}
+
+/// Verifies and applies one batch; returns purge acknowledgements signed
+/// for grants it closed.
+async fn apply(
+    ctx: &SyncContext,
+    peer: &Peer,
+    verifier: &OfficeVerifier,
+    batch: pb::Batch,
+) -> Result<Vec<PurgeAck>, String> {
+    let now = now_ms();
+    let mut items = Vec::with_capacity(batch.entries.len());
+    let mut acks = Vec::new();
+    let mut rejected = 0usize;
+    for entry in batch.entries {
+        match entry.kind {
+            Some(feed_entry::Kind::Version(v)) => match verify(verifier, v.canonical, v.signature) {
+                Ok(signed) => items.push(ApplyItem::Version(signed)),
+                Err(reason) => {
+                    rejected += 1;
+                    tracing::warn!(peer = %peer.office, seq = entry.seq, %reason, "rejected a replicated version");
+                }
+            },
+            Some(feed_entry::Kind::RevokeRecordId(id)) => match RecordId::parse(&id) {
+                Ok(id) if id.origin() == peer.office => items.push(ApplyItem::Revoke(id)),
+                _ => {
+                    rejected += 1;
+                    tracing::warn!(peer = %peer.office, record = %id, "rejected a revocation of a record the peer does not own");
+                }
+            },
+            Some(feed_entry::Kind::GrantClosed(grant)) => match GrantId::parse(&grant) {
+                Ok(grant) => {
+                    let mut ack = PurgeAck {
+                        grant,
+                        origin: peer.office.clone(),
+                        purged_by: ctx.office.clone(),
+                        purged_at_ms: now,
+                        signature: Vec::new(),
+                    };
+                    ack.signature = OfficeSigner::new(&ctx.ca)
+                        .sign_bytes(&ack.canonical())
+                        .map_err(|e| e.to_string())?;
+                    items.push(ApplyItem::Ack(ack.clone()));
+                    acks.push(ack);
+                }
+                Err(e) => tracing::warn!(peer = %peer.office, error = %e, "malformed grant id"),
+            },
+            None => {}
+        }
+    }
+    let outcome = ctx
+        .store
+        .apply_batch(&peer.office, &items, batch.last_seq, now)
+        .map_err(|e| e.to_string())?;
+    ctx.store.commit().await.map_err(|e| e.to_string())?;
+    tracing::debug!(
+        peer = %peer.office,
+        seq = batch.last_seq,
+        applied = outcome.applied,
+        held = outcome.already_held,
+        purged = outcome.purged,
+        rejected,
+        "batch applied"
+    );
+    Ok(acks)
+}
+
+/// A version from `verifier`'s office, checked; never stored otherwise.
+fn verify(verifier: &OfficeVerifier, canonical: Bytes, signature: Bytes) -> Result<SignedVersion, String> {
+    let signed = SignedVersion::from_parts(canonical, signature).map_err(|e| e.to_string())?;
+    verifier.verify(&signed).map_err(|e| e.to_string())?;
+    Ok(signed)
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    parts.join(": ")
+}
