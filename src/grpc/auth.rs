@@ -58,6 +58,7 @@ pub fn allowed(caller: &Caller, path: &str) -> bool {
             },
             "casemesh.v1.Admin",
         ) => true,
+        (Caller::PeerNode { .. }, "casemesh.v1.Replication") => true,
         _ => false,
     }
 }
@@ -185,6 +186,9 @@ mod tests {
         assert!(!allowed(&staff, admin_call));
         assert!(!allowed(&peer, records) && !allowed(&peer, admin_call));
         assert!(allowed(&peer, "/grpc.health.v1.Health/Check"));
+        assert!(allowed(&peer, "/casemesh.v1.Replication/Pull"));
+        assert!(!allowed(&admin, "/casemesh.v1.Replication/Pull"));
+        assert!(!allowed(&staff, "/casemesh.v1.Replication/Pull"));
         assert!(!allowed(&admin, "/unknown.Service/Call"));
         assert!(!allowed(&admin, "garbage"));
     }

@@ -132,6 +132,11 @@ pub struct TestCluster {
 impl TestCluster {
     /// Creates and starts one node per office id.
     pub async fn start(offices: &[&str]) -> Self {
+        // Logs show with RUST_LOG=casemesh=debug and --nocapture.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
         let root = tempfile::tempdir().expect("temp dir");
         let mut nodes = Vec::new();
         for office in offices {
@@ -161,5 +166,85 @@ impl TestCluster {
         for n in &mut self.nodes {
             n.stop().await;
         }
+    }
+}
+
+/// Every record a node lists (all origins), as id → (version, collection).
+pub async fn holdings(node: &TestNode) -> std::collections::BTreeMap<String, (u64, String)> {
+    let mut c = node.records().await;
+    let mut out = std::collections::BTreeMap::new();
+    let mut token = String::new();
+    loop {
+        let page = c
+            .list(casemesh::grpc::pb::ListRequest {
+                page_size: 1000,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        for r in page.records {
+            out.insert(r.id, (r.version, r.collection));
+        }
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        token = page.next_page_token;
+    }
+}
+
+impl TestCluster {
+    /// Pins every pair of nodes to each other.
+    pub async fn pin_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            for j in 0..self.nodes.len() {
+                if i != j {
+                    self.pin(i, j).await;
+                }
+            }
+        }
+    }
+
+    /// Node `i` pins node `j`.
+    pub async fn pin(&mut self, i: usize, j: usize) {
+        let (office, endpoint, pem) = {
+            let n = &self.nodes[j];
+            (
+                n.office.to_string(),
+                n.endpoint().to_string(),
+                String::from_utf8(n.ca_pem()).unwrap(),
+            )
+        };
+        self.nodes[i]
+            .admin()
+            .await
+            .add_peer(casemesh::grpc::pb::AddPeerRequest {
+                office,
+                endpoint,
+                ca_certificate_pem: pem,
+                expected_fingerprint: String::new(),
+            })
+            .await
+            .expect("add peer");
+    }
+
+    /// Node `i` grants `collection` to node `j`; returns the grant id.
+    pub async fn grant_collection(&mut self, i: usize, j: usize, collection: &str) -> String {
+        let peer = self.nodes[j].office.to_string();
+        self.nodes[i]
+            .admin()
+            .await
+            .grant(casemesh::grpc::pb::GrantRequest {
+                peer,
+                target: Some(casemesh::grpc::pb::grant_request::Target::Collection(
+                    collection.into(),
+                )),
+                expires_at_ms: 0,
+            })
+            .await
+            .expect("grant")
+            .into_inner()
+            .id
     }
 }

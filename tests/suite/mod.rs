@@ -1,4 +1,5 @@
 mod auth;
 mod cli;
 mod cluster;
+mod federation;
 mod records;
