@@ -60,3 +60,259 @@ async fn only_granted_records_reach_a_peer() {
     assert!(holdings(&cluster.nodes[2]).await.is_empty(), "mpls-da was granted nothing");
     cluster.stop_all().await;
 }
+
+async fn grants(node: &TestNode) -> Vec<pb::GrantInfo> {
+    node.admin()
+        .await
+        .list_grants(pb::ListGrantsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .grants
+}
+
+#[tokio::test]
+async fn a_live_update_reaches_a_connected_peer_quickly() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da", "mpls-da"]).await;
+    cluster.pin_all().await;
+    let mut expected = write(&cluster.nodes[0], "case-1", 3).await;
+    cluster.grant_collection(0, 1, "case-1").await;
+    converge(&cluster.nodes[1], &expected, "backfill").await;
+
+    let (id, _) = expected.iter().next().map(|(k, v)| (k.clone(), v.clone())).unwrap();
+    let mut c = cluster.nodes[0].records().await;
+    let mut update = rec("case-1", "updated title");
+    update.id = id.clone();
+    let started = std::time::Instant::now();
+    let v = c.put(update).await.unwrap().into_inner().version;
+    let mut peer = cluster.nodes[1].records().await;
+    eventually(Duration::from_secs(5), "the update to be readable at nyc-da", || {
+        let mut peer = peer.clone();
+        let id = id.clone();
+        async move {
+            let r = peer.get(pb::GetRequest { id, version: None }).await.ok()?.into_inner();
+            (r.version == v && r.title == "updated title").then_some(())
+        }
+    })
+    .await;
+    let latency = started.elapsed();
+    assert!(latency < Duration::from_secs(2), "live update took {latency:?}");
+    expected.insert(id.clone(), (v, "case-1".into()));
+    // A replica is read-only at the peer.
+    let mut overwrite = rec("case-1", "forged");
+    overwrite.id = id.clone();
+    let err = peer.put(overwrite).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    let err = peer
+        .delete(pb::DeleteRequest { id: id.clone(), expected_version: None })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    // `record list --origin` shows what nyc-da holds from phila-da.
+    let from_phila = peer
+        .list(pb::ListRequest { origin: "phila-da".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    assert_eq!(from_phila.len(), 3);
+    // A delete at the origin reaches the peer as a signed tombstone.
+    c.delete(pb::DeleteRequest { id: id.clone(), expected_version: None }).await.unwrap();
+    eventually(DEADLINE, "the tombstone to reach nyc-da", || {
+        let mut peer = peer.clone();
+        let id = id.clone();
+        async move {
+            let r = peer.get(pb::GetRequest { id, version: None }).await.ok()?.into_inner();
+            r.deleted.then_some(())
+        }
+    })
+    .await;
+    cluster.stop_all().await;
+}
+
+#[tokio::test]
+async fn revoking_purges_the_peer_and_it_confirms_with_a_signed_ack() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da", "mpls-da"]).await;
+    cluster.pin_all().await;
+    let case1 = write(&cluster.nodes[0], "case-1", 4).await;
+    let case2 = write(&cluster.nodes[0], "case-2", 2).await;
+    let g1 = cluster.grant_collection(0, 1, "case-1").await;
+    cluster.grant_collection(0, 1, "case-2").await;
+    // One case-1 record is also granted on its own: it must survive.
+    let kept = case1.keys().next().unwrap().clone();
+    let g_record = cluster.nodes[0]
+        .admin()
+        .await
+        .grant(pb::GrantRequest {
+            peer: "nyc-da".into(),
+            target: Some(pb::grant_request::Target::RecordId(kept.clone())),
+            expires_at_ms: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(g_record.id.starts_with("g-"));
+    let mut all = case1.clone();
+    all.extend(case2.clone());
+    converge(&cluster.nodes[1], &all, "nyc-da to hold both cases").await;
+
+    let revoked = cluster.nodes[0]
+        .admin()
+        .await
+        .revoke(pb::RevokeRequest { grant_id: g1.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revoked.end_reason, "revoked");
+    let mut expected = case2.clone();
+    expected.insert(kept.clone(), case1[&kept].clone());
+    converge(&cluster.nodes[1], &expected, "case-1 (but the separately granted record) purged").await;
+
+    // A purged replica answers like an unknown record.
+    let gone = case1.keys().find(|k| **k != kept).unwrap().clone();
+    let err = cluster.nodes[1]
+        .records()
+        .await
+        .get(pb::GetRequest { id: gone, version: None })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+
+    let node0 = &cluster.nodes[0];
+    let ack = eventually(DEADLINE, "nyc-da's signed purge acknowledgement", || async {
+        grants(node0).await.into_iter().find(|g| g.id == g1)?.purge_ack
+    })
+    .await;
+    assert_eq!(ack.purged_by, "nyc-da");
+    assert_eq!(ack.origin, "phila-da");
+    assert!(!ack.signature.is_empty());
+    // Revoking twice is refused and changes nothing.
+    let err = node0
+        .admin()
+        .await
+        .revoke(pb::RevokeRequest { grant_id: g1 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    cluster.stop_all().await;
+}
+
+#[tokio::test]
+async fn an_expired_grant_purges_the_peer_without_admin_action() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da", "mpls-da"]).await;
+    cluster.pin_all().await;
+    let case1 = write(&cluster.nodes[0], "case-1", 3).await;
+    let expires_at_ms = casemesh::domain::now_ms() + 1500;
+    let g = cluster.nodes[0]
+        .admin()
+        .await
+        .grant(pb::GrantRequest {
+            peer: "nyc-da".into(),
+            target: Some(pb::grant_request::Target::Collection("case-1".into())),
+            expires_at_ms,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    converge(&cluster.nodes[1], &case1, "nyc-da to hold case-1 before expiry").await;
+    converge(&cluster.nodes[1], &BTreeMap::new(), "nyc-da to be purged at expiry").await;
+    let node0 = &cluster.nodes[0];
+    let ended = eventually(DEADLINE, "the grant to be ended and confirmed", || async {
+        grants(node0)
+            .await
+            .into_iter()
+            .find(|x| x.id == g.id && x.purge_ack.is_some())
+    })
+    .await;
+    assert_eq!(ended.end_reason, "expired");
+    assert!(ended.revoked_at_ms >= expires_at_ms);
+    cluster.stop_all().await;
+}
+
+#[tokio::test]
+async fn removing_a_peer_stops_both_directions_and_can_purge_its_replicas() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da", "mpls-da"]).await;
+    cluster.pin_all().await;
+    let case1 = write(&cluster.nodes[0], "case-1", 3).await;
+    cluster.grant_collection(0, 1, "case-1").await;
+    cluster.grant_collection(0, 2, "case-1").await;
+    converge(&cluster.nodes[1], &case1, "nyc-da backfill").await;
+    converge(&cluster.nodes[2], &case1, "mpls-da backfill").await;
+
+    // The receiving side drops phila-da and purges what it held from it.
+    let r = cluster.nodes[1]
+        .admin()
+        .await
+        .remove_peer(pb::RemovePeerRequest { office: "phila-da".into(), purge_replicas: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.replicas_purged, 3);
+    assert!(holdings(&cluster.nodes[1]).await.is_empty());
+
+    // The origin drops mpls-da: its grant closes and new writes stop flowing.
+    let r = cluster.nodes[0]
+        .admin()
+        .await
+        .remove_peer(pb::RemovePeerRequest { office: "mpls-da".into(), purge_replicas: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.grants_closed, 1);
+    let later = write(&cluster.nodes[0], "case-1", 1).await;
+    let later_id = later.keys().next().unwrap().clone();
+    // Prove the write path is live: nyc-da re-pins and re-granted would see it,
+    // but mpls-da must not. Wait for a heartbeat window, then check.
+    let node2 = &cluster.nodes[2];
+    let peers = node2.admin().await.list_peers(pb::ListPeersRequest {}).await.unwrap().into_inner();
+    let phila = peers.peers.iter().find(|p| p.office == "phila-da").unwrap();
+    eventually(DEADLINE, "mpls-da's link to phila-da to go down", || async {
+        let peers = node2.admin().await.list_peers(pb::ListPeersRequest {}).await.ok()?.into_inner();
+        let p = peers.peers.into_iter().find(|p| p.office == "phila-da")?;
+        (!p.connected).then_some(())
+    })
+    .await;
+    assert!(!phila.endpoint.is_empty());
+    assert!(!holdings(node2).await.contains_key(&later_id));
+    let err = cluster.nodes[0]
+        .admin()
+        .await
+        .remove_peer(pb::RemovePeerRequest { office: "mpls-da".into(), purge_replicas: false })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    cluster.stop_all().await;
+}
+
+#[tokio::test]
+async fn restarts_in_the_middle_of_a_large_backfill_lose_nothing() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da", "mpls-da"]).await;
+    cluster.pin_all().await;
+    let mut expected = write(&cluster.nodes[0], "big", 1500).await;
+    let _noise = write(&cluster.nodes[0], "other", 50).await;
+    cluster.grant_collection(0, 1, "big").await;
+
+    // The receiver stops once it holds some but not all of the case.
+    let node1 = &cluster.nodes[1];
+    eventually(DEADLINE, "nyc-da to be part-way through the backfill", || async {
+        (!holdings(node1).await.is_empty()).then_some(())
+    })
+    .await;
+    cluster.nodes[1].stop().await;
+    // Meanwhile the origin updates records and is restarted itself.
+    let mut c = cluster.nodes[0].records().await;
+    for id in expected.keys().take(20).cloned().collect::<Vec<_>>() {
+        let mut u = rec("big", "updated while peer down");
+        u.id = id.clone();
+        let v = c.put(u).await.unwrap().into_inner().version;
+        expected.insert(id, (v, "big".into()));
+    }
+    drop(c);
+    cluster.nodes[0].restart().await;
+    cluster.nodes[1].restart().await;
+    // And the origin once more while the peer catches up.
+    cluster.nodes[0].restart().await;
+    converge(&cluster.nodes[1], &expected, "nyc-da to hold exactly the granted case").await;
+    assert!(holdings(&cluster.nodes[2]).await.is_empty());
+    cluster.stop_all().await;
+}
