@@ -15,17 +15,17 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, Paths};
 use crate::grpc::auth::AuthLayer;
+use crate::grpc::pb::replication_server::ReplicationServer;
 use crate::grpc::pb::{admin_server::AdminServer, records_server::RecordsServer};
 use crate::grpc::server_admin::AdminApi;
-use crate::grpc::pb::replication_server::ReplicationServer;
 use crate::grpc::server_records::RecordsApi;
 use crate::grpc::server_replication::ReplicationApi;
 use crate::grpc::{pb, transport};
 use crate::identity::OfficeCa;
 use crate::identity::tls::{PemIdentity, TrustStore, server_config};
 use crate::service::{PeerRuntime, RecordService, Sharing, UserService, users::issued_users};
-use crate::sync::{Replicator, SyncContext};
 use crate::store::{Store, StoreOptions};
+use crate::sync::{Replicator, SyncContext};
 
 /// Why a node could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]

@@ -85,7 +85,9 @@ pub enum ShareCommand {
 }
 
 fn ms_from(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// `--expires` or `--for` as milliseconds since the epoch (0: none).
@@ -149,7 +151,14 @@ pub fn grant_json(g: &pb::GrantInfo) -> Value {
 pub fn print_grants(grants: &[pb::GrantInfo]) {
     let rows: Vec<_> = grants
         .iter()
-        .map(|g| vec![g.id.clone(), g.peer.clone(), grant_target(g), grant_state(g)])
+        .map(|g| {
+            vec![
+                g.id.clone(),
+                g.peer.clone(),
+                grant_target(g),
+                grant_state(g),
+            ]
+        })
         .collect();
     output::table(&["grant", "peer", "target", "state"], &rows);
 }
@@ -175,7 +184,11 @@ pub fn print_peers(peers: &[pb::Peer]) {
             vec![
                 p.office.clone(),
                 p.endpoint.clone(),
-                if p.connected { "connected".into() } else { "down".into() },
+                if p.connected {
+                    "connected".into()
+                } else {
+                    "down".into()
+                },
                 output::time(p.last_contact_ms),
                 p.checkpoint.to_string(),
                 p.outbox_pending.to_string(),
@@ -184,7 +197,15 @@ pub fn print_peers(peers: &[pb::Peer]) {
         })
         .collect();
     output::table(
-        &["peer", "endpoint", "link", "last contact", "checkpoint", "outbox", "last error"],
+        &[
+            "peer",
+            "endpoint",
+            "link",
+            "last contact",
+            "checkpoint",
+            "outbox",
+            "last error",
+        ],
         &rows,
     );
 }

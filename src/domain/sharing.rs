@@ -222,8 +222,7 @@ pub mod encoding {
         Ok(PurgeAck {
             grant: GrantId::parse(r.str("grant")?).map_err(|e| invalid("grant", e))?,
             origin: OfficeId::parse(r.str("origin")?).map_err(|e| invalid("origin", e))?,
-            purged_by: OfficeId::parse(r.str("purged_by")?)
-                .map_err(|e| invalid("purged_by", e))?,
+            purged_by: OfficeId::parse(r.str("purged_by")?).map_err(|e| invalid("purged_by", e))?,
             purged_at_ms: r.u64()?,
             signature: r.bytes()?.to_vec(),
         })
@@ -260,7 +259,10 @@ mod tests {
         assert!(!visible([&by_case], &own, &id, "case-2", 5));
         assert!(visible([&by_record], &own, &id, "case-2", 5));
         assert!(!visible([&by_record], &own, &other, "case-2", 5));
-        assert!(!visible([&by_case], &own, &replica, "case-1", 5), "never re-share replicas");
+        assert!(
+            !visible([&by_case], &own, &replica, "case-1", 5),
+            "never re-share replicas"
+        );
         assert!(!visible([], &own, &id, "case-1", 5));
 
         let mut expiring = by_case.clone();
@@ -276,20 +278,32 @@ mod tests {
     fn feed_items_round_trip() {
         let id = RecordId::generate(&OfficeId::parse("phila-da").unwrap(), 1, [2; 10]);
         for item in [
-            FeedItem::Versions { id: id.clone(), from: 3 },
+            FeedItem::Versions {
+                id: id.clone(),
+                from: 3,
+            },
             FeedItem::Revoke { id },
             FeedItem::GrantClosed {
                 grant: GrantId::generate([9; 8]),
             },
         ] {
-            assert_eq!(encoding::decode_item(&encoding::encode_item(&item)).unwrap(), item);
+            assert_eq!(
+                encoding::decode_item(&encoding::encode_item(&item)).unwrap(),
+                item
+            );
         }
     }
 
     #[test]
     fn grant_ids_are_checked() {
         assert!(GrantId::parse("g-0123456789abcdef").is_ok());
-        for bad in ["", "g-", "g-0123", "x-0123456789abcdef", "g-0123456789ABCDEF"] {
+        for bad in [
+            "",
+            "g-",
+            "g-0123",
+            "x-0123456789abcdef",
+            "g-0123456789ABCDEF",
+        ] {
             assert!(GrantId::parse(bad).is_err(), "{bad}");
         }
     }

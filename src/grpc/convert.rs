@@ -128,7 +128,10 @@ pub fn grant(g: &crate::domain::sharing::Grant) -> pb::GrantInfo {
         created_at_ms: g.created_at_ms,
         expires_at_ms: g.expires_at_ms,
         revoked_at_ms: g.ended_at_ms,
-        end_reason: g.end_reason.map(|r| r.as_str().to_owned()).unwrap_or_default(),
+        end_reason: g
+            .end_reason
+            .map(|r| r.as_str().to_owned())
+            .unwrap_or_default(),
         purge_ack: g.purge_ack.as_ref().map(crate::sync::feed::purge_ack_to_pb),
     }
 }

@@ -8,8 +8,8 @@ use super::auth::caller;
 use super::convert;
 use super::pb::{self, admin_server::Admin};
 use crate::domain::UserName;
-use crate::identity::Fingerprint;
 use crate::domain::sharing::{EndReason, GrantId, GrantTarget};
+use crate::identity::Fingerprint;
 use crate::service::{Sharing, UserService};
 use crate::store::Store;
 
@@ -79,17 +79,27 @@ impl Admin for AdminApi {
             records,
             versions,
             software_version: env!("CARGO_PKG_VERSION").to_owned(),
-            peers: self.sharing.peers()?.iter().map(convert::peer_view).collect(),
+            peers: self
+                .sharing
+                .peers()?
+                .iter()
+                .map(convert::peer_view)
+                .collect(),
         }))
     }
 
-    async fn add_peer(&self, req: Request<pb::AddPeerRequest>) -> Result<Response<pb::Peer>, Status> {
+    async fn add_peer(
+        &self,
+        req: Request<pb::AddPeerRequest>,
+    ) -> Result<Response<pb::Peer>, Status> {
         let who = caller(&req)?;
         let r = req.into_inner();
         let office = convert::office_id("office", &r.office)?;
         let expected = match r.expected_fingerprint.as_str() {
             "" => None,
-            fp => Some(Fingerprint::parse(fp).map_err(|e| Status::invalid_argument(e.to_string()))?),
+            fp => {
+                Some(Fingerprint::parse(fp).map_err(|e| Status::invalid_argument(e.to_string()))?)
+            }
         };
         let (peer, fingerprint) = self
             .sharing
@@ -126,11 +136,19 @@ impl Admin for AdminApi {
         _req: Request<pb::ListPeersRequest>,
     ) -> Result<Response<pb::ListPeersResponse>, Status> {
         Ok(Response::new(pb::ListPeersResponse {
-            peers: self.sharing.peers()?.iter().map(convert::peer_view).collect(),
+            peers: self
+                .sharing
+                .peers()?
+                .iter()
+                .map(convert::peer_view)
+                .collect(),
         }))
     }
 
-    async fn grant(&self, req: Request<pb::GrantRequest>) -> Result<Response<pb::GrantInfo>, Status> {
+    async fn grant(
+        &self,
+        req: Request<pb::GrantRequest>,
+    ) -> Result<Response<pb::GrantInfo>, Status> {
         let who = caller(&req)?;
         let r = req.into_inner();
         let peer = convert::office_id("peer", &r.peer)?;
@@ -139,14 +157,21 @@ impl Admin for AdminApi {
             Some(pb::grant_request::Target::RecordId(id)) => {
                 GrantTarget::Record(convert::record_id(&id)?)
             }
-            None => return Err(Status::invalid_argument("give a collection or a record_id to grant")),
+            None => {
+                return Err(Status::invalid_argument(
+                    "give a collection or a record_id to grant",
+                ));
+            }
         };
         let g = self.sharing.grant(peer, target, r.expires_at_ms).await?;
         tracing::info!(%who, grant = %g.id, peer = %g.peer, "grant made");
         Ok(Response::new(convert::grant(&g)))
     }
 
-    async fn revoke(&self, req: Request<pb::RevokeRequest>) -> Result<Response<pb::GrantInfo>, Status> {
+    async fn revoke(
+        &self,
+        req: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::GrantInfo>, Status> {
         let who = caller(&req)?;
         let id = GrantId::parse(&req.into_inner().grant_id)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -165,7 +190,12 @@ impl Admin for AdminApi {
             p => Some(convert::office_id("peer", p)?),
         };
         Ok(Response::new(pb::ListGrantsResponse {
-            grants: self.sharing.grants(peer.as_ref()).iter().map(convert::grant).collect(),
+            grants: self
+                .sharing
+                .grants(peer.as_ref())
+                .iter()
+                .map(convert::grant)
+                .collect(),
         }))
     }
 }

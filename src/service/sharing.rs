@@ -130,10 +130,18 @@ impl Sharing {
     /// Feed entries for a write that turns `prev` (id, collection) into
     /// `next`: the new version for every peer that sees the record now, and
     /// a revocation for a peer that saw it before but no longer does.
-    pub fn feed_for_write(&self, prev_collection: Option<&str>, next: &RecordVersion) -> Vec<(OfficeId, FeedItem)> {
+    pub fn feed_for_write(
+        &self,
+        prev_collection: Option<&str>,
+        next: &RecordVersion,
+    ) -> Vec<(OfficeId, FeedItem)> {
         let now = now_ms();
         let grants = self.grants_read();
-        let peers: BTreeSet<&OfficeId> = grants.iter().filter(|g| g.is_active(now)).map(|g| &g.peer).collect();
+        let peers: BTreeSet<&OfficeId> = grants
+            .iter()
+            .filter(|g| g.is_active(now))
+            .map(|g| &g.peer)
+            .collect();
         let mut feed = Vec::new();
         for peer in peers {
             let mine = || grants.iter().filter(|g| &g.peer == peer);
@@ -149,7 +157,12 @@ impl Sharing {
                     },
                 ));
             } else if before {
-                feed.push((peer.clone(), FeedItem::Revoke { id: next.id.clone() }));
+                feed.push((
+                    peer.clone(),
+                    FeedItem::Revoke {
+                        id: next.id.clone(),
+                    },
+                ));
             }
         }
         feed
@@ -165,7 +178,9 @@ impl Sharing {
         expected: Option<Fingerprint>,
     ) -> Result<(Peer, Fingerprint)> {
         if office == self.office {
-            return Err(Error::InvalidArgument("an office cannot pin itself as a peer".into()));
+            return Err(Error::InvalidArgument(
+                "an office cannot pin itself as a peer".into(),
+            ));
         }
         crate::grpc::transport::NodeAddr::parse(endpoint)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
@@ -173,7 +188,8 @@ impl Sharing {
             .map_err(|e| Error::InvalidArgument(format!("ca_certificate_pem: {e}")))?;
         let [ca] = certs.as_slice() else {
             return Err(Error::InvalidArgument(
-                "ca_certificate_pem must hold exactly one certificate: the peer's office-ca.pem".into(),
+                "ca_certificate_pem must hold exactly one certificate: the peer's office-ca.pem"
+                    .into(),
             ));
         };
         check_office_ca(ca, &office)?;
@@ -187,7 +203,9 @@ impl Sharing {
         }
         let _gate = self.gate.write().await;
         if self.store.peer(&office)?.is_some() {
-            return Err(Error::AlreadyExists(format!("peer {office} is already pinned")));
+            return Err(Error::AlreadyExists(format!(
+                "peer {office} is already pinned"
+            )));
         }
         let peer = Peer {
             office,
@@ -310,7 +328,12 @@ impl Sharing {
         })
     }
 
-    pub async fn grant(&self, peer: OfficeId, target: GrantTarget, expires_at_ms: u64) -> Result<Grant> {
+    pub async fn grant(
+        &self,
+        peer: OfficeId,
+        target: GrantTarget,
+        expires_at_ms: u64,
+    ) -> Result<Grant> {
         let now = now_ms();
         if expires_at_ms != 0 && expires_at_ms <= now {
             return Err(Error::InvalidArgument("expires_at is in the past".into()));
@@ -365,7 +388,11 @@ impl Sharing {
         let now = now_ms();
         let mut feed = Vec::new();
         for id in self.covered(&grant.target)? {
-            let collection = self.store.head(&id)?.map(|h| h.collection).unwrap_or_default();
+            let collection = self
+                .store
+                .head(&id)?
+                .map(|h| h.collection)
+                .unwrap_or_default();
             let already = sharing::visible(
                 others.iter().filter(|g| g.id != grant.id),
                 &self.office,
@@ -412,7 +439,11 @@ impl Sharing {
         let others: Vec<Grant> = self.grants(Some(&grant.peer));
         let mut feed = Vec::new();
         for id in self.covered(&grant.target)? {
-            let collection = self.store.head(&id)?.map(|h| h.collection).unwrap_or_default();
+            let collection = self
+                .store
+                .head(&id)?
+                .map(|h| h.collection)
+                .unwrap_or_default();
             if !sharing::visible(&others, &self.office, &id, &collection, now) {
                 feed.push((grant.peer.clone(), FeedItem::Revoke { id }));
             }
@@ -431,7 +462,10 @@ impl Sharing {
     pub async fn resume_jobs(&self) -> Result<()> {
         let _gate = self.gate.write().await;
         for (key, kind) in self.store.jobs(JOB_PREFIX)? {
-            let Some(id) = key.strip_prefix(JOB_PREFIX).and_then(|s| GrantId::parse(s).ok()) else {
+            let Some(id) = key
+                .strip_prefix(JOB_PREFIX)
+                .and_then(|s| GrantId::parse(s).ok())
+            else {
                 continue;
             };
             let Some(grant) = self.store.grant(&id)? else {
@@ -491,7 +525,10 @@ impl Sharing {
             )));
         }
         if grant.ended_at_ms == 0 {
-            return Err(Error::FailedPrecondition(format!("grant {} is still active", ack.grant)));
+            return Err(Error::FailedPrecondition(format!(
+                "grant {} is still active",
+                ack.grant
+            )));
         }
         let peer = self
             .store

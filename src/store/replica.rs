@@ -179,48 +179,60 @@ impl Store {
                 &self.office_checkpoint,
                 &self.grantid_ourack,
             )
-                .transaction(|(heads, versions, collections, purged, checkpoints, acks)| {
-                    let mut out = ApplyOutcome::default();
-                    for item in items {
-                        match item {
-                            ApplyItem::Version(v) => {
-                                let id = &v.record.id;
-                                let key = version_key(id, v.record.version);
-                                if versions.get(&key)?.is_some() {
-                                    out.already_held += 1;
-                                    continue;
-                                }
-                                versions.insert(key, encoding::encode_signed(v))?;
-                                purged.remove(id.as_str())?;
-                                let old = read_head(heads, id)?;
-                                if old.as_ref().is_none_or(|h| h.version < v.record.version) {
-                                    if let Some(old) = old {
-                                        collections.remove(collection_key(&old.collection, id))?;
+                .transaction(
+                    |(heads, versions, collections, purged, checkpoints, acks)| {
+                        let mut out = ApplyOutcome::default();
+                        for item in items {
+                            match item {
+                                ApplyItem::Version(v) => {
+                                    let id = &v.record.id;
+                                    let key = version_key(id, v.record.version);
+                                    if versions.get(&key)?.is_some() {
+                                        out.already_held += 1;
+                                        continue;
                                     }
-                                    collections
-                                        .insert(collection_key(&v.record.collection, id), &[])?;
-                                    let head = Head {
-                                        version: v.record.version,
-                                        deleted: v.record.deleted,
-                                        collection: v.record.collection.clone(),
-                                    };
-                                    heads.insert(id.as_str(), encoding::encode_head(&head))?;
+                                    versions.insert(key, encoding::encode_signed(v))?;
+                                    purged.remove(id.as_str())?;
+                                    let old = read_head(heads, id)?;
+                                    if old.as_ref().is_none_or(|h| h.version < v.record.version) {
+                                        if let Some(old) = old {
+                                            collections
+                                                .remove(collection_key(&old.collection, id))?;
+                                        }
+                                        collections.insert(
+                                            collection_key(&v.record.collection, id),
+                                            &[],
+                                        )?;
+                                        let head = Head {
+                                            version: v.record.version,
+                                            deleted: v.record.deleted,
+                                            collection: v.record.collection.clone(),
+                                        };
+                                        heads.insert(id.as_str(), encoding::encode_head(&head))?;
+                                    }
+                                    out.applied += 1;
                                 }
-                                out.applied += 1;
-                            }
-                            ApplyItem::Revoke(id) => {
-                                if purge_in_tx(heads, versions, collections, purged, id, now_ms)? {
-                                    out.purged += 1;
+                                ApplyItem::Revoke(id) => {
+                                    if purge_in_tx(
+                                        heads,
+                                        versions,
+                                        collections,
+                                        purged,
+                                        id,
+                                        now_ms,
+                                    )? {
+                                        out.purged += 1;
+                                    }
                                 }
-                            }
-                            ApplyItem::Ack(ack) => {
-                                acks.insert(ack.grant.as_str(), encode_our_ack(ack, false))?;
+                                ApplyItem::Ack(ack) => {
+                                    acks.insert(ack.grant.as_str(), encode_our_ack(ack, false))?;
+                                }
                             }
                         }
-                    }
-                    checkpoints.insert(peer.as_str(), &checkpoint.to_be_bytes())?;
-                    Ok(out)
-                }),
+                        checkpoints.insert(peer.as_str(), &checkpoint.to_be_bytes())?;
+                        Ok(out)
+                    },
+                ),
         )
     }
 
@@ -289,7 +301,8 @@ impl Store {
     pub fn mark_ack_delivered(&self, grant: &str) -> Result<()> {
         if let Some(v) = self.grantid_ourack.get(grant)? {
             let (ack, _) = decode_our_ack(&v).map_err(corrupt("grantid_ourack"))?;
-            self.grantid_ourack.insert(grant, encode_our_ack(&ack, true))?;
+            self.grantid_ourack
+                .insert(grant, encode_our_ack(&ack, true))?;
         }
         Ok(())
     }

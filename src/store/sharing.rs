@@ -134,7 +134,9 @@ pub fn decode_grant(bytes: &[u8]) -> std::result::Result<Grant, DecodeError> {
     let peer = OfficeId::parse(r.str("peer")?).map_err(|e| invalid("peer", e))?;
     let target = match r.u8()? {
         1 => GrantTarget::Collection(r.str("collection")?.to_owned()),
-        2 => GrantTarget::Record(RecordId::parse(r.str("record")?).map_err(|e| invalid("record", e))?),
+        2 => GrantTarget::Record(
+            RecordId::parse(r.str("record")?).map_err(|e| invalid("record", e))?,
+        ),
         k => return Err(invalid("target", format!("kind {k}"))),
     };
     let created_at_ms = r.u64()?;
@@ -272,11 +274,10 @@ impl Store {
     /// and remembers how far it got.
     pub fn ack_outbox(&self, peer: &OfficeId, upto: u64) -> Result<()> {
         self.gc_outbox(peer, upto)?;
-        self.office_acked
-            .fetch_and_update(peer.as_str(), |old| {
-                let old = old.map(be_u64).unwrap_or(0);
-                Some(old.max(upto).to_be_bytes().to_vec())
-            })?;
+        self.office_acked.fetch_and_update(peer.as_str(), |old| {
+            let old = old.map(be_u64).unwrap_or(0);
+            Some(old.max(upto).to_be_bytes().to_vec())
+        })?;
         Ok(())
     }
 
@@ -293,7 +294,8 @@ impl Store {
             batch.remove(k);
             n += 1;
             if n % 4096 == 0 {
-                self.peerseq_outbox.apply_batch(std::mem::take(&mut batch))?;
+                self.peerseq_outbox
+                    .apply_batch(std::mem::take(&mut batch))?;
             }
         }
         self.peerseq_outbox.apply_batch(batch)?;

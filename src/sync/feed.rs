@@ -37,7 +37,9 @@ pub async fn serve(
         })) => s,
         _ => {
             let _ = down
-                .send(Err(Status::invalid_argument("the first message must be PullStart")))
+                .send(Err(Status::invalid_argument(
+                    "the first message must be PullStart",
+                )))
                 .await;
             return;
         }
@@ -172,7 +174,12 @@ async fn send_pending(
 
 /// Reads the peer's acknowledgements: applied checkpoints and signed
 /// purge acknowledgements.
-async fn read_up(ctx: Arc<SyncContext>, peer: OfficeId, mut up: tonic::Streaming<pb::PullUp>, down: Down) {
+async fn read_up(
+    ctx: Arc<SyncContext>,
+    peer: OfficeId,
+    mut up: tonic::Streaming<pb::PullUp>,
+    down: Down,
+) {
     while let Ok(Some(msg)) = up.message().await {
         match msg.kind {
             Some(pull_up::Kind::Ack(a)) => {
@@ -193,7 +200,9 @@ async fn read_up(ctx: Arc<SyncContext>, peer: OfficeId, mut up: tonic::Streaming
                             };
                             let _ = down.send(Ok(stored)).await;
                         }
-                        Err(e) => tracing::warn!(%peer, %grant, error = %e, "purge acknowledgement refused"),
+                        Err(e) => {
+                            tracing::warn!(%peer, %grant, error = %e, "purge acknowledgement refused")
+                        }
                     },
                     Err(e) => tracing::warn!(%peer, error = %e, "malformed purge acknowledgement"),
                 }

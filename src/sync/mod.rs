@@ -101,7 +101,10 @@ impl PeerRuntime for Replicator {
             status.clone(),
             stop_rx,
         ));
-        if let Some(old) = self.links().insert(peer.office.clone(), Link { status, stop, task }) {
+        if let Some(old) = self
+            .links()
+            .insert(peer.office.clone(), Link { status, stop, task })
+        {
             let _ = old.stop.send(true);
         }
     }

@@ -16,7 +16,9 @@ use super::feed::purge_ack_to_pb;
 use super::{HEARTBEAT, MAX_MESSAGE, SyncContext};
 use crate::domain::sharing::{GrantId, Peer, PurgeAck};
 use crate::domain::{RecordId, SignedVersion, now_ms};
-use crate::grpc::pb::{self, feed_entry, pull_down, pull_up, replication_client::ReplicationClient};
+use crate::grpc::pb::{
+    self, feed_entry, pull_down, pull_up, replication_client::ReplicationClient,
+};
 use crate::grpc::transport::{self, NodeAddr};
 use crate::identity::tls::{PemIdentity, client_config};
 use crate::identity::{OfficeSigner, OfficeVerifier};
@@ -30,7 +32,12 @@ fn update(status: &Status, f: impl FnOnce(&mut LinkStatus)) {
 }
 
 /// Runs until `stop` is set or the node shuts down.
-pub async fn run(ctx: Arc<SyncContext>, peer: Peer, status: Status, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    ctx: Arc<SyncContext>,
+    peer: Peer,
+    status: Status,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut shutdown = ctx.shutdown.clone();
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     loop {
@@ -63,22 +70,39 @@ async fn pull_once(
     status: &Status,
     backoff: &mut Backoff,
 ) -> Result<(), String> {
-    let verifier = OfficeVerifier::from_ca_cert(peer.office.clone(), &peer.ca_der).map_err(|e| e.to_string())?;
+    let verifier = OfficeVerifier::from_ca_cert(peer.office.clone(), &peer.ca_der)
+        .map_err(|e| e.to_string())?;
     let roots = [rustls_pki_types::CertificateDer::from(peer.ca_der.clone())];
-    let identity = PemIdentity::from_pem(&ctx.node_cert_pem, &ctx.node_key_pem).map_err(|e| e.to_string())?;
+    let identity =
+        PemIdentity::from_pem(&ctx.node_cert_pem, &ctx.node_key_pem).map_err(|e| e.to_string())?;
     let tls = client_config(&roots, identity).map_err(|e| e.to_string())?;
     let addr = NodeAddr::parse(&peer.endpoint).map_err(|e| e.to_string())?;
-    let channel = transport::connect(&addr, Arc::new(tls)).await.map_err(|e| format!("{e}: {}", source_chain(&e)))?;
+    let channel = transport::connect(&addr, Arc::new(tls))
+        .await
+        .map_err(|e| format!("{e}: {}", source_chain(&e)))?;
     let mut client = ReplicationClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
 
     let (up, up_rx) = mpsc::channel::<pb::PullUp>(64);
-    let checkpoint = ctx.store.checkpoint(&peer.office).map_err(|e| e.to_string())?;
+    let checkpoint = ctx
+        .store
+        .checkpoint(&peer.office)
+        .map_err(|e| e.to_string())?;
     let send = |kind| pb::PullUp { kind: Some(kind) };
-    let _ = up.send(send(pull_up::Kind::Start(pb::PullStart { after_seq: checkpoint }))).await;
-    for ack in ctx.store.undelivered_acks(&peer.office).map_err(|e| e.to_string())? {
-        let _ = up.send(send(pull_up::Kind::PurgeAck(purge_ack_to_pb(&ack)))).await;
+    let _ = up
+        .send(send(pull_up::Kind::Start(pb::PullStart {
+            after_seq: checkpoint,
+        })))
+        .await;
+    for ack in ctx
+        .store
+        .undelivered_acks(&peer.office)
+        .map_err(|e| e.to_string())?
+    {
+        let _ = up
+            .send(send(pull_up::Kind::PurgeAck(purge_ack_to_pb(&ack))))
+            .await;
     }
     let mut down = client
         .pull(ReceiverStream::new(up_rx))
@@ -103,11 +127,15 @@ async fn pull_once(
             Some(pull_down::Kind::Batch(batch)) => {
                 let acks = apply(ctx, peer, &verifier, batch).await?;
                 for ack in acks {
-                    let _ = up.send(send(pull_up::Kind::PurgeAck(purge_ack_to_pb(&ack)))).await;
+                    let _ = up
+                        .send(send(pull_up::Kind::PurgeAck(purge_ack_to_pb(&ack))))
+                        .await;
                 }
             }
             Some(pull_down::Kind::PurgeAckStored(s)) => {
-                ctx.store.mark_ack_delivered(&s.grant_id).map_err(|e| e.to_string())?;
+                ctx.store
+                    .mark_ack_delivered(&s.grant_id)
+                    .map_err(|e| e.to_string())?;
             }
             Some(pull_down::Kind::Heartbeat(_)) | None => {}
         }
@@ -131,13 +159,15 @@ async fn apply(
     let mut rejected = 0usize;
     for entry in batch.entries {
         match entry.kind {
-            Some(feed_entry::Kind::Version(v)) => match verify(verifier, v.canonical, v.signature) {
-                Ok(signed) => items.push(ApplyItem::Version(signed)),
-                Err(reason) => {
-                    rejected += 1;
-                    tracing::warn!(peer = %peer.office, seq = entry.seq, %reason, "rejected a replicated version");
+            Some(feed_entry::Kind::Version(v)) => {
+                match verify(verifier, v.canonical, v.signature) {
+                    Ok(signed) => items.push(ApplyItem::Version(signed)),
+                    Err(reason) => {
+                        rejected += 1;
+                        tracing::warn!(peer = %peer.office, seq = entry.seq, %reason, "rejected a replicated version");
+                    }
                 }
-            },
+            }
             Some(feed_entry::Kind::RevokeRecordId(id)) => match RecordId::parse(&id) {
                 Ok(id) if id.origin() == peer.office => items.push(ApplyItem::Revoke(id)),
                 _ => {
@@ -183,7 +213,11 @@ async fn apply(
 }
 
 /// A version from `verifier`'s office, checked; never stored otherwise.
-fn verify(verifier: &OfficeVerifier, canonical: Bytes, signature: Bytes) -> Result<SignedVersion, String> {
+fn verify(
+    verifier: &OfficeVerifier,
+    canonical: Bytes,
+    signature: Bytes,
+) -> Result<SignedVersion, String> {
     let signed = SignedVersion::from_parts(canonical, signature).map_err(|e| e.to_string())?;
     verifier.verify(&signed).map_err(|e| e.to_string())?;
     Ok(signed)

@@ -25,7 +25,11 @@ async fn write(node: &TestNode, collection: &str, n: usize) -> BTreeMap<String, 
     let mut c = node.records().await;
     let mut out = BTreeMap::new();
     for i in 0..n {
-        let r = c.put(rec(collection, &format!("{collection}-{i}"))).await.unwrap().into_inner();
+        let r = c
+            .put(rec(collection, &format!("{collection}-{i}")))
+            .await
+            .unwrap()
+            .into_inner();
         out.insert(r.id, (r.version, collection.to_owned()));
     }
     out
@@ -56,8 +60,16 @@ async fn only_granted_records_reach_a_peer() {
     let later = write(&cluster.nodes[0], "case-1", 2).await;
     let mut expected = case1.clone();
     expected.extend(later);
-    converge(&cluster.nodes[1], &expected, "later case-1 records to reach nyc-da").await;
-    assert!(holdings(&cluster.nodes[2]).await.is_empty(), "mpls-da was granted nothing");
+    converge(
+        &cluster.nodes[1],
+        &expected,
+        "later case-1 records to reach nyc-da",
+    )
+    .await;
+    assert!(
+        holdings(&cluster.nodes[2]).await.is_empty(),
+        "mpls-da was granted nothing"
+    );
     cluster.stop_all().await;
 }
 
@@ -79,24 +91,39 @@ async fn a_live_update_reaches_a_connected_peer_quickly() {
     cluster.grant_collection(0, 1, "case-1").await;
     converge(&cluster.nodes[1], &expected, "backfill").await;
 
-    let (id, _) = expected.iter().next().map(|(k, v)| (k.clone(), v.clone())).unwrap();
+    let (id, _) = expected
+        .iter()
+        .next()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .unwrap();
     let mut c = cluster.nodes[0].records().await;
     let mut update = rec("case-1", "updated title");
     update.id = id.clone();
     let started = std::time::Instant::now();
     let v = c.put(update).await.unwrap().into_inner().version;
     let mut peer = cluster.nodes[1].records().await;
-    eventually(Duration::from_secs(5), "the update to be readable at nyc-da", || {
-        let mut peer = peer.clone();
-        let id = id.clone();
-        async move {
-            let r = peer.get(pb::GetRequest { id, version: None }).await.ok()?.into_inner();
-            (r.version == v && r.title == "updated title").then_some(())
-        }
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the update to be readable at nyc-da",
+        || {
+            let mut peer = peer.clone();
+            let id = id.clone();
+            async move {
+                let r = peer
+                    .get(pb::GetRequest { id, version: None })
+                    .await
+                    .ok()?
+                    .into_inner();
+                (r.version == v && r.title == "updated title").then_some(())
+            }
+        },
+    )
     .await;
     let latency = started.elapsed();
-    assert!(latency < Duration::from_secs(2), "live update took {latency:?}");
+    assert!(
+        latency < Duration::from_secs(2),
+        "live update took {latency:?}"
+    );
     expected.insert(id.clone(), (v, "case-1".into()));
     // A replica is read-only at the peer.
     let mut overwrite = rec("case-1", "forged");
@@ -104,25 +131,40 @@ async fn a_live_update_reaches_a_connected_peer_quickly() {
     let err = peer.put(overwrite).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     let err = peer
-        .delete(pb::DeleteRequest { id: id.clone(), expected_version: None })
+        .delete(pb::DeleteRequest {
+            id: id.clone(),
+            expected_version: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     // `record list --origin` shows what nyc-da holds from phila-da.
     let from_phila = peer
-        .list(pb::ListRequest { origin: "phila-da".into(), ..Default::default() })
+        .list(pb::ListRequest {
+            origin: "phila-da".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
         .records;
     assert_eq!(from_phila.len(), 3);
     // A delete at the origin reaches the peer as a signed tombstone.
-    c.delete(pb::DeleteRequest { id: id.clone(), expected_version: None }).await.unwrap();
+    c.delete(pb::DeleteRequest {
+        id: id.clone(),
+        expected_version: None,
+    })
+    .await
+    .unwrap();
     eventually(DEADLINE, "the tombstone to reach nyc-da", || {
         let mut peer = peer.clone();
         let id = id.clone();
         async move {
-            let r = peer.get(pb::GetRequest { id, version: None }).await.ok()?.into_inner();
+            let r = peer
+                .get(pb::GetRequest { id, version: None })
+                .await
+                .ok()?
+                .into_inner();
             r.deleted.then_some(())
         }
     })
@@ -159,29 +201,47 @@ async fn revoking_purges_the_peer_and_it_confirms_with_a_signed_ack() {
     let revoked = cluster.nodes[0]
         .admin()
         .await
-        .revoke(pb::RevokeRequest { grant_id: g1.clone() })
+        .revoke(pb::RevokeRequest {
+            grant_id: g1.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(revoked.end_reason, "revoked");
     let mut expected = case2.clone();
     expected.insert(kept.clone(), case1[&kept].clone());
-    converge(&cluster.nodes[1], &expected, "case-1 (but the separately granted record) purged").await;
+    converge(
+        &cluster.nodes[1],
+        &expected,
+        "case-1 (but the separately granted record) purged",
+    )
+    .await;
 
     // A purged replica answers like an unknown record.
     let gone = case1.keys().find(|k| **k != kept).unwrap().clone();
     let err = cluster.nodes[1]
         .records()
         .await
-        .get(pb::GetRequest { id: gone, version: None })
+        .get(pb::GetRequest {
+            id: gone,
+            version: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 
     let node0 = &cluster.nodes[0];
-    let ack = eventually(DEADLINE, "nyc-da's signed purge acknowledgement", || async {
-        grants(node0).await.into_iter().find(|g| g.id == g1)?.purge_ack
-    })
+    let ack = eventually(
+        DEADLINE,
+        "nyc-da's signed purge acknowledgement",
+        || async {
+            grants(node0)
+                .await
+                .into_iter()
+                .find(|g| g.id == g1)?
+                .purge_ack
+        },
+    )
     .await;
     assert_eq!(ack.purged_by, "nyc-da");
     assert_eq!(ack.origin, "phila-da");
@@ -214,8 +274,18 @@ async fn an_expired_grant_purges_the_peer_without_admin_action() {
         .await
         .unwrap()
         .into_inner();
-    converge(&cluster.nodes[1], &case1, "nyc-da to hold case-1 before expiry").await;
-    converge(&cluster.nodes[1], &BTreeMap::new(), "nyc-da to be purged at expiry").await;
+    converge(
+        &cluster.nodes[1],
+        &case1,
+        "nyc-da to hold case-1 before expiry",
+    )
+    .await;
+    converge(
+        &cluster.nodes[1],
+        &BTreeMap::new(),
+        "nyc-da to be purged at expiry",
+    )
+    .await;
     let node0 = &cluster.nodes[0];
     let ended = eventually(DEADLINE, "the grant to be ended and confirmed", || async {
         grants(node0)
@@ -243,7 +313,10 @@ async fn removing_a_peer_stops_both_directions_and_can_purge_its_replicas() {
     let r = cluster.nodes[1]
         .admin()
         .await
-        .remove_peer(pb::RemovePeerRequest { office: "phila-da".into(), purge_replicas: true })
+        .remove_peer(pb::RemovePeerRequest {
+            office: "phila-da".into(),
+            purge_replicas: true,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -254,7 +327,10 @@ async fn removing_a_peer_stops_both_directions_and_can_purge_its_replicas() {
     let r = cluster.nodes[0]
         .admin()
         .await
-        .remove_peer(pb::RemovePeerRequest { office: "mpls-da".into(), purge_replicas: false })
+        .remove_peer(pb::RemovePeerRequest {
+            office: "mpls-da".into(),
+            purge_replicas: false,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -264,20 +340,39 @@ async fn removing_a_peer_stops_both_directions_and_can_purge_its_replicas() {
     // Prove the write path is live: nyc-da re-pins and re-granted would see it,
     // but mpls-da must not. Wait for a heartbeat window, then check.
     let node2 = &cluster.nodes[2];
-    let peers = node2.admin().await.list_peers(pb::ListPeersRequest {}).await.unwrap().into_inner();
+    let peers = node2
+        .admin()
+        .await
+        .list_peers(pb::ListPeersRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     let phila = peers.peers.iter().find(|p| p.office == "phila-da").unwrap();
-    eventually(DEADLINE, "mpls-da's link to phila-da to go down", || async {
-        let peers = node2.admin().await.list_peers(pb::ListPeersRequest {}).await.ok()?.into_inner();
-        let p = peers.peers.into_iter().find(|p| p.office == "phila-da")?;
-        (!p.connected).then_some(())
-    })
+    eventually(
+        DEADLINE,
+        "mpls-da's link to phila-da to go down",
+        || async {
+            let peers = node2
+                .admin()
+                .await
+                .list_peers(pb::ListPeersRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            let p = peers.peers.into_iter().find(|p| p.office == "phila-da")?;
+            (!p.connected).then_some(())
+        },
+    )
     .await;
     assert!(!phila.endpoint.is_empty());
     assert!(!holdings(node2).await.contains_key(&later_id));
     let err = cluster.nodes[0]
         .admin()
         .await
-        .remove_peer(pb::RemovePeerRequest { office: "mpls-da".into(), purge_replicas: false })
+        .remove_peer(pb::RemovePeerRequest {
+            office: "mpls-da".into(),
+            purge_replicas: false,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
@@ -294,9 +389,11 @@ async fn restarts_in_the_middle_of_a_large_backfill_lose_nothing() {
 
     // The receiver stops once it holds some but not all of the case.
     let node1 = &cluster.nodes[1];
-    eventually(DEADLINE, "nyc-da to be part-way through the backfill", || async {
-        (!holdings(node1).await.is_empty()).then_some(())
-    })
+    eventually(
+        DEADLINE,
+        "nyc-da to be part-way through the backfill",
+        || async { (!holdings(node1).await.is_empty()).then_some(()) },
+    )
     .await;
     cluster.nodes[1].stop().await;
     // Meanwhile the origin updates records and is restarted itself.
@@ -312,7 +409,12 @@ async fn restarts_in_the_middle_of_a_large_backfill_lose_nothing() {
     cluster.nodes[1].restart().await;
     // And the origin once more while the peer catches up.
     cluster.nodes[0].restart().await;
-    converge(&cluster.nodes[1], &expected, "nyc-da to hold exactly the granted case").await;
+    converge(
+        &cluster.nodes[1],
+        &expected,
+        "nyc-da to hold exactly the granted case",
+    )
+    .await;
     assert!(holdings(&cluster.nodes[2]).await.is_empty());
     cluster.stop_all().await;
 }

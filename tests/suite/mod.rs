@@ -2,4 +2,5 @@ mod auth;
 mod cli;
 mod cluster;
 mod federation;
+mod peers;
 mod records;

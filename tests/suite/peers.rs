@@ -1,0 +1,379 @@
+//! What a peer node, or anyone holding a peer office's certificates, can
+//! and cannot do.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use casemesh::domain::{OfficeId, RecordId, RecordVersion};
+use casemesh::grpc::pb::{
+    self, admin_client::AdminClient, records_client::RecordsClient,
+    replication_client::ReplicationClient, replication_server,
+};
+use casemesh::grpc::transport;
+use casemesh::identity::tls::{PemIdentity, TrustStore, server_config};
+use casemesh::identity::{OfficeCa, OfficeSigner};
+use rustls_pki_types::CertificateDer;
+use tokio_stream::Stream;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use super::cluster::{TestCluster, TestNode, eventually, holdings};
+
+fn node_identity(node: &TestNode) -> (Vec<u8>, Vec<u8>) {
+    let p = node.paths();
+    (
+        std::fs::read(p.node_cert()).unwrap(),
+        std::fs::read(p.node_key()).unwrap(),
+    )
+}
+
+fn admin_identity(node: &TestNode) -> (Vec<u8>, Vec<u8>) {
+    let p = node.paths();
+    (
+        std::fs::read(p.admin_cert()).unwrap(),
+        std::fs::read(p.admin_key()).unwrap(),
+    )
+}
+
+fn office_ca(node: &TestNode) -> OfficeCa {
+    let p = node.paths();
+    OfficeCa::load(
+        &node.office,
+        &std::fs::read_to_string(p.office_ca()).unwrap(),
+        &std::fs::read_to_string(p.office_key()).unwrap(),
+    )
+    .unwrap()
+}
+
+async fn health_ok(node: &TestNode, cert: &[u8], key: &[u8]) -> bool {
+    let Ok(ch) = node.connect_as(cert, key).await else {
+        return false;
+    };
+    tonic_health::pb::health_client::HealthClient::new(ch)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn a_pinned_peers_node_certificate_may_only_replicate() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da", "mpls-da"]).await;
+    cluster.pin_all().await;
+    let (cert, key) = node_identity(&cluster.nodes[1]);
+    let origin = &cluster.nodes[0];
+    assert!(
+        health_ok(origin, &cert, &key).await,
+        "control: the handshake succeeds"
+    );
+    let ch = origin.connect_as(&cert, &key).await.unwrap();
+    let err = RecordsClient::new(ch.clone())
+        .list(pb::ListRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = RecordsClient::new(ch.clone())
+        .get(pb::GetRequest {
+            id: "phila-da:0123456789abcdef0123456789abcdef".into(),
+            version: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::PermissionDenied,
+        "asking for an id reveals nothing"
+    );
+    let err = AdminClient::new(ch)
+        .list_peers(pb::ListPeersRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    cluster.stop_all().await;
+}
+
+#[tokio::test]
+async fn a_pinned_peers_admin_certificate_gets_nothing() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da", "mpls-da"]).await;
+    cluster.pin_all().await;
+    let (cert, key) = admin_identity(&cluster.nodes[1]);
+    let origin = &cluster.nodes[0];
+    assert!(!health_ok(origin, &cert, &key).await);
+    if let Ok(ch) = origin.connect_as(&cert, &key).await {
+        let pulled = ReplicationClient::new(ch)
+            .pull(tokio_stream::iter(vec![start(0)]))
+            .await;
+        assert!(pulled.is_err());
+    }
+    cluster.stop_all().await;
+}
+
+#[tokio::test]
+async fn a_node_certificate_from_an_unpinned_ca_fails_the_handshake() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da", "mpls-da"]).await;
+    cluster.pin(0, 1).await; // phila-da pins nyc-da only
+    let (pinned_cert, pinned_key) = node_identity(&cluster.nodes[1]);
+    let (cert, key) = node_identity(&cluster.nodes[2]);
+    assert!(
+        health_ok(&cluster.nodes[0], &pinned_cert, &pinned_key).await,
+        "control"
+    );
+    assert!(!health_ok(&cluster.nodes[0], &cert, &key).await);
+    cluster.stop_all().await;
+}
+
+fn start(after_seq: u64) -> pb::PullUp {
+    pb::PullUp {
+        kind: Some(pb::pull_up::Kind::Start(pb::PullStart { after_seq })),
+    }
+}
+
+/// Pulls as `peer` from `origin` until the first heartbeat; returns the
+/// record ids of every version received.
+async fn pull_until_idle(origin: &TestNode, peer: &TestNode, after_seq: u64) -> Vec<String> {
+    let (cert, key) = node_identity(peer);
+    let ch = origin.connect_as(&cert, &key).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(start(after_seq)).await.unwrap();
+    let mut down = ReplicationClient::new(ch)
+        .pull(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ids = Vec::new();
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), down.message())
+            .await
+            .expect("a message within 10 s")
+            .unwrap()
+            .expect("stream open");
+        match msg.kind {
+            Some(pb::pull_down::Kind::Batch(b)) => {
+                for e in b.entries {
+                    if let Some(pb::feed_entry::Kind::Version(v)) = e.kind {
+                        let r = RecordVersion::from_canonical(&v.canonical).unwrap();
+                        ids.push(r.id.to_string());
+                    }
+                }
+            }
+            Some(pb::pull_down::Kind::Heartbeat(_)) => return ids,
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_peer_receives_only_its_grants_whatever_checkpoint_it_sends() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da", "mpls-da"]).await;
+    // phila-da accepts both peers, but they do not pull by themselves: the
+    // test pulls by hand as nyc-da.
+    cluster.pin(0, 1).await;
+    cluster.pin(0, 2).await;
+    let mut c = cluster.nodes[0].records().await;
+    let mut granted = std::collections::BTreeSet::new();
+    for i in 0..6 {
+        let case = if i % 2 == 0 { "case-1" } else { "case-2" };
+        let id = c
+            .put(pb::PutRequest {
+                collection: case.into(),
+                kind: "k".into(),
+                title: format!("t{i}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .id;
+        if case == "case-1" {
+            granted.insert(id);
+        }
+    }
+    cluster.grant_collection(0, 1, "case-1").await;
+    cluster.grant_collection(0, 2, "case-2").await;
+    for after in [0, 1, 3, u64::MAX / 2, u64::MAX] {
+        let ids = pull_until_idle(&cluster.nodes[0], &cluster.nodes[1], after).await;
+        assert!(
+            ids.iter().all(|id| granted.contains(id)),
+            "after {after}: received an ungranted record"
+        );
+        if after == 0 {
+            let got: std::collections::BTreeSet<_> = ids.into_iter().collect();
+            assert_eq!(got, granted, "from the start, exactly the grant");
+        }
+    }
+    cluster.stop_all().await;
+}
+
+/// A node impersonating phila-da (it holds phila-da's node certificate)
+/// that serves whatever batch the test gives it.
+struct FakeOrigin {
+    batch: pb::Batch,
+}
+
+type Down = Pin<Box<dyn Stream<Item = Result<pb::PullDown, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl replication_server::Replication for FakeOrigin {
+    type PullStream = Down;
+
+    async fn pull(&self, _req: Request<Streaming<pb::PullUp>>) -> Result<Response<Down>, Status> {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let batch = self.batch.clone();
+        tokio::spawn(async move {
+            let _ = tx
+                .send(Ok(pb::PullDown {
+                    kind: Some(pb::pull_down::Kind::Batch(batch)),
+                }))
+                .await;
+            loop {
+                let hb = pb::PullDown {
+                    kind: Some(pb::pull_down::Kind::Heartbeat(pb::Heartbeat { now_ms: 0 })),
+                };
+                if tx.send(Ok(hb)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+fn version(origin: &OfficeId, title: &str) -> RecordVersion {
+    let mut random = [0u8; 10];
+    casemesh::domain::random_bytes(&mut random);
+    RecordVersion {
+        id: RecordId::generate(origin, casemesh::domain::now_ms(), random),
+        version: 1,
+        origin: origin.clone(),
+        collection: "case-1".into(),
+        kind: "k".into(),
+        title: title.into(),
+        content_type: "text/plain".into(),
+        labels: Default::default(),
+        body: bytes::Bytes::from_static(b"x"),
+        created_at_ms: 1,
+        updated_at_ms: 1,
+        deleted: false,
+    }
+}
+
+fn entry(seq: u64, canonical: Vec<u8>, signature: Vec<u8>) -> pb::FeedEntry {
+    pb::FeedEntry {
+        seq,
+        kind: Some(pb::feed_entry::Kind::Version(pb::ReplicatedVersion {
+            canonical: canonical.into(),
+            signature: signature.into(),
+        })),
+    }
+}
+
+#[tokio::test]
+async fn versions_with_a_broken_signature_or_another_origin_are_rejected() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da", "mpls-da"]).await;
+    cluster.pin_all().await;
+    let phila = cluster.nodes[0].office.clone();
+    let mpls = cluster.nodes[2].office.clone();
+    let phila_ca = office_ca(&cluster.nodes[0]);
+    let mpls_ca = office_ca(&cluster.nodes[2]);
+
+    let good = OfficeSigner::new(&phila_ca)
+        .sign(version(&phila, "genuine"))
+        .unwrap();
+    let tampered = {
+        let s = OfficeSigner::new(&phila_ca)
+            .sign(version(&phila, "tampered"))
+            .unwrap();
+        let mut bytes = s.canonical.to_vec();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 1;
+        (bytes, s.signature.to_vec())
+    };
+    let other_origin = OfficeSigner::new(&mpls_ca)
+        .sign(version(&mpls, "not phila's"))
+        .unwrap();
+    let wrong_key = OfficeSigner::new(&mpls_ca)
+        .sign(version(&phila, "signed by mpls"))
+        .unwrap();
+    let forged_revoke = pb::FeedEntry {
+        seq: 5,
+        kind: Some(pb::feed_entry::Kind::RevokeRecordId(
+            other_origin.record.id.to_string(),
+        )),
+    };
+    let batch = pb::Batch {
+        entries: vec![
+            entry(1, tampered.0, tampered.1),
+            entry(
+                2,
+                other_origin.canonical.to_vec(),
+                other_origin.signature.to_vec(),
+            ),
+            entry(
+                3,
+                wrong_key.canonical.to_vec(),
+                wrong_key.signature.to_vec(),
+            ),
+            entry(4, good.canonical.to_vec(), good.signature.to_vec()),
+            forged_revoke,
+        ],
+        last_seq: 5,
+    };
+
+    // Replace the real phila-da with the impostor on the same address.
+    cluster.nodes[0].stop().await;
+    let addr = cluster.nodes[0].addr;
+    let (node_cert, node_key) = node_identity(&cluster.nodes[0]);
+    let trust = Arc::new(
+        TrustStore::new(phila.clone(), phila_ca.cert_der.clone(), Default::default()).unwrap(),
+    );
+    let nyc_ca = casemesh::identity::pki::certs_from_pem(&cluster.nodes[1].ca_pem()).unwrap();
+    trust
+        .set_peers(vec![(
+            cluster.nodes[1].office.clone(),
+            CertificateDer::from(nyc_ca[0].to_vec()),
+        )])
+        .unwrap();
+    let tls = server_config(
+        PemIdentity::from_pem(&node_cert, &node_key).unwrap(),
+        &trust,
+    )
+    .unwrap();
+    let listener = eventually(Duration::from_secs(10), "phila-da's port", || async move {
+        tokio::net::TcpListener::bind(addr).await.ok()
+    })
+    .await;
+    let (incoming, _accept) = transport::incoming(
+        listener,
+        Arc::new(tls),
+        transport::AcceptOptions {
+            handshake_timeout: Duration::from_secs(5),
+            max_connections: 16,
+        },
+    );
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(replication_server::ReplicationServer::new(FakeOrigin {
+                batch,
+            }))
+            .serve_with_incoming(incoming),
+    );
+
+    let nyc = &cluster.nodes[1];
+    let good_id = good.record.id.to_string();
+    eventually(
+        Duration::from_secs(30),
+        "the genuine version to arrive",
+        || async { holdings(nyc).await.contains_key(&good_id).then_some(()) },
+    )
+    .await;
+    let held = holdings(nyc).await;
+    assert_eq!(
+        held.len(),
+        1,
+        "only the genuine version is stored: {held:?}"
+    );
+    server.abort();
+    cluster.stop_all().await;
+}
