@@ -105,6 +105,9 @@ impl Config {
                     .into(),
             );
         }
+        if cfg.server.handshake_timeout_secs == 0 {
+            return Err("server.handshake_timeout_secs must be at least 1".into());
+        }
         if cfg.server.max_connections == 0 {
             return Err("server.max_connections must be at least 1".into());
         }
@@ -177,6 +180,15 @@ mod tests {
         let office = OfficeId::parse("phila-da").unwrap();
         let cfg = Config::new(&office, DEFAULT_LISTEN.parse().unwrap());
         assert_eq!(Config::parse(&cfg.to_toml()).unwrap(), cfg);
+    }
+
+    #[test]
+    fn the_documented_example_config_is_valid() {
+        let text = include_str!("../deploy/casemesh.example.toml");
+        let cfg = Config::parse(text).unwrap();
+        assert_eq!(cfg.limits, Limits::default(), "the example shows the defaults");
+        assert_eq!(cfg.store, StoreConfig::default());
+        assert_eq!(cfg.server, ServerConfig::default());
     }
 
     #[test]

@@ -150,11 +150,12 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
     sharing.set_runtime(Arc::downgrade(&runtime));
     sharing.resume_jobs().await?;
     let users = Arc::new(UserService::new(store.clone(), ca.clone(), trust.clone()));
-    // Room for the largest body plus the rest of a record.
-    let max_message = config.limits.max_body_bytes + 1024 * 1024;
+    // Requests: room for the largest body plus the rest of a record.
+    // Replies: a List page or a History of metadata can be larger.
+    let max_request = config.limits.max_body_bytes + 1024 * 1024;
     let records_api = RecordsServer::new(RecordsApi { service: records })
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message);
+        .max_decoding_message_size(max_request)
+        .max_encoding_message_size(max_request + 64 * 1024 * 1024);
     let replication_api = ReplicationServer::new(ReplicationApi { ctx: sync_ctx })
         .max_decoding_message_size(crate::sync::MAX_MESSAGE)
         .max_encoding_message_size(crate::sync::MAX_MESSAGE);
@@ -170,10 +171,20 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<RecordsServer<RecordsApi>>().await;
     health.set_serving::<AdminServer<AdminApi>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    health
+        .set_serving::<ReplicationServer<ReplicationApi>>()
+        .await;
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
+        .map_err(|e| NodeError::Reflection(e.to_string()))?;
+    // Older grpcurl releases only speak v1alpha.
+    let reflection_alpha = reflection_builder()
+        .build_v1alpha()
         .map_err(|e| NodeError::Reflection(e.to_string()))?;
 
     let addr = listener.local_addr().map_err(|source| NodeError::Read {
@@ -196,7 +207,8 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         .add_service(admin_api)
         .add_service(replication_api)
         .add_service(health_service)
-        .add_service(reflection);
+        .add_service(reflection)
+        .add_service(reflection_alpha);
 
     tracing::info!(%office, %addr, fingerprint = %ca.fingerprint(), "node serving");
     replicator.start_all()?;

@@ -98,6 +98,23 @@ impl UserService {
     /// Revokes a user. Takes effect for new handshakes and for calls on
     /// connections that are already open.
     pub async fn revoke(&self, name: &str) -> Result<UserEntry> {
+        // Revoking the last valid admin would leave nobody able to manage
+        // the office.
+        let users = self.store.users()?;
+        let target = users.iter().find(|u| u.user.name.as_str() == name);
+        if let Some(t) = target.filter(|t| t.user.role == Role::Admin && t.user.revoked_at_ms == 0)
+        {
+            let other_admins = users
+                .iter()
+                .filter(|u| u.user.role == Role::Admin && u.user.revoked_at_ms == 0)
+                .filter(|u| u.fingerprint != t.fingerprint)
+                .count();
+            if other_admins == 0 {
+                return Err(Error::FailedPrecondition(format!(
+                    "{name} is the last valid admin; issue another admin before revoking it"
+                )));
+            }
+        }
         let entry = self
             .store
             .revoke_user(name, now_ms())?

@@ -19,7 +19,7 @@ use crate::domain::{OfficeId, RecordId, SignedVersion};
 /// One thing to apply from a peer's batch, already verified.
 #[derive(Debug, Clone)]
 pub enum ApplyItem {
-    Version(SignedVersion),
+    Version(Box<SignedVersion>),
     Revoke(RecordId),
     /// A purge acknowledgement this office signed, to deliver.
     Ack(PurgeAck),

@@ -356,7 +356,7 @@ mod tests {
             purge_ack: None,
         };
         let frozen = "0100000012672d30313233343536373839616263646566000000066e79632d646101000000066361\
-                      73652d3100000000000000010000000000000002000000000000000000000";
+                      73652d310000000000000001000000000000000200000000000000000000";
         let bytes = hex::decode(frozen.replace(' ', "")).unwrap();
         assert_eq!(decode_grant(&bytes).unwrap(), g);
         assert_eq!(encode_grant(&g), bytes);

@@ -107,7 +107,7 @@ async fn pull_once(
     let mut down = client
         .pull(ReceiverStream::new(up_rx))
         .await
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .map_err(|s| status_text(&s))?
         .into_inner();
     update(status, |s| {
         s.connected = true;
@@ -117,7 +117,7 @@ async fn pull_once(
     loop {
         let msg = match tokio::time::timeout(HEARTBEAT * 3, down.message()).await {
             Err(_) => return Err("no message or heartbeat for three intervals".into()),
-            Ok(Err(s)) => return Err(format!("{:?}: {}", s.code(), s.message())),
+            Ok(Err(s)) => return Err(status_text(&s)),
             Ok(Ok(None)) => return Ok(()),
             Ok(Ok(Some(m))) => m,
         };
@@ -161,7 +161,7 @@ async fn apply(
         match entry.kind {
             Some(feed_entry::Kind::Version(v)) => {
                 match verify(verifier, v.canonical, v.signature) {
-                    Ok(signed) => items.push(ApplyItem::Version(signed)),
+                    Ok(signed) => items.push(ApplyItem::Version(Box::new(signed))),
                     Err(reason) => {
                         rejected += 1;
                         tracing::warn!(peer = %peer.office, seq = entry.seq, %reason, "rejected a replicated version");
@@ -221,6 +221,16 @@ fn verify(
     let signed = SignedVersion::from_parts(canonical, signature).map_err(|e| e.to_string())?;
     verifier.verify(&signed).map_err(|e| e.to_string())?;
     Ok(signed)
+}
+
+/// A status for a person: code, message, and the transport's reason.
+fn status_text(s: &tonic::Status) -> String {
+    let chain = source_chain(s);
+    if chain.is_empty() {
+        format!("{:?}: {}", s.code(), s.message())
+    } else {
+        format!("{:?}: {}: {chain}", s.code(), s.message())
+    }
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {
