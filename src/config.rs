@@ -186,7 +186,11 @@ mod tests {
     fn the_documented_example_config_is_valid() {
         let text = include_str!("../deploy/casemesh.example.toml");
         let cfg = Config::parse(text).unwrap();
-        assert_eq!(cfg.limits, Limits::default(), "the example shows the defaults");
+        assert_eq!(
+            cfg.limits,
+            Limits::default(),
+            "the example shows the defaults"
+        );
         assert_eq!(cfg.store, StoreConfig::default());
         assert_eq!(cfg.server, ServerConfig::default());
     }

@@ -115,6 +115,9 @@ pub fn grant_state(g: &pb::GrantInfo) -> String {
         return "active".into();
     }
     match &g.purge_ack {
+        None if g.end_reason == "peer removed" => {
+            "peer removed; its node can no longer be reached for a purge".into()
+        }
         Some(a) => format!(
             "{}; purged at {} (confirmed by {})",
             g.end_reason,
