@@ -143,7 +143,8 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         node_cert_pem: read(&paths.node_cert())?.into_bytes(),
         node_key_pem: read(&paths.node_key())?.into_bytes(),
         shutdown: shutdown_rx.clone(),
-        removed: watch::Sender::new(None),
+        removed: watch::Sender::new(0),
+        feeds: std::sync::Mutex::new(tokio::task::JoinSet::new()),
     });
     let replicator = Arc::new(Replicator::new(sync_ctx.clone()));
     let runtime: Arc<dyn PeerRuntime> = replicator.clone();
@@ -221,6 +222,7 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
             })
             .await;
         replicator.stop_all().await;
+        replicator.context().join_feeds().await;
         let _ = expiry.await;
         drop(runtime);
         drop(replicator);

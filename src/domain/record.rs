@@ -188,6 +188,35 @@ impl RecordVersion {
     }
 }
 
+/// Highest version number a record may reach.
+pub const MAX_VERSION: u64 = 1 << 32;
+
+impl RecordVersion {
+    /// Checks what a replica from a peer must satisfy besides its signature:
+    /// the shape rules local writes obey (no control characters, so no key
+    /// separators, sane lengths and version numbers).
+    pub fn check_replica_shape(&self) -> Result<(), LimitError> {
+        // Generous: peers may run with larger limits than this node.
+        const TEXT: usize = 64 * 1024;
+        if self.version == 0 || self.version > MAX_VERSION {
+            return Err(LimitError::FieldTooLong {
+                field: "version".into(),
+                actual: self.version as usize,
+                limit: MAX_VERSION as usize,
+            });
+        }
+        Limits::check_text("collection", &self.collection, TEXT, true)?;
+        Limits::check_text("kind", &self.kind, TEXT, !self.deleted)?;
+        Limits::check_text("title", &self.title, TEXT, !self.deleted)?;
+        Limits::check_text("content_type", &self.content_type, TEXT, false)?;
+        for (k, v) in &self.labels {
+            Limits::check_text("label key", k, TEXT, true)?;
+            Limits::check_text("label value", v, TEXT, false)?;
+        }
+        Ok(())
+    }
+}
+
 /// SHA-256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     let d = ring::digest::digest(&ring::digest::SHA256, bytes);

@@ -127,9 +127,10 @@ pub fn visible<'a>(
 /// An entry in a peer's feed (its outbox at the origin).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedItem {
-    /// Send versions `from..=latest` of the record, if it is still visible
-    /// to the peer when sent.
-    Versions { id: RecordId, from: u64 },
+    /// Send versions `from..=to` of the record, if it is still visible to
+    /// the peer when sent. `to` was the head when the entry was queued, so
+    /// nothing newer than what was committed with the entry is sent.
+    Versions { id: RecordId, from: u64, to: u64 },
     /// The peer must delete its replica.
     Revoke { id: RecordId },
     /// Every revocation of this grant has been queued before this entry.
@@ -180,7 +181,7 @@ pub mod encoding {
         let mut w = Writer::default();
         w.u8(V1);
         match item {
-            FeedItem::Versions { id, from } => w.u8(1).str(id.as_str()).u64(*from),
+            FeedItem::Versions { id, from, to } => w.u8(1).str(id.as_str()).u64(*from).u64(*to),
             FeedItem::Revoke { id } => w.u8(2).str(id.as_str()),
             FeedItem::GrantClosed { grant } => w.u8(3).str(grant.as_str()),
         };
@@ -197,6 +198,7 @@ pub mod encoding {
             1 => FeedItem::Versions {
                 id: RecordId::parse(r.str("id")?).map_err(|e| invalid("id", e))?,
                 from: r.u64()?,
+                to: r.u64()?,
             },
             2 => FeedItem::Revoke {
                 id: RecordId::parse(r.str("id")?).map_err(|e| invalid("id", e))?,
@@ -281,6 +283,7 @@ mod tests {
             FeedItem::Versions {
                 id: id.clone(),
                 from: 3,
+                to: 4,
             },
             FeedItem::Revoke { id },
             FeedItem::GrantClosed {

@@ -32,7 +32,8 @@ impl Replication for ReplicationApi {
             return Err(Status::permission_denied("only peer nodes may pull"));
         };
         let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(feed::serve(self.ctx.clone(), office, req.into_inner(), tx));
+        self.ctx
+            .spawn_feed(feed::serve(self.ctx.clone(), office, req.into_inner(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -10,6 +10,7 @@
 //! short; re-running is harmless because applying is idempotent.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 
 use rustls_pki_types::CertificateDer;
@@ -33,7 +34,8 @@ pub struct LinkStatus {
 /// by `sync::Replicator`; declared here so dependencies point one way.
 pub trait PeerRuntime: Send + Sync {
     fn peer_added(&self, peer: &Peer);
-    fn peer_removed(&self, office: &OfficeId);
+    /// Stops replication with `office`; returns the puller task to wait for.
+    fn peer_removed(&self, office: &OfficeId) -> Option<tokio::task::JoinHandle<()>>;
     fn link_status(&self, office: &OfficeId) -> LinkStatus;
 }
 
@@ -59,6 +61,12 @@ pub struct Sharing {
     /// Weak: the runtime holds this service, and the node must be able to
     /// drop both (and close the store) at shutdown.
     runtime: OnceLock<Weak<dyn PeerRuntime>>,
+    /// Bumped on every grant change; a feed batch built under an older
+    /// generation is rebuilt before it is sent.
+    generation: AtomicU64,
+    /// Serializes storing purge acknowledgements (they touch only ended
+    /// grants, so they need not hold writes back).
+    acks: tokio::sync::Mutex<()>,
 }
 
 const JOB_PREFIX: &str = "job:";
@@ -87,6 +95,8 @@ impl Sharing {
             gate: tokio::sync::RwLock::new(()),
             grants_changed: tokio::sync::Notify::new(),
             runtime: OnceLock::new(),
+            generation: AtomicU64::new(0),
+            acks: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -146,14 +156,18 @@ impl Sharing {
         for peer in peers {
             let mine = || grants.iter().filter(|g| &g.peer == peer);
             let after = sharing::visible(mine(), &self.office, &next.id, &next.collection, now);
+            // "Before" counts grants that expired but are not swept yet: the
+            // peer may still hold the record, and the sweep's revocations
+            // only look at current membership.
             let before = prev_collection
-                .is_some_and(|c| sharing::visible(mine(), &self.office, &next.id, c, now));
+                .is_some_and(|c| mine().any(|g| g.ended_at_ms == 0 && g.covers(&next.id, c)));
             if after {
                 feed.push((
                     peer.clone(),
                     FeedItem::Versions {
                         id: next.id.clone(),
                         from: next.version,
+                        to: next.version,
                     },
                 ));
             } else if before {
@@ -214,6 +228,9 @@ impl Sharing {
             added_at_ms: now_ms(),
         };
         self.store.put_peer(&peer)?;
+        // A peer pinned again gets the revocations of grants that ended
+        // while it was not pinned, so it does not keep those copies.
+        self.requeue_locked(&peer.office)?;
         self.store.commit().await?;
         self.refresh_trust()?;
         if let Some(rt) = self.runtime() {
@@ -241,26 +258,34 @@ impl Sharing {
         if self.store.peer(office)?.is_none() {
             return Err(Error::NotFound(format!("peer {office} is not pinned")));
         }
-        self.store.remove_peer(office)?;
-        self.refresh_trust()?;
-        if let Some(rt) = self.runtime() {
-            rt.peer_removed(office);
-        }
+        // End the grants first (each with its revocations queued, in case
+        // the unpin below never happens): an unpinned peer never keeps an
+        // active grant, even after a crash in between.
         let now = now_ms();
-        let mut closed = 0;
         let active: Vec<Grant> = self
             .grants_read()
             .iter()
             .filter(|g| &g.peer == office && g.ended_at_ms == 0)
             .cloned()
             .collect();
+        let closed = active.len() as u64;
         for mut g in active {
             g.ended_at_ms = now;
             g.end_reason = Some(EndReason::PeerRemoved);
-            self.store.put_grant_with_feed(&g, &[])?;
-            self.replace_grant(g);
-            closed += 1;
+            self.store
+                .put_grant_with_feed(&g, &[], Some((&job_key(&g.id), b"close")))?;
+            self.replace_grant(g.clone());
+            self.close(&g)?;
+            self.store.clear_job(&job_key(&g.id))?;
         }
+        self.store.unpin_peer(office)?;
+        self.store.commit().await?;
+        self.refresh_trust()?;
+        // Wait for the puller, so nothing it applies lands after the purge.
+        if let Some(task) = self.runtime().and_then(|rt| rt.peer_removed(office)) {
+            let _ = task.await;
+        }
+        self.store.forget_peer_feeds(office)?;
         let purged = if purge_replicas {
             self.store.purge_replicas_of(office, now)?
         } else {
@@ -269,6 +294,27 @@ impl Sharing {
         self.store.commit().await?;
         self.grants_changed.notify_one();
         Ok((purged, closed))
+    }
+
+    /// Queues again everything `peer` may see, and the revocations of grants
+    /// it never confirmed purging: for a peer that lost its state (it
+    /// re-pinned this office, or was restored from a backup).
+    pub async fn requeue(&self, peer: &OfficeId) -> Result<()> {
+        let _gate = self.gate.write().await;
+        self.requeue_locked(peer)?;
+        self.store.commit().await?;
+        Ok(())
+    }
+
+    fn requeue_locked(&self, peer: &OfficeId) -> Result<()> {
+        for g in self.grants(Some(peer)) {
+            if g.ended_at_ms == 0 {
+                self.backfill(&g, &[])?;
+            } else if g.purge_ack.is_none() {
+                self.close(&g)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn peers(&self) -> Result<Vec<PeerView>> {
@@ -295,7 +341,12 @@ impl Sharing {
 
     // ---- grants ------------------------------------------------------
 
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
     fn replace_grant(&self, g: Grant) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let mut grants = self.grants_write();
         match grants.iter_mut().find(|x| x.id == g.id) {
             Some(slot) => *slot = g,
@@ -372,8 +423,8 @@ impl Sharing {
             end_reason: None,
             purge_ack: None,
         };
-        self.store.put_grant_with_feed(&grant, &[])?;
-        self.store.set_job(&job_key(&grant.id), b"backfill")?;
+        self.store
+            .put_grant_with_feed(&grant, &[], Some((&job_key(&grant.id), b"backfill")))?;
         let visible_before: Vec<Grant> = self.grants(Some(&grant.peer));
         self.replace_grant(grant.clone());
         self.backfill(&grant, &visible_before)?;
@@ -388,20 +439,26 @@ impl Sharing {
         let now = now_ms();
         let mut feed = Vec::new();
         for id in self.covered(&grant.target)? {
-            let collection = self
-                .store
-                .head(&id)?
-                .map(|h| h.collection)
-                .unwrap_or_default();
+            let Some(head) = self.store.head(&id)? else {
+                continue;
+            };
             let already = sharing::visible(
                 others.iter().filter(|g| g.id != grant.id),
                 &self.office,
                 &id,
-                &collection,
+                &head.collection,
                 now,
             );
             if !already {
-                feed.push((grant.peer.clone(), FeedItem::Versions { id, from: 1 }));
+                // A granted record travels with its whole history.
+                feed.push((
+                    grant.peer.clone(),
+                    FeedItem::Versions {
+                        id,
+                        from: 1,
+                        to: head.version,
+                    },
+                ));
             }
         }
         self.store.push_feed(&feed)?;
@@ -422,8 +479,8 @@ impl Sharing {
         }
         grant.ended_at_ms = now_ms();
         grant.end_reason = Some(reason);
-        self.store.put_grant_with_feed(&grant, &[])?;
-        self.store.set_job(&job_key(&grant.id), b"close")?;
+        self.store
+            .put_grant_with_feed(&grant, &[], Some((&job_key(&grant.id), b"close")))?;
         self.replace_grant(grant.clone());
         self.close(&grant)?;
         self.store.clear_job(&job_key(&grant.id))?;
@@ -499,7 +556,8 @@ impl Sharing {
             match self.revoke(&id, EndReason::Expired).await {
                 Ok(_) => tracing::info!(grant = %id, "grant expired"),
                 Err(Error::FailedPrecondition(_)) => {}
-                Err(e) => return Err(e),
+                // One failing grant must not hold back the others.
+                Err(e) => tracing::error!(grant = %id, error = %e, "expiring a grant failed"),
             }
         }
         Ok(self
@@ -513,7 +571,7 @@ impl Sharing {
     /// Stores a peer's signed purge acknowledgement on its grant, after
     /// checking it against the peer's pinned key.
     pub async fn record_purge_ack(&self, from: &OfficeId, ack: sharing::PurgeAck) -> Result<()> {
-        let _gate = self.gate.write().await;
+        let _serial = self.acks.lock().await;
         let mut grant = self
             .store
             .grant(&ack.grant)?
@@ -538,7 +596,7 @@ impl Sharing {
         verifier.verify_bytes(&ack.canonical(), &ack.signature)?;
         if grant.purge_ack.is_none() {
             grant.purge_ack = Some(ack);
-            self.store.put_grant_with_feed(&grant, &[])?;
+            self.store.put_grant_with_feed(&grant, &[], None)?;
             self.store.commit().await?;
             self.replace_grant(grant);
         }

@@ -96,12 +96,12 @@ impl Store {
     /// Opens (or creates) the store at `path` for `office`. Refuses a store
     /// that belongs to another office.
     pub fn open(path: &Path, office: &str, options: &StoreOptions) -> Result<Self> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             .cache_capacity(options.cache_bytes)
             // Durability comes from explicit group commits, not a timer.
-            .flush_every_ms(None)
-            .open()?;
+            .flush_every_ms(None);
+        let db = open_when_unlocked(&config)?;
         let meta = db.open_tree("meta")?;
         match meta.get(OFFICE_KEY)? {
             Some(found) if found.as_ref() != office.as_bytes() => {
@@ -173,6 +173,24 @@ impl Store {
             self.recordid_head.len() as u64,
             self.recordversion_signed.len() as u64,
         )
+    }
+}
+
+/// sled's I/O threads may keep a just-closed database's lock for a moment
+/// (a node restarted in the same process); wait for it, briefly. Another
+/// process holding the lock still gets the error.
+fn open_when_unlocked(config: &sled::Config) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return Ok(other?),
+        }
     }
 }
 

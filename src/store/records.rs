@@ -32,7 +32,7 @@ pub(super) fn version_key(id: &RecordId, version: u64) -> Vec<u8> {
     k
 }
 
-fn versions_prefix(id: &RecordId) -> Vec<u8> {
+pub(super) fn versions_prefix(id: &RecordId) -> Vec<u8> {
     let mut k = id.as_str().as_bytes().to_vec();
     k.push(0);
     k

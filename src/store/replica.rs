@@ -31,6 +31,9 @@ pub struct ApplyOutcome {
     pub applied: usize,
     pub already_held: usize,
     pub purged: usize,
+    /// Versions held here whose digest differs from the copy received; the
+    /// held copy is kept.
+    pub conflicts: Vec<(RecordId, u64)>,
 }
 
 /// What is left of a purged replica: no content.
@@ -111,14 +114,15 @@ fn read_head(heads: &TransactionalTree, id: &RecordId) -> Tx<Option<Head>> {
     }
 }
 
-/// Deletes every version of a replica, leaving a stub. Returns whether
-/// there was anything to purge.
+/// Deletes every version of a replica (`keys`, found by a prefix scan
+/// beforehand), leaving a stub. Returns whether there was anything to purge.
 fn purge_in_tx(
     heads: &TransactionalTree,
     versions: &TransactionalTree,
     collections: &TransactionalTree,
     purged: &TransactionalTree,
     id: &RecordId,
+    keys: &[sled::IVec],
     now_ms: u64,
 ) -> Tx<bool> {
     let Some(head) = read_head(heads, id)? else {
@@ -130,8 +134,8 @@ fn purge_in_tx(
             .map_err(|e| abort(corrupt("recordversion_signed")(e)))?;
         digest = v.digest;
     }
-    for version in 1..=head.version {
-        versions.remove(version_key(id, version))?;
+    for key in keys {
+        versions.remove(key.clone())?;
     }
     collections.remove(collection_key(&head.collection, id))?;
     heads.remove(id.as_str())?;
@@ -170,6 +174,12 @@ impl Store {
         checkpoint: u64,
         now_ms: u64,
     ) -> Result<ApplyOutcome> {
+        let mut revoked_keys = std::collections::HashMap::new();
+        for item in items {
+            if let ApplyItem::Revoke(id) = item {
+                revoked_keys.insert(id.clone(), self.version_keys(id)?);
+            }
+        }
         unwrap_tx(
             (
                 &self.recordid_head,
@@ -182,6 +192,8 @@ impl Store {
                 .transaction(
                     |(heads, versions, collections, purged, checkpoints, acks)| {
                         let mut out = ApplyOutcome::default();
+                        let mut fresh: std::collections::HashMap<RecordId, Vec<sled::IVec>> =
+                            std::collections::HashMap::new();
                         for item in items {
                             match item {
                                 ApplyItem::Version(v) => {
@@ -191,7 +203,11 @@ impl Store {
                                         out.already_held += 1;
                                         continue;
                                     }
-                                    versions.insert(key, encoding::encode_signed(v))?;
+                                    versions.insert(key.clone(), encoding::encode_signed(v))?;
+                                    fresh
+                                        .entry(id.clone())
+                                        .or_default()
+                                        .push(sled::IVec::from(key));
                                     purged.remove(id.as_str())?;
                                     let old = read_head(heads, id)?;
                                     if old.as_ref().is_none_or(|h| h.version < v.record.version) {
@@ -213,12 +229,18 @@ impl Store {
                                     out.applied += 1;
                                 }
                                 ApplyItem::Revoke(id) => {
+                                    // Versions stored earlier in this same batch
+                                    // were not there when the keys were scanned.
+                                    let mut keys =
+                                        revoked_keys.get(id).cloned().unwrap_or_default();
+                                    keys.extend(fresh.get(id).into_iter().flatten().cloned());
                                     if purge_in_tx(
                                         heads,
                                         versions,
                                         collections,
                                         purged,
                                         id,
+                                        &keys,
                                         now_ms,
                                     )? {
                                         out.purged += 1;
@@ -256,6 +278,10 @@ impl Store {
             .collect::<Result<_>>()?;
         let mut n = 0;
         for chunk in ids.chunks(256) {
+            let keys: Vec<Vec<sled::IVec>> = chunk
+                .iter()
+                .map(|id| self.version_keys(id))
+                .collect::<Result<_>>()?;
             n += unwrap_tx(
                 (
                     &self.recordid_head,
@@ -265,8 +291,9 @@ impl Store {
                 )
                     .transaction(|(heads, versions, collections, purged)| {
                         let mut n = 0u64;
-                        for id in chunk {
-                            if purge_in_tx(heads, versions, collections, purged, id, now_ms)? {
+                        for (id, keys) in chunk.iter().zip(&keys) {
+                            if purge_in_tx(heads, versions, collections, purged, id, keys, now_ms)?
+                            {
                                 n += 1;
                             }
                         }
@@ -275,6 +302,15 @@ impl Store {
             )?;
         }
         Ok(n)
+    }
+
+    /// Keys of every stored version of a record.
+    fn version_keys(&self, id: &RecordId) -> Result<Vec<sled::IVec>> {
+        self.recordversion_signed
+            .scan_prefix(super::records::versions_prefix(id))
+            .keys()
+            .map(|k| Ok(k?))
+            .collect()
     }
 
     pub fn purge_stub(&self, id: &RecordId) -> Result<Option<PurgeStub>> {

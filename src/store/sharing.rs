@@ -190,9 +190,15 @@ impl Store {
             .collect()
     }
 
-    /// Forgets a peer: its pin, its outbox, and our checkpoint in its feed.
-    pub fn remove_peer(&self, office: &OfficeId) -> Result<()> {
+    /// Unpins a peer.
+    pub fn unpin_peer(&self, office: &OfficeId) -> Result<()> {
         self.office_peer.remove(office.as_str())?;
+        Ok(())
+    }
+
+    /// Forgets an unpinned peer's feeds: its outbox here, how far it got,
+    /// and our checkpoint in its feed.
+    pub fn forget_peer_feeds(&self, office: &OfficeId) -> Result<()> {
         self.office_acked.remove(office.as_str())?;
         self.office_checkpoint.remove(office.as_str())?;
         self.gc_outbox(office, u64::MAX)?;
@@ -216,13 +222,23 @@ impl Store {
             .collect()
     }
 
-    /// Stores a grant together with feed items, in one transaction.
-    pub fn put_grant_with_feed(&self, grant: &Grant, feed: &[(OfficeId, FeedItem)]) -> Result<u64> {
+    /// Stores a grant together with feed items and, optionally, the marker
+    /// of a job that must finish (or be re-run after a crash), in one
+    /// transaction.
+    pub fn put_grant_with_feed(
+        &self,
+        grant: &Grant,
+        feed: &[(OfficeId, FeedItem)],
+        job: Option<(&str, &[u8])>,
+    ) -> Result<u64> {
         let value = encode_grant(grant);
         unwrap_tx(
             (&self.grantid_grant, &self.counters, &self.peerseq_outbox).transaction(
                 |(grants, counters, outbox)| {
                     grants.insert(grant.id.as_str(), value.as_slice())?;
+                    if let Some((key, kind)) = job {
+                        counters.insert(key.as_bytes(), kind)?;
+                    }
                     push_feed(counters, outbox, feed)
                 },
             ),
@@ -305,12 +321,6 @@ impl Store {
     /// How many outbox entries wait for `peer`.
     pub fn outbox_pending(&self, peer: &OfficeId) -> Result<u64> {
         Ok(self.peerseq_outbox.scan_prefix(outbox_prefix(peer)).count() as u64)
-    }
-
-    /// Marks a multi-step job as started (see `service::sharing`).
-    pub fn set_job(&self, key: &str, kind: &[u8]) -> Result<()> {
-        self.counters.insert(key.as_bytes(), kind)?;
-        Ok(())
     }
 
     pub fn clear_job(&self, key: &str) -> Result<()> {

@@ -1,14 +1,17 @@
 //! The serving side of `Pull`: streams a peer its feed.
 //!
 //! Only what the peer may see is ever sent: each version entry is checked
-//! against the sharing rule at the moment it is sent, and only entries at or
-//! below the durable watermark leave the node (so a peer never holds a
-//! version that a crash here could undo). The caller's office is passed in
-//! from its verified certificate.
+//! against the sharing rule when its batch is built, and the batch is
+//! rebuilt if any grant changed before it goes out. Only entries at or below
+//! the durable watermark leave the node, and a version entry never reaches
+//! past the head it was queued with, so a peer never holds a version that a
+//! crash here could undo. The caller's office is passed in from its verified
+//! certificate.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
 use super::{HEARTBEAT, SyncContext};
@@ -20,8 +23,30 @@ use crate::grpc::pb::{self, feed_entry, pull_down, pull_up};
 const BATCH_BYTES: usize = 1024 * 1024;
 /// Outbox entries read per scan.
 const SCAN: usize = 1024;
+/// How long a new stream may take to say where it starts.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Down = mpsc::Sender<Result<pb::PullDown, Status>>;
+
+/// Why sending stopped.
+enum Stop {
+    /// The stream is over (peer gone, node shutting down, error sent).
+    End,
+    /// A grant changed while the batch was being built: build it again.
+    Rebuild,
+}
+
+/// Sends one message unless the node shuts down first.
+async fn send(
+    down: &Down,
+    shutdown: &mut watch::Receiver<bool>,
+    msg: Result<pb::PullDown, Status>,
+) -> Result<(), Stop> {
+    tokio::select! {
+        r = down.send(msg) => r.map_err(|_| Stop::End),
+        _ = shutdown.wait_for(|s| *s) => Err(Stop::End),
+    }
+}
 
 /// Serves one `Pull` stream until the peer goes away, is removed, or the
 /// node shuts down.
@@ -31,83 +56,118 @@ pub async fn serve(
     mut up: tonic::Streaming<pb::PullUp>,
     down: Down,
 ) {
-    let start = match up.message().await {
-        Ok(Some(pb::PullUp {
+    let mut shutdown = ctx.shutdown.clone();
+    let first = tokio::select! {
+        m = tokio::time::timeout(START_TIMEOUT, up.message()) => m,
+        _ = shutdown.wait_for(|s| *s) => return,
+    };
+    let start = match first {
+        Ok(Ok(Some(pb::PullUp {
             kind: Some(pull_up::Kind::Start(s)),
-        })) => s,
+        }))) => s,
         _ => {
-            let _ = down
-                .send(Err(Status::invalid_argument(
+            let _ = send(
+                &down,
+                &mut shutdown,
+                Err(Status::invalid_argument(
                     "the first message must be PullStart",
-                )))
-                .await;
+                )),
+            )
+            .await;
             return;
         }
     };
     tracing::info!(%peer, after = start.after_seq, "peer pulling");
+    let acked = ctx.store.acked(&peer).unwrap_or(0);
+    if start.after_seq < acked {
+        // The peer lost state it had acknowledged (it re-pinned us, or was
+        // restored from a backup): queue everything it may see again.
+        tracing::warn!(%peer, after = start.after_seq, acked, "peer restarted its feed; re-queuing its grants");
+        if let Err(e) = ctx.sharing.requeue(&peer).await {
+            tracing::error!(%peer, error = %e, "re-queuing failed");
+        }
+    }
     let mut cursor = start.after_seq;
     if let Err(e) = ctx.store.ack_outbox(&peer, cursor) {
         tracing::error!(%peer, error = %e, "outbox cleanup failed");
     }
     let reader = tokio::spawn(read_up(ctx.clone(), peer.clone(), up, down.clone()));
-    let _abort_reader = AbortOnDrop(reader);
+    stream_feed(&ctx, &peer, &mut cursor, &down, &mut shutdown).await;
+    reader.abort();
+    let _ = reader.await;
+}
+
+async fn stream_feed(
+    ctx: &SyncContext,
+    peer: &OfficeId,
+    cursor: &mut u64,
+    down: &Down,
+    shutdown: &mut watch::Receiver<bool>,
+) {
     let mut watermark = ctx.store.watermark();
-    let mut shutdown = ctx.shutdown.clone();
     let mut removed = ctx.removed.subscribe();
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     loop {
+        if !matches!(ctx.sharing.peer(peer), Ok(Some(_))) {
+            let _ = send(
+                down,
+                shutdown,
+                Err(Status::permission_denied("this office is no longer a peer")),
+            )
+            .await;
+            return;
+        }
         let upto = *watermark.borrow_and_update();
-        match send_pending(&ctx, &peer, cursor, upto, &down).await {
+        match send_pending(ctx, peer, *cursor, upto, down, shutdown).await {
             Ok(Some(next)) => {
-                cursor = next;
+                *cursor = next;
                 continue;
             }
             Ok(None) => {}
-            Err(Stop) => return,
+            Err(Stop::Rebuild) => continue,
+            Err(Stop::End) => return,
         }
-        tokio::select! {
-            changed = watermark.changed() => if changed.is_err() { return },
-            _ = heartbeat.tick() => {
-                let hb = pb::PullDown { kind: Some(pull_down::Kind::Heartbeat(pb::Heartbeat { now_ms: now_ms() })) };
-                if down.send(Ok(hb)).await.is_err() { return }
-            }
-            _ = shutdown.changed() => return,
-            _ = removed.changed() => {
-                if removed.borrow_and_update().as_ref() == Some(&peer) {
-                    let _ = down.send(Err(Status::permission_denied("this office is no longer a peer"))).await;
-                    return;
-                }
-            }
+        let beat = tokio::select! {
+            changed = watermark.changed() => if changed.is_err() { return } else { false },
+            _ = heartbeat.tick() => true,
+            _ = shutdown.wait_for(|s| *s) => return,
+            _ = removed.changed() => false,
             _ = down.closed() => return,
+        };
+        if beat {
+            let hb = pb::PullDown {
+                kind: Some(pull_down::Kind::Heartbeat(pb::Heartbeat {
+                    now_ms: now_ms(),
+                })),
+            };
+            if send(down, shutdown, Ok(hb)).await.is_err() {
+                return;
+            }
         }
-    }
-}
-
-struct Stop;
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
 /// Sends the entries after `cursor` up to `upto`, if any; returns the new
-/// cursor.
+/// cursor. On a storage error the stream ends without moving the cursor, so
+/// nothing is skipped.
 async fn send_pending(
     ctx: &SyncContext,
     peer: &OfficeId,
     cursor: u64,
     upto: u64,
     down: &Down,
+    shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Option<u64>, Stop> {
+    let internal = |e: &dyn std::fmt::Display| {
+        tracing::error!(%peer, error = %e, "reading the feed failed");
+        Err(Status::internal("internal error"))
+    };
+    let generation = ctx.sharing.generation();
     let entries = match ctx.store.outbox_after(peer, cursor, upto, SCAN) {
         Ok(e) => e,
         Err(e) => {
-            tracing::error!(%peer, error = %e, "reading the outbox failed");
-            let _ = down.send(Err(Status::internal("internal error"))).await;
-            return Err(Stop);
+            let _ = send(down, shutdown, internal(&e)).await;
+            return Err(Stop::End);
         }
     };
     let Some(&(last, _)) = entries.last() else {
@@ -116,30 +176,26 @@ async fn send_pending(
     let mut batch = Vec::new();
     let mut bytes = 0;
     let mut done_seq = cursor;
-    let flush = |batch: &mut Vec<pb::FeedEntry>, last_seq: u64| {
-        let msg = pb::PullDown {
-            kind: Some(pull_down::Kind::Batch(pb::Batch {
-                entries: std::mem::take(batch),
-                last_seq,
-            })),
-        };
-        down.send(Ok(msg))
-    };
     for (seq, item) in entries {
         match item {
-            FeedItem::Versions { id, from } => {
+            FeedItem::Versions { id, from, to } => {
                 let head = match ctx.store.head(&id) {
                     Ok(h) => h,
                     Err(e) => {
-                        tracing::error!(%id, error = %e, "reading a head failed");
-                        None
+                        let _ = send(down, shutdown, internal(&e)).await;
+                        return Err(Stop::End);
                     }
                 };
-                // The sharing rule, checked now: not visible, not sent.
+                // The sharing rule: not visible now, not sent.
                 if let Some(head) = head.filter(|h| ctx.sharing.visible(peer, &id, &h.collection)) {
-                    for version in from.max(1)..=head.version {
-                        let Ok(Some(v)) = ctx.store.version(&id, version) else {
-                            continue;
+                    for version in from.max(1)..=to.min(head.version) {
+                        let v = match ctx.store.version(&id, version) {
+                            Ok(Some(v)) => v,
+                            Ok(None) => continue,
+                            Err(e) => {
+                                let _ = send(down, shutdown, internal(&e)).await;
+                                return Err(Stop::End);
+                            }
                         };
                         bytes += v.canonical.len() + v.signature.len();
                         batch.push(pb::FeedEntry {
@@ -151,7 +207,15 @@ async fn send_pending(
                         });
                         if bytes >= BATCH_BYTES {
                             // Entries before this one are complete.
-                            flush(&mut batch, done_seq).await.map_err(|_| Stop)?;
+                            send_batch(
+                                ctx,
+                                generation,
+                                std::mem::take(&mut batch),
+                                done_seq,
+                                down,
+                                shutdown,
+                            )
+                            .await?;
                             bytes = 0;
                         }
                     }
@@ -168,8 +232,27 @@ async fn send_pending(
         }
         done_seq = seq;
     }
-    flush(&mut batch, last).await.map_err(|_| Stop)?;
+    send_batch(ctx, generation, batch, last, down, shutdown).await?;
     Ok(Some(last))
+}
+
+async fn send_batch(
+    ctx: &SyncContext,
+    generation: u64,
+    entries: Vec<pb::FeedEntry>,
+    last_seq: u64,
+    down: &Down,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), Stop> {
+    // Visibility was decided under `generation`; if a grant changed since,
+    // decide again rather than send what may no longer be granted.
+    if ctx.sharing.generation() != generation {
+        return Err(Stop::Rebuild);
+    }
+    let msg = pb::PullDown {
+        kind: Some(pull_down::Kind::Batch(pb::Batch { entries, last_seq })),
+    };
+    send(down, shutdown, Ok(msg)).await
 }
 
 /// Reads the peer's acknowledgements: applied checkpoints and signed
@@ -198,7 +281,9 @@ async fn read_up(
                                     grant_id: grant,
                                 })),
                             };
-                            let _ = down.send(Ok(stored)).await;
+                            if down.send(Ok(stored)).await.is_err() {
+                                return;
+                            }
                         }
                         Err(e) => {
                             tracing::warn!(%peer, %grant, error = %e, "purge acknowledgement refused")

@@ -39,9 +39,26 @@ pub struct SyncContext {
     pub node_key_pem: Vec<u8>,
     /// Set when the node shuts down: every stream and puller ends.
     pub shutdown: watch::Receiver<bool>,
-    /// Bumped with the office of each removed peer, so its open feed
-    /// streams end at once.
-    pub removed: watch::Sender<Option<OfficeId>>,
+    /// Bumped whenever a peer is removed, so open feed streams check at
+    /// once whether their peer is still pinned.
+    pub removed: watch::Sender<u64>,
+    /// Serving streams, joined at shutdown so nothing holds the store.
+    pub feeds: Mutex<tokio::task::JoinSet<()>>,
+}
+
+impl SyncContext {
+    /// Runs a serving stream as a tracked task.
+    pub fn spawn_feed(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        while feeds.try_join_next().is_some() {}
+        feeds.spawn(fut);
+    }
+
+    /// Waits for every serving stream to end (they end on shutdown).
+    pub async fn join_feeds(&self) {
+        let mut feeds = std::mem::take(&mut *self.feeds.lock().unwrap_or_else(|p| p.into_inner()));
+        while feeds.join_next().await.is_some() {}
+    }
 }
 
 struct Link {
@@ -109,11 +126,11 @@ impl PeerRuntime for Replicator {
         }
     }
 
-    fn peer_removed(&self, office: &OfficeId) {
-        if let Some(link) = self.links().remove(office) {
-            let _ = link.stop.send(true);
-        }
-        self.ctx.removed.send_replace(Some(office.clone()));
+    fn peer_removed(&self, office: &OfficeId) -> Option<JoinHandle<()>> {
+        self.ctx.removed.send_modify(|n| *n += 1);
+        let link = self.links().remove(office)?;
+        let _ = link.stop.send(true);
+        Some(link.task)
     }
 
     fn link_status(&self, office: &OfficeId) -> LinkStatus {

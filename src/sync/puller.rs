@@ -90,25 +90,27 @@ async fn pull_once(
         .checkpoint(&peer.office)
         .map_err(|e| e.to_string())?;
     let send = |kind| pb::PullUp { kind: Some(kind) };
-    let _ = up
-        .send(send(pull_up::Kind::Start(pb::PullStart {
-            after_seq: checkpoint,
-        })))
-        .await;
-    for ack in ctx
-        .store
-        .undelivered_acks(&peer.office)
-        .map_err(|e| e.to_string())?
-    {
-        let _ = up
-            .send(send(pull_up::Kind::PurgeAck(purge_ack_to_pb(&ack))))
-            .await;
-    }
+    up.send(send(pull_up::Kind::Start(pb::PullStart {
+        after_seq: checkpoint,
+    })))
+    .await
+    .map_err(|_| "internal channel closed".to_owned())?;
     let mut down = client
         .pull(ReceiverStream::new(up_rx))
         .await
         .map_err(|s| status_text(&s))?
         .into_inner();
+    // Only now is anyone reading `up`: purge acknowledgements the origin has
+    // not confirmed yet go out after the call is open.
+    for ack in ctx
+        .store
+        .undelivered_acks(&peer.office)
+        .map_err(|e| e.to_string())?
+    {
+        up.send(send(pull_up::Kind::PurgeAck(purge_ack_to_pb(&ack))))
+            .await
+            .map_err(|_| "pull stream closed".to_owned())?;
+    }
     update(status, |s| {
         s.connected = true;
         s.last_error.clear();
@@ -200,6 +202,14 @@ async fn apply(
         .apply_batch(&peer.office, &items, batch.last_seq, now)
         .map_err(|e| e.to_string())?;
     ctx.store.commit().await.map_err(|e| e.to_string())?;
+    for (id, version) in &outcome.conflicts {
+        tracing::error!(
+            peer = %peer.office,
+            %id,
+            version,
+            "peer sent a different signed copy of a version held here; kept the one held"
+        );
+    }
     tracing::debug!(
         peer = %peer.office,
         seq = batch.last_seq,
@@ -220,6 +230,12 @@ fn verify(
 ) -> Result<SignedVersion, String> {
     let signed = SignedVersion::from_parts(canonical, signature).map_err(|e| e.to_string())?;
     verifier.verify(&signed).map_err(|e| e.to_string())?;
+    // Signed is not the same as well formed: a peer's bug or malice must
+    // not put values here that local writes could never have made.
+    signed
+        .record
+        .check_replica_shape()
+        .map_err(|e| e.to_string())?;
     Ok(signed)
 }
 

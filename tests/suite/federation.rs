@@ -418,3 +418,85 @@ async fn restarts_in_the_middle_of_a_large_backfill_lose_nothing() {
     assert!(holdings(&cluster.nodes[2]).await.is_empty());
     cluster.stop_all().await;
 }
+
+#[tokio::test]
+async fn a_peer_that_purged_and_pinned_an_office_again_receives_its_grants_again() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da", "mpls-da"]).await;
+    cluster.pin_all().await;
+    let case1 = write(&cluster.nodes[0], "case-1", 4).await;
+    cluster.grant_collection(0, 1, "case-1").await;
+    converge(&cluster.nodes[1], &case1, "backfill").await;
+    cluster.nodes[1]
+        .admin()
+        .await
+        .remove_peer(pb::RemovePeerRequest {
+            office: "phila-da".into(),
+            purge_replicas: true,
+        })
+        .await
+        .unwrap();
+    assert!(holdings(&cluster.nodes[1]).await.is_empty());
+    cluster.pin(1, 0).await;
+    converge(
+        &cluster.nodes[1],
+        &case1,
+        "the grant to flow again after re-pinning",
+    )
+    .await;
+    cluster.stop_all().await;
+}
+
+#[tokio::test]
+async fn a_peer_removed_and_pinned_again_purges_what_its_ended_grants_covered() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da", "mpls-da"]).await;
+    cluster.pin_all().await;
+    let case1 = write(&cluster.nodes[0], "case-1", 3).await;
+    cluster.grant_collection(0, 1, "case-1").await;
+    converge(&cluster.nodes[1], &case1, "backfill").await;
+    // The origin unpins nyc-da (which keeps its copies: it was not told),
+    // then pins it again: the closed grant's revocations now reach it.
+    cluster.nodes[0]
+        .admin()
+        .await
+        .remove_peer(pb::RemovePeerRequest {
+            office: "nyc-da".into(),
+            purge_replicas: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(holdings(&cluster.nodes[1]).await, case1);
+    cluster.pin(0, 1).await;
+    converge(
+        &cluster.nodes[1],
+        &BTreeMap::new(),
+        "nyc-da to purge the ended grant",
+    )
+    .await;
+    cluster.stop_all().await;
+}
+
+#[tokio::test]
+async fn a_silent_pull_stream_does_not_hold_up_shutdown() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da"]).await;
+    cluster.pin(0, 1).await;
+    let p = cluster.nodes[1].paths();
+    let (cert, key) = (
+        std::fs::read(p.node_cert()).unwrap(),
+        std::fs::read(p.node_key()).unwrap(),
+    );
+    let ch = cluster.nodes[0].connect_as(&cert, &key).await.unwrap();
+    // Opens Pull and never says where to start.
+    let (_tx, rx) = tokio::sync::mpsc::channel::<pb::PullUp>(1);
+    let _stream = pb::replication_client::ReplicationClient::new(ch)
+        .pull(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), cluster.nodes[0].stop())
+        .await
+        .expect("shutdown finishes while a peer's stream is open");
+    // The store was released: the node starts again on the same directory.
+    tokio::time::timeout(Duration::from_secs(10), cluster.nodes[0].restart())
+        .await
+        .expect("restart");
+    cluster.stop_all().await;
+}

@@ -296,6 +296,11 @@ async fn versions_with_a_broken_signature_or_another_origin_are_rejected() {
     let wrong_key = OfficeSigner::new(&mpls_ca)
         .sign(version(&phila, "signed by mpls"))
         .unwrap();
+    let bad_shape = {
+        let mut v = version(&phila, "bad collection");
+        v.collection = "case-1\0phila-da:0000".into();
+        OfficeSigner::new(&phila_ca).sign(v).unwrap()
+    };
     let forged_revoke = pb::FeedEntry {
         seq: 5,
         kind: Some(pb::feed_entry::Kind::RevokeRecordId(
@@ -317,8 +322,13 @@ async fn versions_with_a_broken_signature_or_another_origin_are_rejected() {
             ),
             entry(4, good.canonical.to_vec(), good.signature.to_vec()),
             forged_revoke,
+            entry(
+                6,
+                bad_shape.canonical.to_vec(),
+                bad_shape.signature.to_vec(),
+            ),
         ],
-        last_seq: 5,
+        last_seq: 6,
     };
 
     // Replace the real phila-da with the impostor on the same address.
