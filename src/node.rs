@@ -67,6 +67,7 @@ pub struct NodeHandle {
     pub config: Config,
     shutdown: Option<watch::Sender<bool>>,
     task: JoinHandle<Result<(), NodeError>>,
+    applied: tokio::sync::broadcast::Sender<crate::sync::Applied>,
 }
 
 impl NodeHandle {
@@ -82,6 +83,11 @@ impl NodeHandle {
         (&mut self.task)
             .await
             .map_err(|e| NodeError::Join(e.to_string()))?
+    }
+
+    /// Replicas applied from now on, as each batch becomes durable.
+    pub fn subscribe_applied(&self) -> tokio::sync::broadcast::Receiver<crate::sync::Applied> {
+        self.applied.subscribe()
     }
 
     /// Waits until the node stops by itself (it does not, unless it fails).
@@ -145,7 +151,9 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         shutdown: shutdown_rx.clone(),
         removed: watch::Sender::new(0),
         feeds: std::sync::Mutex::new(tokio::task::JoinSet::new()),
+        applied: tokio::sync::broadcast::Sender::new(4096),
     });
+    let applied = sync_ctx.applied.clone();
     let replicator = Arc::new(Replicator::new(sync_ctx.clone()));
     let runtime: Arc<dyn PeerRuntime> = replicator.clone();
     sharing.set_runtime(Arc::downgrade(&runtime));
@@ -241,5 +249,6 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         config,
         shutdown: Some(shutdown_tx),
         task,
+        applied,
     })
 }

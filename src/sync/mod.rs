@@ -44,6 +44,16 @@ pub struct SyncContext {
     pub removed: watch::Sender<u64>,
     /// Serving streams, joined at shutdown so nothing holds the store.
     pub feeds: Mutex<tokio::task::JoinSet<()>>,
+    /// Announces replicas once they are durable here (for monitoring and
+    /// benchmarks; nobody needs to listen).
+    pub applied: tokio::sync::broadcast::Sender<Applied>,
+}
+
+/// Versions from one peer's batch that are now durable and readable here.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub origin: OfficeId,
+    pub versions: Arc<Vec<(crate::domain::RecordId, u64)>>,
 }
 
 impl SyncContext {

@@ -202,6 +202,19 @@ async fn apply(
         .apply_batch(&peer.office, &items, batch.last_seq, now)
         .map_err(|e| e.to_string())?;
     ctx.store.commit().await.map_err(|e| e.to_string())?;
+    if ctx.applied.receiver_count() > 0 {
+        let versions = items
+            .iter()
+            .filter_map(|i| match i {
+                ApplyItem::Version(v) => Some((v.record.id.clone(), v.record.version)),
+                _ => None,
+            })
+            .collect();
+        let _ = ctx.applied.send(super::Applied {
+            origin: peer.office.clone(),
+            versions: Arc::new(versions),
+        });
+    }
     for (id, version) in &outcome.conflicts {
         tracing::error!(
             peer = %peer.office,

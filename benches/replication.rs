@@ -1,0 +1,779 @@
+//! `cargo bench --bench replication [-- --quick]`
+//!
+//! Real casemesh nodes in this process (one measure in a child process),
+//! real mutual TLS on loopback, and the raw ceilings measured in the same
+//! run: sled batch ingest, sled insert-then-flush, a raw tonic mTLS stream of
+//! the same payload, and a raw mTLS byte stream. Each figure is the median
+//! of several repetitions; results print as one Markdown table with the
+//! ratios the targets are stated in. `--quick` shrinks everything to a smoke
+//! test of the harness (for CI), not a measurement.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use casemesh::cli::ClientOpts;
+use casemesh::domain::OfficeId;
+use casemesh::grpc::pb::{self, records_client::RecordsClient, replication_server};
+use casemesh::grpc::transport::{self, NodeAddr};
+use casemesh::identity::OfficeCa;
+use casemesh::identity::tls::{PemIdentity, TrustStore, client_config, server_config};
+use casemesh::node::{self, NodeHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_stream::Stream;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status, Streaming};
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const RECORD: usize = 1024;
+
+#[derive(Clone, Copy)]
+struct Sizes {
+    reps: usize,
+    ingest: usize,
+    single_flush: usize,
+    stream: usize,
+    tls_bytes: usize,
+    backfill: usize,
+    live: usize,
+    live_rate: u64,
+    puts_1: usize,
+    puts_32: usize,
+    idle_records: usize,
+}
+
+const FULL: Sizes = Sizes {
+    reps: 3,
+    ingest: 100_000,
+    single_flush: 3_000,
+    stream: 500_000,
+    tls_bytes: 1 << 30,
+    backfill: 100_000,
+    live: 2_000,
+    live_rate: 200,
+    puts_1: 3_000,
+    puts_32: 40_000,
+    idle_records: 1_000_000,
+};
+
+const QUICK: Sizes = Sizes {
+    reps: 1,
+    ingest: 5_000,
+    single_flush: 200,
+    stream: 20_000,
+    tls_bytes: 16 << 20,
+    backfill: 2_000,
+    live: 100,
+    live_rate: 200,
+    puts_1: 200,
+    puts_32: 2_000,
+    idle_records: 5_000,
+};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn body(i: usize) -> Vec<u8> {
+    let mut b = vec![b'x'; RECORD];
+    let tag = format!("{i:016}");
+    b[..16].copy_from_slice(tag.as_bytes());
+    b
+}
+
+// ---- ceilings ---------------------------------------------------------
+
+fn sled_batch_ingest(n: usize) -> Res<f64> {
+    let dir = tempfile::tempdir()?;
+    let db = sled::Config::new()
+        .path(dir.path())
+        .cache_capacity(64 << 20)
+        .flush_every_ms(None)
+        .open()?;
+    let start = Instant::now();
+    for i in 0..n {
+        db.insert(format!("{i:016}").as_bytes(), body(i))?;
+        if (i + 1) % 1000 == 0 {
+            db.flush()?;
+        }
+    }
+    db.flush()?;
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+fn sled_insert_then_flush(n: usize) -> Res<f64> {
+    let dir = tempfile::tempdir()?;
+    let db = sled::Config::new()
+        .path(dir.path())
+        .cache_capacity(64 << 20)
+        .flush_every_ms(None)
+        .open()?;
+    let start = Instant::now();
+    for i in 0..n {
+        db.insert(format!("{i:016}").as_bytes(), body(i))?;
+        db.flush()?;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Two in-memory offices: a server identity and a client node identity
+/// that the server trusts.
+struct Pki {
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+}
+
+fn pki() -> Res<Pki> {
+    let admin = casemesh::domain::UserName::parse("admin")?;
+    let a = OfficeId::parse("bench-a")?;
+    let b = OfficeId::parse("bench-b")?;
+    let (ca_a, ma) = OfficeCa::create(&a, &[], &admin)?;
+    let (ca_b, mb) = OfficeCa::create(&b, &[], &admin)?;
+    let trust = Arc::new(TrustStore::new(a, ca_a.cert_der.clone(), HashMap::new())?);
+    trust.set_peers(vec![(b, ca_b.cert_der.clone())])?;
+    let server = server_config(
+        PemIdentity::from_pem(ma.node_cert_pem.as_bytes(), ma.node_key_pem.as_bytes())?,
+        &trust,
+    )?;
+    let client = client_config(
+        &[ca_a.cert_der.clone()],
+        PemIdentity::from_pem(mb.node_cert_pem.as_bytes(), mb.node_key_pem.as_bytes())?,
+    )?;
+    Ok(Pki {
+        server: Arc::new(server),
+        client: Arc::new(client),
+    })
+}
+
+/// Streams `n` entries of 1 KiB in messages of 100, as fast as it can.
+struct RawStream {
+    n: usize,
+}
+
+type Down = Pin<Box<dyn Stream<Item = Result<pb::PullDown, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl replication_server::Replication for RawStream {
+    type PullStream = Down;
+
+    async fn pull(&self, _req: Request<Streaming<pb::PullUp>>) -> Result<Response<Down>, Status> {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let n = self.n;
+        tokio::spawn(async move {
+            let payload = bytes::Bytes::from(body(0));
+            let mut sent = 0;
+            while sent < n {
+                let entries = (0..100.min(n - sent))
+                    .map(|i| pb::FeedEntry {
+                        seq: (sent + i) as u64,
+                        kind: Some(pb::feed_entry::Kind::Version(pb::ReplicatedVersion {
+                            canonical: payload.clone(),
+                            signature: bytes::Bytes::from_static(&[0; 72]),
+                        })),
+                    })
+                    .collect::<Vec<_>>();
+                sent += entries.len();
+                let msg = pb::PullDown {
+                    kind: Some(pb::pull_down::Kind::Batch(pb::Batch {
+                        entries,
+                        last_seq: sent as u64,
+                    })),
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+async fn grpc_stream(pki: &Pki, n: usize) -> Res<f64> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (incoming, _accept) = transport::incoming(
+        listener,
+        pki.server.clone(),
+        transport::AcceptOptions {
+            handshake_timeout: Duration::from_secs(5),
+            max_connections: 8,
+        },
+    );
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(replication_server::ReplicationServer::new(RawStream { n }))
+            .serve_with_incoming(incoming),
+    );
+    let ch = transport::connect(
+        &NodeAddr {
+            host: "127.0.0.1".into(),
+            port: addr.port(),
+        },
+        pki.client.clone(),
+    )
+    .await?;
+    let start = Instant::now();
+    let mut down = pb::replication_client::ReplicationClient::new(ch)
+        .pull(tokio_stream::iter(vec![pb::PullUp::default()]))
+        .await?
+        .into_inner();
+    let mut got = 0;
+    while let Some(msg) = down.message().await? {
+        if let Some(pb::pull_down::Kind::Batch(b)) = msg.kind {
+            got += b.entries.len();
+            if got >= n {
+                break;
+            }
+        }
+    }
+    let rate = got as f64 / start.elapsed().as_secs_f64();
+    server.abort();
+    Ok(rate)
+}
+
+async fn tls_bytes(pki: &Pki, total: usize) -> Res<f64> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(pki.server.clone());
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await?;
+        tcp.set_nodelay(true)?;
+        let mut tls = acceptor.accept(tcp).await?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0usize;
+        while got < total {
+            let n = tls.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        tls.write_all(b"k").await?;
+        Ok::<usize, std::io::Error>(got)
+    });
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let connector = tokio_rustls::TlsConnector::from(pki.client.clone());
+    let mut tls = connector
+        .connect(rustls_pki_types::ServerName::try_from("127.0.0.1")?, tcp)
+        .await?;
+    let chunk = vec![7u8; 1 << 20];
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < total {
+        tls.write_all(&chunk).await?;
+        sent += chunk.len();
+    }
+    tls.flush().await?;
+    let mut ack = [0u8; 1];
+    tls.read_exact(&mut ack).await?;
+    let secs = start.elapsed().as_secs_f64();
+    server.await??;
+    Ok(total as f64 / secs / 1e6)
+}
+
+// ---- nodes ------------------------------------------------------------
+
+struct BenchNode {
+    office: OfficeId,
+    dir: PathBuf,
+    addr: SocketAddr,
+    handle: Option<NodeHandle>,
+}
+
+impl BenchNode {
+    fn client(&self) -> ClientOpts {
+        ClientOpts::for_data(&self.dir)
+    }
+
+    async fn records(&self) -> Res<RecordsClient<Channel>> {
+        Ok(self.client().records().await?)
+    }
+
+    async fn stop(&mut self) -> Res<()> {
+        if let Some(h) = self.handle.take() {
+            h.shutdown().await?;
+        }
+        Ok(())
+    }
+}
+
+async fn init_node(root: &Path, name: &str) -> Res<(BenchNode, tokio::net::TcpListener)> {
+    let office = OfficeId::parse(name)?;
+    let dir = root.join(name);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    casemesh::setup::init(&dir, &office, &[], addr)?;
+    Ok((
+        BenchNode {
+            office,
+            dir,
+            addr,
+            handle: None,
+        },
+        listener,
+    ))
+}
+
+async fn start_node(root: &Path, name: &str) -> Res<BenchNode> {
+    let (mut n, listener) = init_node(root, name).await?;
+    n.handle = Some(node::start(&n.dir, listener).await?);
+    Ok(n)
+}
+
+async fn pin(from: &BenchNode, to: &BenchNode) -> Res<()> {
+    from.client()
+        .admin()
+        .await?
+        .add_peer(pb::AddPeerRequest {
+            office: to.office.to_string(),
+            endpoint: format!("https://{}", to.addr),
+            ca_certificate_pem: std::fs::read_to_string(to.dir.join("office-ca.pem"))?,
+            expected_fingerprint: String::new(),
+        })
+        .await?;
+    Ok(())
+}
+
+async fn grant(from: &BenchNode, to: &OfficeId, collection: &str) -> Res<()> {
+    from.client()
+        .admin()
+        .await?
+        .grant(pb::GrantRequest {
+            peer: to.to_string(),
+            target: Some(pb::grant_request::Target::Collection(collection.into())),
+            expires_at_ms: 0,
+        })
+        .await?;
+    Ok(())
+}
+
+fn put_req(collection: &str, i: usize) -> pb::PutRequest {
+    pb::PutRequest {
+        collection: collection.into(),
+        kind: "incident-report".into(),
+        title: format!("record {i}"),
+        body: body(i).into(),
+        content_type: "application/octet-stream".into(),
+        ..Default::default()
+    }
+}
+
+/// Durable puts from `clients` concurrent clients, `n` in all; returns
+/// (puts/s, latencies sorted).
+async fn put_many(node: &BenchNode, collection: &str, n: usize, clients: usize) -> Res<(f64, Vec<Duration>)> {
+    let mut tasks = Vec::new();
+    let start = Instant::now();
+    for c in 0..clients {
+        let mut rc = node.records().await?;
+        let collection = collection.to_owned();
+        let share = n / clients + usize::from(c < n % clients);
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(share);
+            for i in 0..share {
+                let t = Instant::now();
+                rc.put(put_req(&collection, c * 1_000_000 + i)).await?;
+                lat.push(t.elapsed());
+            }
+            Ok::<_, Status>(lat)
+        }));
+    }
+    let mut all = Vec::with_capacity(n);
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    all.sort();
+    Ok((rate, all))
+}
+
+/// Counts applied versions at a node until `n`, or fails after `limit`.
+async fn wait_applied(
+    mut rx: tokio::sync::broadcast::Receiver<casemesh::sync::Applied>,
+    n: usize,
+    limit: Duration,
+) -> Res<Instant> {
+    let mut got = 0;
+    let deadline = Instant::now() + limit;
+    while got < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Ok(a)) => got += a.versions.len(),
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(k))) => {
+                return Err(format!("fell behind by {k} batches").into());
+            }
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(format!("only {got} of {n} applied after {limit:?}").into()),
+        }
+    }
+    Ok(Instant::now())
+}
+
+struct FanOut {
+    backfill_per_peer: Vec<f64>,
+    live: Vec<Duration>,
+}
+
+/// One origin and `peers` peers: backfill of `n` records, then live writes.
+async fn fan_out(s: Sizes, peers: usize, live: bool) -> Res<FanOut> {
+    let root = tempfile::tempdir()?;
+    let origin = start_node(root.path(), "origin-da").await?;
+    let mut nodes = Vec::new();
+    for i in 0..peers {
+        let p = start_node(root.path(), &format!("peer-{i}-da")).await?;
+        pin(&origin, &p).await?;
+        pin(&p, &origin).await?;
+        nodes.push(p);
+    }
+    put_many(&origin, "big-case", s.backfill, 32).await?;
+    let receivers: Vec<_> = nodes
+        .iter()
+        .map(|p| p.handle.as_ref().map(|h| h.subscribe_applied()))
+        .collect::<Option<_>>()
+        .ok_or("node not running")?;
+    let start = Instant::now();
+    for p in &nodes {
+        grant(&origin, &p.office, "big-case").await?;
+    }
+    let mut waits = Vec::new();
+    for rx in receivers {
+        waits.push(tokio::spawn(wait_applied(rx, s.backfill, Duration::from_secs(600))));
+    }
+    let mut per_peer = Vec::new();
+    for w in waits {
+        let done = w.await??;
+        per_peer.push(s.backfill as f64 / (done - start).as_secs_f64());
+    }
+
+    let mut latencies = Vec::new();
+    if live {
+        latencies = live_latency(&origin, &nodes, s).await?;
+    }
+    for mut n in nodes {
+        n.stop().await?;
+    }
+    let mut origin = origin;
+    origin.stop().await?;
+    Ok(FanOut {
+        backfill_per_peer: per_peer,
+        live: latencies,
+    })
+}
+
+/// Steady writes at `s.live_rate`/s; for each write and each peer, the time
+/// from `Put` returning to the version being durable and readable there.
+async fn live_latency(origin: &BenchNode, peers: &[BenchNode], s: Sizes) -> Res<Vec<Duration>> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let mut listeners = Vec::new();
+    for p in peers {
+        let mut sub = p.handle.as_ref().ok_or("node not running")?.subscribe_applied();
+        let tx = tx.clone();
+        listeners.push(tokio::spawn(async move {
+            while let Ok(a) = sub.recv().await {
+                let now = Instant::now();
+                for (id, _) in a.versions.iter() {
+                    let _ = tx.send((id.to_string(), now));
+                }
+            }
+        }));
+    }
+    drop(tx);
+    let mut rc = origin.records().await?;
+    let mut returned = HashMap::new();
+    let mut arrivals: HashMap<String, Vec<Instant>> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / s.live_rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for i in 0..s.live {
+        tick.tick().await;
+        let id = rc.put(put_req("big-case", 50_000_000 + i)).await?.into_inner().id;
+        returned.insert(id, Instant::now());
+        while let Ok((id, at)) = rx.try_recv() {
+            arrivals.entry(id).or_default().push(at);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let expected = s.live * peers.len();
+    let mut seen: usize = arrivals.values().map(Vec::len).sum();
+    while seen < expected && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+            Ok(Some((id, at))) => {
+                arrivals.entry(id).or_default().push(at);
+                seen += 1;
+            }
+            _ => {}
+        }
+    }
+    for l in listeners {
+        l.abort();
+    }
+    let mut lat = Vec::new();
+    for (id, t0) in &returned {
+        for at in arrivals.get(id).into_iter().flatten() {
+            // A batch applied before Put returned at the origin counts as 0.
+            lat.push(at.saturating_duration_since(*t0));
+        }
+    }
+    if lat.len() < expected {
+        return Err(format!("only {} of {expected} live writes arrived", lat.len()).into());
+    }
+    lat.sort();
+    Ok(lat)
+}
+
+// ---- memory (a node in a child process) -------------------------------
+
+fn rss_kib(pid: u32, field: &str) -> Res<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .ok_or_else(|| format!("no {field} in /proc/{pid}/status"))?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .ok_or("malformed status line")?
+        .parse()?)
+}
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn serve_child(dir: &Path) -> Res<Child> {
+    let child = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_casemesh"))
+            .args(["serve", "--data"])
+            .arg(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()?,
+    );
+    let opts = ClientOpts::for_data(dir);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(mut a) = opts.admin().await {
+            if a.status(pb::StatusRequest {}).await.is_ok() {
+                return Ok(child);
+            }
+        }
+        if Instant::now() > deadline {
+            return Err("the child node did not come up".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn stop_child(mut c: Child) -> Res<()> {
+    let pid = c.0.id().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.0.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            return Err("the child node did not stop".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+struct Memory {
+    backfill_peak_mib: f64,
+    idle_mib: f64,
+    idle_records: usize,
+}
+
+/// The origin runs as its own process: its peak RSS through writing and
+/// backfilling `s.backfill` records to an in-process peer, then its idle RSS
+/// after a restart with `s.idle_records` stored.
+async fn memory(s: Sizes) -> Res<Memory> {
+    let root = tempfile::tempdir()?;
+    let (origin, listener) = init_node(root.path(), "origin-da").await?;
+    drop(listener);
+    let child = serve_child(&origin.dir).await?;
+    let pid = child.0.id();
+    let peer = start_node(root.path(), "peer-da").await?;
+    pin(&origin, &peer).await?;
+    pin(&peer, &origin).await?;
+    put_many(&origin, "big-case", s.backfill, 32).await?;
+    let rx = peer.handle.as_ref().ok_or("peer not running")?.subscribe_applied();
+    grant(&origin, &peer.office, "big-case").await?;
+    wait_applied(rx, s.backfill, Duration::from_secs(600)).await?;
+    let backfill_peak = rss_kib(pid, "VmHWM:")?;
+    let mut peer = peer;
+    peer.stop().await?;
+
+    // Fill up to the idle size, then restart and let it settle.
+    let more = s.idle_records.saturating_sub(s.backfill);
+    put_many(&origin, "archive", more, 32).await?;
+    stop_child(child).await?;
+    let child = serve_child(&origin.dir).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = rss_kib(child.0.id(), "VmRSS:")?;
+    stop_child(child).await?;
+    Ok(Memory {
+        backfill_peak_mib: backfill_peak as f64 / 1024.0,
+        idle_mib: idle as f64 / 1024.0,
+        idle_records: s.idle_records,
+    })
+}
+
+// ---- report -----------------------------------------------------------
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn row(what: &str, value: String, ratio: String, target: &str) {
+    println!("| {what} | {value} | {ratio} | {target} |");
+}
+
+async fn run(s: Sizes) -> Res<()> {
+    let reps = s.reps;
+    eprintln!("ceilings…");
+    let mut ingest = Vec::new();
+    let mut single = Vec::new();
+    let mut stream = Vec::new();
+    let mut bytes = Vec::new();
+    let pki = pki()?;
+    for _ in 0..reps {
+        ingest.push(tokio::task::spawn_blocking(move || sled_batch_ingest(s.ingest)).await??);
+        single.push(tokio::task::spawn_blocking(move || sled_insert_then_flush(s.single_flush)).await??);
+        stream.push(grpc_stream(&pki, s.stream).await?);
+        bytes.push(tls_bytes(&pki, s.tls_bytes).await?);
+    }
+    let (ingest, single, stream, bytes) = (median(ingest), median(single), median(stream), median(bytes));
+
+    eprintln!("durable puts…");
+    let mut p1 = Vec::new();
+    let mut p1_p99 = Vec::new();
+    let mut p32 = Vec::new();
+    let mut p32_p99 = Vec::new();
+    for _ in 0..reps {
+        let root = tempfile::tempdir()?;
+        let mut n = start_node(root.path(), "writer-da").await?;
+        let (r, lat) = put_many(&n, "c", s.puts_1, 1).await?;
+        p1.push(r);
+        p1_p99.push(percentile(&lat, 0.99).as_secs_f64());
+        let (r, lat) = put_many(&n, "c", s.puts_32, 32).await?;
+        p32.push(r);
+        p32_p99.push(percentile(&lat, 0.99).as_secs_f64());
+        n.stop().await?;
+    }
+    let (p1, p1_p99, p32, p32_p99) = (median(p1), median(p1_p99), median(p32), median(p32_p99));
+
+    eprintln!("backfill and live, 1 peer…");
+    let mut b1 = Vec::new();
+    let mut live1 = Vec::new();
+    for rep in 0..reps {
+        let f = fan_out(s, 1, rep == 0).await?;
+        b1.push(f.backfill_per_peer[0]);
+        if rep == 0 {
+            live1 = f.live;
+        }
+    }
+    let b1 = median(b1);
+    eprintln!("backfill and live, 8 peers…");
+    let f8 = fan_out(s, 8, true).await?;
+    let b8 = median(f8.backfill_per_peer.clone());
+    let b8_min = f8.backfill_per_peer.iter().cloned().fold(f64::MAX, f64::min);
+    eprintln!("memory…");
+    let mem = memory(s).await?;
+
+    println!();
+    println!("| measure | result | ratio | target |");
+    println!("|---|---|---|---|");
+    row("ceiling: sled ingest, 1 KiB, flush per 1000", format!("{ingest:.0} rec/s"), "1.00".into(), "");
+    row("ceiling: sled insert-then-flush, 1 writer", format!("{single:.0} rec/s"), "1.00".into(), "");
+    row("ceiling: tonic mTLS stream, 100 × 1 KiB/msg", format!("{stream:.0} rec/s"), "1.00".into(), "");
+    row("ceiling: raw mTLS byte stream", format!("{bytes:.0} MB/s"), "1.00".into(), "");
+    row(
+        &format!("backfill {} × 1 KiB, 1 peer", s.backfill),
+        format!("{b1:.0} rec/s"),
+        format!("{:.2} × sled ingest", b1 / ingest),
+        "≥ 0.7",
+    );
+    row(
+        &format!("backfill {} × 1 KiB, 8 peers (median / slowest peer)", s.backfill),
+        format!("{b8:.0} / {b8_min:.0} rec/s per peer"),
+        format!("{:.2} × 1-peer", b8_min / b1),
+        "≥ 0.5",
+    );
+    for (name, lat, p50t, p99t) in [
+        ("live write→peer, 1 peer", &live1, "≤ 2 ms", "≤ 10 ms"),
+        ("live write→peer, 8 peers", &f8.live, "", "≤ 20 ms"),
+    ] {
+        row(
+            &format!("{name} ({} writes at {}/s): p50 / p99 / max", s.live, s.live_rate),
+            format!(
+                "{} / {} / {}",
+                ms(percentile(lat, 0.5)),
+                ms(percentile(lat, 0.99)),
+                ms(*lat.last().unwrap_or(&Duration::ZERO))
+            ),
+            String::new(),
+            &format!("p50 {p50t}, p99 {p99t}"),
+        );
+    }
+    row(
+        "durable puts, 1 client (puts/s, p99)",
+        format!("{p1:.0} /s, {}", ms(Duration::from_secs_f64(p1_p99))),
+        format!("{:.2} × insert-then-flush", p1 / single),
+        "",
+    );
+    row(
+        "durable puts, 32 clients (puts/s, p99)",
+        format!("{p32:.0} /s, {}", ms(Duration::from_secs_f64(p32_p99))),
+        format!("{:.2} × insert-then-flush", p32 / single),
+        "≥ 3",
+    );
+    row(
+        &format!("peak RSS of the origin through the {}-record backfill", s.backfill),
+        format!("{:.0} MiB", mem.backfill_peak_mib),
+        String::new(),
+        "≤ 200 MiB",
+    );
+    row(
+        &format!("idle RSS with {} records stored", mem.idle_records),
+        format!("{:.0} MiB", mem.idle_mib),
+        String::new(),
+        "≤ 300 MiB",
+    );
+    println!();
+    println!("medians of {reps} repetitions (live latency and 8-peer figures: one run)");
+    Ok(())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let sizes = if quick { QUICK } else { FULL };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(sizes)) {
+        eprintln!("benchmark failed: {e}");
+        std::process::exit(1);
+    }
+}
