@@ -132,6 +132,7 @@ fn sled_insert_then_flush(n: usize) -> Res<f64> {
 /// Two in-memory offices: a server identity and a client node identity
 /// that the server trusts.
 struct Pki {
+    trust: Arc<TrustStore>,
     server: Arc<rustls::ServerConfig>,
     client: Arc<rustls::ClientConfig>,
 }
@@ -149,10 +150,11 @@ fn pki() -> Res<Pki> {
         &trust,
     )?;
     let client = client_config(
-        &[ca_a.cert_der.clone()],
+        std::slice::from_ref(&ca_a.cert_der),
         PemIdentity::from_pem(mb.node_cert_pem.as_bytes(), mb.node_key_pem.as_bytes())?,
     )?;
     Ok(Pki {
+        trust,
         server: Arc::new(server),
         client: Arc::new(client),
     })
@@ -197,7 +199,9 @@ impl replication_server::Replication for RawStream {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }
 
@@ -207,6 +211,7 @@ async fn grpc_stream(pki: &Pki, n: usize) -> Res<f64> {
     let (incoming, _accept) = transport::incoming(
         listener,
         pki.server.clone(),
+        pki.trust.clone(),
         transport::AcceptOptions {
             handshake_timeout: Duration::from_secs(5),
             max_connections: 8,
@@ -374,7 +379,12 @@ fn put_req(collection: &str, i: usize) -> pb::PutRequest {
 
 /// Durable puts from `clients` concurrent clients, `n` in all; returns
 /// (puts/s, latencies sorted).
-async fn put_many(node: &BenchNode, collection: &str, n: usize, clients: usize) -> Res<(f64, Vec<Duration>)> {
+async fn put_many(
+    node: &BenchNode,
+    collection: &str,
+    n: usize,
+    clients: usize,
+) -> Res<(f64, Vec<Duration>)> {
     let mut tasks = Vec::new();
     let start = Instant::now();
     for c in 0..clients {
@@ -448,9 +458,14 @@ async fn fan_out(s: Sizes, peers: usize, live: bool) -> Res<FanOut> {
     for p in &nodes {
         grant(&origin, &p.office, "big-case").await?;
     }
+    eprintln!("  grants queued in {:?}", start.elapsed());
     let mut waits = Vec::new();
     for rx in receivers {
-        waits.push(tokio::spawn(wait_applied(rx, s.backfill, Duration::from_secs(600))));
+        waits.push(tokio::spawn(wait_applied(
+            rx,
+            s.backfill,
+            Duration::from_secs(600),
+        )));
     }
     let mut per_peer = Vec::new();
     for w in waits {
@@ -479,7 +494,11 @@ async fn live_latency(origin: &BenchNode, peers: &[BenchNode], s: Sizes) -> Res<
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let mut listeners = Vec::new();
     for p in peers {
-        let mut sub = p.handle.as_ref().ok_or("node not running")?.subscribe_applied();
+        let mut sub = p
+            .handle
+            .as_ref()
+            .ok_or("node not running")?
+            .subscribe_applied();
         let tx = tx.clone();
         listeners.push(tokio::spawn(async move {
             while let Ok(a) = sub.recv().await {
@@ -498,7 +517,11 @@ async fn live_latency(origin: &BenchNode, peers: &[BenchNode], s: Sizes) -> Res<
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for i in 0..s.live {
         tick.tick().await;
-        let id = rc.put(put_req("big-case", 50_000_000 + i)).await?.into_inner().id;
+        let id = rc
+            .put(put_req("big-case", 50_000_000 + i))
+            .await?
+            .into_inner()
+            .id;
         returned.insert(id, Instant::now());
         while let Ok((id, at)) = rx.try_recv() {
             arrivals.entry(id).or_default().push(at);
@@ -508,12 +531,9 @@ async fn live_latency(origin: &BenchNode, peers: &[BenchNode], s: Sizes) -> Res<
     let expected = s.live * peers.len();
     let mut seen: usize = arrivals.values().map(Vec::len).sum();
     while seen < expected && Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
-            Ok(Some((id, at))) => {
-                arrivals.entry(id).or_default().push(at);
-                seen += 1;
-            }
-            _ => {}
+        if let Ok(Some((id, at))) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+            arrivals.entry(id).or_default().push(at);
+            seen += 1;
         }
     }
     for l in listeners {
@@ -583,7 +603,9 @@ async fn serve_child(dir: &Path) -> Res<Child> {
 
 async fn stop_child(mut c: Child) -> Res<()> {
     let pid = c.0.id().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status()?;
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while c.0.try_wait()?.is_none() {
         if Instant::now() > deadline {
@@ -613,7 +635,11 @@ async fn memory(s: Sizes) -> Res<Memory> {
     pin(&origin, &peer).await?;
     pin(&peer, &origin).await?;
     put_many(&origin, "big-case", s.backfill, 32).await?;
-    let rx = peer.handle.as_ref().ok_or("peer not running")?.subscribe_applied();
+    let rx = peer
+        .handle
+        .as_ref()
+        .ok_or("peer not running")?
+        .subscribe_applied();
     grant(&origin, &peer.office, "big-case").await?;
     wait_applied(rx, s.backfill, Duration::from_secs(600)).await?;
     let backfill_peak = rss_kib(pid, "VmHWM:")?;
@@ -645,7 +671,17 @@ fn row(what: &str, value: String, ratio: String, target: &str) {
     println!("| {what} | {value} | {ratio} | {target} |");
 }
 
-async fn run(s: Sizes) -> Res<()> {
+/// Phases to run: all, or those named by `--only a,b` (ceilings, puts,
+/// backfill, fanout, memory) — for profiling one at a time.
+struct Only(Option<Vec<String>>);
+
+impl Only {
+    fn has(&self, phase: &str) -> bool {
+        self.0.as_ref().is_none_or(|v| v.iter().any(|p| p == phase))
+    }
+}
+
+async fn run(s: Sizes, only: Only) -> Res<()> {
     let reps = s.reps;
     eprintln!("ceilings…");
     let mut ingest = Vec::new();
@@ -653,20 +689,26 @@ async fn run(s: Sizes) -> Res<()> {
     let mut stream = Vec::new();
     let mut bytes = Vec::new();
     let pki = pki()?;
-    for _ in 0..reps {
+    for _ in 0..if only.has("ceilings") { reps } else { 0 } {
         ingest.push(tokio::task::spawn_blocking(move || sled_batch_ingest(s.ingest)).await??);
-        single.push(tokio::task::spawn_blocking(move || sled_insert_then_flush(s.single_flush)).await??);
+        single.push(
+            tokio::task::spawn_blocking(move || sled_insert_then_flush(s.single_flush)).await??,
+        );
         stream.push(grpc_stream(&pki, s.stream).await?);
         bytes.push(tls_bytes(&pki, s.tls_bytes).await?);
     }
-    let (ingest, single, stream, bytes) = (median(ingest), median(single), median(stream), median(bytes));
+    let nan = |v: Vec<f64>| if v.is_empty() { f64::NAN } else { median(v) };
+    let (ingest, single, stream, bytes) = (nan(ingest), nan(single), nan(stream), nan(bytes));
+    eprintln!(
+        "  sled ingest {ingest:.0}/s, insert-then-flush {single:.0}/s, stream {stream:.0}/s, bytes {bytes:.0} MB/s"
+    );
 
     eprintln!("durable puts…");
     let mut p1 = Vec::new();
     let mut p1_p99 = Vec::new();
     let mut p32 = Vec::new();
     let mut p32_p99 = Vec::new();
-    for _ in 0..reps {
+    for _ in 0..if only.has("puts") { reps } else { 0 } {
         let root = tempfile::tempdir()?;
         let mut n = start_node(root.path(), "writer-da").await?;
         let (r, lat) = put_many(&n, "c", s.puts_1, 1).await?;
@@ -677,33 +719,74 @@ async fn run(s: Sizes) -> Res<()> {
         p32_p99.push(percentile(&lat, 0.99).as_secs_f64());
         n.stop().await?;
     }
-    let (p1, p1_p99, p32, p32_p99) = (median(p1), median(p1_p99), median(p32), median(p32_p99));
+    let (p1, p1_p99, p32, p32_p99) = (nan(p1), nan(p1_p99), nan(p32), nan(p32_p99));
+    eprintln!("  1 client {p1:.0}/s, 32 clients {p32:.0}/s");
 
     eprintln!("backfill and live, 1 peer…");
     let mut b1 = Vec::new();
     let mut live1 = Vec::new();
-    for rep in 0..reps {
+    for rep in 0..if only.has("backfill") { reps } else { 0 } {
         let f = fan_out(s, 1, rep == 0).await?;
+        eprintln!("  backfill {:.0}/s", f.backfill_per_peer[0]);
         b1.push(f.backfill_per_peer[0]);
         if rep == 0 {
             live1 = f.live;
         }
     }
-    let b1 = median(b1);
+    let b1 = nan(b1);
     eprintln!("backfill and live, 8 peers…");
-    let f8 = fan_out(s, 8, true).await?;
+    let f8 = if only.has("fanout") {
+        fan_out(s, 8, true).await?
+    } else {
+        FanOut {
+            backfill_per_peer: vec![f64::NAN],
+            live: Vec::new(),
+        }
+    };
     let b8 = median(f8.backfill_per_peer.clone());
-    let b8_min = f8.backfill_per_peer.iter().cloned().fold(f64::MAX, f64::min);
+    let b8_min = f8
+        .backfill_per_peer
+        .iter()
+        .cloned()
+        .fold(f64::NAN, f64::min);
     eprintln!("memory…");
-    let mem = memory(s).await?;
+    let mem = if only.has("memory") {
+        memory(s).await?
+    } else {
+        Memory {
+            backfill_peak_mib: f64::NAN,
+            idle_mib: f64::NAN,
+            idle_records: 0,
+        }
+    };
 
     println!();
     println!("| measure | result | ratio | target |");
     println!("|---|---|---|---|");
-    row("ceiling: sled ingest, 1 KiB, flush per 1000", format!("{ingest:.0} rec/s"), "1.00".into(), "");
-    row("ceiling: sled insert-then-flush, 1 writer", format!("{single:.0} rec/s"), "1.00".into(), "");
-    row("ceiling: tonic mTLS stream, 100 × 1 KiB/msg", format!("{stream:.0} rec/s"), "1.00".into(), "");
-    row("ceiling: raw mTLS byte stream", format!("{bytes:.0} MB/s"), "1.00".into(), "");
+    row(
+        "ceiling: sled ingest, 1 KiB, flush per 1000",
+        format!("{ingest:.0} rec/s"),
+        "1.00".into(),
+        "",
+    );
+    row(
+        "ceiling: sled insert-then-flush, 1 writer",
+        format!("{single:.0} rec/s"),
+        "1.00".into(),
+        "",
+    );
+    row(
+        "ceiling: tonic mTLS stream, 100 × 1 KiB/msg",
+        format!("{stream:.0} rec/s"),
+        "1.00".into(),
+        "",
+    );
+    row(
+        "ceiling: raw mTLS byte stream",
+        format!("{bytes:.0} MB/s"),
+        "1.00".into(),
+        "",
+    );
     row(
         &format!("backfill {} × 1 KiB, 1 peer", s.backfill),
         format!("{b1:.0} rec/s"),
@@ -711,7 +794,10 @@ async fn run(s: Sizes) -> Res<()> {
         "≥ 0.7",
     );
     row(
-        &format!("backfill {} × 1 KiB, 8 peers (median / slowest peer)", s.backfill),
+        &format!(
+            "backfill {} × 1 KiB, 8 peers (median / slowest peer)",
+            s.backfill
+        ),
         format!("{b8:.0} / {b8_min:.0} rec/s per peer"),
         format!("{:.2} × 1-peer", b8_min / b1),
         "≥ 0.5",
@@ -721,7 +807,10 @@ async fn run(s: Sizes) -> Res<()> {
         ("live write→peer, 8 peers", &f8.live, "", "≤ 20 ms"),
     ] {
         row(
-            &format!("{name} ({} writes at {}/s): p50 / p99 / max", s.live, s.live_rate),
+            &format!(
+                "{name} ({} writes at {}/s): p50 / p99 / max",
+                s.live, s.live_rate
+            ),
             format!(
                 "{} / {} / {}",
                 ms(percentile(lat, 0.5)),
@@ -745,7 +834,10 @@ async fn run(s: Sizes) -> Res<()> {
         "≥ 3",
     );
     row(
-        &format!("peak RSS of the origin through the {}-record backfill", s.backfill),
+        &format!(
+            "peak RSS of the origin through the {}-record backfill",
+            s.backfill
+        ),
         format!("{:.0} MiB", mem.backfill_peak_mib),
         String::new(),
         "≤ 200 MiB",
@@ -764,15 +856,24 @@ async fn run(s: Sizes) -> Res<()> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
+    let only = Only(
+        args.iter()
+            .position(|a| a == "--only")
+            .and_then(|i| args.get(i + 1))
+            .map(|v| v.split(',').map(str::to_owned).collect()),
+    );
     let sizes = if quick { QUICK } else { FULL };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("runtime: {e}");
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(run(sizes)) {
+    if let Err(e) = runtime.block_on(run(sizes, only)) {
         eprintln!("benchmark failed: {e}");
         std::process::exit(1);
     }

@@ -203,6 +203,7 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
     let (incoming, accept_loop) = transport::incoming(
         listener,
         tls,
+        trust.clone(),
         transport::AcceptOptions {
             handshake_timeout: Duration::from_secs(config.server.handshake_timeout_secs),
             max_connections: config.server.max_connections,

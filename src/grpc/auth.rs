@@ -13,21 +13,21 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use rustls_pki_types::CertificateDer;
 use tonic::Status;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
 use crate::domain::Role;
 use crate::identity::Caller;
-use crate::identity::tls::TrustStore;
+use crate::identity::tls::{Admission, TrustStore};
 
 /// What the transport knows about a connection.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub remote: SocketAddr,
-    /// The client's verified leaf certificate.
-    pub leaf: Arc<CertificateDer<'static>>,
+    /// Who the verified client certificate belongs to, decided once at the
+    /// handshake.
+    pub admission: Arc<Admission>,
 }
 
 /// Which callers may use which service. The one place roles are checked.
@@ -107,10 +107,11 @@ fn authorize<B>(trust: &TrustStore, req: &http::Request<B>) -> Result<Caller, St
         .extensions()
         .get::<ConnInfo>()
         .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
-    let caller = trust.classify(&info.leaf).map_err(|e| {
+    trust.recheck(&info.admission).map_err(|e| {
         tracing::warn!(remote = %info.remote, reason = %e, "refused call");
         Status::permission_denied(format!("certificate refused: {e}"))
     })?;
+    let caller = info.admission.caller.clone();
     let path = req.uri().path();
     if !allowed(&caller, path) {
         tracing::warn!(remote = %info.remote, %caller, path, "call not permitted");

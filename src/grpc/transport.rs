@@ -25,6 +25,7 @@ use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint};
 
 use super::auth::ConnInfo;
+use crate::identity::tls::TrustStore;
 
 /// An accepted, authenticated connection.
 pub struct TlsConn {
@@ -93,6 +94,7 @@ pub struct AcceptOptions {
 pub fn incoming(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
+    trust: Arc<TrustStore>,
     options: AcceptOptions,
 ) -> (
     ReceiverStream<Result<TlsConn, io::Error>>,
@@ -124,10 +126,11 @@ pub fn incoming(
                 }
             };
             let acceptor = acceptor.clone();
+            let trust = trust.clone();
             let tx = tx.clone();
             let timeout = options.handshake_timeout;
             tokio::spawn(async move {
-                match handshake(acceptor, tcp, remote, timeout).await {
+                match handshake(acceptor, &trust, tcp, remote, timeout).await {
                     Ok((inner, info)) => {
                         let conn = TlsConn {
                             inner,
@@ -147,6 +150,7 @@ pub fn incoming(
 
 async fn handshake(
     acceptor: TlsAcceptor,
+    trust: &TrustStore,
     tcp: TcpStream,
     remote: SocketAddr,
     timeout: Duration,
@@ -162,11 +166,16 @@ async fn handshake(
         .and_then(|c| c.first())
         .map(|c| c.clone().into_owned())
         .ok_or_else(|| io::Error::new(io::ErrorKind::PermissionDenied, "no client certificate"))?;
+    // The verifier accepted this certificate a moment ago; classify it once
+    // here so that calls only need a cheap re-check.
+    let admission = trust
+        .admit(&leaf)
+        .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()))?;
     Ok((
         stream,
         ConnInfo {
             remote,
-            leaf: Arc::new(leaf),
+            admission: Arc::new(admission),
         },
     ))
 }

@@ -35,6 +35,13 @@ pub struct IssuedUser {
     pub revoked: bool,
 }
 
+/// A caller admitted at the handshake, and the CA that vouched for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    pub caller: Caller,
+    pub ca: Fingerprint,
+}
+
 /// An office CA that a node trusts.
 #[derive(Clone)]
 struct TrustedCa {
@@ -158,12 +165,58 @@ impl TrustStore {
     }
 
     /// Decides who the holder of a chain-verified client certificate is, or
-    /// why it is refused. Called during the handshake and again on every
-    /// call, so a revocation or an unpinned peer takes effect at once.
+    /// why it is refused. Called once per connection, during the handshake;
+    /// each call then only needs [`TrustStore::recheck`].
     pub fn classify(&self, leaf: &CertificateDer<'_>) -> Result<Caller, IdentityError> {
+        self.admit(leaf).map(|a| a.caller)
+    }
+
+    /// [`TrustStore::classify`], keeping which CA admitted the certificate.
+    pub fn admit(&self, leaf: &CertificateDer<'_>) -> Result<Admission, IdentityError> {
         let snap = self.snapshot();
-        let identity = CertIdentity::of_cert(leaf)?;
         let issuer = issuing_ca(&snap, leaf)?;
+        let ca = Fingerprint::of(&issuer.der);
+        let caller = Self::classify_in(&snap, issuer, leaf)?;
+        Ok(Admission { caller, ca })
+    }
+
+    /// Checks, cheaply and on every call, that an admitted caller still may
+    /// connect: a local user not revoked since, a peer still pinned with the
+    /// same CA.
+    pub fn recheck(&self, a: &Admission) -> Result<(), IdentityError> {
+        let snap = self.snapshot();
+        match &a.caller {
+            Caller::Local { name, .. } => match snap.users.get(a.caller.fingerprint()) {
+                Some(u) if !u.revoked && Fingerprint::of(&snap.own.der) == a.ca => Ok(()),
+                Some(u) if u.revoked => Err(IdentityError::Verify(format!(
+                    "the certificate of user {name} has been revoked"
+                ))),
+                _ => Err(IdentityError::Verify(format!(
+                    "user {name} is no longer known"
+                ))),
+            },
+            Caller::PeerNode { office, .. } => {
+                if snap
+                    .peers
+                    .iter()
+                    .any(|p| &p.office == office && Fingerprint::of(&p.der) == a.ca)
+                {
+                    Ok(())
+                } else {
+                    Err(IdentityError::Verify(format!(
+                        "office {office} is no longer a pinned peer"
+                    )))
+                }
+            }
+        }
+    }
+
+    fn classify_in(
+        snap: &Snapshot,
+        issuer: &TrustedCa,
+        leaf: &CertificateDer<'_>,
+    ) -> Result<Caller, IdentityError> {
+        let identity = CertIdentity::of_cert(leaf)?;
         if identity.office() != &issuer.office {
             return Err(IdentityError::Verify(format!(
                 "certificate names office {} but was issued by the CA of {}",

@@ -357,6 +357,7 @@ async fn versions_with_a_broken_signature_or_another_origin_are_rejected() {
     let (incoming, _accept) = transport::incoming(
         listener,
         Arc::new(tls),
+        trust.clone(),
         transport::AcceptOptions {
             handshake_timeout: Duration::from_secs(5),
             max_connections: 16,
