@@ -267,6 +267,8 @@ async fn tls_bytes(pki: &Pki, total: usize) -> Res<f64> {
             got += n;
         }
         tls.write_all(b"k").await?;
+        tls.flush().await?;
+        tls.shutdown().await?;
         Ok::<usize, std::io::Error>(got)
     });
     let tcp = tokio::net::TcpStream::connect(addr).await?;
