@@ -22,6 +22,17 @@ pub struct AdminApi {
     pub ca_pem: String,
 }
 
+impl AdminApi {
+    fn peer_list(&self) -> Result<Vec<pb::Peer>, Status> {
+        Ok(self
+            .sharing
+            .peers()?
+            .iter()
+            .map(convert::peer_view)
+            .collect())
+    }
+}
+
 #[tonic::async_trait]
 impl Admin for AdminApi {
     async fn issue_user(
@@ -79,12 +90,7 @@ impl Admin for AdminApi {
             records,
             versions,
             software_version: env!("CARGO_PKG_VERSION").to_owned(),
-            peers: self
-                .sharing
-                .peers()?
-                .iter()
-                .map(convert::peer_view)
-                .collect(),
+            peers: self.peer_list()?,
         }))
     }
 
@@ -136,12 +142,7 @@ impl Admin for AdminApi {
         _req: Request<pb::ListPeersRequest>,
     ) -> Result<Response<pb::ListPeersResponse>, Status> {
         Ok(Response::new(pb::ListPeersResponse {
-            peers: self
-                .sharing
-                .peers()?
-                .iter()
-                .map(convert::peer_view)
-                .collect(),
+            peers: self.peer_list()?,
         }))
     }
 

@@ -297,6 +297,13 @@ impl Store {
         Ok(())
     }
 
+    /// Sets how far `peer` got, backwards too (after it lost its state).
+    pub fn reset_acked(&self, peer: &OfficeId, seq: u64) -> Result<()> {
+        self.office_acked
+            .insert(peer.as_str(), &seq.to_be_bytes())?;
+        Ok(())
+    }
+
     fn gc_outbox(&self, peer: &OfficeId, upto: u64) -> Result<()> {
         let lower = outbox_key(peer, 0);
         let upper = outbox_key(peer, upto);

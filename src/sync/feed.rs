@@ -83,8 +83,16 @@ pub async fn serve(
         // The peer lost state it had acknowledged (it re-pinned us, or was
         // restored from a backup): queue everything it may see again.
         tracing::warn!(%peer, after = start.after_seq, acked, "peer restarted its feed; re-queuing its grants");
-        if let Err(e) = ctx.sharing.requeue(&peer).await {
-            tracing::error!(%peer, error = %e, "re-queuing failed");
+        // Re-queuing holds local writes back, so it happens once per loss of
+        // state: the acknowledged position restarts from the peer's, and a
+        // peer reconnecting with the same low checkpoint triggers nothing.
+        match ctx.sharing.requeue(&peer).await {
+            Ok(()) => {
+                if let Err(e) = ctx.store.reset_acked(&peer, start.after_seq) {
+                    tracing::error!(%peer, error = %e, "resetting the acknowledged position failed");
+                }
+            }
+            Err(e) => tracing::error!(%peer, error = %e, "re-queuing failed"),
         }
     }
     let mut cursor = start.after_seq;
