@@ -116,6 +116,43 @@ async fn pull_once(
         s.last_error.clear();
     });
     tracing::info!(peer = %peer.office, checkpoint, "pulling");
+    // Two stages: receiving starts each batch's signature checks as it
+    // arrives, applying takes the batches in order. Checking the next batch
+    // thus overlaps applying and committing this one.
+    let (ready_tx, ready_rx) = mpsc::channel::<Received>(PIPELINE_DEPTH);
+    let receiving = receive(&mut down, verifier, ready_tx, status, backoff);
+    let applying = apply_in_order(ctx, peer, ready_rx, &up);
+    tokio::pin!(receiving, applying);
+    tokio::select! {
+        r = &mut applying => r,
+        r = &mut receiving => {
+            // The stream is over; what already arrived is still applied.
+            let applied = applying.await;
+            applied.and(r)
+        }
+    }
+}
+
+/// Batches whose checks may run ahead of the one being applied.
+const PIPELINE_DEPTH: usize = 2;
+
+type Verification = tokio::task::JoinHandle<Vec<Result<SignedVersion, String>>>;
+
+/// A message from the origin, handed from receiving to applying in order.
+enum Received {
+    Batch(pb::Batch, Verification),
+    AckStored(String),
+    Heartbeat,
+}
+
+/// Reads the stream until it ends, starting verification of each batch.
+async fn receive(
+    down: &mut tonic::Streaming<pb::PullDown>,
+    verifier: OfficeVerifier,
+    ready: mpsc::Sender<Received>,
+    status: &Status,
+    backoff: &mut Backoff,
+) -> Result<(), String> {
     loop {
         let msg = match tokio::time::timeout(HEARTBEAT * 3, down.message()).await {
             Err(_) => return Err("no message or heartbeat for three intervals".into()),
@@ -125,52 +162,79 @@ async fn pull_once(
         };
         update(status, |s| s.last_contact_ms = now_ms());
         backoff.reset();
-        match msg.kind {
+        let next = match msg.kind {
             Some(pull_down::Kind::Batch(batch)) => {
-                let acks = apply(ctx, peer, &verifier, batch).await?;
-                for ack in acks {
+                // Signature checks dominate the cost of a backfill: run them
+                // on every core, off the async workers.
+                let signed: Vec<(Bytes, Bytes)> = batch
+                    .entries
+                    .iter()
+                    .filter_map(|e| match &e.kind {
+                        Some(feed_entry::Kind::Version(v)) => {
+                            Some((v.canonical.clone(), v.signature.clone()))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                let checker = verifier.clone();
+                let task = tokio::task::spawn_blocking(move || verify_all(&checker, signed));
+                Received::Batch(batch, task)
+            }
+            Some(pull_down::Kind::PurgeAckStored(s)) => Received::AckStored(s.grant_id),
+            Some(pull_down::Kind::Heartbeat(_)) | None => Received::Heartbeat,
+        };
+        if ready.send(next).await.is_err() {
+            return Err("applying stopped".into());
+        }
+    }
+}
+
+/// Applies what `receive` hands over, in order; after each batch is
+/// durable, acknowledges it and sends the purge acknowledgements it signed.
+async fn apply_in_order(
+    ctx: &SyncContext,
+    peer: &Peer,
+    mut ready: mpsc::Receiver<Received>,
+    up: &mpsc::Sender<pb::PullUp>,
+) -> Result<(), String> {
+    let send = |kind| pb::PullUp { kind: Some(kind) };
+    while let Some(next) = ready.recv().await {
+        match next {
+            Received::Batch(batch, verification) => {
+                let verified = verification
+                    .await
+                    .map_err(|e| format!("verification task failed: {e}"))?;
+                for ack in apply(ctx, peer, batch, verified).await? {
                     let _ = up
                         .send(send(pull_up::Kind::PurgeAck(purge_ack_to_pb(&ack))))
                         .await;
                 }
             }
-            Some(pull_down::Kind::PurgeAckStored(s)) => {
+            Received::AckStored(grant) => {
                 ctx.store
-                    .mark_ack_delivered(&s.grant_id)
+                    .mark_ack_delivered(&grant)
                     .map_err(|e| e.to_string())?;
             }
-            Some(pull_down::Kind::Heartbeat(_)) | None => {}
+            Received::Heartbeat => {}
         }
+        // Everything applied so far is committed: the origin may forget it.
         if let Ok(seq) = ctx.store.checkpoint(&peer.office) {
             let _ = up.try_send(send(pull_up::Kind::Ack(pb::Ack { seq })));
         }
     }
+    Ok(())
 }
 
-/// Verifies and applies one batch; returns purge acknowledgements signed
-/// for grants it closed.
+/// Applies one batch whose versions were checked (`verified`, in the order
+/// they appear); returns purge acknowledgements signed for grants it closed.
 async fn apply(
     ctx: &SyncContext,
     peer: &Peer,
-    verifier: &OfficeVerifier,
     batch: pb::Batch,
+    verified: Vec<Result<SignedVersion, String>>,
 ) -> Result<Vec<PurgeAck>, String> {
     let now = now_ms();
-    // Signature checks dominate the cost of a backfill: run them on every
-    // core, off the async workers.
-    let signed: Vec<(Bytes, Bytes)> = batch
-        .entries
-        .iter()
-        .filter_map(|e| match &e.kind {
-            Some(feed_entry::Kind::Version(v)) => Some((v.canonical.clone(), v.signature.clone())),
-            _ => None,
-        })
-        .collect();
-    let checker = verifier.clone();
-    let mut verified = tokio::task::spawn_blocking(move || verify_all(&checker, signed))
-        .await
-        .map_err(|e| format!("verification task failed: {e}"))?
-        .into_iter();
+    let mut verified = verified.into_iter();
     let mut items = Vec::with_capacity(batch.entries.len());
     let mut acks = Vec::new();
     let mut rejected = 0usize;
