@@ -36,6 +36,50 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub server: ServerConfig,
+    #[serde(default)]
+    pub blobs: BlobConfig,
+}
+
+/// `[blobs]`: attached files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlobConfig {
+    /// Largest file accepted by `PutBlob`, in bytes. Default 64 GiB.
+    pub max_blob_bytes: u64,
+    /// How long an uploaded file that no record references is kept.
+    /// Default 24 hours.
+    #[serde(with = "humantime_serde_compat")]
+    pub unreferenced_grace: std::time::Duration,
+    /// Files fetched from peers at once. Default 3.
+    pub fetch_concurrency: usize,
+    /// Cap on the bytes per second all fetches together take; 0 for none.
+    pub fetch_bytes_per_sec: u64,
+}
+
+impl Default for BlobConfig {
+    fn default() -> Self {
+        Self {
+            max_blob_bytes: 64 << 30,
+            unreferenced_grace: std::time::Duration::from_secs(24 * 3600),
+            fetch_concurrency: 3,
+            fetch_bytes_per_sec: 0,
+        }
+    }
+}
+
+/// Durations in `casemesh.toml` are written like `24h` or `90s`.
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// `[store]`: the embedded database.
@@ -82,6 +126,7 @@ impl Config {
             store: StoreConfig::default(),
             limits: Limits::default(),
             server: ServerConfig::default(),
+            blobs: BlobConfig::default(),
         }
     }
 
@@ -107,6 +152,9 @@ impl Config {
         }
         if cfg.server.handshake_timeout_secs == 0 {
             return Err("server.handshake_timeout_secs must be at least 1".into());
+        }
+        if cfg.blobs.fetch_concurrency == 0 {
+            return Err("blobs.fetch_concurrency must be at least 1".into());
         }
         if cfg.server.max_connections == 0 {
             return Err("server.max_connections must be at least 1".into());

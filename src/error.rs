@@ -42,6 +42,8 @@ pub enum Error {
     AlreadyExists(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("the file is larger than this node's limit of {limit} bytes (blobs.max_blob_bytes)")]
+    BlobTooLarge { limit: u64 },
     #[error("storage failure: {0}")]
     Store(StoreError),
     #[error(transparent)]
@@ -52,6 +54,7 @@ impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::UserExists(name) => Error::UserExists(name),
+            e @ StoreError::MissingBlob { .. } => Error::FailedPrecondition(e.to_string()),
             other => Error::Store(other),
         }
     }

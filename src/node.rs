@@ -23,8 +23,11 @@ use crate::grpc::server_replication::ReplicationApi;
 use crate::grpc::{pb, transport};
 use crate::identity::OfficeCa;
 use crate::identity::tls::{PemIdentity, TrustStore, server_config};
-use crate::service::{PeerRuntime, RecordService, Sharing, UserService, users::issued_users};
+use crate::service::{
+    BlobService, PeerRuntime, RecordService, Sharing, UserService, users::issued_users,
+};
 use crate::store::{Store, StoreOptions};
+use crate::sync::fetch::{self, Transfers};
 use crate::sync::{Replicator, SyncContext};
 
 /// Why a node could not start or stop cleanly.
@@ -162,10 +165,22 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
     // Requests: room for the largest body plus the rest of a record.
     // Replies: a List page or a History of metadata can be larger.
     let max_request = config.limits.max_body_bytes + 1024 * 1024;
-    let records_api = RecordsServer::new(RecordsApi { service: records })
+    let blobs = Arc::new(BlobService::new(
+        store.clone(),
+        sharing.clone(),
+        config.blobs.clone(),
+    ));
+    let transfers = Arc::new(Transfers::default());
+    let records_api = RecordsServer::new(RecordsApi {
+        service: records,
+        blobs: blobs.clone(),
+    })
         .max_decoding_message_size(max_request)
         .max_encoding_message_size(max_request + 64 * 1024 * 1024);
-    let replication_api = ReplicationServer::new(ReplicationApi { ctx: sync_ctx })
+    let replication_api = ReplicationServer::new(ReplicationApi {
+        ctx: sync_ctx.clone(),
+        blobs,
+    })
         .max_decoding_message_size(crate::sync::MAX_MESSAGE)
         .max_encoding_message_size(crate::sync::MAX_MESSAGE);
     let admin_api = AdminServer::new(AdminApi {
@@ -175,6 +190,7 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         office: office.to_string(),
         fingerprint: ca.fingerprint(),
         ca_pem: ca.cert_pem.clone(),
+        transfers: transfers.clone(),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -223,6 +239,13 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
     tracing::info!(%office, %addr, fingerprint = %ca.fingerprint(), "node serving");
     replicator.start_all()?;
     let expiry = tokio::spawn(crate::sync::run_expiry(sharing, shutdown_rx.clone()));
+    let fetcher = tokio::spawn(fetch::run_fetcher(
+        sync_ctx.clone(),
+        transfers,
+        config.blobs.clone(),
+        shutdown_rx.clone(),
+    ));
+    let sweeper = tokio::spawn(fetch::run_sweeper(sync_ctx, shutdown_rx.clone()));
     let mut stop = shutdown_rx;
     let task = tokio::spawn(async move {
         let served = router
@@ -233,6 +256,8 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         replicator.stop_all().await;
         replicator.context().join_feeds().await;
         let _ = expiry.await;
+        let _ = fetcher.await;
+        let _ = sweeper.await;
         drop(runtime);
         drop(replicator);
         // The listener is closed once the accept loop has ended, so the

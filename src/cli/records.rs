@@ -215,6 +215,7 @@ async fn put(a: PutArgs) -> Result<()> {
             body: body.into(),
             content_type,
             labels: a.labels.into_iter().collect(),
+            attachments: Vec::new(),
         })
         .await?
         .into_inner();

@@ -23,6 +23,8 @@ pub struct Limits {
     pub max_title_bytes: usize,
     /// Longest content type, in bytes. Default 255.
     pub max_content_type_bytes: usize,
+    /// Most attachments on one record version. Default 64.
+    pub max_attachments: usize,
 }
 
 impl Default for Limits {
@@ -36,6 +38,7 @@ impl Default for Limits {
             max_kind_bytes: 64,
             max_title_bytes: 1024,
             max_content_type_bytes: 255,
+            max_attachments: 64,
         }
     }
 }
@@ -58,6 +61,8 @@ pub enum LimitError {
         actual: usize,
         limit: usize,
     },
+    #[error("{actual} attachments given; the limit is {limit}")]
+    TooManyAttachments { actual: usize, limit: usize },
     #[error("{0} must not be empty")]
     Empty(&'static str),
     #[error("{0} must not contain control characters")]

@@ -4,6 +4,7 @@
 //!
 //! Pure code: nothing here does I/O, talks to sled, or knows about gRPC.
 
+pub mod blob;
 pub mod codec;
 pub mod ids;
 pub mod limits;
@@ -11,6 +12,7 @@ pub mod record;
 pub mod role;
 pub mod sharing;
 
+pub use blob::{Attachment, BlobHash};
 pub use ids::{IdError, OfficeId, RecordId, UserName};
 pub use limits::{LimitError, Limits};
 pub use record::{Draft, RecordVersion, SignedVersion};

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use super::blob::{Attachment, BlobHash};
 use super::codec::{DecodeError, Reader, Writer};
 use super::ids::{OfficeId, RecordId};
 use super::limits::{LimitError, Limits};
@@ -23,6 +24,9 @@ pub struct Draft {
     pub content_type: String,
     pub labels: BTreeMap<String, String>,
     pub body: Bytes,
+    /// Files already uploaded (sizes as stored); the service checks each is
+    /// present.
+    pub attachments: Vec<Attachment>,
 }
 
 /// Content type used when a writer gives none.
@@ -65,6 +69,15 @@ impl Draft {
             Limits::check_text("label value", v, limits.max_label_value_bytes, false)
                 .map_err(|e| relabel(e, format!("value of label {:?}", truncate(k))))?;
         }
+        if self.attachments.len() > limits.max_attachments {
+            return Err(LimitError::TooManyAttachments {
+                actual: self.attachments.len(),
+                limit: limits.max_attachments,
+            });
+        }
+        for a in &self.attachments {
+            a.check_shape()?;
+        }
         Ok(())
     }
 }
@@ -99,20 +112,33 @@ pub struct RecordVersion {
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
     pub deleted: bool,
+    /// Files attached to this version; empty on a tombstone.
+    pub attachments: Vec<Attachment>,
 }
 
 /// Leading bytes of the canonical encoding, version 1. A later layout gets
 /// a new tag; decoders keep accepting every earlier one.
 const CANONICAL_V1: &[u8; 20] = b"casemesh.record.v1\0\0";
+/// Version 2: version 1 followed by the attachments. Used exactly when a
+/// version has attachments, so versions without any keep their v1 bytes.
+const CANONICAL_V2: &[u8; 20] = b"casemesh.record.v2\0\0";
 
 impl RecordVersion {
     /// The canonical encoding: the exact bytes that the digest and signature
     /// cover. Fields in a fixed order, integers big-endian, strings and bytes
-    /// length-prefixed (u32), labels sorted by key.
+    /// length-prefixed (u32), labels sorted by key; with attachments (tag
+    /// v2), then their count (u32) and each one's hash (32 raw bytes), size,
+    /// file name and media type, in the writer's order.
     pub fn canonical(&self) -> Vec<u8> {
         let labels_len: usize = self.labels.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
-        let mut w = Writer::with_capacity(256 + self.body.len() + labels_len);
-        w.raw(CANONICAL_V1)
+        let attachments_len = self.attachments.len() * 128;
+        let mut w = Writer::with_capacity(256 + self.body.len() + labels_len + attachments_len);
+        let tag = if self.attachments.is_empty() {
+            CANONICAL_V1
+        } else {
+            CANONICAL_V2
+        };
+        w.raw(tag)
             .str(self.id.as_str())
             .u64(self.version)
             .str(self.origin.as_str())
@@ -128,6 +154,15 @@ impl RecordVersion {
             .u64(self.created_at_ms)
             .u64(self.updated_at_ms)
             .u8(u8::from(self.deleted));
+        if !self.attachments.is_empty() {
+            w.u32(self.attachments.len() as u32);
+            for a in &self.attachments {
+                w.raw(&a.hash.0)
+                    .u64(a.size)
+                    .str(&a.file_name)
+                    .str(&a.media_type);
+            }
+        }
         w.finish()
     }
 
@@ -135,9 +170,11 @@ impl RecordVersion {
     pub fn from_canonical(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let tag = r.raw(CANONICAL_V1.len())?;
-        if tag != CANONICAL_V1 {
-            return Err(DecodeError::UnknownVersion(tag.to_vec()));
-        }
+        let with_attachments = match tag {
+            t if t == CANONICAL_V1 => false,
+            t if t == CANONICAL_V2 => true,
+            t => return Err(DecodeError::UnknownVersion(t.to_vec())),
+        };
         let invalid = |field: &'static str, reason: String| DecodeError::Invalid { field, reason };
         let id = RecordId::parse(r.str("id")?).map_err(|e| invalid("id", e.to_string()))?;
         let version = r.u64()?;
@@ -170,6 +207,24 @@ impl RecordVersion {
             1 => true,
             b => return Err(invalid("deleted", format!("flag byte {b}"))),
         };
+        let mut attachments = Vec::new();
+        if with_attachments {
+            let n = r.u32()?;
+            if n == 0 {
+                // One content, one encoding: no attachments is v1.
+                return Err(invalid("attachments", "v2 with no attachments".into()));
+            }
+            for _ in 0..n {
+                let hash = BlobHash::from_slice(r.raw(32)?)
+                    .map_err(|e| invalid("attachment hash", e.to_string()))?;
+                attachments.push(Attachment {
+                    hash,
+                    size: r.u64()?,
+                    file_name: r.str("attachment file_name")?.to_owned(),
+                    media_type: r.str("attachment media_type")?.to_owned(),
+                });
+            }
+        }
         r.finish()?;
         Ok(Self {
             id,
@@ -184,6 +239,7 @@ impl RecordVersion {
             created_at_ms,
             updated_at_ms,
             deleted,
+            attachments,
         })
     }
 }
@@ -212,6 +268,15 @@ impl RecordVersion {
         for (k, v) in &self.labels {
             Limits::check_text("label key", k, TEXT, true)?;
             Limits::check_text("label value", v, TEXT, false)?;
+        }
+        if self.deleted && !self.attachments.is_empty() {
+            return Err(LimitError::TooManyAttachments {
+                actual: self.attachments.len(),
+                limit: 0,
+            });
+        }
+        for a in &self.attachments {
+            a.check_shape()?;
         }
         Ok(())
     }
@@ -270,7 +335,48 @@ mod tests {
             created_at_ms: 1_790_000_000_000,
             updated_at_ms: 1_790_000_060_000,
             deleted: false,
+            attachments: Vec::new(),
         }
+    }
+
+    fn with_attachment() -> RecordVersion {
+        let mut v = sample();
+        v.attachments.push(Attachment {
+            hash: BlobHash::of(b"bodycam footage"),
+            size: 15,
+            file_name: "bodycam-0412.mp4".into(),
+            media_type: "video/mp4".into(),
+        });
+        v
+    }
+
+    #[test]
+    fn attachments_round_trip_under_tag_v2() {
+        let v = with_attachment();
+        let bytes = v.canonical();
+        assert_eq!(&bytes[..CANONICAL_V2.len()], CANONICAL_V2);
+        assert_eq!(RecordVersion::from_canonical(&bytes).unwrap(), v);
+        for cut in 0..bytes.len() {
+            assert!(RecordVersion::from_canonical(&bytes[..cut]).is_err());
+        }
+    }
+
+    /// Frozen bytes of canonical encoding v2, as for v1.
+    #[test]
+    fn canonical_v2_bytes_are_frozen() {
+        let digest = hex::encode(sha256(&with_attachment().canonical()));
+        assert_eq!(
+            digest,
+            "459a24822d3e73ed50983cdaeaf618b42dbafe306ef6ad8161d0138a652db28a"
+        );
+    }
+
+    #[test]
+    fn v2_without_attachments_is_refused() {
+        let mut bytes = sample().canonical();
+        bytes[..CANONICAL_V2.len()].copy_from_slice(CANONICAL_V2);
+        bytes.extend_from_slice(&0u32.to_be_bytes());
+        assert!(RecordVersion::from_canonical(&bytes).is_err());
     }
 
     #[test]

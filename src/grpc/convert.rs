@@ -4,7 +4,7 @@
 use tonic::Status;
 
 use super::pb;
-use crate::domain::{RecordId, Role, SignedVersion};
+use crate::domain::{Attachment, BlobHash, RecordId, Role, SignedVersion};
 use crate::store::UserEntry;
 
 /// Whether a converted record carries its body.
@@ -39,7 +39,34 @@ pub fn record(v: &SignedVersion, body: Body) -> pb::Record {
         deleted: r.deleted,
         digest: bytes::Bytes::copy_from_slice(&v.digest),
         signature: v.signature.clone(),
+        attachments: r.attachments.iter().map(attachment_to_pb).collect(),
     }
+}
+
+/// An attachment as listed in a record; its state is filled in by the
+/// caller, which knows what the node holds.
+pub fn attachment_to_pb(a: &Attachment) -> pb::Attachment {
+    pb::Attachment {
+        hash: bytes::Bytes::copy_from_slice(&a.hash.0),
+        size: a.size,
+        file_name: a.file_name.clone(),
+        media_type: a.media_type.clone(),
+        state: pb::AttachmentState::Unspecified as i32,
+        bytes_present: 0,
+    }
+}
+
+pub fn attachment_from_pb(a: pb::Attachment) -> Result<Attachment, Status> {
+    Ok(Attachment {
+        hash: blob_hash(&a.hash)?,
+        size: a.size,
+        file_name: a.file_name,
+        media_type: a.media_type,
+    })
+}
+
+pub fn blob_hash(bytes: &[u8]) -> Result<BlobHash, Status> {
+    BlobHash::from_slice(bytes).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 pub fn record_id(s: &str) -> Result<RecordId, Status> {
@@ -97,6 +124,11 @@ pub fn signed_from_pb(r: &pb::Record) -> Result<SignedVersion, Status> {
         created_at_ms: r.created_at_ms,
         updated_at_ms: r.updated_at_ms,
         deleted: r.deleted,
+        attachments: r
+            .attachments
+            .iter()
+            .map(|a| attachment_from_pb(a.clone()))
+            .collect::<Result<_, _>>()?,
     };
     let canonical = bytes::Bytes::from(record.canonical());
     SignedVersion::from_parts(canonical, r.signature.clone()).map_err(|e| bad(e.to_string()))

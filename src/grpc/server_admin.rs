@@ -20,6 +20,7 @@ pub struct AdminApi {
     pub office: String,
     pub fingerprint: Fingerprint,
     pub ca_pem: String,
+    pub transfers: Arc<crate::sync::fetch::Transfers>,
 }
 
 impl AdminApi {
@@ -84,6 +85,10 @@ impl Admin for AdminApi {
         _req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let (records, versions) = self.store.counts();
+        let (blobs, blob_bytes) = self
+            .store
+            .blob_totals()
+            .map_err(crate::error::Error::from)?;
         Ok(Response::new(pb::StatusResponse {
             office: self.office.clone(),
             fingerprint: self.fingerprint.to_string(),
@@ -91,6 +96,23 @@ impl Admin for AdminApi {
             versions,
             software_version: env!("CARGO_PKG_VERSION").to_owned(),
             peers: self.peer_list()?,
+            blobs,
+            blob_bytes,
+            transfers: self
+                .transfers
+                .view(&self.store)
+                .map_err(crate::error::Error::from)?
+                .into_iter()
+                .map(|t| pb::Transfer {
+                    hash: bytes::Bytes::copy_from_slice(&t.hash.0),
+                    origin: t.origin,
+                    size: t.size,
+                    received: t.received,
+                    resumed_from: t.resumed_from,
+                    active: t.active,
+                    last_error: t.last_error,
+                })
+                .collect(),
         }))
     }
 

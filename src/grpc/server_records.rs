@@ -1,18 +1,57 @@
 //! `casemesh.v1.Records`: translate, call [`RecordService`], translate back.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
-use tonic::{Request, Response, Status};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::caller;
 use super::convert::{self, Body};
 use super::pb::{self, records_server::Records};
 use crate::domain::{Draft, OfficeId};
-use crate::service::{PageRequest, PutCommand, RecordService};
+use crate::service::{BlobService, PageRequest, PutCommand, RecordService};
 use crate::store::ListFilter;
+use crate::store::blobs::BlobState;
 
 pub struct RecordsApi {
     pub service: Arc<RecordService>,
+    pub blobs: Arc<BlobService>,
+}
+
+pub type BlobStream = Pin<Box<dyn Stream<Item = Result<pb::BlobChunk, Status>> + Send>>;
+
+/// Turns a service blob stream into a gRPC one.
+pub fn blob_stream(
+    rx: tokio::sync::mpsc::Receiver<crate::error::Result<(u64, bytes::Bytes)>>,
+) -> BlobStream {
+    Box::pin(
+        tokio_stream::wrappers::ReceiverStream::new(rx).map(|piece| {
+            piece
+                .map(|(offset, data)| pb::BlobChunk { offset, data })
+                .map_err(Status::from)
+        }),
+    )
+}
+
+impl RecordsApi {
+    /// A record with each attachment's state on this node.
+    fn with_states(&self, mut r: pb::Record) -> Result<pb::Record, Status> {
+        for a in &mut r.attachments {
+            let hash = convert::blob_hash(&a.hash)?;
+            match self.blobs.state(&hash)? {
+                BlobState::Present => {
+                    a.state = pb::AttachmentState::Present as i32;
+                    a.bytes_present = a.size;
+                }
+                BlobState::Pending { received } => {
+                    a.state = pb::AttachmentState::Pending as i32;
+                    a.bytes_present = received;
+                }
+            }
+        }
+        Ok(r)
+    }
 }
 
 #[tonic::async_trait]
@@ -34,6 +73,11 @@ impl Records for RecordsApi {
                 content_type: r.content_type,
                 labels: r.labels.into_iter().collect(),
                 body: r.body,
+                attachments: r
+                    .attachments
+                    .into_iter()
+                    .map(convert::attachment_from_pb)
+                    .collect::<Result<_, _>>()?,
             },
         };
         let v = self.service.put(cmd).await?;
@@ -50,7 +94,9 @@ impl Records for RecordsApi {
         let r = req.into_inner();
         let id = convert::record_id(&r.id)?;
         let v = self.service.get(&id, r.version)?;
-        Ok(Response::new(convert::record(&v, Body::Include)))
+        Ok(Response::new(
+            self.with_states(convert::record(&v, Body::Include))?,
+        ))
     }
 
     async fn history(
@@ -62,8 +108,8 @@ impl Records for RecordsApi {
         Ok(Response::new(pb::HistoryResponse {
             versions: versions
                 .iter()
-                .map(|v| convert::record(v, Body::Omit))
-                .collect(),
+                .map(|v| self.with_states(convert::record(v, Body::Omit)))
+                .collect::<Result<_, _>>()?,
         }))
     }
 
@@ -88,8 +134,8 @@ impl Records for RecordsApi {
         Ok(Response::new(pb::ListResponse {
             records: records
                 .iter()
-                .map(|v| convert::record(v, Body::Omit))
-                .collect(),
+                .map(|v| self.with_states(convert::record(v, Body::Omit)))
+                .collect::<Result<_, _>>()?,
             next_page_token,
         }))
     }
@@ -106,5 +152,39 @@ impl Records for RecordsApi {
         Ok(Response::new(pb::DeleteResponse {
             version: v.record.version,
         }))
+    }
+
+    async fn put_blob(
+        &self,
+        req: Request<Streaming<pb::PutBlobRequest>>,
+    ) -> Result<Response<pb::BlobInfo>, Status> {
+        let who = caller(&req)?;
+        let mut stream = req.into_inner();
+        // Dropped unfinished (an error, or the client going away), the
+        // upload removes what it stored.
+        let mut upload = self.blobs.begin_upload()?;
+        while let Some(msg) = stream.message().await? {
+            upload
+                .write(&msg.data)
+                .map_err(|e| Status::from(crate::error::Error::from(e)))?;
+        }
+        let (hash, size) = self.blobs.finish_upload(upload).await?;
+        tracing::info!(%who, %hash, size, "file stored");
+        Ok(Response::new(pb::BlobInfo {
+            hash: bytes::Bytes::copy_from_slice(&hash.0),
+            size,
+        }))
+    }
+
+    type GetBlobStream = BlobStream;
+
+    async fn get_blob(
+        &self,
+        req: Request<pb::GetBlobRequest>,
+    ) -> Result<Response<Self::GetBlobStream>, Status> {
+        let r = req.into_inner();
+        let hash = convert::blob_hash(&r.hash)?;
+        let range = self.blobs.open_local(hash, r.offset, r.length)?;
+        Ok(Response::new(blob_stream(self.blobs.stream(range, None))))
     }
 }

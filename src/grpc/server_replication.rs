@@ -16,6 +16,7 @@ use crate::sync::{SyncContext, feed};
 
 pub struct ReplicationApi {
     pub ctx: Arc<SyncContext>,
+    pub blobs: Arc<crate::service::BlobService>,
 }
 
 type PullStream = Pin<Box<dyn Stream<Item = Result<pb::PullDown, Status>> + Send>>;
@@ -35,5 +36,23 @@ impl Replication for ReplicationApi {
         self.ctx
             .spawn_feed(feed::serve(self.ctx.clone(), office, req.into_inner(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type FetchBlobStream = super::server_records::BlobStream;
+
+    async fn fetch_blob(
+        &self,
+        req: Request<pb::FetchBlobRequest>,
+    ) -> Result<Response<Self::FetchBlobStream>, Status> {
+        let Caller::PeerNode { office, .. } = caller(&req)? else {
+            return Err(Status::permission_denied("only peer nodes may fetch files"));
+        };
+        let r = req.into_inner();
+        let hash = super::convert::blob_hash(&r.hash)?;
+        let range = self.blobs.open_for_peer(&office, hash, r.offset)?;
+        tracing::info!(peer = %office, %hash, offset = r.offset, "serving a file");
+        Ok(Response::new(super::server_records::blob_stream(
+            self.blobs.stream(range, Some(office)),
+        )))
     }
 }

@@ -11,7 +11,9 @@ impl From<Error> for Status {
         let msg = e.to_string();
         match e {
             Error::InvalidId(_) | Error::InvalidArgument(_) => Status::invalid_argument(msg),
-            Error::Limit(LimitError::TooLarge { .. }) => Status::resource_exhausted(msg),
+            Error::Limit(LimitError::TooLarge { .. }) | Error::BlobTooLarge { .. } => {
+                Status::resource_exhausted(msg)
+            }
             Error::Limit(_) => Status::invalid_argument(msg),
             Error::RecordNotFound(_)
             | Error::VersionNotFound { .. }

@@ -114,6 +114,7 @@ mod tests {
             created_at_ms: 1,
             updated_at_ms: 1,
             deleted: false,
+            attachments: Vec::new(),
         }
     }
 

@@ -2,10 +2,12 @@
 //! Each takes already-validated domain values, talks to the store, and
 //! returns domain values or an [`Error`](crate::error::Error). No tonic here.
 
+pub mod blobs;
 pub mod records;
 pub mod sharing;
 pub mod users;
 
+pub use blobs::BlobService;
 pub use records::{PageRequest, PutCommand, RecordService};
 pub use sharing::{LinkStatus, PeerRuntime, PeerView, Sharing};
 pub use users::UserService;

@@ -75,6 +75,7 @@ impl RecordService {
     pub async fn put(&self, cmd: PutCommand) -> Result<SignedVersion> {
         cmd.draft.validate(&self.limits)?;
         let mut draft = cmd.draft;
+        super::blobs::resolve(&self.store, &mut draft.attachments)?;
         if draft.content_type.is_empty() {
             draft.content_type = crate::domain::record::DEFAULT_CONTENT_TYPE.to_owned();
         }
@@ -98,6 +99,7 @@ impl RecordService {
                     created_at_ms: prev.created_at_ms,
                     updated_at_ms: now_ms(),
                     deleted: false,
+                    attachments: draft.attachments.clone(),
                 })?
             }
         };
@@ -128,6 +130,7 @@ impl RecordService {
             created_at_ms: now,
             updated_at_ms: now,
             deleted: false,
+            attachments: draft.attachments,
         };
         let signed = OfficeSigner::new(&self.ca).sign(record)?;
         let feed = self.sharing.feed_for_write(None, &signed.record);
@@ -214,6 +217,7 @@ impl RecordService {
             created_at_ms: prev.created_at_ms,
             updated_at_ms: now_ms(),
             deleted: true,
+            attachments: Vec::new(),
         })?;
         drop(gate);
         self.store.commit().await?;

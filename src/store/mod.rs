@@ -5,6 +5,7 @@
 //! more than one tree, and group commit ([`commit`]): a write is durable when
 //! [`Store::commit`] returns, and many concurrent writers share one fsync.
 
+pub mod blobs;
 mod commit;
 pub mod encoding;
 mod records;
@@ -42,6 +43,15 @@ pub enum StoreError {
     Flush(String),
     #[error("this data directory belongs to office {found}, not {expected}")]
     WrongOffice { expected: String, found: String },
+    #[error("inconsistent store: {0}")]
+    Inconsistent(String),
+    #[error(
+        "attachment {file_name:?} ({hash}) is not stored on this node: upload it with PutBlob first"
+    )]
+    MissingBlob {
+        hash: crate::domain::BlobHash,
+        file_name: String,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -82,6 +92,20 @@ pub struct Store {
     recordid_purged: sled::Tree,
     /// grant id → purge acknowledgement we signed, and whether delivered.
     grantid_ourack: sled::Tree,
+    /// blob hash → where its chunks are ([`blobs`]).
+    blobhash_blob: sled::Tree,
+    /// storage id ‖ chunk index → bytes.
+    storage_chunk: sled::Tree,
+    /// storage id → (): uploads in progress and chunks being removed.
+    storage_doomed: sled::Tree,
+    /// blob hash → a fetch from a peer in progress.
+    blobhash_fetch: sled::Tree,
+    /// blob hash ‖ record id ‖ 0 ‖ version → (): versions listing a blob.
+    blobhash_ref: sled::Tree,
+    /// Blobs being read or written now; its lock is the blob gate.
+    blob_pins: blobs::Pins,
+    /// Wakes the tasks that fetch and remove blobs.
+    pub blob_wake: blobs::Wake,
     /// Highest outbox sequence number known to be on disk; serving streams
     /// never send past it, so a peer never holds what a crash could undo.
     watermark: tokio::sync::watch::Sender<u64>,
@@ -119,7 +143,14 @@ impl Store {
         }
         let counters = db.open_tree("counters")?;
         let durable = sharing::read_counter(&counters)?;
-        Ok(Self {
+        let store = Self {
+            blobhash_blob: db.open_tree("blobhash_blob")?,
+            storage_chunk: db.open_tree("storage_chunk")?,
+            storage_doomed: db.open_tree("storage_doomed")?,
+            blobhash_fetch: db.open_tree("blobhash_fetch")?,
+            blobhash_ref: db.open_tree("blobhash_ref")?,
+            blob_pins: Default::default(),
+            blob_wake: Default::default(),
             office_peer: db.open_tree("office_peer")?,
             grantid_grant: db.open_tree("grantid_grant")?,
             peerseq_outbox: db.open_tree("peerseq_outbox")?,
@@ -136,7 +167,9 @@ impl Store {
             username_fingerprint: db.open_tree("username_fingerprint")?,
             committer: commit::GroupCommit::start(db.clone()),
             db,
-        })
+        };
+        store.remove_doomed()?;
+        Ok(store)
     }
 
     /// Waits until everything written before this call is on disk. Concurrent

@@ -101,14 +101,18 @@ impl Store {
             collection: v.record.collection.clone(),
         };
         let head_bytes = encoding::encode_head(&new_head);
+        // References to blobs change only under the blob gate.
+        let _gate = (!v.record.attachments.is_empty()).then(|| super::blobs::gate(&self.blob_pins));
         let outcome = (
             &self.recordid_head,
             &self.recordversion_signed,
             &self.collection_recordid,
             &self.counters,
             &self.peerseq_outbox,
+            &self.blobhash_ref,
+            &self.blobhash_blob,
         )
-            .transaction(|(heads, versions, collections, counters, outbox)| {
+            .transaction(|(heads, versions, collections, counters, outbox, refs, blobs)| {
                 let old = match heads.get(id.as_str())? {
                     Some(b) => Some(encoding::decode_head(&b).map_err(|e| {
                         ConflictableTransactionError::Abort(corrupt("recordid_head")(e))
@@ -128,6 +132,7 @@ impl Store {
                     collections.remove(collection_key(&old.collection, id))?;
                 }
                 collections.insert(collection_key(&new_head.collection, id), &[])?;
+                super::blobs::add_local_refs_tx(refs, blobs, &v.record)?;
                 versions.insert(version_key(id, v.record.version), value.as_slice())?;
                 heads.insert(id.as_str(), head_bytes.as_slice())?;
                 super::sharing::push_feed(counters, outbox, feed)?;

@@ -7,6 +7,7 @@
 
 use sled::transaction::{ConflictableTransactionError, Transactional, TransactionalTree};
 
+use super::blobs;
 use super::encoding::{self, Head};
 use super::records::{collection_key, version_key};
 use super::sharing::unwrap_tx;
@@ -31,6 +32,8 @@ pub struct ApplyOutcome {
     pub applied: usize,
     pub already_held: usize,
     pub purged: usize,
+    /// Attachments this node now has to fetch from the peer.
+    pub fetches_queued: usize,
     /// Versions held here whose digest differs from the copy received; the
     /// held copy is kept.
     pub conflicts: Vec<(RecordId, u64)>,
@@ -116,11 +119,13 @@ fn read_head(heads: &TransactionalTree, id: &RecordId) -> Tx<Option<Head>> {
 
 /// Deletes every version of a replica (`keys`, found by a prefix scan
 /// beforehand), leaving a stub. Returns whether there was anything to purge.
+#[allow(clippy::too_many_arguments)]
 fn purge_in_tx(
     heads: &TransactionalTree,
     versions: &TransactionalTree,
     collections: &TransactionalTree,
     purged: &TransactionalTree,
+    refs: &TransactionalTree,
     id: &RecordId,
     keys: &[sled::IVec],
     now_ms: u64,
@@ -135,7 +140,9 @@ fn purge_in_tx(
         digest = v.digest;
     }
     for key in keys {
-        versions.remove(key.clone())?;
+        if let Some(value) = versions.remove(key.clone())? {
+            blobs::drop_refs_tx(refs, &value)?;
+        }
     }
     collections.remove(collection_key(&head.collection, id))?;
     heads.remove(id.as_str())?;
@@ -175,12 +182,22 @@ impl Store {
         now_ms: u64,
     ) -> Result<ApplyOutcome> {
         let mut revoked_keys = std::collections::HashMap::new();
+        let mut attachments = 0;
         for item in items {
-            if let ApplyItem::Revoke(id) = item {
-                revoked_keys.insert(id.clone(), self.version_keys(id)?);
+            match item {
+                ApplyItem::Revoke(id) => {
+                    revoked_keys.insert(id.clone(), self.version_keys(id)?);
+                }
+                ApplyItem::Version(v) => attachments += v.record.attachments.len(),
+                ApplyItem::Ack(_) => {}
             }
         }
-        unwrap_tx(
+        // Storage ids for fetches this batch may queue.
+        let storage_ids: Vec<u64> = (0..attachments)
+            .map(|_| self.db.generate_id())
+            .collect::<std::result::Result<_, _>>()?;
+        let gate = blobs::gate(&self.blob_pins);
+        let outcome = unwrap_tx(
             (
                 &self.recordid_head,
                 &self.recordversion_signed,
@@ -188,10 +205,14 @@ impl Store {
                 &self.recordid_purged,
                 &self.office_checkpoint,
                 &self.grantid_ourack,
+                &self.blobhash_ref,
+                &self.blobhash_blob,
+                &self.blobhash_fetch,
             )
                 .transaction(
-                    |(heads, versions, collections, purged, checkpoints, acks)| {
+                    |(heads, versions, collections, purged, checkpoints, acks, refs, blobs, fetches)| {
                         let mut out = ApplyOutcome::default();
+                        let mut fresh_ids = storage_ids.iter().copied();
                         let mut fresh: std::collections::HashMap<RecordId, Vec<sled::IVec>> =
                             std::collections::HashMap::new();
                         for item in items {
@@ -204,6 +225,14 @@ impl Store {
                                         continue;
                                     }
                                     versions.insert(key.clone(), encoding::encode_signed(v))?;
+                                    out.fetches_queued += blobs::add_replica_refs_tx(
+                                        refs,
+                                        blobs,
+                                        fetches,
+                                        &v.record,
+                                        peer,
+                                        &mut fresh_ids,
+                                    )?;
                                     fresh
                                         .entry(id.clone())
                                         .or_default()
@@ -239,6 +268,7 @@ impl Store {
                                         versions,
                                         collections,
                                         purged,
+                                        refs,
                                         id,
                                         &keys,
                                         now_ms,
@@ -255,7 +285,15 @@ impl Store {
                         Ok(out)
                     },
                 ),
-        )
+        )?;
+        drop(gate);
+        if outcome.fetches_queued > 0 {
+            self.blob_wake.fetch.notify_one();
+        }
+        if outcome.purged > 0 {
+            self.blob_wake.sweep.notify_one();
+        }
+        Ok(outcome)
     }
 
     /// Deletes every replica whose origin is `origin`, leaving stubs.
@@ -282,24 +320,37 @@ impl Store {
                 .iter()
                 .map(|id| self.version_keys(id))
                 .collect::<Result<_>>()?;
+            let _gate = blobs::gate(&self.blob_pins);
             n += unwrap_tx(
                 (
                     &self.recordid_head,
                     &self.recordversion_signed,
                     &self.collection_recordid,
                     &self.recordid_purged,
+                    &self.blobhash_ref,
                 )
-                    .transaction(|(heads, versions, collections, purged)| {
+                    .transaction(|(heads, versions, collections, purged, refs)| {
                         let mut n = 0u64;
                         for (id, keys) in chunk.iter().zip(&keys) {
-                            if purge_in_tx(heads, versions, collections, purged, id, keys, now_ms)?
-                            {
+                            if purge_in_tx(
+                                heads,
+                                versions,
+                                collections,
+                                purged,
+                                refs,
+                                id,
+                                keys,
+                                now_ms,
+                            )? {
                                 n += 1;
                             }
                         }
                         Ok(n)
                     }),
             )?;
+        }
+        if n > 0 {
+            self.blob_wake.sweep.notify_one();
         }
         Ok(n)
     }

@@ -6,6 +6,7 @@
 
 pub mod backoff;
 pub mod feed;
+pub mod fetch;
 pub mod puller;
 
 use std::collections::HashMap;

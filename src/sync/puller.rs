@@ -72,17 +72,7 @@ async fn pull_once(
 ) -> Result<(), String> {
     let verifier = OfficeVerifier::from_ca_cert(peer.office.clone(), &peer.ca_der)
         .map_err(|e| e.to_string())?;
-    let roots = [rustls_pki_types::CertificateDer::from(peer.ca_der.clone())];
-    let identity =
-        PemIdentity::from_pem(&ctx.node_cert_pem, &ctx.node_key_pem).map_err(|e| e.to_string())?;
-    let tls = client_config(&roots, identity).map_err(|e| e.to_string())?;
-    let addr = NodeAddr::parse(&peer.endpoint).map_err(|e| e.to_string())?;
-    let channel = transport::connect(&addr, Arc::new(tls))
-        .await
-        .map_err(|e| format!("{e}: {}", source_chain(&e)))?;
-    let mut client = ReplicationClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
+    let mut client = connect(ctx, peer).await?;
 
     let (up, up_rx) = mpsc::channel::<pb::PullUp>(64);
     let checkpoint = ctx
@@ -131,6 +121,25 @@ async fn pull_once(
             applied.and(r)
         }
     }
+}
+
+/// Opens a `Replication` client to `peer`, presenting this node's
+/// certificate and trusting only the peer's pinned CA.
+pub(super) async fn connect(
+    ctx: &SyncContext,
+    peer: &Peer,
+) -> Result<ReplicationClient<tonic::transport::Channel>, String> {
+    let roots = [rustls_pki_types::CertificateDer::from(peer.ca_der.clone())];
+    let identity =
+        PemIdentity::from_pem(&ctx.node_cert_pem, &ctx.node_key_pem).map_err(|e| e.to_string())?;
+    let tls = client_config(&roots, identity).map_err(|e| e.to_string())?;
+    let addr = NodeAddr::parse(&peer.endpoint).map_err(|e| e.to_string())?;
+    let channel = transport::connect(&addr, Arc::new(tls))
+        .await
+        .map_err(|e| format!("{e}: {}", source_chain(&e)))?;
+    Ok(ReplicationClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE))
 }
 
 /// Batches whose checks may run ahead of the one being applied.
@@ -375,7 +384,7 @@ fn verify(
 }
 
 /// A status for a person: code, message, and the transport's reason.
-fn status_text(s: &tonic::Status) -> String {
+pub(super) fn status_text(s: &tonic::Status) -> String {
     let chain = source_chain(s);
     if chain.is_empty() {
         format!("{:?}: {}", s.code(), s.message())

@@ -256,6 +256,7 @@ fn version(origin: &OfficeId, title: &str) -> RecordVersion {
         created_at_ms: 1,
         updated_at_ms: 1,
         deleted: false,
+        attachments: Vec::new(),
     }
 }
 

@@ -1,0 +1,214 @@
+//! Attached files: uploading, reading ranges, and who may read which.
+//!
+//! Local users may read a blob that some record on this node lists; a peer
+//! may fetch a blob only while a record shared with its office lists it, and
+//! is told the same thing for any other blob as for one that does not exist.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::config::BlobConfig;
+use crate::domain::{Attachment, BlobHash, OfficeId, now_ms};
+use crate::error::{Error, Result};
+use crate::service::Sharing;
+use crate::store::blobs::{BlobError, BlobMeta, BlobPin, BlobState, CHUNK, Upload};
+use crate::store::Store;
+
+/// Pieces of a blob queued between the store and the network, per reader.
+const READ_AHEAD: usize = 4;
+
+pub struct BlobService {
+    store: Arc<Store>,
+    sharing: Arc<Sharing>,
+    config: BlobConfig,
+}
+
+/// An open range of a blob: pinned (so it is not removed while read), with
+/// the stored location of its bytes.
+pub struct BlobRange {
+    pin: BlobPin,
+    meta: BlobMeta,
+    offset: u64,
+    end: u64,
+}
+
+impl BlobService {
+    pub fn new(store: Arc<Store>, sharing: Arc<Sharing>, config: BlobConfig) -> Self {
+        Self {
+            store,
+            sharing,
+            config,
+        }
+    }
+
+    pub fn begin_upload(&self) -> Result<Upload<'_>> {
+        Ok(self.store.begin_upload(self.config.max_blob_bytes)?)
+    }
+
+    /// Makes the uploaded bytes a blob; durable when this returns.
+    pub async fn finish_upload(&self, upload: Upload<'_>) -> Result<(BlobHash, u64)> {
+        let grace = self.config.unreferenced_grace.as_millis() as u64;
+        let stored = upload.finish(grace, now_ms())?;
+        self.store.commit().await?;
+        Ok(stored)
+    }
+
+    pub fn state(&self, hash: &BlobHash) -> Result<BlobState> {
+        Ok(self.store.blob_state(hash)?)
+    }
+
+    /// A range for a local user: the blob must be listed by a record here.
+    pub fn open_local(&self, hash: BlobHash, offset: u64, length: u64) -> Result<BlobRange> {
+        let not_found = || Error::NotFound(format!("no file {hash} is stored on this node"));
+        let pin = self.store.pin_blob(hash);
+        let meta = self.store.blob(&hash)?.ok_or_else(not_found)?;
+        if !self.store.blob_referenced(&hash)? {
+            return Err(not_found());
+        }
+        range(pin, meta, offset, length)
+    }
+
+    /// A range for a peer office: some record shared with it must list the
+    /// blob.
+    pub fn open_for_peer(&self, peer: &OfficeId, hash: BlobHash, offset: u64) -> Result<BlobRange> {
+        let pin = self.store.pin_blob(hash);
+        let meta = match self.store.blob(&hash)? {
+            Some(meta) if self.shared_with(peer, &hash)? => meta,
+            _ => return Err(not_shared(&hash)),
+        };
+        range(pin, meta, offset, 0)
+    }
+
+    fn shared_with(&self, peer: &OfficeId, hash: &BlobHash) -> Result<bool> {
+        for id in self.store.blob_records(hash)? {
+            if id.origin() != *self.sharing.office() {
+                continue;
+            }
+            if let Some(head) = self.store.head(&id)? {
+                if self.sharing.visible(peer, &id, &head.collection) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Streams the range in order. For a peer, sharing is checked again
+    /// before every piece, so a revoke stops a transfer in progress.
+    pub fn stream(
+        self: &Arc<Self>,
+        range: BlobRange,
+        peer: Option<OfficeId>,
+    ) -> mpsc::Receiver<Result<(u64, Bytes)>> {
+        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        let service = self.clone();
+        tokio::spawn(async move {
+            let BlobRange {
+                pin,
+                meta,
+                mut offset,
+                end,
+            } = range;
+            while offset < end {
+                if let Some(peer) = &peer {
+                    match service.shared_with(peer, &pin.hash()) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            let _ = tx.send(Err(not_shared(&pin.hash()))).await;
+                            return;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    }
+                }
+                let piece = read_piece(&service.store, &meta, offset, end);
+                let failed = piece.is_err();
+                if let Ok((_, data)) = &piece {
+                    offset += data.len() as u64;
+                }
+                if tx.send(piece).await.is_err() || failed {
+                    return;
+                }
+            }
+            drop(pin);
+        });
+        rx
+    }
+}
+
+/// Fills in the stored size of each attachment, checked against what the
+/// writer gave; every attachment must be held here.
+pub fn resolve(store: &Store, attachments: &mut [Attachment]) -> Result<()> {
+    for a in attachments {
+        let Some(meta) = store.blob(&a.hash)? else {
+            return Err(Error::FailedPrecondition(format!(
+                "attachment {:?} ({}) is not stored on this node: upload it with PutBlob first",
+                a.file_name, a.hash
+            )));
+        };
+        if a.size != 0 && a.size != meta.size {
+            return Err(Error::InvalidArgument(format!(
+                "attachment {:?} ({}) is {} bytes, not {}",
+                a.file_name, a.hash, meta.size, a.size
+            )));
+        }
+        a.size = meta.size;
+    }
+    Ok(())
+}
+
+fn not_shared(hash: &BlobHash) -> Error {
+    Error::NotFound(format!("no file {hash} is shared with your office"))
+}
+
+fn range(pin: BlobPin, meta: BlobMeta, offset: u64, length: u64) -> Result<BlobRange> {
+    if offset > meta.size {
+        return Err(Error::InvalidArgument(format!(
+            "offset {offset} is past the end of the file ({} bytes)",
+            meta.size
+        )));
+    }
+    let end = match length {
+        0 => meta.size,
+        n => offset.saturating_add(n).min(meta.size),
+    };
+    Ok(BlobRange {
+        pin,
+        meta,
+        offset,
+        end,
+    })
+}
+
+/// The bytes from `offset` to the end of its chunk (or to `end`).
+fn read_piece(store: &Store, meta: &BlobMeta, offset: u64, end: u64) -> Result<(u64, Bytes)> {
+    let index = offset / CHUNK as u64;
+    let chunk = store.chunk(meta.storage, index)?.ok_or_else(|| {
+        Error::Store(crate::store::StoreError::Inconsistent(format!(
+            "chunk {index} of storage {} is missing",
+            meta.storage
+        )))
+    })?;
+    let start = (offset % CHUNK as u64) as usize;
+    let stop = ((end - index * CHUNK as u64) as usize).min(chunk.len());
+    if start >= stop {
+        return Err(Error::Store(crate::store::StoreError::Inconsistent(format!(
+            "chunk {index} of storage {} is short",
+            meta.storage
+        ))));
+    }
+    Ok((offset, Bytes::copy_from_slice(&chunk[start..stop])))
+}
+
+impl From<BlobError> for Error {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::TooLarge { limit } => Error::BlobTooLarge { limit },
+            BlobError::Store(e) => e.into(),
+        }
+    }
+}

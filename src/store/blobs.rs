@@ -1,0 +1,662 @@
+//! Blobs: the bytes of attached files, named by their BLAKE3 hash.
+//!
+//! A blob's bytes are stored in chunks of [`CHUNK`] bytes under a *storage
+//! id*, a number sled hands out; the blob's entry maps its hash to that id.
+//! Bytes arrive under a fresh storage id (an upload, or a fetch from a peer)
+//! and become a blob in one step once their hash is known and checked, so a
+//! half-received file is never mistaken for a whole one, and the same bytes
+//! uploaded twice end up stored once.
+//!
+//! Every stored record version that lists an attachment holds a reference
+//! (`blobhash_ref`). A blob with no reference is removed by
+//! [`Store::sweep_blobs`] once its grace time has passed, unless someone is
+//! reading or writing it right now (a [`BlobPin`]).
+//!
+//! Invariants:
+//! - A storage id's chunks belong to exactly one of: a blob entry, a fetch
+//!   entry, or `storage_doomed` (an upload in progress, or chunks being
+//!   removed). What is doomed when the store opens is removed then.
+//! - References change, and unreferenced blobs are removed, only while the
+//!   blob gate is held; pins are taken under the same gate.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sled::transaction::{ConflictableTransactionError, Transactional, TransactionalTree};
+
+use super::records::version_key;
+use super::sharing::unwrap_tx;
+use super::{Result, Store, StoreError, corrupt};
+use crate::domain::codec::{DecodeError, Reader, Writer};
+use crate::domain::{BlobHash, OfficeId, RecordId};
+
+/// Size of a stored chunk, and of the pieces blobs are streamed in.
+pub const CHUNK: usize = 256 * 1024;
+
+const V1: u8 = 1;
+
+/// A whole blob: where its chunks are, and until when it is kept even with
+/// no record listing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobMeta {
+    pub storage: u64,
+    pub size: u64,
+    pub keep_until_ms: u64,
+}
+
+/// A blob a replica lists that is still being fetched from its origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetch {
+    pub origin: OfficeId,
+    pub size: u64,
+    pub storage: u64,
+    /// Bytes stored so far: always a whole number of chunks, or `size`.
+    pub received: u64,
+}
+
+/// Whether this node holds an attachment's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobState {
+    Present,
+    /// Not (yet) here; `received` bytes of it are.
+    Pending { received: u64 },
+}
+
+/// Why a blob operation refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("the file is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn encode_meta(m: &BlobMeta) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u8(V1).u64(m.storage).u64(m.size).u64(m.keep_until_ms);
+    w.finish()
+}
+
+fn decode_meta(bytes: &[u8]) -> std::result::Result<BlobMeta, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let v = r.u8()?;
+    if v != V1 {
+        return Err(DecodeError::UnknownVersion(vec![v]));
+    }
+    let m = BlobMeta {
+        storage: r.u64()?,
+        size: r.u64()?,
+        keep_until_ms: r.u64()?,
+    };
+    r.finish()?;
+    Ok(m)
+}
+
+fn encode_fetch(f: &Fetch) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u8(V1)
+        .str(f.origin.as_str())
+        .u64(f.size)
+        .u64(f.storage)
+        .u64(f.received);
+    w.finish()
+}
+
+fn decode_fetch(bytes: &[u8]) -> std::result::Result<Fetch, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let v = r.u8()?;
+    if v != V1 {
+        return Err(DecodeError::UnknownVersion(vec![v]));
+    }
+    let origin = OfficeId::parse(r.str("origin")?).map_err(|e| DecodeError::Invalid {
+        field: "origin",
+        reason: e.to_string(),
+    })?;
+    let f = Fetch {
+        origin,
+        size: r.u64()?,
+        storage: r.u64()?,
+        received: r.u64()?,
+    };
+    r.finish()?;
+    Ok(f)
+}
+
+fn chunk_key(storage: u64, index: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&storage.to_be_bytes());
+    k[8..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// `hash ‖ record id ‖ 0 ‖ version`: one version listing the blob.
+pub(super) fn ref_key(hash: &BlobHash, id: &RecordId, version: u64) -> Vec<u8> {
+    let mut k = hash.0.to_vec();
+    k.extend_from_slice(&version_key(id, version));
+    k
+}
+
+fn chunks(size: u64) -> u64 {
+    size.div_ceil(CHUNK as u64)
+}
+
+type Tx<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
+
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+pub(super) fn read_meta_tx(blobs: &TransactionalTree, hash: &BlobHash) -> Tx<Option<BlobMeta>> {
+    match blobs.get(hash.0)? {
+        Some(b) => Ok(Some(
+            decode_meta(&b).map_err(|e| abort(corrupt("blobhash_blob")(e)))?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Who is reading or writing which blob right now; its lock is the blob
+/// gate.
+pub(super) type Pins = Arc<Mutex<HashMap<BlobHash, usize>>>;
+
+pub(super) fn gate(pins: &Pins) -> MutexGuard<'_, HashMap<BlobHash, usize>> {
+    pins.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Signals for the background blob tasks.
+#[derive(Default)]
+pub struct Wake {
+    /// A replica listed attachments this node lacks.
+    pub fetch: tokio::sync::Notify,
+    /// References went away: blobs may be unreferenced now.
+    pub sweep: tokio::sync::Notify,
+}
+
+/// Keeps a blob (or its fetch) from being removed while held.
+pub struct BlobPin {
+    pins: Pins,
+    hash: BlobHash,
+}
+
+impl BlobPin {
+    pub fn hash(&self) -> BlobHash {
+        self.hash
+    }
+}
+
+impl Drop for BlobPin {
+    fn drop(&mut self) {
+        let mut pins = gate(&self.pins);
+        if let Some(n) = pins.get_mut(&self.hash) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&self.hash);
+            }
+        }
+    }
+}
+
+/// Bytes being uploaded. Dropping it unfinished removes what was written.
+pub struct Upload<'a> {
+    store: &'a Store,
+    storage: u64,
+    size: u64,
+    next_index: u64,
+    limit: u64,
+    hasher: blake3::Hasher,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl Upload<'_> {
+    /// Appends bytes; refuses (and the upload is over) past the limit.
+    pub fn write(&mut self, mut data: &[u8]) -> std::result::Result<(), BlobError> {
+        if self.size + data.len() as u64 > self.limit {
+            return Err(BlobError::TooLarge { limit: self.limit });
+        }
+        self.size += data.len() as u64;
+        self.hasher.update(data);
+        while !data.is_empty() {
+            let take = (CHUNK - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == CHUNK {
+                self.flush_chunk()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_chunk(&mut self) -> Result<()> {
+        self.store
+            .storage_chunk
+            .insert(chunk_key(self.storage, self.next_index), self.buf.as_slice())?;
+        self.next_index += 1;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Stores the last bytes and makes them a blob (or, if the same bytes are
+    /// stored already, drops this copy). The blob is kept for `grace_ms`
+    /// even if no record lists it. Durable after [`Store::commit`].
+    pub fn finish(mut self, grace_ms: u64, now_ms: u64) -> Result<(BlobHash, u64)> {
+        if !self.buf.is_empty() {
+            self.flush_chunk()?;
+        }
+        let hash = BlobHash(*self.hasher.finalize().as_bytes());
+        let keep_until_ms = now_ms.saturating_add(grace_ms);
+        let store = self.store;
+        let _gate = gate(&store.blob_pins);
+        let kept_ours = unwrap_tx((&store.blobhash_blob, &store.storage_doomed).transaction(
+            |(blobs, doomed)| {
+                let ours = match read_meta_tx(blobs, &hash)? {
+                    Some(mut existing) => {
+                        existing.keep_until_ms = existing.keep_until_ms.max(keep_until_ms);
+                        blobs.insert(&hash.0, encode_meta(&existing))?;
+                        false
+                    }
+                    None => {
+                        let meta = BlobMeta {
+                            storage: self.storage,
+                            size: self.size,
+                            keep_until_ms,
+                        };
+                        blobs.insert(&hash.0, encode_meta(&meta))?;
+                        doomed.remove(&self.storage.to_be_bytes())?;
+                        true
+                    }
+                };
+                Ok(ours)
+            },
+        ))?;
+        self.done = kept_ours;
+        // When not kept, Drop removes this copy's chunks.
+        Ok((hash, self.size))
+    }
+}
+
+impl Drop for Upload<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Err(e) = self.store.remove_storage(self.storage) {
+                tracing::error!(storage = self.storage, error = %e, "could not remove an unfinished upload; it is removed at the next start");
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Starts an upload of at most `limit` bytes.
+    pub fn begin_upload(&self, limit: u64) -> Result<Upload<'_>> {
+        let storage = self.db.generate_id()?;
+        // Doomed until finished: a crash mid-upload leaves nothing behind.
+        self.storage_doomed.insert(storage.to_be_bytes(), &[])?;
+        Ok(Upload {
+            store: self,
+            storage,
+            size: 0,
+            next_index: 0,
+            limit,
+            hasher: blake3::Hasher::new(),
+            buf: Vec::with_capacity(CHUNK),
+            done: false,
+        })
+    }
+
+    /// Removes a storage id's chunks, then its doomed mark.
+    fn remove_storage(&self, storage: u64) -> Result<()> {
+        self.storage_doomed.insert(storage.to_be_bytes(), &[])?;
+        let start = chunk_key(storage, 0);
+        let end = chunk_key(storage, u64::MAX);
+        for key in self.storage_chunk.range(start..=end).keys() {
+            self.storage_chunk.remove(key?)?;
+        }
+        self.storage_doomed.remove(storage.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Finishes removals a crash interrupted, and drops uploads that were in
+    /// progress. Run at open.
+    pub(super) fn remove_doomed(&self) -> Result<()> {
+        let doomed: Vec<u64> = self
+            .storage_doomed
+            .iter()
+            .keys()
+            .map(|k| {
+                let k = k?;
+                let mut b = [0u8; 8];
+                if k.len() == 8 {
+                    b.copy_from_slice(&k);
+                }
+                Ok(u64::from_be_bytes(b))
+            })
+            .collect::<Result<_>>()?;
+        for storage in doomed {
+            self.remove_storage(storage)?;
+        }
+        Ok(())
+    }
+
+    pub fn blob(&self, hash: &BlobHash) -> Result<Option<BlobMeta>> {
+        self.blobhash_blob
+            .get(hash.0)?
+            .map(|v| decode_meta(&v).map_err(corrupt("blobhash_blob")))
+            .transpose()
+    }
+
+    /// The stored bytes of chunk `index` of a storage id.
+    pub fn chunk(&self, storage: u64, index: u64) -> Result<Option<sled::IVec>> {
+        Ok(self.storage_chunk.get(chunk_key(storage, index))?)
+    }
+
+    /// Keeps `hash` from being removed until the pin is dropped.
+    pub fn pin_blob(&self, hash: BlobHash) -> BlobPin {
+        *gate(&self.blob_pins).entry(hash).or_insert(0) += 1;
+        BlobPin {
+            pins: self.blob_pins.clone(),
+            hash,
+        }
+    }
+
+    /// Whether any stored version lists `hash`.
+    pub fn blob_referenced(&self, hash: &BlobHash) -> Result<bool> {
+        Ok(self.blobhash_ref.scan_prefix(hash.0).next().transpose()?.is_some())
+    }
+
+    /// The records (each once) whose stored versions list `hash`.
+    pub fn blob_records(&self, hash: &BlobHash) -> Result<Vec<RecordId>> {
+        let mut out: Vec<RecordId> = Vec::new();
+        for key in self.blobhash_ref.scan_prefix(hash.0).keys() {
+            let key = key?;
+            let rest = &key[32..];
+            let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+            let id = RecordId::parse(&String::from_utf8_lossy(&rest[..end])).map_err(|e| {
+                StoreError::Corrupt {
+                    tree: "blobhash_ref",
+                    source: DecodeError::Invalid {
+                        field: "record id",
+                        reason: e.to_string(),
+                    },
+                }
+            })?;
+            if out.last() != Some(&id) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether this node holds the bytes of `hash`, or how many of them.
+    pub fn blob_state(&self, hash: &BlobHash) -> Result<BlobState> {
+        if self.blobhash_blob.contains_key(hash.0)? {
+            return Ok(BlobState::Present);
+        }
+        let received = self.fetch(hash)?.map(|f| f.received).unwrap_or(0);
+        Ok(BlobState::Pending { received })
+    }
+
+    /// Number of whole blobs and their total size.
+    pub fn blob_totals(&self) -> Result<(u64, u64)> {
+        let mut n = 0;
+        let mut bytes = 0;
+        for v in self.blobhash_blob.iter().values() {
+            let m = decode_meta(&v?).map_err(corrupt("blobhash_blob"))?;
+            n += 1;
+            bytes += m.size;
+        }
+        Ok((n, bytes))
+    }
+
+    /// Number of chunks stored, whatever they belong to (tests use it to
+    /// show that nothing was left behind).
+    pub fn chunk_count(&self) -> usize {
+        self.storage_chunk.len()
+    }
+
+    // ---- fetching from peers -------------------------------------------
+
+    pub fn fetch(&self, hash: &BlobHash) -> Result<Option<Fetch>> {
+        self.blobhash_fetch
+            .get(hash.0)?
+            .map(|v| decode_fetch(&v).map_err(corrupt("blobhash_fetch")))
+            .transpose()
+    }
+
+    /// Every blob still to fetch.
+    pub fn fetches(&self) -> Result<Vec<(BlobHash, Fetch)>> {
+        self.blobhash_fetch
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                let hash = BlobHash::from_slice(&k).map_err(|e| StoreError::Corrupt {
+                    tree: "blobhash_fetch",
+                    source: DecodeError::Invalid {
+                        field: "hash",
+                        reason: e.to_string(),
+                    },
+                })?;
+                Ok((hash, decode_fetch(&v).map_err(corrupt("blobhash_fetch"))?))
+            })
+            .collect()
+    }
+
+    /// Stores the next whole chunk of a fetch (the last may be short) at
+    /// `received`; returns the new count, or None when the fetch is gone.
+    pub fn fetch_append(&self, hash: &BlobHash, data: &[u8]) -> Result<Option<u64>> {
+        unwrap_tx(
+            (&self.blobhash_fetch, &self.storage_chunk).transaction(|(fetches, chunks)| {
+                let Some(bytes) = fetches.get(hash.0)? else {
+                    return Ok(None);
+                };
+                let mut f = decode_fetch(&bytes).map_err(|e| abort(corrupt("blobhash_fetch")(e)))?;
+                let index = f.received / CHUNK as u64;
+                let whole = data.len() == CHUNK;
+                let last = f.received + data.len() as u64 == f.size;
+                if f.received % CHUNK as u64 != 0 || !(whole || last) || f.received >= f.size {
+                    return Err(abort(StoreError::Inconsistent(format!(
+                        "fetch of {hash} got {} bytes at {} of {}",
+                        data.len(),
+                        f.received,
+                        f.size
+                    ))));
+                }
+                chunks.insert(&chunk_key(f.storage, index), data)?;
+                f.received += data.len() as u64;
+                fetches.insert(&hash.0, encode_fetch(&f))?;
+                Ok(Some(f.received))
+            }),
+        )
+    }
+
+    /// Hashes the received bytes of a complete fetch. When they match,
+    /// the fetch becomes a blob; otherwise its bytes are dropped and it
+    /// starts again from 0. Returns whether they matched.
+    pub fn fetch_finish(&self, hash: &BlobHash) -> Result<bool> {
+        let Some(f) = self.fetch(hash)? else {
+            return Ok(false);
+        };
+        let mut hasher = blake3::Hasher::new();
+        for index in 0..chunks(f.size) {
+            match self.chunk(f.storage, index)? {
+                Some(c) => {
+                    hasher.update(&c);
+                }
+                None => break,
+            }
+        }
+        let matched = hasher.finalize().as_bytes() == &hash.0;
+        let fresh = self.db.generate_id()?;
+        let _gate = gate(&self.blob_pins);
+        unwrap_tx(
+            (&self.blobhash_fetch, &self.blobhash_blob, &self.storage_doomed).transaction(
+                |(fetches, blobs, doomed)| {
+                    if matched {
+                        fetches.remove(&hash.0)?;
+                        let meta = BlobMeta {
+                            storage: f.storage,
+                            size: f.size,
+                            keep_until_ms: 0,
+                        };
+                        blobs.insert(&hash.0, encode_meta(&meta))?;
+                    } else {
+                        let restart = Fetch {
+                            storage: fresh,
+                            received: 0,
+                            ..f.clone()
+                        };
+                        fetches.insert(&hash.0, encode_fetch(&restart))?;
+                        doomed.insert(&f.storage.to_be_bytes(), &[])?;
+                    }
+                    Ok(())
+                },
+            ),
+        )?;
+        if !matched {
+            self.remove_storage(f.storage)?;
+        }
+        Ok(matched)
+    }
+
+    /// Removes every blob and fetch that no stored version lists, that is
+    /// past its grace time and that nobody holds a pin on. Returns how many
+    /// blobs and fetches were removed.
+    pub fn sweep_blobs(&self, now_ms: u64) -> Result<(usize, usize)> {
+        let mut storages = Vec::new();
+        let (mut blobs_removed, mut fetches_removed) = (0, 0);
+        {
+            let pins = gate(&self.blob_pins);
+            for kv in self.blobhash_blob.iter() {
+                let (k, v) = kv?;
+                let m = decode_meta(&v).map_err(corrupt("blobhash_blob"))?;
+                let Ok(hash) = BlobHash::from_slice(&k) else {
+                    continue;
+                };
+                if m.keep_until_ms > now_ms
+                    || pins.contains_key(&hash)
+                    || self.blob_referenced(&hash)?
+                {
+                    continue;
+                }
+                self.doom(&self.blobhash_blob, &hash, m.storage)?;
+                storages.push(m.storage);
+                blobs_removed += 1;
+            }
+            for (hash, f) in self.fetches()? {
+                if pins.contains_key(&hash) || self.blob_referenced(&hash)? {
+                    continue;
+                }
+                self.doom(&self.blobhash_fetch, &hash, f.storage)?;
+                storages.push(f.storage);
+                fetches_removed += 1;
+            }
+        }
+        for storage in storages {
+            self.remove_storage(storage)?;
+        }
+        Ok((blobs_removed, fetches_removed))
+    }
+
+    /// Removes a blob or fetch entry and marks its storage doomed, at once.
+    fn doom(&self, tree: &sled::Tree, hash: &BlobHash, storage: u64) -> Result<()> {
+        unwrap_tx(
+            (tree, &self.storage_doomed).transaction(|(entries, doomed)| {
+                entries.remove(&hash.0)?;
+                doomed.insert(&storage.to_be_bytes(), &[])?;
+                Ok(())
+            }),
+        )
+    }
+}
+
+/// Inside a local write's transaction: checks that this node holds every
+/// attachment (at the size listed), and records that the version lists them.
+pub(super) fn add_local_refs_tx(
+    refs: &TransactionalTree,
+    blobs: &TransactionalTree,
+    v: &crate::domain::RecordVersion,
+) -> Tx<()> {
+    for a in &v.attachments {
+        match read_meta_tx(blobs, &a.hash)? {
+            Some(m) if m.size == a.size => {}
+            _ => {
+                return Err(abort(StoreError::MissingBlob {
+                    hash: a.hash,
+                    file_name: a.file_name.clone(),
+                }));
+            }
+        }
+        refs.insert(ref_key(&a.hash, &v.id, v.version), &[])?;
+    }
+    Ok(())
+}
+
+/// Inside a replica's transaction: records that the version lists its
+/// attachments, and queues fetches from `origin` of those this node lacks
+/// (storage ids from `fresh`). Returns how many were queued.
+pub(super) fn add_replica_refs_tx(
+    refs: &TransactionalTree,
+    blobs: &TransactionalTree,
+    fetches: &TransactionalTree,
+    v: &crate::domain::RecordVersion,
+    origin: &OfficeId,
+    fresh: &mut impl Iterator<Item = u64>,
+) -> Tx<usize> {
+    let mut queued = 0;
+    for a in &v.attachments {
+        refs.insert(ref_key(&a.hash, &v.id, v.version), &[])?;
+        if blobs.get(a.hash.0)?.is_some() || fetches.get(a.hash.0)?.is_some() {
+            continue;
+        }
+        let Some(storage) = fresh.next() else {
+            return Err(abort(StoreError::Inconsistent(
+                "fewer storage ids than attachments".into(),
+            )));
+        };
+        let f = Fetch {
+            origin: origin.clone(),
+            size: a.size,
+            storage,
+            received: 0,
+        };
+        fetches.insert(&a.hash.0, encode_fetch(&f))?;
+        queued += 1;
+    }
+    Ok(queued)
+}
+
+/// Inside a purge's transaction: the version stored as `value` no longer
+/// lists its attachments.
+pub(super) fn drop_refs_tx(refs: &TransactionalTree, value: &[u8]) -> Tx<()> {
+    let v = super::encoding::decode_signed(value)
+        .map_err(|e| abort(corrupt("recordversion_signed")(e)))?;
+    for a in &v.record.attachments {
+        refs.remove(ref_key(&a.hash, &v.record.id, v.record.version))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frozen_v1_meta_and_fetch_decode() {
+        let meta = BlobMeta {
+            storage: 7,
+            size: 300_000,
+            keep_until_ms: 9,
+        };
+        assert_eq!(
+            hex::encode(encode_meta(&meta)),
+            "01000000000000000700000000000493e00000000000000009"
+        );
+        assert_eq!(decode_meta(&encode_meta(&meta)).unwrap(), meta);
+        let f = Fetch {
+            origin: OfficeId::parse("phila-da").unwrap(),
+            size: 5,
+            storage: 2,
+            received: 0,
+        };
+        assert_eq!(decode_fetch(&encode_fetch(&f)).unwrap(), f);
+    }
+}

@@ -1,0 +1,331 @@
+//! Fetching attachments of replicas from their origin offices, and removing
+//! blobs nothing lists any more.
+//!
+//! A replica applied here may list files this node lacks; the store queues
+//! a fetch for each (in the same transaction as the version). The fetcher
+//! runs a few fetches at a time, so one large video does not hold up every
+//! small file; each resumes from the bytes already stored, stores whole
+//! chunks as they arrive, and checks the hash before the file counts as
+//! present. A failed attempt is retried with backoff.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::SyncContext;
+use super::backoff::Backoff;
+use super::puller::{connect, status_text};
+use crate::domain::{BlobHash, now_ms};
+use crate::grpc::pb;
+use crate::store::blobs::{CHUNK, Fetch};
+
+/// Make received chunks durable after this many, so a restart resumes
+/// close to where the transfer stopped.
+const COMMIT_EVERY_CHUNKS: u64 = 32;
+
+/// A transfer as `casemesh status` shows it.
+#[derive(Debug, Clone)]
+pub struct TransferView {
+    pub hash: BlobHash,
+    pub origin: String,
+    pub size: u64,
+    pub received: u64,
+    pub resumed_from: u64,
+    pub active: bool,
+    pub last_error: String,
+}
+
+#[derive(Debug)]
+struct Attempt {
+    active: bool,
+    resumed_from: u64,
+    last_error: String,
+    backoff: Backoff,
+    retry_at: Instant,
+}
+
+impl Default for Attempt {
+    fn default() -> Self {
+        Self {
+            active: false,
+            resumed_from: 0,
+            last_error: String::new(),
+            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(60)),
+            retry_at: Instant::now(),
+        }
+    }
+}
+
+/// What the fetcher is doing, per blob; shared with the admin API.
+#[derive(Default)]
+pub struct Transfers {
+    attempts: Mutex<HashMap<BlobHash, Attempt>>,
+}
+
+impl Transfers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<BlobHash, Attempt>> {
+        self.attempts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every fetch still queued in `store`, with what is known of its
+    /// attempts.
+    pub fn view(&self, store: &crate::store::Store) -> crate::store::Result<Vec<TransferView>> {
+        let attempts = self.lock();
+        Ok(store
+            .fetches()?
+            .into_iter()
+            .map(|(hash, f)| {
+                let a = attempts.get(&hash);
+                TransferView {
+                    hash,
+                    origin: f.origin.to_string(),
+                    size: f.size,
+                    received: f.received,
+                    resumed_from: a.map(|a| a.resumed_from).unwrap_or(0),
+                    active: a.is_some_and(|a| a.active),
+                    last_error: a.map(|a| a.last_error.clone()).unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+}
+
+/// Shares a byte rate among all transfers: each piece waits its turn.
+struct RateLimit {
+    bytes_per_sec: u64,
+    next_free: Mutex<Instant>,
+}
+
+impl RateLimit {
+    /// How long to wait before sending on `n` bytes.
+    fn reserve(&self, n: usize) -> Duration {
+        if self.bytes_per_sec == 0 {
+            return Duration::ZERO;
+        }
+        let mut next = self.next_free.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let start = (*next).max(now);
+        *next = start + Duration::from_secs_f64(n as f64 / self.bytes_per_sec as f64);
+        start - now
+    }
+}
+
+/// Runs fetches until shutdown.
+pub async fn run_fetcher(
+    ctx: Arc<SyncContext>,
+    transfers: Arc<Transfers>,
+    config: crate::config::BlobConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let limit = Arc::new(RateLimit {
+        bytes_per_sec: config.fetch_bytes_per_sec,
+        next_free: Mutex::new(Instant::now()),
+    });
+    let mut running: JoinSet<()> = JoinSet::new();
+    loop {
+        match ctx.store.fetches() {
+            Ok(fetches) => {
+                let now = Instant::now();
+                let mut attempts = transfers.lock();
+                let active = attempts.values().filter(|a| a.active).count();
+                let mut free = config.fetch_concurrency.saturating_sub(active);
+                attempts.retain(|h, _| fetches.iter().any(|(f, _)| f == h));
+                for (hash, fetch) in fetches {
+                    if free == 0 {
+                        break;
+                    }
+                    let a = attempts.entry(hash).or_default();
+                    if a.active || a.retry_at > now {
+                        continue;
+                    }
+                    a.active = true;
+                    a.resumed_from = fetch.received;
+                    free -= 1;
+                    running.spawn(attempt(
+                        ctx.clone(),
+                        transfers.clone(),
+                        limit.clone(),
+                        hash,
+                        fetch,
+                    ));
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "listing fetches failed"),
+        }
+        tokio::select! {
+            _ = ctx.store.blob_wake.fetch.notified() => {}
+            Some(_) = running.join_next() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => {
+                running.shutdown().await;
+                return;
+            }
+        }
+    }
+}
+
+/// One attempt at one fetch; records its outcome in `transfers`.
+async fn attempt(
+    ctx: Arc<SyncContext>,
+    transfers: Arc<Transfers>,
+    limit: Arc<RateLimit>,
+    hash: BlobHash,
+    fetch: Fetch,
+) {
+    let outcome = transfer(&ctx, &limit, hash, &fetch).await;
+    if let Err(e) = ctx.store.commit().await {
+        tracing::error!(%hash, error = %e, "could not make fetched bytes durable");
+    }
+    let mut attempts = transfers.lock();
+    let a = attempts.entry(hash).or_default();
+    a.active = false;
+    match outcome {
+        Ok(()) => {
+            a.last_error.clear();
+            a.backoff.reset();
+            a.retry_at = Instant::now();
+        }
+        Err(e) => {
+            tracing::warn!(%hash, origin = %fetch.origin, error = %e, "fetching a file failed; will retry");
+            a.last_error = e;
+            a.retry_at = Instant::now() + a.backoff.next_delay();
+        }
+    }
+    drop(attempts);
+    ctx.store.blob_wake.fetch.notify_one();
+}
+
+async fn transfer(
+    ctx: &SyncContext,
+    limit: &RateLimit,
+    hash: BlobHash,
+    fetch: &Fetch,
+) -> Result<(), String> {
+    // Not removed while this runs, even if its records are purged meanwhile.
+    let _pin = ctx.store.pin_blob(hash);
+    let err = |e: crate::store::StoreError| e.to_string();
+    let mut received = fetch.received;
+    if received < fetch.size {
+        let peer = ctx
+            .store
+            .peer(&fetch.origin)
+            .map_err(err)?
+            .ok_or_else(|| format!("office {} is not a pinned peer", fetch.origin))?;
+        let mut client = connect(ctx, &peer).await?;
+        let mut stream = client
+            .fetch_blob(pb::FetchBlobRequest {
+                hash: bytes::Bytes::copy_from_slice(&hash.0),
+                offset: received,
+            })
+            .await
+            .map_err(|s| status_text(&s))?
+            .into_inner();
+        tracing::info!(%hash, origin = %fetch.origin, from = received, size = fetch.size, "fetching a file");
+        let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
+        let mut stored_chunks = 0u64;
+        while received < fetch.size {
+            let Some(piece) = stream.message().await.map_err(|s| status_text(&s))? else {
+                return Err(format!(
+                    "the origin ended the transfer at {} of {} bytes",
+                    received + buf.len() as u64,
+                    fetch.size
+                ));
+            };
+            if piece.offset != received + buf.len() as u64 {
+                return Err(format!(
+                    "the origin sent bytes at {}, expected {}",
+                    piece.offset,
+                    received + buf.len() as u64
+                ));
+            }
+            tokio::time::sleep(limit.reserve(piece.data.len())).await;
+            let mut data = &piece.data[..];
+            while !data.is_empty() {
+                let room = (CHUNK - buf.len()).min((fetch.size - received) as usize - buf.len());
+                if room == 0 {
+                    return Err("the origin sent more bytes than the file has".into());
+                }
+                let take = room.min(data.len());
+                buf.extend_from_slice(&data[..take]);
+                data = &data[take..];
+                let last = received + buf.len() as u64 == fetch.size;
+                if buf.len() == CHUNK || last {
+                    match ctx.store.fetch_append(&hash, &buf).map_err(err)? {
+                        Some(n) => received = n,
+                        // Removed: no record lists it any more.
+                        None => return Ok(()),
+                    }
+                    buf.clear();
+                    stored_chunks += 1;
+                    if stored_chunks % COMMIT_EVERY_CHUNKS == 0 {
+                        ctx.store.commit().await.map_err(err)?;
+                        if !ctx.store.blob_referenced(&hash).map_err(err)? {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let store = ctx.store.clone();
+    let matched = tokio::task::spawn_blocking(move || store.fetch_finish(&hash))
+        .await
+        .map_err(|e| format!("hash check failed to run: {e}"))?
+        .map_err(err)?;
+    ctx.store.commit().await.map_err(err)?;
+    if !matched {
+        return Err(format!(
+            "the bytes received do not hash to {hash}; starting again"
+        ));
+    }
+    tracing::info!(%hash, origin = %fetch.origin, size = fetch.size, at = now_ms(), "file fetched and checked");
+    Ok(())
+}
+
+/// Removes unreferenced blobs when references go away, and every minute
+/// (uploads whose grace time ran out).
+pub async fn run_sweeper(ctx: Arc<SyncContext>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let store = ctx.store.clone();
+        match tokio::task::spawn_blocking(move || store.sweep_blobs(now_ms())).await {
+            Ok(Ok((0, 0))) => {}
+            Ok(Ok((blobs, fetches))) => {
+                tracing::info!(blobs, fetches, "removed files no record lists");
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "removing unreferenced files failed"),
+            Err(e) => tracing::error!(error = %e, "the file sweeper failed to run"),
+        }
+        tokio::select! {
+            _ = ctx.store.blob_wake.sweep.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_limit_spaces_pieces_by_their_size() {
+        let limit = RateLimit {
+            bytes_per_sec: 1000,
+            next_free: Mutex::new(Instant::now()),
+        };
+        assert!(limit.reserve(500) < Duration::from_millis(50));
+        let second = limit.reserve(500);
+        assert!(
+            second > Duration::from_millis(400) && second <= Duration::from_millis(500),
+            "{second:?}"
+        );
+        let none = RateLimit {
+            bytes_per_sec: 0,
+            next_free: Mutex::new(Instant::now()),
+        };
+        assert_eq!(none.reserve(1 << 30), Duration::ZERO);
+    }
+}
