@@ -175,14 +175,14 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         service: records,
         blobs: blobs.clone(),
     })
-        .max_decoding_message_size(max_request)
-        .max_encoding_message_size(max_request + 64 * 1024 * 1024);
+    .max_decoding_message_size(max_request)
+    .max_encoding_message_size(max_request + 64 * 1024 * 1024);
     let replication_api = ReplicationServer::new(ReplicationApi {
         ctx: sync_ctx.clone(),
         blobs,
     })
-        .max_decoding_message_size(crate::sync::MAX_MESSAGE)
-        .max_encoding_message_size(crate::sync::MAX_MESSAGE);
+    .max_decoding_message_size(crate::sync::MAX_MESSAGE)
+    .max_encoding_message_size(crate::sync::MAX_MESSAGE);
     let admin_api = AdminServer::new(AdminApi {
         users,
         sharing: sharing.clone(),

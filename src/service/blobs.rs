@@ -13,8 +13,8 @@ use crate::config::BlobConfig;
 use crate::domain::{Attachment, BlobHash, OfficeId, now_ms};
 use crate::error::{Error, Result};
 use crate::service::Sharing;
-use crate::store::blobs::{BlobError, BlobMeta, BlobPin, BlobState, CHUNK, Upload};
 use crate::store::Store;
+use crate::store::blobs::{BlobError, BlobMeta, BlobPin, BlobState, CHUNK, Upload};
 
 /// Pieces of a blob queued between the store and the network, per reader.
 const READ_AHEAD: usize = 4;
@@ -196,10 +196,9 @@ fn read_piece(store: &Store, meta: &BlobMeta, offset: u64, end: u64) -> Result<(
     let start = (offset % CHUNK as u64) as usize;
     let stop = ((end - index * CHUNK as u64) as usize).min(chunk.len());
     if start >= stop {
-        return Err(Error::Store(crate::store::StoreError::Inconsistent(format!(
-            "chunk {index} of storage {} is short",
-            meta.storage
-        ))));
+        return Err(Error::Store(crate::store::StoreError::Inconsistent(
+            format!("chunk {index} of storage {} is short", meta.storage),
+        )));
     }
     Ok((offset, Bytes::copy_from_slice(&chunk[start..stop])))
 }

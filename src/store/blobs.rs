@@ -59,7 +59,9 @@ pub struct Fetch {
 pub enum BlobState {
     Present,
     /// Not (yet) here; `received` bytes of it are.
-    Pending { received: u64 },
+    Pending {
+        received: u64,
+    },
 }
 
 /// Why a blob operation refused.
@@ -228,9 +230,10 @@ impl Upload<'_> {
     }
 
     fn flush_chunk(&mut self) -> Result<()> {
-        self.store
-            .storage_chunk
-            .insert(chunk_key(self.storage, self.next_index), self.buf.as_slice())?;
+        self.store.storage_chunk.insert(
+            chunk_key(self.storage, self.next_index),
+            self.buf.as_slice(),
+        )?;
         self.next_index += 1;
         self.buf.clear();
         Ok(())
@@ -360,7 +363,12 @@ impl Store {
 
     /// Whether any stored version lists `hash`.
     pub fn blob_referenced(&self, hash: &BlobHash) -> Result<bool> {
-        Ok(self.blobhash_ref.scan_prefix(hash.0).next().transpose()?.is_some())
+        Ok(self
+            .blobhash_ref
+            .scan_prefix(hash.0)
+            .next()
+            .transpose()?
+            .is_some())
     }
 
     /// The records (each once) whose stored versions list `hash`.
@@ -448,7 +456,8 @@ impl Store {
                 let Some(bytes) = fetches.get(hash.0)? else {
                     return Ok(None);
                 };
-                let mut f = decode_fetch(&bytes).map_err(|e| abort(corrupt("blobhash_fetch")(e)))?;
+                let mut f =
+                    decode_fetch(&bytes).map_err(|e| abort(corrupt("blobhash_fetch")(e)))?;
                 let index = f.received / CHUNK as u64;
                 let whole = data.len() == CHUNK;
                 let last = f.received + data.len() as u64 == f.size;
@@ -488,8 +497,12 @@ impl Store {
         let fresh = self.db.generate_id()?;
         let _gate = gate(&self.blob_pins);
         unwrap_tx(
-            (&self.blobhash_fetch, &self.blobhash_blob, &self.storage_doomed).transaction(
-                |(fetches, blobs, doomed)| {
+            (
+                &self.blobhash_fetch,
+                &self.blobhash_blob,
+                &self.storage_doomed,
+            )
+                .transaction(|(fetches, blobs, doomed)| {
                     if matched {
                         fetches.remove(&hash.0)?;
                         let meta = BlobMeta {
@@ -508,8 +521,7 @@ impl Store {
                         doomed.insert(&f.storage.to_be_bytes(), &[])?;
                     }
                     Ok(())
-                },
-            ),
+                }),
         )?;
         if !matched {
             self.remove_storage(f.storage)?;

@@ -112,32 +112,34 @@ impl Store {
             &self.blobhash_ref,
             &self.blobhash_blob,
         )
-            .transaction(|(heads, versions, collections, counters, outbox, refs, blobs)| {
-                let old = match heads.get(id.as_str())? {
-                    Some(b) => Some(encoding::decode_head(&b).map_err(|e| {
-                        ConflictableTransactionError::Abort(corrupt("recordid_head")(e))
-                    })?),
-                    None => None,
-                };
-                let actual = old.as_ref().map(|h| h.version);
-                if actual != expected_head {
-                    return Err(ConflictableTransactionError::Abort(StoreError::HeadMoved {
-                        expected: expected_head,
-                        actual,
-                    }));
-                }
-                // The index holds deleted records too: revoking a collection
-                // must reach their tombstones at peers.
-                if let Some(old) = &old {
-                    collections.remove(collection_key(&old.collection, id))?;
-                }
-                collections.insert(collection_key(&new_head.collection, id), &[])?;
-                super::blobs::add_local_refs_tx(refs, blobs, &v.record)?;
-                versions.insert(version_key(id, v.record.version), value.as_slice())?;
-                heads.insert(id.as_str(), head_bytes.as_slice())?;
-                super::sharing::push_feed(counters, outbox, feed)?;
-                Ok(())
-            });
+            .transaction(
+                |(heads, versions, collections, counters, outbox, refs, blobs)| {
+                    let old = match heads.get(id.as_str())? {
+                        Some(b) => Some(encoding::decode_head(&b).map_err(|e| {
+                            ConflictableTransactionError::Abort(corrupt("recordid_head")(e))
+                        })?),
+                        None => None,
+                    };
+                    let actual = old.as_ref().map(|h| h.version);
+                    if actual != expected_head {
+                        return Err(ConflictableTransactionError::Abort(StoreError::HeadMoved {
+                            expected: expected_head,
+                            actual,
+                        }));
+                    }
+                    // The index holds deleted records too: revoking a collection
+                    // must reach their tombstones at peers.
+                    if let Some(old) = &old {
+                        collections.remove(collection_key(&old.collection, id))?;
+                    }
+                    collections.insert(collection_key(&new_head.collection, id), &[])?;
+                    super::blobs::add_local_refs_tx(refs, blobs, &v.record)?;
+                    versions.insert(version_key(id, v.record.version), value.as_slice())?;
+                    heads.insert(id.as_str(), head_bytes.as_slice())?;
+                    super::sharing::push_feed(counters, outbox, feed)?;
+                    Ok(())
+                },
+            );
         outcome.map_err(|e| match e {
             TransactionError::Abort(e) => e,
             TransactionError::Storage(e) => StoreError::Engine(e),

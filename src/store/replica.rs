@@ -210,7 +210,17 @@ impl Store {
                 &self.blobhash_fetch,
             )
                 .transaction(
-                    |(heads, versions, collections, purged, checkpoints, acks, refs, blobs, fetches)| {
+                    |(
+                        heads,
+                        versions,
+                        collections,
+                        purged,
+                        checkpoints,
+                        acks,
+                        refs,
+                        blobs,
+                        fetches,
+                    )| {
                         let mut out = ApplyOutcome::default();
                         let mut fresh_ids = storage_ids.iter().copied();
                         let mut fresh: std::collections::HashMap<RecordId, Vec<sled::IVec>> =

@@ -214,6 +214,14 @@ type Down = Pin<Box<dyn Stream<Item = Result<pb::PullDown, Status>> + Send>>;
 #[tonic::async_trait]
 impl replication_server::Replication for FakeOrigin {
     type PullStream = Down;
+    type FetchBlobStream = casemesh::grpc::server_records::BlobStream;
+
+    async fn fetch_blob(
+        &self,
+        _req: Request<pb::FetchBlobRequest>,
+    ) -> Result<Response<Self::FetchBlobStream>, Status> {
+        Err(Status::unimplemented("this server only pulls"))
+    }
 
     async fn pull(&self, _req: Request<Streaming<pb::PullUp>>) -> Result<Response<Down>, Status> {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
