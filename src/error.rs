@@ -44,6 +44,8 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("the file is larger than this node's limit of {limit} bytes (blobs.max_blob_bytes)")]
     BlobTooLarge { limit: u64 },
+    #[error("{0}")]
+    Unavailable(String),
     #[error("storage failure: {0}")]
     Store(StoreError),
     #[error(transparent)]

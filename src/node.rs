@@ -169,6 +169,7 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         store.clone(),
         sharing.clone(),
         config.blobs.clone(),
+        shutdown_rx.clone(),
     ));
     let transfers = Arc::new(Transfers::default());
     let records_api = RecordsServer::new(RecordsApi {
@@ -179,7 +180,7 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
     .max_encoding_message_size(max_request + 64 * 1024 * 1024);
     let replication_api = ReplicationServer::new(ReplicationApi {
         ctx: sync_ctx.clone(),
-        blobs,
+        blobs: blobs.clone(),
     })
     .max_decoding_message_size(crate::sync::MAX_MESSAGE)
     .max_encoding_message_size(crate::sync::MAX_MESSAGE);
@@ -255,6 +256,7 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
             .await;
         replicator.stop_all().await;
         replicator.context().join_feeds().await;
+        blobs.join_streams().await;
         let _ = expiry.await;
         let _ = fetcher.await;
         let _ = sweeper.await;

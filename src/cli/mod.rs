@@ -2,6 +2,7 @@
 //! commands talk gRPC to a running node; `init` and `fingerprint` work on a
 //! data directory; `serve` runs a node; `demo` runs a small federation.
 
+mod blobs;
 mod client;
 mod demo;
 mod output;
@@ -52,6 +53,9 @@ pub enum Command {
     /// Write and read records.
     #[command(subcommand)]
     Record(records::RecordCommand),
+    /// Download files attached to records.
+    #[command(subcommand)]
+    Blob(blobs::BlobCommand),
     /// Issue, revoke and list user certificates (admin only).
     #[command(subcommand)]
     User(users::UserCommand),
@@ -111,6 +115,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => serve(a).await,
         Command::Fingerprint { data } => fingerprint(data),
         Command::Record(c) => records::run(c).await,
+        Command::Blob(c) => blobs::run(c).await,
         Command::User(c) => users::run(c).await,
         Command::Peer(c) => sharing::run_peer(c).await,
         Command::Share(c) => sharing::run_share(c).await,

@@ -1,4 +1,8 @@
-//! Output: aligned tables for people, JSON for scripts.
+//! Output: aligned tables for people, JSON for scripts, and progress lines
+//! on a terminal.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -51,6 +55,7 @@ pub fn record_json(r: &pb::Record) -> Value {
         "deleted": r.deleted,
         "digest": hex::encode(&r.digest),
         "signature": hex::encode(&r.signature),
+        "attachments": r.attachments.iter().map(attachment_json).collect::<Vec<_>>(),
     });
     if r.body_size > 0 && r.body.len() as u64 == r.body_size {
         match std::str::from_utf8(&r.body) {
@@ -61,6 +66,48 @@ pub fn record_json(r: &pb::Record) -> Value {
         v["body"] = json!("");
     }
     v
+}
+
+pub fn attachment_json(a: &pb::Attachment) -> Value {
+    json!({
+        "file_name": a.file_name,
+        "media_type": a.media_type,
+        "size": a.size,
+        "hash": hex::encode(&a.hash),
+        "state": match a.state() {
+            pb::AttachmentState::Present => "present",
+            pb::AttachmentState::Pending => "pending",
+            pb::AttachmentState::Unspecified => "unknown",
+        },
+        "bytes_present": a.bytes_present,
+    })
+}
+
+/// Whether this node holds an attachment's bytes: `present`, or
+/// `pending (X of Y bytes)` while a replica's file is being fetched.
+pub fn attachment_state(a: &pb::Attachment) -> String {
+    match a.state() {
+        pb::AttachmentState::Present => "present".into(),
+        pb::AttachmentState::Pending => {
+            format!("pending ({} of {} bytes)", a.bytes_present, a.size)
+        }
+        pb::AttachmentState::Unspecified => "unknown".into(),
+    }
+}
+
+/// A byte count for people: `512 B`, `3.0 MiB`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 pub fn record_row(r: &pb::Record) -> Vec<String> {
@@ -78,4 +125,93 @@ pub const RECORD_HEADER: &[&str] = &["id", "version", "collection", "kind", "tit
 
 pub fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// A transfer's progress as one line on stderr, redrawn in place: bytes
+/// done, of how many when known, and the rate. Silent unless stderr is a
+/// terminal, so that scripts and logs see nothing extra.
+pub struct Progress {
+    label: String,
+    total: Option<u64>,
+    /// Bytes that were already there (a resumed download); not counted in
+    /// the rate.
+    start: u64,
+    done: u64,
+    started: Instant,
+    /// When the line was last drawn; the first draw waits one interval too,
+    /// as a rate over the first few milliseconds means nothing.
+    drawn_at: Instant,
+    /// Whether the line is on screen and not yet ended.
+    shown: bool,
+    on: bool,
+}
+
+/// How often the line is redrawn at most.
+const REDRAW: Duration = Duration::from_millis(100);
+
+impl Progress {
+    pub fn new(label: impl Into<String>, total: Option<u64>, start: u64) -> Self {
+        Self {
+            label: label.into(),
+            total,
+            start,
+            done: start,
+            started: Instant::now(),
+            drawn_at: Instant::now(),
+            shown: false,
+            on: std::io::stderr().is_terminal(),
+        }
+    }
+
+    pub fn add(&mut self, bytes: u64) {
+        self.done += bytes;
+        if self.drawn_at.elapsed() >= REDRAW {
+            self.draw();
+        }
+    }
+
+    /// Draws the final figures and ends the line.
+    pub fn finish(mut self) {
+        self.draw();
+        self.end_line();
+    }
+
+    fn draw(&mut self) {
+        if !self.on {
+            return;
+        }
+        let secs = self.started.elapsed().as_secs_f64();
+        let rate = if secs > 0.0 {
+            ((self.done - self.start) as f64 / secs) as u64
+        } else {
+            0
+        };
+        let amount = match self.total {
+            Some(total) if total > 0 => format!(
+                "{} / {} ({}%)",
+                size(self.done),
+                size(total),
+                self.done.min(total) * 100 / total
+            ),
+            _ => size(self.done),
+        };
+        // \r and "erase to end of line": the line is rewritten in place.
+        eprint!("\r{}  {amount}  {}/s\x1b[K", self.label, size(rate));
+        let _ = std::io::stderr().flush();
+        self.drawn_at = Instant::now();
+        self.shown = true;
+    }
+
+    fn end_line(&mut self) {
+        if std::mem::take(&mut self.shown) {
+            eprintln!();
+        }
+    }
+}
+
+impl Drop for Progress {
+    /// An error message after an interrupted transfer starts on its own line.
+    fn drop(&mut self) {
+        self.end_line();
+    }
 }

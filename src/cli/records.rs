@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::ClientOpts;
+use super::blobs::LocalFile;
 use super::output::{self, RECORD_HEADER};
 use crate::grpc::pb;
 
@@ -83,6 +84,10 @@ pub struct PutArgs {
     /// A label, key=value (repeatable).
     #[arg(long = "label", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// Attach this file (repeatable). Each version lists its own files: a
+    /// new version keeps only the files given to it.
+    #[arg(long = "attach", value_name = "FILE")]
+    pub attach: Vec<PathBuf>,
     #[command(flatten)]
     pub client: ClientOpts,
 }
@@ -202,10 +207,16 @@ async fn put(a: PutArgs) -> Result<()> {
             String::new()
         }
     });
-    let resp = a
-        .client
-        .records()
-        .await?
+    let mut files = Vec::with_capacity(a.attach.len());
+    for path in &a.attach {
+        files.push(LocalFile::open(path).await?);
+    }
+    let mut records = a.client.records().await?;
+    let mut attachments = Vec::with_capacity(files.len());
+    for file in files {
+        attachments.push(file.upload(&mut records).await?);
+    }
+    let resp = records
         .put(pb::PutRequest {
             id: a.id.unwrap_or_default(),
             expected_version: a.expected_version,
@@ -215,7 +226,7 @@ async fn put(a: PutArgs) -> Result<()> {
             body: body.into(),
             content_type,
             labels: a.labels.into_iter().collect(),
-            attachments: Vec::new(),
+            attachments,
         })
         .await?
         .into_inner();
@@ -283,6 +294,13 @@ fn print_record(r: &pb::Record) {
     println!("updated:      {}", output::time(r.updated_at_ms));
     println!("digest:       {}", hex::encode(&r.digest));
     println!("size:         {} bytes", r.body_size);
+    for a in &r.attachments {
+        println!("attachment:   {}", a.file_name);
+        println!("  size:       {} bytes", a.size);
+        println!("  media type: {}", a.media_type);
+        println!("  hash:       {}", hex::encode(&a.hash));
+        println!("  state:      {}", output::attachment_state(a));
+    }
     if !r.body.is_empty() {
         println!();
         match std::str::from_utf8(&r.body) {

@@ -164,17 +164,69 @@ pub async fn status(client: ClientOpts, json: bool) -> Result<()> {
             "versions": s.versions,
             "software_version": s.software_version,
             "peers": s.peers.iter().map(super::sharing::peer_json).collect::<Vec<_>>(),
+            "blobs": s.blobs,
+            "blob_bytes": s.blob_bytes,
+            "transfers": s.transfers.iter().map(transfer_json).collect::<Vec<_>>(),
         }));
     } else {
         println!("office:      {}", s.office);
         println!("fingerprint: {}", s.fingerprint);
         println!("records:     {}", s.records);
         println!("versions:    {}", s.versions);
+        println!("blobs:       {} ({})", s.blobs, output::size(s.blob_bytes));
         println!("software:    casemesh {}", s.software_version);
         if !s.peers.is_empty() {
             println!();
             super::sharing::print_peers(&s.peers);
         }
+        if !s.transfers.is_empty() {
+            println!();
+            print_transfers(&s.transfers);
+        }
     }
     Ok(())
+}
+
+fn transfer_json(t: &pb::Transfer) -> serde_json::Value {
+    json!({
+        "hash": hex::encode(&t.hash),
+        "origin": t.origin,
+        "size": t.size,
+        "received": t.received,
+        "resumed_from": t.resumed_from,
+        "active": t.active,
+        "last_error": (!t.last_error.is_empty()).then(|| t.last_error.clone()),
+    })
+}
+
+/// Files of replicas still being fetched: which, from where, how far.
+fn print_transfers(transfers: &[pb::Transfer]) {
+    let rows: Vec<_> = transfers
+        .iter()
+        .map(|t| {
+            let mut hash = hex::encode(&t.hash);
+            hash.truncate(12);
+            let percent = match t.size {
+                0 => 100,
+                size => t.received.min(size) * 100 / size,
+            };
+            vec![
+                hash,
+                t.origin.clone(),
+                format!(
+                    "{} of {} ({percent}%)",
+                    output::size(t.received),
+                    output::size(t.size)
+                ),
+                if t.active {
+                    "active".into()
+                } else if t.last_error.is_empty() {
+                    "waiting".into()
+                } else {
+                    format!("failed: {}", t.last_error)
+                },
+            ]
+        })
+        .collect();
+    output::table(&["file", "from", "received", "state"], &rows);
 }

@@ -163,10 +163,16 @@ impl Records for RecordsApi {
         // Dropped unfinished (an error, or the client going away), the
         // upload removes what it stored.
         let mut upload = self.blobs.begin_upload()?;
+        let mut unflushed = 0usize;
         while let Some(msg) = stream.message().await? {
             upload
                 .write(&msg.data)
                 .map_err(|e| Status::from(crate::error::Error::from(e)))?;
+            unflushed += msg.data.len();
+            if unflushed >= 1 << 20 {
+                self.blobs.flush().await?;
+                unflushed = 0;
+            }
         }
         let (hash, size) = self.blobs.finish_upload(upload).await?;
         tracing::info!(%who, %hash, size, "file stored");

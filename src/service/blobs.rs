@@ -4,17 +4,18 @@
 //! may fetch a blob only while a record shared with its office lists it, and
 //! is told the same thing for any other blob as for one that does not exist.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 
 use crate::config::BlobConfig;
 use crate::domain::{Attachment, BlobHash, OfficeId, now_ms};
 use crate::error::{Error, Result};
 use crate::service::Sharing;
 use crate::store::Store;
-use crate::store::blobs::{BlobError, BlobMeta, BlobPin, BlobState, CHUNK, Upload};
+use crate::store::blobs::{BlobError, BlobMeta, BlobPin, BlobState, CHUNK, PIECE, Upload};
 
 /// Pieces of a blob queued between the store and the network, per reader.
 const READ_AHEAD: usize = 4;
@@ -23,6 +24,10 @@ pub struct BlobService {
     store: Arc<Store>,
     sharing: Arc<Sharing>,
     config: BlobConfig,
+    /// Set when the node shuts down: streams in progress end.
+    shutdown: watch::Receiver<bool>,
+    /// Streams in progress, joined at shutdown so none outlives the store.
+    streams: Mutex<JoinSet<()>>,
 }
 
 /// An open range of a blob: pinned (so it is not removed while read), with
@@ -35,16 +40,34 @@ pub struct BlobRange {
 }
 
 impl BlobService {
-    pub fn new(store: Arc<Store>, sharing: Arc<Sharing>, config: BlobConfig) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        sharing: Arc<Sharing>,
+        config: BlobConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         Self {
             store,
             sharing,
             config,
+            shutdown,
+            streams: Mutex::new(JoinSet::new()),
         }
+    }
+
+    /// Waits for every stream to end (they end on shutdown).
+    pub async fn join_streams(&self) {
+        let mut streams =
+            std::mem::take(&mut *self.streams.lock().unwrap_or_else(|p| p.into_inner()));
+        while streams.join_next().await.is_some() {}
     }
 
     pub fn begin_upload(&self) -> Result<Upload<'_>> {
         Ok(self.store.begin_upload(self.config.max_blob_bytes)?)
+    }
+
+    pub async fn flush(&self) -> Result<()> {
+        Ok(self.store.commit().await?)
     }
 
     /// Makes the uploaded bytes a blob; durable when this returns.
@@ -104,7 +127,10 @@ impl BlobService {
     ) -> mpsc::Receiver<Result<(u64, Bytes)>> {
         let (tx, rx) = mpsc::channel(READ_AHEAD);
         let service = self.clone();
-        tokio::spawn(async move {
+        let mut shutdown = self.shutdown.clone();
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        while streams.try_join_next().is_some() {}
+        streams.spawn(async move {
             let BlobRange {
                 pin,
                 meta,
@@ -130,8 +156,16 @@ impl BlobService {
                 if let Ok((_, data)) = &piece {
                     offset += data.len() as u64;
                 }
-                if tx.send(piece).await.is_err() || failed {
-                    return;
+                tokio::select! {
+                    sent = tx.send(piece) => if sent.is_err() || failed {
+                        return;
+                    },
+                    _ = shutdown.wait_for(|s| *s) => {
+                        let _ = tx.try_send(Err(Error::Unavailable(
+                            "the node is shutting down; resume the transfer later".into(),
+                        )));
+                        return;
+                    }
                 }
             }
             drop(pin);
@@ -184,23 +218,31 @@ fn range(pin: BlobPin, meta: BlobMeta, offset: u64, length: u64) -> Result<BlobR
     })
 }
 
-/// The bytes from `offset` to the end of its chunk (or to `end`).
+/// Up to [`PIECE`] bytes from `offset`, ending at a piece boundary or `end`.
 fn read_piece(store: &Store, meta: &BlobMeta, offset: u64, end: u64) -> Result<(u64, Bytes)> {
-    let index = offset / CHUNK as u64;
-    let chunk = store.chunk(meta.storage, index)?.ok_or_else(|| {
-        Error::Store(crate::store::StoreError::Inconsistent(format!(
-            "chunk {index} of storage {} is missing",
-            meta.storage
-        )))
-    })?;
-    let start = (offset % CHUNK as u64) as usize;
-    let stop = ((end - index * CHUNK as u64) as usize).min(chunk.len());
-    if start >= stop {
-        return Err(Error::Store(crate::store::StoreError::Inconsistent(
-            format!("chunk {index} of storage {} is short", meta.storage),
-        )));
+    let stop = ((offset / PIECE as u64 + 1) * PIECE as u64).min(end);
+    let mut out = Vec::with_capacity((stop - offset) as usize);
+    let mut at = offset;
+    while at < stop {
+        let index = at / CHUNK as u64;
+        let damaged = |what: &str| {
+            Error::Store(crate::store::StoreError::Inconsistent(format!(
+                "chunk {index} of storage {} is {what}",
+                meta.storage
+            )))
+        };
+        let chunk = store
+            .chunk(meta.storage, index)?
+            .ok_or_else(|| damaged("missing"))?;
+        let from = (at - index * CHUNK as u64) as usize;
+        let to = ((stop - index * CHUNK as u64) as usize).min(chunk.len());
+        if from >= to {
+            return Err(damaged("short"));
+        }
+        out.extend_from_slice(&chunk[from..to]);
+        at += (to - from) as u64;
     }
-    Ok((offset, Bytes::copy_from_slice(&chunk[start..stop])))
+    Ok((offset, Bytes::from(out)))
 }
 
 impl From<BlobError> for Error {

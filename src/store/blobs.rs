@@ -30,8 +30,14 @@ use super::{Result, Store, StoreError, corrupt};
 use crate::domain::codec::{DecodeError, Reader, Writer};
 use crate::domain::{BlobHash, OfficeId, RecordId};
 
-/// Size of a stored chunk, and of the pieces blobs are streamed in.
-pub const CHUNK: usize = 256 * 1024;
+/// Size of a stored chunk. Small on purpose: sled keeps up to 16 values in
+/// a leaf and, with larger values, held every chunk written in memory
+/// (measured: 256 KiB chunks grew a process by the whole file; 8 KiB chunks
+/// level off near 70 MiB however much is written).
+pub const CHUNK: usize = 8 * 1024;
+
+/// Size of the pieces blobs are streamed in: a whole number of chunks.
+pub const PIECE: usize = 32 * CHUNK;
 
 const V1: u8 = 1;
 
@@ -448,7 +454,7 @@ impl Store {
             .collect()
     }
 
-    /// Stores the next whole chunk of a fetch (the last may be short) at
+    /// Stores the next whole chunks of a fetch (the last may be short) at
     /// `received`; returns the new count, or None when the fetch is gone.
     pub fn fetch_append(&self, hash: &BlobHash, data: &[u8]) -> Result<Option<u64>> {
         unwrap_tx(
@@ -458,10 +464,14 @@ impl Store {
                 };
                 let mut f =
                     decode_fetch(&bytes).map_err(|e| abort(corrupt("blobhash_fetch")(e)))?;
-                let index = f.received / CHUNK as u64;
-                let whole = data.len() == CHUNK;
+                let first = f.received / CHUNK as u64;
+                let whole = data.len() % CHUNK == 0;
                 let last = f.received + data.len() as u64 == f.size;
-                if f.received % CHUNK as u64 != 0 || !(whole || last) || f.received >= f.size {
+                if f.received % CHUNK as u64 != 0
+                    || !(whole || last)
+                    || data.is_empty()
+                    || f.received + data.len() as u64 > f.size
+                {
                     return Err(abort(StoreError::Inconsistent(format!(
                         "fetch of {hash} got {} bytes at {} of {}",
                         data.len(),
@@ -469,7 +479,9 @@ impl Store {
                         f.size
                     ))));
                 }
-                chunks.insert(&chunk_key(f.storage, index), data)?;
+                for (i, chunk) in data.chunks(CHUNK).enumerate() {
+                    chunks.insert(&chunk_key(f.storage, first + i as u64), chunk)?;
+                }
                 f.received += data.len() as u64;
                 fetches.insert(&hash.0, encode_fetch(&f))?;
                 Ok(Some(f.received))

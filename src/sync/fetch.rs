@@ -20,11 +20,11 @@ use super::backoff::Backoff;
 use super::puller::{connect, status_text};
 use crate::domain::{BlobHash, now_ms};
 use crate::grpc::pb;
-use crate::store::blobs::{CHUNK, Fetch};
+use crate::store::blobs::{Fetch, PIECE};
 
-/// Make received chunks durable after this many, so a restart resumes
-/// close to where the transfer stopped.
-const COMMIT_EVERY_CHUNKS: u64 = 32;
+/// Make received pieces durable after this many (8 MiB), so a restart
+/// resumes close to where the transfer stopped.
+const COMMIT_EVERY_PIECES: u64 = 32;
 
 /// A transfer as `casemesh status` shows it.
 #[derive(Debug, Clone)]
@@ -224,8 +224,8 @@ async fn transfer(
             .map_err(|s| status_text(&s))?
             .into_inner();
         tracing::info!(%hash, origin = %fetch.origin, from = received, size = fetch.size, "fetching a file");
-        let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
-        let mut stored_chunks = 0u64;
+        let mut buf: Vec<u8> = Vec::with_capacity(PIECE);
+        let mut stored_pieces = 0u64;
         while received < fetch.size {
             let Some(piece) = stream.message().await.map_err(|s| status_text(&s))? else {
                 return Err(format!(
@@ -244,7 +244,7 @@ async fn transfer(
             tokio::time::sleep(limit.reserve(piece.data.len())).await;
             let mut data = &piece.data[..];
             while !data.is_empty() {
-                let room = (CHUNK - buf.len()).min((fetch.size - received) as usize - buf.len());
+                let room = (PIECE - buf.len()).min((fetch.size - received) as usize - buf.len());
                 if room == 0 {
                     return Err("the origin sent more bytes than the file has".into());
                 }
@@ -252,15 +252,15 @@ async fn transfer(
                 buf.extend_from_slice(&data[..take]);
                 data = &data[take..];
                 let last = received + buf.len() as u64 == fetch.size;
-                if buf.len() == CHUNK || last {
+                if buf.len() == PIECE || last {
                     match ctx.store.fetch_append(&hash, &buf).map_err(err)? {
                         Some(n) => received = n,
                         // Removed: no record lists it any more.
                         None => return Ok(()),
                     }
                     buf.clear();
-                    stored_chunks += 1;
-                    if stored_chunks % COMMIT_EVERY_CHUNKS == 0 {
+                    stored_pieces += 1;
+                    if stored_pieces % COMMIT_EVERY_PIECES == 0 {
                         ctx.store.commit().await.map_err(err)?;
                         if !ctx.store.blob_referenced(&hash).map_err(err)? {
                             return Ok(());

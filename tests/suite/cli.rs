@@ -1,5 +1,6 @@
 //! The `casemesh` binary end to end: `init`, `serve` in the background,
-//! `record put`, `record get --json`, and durability across `kill -9`.
+//! `record put`, `record get --json`, durability across `kill -9`, and
+//! attached files (`record put --attach`, `blob get`).
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -246,4 +247,138 @@ async fn an_acknowledged_put_survives_kill_9() {
             serde_json::from_str(&ok(&["record", "get", id, "--json", "--data", d])).unwrap();
         assert_eq!(json["body"], "must survive");
     }
+}
+
+/// A file attached with `record put --attach` is listed by `record get` and
+/// comes back identical from `blob get`, also when the download resumes from
+/// a `.part` file; a `.part` with wrong bytes fails the hash check and leaves
+/// nothing behind; an unknown hash is refused.
+#[tokio::test]
+async fn an_attached_file_downloads_whole_and_resumes_from_a_part_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("office");
+    let d = data.to_str().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    ok(&[
+        "init", "--office", "phila-da", "--data", d, "--listen", &listen,
+    ]);
+    let _server = serve(&data).await;
+
+    // A little over 3 MiB that never repeats (BLAKE3's extendable output),
+    // so that a piece written at the wrong offset cannot go unnoticed.
+    let mut content = vec![0u8; 3 * 1024 * 1024 + 12_345];
+    blake3::Hasher::new()
+        .update(b"bodycam-0412")
+        .finalize_xof()
+        .fill(&mut content);
+    let clip = tmp.path().join("bodycam-0412.mp4");
+    std::fs::write(&clip, &content).unwrap();
+    let hash = blake3::hash(&content).to_hex().to_string();
+
+    let id = ok(&[
+        "record",
+        "put",
+        "--data",
+        d,
+        "--collection",
+        "2026-0042",
+        "--kind",
+        "evidence",
+        "--title",
+        "Bodycam, Broad St",
+        "--attach",
+        clip.to_str().unwrap(),
+    ]);
+    let id = id.trim();
+    let shown = ok(&["record", "get", id, "--data", d]);
+    for expected in [
+        "attachment:   bodycam-0412.mp4",
+        &format!("size:       {} bytes", content.len()),
+        "media type: video/mp4",
+        &format!("hash:       {hash}"),
+        "state:      present",
+    ] {
+        assert!(shown.contains(expected), "{expected:?} in:\n{shown}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["record", "get", id, "--json", "--data", d])).unwrap();
+    let attachment = &json["attachments"][0];
+    assert_eq!(attachment["hash"], hash.as_str());
+    assert_eq!(attachment["size"], content.len());
+    assert_eq!(attachment["state"], "present");
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&["status", "--json", "--data", d])).unwrap();
+    assert_eq!(status["blobs"], 1);
+    assert_eq!(status["blob_bytes"], content.len());
+
+    let out = tmp.path().join("download.mp4");
+    let o = out.to_str().unwrap();
+    ok(&["blob", "get", &hash, "--out", o, "--data", d]);
+    assert!(std::fs::read(&out).unwrap() == content, "download differs");
+    let again = casemesh(&["blob", "get", &hash, "--out", o, "--data", d]);
+    assert!(!again.status.success(), "an existing file is not replaced");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    ok(&["blob", "get", &hash, "--out", o, "--force", "--data", d]);
+    assert!(
+        std::fs::read(&out).unwrap() == content,
+        "forced download differs"
+    );
+
+    // An interrupted download: the first MiB is already there.
+    let resumed = tmp.path().join("resumed.mp4");
+    let resumed_part = tmp.path().join("resumed.mp4.part");
+    std::fs::write(&resumed_part, &content[..1 << 20]).unwrap();
+    ok(&[
+        "blob",
+        "get",
+        &hash,
+        "--out",
+        resumed.to_str().unwrap(),
+        "--data",
+        d,
+    ]);
+    assert!(
+        std::fs::read(&resumed).unwrap() == content,
+        "resumed download differs"
+    );
+    assert!(!resumed_part.exists(), "the .part file is renamed away");
+
+    // A .part whose bytes are wrong: resuming from it cannot match the hash.
+    let bad = tmp.path().join("bad.mp4");
+    let bad_part = tmp.path().join("bad.mp4.part");
+    let mut prefix = content[..1 << 20].to_vec();
+    prefix[1000] ^= 0xff;
+    std::fs::write(&bad_part, &prefix).unwrap();
+    let failed = casemesh(&[
+        "blob",
+        "get",
+        &hash,
+        "--out",
+        bad.to_str().unwrap(),
+        "--data",
+        d,
+    ]);
+    assert!(!failed.status.success());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("hash to"), "{stderr}");
+    assert!(!bad.exists() && !bad_part.exists(), "nothing is kept");
+
+    let unknown = blake3::hash(b"never uploaded").to_hex().to_string();
+    let missing = tmp.path().join("missing.bin");
+    let refused = casemesh(&[
+        "blob",
+        "get",
+        &unknown,
+        "--out",
+        missing.to_str().unwrap(),
+        "--data",
+        d,
+    ]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("NotFound") || stderr.contains("no file"),
+        "{stderr}"
+    );
+    assert!(!missing.exists() && !tmp.path().join("missing.bin.part").exists());
 }

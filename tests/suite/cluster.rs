@@ -79,6 +79,24 @@ impl TestNode {
         );
     }
 
+    /// Changes the node's `casemesh.toml` and restarts it.
+    pub async fn configure(&mut self, change: impl FnOnce(&mut casemesh::config::Config)) {
+        let path = self.paths().config();
+        let mut config = casemesh::config::Config::load(&path).expect("config loads");
+        change(&mut config);
+        std::fs::write(&path, config.to_toml()).expect("config written");
+        self.restart().await;
+    }
+
+    /// This node's own certificate and key, as it presents them to peers.
+    pub fn node_identity(&self) -> (Vec<u8>, Vec<u8>) {
+        let p = self.paths();
+        (
+            std::fs::read(p.node_cert()).unwrap(),
+            std::fs::read(p.node_key()).unwrap(),
+        )
+    }
+
     pub fn endpoint(&self) -> NodeAddr {
         NodeAddr {
             host: "127.0.0.1".into(),

@@ -1,4 +1,6 @@
 mod auth;
+mod blobkit;
+mod blobs;
 mod cli;
 mod cluster;
 mod federation;

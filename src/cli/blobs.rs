@@ -1,0 +1,348 @@
+//! Attached files from the command line: uploading the files that
+//! `record put --attach` names, and `casemesh blob get`.
+//!
+//! Files are streamed in pieces and never read into memory whole. A download
+//! is written to `FILE.part`, resumes from it when interrupted, and becomes
+//! `FILE` only once the BLAKE3 hash of all its bytes matches.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use super::ClientOpts;
+use super::output::{self, Progress};
+use crate::domain::{Attachment, BlobHash};
+use crate::grpc::pb::{self, records_client::RecordsClient};
+
+/// Bytes per upload message, and per read from disk.
+const PIECE: usize = 256 * 1024;
+
+#[derive(Debug, Subcommand)]
+pub enum BlobCommand {
+    /// Download an attached file by its hash.
+    ///
+    /// The bytes go to FILE.part, which an interrupted download resumes
+    /// from; it becomes FILE only once the hash of all its bytes matches.
+    Get {
+        /// BLAKE3 hash of the file (64 hex digits), as `record get` shows it.
+        hash: String,
+        /// Write the file here.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+pub async fn run(cmd: BlobCommand) -> Result<()> {
+    match cmd {
+        BlobCommand::Get {
+            hash,
+            out,
+            force,
+            client,
+        } => get(&client, &hash, &out, force).await,
+    }
+}
+
+/// A file to attach, opened and checked before anything is uploaded, so
+/// that a typo in the last `--attach` does not upload the others for
+/// nothing.
+pub struct LocalFile {
+    path: PathBuf,
+    file: tokio::fs::File,
+    size: u64,
+    file_name: String,
+    media_type: &'static str,
+}
+
+impl LocalFile {
+    pub async fn open(path: &Path) -> Result<Self> {
+        let cannot_read = || format!("cannot read {}", path.display());
+        let file = tokio::fs::File::open(path)
+            .await
+            .with_context(cannot_read)?;
+        let meta = file.metadata().await.with_context(cannot_read)?;
+        if !meta.is_file() {
+            bail!("cannot read {}: not a regular file", path.display());
+        }
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let media_type = media_type(path);
+        // The node checks the same; failing here uploads nothing.
+        Attachment {
+            hash: BlobHash([0; 32]),
+            size: meta.len(),
+            file_name: file_name.clone(),
+            media_type: media_type.into(),
+        }
+        .check_shape()
+        .with_context(|| format!("cannot attach {path:?}"))?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            size: meta.len(),
+            file_name,
+            media_type,
+        })
+    }
+
+    /// Streams the file to the node (`PutBlob`) and returns it as an
+    /// attachment for a put. The node's hash is checked against the bytes
+    /// read here.
+    pub async fn upload(self, records: &mut RecordsClient<Channel>) -> Result<pb::Attachment> {
+        let Self {
+            path,
+            mut file,
+            size,
+            file_name,
+            media_type,
+        } = self;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Option<pb::PutBlobRequest>>(2);
+        // The request ends only at the `None` sent after the last piece. If
+        // reading fails, or the file changed size, no `None` is sent and the
+        // request never ends, so the node cannot take a truncated file for a
+        // whole one: the call is dropped unfinished and the node discards
+        // what it received.
+        let body = ReceiverStream::new(rx)
+            .chain(tokio_stream::pending())
+            .map_while(|piece| piece);
+        let mut progress = Progress::new(file_name.clone(), Some(size), 0);
+        let send = async {
+            let mut hasher = blake3::Hasher::new();
+            let mut sent = 0u64;
+            loop {
+                let piece = read_piece(&mut file)
+                    .await
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                if piece.is_empty() {
+                    break;
+                }
+                hasher.update(&piece);
+                sent += piece.len() as u64;
+                progress.add(piece.len() as u64);
+                let data = piece.into();
+                if tx.send(Some(pb::PutBlobRequest { data })).await.is_err() {
+                    // The call has ended; its outcome says why.
+                    return Ok((hasher.finalize(), sent));
+                }
+            }
+            if sent != size {
+                bail!(
+                    "{} changed while it was uploaded ({size} bytes when opened, {sent} read); attach it again",
+                    path.display()
+                );
+            }
+            let _ = tx.send(None).await;
+            Ok::<_, anyhow::Error>((hasher.finalize(), sent))
+        };
+        let call = async { Ok(records.put_blob(body).await?.into_inner()) };
+        let (info, (hash, sent)) = tokio::try_join!(call, send)?;
+        progress.finish();
+        let stored = BlobHash::from_slice(&info.hash)?;
+        if stored.0 != *hash.as_bytes() || info.size != sent {
+            bail!(
+                "the node stored {} as {stored} ({} bytes), but the bytes sent hash to {} ({sent} bytes)",
+                path.display(),
+                info.size,
+                hash.to_hex()
+            );
+        }
+        Ok(pb::Attachment {
+            hash: info.hash,
+            size: info.size,
+            file_name,
+            media_type: media_type.into(),
+            ..Default::default()
+        })
+    }
+}
+
+/// The next `PIECE` bytes; fewer only at the end of the file.
+async fn read_piece(file: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Vec<u8>> {
+    let mut piece = Vec::with_capacity(PIECE);
+    file.take(PIECE as u64).read_to_end(&mut piece).await?;
+    Ok(piece)
+}
+
+/// A media type guessed from the file name's extension.
+pub fn media_type(path: &Path) -> &'static str {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "mp4" => "video/mp4",
+        "mov" => "video/quicktime",
+        "webm" => "video/webm",
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "pdf" => "application/pdf",
+        "txt" => "text/plain",
+        "wav" => "audio/wav",
+        "mp3" => "audio/mpeg",
+        "json" => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+/// `FILE.part`: where a download of `FILE` collects its bytes.
+fn part_path(out: &Path) -> PathBuf {
+    let mut name = out.file_name().unwrap_or_default().to_owned();
+    name.push(".part");
+    out.with_file_name(name)
+}
+
+async fn get(client: &ClientOpts, hash: &str, out: &Path, force: bool) -> Result<()> {
+    let hash = BlobHash::parse_hex(hash)?;
+    if out.file_name().is_none() || out.to_string_lossy().ends_with(std::path::MAIN_SEPARATOR) {
+        bail!("--out {} does not name a file", out.display());
+    }
+    let exists = tokio::fs::try_exists(out)
+        .await
+        .with_context(|| format!("cannot check {}", out.display()))?;
+    if exists && !force {
+        bail!("{} already exists; --force replaces it", out.display());
+    }
+    let part = part_path(out);
+    let cannot_write = || format!("cannot write {}", part.display());
+    let offset = match tokio::fs::metadata(&part).await {
+        Ok(meta) => meta.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e).with_context(cannot_write),
+    };
+
+    // Asked first, so that a hash the node does not know leaves no
+    // FILE.part behind.
+    let mut stream = match client
+        .records()
+        .await?
+        .get_blob(pb::GetBlobRequest {
+            hash: hash.0.to_vec().into(),
+            offset,
+            length: 0,
+        })
+        .await
+    {
+        Ok(response) => response.into_inner(),
+        Err(s) if s.code() == tonic::Code::InvalidArgument && offset > 0 => bail!(
+            "{} holds {offset} bytes, which does not fit this file ({}); remove it to download from the start",
+            part.display(),
+            s.message()
+        ),
+        Err(s) => return Err(s.into()),
+    };
+
+    let mut hasher = blake3::Hasher::new();
+    if offset > 0 {
+        let prefix = tokio::fs::File::open(&part)
+            .await
+            .with_context(|| format!("cannot read {}", part.display()))?;
+        let mut prefix = prefix.take(offset);
+        loop {
+            let piece = read_piece(&mut prefix)
+                .await
+                .with_context(|| format!("cannot read {}", part.display()))?;
+            if piece.is_empty() {
+                break;
+            }
+            hasher.update(&piece);
+        }
+    }
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&part)
+        .await
+        .with_context(cannot_write)?;
+    let label = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut progress = Progress::new(label, None, offset);
+    let mut received = offset;
+    let receiving = async {
+        while let Some(chunk) = stream.message().await? {
+            if chunk.offset != received {
+                bail!(
+                    "the node sent bytes from offset {} when {received} was next",
+                    chunk.offset
+                );
+            }
+            file.write_all(&chunk.data)
+                .await
+                .with_context(cannot_write)?;
+            hasher.update(&chunk.data);
+            received += chunk.data.len() as u64;
+            progress.add(chunk.data.len() as u64);
+        }
+        Ok(())
+    }
+    .await;
+    // Whatever arrived stays in FILE.part for the next attempt to resume
+    // from, also when the transfer broke off.
+    file.flush().await.with_context(cannot_write)?;
+    receiving?;
+    file.sync_all().await.with_context(cannot_write)?;
+    drop(file);
+    progress.finish();
+
+    let got = BlobHash(*hasher.finalize().as_bytes());
+    if got != hash {
+        // The wrong bytes cannot be told apart from the right ones: keeping
+        // them would only make the next attempt resume from them.
+        let removed = match tokio::fs::remove_file(&part).await {
+            Ok(()) => "removed",
+            Err(_) => "could not remove",
+        };
+        bail!(
+            "the downloaded bytes hash to {got}, not {hash}; {removed} {} and wrote nothing to {}",
+            part.display(),
+            out.display()
+        );
+    }
+    tokio::fs::rename(&part, out)
+        .await
+        .with_context(|| format!("cannot rename {} to {}", part.display(), out.display()))?;
+    println!(
+        "wrote {} ({}, hash checked)",
+        out.display(),
+        output::size(received)
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types_come_from_the_extension() {
+        assert_eq!(media_type(Path::new("bodycam-0412.MP4")), "video/mp4");
+        assert_eq!(media_type(Path::new("scan.jpeg")), "image/jpeg");
+        assert_eq!(media_type(Path::new("notes")), "application/octet-stream");
+        assert_eq!(
+            media_type(Path::new("a.tar.gz")),
+            "application/octet-stream"
+        );
+    }
+
+    #[test]
+    fn a_download_collects_its_bytes_next_to_the_file() {
+        assert_eq!(
+            part_path(Path::new("out/clip.mp4")),
+            PathBuf::from("out/clip.mp4.part")
+        );
+    }
+}

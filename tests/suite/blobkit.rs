@@ -1,0 +1,153 @@
+//! Helpers for attachment tests: files made up on the fly (never held
+//! whole), uploads, downloads, and what a node reports.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use casemesh::grpc::pb::{self, records_client::RecordsClient};
+use tonic::transport::Channel;
+
+use super::cluster::{TestCluster, TestNode, eventually};
+
+pub const MIB: u64 = 1 << 20;
+pub const PIECE: usize = 256 * 1024;
+
+/// `size` bytes that never repeat, made from `seed`, in pieces: the test
+/// never holds a whole file either.
+pub fn pieces(seed: &str, size: u64) -> impl Iterator<Item = Vec<u8>> + Send + 'static {
+    let mut xof = blake3::Hasher::new().update(seed.as_bytes()).finalize_xof();
+    let mut left = size;
+    std::iter::from_fn(move || {
+        if left == 0 {
+            return None;
+        }
+        let n = left.min(PIECE as u64) as usize;
+        let mut buf = vec![0u8; n];
+        xof.fill(&mut buf);
+        left -= n as u64;
+        Some(buf)
+    })
+}
+
+pub fn hash_of(seed: &str, size: u64) -> Vec<u8> {
+    let mut h = blake3::Hasher::new();
+    for p in pieces(seed, size) {
+        h.update(&p);
+    }
+    h.finalize().as_bytes().to_vec()
+}
+
+pub async fn upload(node: &TestNode, seed: &str, size: u64) -> Result<pb::BlobInfo, tonic::Status> {
+    let stream =
+        tokio_stream::iter(pieces(seed, size).map(|data| pb::PutBlobRequest { data: data.into() }));
+    node.records()
+        .await
+        .put_blob(stream)
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Streams a whole blob back; returns its BLAKE3 hash and length.
+pub async fn download(
+    records: &mut RecordsClient<Channel>,
+    hash: &[u8],
+) -> Result<(Vec<u8>, u64), tonic::Status> {
+    let mut stream = records
+        .get_blob(pb::GetBlobRequest {
+            hash: hash.to_vec().into(),
+            offset: 0,
+            length: 0,
+        })
+        .await?
+        .into_inner();
+    let mut h = blake3::Hasher::new();
+    let mut n = 0u64;
+    while let Some(piece) = stream.message().await? {
+        assert_eq!(piece.offset, n, "pieces arrive in order");
+        h.update(&piece.data);
+        n += piece.data.len() as u64;
+    }
+    Ok((h.finalize().as_bytes().to_vec(), n))
+}
+
+pub fn attachment(info: &pb::BlobInfo, name: &str) -> pb::Attachment {
+    pb::Attachment {
+        hash: info.hash.clone(),
+        file_name: name.into(),
+        media_type: "video/mp4".into(),
+        ..Default::default()
+    }
+}
+
+pub async fn put_with(
+    node: &TestNode,
+    collection: &str,
+    attachments: Vec<pb::Attachment>,
+) -> String {
+    node.records()
+        .await
+        .put(pb::PutRequest {
+            collection: collection.into(),
+            kind: "video".into(),
+            title: "bodycam".into(),
+            attachments,
+            ..Default::default()
+        })
+        .await
+        .expect("put with attachments")
+        .into_inner()
+        .id
+}
+
+/// The attachment's state and bytes present, as `node` reports them.
+pub async fn attachment_state(node: &TestNode, id: &str) -> Option<(i32, u64)> {
+    let r = node
+        .records()
+        .await
+        .get(pb::GetRequest {
+            id: id.into(),
+            version: None,
+        })
+        .await
+        .ok()?
+        .into_inner();
+    r.attachments.first().map(|a| (a.state, a.bytes_present))
+}
+
+pub async fn wait_present(node: &TestNode, id: &str, deadline: Duration) {
+    eventually(
+        deadline,
+        "the attachment to be present at the peer",
+        || async {
+            let (state, _) = attachment_state(node, id).await?;
+            (state == pb::AttachmentState::Present as i32).then_some(())
+        },
+    )
+    .await;
+}
+
+pub async fn status(node: &TestNode) -> pb::StatusResponse {
+    node.admin()
+        .await
+        .status(pb::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+}
+
+pub fn vm_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+pub async fn two_offices() -> TestCluster {
+    let mut c = TestCluster::start(&["phila-da", "minn-da"]).await;
+    c.pin_all().await;
+    c
+}
