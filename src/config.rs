@@ -153,6 +153,12 @@ impl Config {
         if cfg.server.handshake_timeout_secs == 0 {
             return Err("server.handshake_timeout_secs must be at least 1".into());
         }
+        if cfg.blobs.unreferenced_grace < std::time::Duration::from_secs(60) {
+            return Err(
+                "blobs.unreferenced_grace must be at least 1m: an upload needs time to be listed by its record"
+                    .into(),
+            );
+        }
         if cfg.blobs.fetch_concurrency == 0 {
             return Err("blobs.fetch_concurrency must be at least 1".into());
         }

@@ -104,15 +104,23 @@ impl BlobService {
         range(pin, meta, offset, 0)
     }
 
+    /// Whether a record of this office that `peer` may see lists `hash` in
+    /// its latest version (a file dropped from a record, or of a deleted
+    /// one, is no longer served).
     fn shared_with(&self, peer: &OfficeId, hash: &BlobHash) -> Result<bool> {
         for id in self.store.blob_records(hash)? {
             if id.origin() != *self.sharing.office() {
                 continue;
             }
-            if let Some(head) = self.store.head(&id)? {
-                if self.sharing.visible(peer, &id, &head.collection) {
-                    return Ok(true);
-                }
+            let Some(latest) = self.store.latest(&id)? else {
+                continue;
+            };
+            let r = &latest.record;
+            if !r.deleted
+                && r.attachments.iter().any(|a| &a.hash == hash)
+                && self.sharing.visible(peer, &id, &r.collection)
+            {
+                return Ok(true);
             }
         }
         Ok(false)

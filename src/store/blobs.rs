@@ -256,29 +256,44 @@ impl Upload<'_> {
         let keep_until_ms = now_ms.saturating_add(grace_ms);
         let store = self.store;
         let _gate = gate(&store.blob_pins);
-        let kept_ours = unwrap_tx((&store.blobhash_blob, &store.storage_doomed).transaction(
-            |(blobs, doomed)| {
-                let ours = match read_meta_tx(blobs, &hash)? {
-                    Some(mut existing) => {
-                        existing.keep_until_ms = existing.keep_until_ms.max(keep_until_ms);
-                        blobs.insert(&hash.0, encode_meta(&existing))?;
-                        false
+        let fetched = store.fetch(&hash)?;
+        let kept_ours = unwrap_tx(
+            (
+                &store.blobhash_blob,
+                &store.storage_doomed,
+                &store.blobhash_fetch,
+            )
+                .transaction(|(blobs, doomed, fetches)| {
+                    // A fetch of the same bytes is no longer needed.
+                    if let Some(f) = &fetched {
+                        fetches.remove(&hash.0)?;
+                        doomed.insert(&f.storage.to_be_bytes(), &[])?;
                     }
-                    None => {
-                        let meta = BlobMeta {
-                            storage: self.storage,
-                            size: self.size,
-                            keep_until_ms,
-                        };
-                        blobs.insert(&hash.0, encode_meta(&meta))?;
-                        doomed.remove(&self.storage.to_be_bytes())?;
-                        true
-                    }
-                };
-                Ok(ours)
-            },
-        ))?;
+                    let ours = match read_meta_tx(blobs, &hash)? {
+                        Some(mut existing) => {
+                            existing.keep_until_ms = existing.keep_until_ms.max(keep_until_ms);
+                            blobs.insert(&hash.0, encode_meta(&existing))?;
+                            false
+                        }
+                        None => {
+                            let meta = BlobMeta {
+                                storage: self.storage,
+                                size: self.size,
+                                keep_until_ms,
+                            };
+                            blobs.insert(&hash.0, encode_meta(&meta))?;
+                            doomed.remove(&self.storage.to_be_bytes())?;
+                            true
+                        }
+                    };
+                    Ok(ours)
+                }),
+        )?;
         self.done = kept_ours;
+        drop(_gate);
+        if let Some(f) = fetched {
+            store.remove_storage(f.storage)?;
+        }
         // When not kept, Drop removes this copy's chunks.
         Ok((hash, self.size))
     }
@@ -331,13 +346,15 @@ impl Store {
             .storage_doomed
             .iter()
             .keys()
-            .map(|k| {
-                let k = k?;
-                let mut b = [0u8; 8];
-                if k.len() == 8 {
-                    b.copy_from_slice(&k);
-                }
-                Ok(u64::from_be_bytes(b))
+            .filter_map(|k| match k {
+                Ok(k) => match <[u8; 8]>::try_from(k.as_ref()) {
+                    Ok(b) => Some(Ok(u64::from_be_bytes(b))),
+                    Err(_) => {
+                        tracing::error!(key = ?k, "malformed key in storage_doomed; left alone");
+                        None
+                    }
+                },
+                Err(e) => Some(Err(e.into())),
             })
             .collect::<Result<_>>()?;
         for storage in doomed {
@@ -456,7 +473,7 @@ impl Store {
 
     /// Stores the next whole chunks of a fetch (the last may be short) at
     /// `received`; returns the new count, or None when the fetch is gone.
-    pub fn fetch_append(&self, hash: &BlobHash, data: &[u8]) -> Result<Option<u64>> {
+    pub fn fetch_append(&self, hash: &BlobHash, at: u64, data: &[u8]) -> Result<Option<u64>> {
         unwrap_tx(
             (&self.blobhash_fetch, &self.storage_chunk).transaction(|(fetches, chunks)| {
                 let Some(bytes) = fetches.get(hash.0)? else {
@@ -464,6 +481,10 @@ impl Store {
                 };
                 let mut f =
                     decode_fetch(&bytes).map_err(|e| abort(corrupt("blobhash_fetch")(e)))?;
+                if f.received != at {
+                    // The fetch was removed and queued again meanwhile.
+                    return Ok(None);
+                }
                 let first = f.received / CHUNK as u64;
                 let whole = data.len() % CHUNK == 0;
                 let last = f.received + data.len() as u64 == f.size;
@@ -508,7 +529,7 @@ impl Store {
         let matched = hasher.finalize().as_bytes() == &hash.0;
         let fresh = self.db.generate_id()?;
         let _gate = gate(&self.blob_pins);
-        unwrap_tx(
+        let discard = unwrap_tx(
             (
                 &self.blobhash_fetch,
                 &self.blobhash_blob,
@@ -517,6 +538,12 @@ impl Store {
                 .transaction(|(fetches, blobs, doomed)| {
                     if matched {
                         fetches.remove(&hash.0)?;
+                        if blobs.get(hash.0)?.is_some() {
+                            // The same bytes were uploaded meanwhile: keep
+                            // that copy (and its grace time), drop ours.
+                            doomed.insert(&f.storage.to_be_bytes(), &[])?;
+                            return Ok(true);
+                        }
                         let meta = BlobMeta {
                             storage: f.storage,
                             size: f.size,
@@ -531,11 +558,13 @@ impl Store {
                         };
                         fetches.insert(&hash.0, encode_fetch(&restart))?;
                         doomed.insert(&f.storage.to_be_bytes(), &[])?;
+                        return Ok(true);
                     }
-                    Ok(())
+                    Ok(false)
                 }),
         )?;
-        if !matched {
+        drop(_gate);
+        if discard {
             self.remove_storage(f.storage)?;
         }
         Ok(matched)

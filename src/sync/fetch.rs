@@ -148,6 +148,7 @@ pub async fn run_fetcher(
                         ctx.clone(),
                         transfers.clone(),
                         limit.clone(),
+                        config.max_blob_bytes,
                         hash,
                         fetch,
                     ));
@@ -172,10 +173,11 @@ async fn attempt(
     ctx: Arc<SyncContext>,
     transfers: Arc<Transfers>,
     limit: Arc<RateLimit>,
+    max_bytes: u64,
     hash: BlobHash,
     fetch: Fetch,
 ) {
-    let outcome = transfer(&ctx, &limit, hash, &fetch).await;
+    let outcome = transfer(&ctx, &limit, max_bytes, hash, &fetch).await;
     if let Err(e) = ctx.store.commit().await {
         tracing::error!(%hash, error = %e, "could not make fetched bytes durable");
     }
@@ -201,6 +203,7 @@ async fn attempt(
 async fn transfer(
     ctx: &SyncContext,
     limit: &RateLimit,
+    max_bytes: u64,
     hash: BlobHash,
     fetch: &Fetch,
 ) -> Result<(), String> {
@@ -208,6 +211,12 @@ async fn transfer(
     let _pin = ctx.store.pin_blob(hash);
     let err = |e: crate::store::StoreError| e.to_string();
     let mut received = fetch.received;
+    if fetch.size > max_bytes {
+        return Err(format!(
+            "the file is listed as {} bytes, over this node's limit of {max_bytes} (blobs.max_blob_bytes)",
+            fetch.size
+        ));
+    }
     if received < fetch.size {
         let peer = ctx
             .store
@@ -253,7 +262,7 @@ async fn transfer(
                 data = &data[take..];
                 let last = received + buf.len() as u64 == fetch.size;
                 if buf.len() == PIECE || last {
-                    match ctx.store.fetch_append(&hash, &buf).map_err(err)? {
+                    match ctx.store.fetch_append(&hash, received, &buf).map_err(err)? {
                         Some(n) => received = n,
                         // Removed: no record lists it any more.
                         None => return Ok(()),

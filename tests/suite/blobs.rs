@@ -118,6 +118,24 @@ async fn a_peer_cannot_tell_an_unshared_blob_from_a_made_up_one() {
     let unknown = fetch(&made_up).await.unwrap_err();
     assert_eq!(unshared.code(), Code::NotFound);
     assert_eq!(unknown.code(), Code::NotFound);
+    // A new version without the file: no longer served, even though the
+    // record is still shared and its history lists the file.
+    c.nodes[0]
+        .records()
+        .await
+        .put(pb::PutRequest {
+            id: shared_id.clone(),
+            collection: "shared".into(),
+            kind: "video".into(),
+            title: "file removed".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        fetch(&shared.hash).await.unwrap_err().code(),
+        Code::NotFound
+    );
     assert_eq!(
         unshared
             .message()
