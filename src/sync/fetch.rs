@@ -26,6 +26,10 @@ use crate::store::blobs::{Fetch, PIECE};
 /// resumes close to where the transfer stopped.
 const COMMIT_EVERY_PIECES: u64 = 32;
 
+/// A transfer whose origin sends nothing for this long is dropped (and
+/// retried later), so a stalled origin does not hold a fetch slot.
+const IDLE: Duration = Duration::from_secs(60);
+
 /// A transfer as `casemesh status` shows it.
 #[derive(Debug, Clone)]
 pub struct TransferView {
@@ -223,7 +227,10 @@ async fn transfer(
             .peer(&fetch.origin)
             .map_err(err)?
             .ok_or_else(|| format!("office {} is not a pinned peer", fetch.origin))?;
-        let mut client = connect(ctx, &peer).await?;
+        // One piece per message: no need for the feed's large limit.
+        let mut client = connect(ctx, &peer)
+            .await?
+            .max_decoding_message_size(2 * PIECE);
         let mut stream = client
             .fetch_blob(pb::FetchBlobRequest {
                 hash: bytes::Bytes::copy_from_slice(&hash.0),
@@ -236,7 +243,10 @@ async fn transfer(
         let mut buf: Vec<u8> = Vec::with_capacity(PIECE);
         let mut stored_pieces = 0u64;
         while received < fetch.size {
-            let Some(piece) = stream.message().await.map_err(|s| status_text(&s))? else {
+            let next = tokio::time::timeout(IDLE, stream.message())
+                .await
+                .map_err(|_| format!("the origin sent nothing for {IDLE:?}"))?;
+            let Some(piece) = next.map_err(|s| status_text(&s))? else {
                 return Err(format!(
                     "the origin ended the transfer at {} of {} bytes",
                     received + buf.len() as u64,
