@@ -169,7 +169,7 @@ impl Records for RecordsApi {
                 .write(&msg.data)
                 .map_err(|e| Status::from(crate::error::Error::from(e)))?;
             unflushed += msg.data.len();
-            if unflushed >= 1 << 20 {
+            if unflushed >= crate::store::blobs::FLUSH_EVERY_BYTES {
                 self.blobs.flush().await?;
                 unflushed = 0;
             }

@@ -187,10 +187,11 @@ impl BlobService {
 pub fn resolve(store: &Store, attachments: &mut [Attachment]) -> Result<()> {
     for a in attachments {
         let Some(meta) = store.blob(&a.hash)? else {
-            return Err(Error::FailedPrecondition(format!(
-                "attachment {:?} ({}) is not stored on this node: upload it with PutBlob first",
-                a.file_name, a.hash
-            )));
+            return Err(crate::store::StoreError::MissingBlob {
+                hash: a.hash,
+                file_name: a.file_name.clone(),
+            }
+            .into());
         };
         if a.size != 0 && a.size != meta.size {
             return Err(Error::InvalidArgument(format!(

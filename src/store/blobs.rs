@@ -39,6 +39,11 @@ pub const CHUNK: usize = 8 * 1024;
 /// Size of the pieces blobs are streamed in: a whole number of chunks.
 pub const PIECE: usize = 32 * CHUNK;
 
+/// While a file streams in (uploaded or fetched), what has arrived is made
+/// durable after this many bytes, so sled can write out and evict it and a
+/// restart resumes close to where the transfer stopped.
+pub const FLUSH_EVERY_BYTES: usize = 8 << 20;
+
 const V1: u8 = 1;
 
 /// A whole blob: where its chunks are, and until when it is kept even with
@@ -370,7 +375,9 @@ impl Store {
             .transpose()
     }
 
-    /// The stored bytes of chunk `index` of a storage id.
+    /// The stored bytes of chunk `index` of a storage id. Read one by one
+    /// on purpose: a range scan over a large file measured 300 MiB more
+    /// memory through the 256 MiB test.
     pub fn chunk(&self, storage: u64, index: u64) -> Result<Option<sled::IVec>> {
         Ok(self.storage_chunk.get(chunk_key(storage, index))?)
     }

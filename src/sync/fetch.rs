@@ -20,11 +20,7 @@ use super::backoff::Backoff;
 use super::puller::{connect, status_text};
 use crate::domain::{BlobHash, now_ms};
 use crate::grpc::pb;
-use crate::store::blobs::{Fetch, PIECE};
-
-/// Make received pieces durable after this many (8 MiB), so a restart
-/// resumes close to where the transfer stopped.
-const COMMIT_EVERY_PIECES: u64 = 32;
+use crate::store::blobs::{FLUSH_EVERY_BYTES, Fetch, PIECE};
 
 /// A transfer whose origin sends nothing for this long is dropped (and
 /// retried later), so a stalled origin does not hold a fetch slot.
@@ -241,7 +237,7 @@ async fn transfer(
             .into_inner();
         tracing::info!(%hash, origin = %fetch.origin, from = received, size = fetch.size, "fetching a file");
         let mut buf: Vec<u8> = Vec::with_capacity(PIECE);
-        let mut stored_pieces = 0u64;
+        let mut unflushed = 0usize;
         while received < fetch.size {
             let next = tokio::time::timeout(IDLE, stream.message())
                 .await
@@ -277,9 +273,10 @@ async fn transfer(
                         // Removed: no record lists it any more.
                         None => return Ok(()),
                     }
+                    unflushed += buf.len();
                     buf.clear();
-                    stored_pieces += 1;
-                    if stored_pieces % COMMIT_EVERY_PIECES == 0 {
+                    if unflushed >= FLUSH_EVERY_BYTES {
+                        unflushed = 0;
                         ctx.store.commit().await.map_err(err)?;
                         if !ctx.store.blob_referenced(&hash).map_err(err)? {
                             return Ok(());
