@@ -120,7 +120,19 @@ pub fn init(
                 cache_bytes: config.store.cache_mb * 1024 * 1024,
             },
         )?;
-        crate::service::users::record_issued(&store, admin, Role::Admin, &m.admin_cert_pem)?;
+        let entry = crate::domain::audit::Draft::new(
+            crate::domain::audit::Actor::node(office.as_str()),
+            "setup.init",
+            crate::domain::audit::Target::detail(format!("office created; first admin {admin}")),
+            crate::domain::audit::Outcome::ok(),
+        );
+        crate::service::users::record_issued(
+            &store,
+            admin.clone(),
+            Role::Admin,
+            &m.admin_cert_pem,
+            &[entry],
+        )?;
         store.flush_now()?;
     }
     write_new(&paths.config(), config.to_toml().as_bytes(), 0o644)?;

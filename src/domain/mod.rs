@@ -4,6 +4,7 @@
 //!
 //! Pure code: nothing here does I/O, talks to sled, or knows about gRPC.
 
+pub mod audit;
 pub mod blob;
 pub mod codec;
 pub mod ids;

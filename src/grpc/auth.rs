@@ -6,6 +6,12 @@
 //! already open), applies the role policy ([`allowed`]), opens a tracing span
 //! naming the caller, and hands the handler an authenticated [`Caller`] in the
 //! request extensions. Deny by default: a path not in the policy is refused.
+//!
+//! The same layer keeps the audit log's account of calls: each call to a
+//! casemesh service carries a [`Call`]; a call that changes something has
+//! its entry written in the change's transaction, and every other call —
+//! reads and every refusal, including refusals here — gets its entry
+//! written here, before the reply leaves.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,8 +24,10 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use crate::domain::Role;
+use crate::domain::audit::{Actor, Outcome};
 use crate::identity::Caller;
 use crate::identity::tls::{Admission, TrustStore};
+use crate::service::{AuditLog, Call};
 
 /// What the transport knows about a connection.
 #[derive(Debug, Clone)]
@@ -72,14 +80,71 @@ pub fn caller<T>(req: &tonic::Request<T>) -> Result<Caller, Status> {
         .ok_or_else(|| Status::unauthenticated("no authenticated caller"))
 }
 
+/// The audit record of the call being handled, attached by [`AuthLayer`].
+pub fn audit_call<T>(req: &tonic::Request<T>) -> Result<Arc<Call>, Status> {
+    req.extensions()
+        .get::<Arc<Call>>()
+        .cloned()
+        .ok_or_else(|| Status::internal("no audit record for this call"))
+}
+
+/// The audit log's name for a caller.
+pub fn actor(caller: &Caller, office: &str, remote: SocketAddr) -> Actor {
+    match caller {
+        Caller::Local {
+            name,
+            role,
+            fingerprint,
+        } => Actor {
+            kind: "user".into(),
+            name: name.to_string(),
+            role: role.as_str().into(),
+            office: office.into(),
+            fingerprint: fingerprint.to_string(),
+            remote: remote.to_string(),
+        },
+        Caller::PeerNode {
+            office: peer,
+            fingerprint,
+        } => Actor {
+            kind: "peer".into(),
+            office: peer.to_string(),
+            fingerprint: fingerprint.to_string(),
+            remote: remote.to_string(),
+            ..Actor::default()
+        },
+    }
+}
+
+/// `PERMISSION_DENIED` for [`tonic::Code::PermissionDenied`].
+pub fn code_name(code: tonic::Code) -> String {
+    let camel = format!("{code:?}");
+    let mut out = String::with_capacity(camel.len() + 4);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+/// `Records.Put` for `/casemesh.v1.Records/Put`; other paths as they are.
+fn action_of(path: &str) -> String {
+    path.strip_prefix("/casemesh.v1.")
+        .map(|p| p.replace('/', "."))
+        .unwrap_or_else(|| path.to_owned())
+}
+
 #[derive(Clone)]
 pub struct AuthLayer {
     trust: Arc<TrustStore>,
+    audit: Arc<AuditLog>,
 }
 
 impl AuthLayer {
-    pub fn new(trust: Arc<TrustStore>) -> Self {
-        Self { trust }
+    pub fn new(trust: Arc<TrustStore>, audit: Arc<AuditLog>) -> Self {
+        Self { trust, audit }
     }
 }
 
@@ -90,6 +155,7 @@ impl<S> Layer<S> for AuthLayer {
         Auth {
             inner,
             trust: self.trust.clone(),
+            audit: self.audit.clone(),
         }
     }
 }
@@ -98,21 +164,35 @@ impl<S> Layer<S> for AuthLayer {
 pub struct Auth<S> {
     inner: S,
     trust: Arc<TrustStore>,
+    audit: Arc<AuditLog>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-fn authorize<B>(trust: &TrustStore, req: &http::Request<B>) -> Result<Caller, Status> {
+/// Why a call was refused here, and who made it when that is known.
+type Refusal = (Status, Option<Actor>);
+
+fn authorize<B>(
+    trust: &TrustStore,
+    office: &str,
+    req: &http::Request<B>,
+) -> Result<(Caller, Actor), Refusal> {
     let info = req
         .extensions()
         .get::<ConnInfo>()
-        .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+        .ok_or_else(|| (Status::unauthenticated("no client certificate"), None))?;
+    let who = actor(&info.admission.caller, office, info.remote);
+    authorize_conn(trust, info, req.uri().path())
+        .map(|caller| (caller, who.clone()))
+        .map_err(|status| (status, Some(who)))
+}
+
+fn authorize_conn(trust: &TrustStore, info: &ConnInfo, path: &str) -> Result<Caller, Status> {
     trust.recheck(&info.admission).map_err(|e| {
         tracing::warn!(remote = %info.remote, reason = %e, "refused call");
         Status::permission_denied(format!("certificate refused: {e}"))
     })?;
     let caller = info.admission.caller.clone();
-    let path = req.uri().path();
     if !allowed(&caller, path) {
         tracing::warn!(remote = %info.remote, %caller, path, "call not permitted");
         return Err(Status::permission_denied(format!(
@@ -140,19 +220,57 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        match authorize(&self.trust, &req) {
-            Err(status) => Box::pin(async move { Ok(status.into_http()) }),
-            Ok(caller) => {
-                let span = tracing::info_span!(
-                    "rpc",
-                    method = %req.uri().path(),
-                    caller = %caller,
-                );
+        let path = req.uri().path().to_owned();
+        let audit = self.audit.clone();
+        match authorize(&self.trust, audit.office(), &req) {
+            Err((status, who)) => Box::pin(async move {
+                let who = who.unwrap_or_else(|| Actor {
+                    kind: "unauthenticated".into(),
+                    ..Actor::default()
+                });
+                let call = Call::new(who, action_of(&path));
+                let outcome = Outcome::failed(code_name(status.code()), status.message());
+                if let Err(e) = audit.finish_call(&call, outcome).await {
+                    tracing::error!(error = %e, "could not log a refused call");
+                }
+                Ok(status.into_http())
+            }),
+            Ok((caller, who)) => {
+                let span = tracing::info_span!("rpc", method = %path, caller = %caller);
+                // Health checks and reflection touch no case data.
+                let call = path
+                    .starts_with("/casemesh.v1.")
+                    .then(|| Arc::new(Call::new(who, action_of(&path))));
+                if let Some(call) = &call {
+                    req.extensions_mut().insert(call.clone());
+                }
                 req.extensions_mut().insert(caller);
                 // The clone that was made ready is the one to call.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
-                Box::pin(async move { inner.call(req).await }.instrument(span))
+                Box::pin(
+                    async move {
+                        let resp = inner.call(req).await?;
+                        let Some(call) = call else { return Ok(resp) };
+                        let outcome = match Status::from_header_map(resp.headers()) {
+                            Some(s) if s.code() != tonic::Code::Ok => {
+                                Outcome::failed(code_name(s.code()), s.message())
+                            }
+                            _ => Outcome::ok(),
+                        };
+                        // The entry is durable before the reply leaves; a
+                        // reply whose entry cannot be written is not sent.
+                        if let Err(e) = audit.finish_call(&call, outcome).await {
+                            tracing::error!(error = %e, "could not write the audit entry of a call");
+                            return Ok(Status::internal(
+                                "the audit log could not be written; the node's log has the details",
+                            )
+                            .into_http());
+                        }
+                        Ok(resp)
+                    }
+                    .instrument(span),
+                )
             }
         }
     }

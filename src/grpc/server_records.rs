@@ -6,7 +6,8 @@ use std::sync::Arc;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::auth::caller;
+use super::auth::{audit_call, caller};
+use crate::domain::audit::{Target, clip};
 use super::convert::{self, Body};
 use super::pb::{self, records_server::Records};
 use crate::domain::{Draft, OfficeId};
@@ -58,7 +59,11 @@ impl RecordsApi {
 impl Records for RecordsApi {
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         let who = caller(&req)?;
+        let call = audit_call(&req)?;
         let r = req.into_inner();
+        let mut target = Target::record(&r.id, 0);
+        target.collection = clip(&r.collection);
+        call.set_target(target);
         let id = match r.id.as_str() {
             "" => None,
             s => Some(convert::record_id(s)?),
@@ -80,7 +85,7 @@ impl Records for RecordsApi {
                     .collect::<Result<_, _>>()?,
             },
         };
-        let v = self.service.put(cmd).await?;
+        let v = self.service.put(cmd, &call).await?;
         tracing::info!(%who, id = %v.record.id, version = v.record.version, "record written");
         Ok(Response::new(pb::PutResponse {
             id: v.record.id.to_string(),
@@ -91,9 +96,14 @@ impl Records for RecordsApi {
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::Record>, Status> {
+        let call = audit_call(&req)?;
         let r = req.into_inner();
+        call.set_target(Target::record(&r.id, r.version.unwrap_or(0)));
         let id = convert::record_id(&r.id)?;
         let v = self.service.get(&id, r.version)?;
+        let mut target = Target::record(v.record.id.as_str(), v.record.version);
+        target.collection = v.record.collection.clone();
+        call.set_target(target);
         Ok(Response::new(
             self.with_states(convert::record(&v, Body::Include))?,
         ))
@@ -103,8 +113,16 @@ impl Records for RecordsApi {
         &self,
         req: Request<pb::HistoryRequest>,
     ) -> Result<Response<pb::HistoryResponse>, Status> {
-        let id = convert::record_id(&req.into_inner().id)?;
+        let call = audit_call(&req)?;
+        let raw = req.into_inner().id;
+        call.set_target(Target::record(&raw, 0));
+        let id = convert::record_id(&raw)?;
         let versions = self.service.history(&id)?;
+        if let Some(v) = versions.last() {
+            let mut target = Target::record(id.as_str(), 0);
+            target.collection = v.record.collection.clone();
+            call.set_target(target);
+        }
         Ok(Response::new(pb::HistoryResponse {
             versions: versions
                 .iter()
@@ -117,7 +135,13 @@ impl Records for RecordsApi {
         &self,
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
+        let call = audit_call(&req)?;
         let r = req.into_inner();
+        call.set_target(Target {
+            collection: clip(&r.collection),
+            detail: clip(&format!("origin {:?}, page {:?}", r.origin, r.page_token)),
+            ..Target::default()
+        });
         let origin = match r.origin.as_str() {
             "" => None,
             s => Some(OfficeId::parse(s).map_err(|e| Status::invalid_argument(e.to_string()))?),
@@ -131,6 +155,19 @@ impl Records for RecordsApi {
             page_token: r.page_token,
         };
         let (records, next_page_token) = self.service.list(&page)?;
+        call.set_target(Target {
+            records: records
+                .iter()
+                .map(|v| (v.record.id.to_string(), v.record.version))
+                .collect(),
+            collection: page.filter.collection.clone().unwrap_or_default(),
+            detail: clip(&format!(
+                "origin {:?}, page {:?}",
+                page.filter.origin.as_ref().map(|o| o.as_str()).unwrap_or(""),
+                page.page_token
+            )),
+            ..Target::default()
+        });
         Ok(Response::new(pb::ListResponse {
             records: records
                 .iter()
@@ -145,9 +182,11 @@ impl Records for RecordsApi {
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let who = caller(&req)?;
+        let call = audit_call(&req)?;
         let r = req.into_inner();
+        call.set_target(Target::record(&r.id, 0));
         let id = convert::record_id(&r.id)?;
-        let v = self.service.delete(&id, r.expected_version).await?;
+        let v = self.service.delete(&id, r.expected_version, &call).await?;
         tracing::info!(%who, %id, version = v.record.version, "record deleted");
         Ok(Response::new(pb::DeleteResponse {
             version: v.record.version,
@@ -159,6 +198,7 @@ impl Records for RecordsApi {
         req: Request<Streaming<pb::PutBlobRequest>>,
     ) -> Result<Response<pb::BlobInfo>, Status> {
         let who = caller(&req)?;
+        let call = audit_call(&req)?;
         let mut stream = req.into_inner();
         // Dropped unfinished (an error, or the client going away), the
         // upload removes what it stored.
@@ -174,7 +214,7 @@ impl Records for RecordsApi {
                 unflushed = 0;
             }
         }
-        let (hash, size) = self.blobs.finish_upload(upload).await?;
+        let (hash, size) = self.blobs.finish_upload(upload, &call).await?;
         tracing::info!(%who, %hash, size, "file stored");
         Ok(Response::new(pb::BlobInfo {
             hash: bytes::Bytes::copy_from_slice(&hash.0),
@@ -188,7 +228,14 @@ impl Records for RecordsApi {
         &self,
         req: Request<pb::GetBlobRequest>,
     ) -> Result<Response<Self::GetBlobStream>, Status> {
+        let call = audit_call(&req)?;
         let r = req.into_inner();
+        call.set_target(Target::detail(format!(
+            "file {}, offset {}, length {}",
+            hex::encode(&r.hash),
+            r.offset,
+            r.length
+        )));
         let hash = convert::blob_hash(&r.hash)?;
         let range = self.blobs.open_local(hash, r.offset, r.length)?;
         Ok(Response::new(blob_stream(self.blobs.stream(range, None))))

@@ -13,7 +13,8 @@ use tokio::task::JoinSet;
 use crate::config::BlobConfig;
 use crate::domain::{Attachment, BlobHash, OfficeId, now_ms};
 use crate::error::{Error, Result};
-use crate::service::Sharing;
+use crate::domain::audit::Target;
+use crate::service::{Call, Sharing};
 use crate::store::Store;
 use crate::store::blobs::{BlobError, BlobMeta, BlobPin, BlobState, CHUNK, PIECE, Upload};
 
@@ -71,9 +72,11 @@ impl BlobService {
     }
 
     /// Makes the uploaded bytes a blob; durable when this returns.
-    pub async fn finish_upload(&self, upload: Upload<'_>) -> Result<(BlobHash, u64)> {
+    pub async fn finish_upload(&self, upload: Upload<'_>, call: &Call) -> Result<(BlobHash, u64)> {
         let grace = self.config.unreferenced_grace.as_millis() as u64;
-        let stored = upload.finish(grace, now_ms())?;
+        let stored = upload.finish(grace, now_ms(), |hash, size| {
+            call.entry(Target::detail(format!("file {hash}, {size} bytes")))
+        })?;
         self.store.commit().await?;
         Ok(stored)
     }

@@ -2,11 +2,13 @@
 //! Each takes already-validated domain values, talks to the store, and
 //! returns domain values or an [`Error`](crate::error::Error). No tonic here.
 
+pub mod audit;
 pub mod blobs;
 pub mod records;
 pub mod sharing;
 pub mod users;
 
+pub use audit::{AuditLog, Call};
 pub use blobs::BlobService;
 pub use records::{PageRequest, PutCommand, RecordService};
 pub use sharing::{LinkStatus, PeerRuntime, PeerView, Sharing};

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::domain::{Draft, Limits, OfficeId, RecordId, RecordVersion, SignedVersion, now_ms};
+use crate::domain::audit::Target;
 use crate::error::{Error, Result};
+use crate::service::Call;
 use crate::identity::{OfficeCa, OfficeSigner};
 use crate::service::Sharing;
 use crate::store::{ListFilter, Store, StoreError};
@@ -72,7 +74,7 @@ impl RecordService {
     }
 
     /// Writes a new version; durable when this returns.
-    pub async fn put(&self, cmd: PutCommand) -> Result<SignedVersion> {
+    pub async fn put(&self, cmd: PutCommand, call: &Call) -> Result<SignedVersion> {
         cmd.draft.validate(&self.limits)?;
         let mut draft = cmd.draft;
         super::blobs::resolve(&self.store, &mut draft.attachments)?;
@@ -83,7 +85,7 @@ impl RecordService {
         // grant change can run.
         let gate = self.sharing.write_guard().await;
         let signed = match cmd.id {
-            None => self.create(draft, cmd.expected_version)?,
+            None => self.create(draft, cmd.expected_version, call)?,
             Some(id) => {
                 self.check_origin(&id)?;
                 self.write_next(&id, cmd.expected_version, |prev| RecordVersion {
@@ -100,7 +102,7 @@ impl RecordService {
                     updated_at_ms: now_ms(),
                     deleted: false,
                     attachments: draft.attachments.clone(),
-                })?
+                }, call)?
             }
         };
         drop(gate);
@@ -108,7 +110,12 @@ impl RecordService {
         Ok(signed)
     }
 
-    fn create(&self, draft: Draft, expected_version: Option<u64>) -> Result<SignedVersion> {
+    fn create(
+        &self,
+        draft: Draft,
+        expected_version: Option<u64>,
+        call: &Call,
+    ) -> Result<SignedVersion> {
         if let Some(v) = expected_version.filter(|&v| v != 0) {
             return Err(Error::InvalidArgument(format!(
                 "expected_version {v} makes no sense for a new record: give the record's id to update it"
@@ -134,7 +141,8 @@ impl RecordService {
         };
         let signed = OfficeSigner::new(&self.ca).sign(record)?;
         let feed = self.sharing.feed_for_write(None, &signed.record);
-        self.store.append_version(&signed, None, &feed)?;
+        self.store
+            .append_version(&signed, None, &feed, &[call.entry(version_target(&signed))])?;
         Ok(signed)
     }
 
@@ -146,6 +154,7 @@ impl RecordService {
         id: &RecordId,
         expected_version: Option<u64>,
         next: impl Fn(&RecordVersion) -> RecordVersion,
+        call: &Call,
     ) -> Result<SignedVersion> {
         for _ in 0..MAX_RETRIES {
             let prev = self
@@ -165,10 +174,13 @@ impl RecordService {
             let feed = self
                 .sharing
                 .feed_for_write(Some(&prev.record.collection), &signed.record);
-            match self
-                .store
-                .append_version(&signed, Some(prev.record.version), &feed)
-            {
+            let entry = call.entry(version_target(&signed));
+            match self.store.append_version(
+                &signed,
+                Some(prev.record.version),
+                &feed,
+                &[entry],
+            ) {
                 Ok(()) => return Ok(signed),
                 Err(StoreError::HeadMoved { actual, .. }) => {
                     if let Some(expected) = expected_version {
@@ -193,6 +205,7 @@ impl RecordService {
         &self,
         id: &RecordId,
         expected_version: Option<u64>,
+        call: &Call,
     ) -> Result<SignedVersion> {
         self.check_origin(id)?;
         let gate = self.sharing.write_guard().await;
@@ -218,7 +231,7 @@ impl RecordService {
             updated_at_ms: now_ms(),
             deleted: true,
             attachments: Vec::new(),
-        })?;
+        }, call)?;
         drop(gate);
         self.store.commit().await?;
         Ok(signed)
@@ -265,6 +278,17 @@ impl RecordService {
             .unwrap_or_default();
         Ok((page.records, token))
     }
+}
+
+/// What the audit entry of a written version names.
+fn version_target(v: &SignedVersion) -> Target {
+    let mut t = Target::record(v.record.id.as_str(), v.record.version);
+    t.collection = v.record.collection.clone();
+    if !v.record.attachments.is_empty() {
+        let files: Vec<String> = v.record.attachments.iter().map(|a| a.hash.to_hex()).collect();
+        t.detail = crate::domain::audit::clip(&format!("attachments {}", files.join(" ")));
+    }
+    t
 }
 
 /// Page tokens are opaque to clients: four bytes tying the token to its

@@ -15,6 +15,8 @@ use std::sync::{Arc, OnceLock, RwLock, Weak};
 
 use rustls_pki_types::CertificateDer;
 
+use crate::domain::audit::{Actor, Draft, Outcome, Target};
+use crate::service::audit::Call;
 use crate::domain::sharing::{self, EndReason, FeedItem, Grant, GrantId, GrantTarget, Peer};
 use crate::domain::{Limits, OfficeId, RecordId, RecordVersion, now_ms};
 use crate::error::{Error, Result};
@@ -190,6 +192,7 @@ impl Sharing {
         endpoint: &str,
         ca_pem: &str,
         expected: Option<Fingerprint>,
+        call: &Call,
     ) -> Result<(Peer, Fingerprint)> {
         if office == self.office {
             return Err(Error::InvalidArgument(
@@ -227,7 +230,12 @@ impl Sharing {
             ca_der: ca.to_vec(),
             added_at_ms: now_ms(),
         };
-        self.store.put_peer(&peer)?;
+        let entry = call.entry(Target {
+            peer: peer.office.to_string(),
+            detail: format!("pinned office CA {fingerprint}, endpoint {endpoint}"),
+            ..Target::default()
+        });
+        self.store.put_peer(&peer, &[entry])?;
         // A peer pinned again gets the revocations of grants that ended
         // while it was not pinned, so it does not keep those copies.
         self.requeue_locked(&peer.office)?;
@@ -253,7 +261,12 @@ impl Sharing {
     /// Unpins a peer: both directions stop, its grants end, and with
     /// `purge_replicas` its records held here are deleted (leaving stubs).
     /// Returns (replicas purged, grants closed).
-    pub async fn remove_peer(&self, office: &OfficeId, purge_replicas: bool) -> Result<(u64, u64)> {
+    pub async fn remove_peer(
+        &self,
+        office: &OfficeId,
+        purge_replicas: bool,
+        call: &Call,
+    ) -> Result<(u64, u64)> {
         let _gate = self.gate.write().await;
         if self.store.peer(office)?.is_none() {
             return Err(Error::NotFound(format!("peer {office} is not pinned")));
@@ -272,13 +285,24 @@ impl Sharing {
         for mut g in active {
             g.ended_at_ms = now;
             g.end_reason = Some(EndReason::PeerRemoved);
+            let ended = Draft::new(
+                call.actor().clone(),
+                "grant.ended",
+                grant_target(&g),
+                Outcome::ok(),
+            );
             self.store
-                .put_grant_with_feed(&g, &[], Some((&job_key(&g.id), b"close")))?;
+                .put_grant_with_feed(&g, &[], Some((&job_key(&g.id), b"close")), &[ended])?;
             self.replace_grant(g.clone());
             self.close(&g)?;
             self.store.clear_job(&job_key(&g.id))?;
         }
-        self.store.unpin_peer(office)?;
+        let entry = call.entry(Target {
+            peer: office.to_string(),
+            detail: format!("unpinned; {closed} grants closed; purge replicas: {purge_replicas}"),
+            ..Target::default()
+        });
+        self.store.unpin_peer(office, &[entry])?;
         self.store.commit().await?;
         self.refresh_trust()?;
         // Wait for the puller, so nothing it applies lands after the purge.
@@ -287,7 +311,7 @@ impl Sharing {
         }
         self.store.forget_peer_feeds(office)?;
         let purged = if purge_replicas {
-            self.store.purge_replicas_of(office, now)?
+            self.store.purge_replicas_of(office, now, call.actor())?
         } else {
             0
         };
@@ -384,6 +408,7 @@ impl Sharing {
         peer: OfficeId,
         target: GrantTarget,
         expires_at_ms: u64,
+        call: &Call,
     ) -> Result<Grant> {
         let now = now_ms();
         if expires_at_ms != 0 && expires_at_ms <= now {
@@ -423,8 +448,12 @@ impl Sharing {
             end_reason: None,
             purge_ack: None,
         };
-        self.store
-            .put_grant_with_feed(&grant, &[], Some((&job_key(&grant.id), b"backfill")))?;
+        self.store.put_grant_with_feed(
+            &grant,
+            &[],
+            Some((&job_key(&grant.id), b"backfill")),
+            &[call.entry(grant_target(&grant))],
+        )?;
         let visible_before: Vec<Grant> = self.grants(Some(&grant.peer));
         self.replace_grant(grant.clone());
         self.backfill(&grant, &visible_before)?;
@@ -465,7 +494,7 @@ impl Sharing {
         Ok(())
     }
 
-    pub async fn revoke(&self, id: &GrantId, reason: EndReason) -> Result<Grant> {
+    pub async fn revoke(&self, id: &GrantId, reason: EndReason, call: &Call) -> Result<Grant> {
         let _gate = self.gate.write().await;
         let mut grant = self
             .store
@@ -479,8 +508,12 @@ impl Sharing {
         }
         grant.ended_at_ms = now_ms();
         grant.end_reason = Some(reason);
-        self.store
-            .put_grant_with_feed(&grant, &[], Some((&job_key(&grant.id), b"close")))?;
+        self.store.put_grant_with_feed(
+            &grant,
+            &[],
+            Some((&job_key(&grant.id), b"close")),
+            &[call.entry(grant_target(&grant))],
+        )?;
         self.replace_grant(grant.clone());
         self.close(&grant)?;
         self.store.clear_job(&job_key(&grant.id))?;
@@ -553,7 +586,8 @@ impl Sharing {
             .map(|g| g.id.clone())
             .collect();
         for id in due {
-            match self.revoke(&id, EndReason::Expired).await {
+            let call = Call::new(Actor::node(self.office.as_str()), "grant.expired");
+            match self.revoke(&id, EndReason::Expired, &call).await {
                 Ok(_) => tracing::info!(grant = %id, "grant expired"),
                 Err(Error::FailedPrecondition(_)) => {}
                 // One failing grant must not hold back the others.
@@ -596,12 +630,37 @@ impl Sharing {
         verifier.verify_bytes(&ack.canonical(), &ack.signature)?;
         if grant.purge_ack.is_none() {
             grant.purge_ack = Some(ack);
-            self.store.put_grant_with_feed(&grant, &[], None)?;
+            let actor = Actor {
+                kind: "peer".into(),
+                office: from.to_string(),
+                ..Actor::default()
+            };
+            let entry = Draft::new(
+                actor,
+                "purge_ack.received",
+                grant_target(&grant),
+                Outcome::ok(),
+            );
+            self.store.put_grant_with_feed(&grant, &[], None, &[entry])?;
             self.store.commit().await?;
             self.replace_grant(grant);
         }
         Ok(())
     }
+}
+
+/// What an audit entry about a grant names.
+fn grant_target(g: &Grant) -> Target {
+    let mut t = Target {
+        peer: g.peer.to_string(),
+        detail: format!("grant {}", g.id),
+        ..Target::default()
+    };
+    match &g.target {
+        GrantTarget::Collection(c) => t.collection = c.clone(),
+        GrantTarget::Record(r) => t.records = vec![(r.to_string(), 0)],
+    }
+    t
 }
 
 fn job_key(id: &GrantId) -> String {

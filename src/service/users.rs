@@ -8,7 +8,9 @@ use std::sync::Arc;
 use rustls_pki_types::{CertificateDer, pem::PemObject};
 
 use crate::domain::{Role, UserName, now_ms};
+use crate::domain::audit::{Draft, Target};
 use crate::error::{Error, Result};
+use crate::service::Call;
 use crate::identity::tls::{IssuedUser, TrustStore};
 use crate::identity::{Fingerprint, IdentityError, OfficeCa};
 use crate::store::encoding::UserRecord;
@@ -33,6 +35,7 @@ pub fn record_issued(
     name: UserName,
     role: Role,
     cert_pem: &str,
+    audit: &[Draft],
 ) -> Result<UserEntry> {
     let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
         .map_err(|e| IdentityError::parse("issued certificate", e))?;
@@ -46,7 +49,7 @@ pub fn record_issued(
             cert_der: der.to_vec(),
         },
     };
-    store.insert_user(&entry)?;
+    store.insert_user(&entry, audit)?;
     Ok(entry)
 }
 
@@ -72,7 +75,13 @@ impl UserService {
         Self { store, ca, trust }
     }
 
-    pub async fn issue(&self, name: UserName, role: Role, csr_der: &[u8]) -> Result<Issued> {
+    pub async fn issue(
+        &self,
+        name: UserName,
+        role: Role,
+        csr_der: &[u8],
+        call: &Call,
+    ) -> Result<Issued> {
         if self.store.user_by_name(name.as_str())?.is_some() {
             return Err(Error::UserExists(name.to_string()));
         }
@@ -85,7 +94,8 @@ impl UserService {
                 }
                 other => Error::Identity(other),
             })?;
-        let entry = record_issued(&self.store, name, role, &pem)?;
+        let target = Target::detail(format!("user {name} ({role})"));
+        let entry = record_issued(&self.store, name, role, &pem, &[call.entry(target)])?;
         self.store.commit().await?;
         self.trust
             .set_user(entry.fingerprint.clone(), issued(&entry.user))?;
@@ -97,7 +107,7 @@ impl UserService {
 
     /// Revokes a user. Takes effect for new handshakes and for calls on
     /// connections that are already open.
-    pub async fn revoke(&self, name: &str) -> Result<UserEntry> {
+    pub async fn revoke(&self, name: &str, call: &Call) -> Result<UserEntry> {
         // Revoking the last valid admin would leave nobody able to manage
         // the office.
         let users = self.store.users()?;
@@ -117,7 +127,11 @@ impl UserService {
         }
         let entry = self
             .store
-            .revoke_user(name, now_ms())?
+            .revoke_user(
+                name,
+                now_ms(),
+                &[call.entry(Target::detail(format!("user {name}")))],
+            )?
             .ok_or_else(|| Error::UserNotFound(name.to_owned()))?;
         self.store.commit().await?;
         self.trust

@@ -252,8 +252,15 @@ impl Upload<'_> {
 
     /// Stores the last bytes and makes them a blob (or, if the same bytes are
     /// stored already, drops this copy). The blob is kept for `grace_ms`
-    /// even if no record lists it. Durable after [`Store::commit`].
-    pub fn finish(mut self, grace_ms: u64, now_ms: u64) -> Result<(BlobHash, u64)> {
+    /// even if no record lists it. The audit entry `audit` makes of the hash
+    /// and size is stored in the same transaction. Durable after
+    /// [`Store::commit`].
+    pub fn finish(
+        mut self,
+        grace_ms: u64,
+        now_ms: u64,
+        audit: impl Fn(&BlobHash, u64) -> crate::domain::audit::Draft,
+    ) -> Result<(BlobHash, u64)> {
         if !self.buf.is_empty() {
             self.flush_chunk()?;
         }
@@ -262,13 +269,17 @@ impl Upload<'_> {
         let store = self.store;
         let _gate = gate(&store.blob_pins);
         let fetched = store.fetch(&hash)?;
+        let entry = [audit(&hash, self.size)];
         let kept_ours = unwrap_tx(
             (
                 &store.blobhash_blob,
                 &store.storage_doomed,
                 &store.blobhash_fetch,
+                &store.auditseq_entry,
+                &store.audit_head,
             )
-                .transaction(|(blobs, doomed, fetches)| {
+                .transaction(|(blobs, doomed, fetches, entries, head)| {
+                    super::audit::append_tx(entries, head, &store.office, &entry)?;
                     // A fetch of the same bytes is no longer needed.
                     if let Some(f) = &fetched {
                         fetches.remove(&hash.0)?;
@@ -296,6 +307,7 @@ impl Upload<'_> {
         )?;
         self.done = kept_ours;
         drop(_gate);
+        store.audit_appended();
         if let Some(f) = fetched {
             store.remove_storage(f.storage)?;
         }

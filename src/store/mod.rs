@@ -5,6 +5,7 @@
 //! more than one tree, and group commit ([`commit`]): a write is durable when
 //! [`Store::commit`] returns, and many concurrent writers share one fsync.
 
+pub mod audit;
 pub mod blobs;
 mod commit;
 pub mod encoding;
@@ -102,6 +103,18 @@ pub struct Store {
     blobhash_fetch: sled::Tree,
     /// blob hash ‖ record id ‖ 0 ‖ version → (): versions listing a blob.
     blobhash_ref: sled::Tree,
+    /// audit seq (u64 BE) → `prev ‖ hash ‖ body` ([`crate::domain::audit`]).
+    auditseq_entry: sled::Tree,
+    /// "head" → the last entry's seq, chain hash and time.
+    audit_head: sled::Tree,
+    /// audit seq → a head of this office's log, signed.
+    auditseq_signedhead: sled::Tree,
+    /// peer office ‖ 0 ‖ seq → a head of its log it signed, witnessed here.
+    officeseq_witnessed: sled::Tree,
+    /// Wakes the task that signs the audit head.
+    pub audit_wake: tokio::sync::Notify,
+    /// This office's id, written into every audit entry.
+    office: String,
     /// Blobs being read or written now; its lock is the blob gate.
     blob_pins: blobs::Pins,
     /// Wakes the tasks that fetch and remove blobs.
@@ -144,6 +157,12 @@ impl Store {
         let counters = db.open_tree("counters")?;
         let durable = sharing::read_counter(&counters)?;
         let store = Self {
+            auditseq_entry: db.open_tree("auditseq_entry")?,
+            audit_head: db.open_tree("audit_head")?,
+            auditseq_signedhead: db.open_tree("auditseq_signedhead")?,
+            officeseq_witnessed: db.open_tree("officeseq_witnessed")?,
+            audit_wake: tokio::sync::Notify::new(),
+            office: office.to_owned(),
             blobhash_blob: db.open_tree("blobhash_blob")?,
             storage_chunk: db.open_tree("storage_chunk")?,
             storage_doomed: db.open_tree("storage_doomed")?,

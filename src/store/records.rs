@@ -85,13 +85,15 @@ impl Store {
 
     /// Stores `v` as the new head of its record, provided the head is still
     /// `expected_head` (None: the record must not exist), and appends `feed`
-    /// to the peers' outboxes. Version, head, index and outboxes change in
-    /// one transaction. Durable after [`Store::commit`].
+    /// to the peers' outboxes and `audit` to the audit log. Version, head,
+    /// index, outboxes and audit entry change in one transaction. Durable
+    /// after [`Store::commit`].
     pub fn append_version(
         &self,
         v: &SignedVersion,
         expected_head: Option<u64>,
         feed: &[(OfficeId, FeedItem)],
+        audit: &[crate::domain::audit::Draft],
     ) -> Result<()> {
         let id = &v.record.id;
         let value = encoding::encode_signed(v);
@@ -111,9 +113,11 @@ impl Store {
             &self.peerseq_outbox,
             &self.blobhash_ref,
             &self.blobhash_blob,
+            &self.auditseq_entry,
+            &self.audit_head,
         )
             .transaction(
-                |(heads, versions, collections, counters, outbox, refs, blobs)| {
+                |(heads, versions, collections, counters, outbox, refs, blobs, entries, audit_head)| {
                     let old = match heads.get(id.as_str())? {
                         Some(b) => Some(encoding::decode_head(&b).map_err(|e| {
                             ConflictableTransactionError::Abort(corrupt("recordid_head")(e))
@@ -137,13 +141,16 @@ impl Store {
                     versions.insert(version_key(id, v.record.version), value.as_slice())?;
                     heads.insert(id.as_str(), head_bytes.as_slice())?;
                     super::sharing::push_feed(counters, outbox, feed)?;
+                    super::audit::append_tx(entries, audit_head, &self.office, audit)?;
                     Ok(())
                 },
             );
         outcome.map_err(|e| match e {
             TransactionError::Abort(e) => e,
             TransactionError::Storage(e) => StoreError::Engine(e),
-        })
+        })?;
+        self.audit_appended();
+        Ok(())
     }
 
     /// Latest versions of records that are not deleted, by id, after

@@ -12,6 +12,7 @@ use super::encoding::{self, Head};
 use super::records::{collection_key, version_key};
 use super::sharing::unwrap_tx;
 use super::{Result, Store, StoreError, corrupt};
+use crate::domain::audit::{Actor, Draft, MAX_RECORDS, Outcome, Target};
 use crate::domain::codec::{DecodeError, Reader, Writer};
 use crate::domain::sharing::PurgeAck;
 use crate::domain::sharing::encoding::{read_ack, write_ack};
@@ -37,6 +38,48 @@ pub struct ApplyOutcome {
     /// Versions held here whose digest differs from the copy received; the
     /// held copy is kept.
     pub conflicts: Vec<(RecordId, u64)>,
+}
+
+/// What one batch did, for its audit entries.
+#[derive(Default)]
+struct BatchLog {
+    applied: Vec<(String, u64)>,
+    purged: Vec<(String, u64)>,
+    acks: Vec<String>,
+}
+
+impl BatchLog {
+    fn drafts(self, node: &str, peer: &OfficeId, now_ms: u64) -> Vec<Draft> {
+        let entry = |action: &str, records: Vec<(String, u64)>, detail: String| Draft {
+            at_ms: now_ms,
+            ..Draft::new(
+                Actor::node(node),
+                action,
+                Target {
+                    records,
+                    peer: peer.to_string(),
+                    detail,
+                    ..Target::default()
+                },
+                Outcome::ok(),
+            )
+        };
+        let mut out = Vec::new();
+        for chunk in self.applied.chunks(MAX_RECORDS) {
+            out.push(entry("replica.applied", chunk.to_vec(), String::new()));
+        }
+        for chunk in self.purged.chunks(MAX_RECORDS) {
+            out.push(entry("replica.purged", chunk.to_vec(), "the grant was revoked".into()));
+        }
+        for grant in self.acks {
+            out.push(entry(
+                "purge.acknowledged",
+                Vec::new(),
+                format!("signed the purge acknowledgement of grant {grant}"),
+            ));
+        }
+        out
+    }
 }
 
 /// What is left of a purged replica: no content.
@@ -173,13 +216,16 @@ impl Store {
     }
 
     /// Applies verified items from `peer`'s feed and moves our checkpoint to
-    /// `checkpoint`, in one transaction.
+    /// `checkpoint`, in one transaction, with audit entries for what was
+    /// applied and purged, and `rejected` (entries about items refused before
+    /// they got here).
     pub fn apply_batch(
         &self,
         peer: &OfficeId,
         items: &[ApplyItem],
         checkpoint: u64,
         now_ms: u64,
+        rejected: &[Draft],
     ) -> Result<ApplyOutcome> {
         let mut revoked_keys = std::collections::HashMap::new();
         let mut attachments = 0;
@@ -208,6 +254,8 @@ impl Store {
                 &self.blobhash_ref,
                 &self.blobhash_blob,
                 &self.blobhash_fetch,
+                &self.auditseq_entry,
+                &self.audit_head,
             )
                 .transaction(
                     |(
@@ -220,8 +268,11 @@ impl Store {
                         refs,
                         blobs,
                         fetches,
+                        entries,
+                        audit_head,
                     )| {
                         let mut out = ApplyOutcome::default();
+                        let mut log = BatchLog::default();
                         let mut fresh_ids = storage_ids.iter().copied();
                         let mut fresh: std::collections::HashMap<RecordId, Vec<sled::IVec>> =
                             std::collections::HashMap::new();
@@ -248,6 +299,7 @@ impl Store {
                                         .or_default()
                                         .push(sled::IVec::from(key));
                                     purged.remove(id.as_str())?;
+                                    log.applied.push((id.to_string(), v.record.version));
                                     let old = read_head(heads, id)?;
                                     if old.as_ref().is_none_or(|h| h.version < v.record.version) {
                                         if let Some(old) = old {
@@ -284,19 +336,25 @@ impl Store {
                                         now_ms,
                                     )? {
                                         out.purged += 1;
+                                        log.purged.push((id.to_string(), 0));
                                     }
                                 }
                                 ApplyItem::Ack(ack) => {
                                     acks.insert(ack.grant.as_str(), encode_our_ack(ack, false))?;
+                                    log.acks.push(ack.grant.to_string());
                                 }
                             }
                         }
                         checkpoints.insert(peer.as_str(), &checkpoint.to_be_bytes())?;
+                        let mut drafts = log.drafts(&self.office, peer, now_ms);
+                        drafts.extend_from_slice(rejected);
+                        super::audit::append_tx(entries, audit_head, &self.office, &drafts)?;
                         Ok(out)
                     },
                 ),
         )?;
         drop(gate);
+        self.audit_appended();
         if outcome.fetches_queued > 0 {
             self.blob_wake.fetch.notify_one();
         }
@@ -306,8 +364,9 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Deletes every replica whose origin is `origin`, leaving stubs.
-    pub fn purge_replicas_of(&self, origin: &OfficeId, now_ms: u64) -> Result<u64> {
+    /// Deletes every replica whose origin is `origin`, leaving stubs; each
+    /// transaction also logs the records it purged, on behalf of `actor`.
+    pub fn purge_replicas_of(&self, origin: &OfficeId, now_ms: u64, actor: &Actor) -> Result<u64> {
         let prefix = format!("{origin}:");
         let ids: Vec<RecordId> = self
             .recordid_head
@@ -338,9 +397,12 @@ impl Store {
                     &self.collection_recordid,
                     &self.recordid_purged,
                     &self.blobhash_ref,
+                    &self.auditseq_entry,
+                    &self.audit_head,
                 )
-                    .transaction(|(heads, versions, collections, purged, refs)| {
+                    .transaction(|(heads, versions, collections, purged, refs, entries, head)| {
                         let mut n = 0u64;
+                        let mut gone = Vec::new();
                         for (id, keys) in chunk.iter().zip(&keys) {
                             if purge_in_tx(
                                 heads,
@@ -353,12 +415,27 @@ impl Store {
                                 now_ms,
                             )? {
                                 n += 1;
+                                gone.push((id.to_string(), 0));
                             }
+                        }
+                        let mut target = Target {
+                            records: gone,
+                            peer: origin.to_string(),
+                            ..Target::default()
+                        };
+                        target.detail = "the peer was removed".into();
+                        let draft = Draft {
+                            at_ms: now_ms,
+                            ..Draft::new(actor.clone(), "replica.purged", target, Outcome::ok())
+                        };
+                        if n > 0 {
+                            super::audit::append_tx(entries, head, &self.office, &[draft])?;
                         }
                         Ok(n)
                     }),
             )?;
         }
+        self.audit_appended();
         if n > 0 {
             self.blob_wake.sweep.notify_one();
         }

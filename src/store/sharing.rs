@@ -7,6 +7,7 @@ use sled::transaction::{
 };
 
 use super::{Result, Store, StoreError, corrupt};
+use crate::domain::audit::Draft;
 use crate::domain::codec::{DecodeError, Reader, Writer};
 use crate::domain::sharing::encoding::{decode_item, encode_item, read_ack, write_ack};
 use crate::domain::sharing::{EndReason, FeedItem, Grant, GrantId, GrantTarget, Peer};
@@ -167,9 +168,19 @@ pub fn decode_grant(bytes: &[u8]) -> std::result::Result<Grant, DecodeError> {
 }
 
 impl Store {
-    pub fn put_peer(&self, peer: &Peer) -> Result<()> {
-        self.office_peer
-            .insert(peer.office.as_str(), encode_peer(peer))?;
+    /// Pins (or re-pins) a peer and appends `audit`, in one transaction.
+    pub fn put_peer(&self, peer: &Peer, audit: &[Draft]) -> Result<()> {
+        let value = encode_peer(peer);
+        unwrap_tx(
+            (&self.office_peer, &self.auditseq_entry, &self.audit_head).transaction(
+                |(peers, entries, head)| {
+                    peers.insert(peer.office.as_str(), value.as_slice())?;
+                    super::audit::append_tx(entries, head, &self.office, audit)?;
+                    Ok(())
+                },
+            ),
+        )?;
+        self.audit_appended();
         Ok(())
     }
 
@@ -190,9 +201,18 @@ impl Store {
             .collect()
     }
 
-    /// Unpins a peer.
-    pub fn unpin_peer(&self, office: &OfficeId) -> Result<()> {
-        self.office_peer.remove(office.as_str())?;
+    /// Unpins a peer and appends `audit`, in one transaction.
+    pub fn unpin_peer(&self, office: &OfficeId, audit: &[Draft]) -> Result<()> {
+        unwrap_tx(
+            (&self.office_peer, &self.auditseq_entry, &self.audit_head).transaction(
+                |(peers, entries, head)| {
+                    peers.remove(office.as_str())?;
+                    super::audit::append_tx(entries, head, &self.office, audit)?;
+                    Ok(())
+                },
+            ),
+        )?;
+        self.audit_appended();
         Ok(())
     }
 
@@ -222,27 +242,36 @@ impl Store {
             .collect()
     }
 
-    /// Stores a grant together with feed items and, optionally, the marker
-    /// of a job that must finish (or be re-run after a crash), in one
-    /// transaction.
+    /// Stores a grant together with feed items, the audit entries that
+    /// describe the change and, optionally, the marker of a job that must
+    /// finish (or be re-run after a crash), in one transaction.
     pub fn put_grant_with_feed(
         &self,
         grant: &Grant,
         feed: &[(OfficeId, FeedItem)],
         job: Option<(&str, &[u8])>,
+        audit: &[Draft],
     ) -> Result<u64> {
         let value = encode_grant(grant);
-        unwrap_tx(
-            (&self.grantid_grant, &self.counters, &self.peerseq_outbox).transaction(
-                |(grants, counters, outbox)| {
+        let seq = unwrap_tx(
+            (
+                &self.grantid_grant,
+                &self.counters,
+                &self.peerseq_outbox,
+                &self.auditseq_entry,
+                &self.audit_head,
+            )
+                .transaction(|(grants, counters, outbox, entries, head)| {
                     grants.insert(grant.id.as_str(), value.as_slice())?;
                     if let Some((key, kind)) = job {
                         counters.insert(key.as_bytes(), kind)?;
                     }
+                    super::audit::append_tx(entries, head, &self.office, audit)?;
                     push_feed(counters, outbox, feed)
-                },
-            ),
-        )
+                }),
+        )?;
+        self.audit_appended();
+        Ok(seq)
     }
 
     /// Appends feed items (in transactions of bounded size).

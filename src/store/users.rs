@@ -4,6 +4,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use super::encoding::{self, UserRecord};
 use super::{Result, Store, StoreError, corrupt};
+use crate::domain::audit::Draft;
 use crate::identity::Fingerprint;
 
 /// A stored user with its certificate's fingerprint.
@@ -16,11 +17,17 @@ pub struct UserEntry {
 impl Store {
     /// Stores a newly issued user; refuses a name already taken (revoked
     /// users keep their name, so the record of who held it stays clear).
-    pub fn insert_user(&self, entry: &UserEntry) -> Result<()> {
+    /// `audit` is appended in the same transaction.
+    pub fn insert_user(&self, entry: &UserEntry, audit: &[Draft]) -> Result<()> {
         let name = entry.user.name.as_str().to_owned();
         let value = encoding::encode_user(&entry.user);
-        let outcome =
-            (&self.fingerprint_user, &self.username_fingerprint).transaction(|(by_fp, by_name)| {
+        let outcome = (
+            &self.fingerprint_user,
+            &self.username_fingerprint,
+            &self.auditseq_entry,
+            &self.audit_head,
+        )
+            .transaction(|(by_fp, by_name, entries, head)| {
                 if by_name.get(name.as_bytes())?.is_some() {
                     return Err(ConflictableTransactionError::Abort(StoreError::UserExists(
                         name.clone(),
@@ -28,12 +35,15 @@ impl Store {
                 }
                 by_name.insert(name.as_bytes(), &entry.fingerprint.0[..])?;
                 by_fp.insert(&entry.fingerprint.0[..], value.as_slice())?;
+                super::audit::append_tx(entries, head, &self.office, audit)?;
                 Ok(())
             });
         outcome.map_err(|e| match e {
             TransactionError::Abort(e) => e,
             TransactionError::Storage(e) => StoreError::Engine(e),
-        })
+        })?;
+        self.audit_appended();
+        Ok(())
     }
 
     pub fn user_by_name(&self, name: &str) -> Result<Option<UserEntry>> {
@@ -53,16 +63,26 @@ impl Store {
         }))
     }
 
-    /// Marks a user revoked at `at_ms`; returns the updated entry.
-    pub fn revoke_user(&self, name: &str, at_ms: u64) -> Result<Option<UserEntry>> {
+    /// Marks a user revoked at `at_ms` and appends `audit`, in one
+    /// transaction; returns the updated entry.
+    pub fn revoke_user(&self, name: &str, at_ms: u64, audit: &[Draft]) -> Result<Option<UserEntry>> {
         let Some(mut entry) = self.user_by_name(name)? else {
             return Ok(None);
         };
         if entry.user.revoked_at_ms == 0 {
             entry.user.revoked_at_ms = at_ms;
-            self.fingerprint_user
-                .insert(&entry.fingerprint.0[..], encoding::encode_user(&entry.user))?;
         }
+        let value = encoding::encode_user(&entry.user);
+        super::sharing::unwrap_tx(
+            (&self.fingerprint_user, &self.auditseq_entry, &self.audit_head).transaction(
+                |(by_fp, entries, head)| {
+                    by_fp.insert(&entry.fingerprint.0[..], value.as_slice())?;
+                    super::audit::append_tx(entries, head, &self.office, audit)?;
+                    Ok(())
+                },
+            ),
+        )?;
+        self.audit_appended();
         Ok(Some(entry))
     }
 

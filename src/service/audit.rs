@@ -1,0 +1,494 @@
+//! The audit log as a use case: the record a call leaves ([`Call`]),
+//! queries, verification of the chain and signed heads, the task that signs
+//! the head, and witnessing peers' logs.
+//!
+//! A change's entry is written in the change's own transaction: the service
+//! making the change takes the entry from the [`Call`] ([`Call::entry`]).
+//! Every other call (reads, refusals) is logged by the gRPC layer through
+//! [`AuditLog::finish_call`] before its reply is sent.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::domain::audit::{
+    Actor, ChainWalk, Draft, Entry, Fault, Outcome, SignedHead, Stored, Target, format_time,
+};
+use crate::domain::now_ms;
+use crate::error::{Error, Result};
+use crate::identity::{OfficeCa, OfficeSigner, OfficeVerifier};
+use crate::store::Store;
+
+/// Entries read from the store at a time.
+const PAGE: usize = 4096;
+/// Most entries one query page looks at; the page token then continues.
+const SCAN_LIMIT: usize = 200_000;
+/// A changed head is signed at most this often; many changes share one
+/// signature, as many writes share one flush.
+const SIGN_MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// An unchanged head is signed again this often, with a fresh time.
+const SIGN_EVERY: Duration = Duration::from_secs(600);
+/// A peer's heads are kept at most one per this interval (and always the
+/// newest): enough to find when a log was rewritten, without keeping every
+/// head of a busy peer.
+const WITNESS_KEEP_EVERY_MS: u64 = 60_000;
+
+/// One call in progress: who makes it, what it is, and what it concerns.
+pub struct Call {
+    actor: Actor,
+    action: String,
+    target: Mutex<Target>,
+    /// Set when the call's entry went into a change's transaction.
+    logged: AtomicBool,
+}
+
+impl Call {
+    pub fn new(actor: Actor, action: impl Into<String>) -> Self {
+        Self {
+            actor,
+            action: action.into(),
+            target: Mutex::new(Target::default()),
+            logged: AtomicBool::new(false),
+        }
+    }
+
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    /// Says what the call concerns (refused calls are logged with it too).
+    pub fn set_target(&self, t: Target) {
+        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = t;
+    }
+
+    /// The entry of a change that is about to be stored, to write in its
+    /// transaction. The call then needs no other entry unless it fails.
+    pub fn entry(&self, target: Target) -> Draft {
+        self.set_target(target.clone());
+        self.logged.store(true, Ordering::Release);
+        Draft::new(self.actor.clone(), self.action.clone(), target, Outcome::ok())
+    }
+
+    /// The entry still owed when the call ends with `outcome`, if any.
+    fn owed(&self, outcome: Outcome) -> Option<Draft> {
+        if outcome.is_ok() && self.logged.load(Ordering::Acquire) {
+            return None;
+        }
+        let target = self.target.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Some(Draft::new(
+            self.actor.clone(),
+            self.action.clone(),
+            target,
+            outcome,
+        ))
+    }
+}
+
+/// Which entries a query returns.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub from_ms: u64,
+    /// 0: no upper bound.
+    pub to_ms: u64,
+    /// User name, office, certificate fingerprint or kind.
+    pub actor: String,
+    pub record: String,
+    pub collection: String,
+    pub peer: String,
+    pub action: String,
+    /// Continue after this sequence number.
+    pub after_seq: u64,
+    pub limit: usize,
+}
+
+impl AuditQuery {
+    fn matches(&self, e: &Entry) -> bool {
+        let a = &e.actor;
+        (self.actor.is_empty()
+            || [&a.name, &a.office, &a.fingerprint, &a.kind].contains(&&self.actor))
+            && (self.record.is_empty() || e.target.mentions_record(&self.record))
+            && (self.collection.is_empty() || e.target.collection == self.collection)
+            && (self.peer.is_empty()
+                || e.target.peer == self.peer
+                || (a.kind == "peer" && a.office == self.peer))
+            && (self.action.is_empty() || e.action == self.action)
+    }
+}
+
+/// What [`AuditLog::verify`] found.
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    pub entries: u64,
+    pub signed_heads: u64,
+    pub fault: Option<Fault>,
+}
+
+/// What witnessing a peer's log found.
+#[derive(Debug, Clone)]
+pub struct WitnessReport {
+    /// Heads held for the peer that were checked.
+    pub heads_checked: u64,
+    /// The peer's current signed head.
+    pub current: Option<SignedHead>,
+    /// The first disagreement, if any.
+    pub conflict: Option<String>,
+}
+
+/// The node's audit log.
+pub struct AuditLog {
+    office: String,
+    store: Arc<Store>,
+    ca: Arc<OfficeCa>,
+}
+
+impl AuditLog {
+    pub fn new(office: String, store: Arc<Store>, ca: Arc<OfficeCa>) -> Self {
+        Self { office, store, ca }
+    }
+
+    pub fn office(&self) -> &str {
+        &self.office
+    }
+
+    /// Writes the entry a call still owes (reads, refusals) and makes it
+    /// durable; called before the reply is sent.
+    pub async fn finish_call(&self, call: &Call, outcome: Outcome) -> Result<()> {
+        match call.owed(outcome) {
+            Some(d) => self.append(d).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Appends one entry that goes with no stored change, durably.
+    pub async fn append(&self, d: Draft) -> Result<()> {
+        self.store.audit(&[d])?;
+        self.store.commit().await?;
+        Ok(())
+    }
+
+    /// One page of entries matching `q`, and the token to continue after
+    /// (0: the end was reached).
+    pub fn query(&self, q: &AuditQuery) -> Result<(Vec<(Entry, [u8; 32])>, u64)> {
+        let limit = q.limit.clamp(1, 1000);
+        let mut after = q.after_seq;
+        if q.from_ms > 0 {
+            after = after.max(self.store.audit_seq_at(q.from_ms)?.saturating_sub(1));
+        }
+        let mut out = Vec::new();
+        let mut scanned = 0;
+        loop {
+            let page = self.store.audit_raw(after, PAGE)?;
+            if page.is_empty() {
+                return Ok((out, 0));
+            }
+            for (seq, bytes) in page {
+                after = seq;
+                scanned += 1;
+                let parts = Stored::split(&bytes).map_err(|e| bad_entry(seq, e))?;
+                let e = Entry::decode(&bytes).map_err(|e| bad_entry(seq, e))?;
+                if q.to_ms != 0 && e.at_ms > q.to_ms {
+                    return Ok((out, 0));
+                }
+                if q.matches(&e) {
+                    out.push((e, parts.hash));
+                    if out.len() >= limit {
+                        return Ok((out, seq));
+                    }
+                }
+                if scanned >= SCAN_LIMIT {
+                    return Ok((out, seq));
+                }
+            }
+        }
+    }
+
+    /// Walks the whole chain and every signed head; reports the first entry
+    /// or head that does not check out.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let verifier = OfficeVerifier::from_ca_cert(
+            crate::domain::OfficeId::parse(&self.office)?,
+            &self.ca.cert_der,
+        )?;
+        let heads = self.store.signed_heads_raw()?;
+        let mut heads = heads.into_iter().peekable();
+        let mut walk = ChainWalk::default();
+        let mut report = VerifyReport {
+            entries: 0,
+            signed_heads: 0,
+            fault: None,
+        };
+        let fail = |mut r: VerifyReport, f: Fault| {
+            r.fault = Some(f);
+            Ok(r)
+        };
+        loop {
+            let page = self.store.audit_raw(walk.seq, PAGE)?;
+            if page.is_empty() {
+                break;
+            }
+            for (seq, bytes) in page {
+                if let Err(f) = walk.step_stored(seq, &bytes) {
+                    return fail(report, f);
+                }
+                report.entries += 1;
+                while let Some((hseq, _)) = heads.peek().filter(|(s, _)| *s <= seq) {
+                    let hseq = *hseq;
+                    let Some((_, raw)) = heads.next() else { break };
+                    if let Err(f) = check_head(&verifier, hseq, &raw, &walk) {
+                        return fail(report, f);
+                    }
+                    report.signed_heads += 1;
+                }
+            }
+        }
+        if let Some((hseq, raw)) = heads.next() {
+            let when = SignedHead::decode(&raw)
+                .map(|h| format!(" at {}", format_time(h.at_ms)))
+                .unwrap_or_default();
+            return fail(
+                report,
+                Fault {
+                    seq: walk.seq + 1,
+                    reason: format!(
+                        "missing: the log ends at entry {}, but the office signed a head at entry {hseq}{when} (entries were removed from the end)",
+                        walk.seq
+                    ),
+                },
+            );
+        }
+        let head = self.store.audit_head()?;
+        if head.seq != walk.seq || head.hash != walk.hash {
+            return fail(
+                report,
+                Fault {
+                    seq: head.seq.max(walk.seq),
+                    reason: format!(
+                        "the log's recorded head (entry {}) is not its last entry ({})",
+                        head.seq, walk.seq
+                    ),
+                },
+            );
+        }
+        Ok(report)
+    }
+
+    /// Signs the current head if it changed since the last signed one, or
+    /// if `always`; returns the newest signed head.
+    pub async fn sign_head(&self, always: bool) -> Result<Option<SignedHead>> {
+        let head = self.store.audit_head()?;
+        let last = self.store.latest_signed_head()?;
+        if head.seq == 0 || (!always && last.as_ref().is_some_and(|l| l.seq == head.seq)) {
+            return Ok(last);
+        }
+        let mut signed = SignedHead {
+            office: self.office.clone(),
+            seq: head.seq,
+            hash: head.hash,
+            at_ms: now_ms(),
+            signature: Vec::new(),
+        };
+        signed.signature = OfficeSigner::new(&self.ca).sign_bytes(&signed.canonical())?;
+        self.store.put_signed_head(&signed)?;
+        self.store.commit().await?;
+        Ok(Some(signed))
+    }
+
+    /// Keeps a head a peer sent, after checking its signature; returns a
+    /// warning when it contradicts a head already held (the peer's log went
+    /// backwards or was rewritten).
+    pub fn witness(
+        &self,
+        peer: &crate::domain::OfficeId,
+        verifier: &OfficeVerifier,
+        h: &SignedHead,
+    ) -> Result<Option<String>> {
+        if h.office != peer.as_str() {
+            return Err(Error::InvalidArgument(format!(
+                "audit head names office {}, not {peer}",
+                h.office
+            )));
+        }
+        verifier.verify_bytes(&h.canonical(), &h.signature)?;
+        let latest = self.store.latest_witnessed(peer.as_str())?;
+        let conflict = match &latest {
+            Some(l) if l.seq == h.seq && l.hash != h.hash => Some(format!(
+                "{peer} signed two different logs at entry {}",
+                h.seq
+            )),
+            Some(l) if h.seq < l.seq => Some(format!(
+                "{peer}'s log went back from entry {} to {}",
+                l.seq, h.seq
+            )),
+            _ => None,
+        };
+        match latest {
+            None => self.store.put_witnessed(peer.as_str(), h)?,
+            Some(l) if h.seq > l.seq => {
+                self.store.put_witnessed(peer.as_str(), h)?;
+                // One head per interval is kept, the newest of each.
+                if l.at_ms / WITNESS_KEEP_EVERY_MS == h.at_ms / WITNESS_KEEP_EVERY_MS {
+                    self.store.forget_witnessed(peer.as_str(), l.seq)?;
+                }
+            }
+            Some(_) => {}
+        }
+        Ok(conflict)
+    }
+
+    /// Body digests of entries `after + 1 ..= upto`, in order; fails naming
+    /// the first missing entry.
+    pub fn digests(&self, after: u64, upto: u64, limit: usize) -> Result<Vec<[u8; 32]>> {
+        let mut out = Vec::with_capacity(limit);
+        let mut expected = after + 1;
+        for (seq, bytes) in self.store.audit_raw(after, limit)? {
+            if seq > upto {
+                break;
+            }
+            if seq != expected {
+                return Err(Error::FailedPrecondition(format!(
+                    "entry {expected} is missing from this node's audit log"
+                )));
+            }
+            out.push(
+                Stored::split(&bytes)
+                    .map_err(|e| bad_entry(seq, e))?
+                    .body_digest(),
+            );
+            expected += 1;
+        }
+        Ok(out)
+    }
+}
+
+fn bad_entry(seq: u64, e: impl std::fmt::Display) -> Error {
+    Error::FailedPrecondition(format!("audit entry {seq} cannot be read: {e}"))
+}
+
+/// Checks one signed head against the chain walked up to it.
+fn check_head(
+    verifier: &OfficeVerifier,
+    seq: u64,
+    raw: &[u8],
+    walk: &ChainWalk,
+) -> std::result::Result<(), Fault> {
+    let fault = |reason: String| Fault { seq, reason };
+    let h = SignedHead::decode(raw)
+        .map_err(|e| fault(format!("the signed head here cannot be decoded ({e})")))?;
+    let when = format_time(h.at_ms);
+    if h.seq != seq {
+        return Err(fault(format!(
+            "the signed head stored here says entry {}",
+            h.seq
+        )));
+    }
+    verifier
+        .verify_bytes(&h.canonical(), &h.signature)
+        .map_err(|_| {
+            fault(format!(
+                "the head signed at {when} does not carry a valid office signature"
+            ))
+        })?;
+    if walk.seq == seq && walk.hash != h.hash {
+        return Err(fault(format!(
+            "the log up to here is not the log the office signed at {when}: entries up to {seq} were rewritten"
+        )));
+    }
+    Ok(())
+}
+
+/// Compares the heads held for a peer with a proof of its current log: the
+/// body digest of every entry from the first, and its newest signed head.
+pub struct WitnessCheck<'a> {
+    held: &'a [SignedHead],
+    next: usize,
+    walk: ChainWalk,
+    conflict: Option<String>,
+}
+
+impl<'a> WitnessCheck<'a> {
+    pub fn new(held: &'a [SignedHead]) -> Self {
+        Self {
+            held,
+            next: 0,
+            walk: ChainWalk::default(),
+            conflict: None,
+        }
+    }
+
+    /// Takes the digests of the entries from `first_seq` on.
+    pub fn digests(&mut self, first_seq: u64, digests: &[u8]) -> std::result::Result<(), String> {
+        if digests.len() % 32 != 0 {
+            return Err("malformed proof: digests are not 32 bytes each".into());
+        }
+        for (i, d) in digests.chunks_exact(32).enumerate() {
+            let mut digest = [0u8; 32];
+            digest.copy_from_slice(d);
+            self.walk
+                .step_digest(first_seq + i as u64, &digest)
+                .map_err(|f| f.to_string())?;
+            while let Some(h) = self.held.get(self.next).filter(|h| h.seq <= self.walk.seq) {
+                if h.seq == self.walk.seq && h.hash != self.walk.hash && self.conflict.is_none() {
+                    self.conflict = Some(format!(
+                        "the head it signed at entry {} ({}) is not in its log any more: entries up to {} were changed",
+                        h.seq,
+                        format_time(h.at_ms),
+                        h.seq
+                    ));
+                }
+                self.next += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the check with the peer's current signed head (its signature
+    /// already checked).
+    pub fn finish(self, current: SignedHead) -> WitnessReport {
+        let mut conflict = self.conflict;
+        if conflict.is_none() {
+            if let Some(h) = self.held.get(self.next) {
+                conflict = Some(format!(
+                    "its log now ends at entry {}, but it signed a head at entry {} ({}): entries were removed",
+                    self.walk.seq,
+                    h.seq,
+                    format_time(h.at_ms)
+                ));
+            } else if self.walk.seq != current.seq || self.walk.hash != current.hash {
+                conflict = Some(format!(
+                    "the proof it sent does not lead to the head it signed now (entry {})",
+                    current.seq
+                ));
+            }
+        }
+        WitnessReport {
+            heads_checked: self.next as u64,
+            current: Some(current),
+            conflict,
+        }
+    }
+}
+
+/// Signs the head when it changes (at most once a second) and every ten
+/// minutes regardless, until shutdown; signs a last time on the way out.
+pub async fn run_signer(log: Arc<AuditLog>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut last_signed = tokio::time::Instant::now();
+    loop {
+        let always = last_signed.elapsed() >= SIGN_EVERY;
+        match log.sign_head(always).await {
+            Ok(_) => last_signed = tokio::time::Instant::now(),
+            Err(e) => tracing::error!(error = %e, "signing the audit head failed"),
+        }
+        tokio::select! {
+            _ = log.store.audit_wake.notified() => {}
+            _ = tokio::time::sleep(SIGN_EVERY) => {}
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SIGN_MIN_INTERVAL) => {}
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+    if let Err(e) = log.sign_head(false).await {
+        tracing::error!(error = %e, "signing the audit head at shutdown failed");
+    }
+}
