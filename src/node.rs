@@ -24,7 +24,7 @@ use crate::grpc::{pb, transport};
 use crate::identity::OfficeCa;
 use crate::identity::tls::{PemIdentity, TrustStore, server_config};
 use crate::service::{
-    BlobService, PeerRuntime, RecordService, Sharing, UserService, users::issued_users,
+    AuditLog, BlobService, PeerRuntime, RecordService, Sharing, UserService, users::issued_users,
 };
 use crate::store::{Store, StoreOptions};
 use crate::sync::fetch::{self, Transfers};
@@ -144,7 +144,9 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         sharing.clone(),
     ));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let audit = Arc::new(AuditLog::new(office.to_string(), store.clone(), ca.clone()));
     let sync_ctx = Arc::new(SyncContext {
+        audit: audit.clone(),
         office: office.clone(),
         store: store.clone(),
         ca: ca.clone(),
@@ -192,6 +194,8 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         fingerprint: ca.fingerprint(),
         ca_pem: ca.cert_pem.clone(),
         transfers: transfers.clone(),
+        audit: audit.clone(),
+        sync: sync_ctx.clone(),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -221,6 +225,7 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         listener,
         tls,
         trust.clone(),
+        audit.clone(),
         transport::AcceptOptions {
             handshake_timeout: Duration::from_secs(config.server.handshake_timeout_secs),
             max_connections: config.server.max_connections,
@@ -229,7 +234,7 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-        .layer(AuthLayer::new(trust))
+        .layer(AuthLayer::new(trust, audit.clone()))
         .add_service(records_api)
         .add_service(admin_api)
         .add_service(replication_api)
@@ -247,6 +252,10 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         shutdown_rx.clone(),
     ));
     let sweeper = tokio::spawn(fetch::run_sweeper(sync_ctx, shutdown_rx.clone()));
+    let signer = tokio::spawn(crate::service::audit::run_signer(
+        audit,
+        shutdown_rx.clone(),
+    ));
     let mut stop = shutdown_rx;
     let task = tokio::spawn(async move {
         let served = router
@@ -260,6 +269,8 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         let _ = expiry.await;
         let _ = fetcher.await;
         let _ = sweeper.await;
+        // Signs the final head once every call has finished.
+        let _ = signer.await;
         drop(runtime);
         drop(replicator);
         // The listener is closed once the accept loop has ended, so the

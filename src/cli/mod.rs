@@ -2,6 +2,7 @@
 //! commands talk gRPC to a running node; `init` and `fingerprint` work on a
 //! data directory; `serve` runs a node; `demo` runs a small federation.
 
+mod audit;
 mod blobs;
 mod client;
 mod demo;
@@ -65,6 +66,27 @@ pub enum Command {
     /// Grant, revoke and list what peers receive (admin only).
     #[command(subcommand)]
     Share(sharing::ShareCommand),
+    /// Query and check the audit log (admin only).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Write a case bundle of one collection for court (admin only).
+    Export {
+        #[arg(long)]
+        collection: String,
+        /// The bundle file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Check a case bundle offline and print what it holds.
+    VerifyBundle {
+        file: PathBuf,
+        /// An office CA fingerprint (sha256:…) you trust (repeatable); every
+        /// office certificate in the bundle must then be one of them.
+        #[arg(long)]
+        trust: Vec<String>,
+    },
     /// Show this office, its peers and replication lag (admin only).
     Status {
         #[command(flatten)]
@@ -119,6 +141,13 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::User(c) => users::run(c).await,
         Command::Peer(c) => sharing::run_peer(c).await,
         Command::Share(c) => sharing::run_share(c).await,
+        Command::Audit(c) => audit::run(c).await,
+        Command::Export {
+            collection,
+            out,
+            client,
+        } => audit::export(collection, out, client).await,
+        Command::VerifyBundle { file, trust } => audit::verify_bundle(file, trust),
         Command::Status { client, json } => users::status(client, json).await,
         Command::Demo { keep } => demo::run(keep).await,
     }

@@ -174,3 +174,61 @@ pub fn office_id(field: &str, s: &str) -> Result<crate::domain::OfficeId, Status
     }
     crate::domain::OfficeId::parse(s).map_err(|e| Status::invalid_argument(e.to_string()))
 }
+
+/// An audit entry and its chain hash, for the wire.
+pub fn audit_entry(e: &crate::domain::audit::Entry, hash: &[u8; 32]) -> pb::AuditEntry {
+    pb::AuditEntry {
+        seq: e.seq,
+        at_ms: e.at_ms,
+        node: e.node.clone(),
+        actor_kind: e.actor.kind.clone(),
+        actor_name: e.actor.name.clone(),
+        actor_role: e.actor.role.clone(),
+        actor_office: e.actor.office.clone(),
+        actor_fingerprint: e.actor.fingerprint.clone(),
+        actor_remote: e.actor.remote.clone(),
+        action: e.action.clone(),
+        records: e
+            .target
+            .records
+            .iter()
+            .map(|(id, version)| pb::AuditRecordRef {
+                record_id: id.clone(),
+                version: *version,
+            })
+            .collect(),
+        collection: e.target.collection.clone(),
+        peer: e.target.peer.clone(),
+        detail: e.target.detail.clone(),
+        outcome_code: e.outcome.code.clone(),
+        outcome_message: e.outcome.message.clone(),
+        hash: bytes::Bytes::copy_from_slice(hash),
+    }
+}
+
+pub fn signed_head(h: &crate::domain::audit::SignedHead) -> pb::SignedAuditHead {
+    pb::SignedAuditHead {
+        office: h.office.clone(),
+        seq: h.seq,
+        hash: bytes::Bytes::copy_from_slice(&h.hash),
+        at_ms: h.at_ms,
+        signature: bytes::Bytes::copy_from_slice(&h.signature),
+    }
+}
+
+pub fn signed_head_from_pb(
+    h: &pb::SignedAuditHead,
+) -> Result<crate::domain::audit::SignedHead, String> {
+    let hash: [u8; 32] = h
+        .hash
+        .as_ref()
+        .try_into()
+        .map_err(|_| "an audit head hash must be 32 bytes".to_owned())?;
+    Ok(crate::domain::audit::SignedHead {
+        office: h.office.clone(),
+        seq: h.seq,
+        hash,
+        at_ms: h.at_ms,
+        signature: h.signature.to_vec(),
+    })
+}

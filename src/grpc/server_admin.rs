@@ -4,13 +4,15 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::auth::caller;
+use super::auth::{audit_call, caller};
+use crate::domain::audit::{Target, clip};
 use super::convert;
 use super::pb::{self, admin_server::Admin};
 use crate::domain::UserName;
 use crate::domain::sharing::{EndReason, GrantId, GrantTarget};
 use crate::identity::Fingerprint;
-use crate::service::{Sharing, UserService};
+use crate::service::audit::AuditQuery;
+use crate::service::{AuditLog, Sharing, UserService};
 use crate::store::Store;
 
 pub struct AdminApi {
@@ -21,6 +23,45 @@ pub struct AdminApi {
     pub fingerprint: Fingerprint,
     pub ca_pem: String,
     pub transfers: Arc<crate::sync::fetch::Transfers>,
+    pub audit: Arc<AuditLog>,
+    pub sync: Arc<crate::sync::SyncContext>,
+}
+
+pub type ExportStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ExportChunk, Status>> + Send>>;
+
+/// Bytes written by the (blocking) exporter, sent on as stream messages.
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<Result<pb::ExportChunk, Status>>,
+    buf: Vec<u8>,
+}
+
+const EXPORT_CHUNK: usize = 256 * 1024;
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        let data = bytes::Bytes::from(std::mem::take(&mut self.buf));
+        self.tx
+            .blocking_send(Ok(pb::ExportChunk { data }))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= EXPORT_CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        Ok(())
+    }
 }
 
 impl AdminApi {
@@ -36,18 +77,182 @@ impl AdminApi {
 
 #[tonic::async_trait]
 impl Admin for AdminApi {
+    async fn query_audit(
+        &self,
+        req: Request<pb::QueryAuditRequest>,
+    ) -> Result<Response<pb::QueryAuditResponse>, Status> {
+        let call = audit_call(&req)?;
+        let r = req.into_inner();
+        call.set_target(Target {
+            records: if r.record_id.is_empty() {
+                Vec::new()
+            } else {
+                vec![(clip(&r.record_id), 0)]
+            },
+            collection: clip(&r.collection),
+            peer: clip(&r.peer),
+            detail: clip(&format!(
+                "from {} to {} actor {:?} action {:?} page {:?}",
+                r.from_ms, r.to_ms, r.actor, r.action, r.page_token
+            )),
+        });
+        if r.to_ms != 0 && r.to_ms < r.from_ms {
+            return Err(Status::invalid_argument("to_ms is before from_ms"));
+        }
+        let after_seq = match r.page_token.as_str() {
+            "" => 0,
+            t => t.parse::<u64>().map_err(|_| {
+                Status::invalid_argument("page_token is not a token this node issued")
+            })?,
+        };
+        let q = AuditQuery {
+            from_ms: r.from_ms,
+            to_ms: r.to_ms,
+            actor: r.actor,
+            record: r.record_id,
+            collection: r.collection,
+            peer: r.peer,
+            action: r.action,
+            after_seq,
+            limit: match r.page_size {
+                0 => 100,
+                n => n as usize,
+            },
+        };
+        let (entries, next) = self.audit.query(&q)?;
+        Ok(Response::new(pb::QueryAuditResponse {
+            entries: entries
+                .iter()
+                .map(|(e, h)| convert::audit_entry(e, h))
+                .collect(),
+            next_page_token: if next == 0 {
+                String::new()
+            } else {
+                next.to_string()
+            },
+        }))
+    }
+
+    async fn verify_audit(
+        &self,
+        _req: Request<pb::VerifyAuditRequest>,
+    ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+        let audit = self.audit.clone();
+        let report = tokio::task::spawn_blocking(move || audit.verify())
+            .await
+            .map_err(|e| Status::internal(format!("verification stopped: {e}")))??;
+        Ok(Response::new(pb::VerifyAuditResponse {
+            intact: report.fault.is_none(),
+            entries: report.entries,
+            signed_heads: report.signed_heads,
+            fault_seq: report.fault.as_ref().map(|f| f.seq).unwrap_or(0),
+            fault: report.fault.map(|f| f.reason).unwrap_or_default(),
+        }))
+    }
+
+    async fn witness_audit(
+        &self,
+        req: Request<pb::WitnessAuditRequest>,
+    ) -> Result<Response<pb::WitnessAuditResponse>, Status> {
+        let call = audit_call(&req)?;
+        let raw = req.into_inner().peer;
+        call.set_target(Target {
+            peer: clip(&raw),
+            ..Target::default()
+        });
+        let peer = convert::office_id("peer", &raw)?;
+        let report = crate::sync::witness::check(&self.sync, &self.audit, &peer).await?;
+        call.set_target(Target {
+            peer: peer.to_string(),
+            detail: match &report.conflict {
+                None => format!("agreed; {} heads checked", report.heads_checked),
+                Some(c) => clip(&format!("CONFLICT: {c}")),
+            },
+            ..Target::default()
+        });
+        Ok(Response::new(pb::WitnessAuditResponse {
+            agreed: report.conflict.is_none(),
+            heads_checked: report.heads_checked,
+            current: report.current.as_ref().map(convert::signed_head),
+            conflict: report.conflict.unwrap_or_default(),
+        }))
+    }
+
+    type ExportStream = ExportStream;
+
+    async fn export(
+        &self,
+        req: Request<pb::ExportRequest>,
+    ) -> Result<Response<Self::ExportStream>, Status> {
+        let call = audit_call(&req)?;
+        let collection = req.into_inner().collection;
+        call.set_target(Target {
+            collection: clip(&collection),
+            ..Target::default()
+        });
+        crate::domain::Limits::check_text(
+            "collection",
+            &collection,
+            self.sync.sharing.limits().max_collection_bytes,
+            true,
+        )
+        .map_err(crate::error::Error::from)?;
+        // The export's own entry is written before the bundle is built, so
+        // the bundle's audit excerpt ends with it.
+        let mut draft = call.entry(Target {
+            collection: collection.clone(),
+            ..Target::default()
+        });
+        draft.target.detail = "case bundle exported".into();
+        self.audit.append(draft).await?;
+        let head = self
+            .audit
+            .sign_head(false)
+            .await?
+            .ok_or_else(|| Status::internal("the audit log has no signed head"))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let ctx = self.sync.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = ChunkWriter {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(EXPORT_CHUNK),
+            };
+            let done = crate::service::export::export(
+                &ctx.store,
+                &ctx.ca,
+                &ctx.office,
+                &collection,
+                &head,
+                &mut out,
+            )
+            .map_err(Status::from)
+            .and_then(|_| {
+                std::io::Write::flush(&mut out).map_err(|e| Status::unavailable(e.to_string()))
+            });
+            if let Err(status) = done {
+                tracing::warn!(%collection, error = %status.message(), "export failed");
+                let _ = tx.blocking_send(Err(status));
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn issue_user(
         &self,
         req: Request<pb::IssueUserRequest>,
     ) -> Result<Response<pb::IssueUserResponse>, Status> {
         let who = caller(&req)?;
+        let call = audit_call(&req)?;
         let r = req.into_inner();
+        call.set_target(Target::detail(format!("user {}", r.name)));
         let name = UserName::parse(&r.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let role = convert::role_from_pb(r.role)?;
         if r.csr_der.is_empty() {
             return Err(Status::invalid_argument("csr_der is required"));
         }
-        let issued = self.users.issue(name, role, &r.csr_der).await?;
+        let issued = self.users.issue(name, role, &r.csr_der, &call).await?;
         tracing::info!(%who, user = %issued.entry.user.name, %role, "user issued");
         Ok(Response::new(pb::IssueUserResponse {
             user: Some(convert::user(&issued.entry)),
@@ -61,11 +266,13 @@ impl Admin for AdminApi {
         req: Request<pb::RevokeUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
         let who = caller(&req)?;
+        let call = audit_call(&req)?;
         let name = req.into_inner().name;
+        call.set_target(Target::detail(format!("user {name}")));
         if name.is_empty() {
             return Err(Status::invalid_argument("name is required"));
         }
-        let entry = self.users.revoke(&name).await?;
+        let entry = self.users.revoke(&name, &call).await?;
         tracing::info!(%who, user = %name, "user revoked");
         Ok(Response::new(convert::user(&entry)))
     }
@@ -121,7 +328,13 @@ impl Admin for AdminApi {
         req: Request<pb::AddPeerRequest>,
     ) -> Result<Response<pb::Peer>, Status> {
         let who = caller(&req)?;
+        let call = audit_call(&req)?;
         let r = req.into_inner();
+        call.set_target(Target {
+            peer: clip(&r.office),
+            detail: clip(&format!("endpoint {}", r.endpoint)),
+            ..Target::default()
+        });
         let office = convert::office_id("office", &r.office)?;
         let expected = match r.expected_fingerprint.as_str() {
             "" => None,
@@ -131,7 +344,7 @@ impl Admin for AdminApi {
         };
         let (peer, fingerprint) = self
             .sharing
-            .add_peer(office, &r.endpoint, &r.ca_certificate_pem, expected)
+            .add_peer(office, &r.endpoint, &r.ca_certificate_pem, expected, &call)
             .await?;
         tracing::info!(%who, peer = %peer.office, %fingerprint, "peer pinned");
         let view = self
@@ -148,10 +361,17 @@ impl Admin for AdminApi {
         req: Request<pb::RemovePeerRequest>,
     ) -> Result<Response<pb::RemovePeerResponse>, Status> {
         let who = caller(&req)?;
+        let call = audit_call(&req)?;
         let r = req.into_inner();
+        call.set_target(Target {
+            peer: clip(&r.office),
+            ..Target::default()
+        });
         let office = convert::office_id("office", &r.office)?;
-        let (replicas_purged, grants_closed) =
-            self.sharing.remove_peer(&office, r.purge_replicas).await?;
+        let (replicas_purged, grants_closed) = self
+            .sharing
+            .remove_peer(&office, r.purge_replicas, &call)
+            .await?;
         tracing::info!(%who, peer = %office, replicas_purged, grants_closed, "peer removed");
         Ok(Response::new(pb::RemovePeerResponse {
             replicas_purged,
@@ -173,7 +393,18 @@ impl Admin for AdminApi {
         req: Request<pb::GrantRequest>,
     ) -> Result<Response<pb::GrantInfo>, Status> {
         let who = caller(&req)?;
+        let call = audit_call(&req)?;
         let r = req.into_inner();
+        let mut t = Target {
+            peer: clip(&r.peer),
+            ..Target::default()
+        };
+        match &r.target {
+            Some(pb::grant_request::Target::Collection(c)) => t.collection = clip(c),
+            Some(pb::grant_request::Target::RecordId(id)) => t.records = vec![(clip(id), 0)],
+            None => {}
+        }
+        call.set_target(t);
         let peer = convert::office_id("peer", &r.peer)?;
         let target = match r.target {
             Some(pb::grant_request::Target::Collection(c)) => GrantTarget::Collection(c),
@@ -186,7 +417,10 @@ impl Admin for AdminApi {
                 ));
             }
         };
-        let g = self.sharing.grant(peer, target, r.expires_at_ms).await?;
+        let g = self
+            .sharing
+            .grant(peer, target, r.expires_at_ms, &call)
+            .await?;
         tracing::info!(%who, grant = %g.id, peer = %g.peer, "grant made");
         Ok(Response::new(convert::grant(&g)))
     }
@@ -196,9 +430,11 @@ impl Admin for AdminApi {
         req: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::GrantInfo>, Status> {
         let who = caller(&req)?;
-        let id = GrantId::parse(&req.into_inner().grant_id)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let g = self.sharing.revoke(&id, EndReason::Revoked).await?;
+        let call = audit_call(&req)?;
+        let raw = req.into_inner().grant_id;
+        call.set_target(Target::detail(format!("grant {raw}")));
+        let id = GrantId::parse(&raw).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let g = self.sharing.revoke(&id, EndReason::Revoked, &call).await?;
         tracing::info!(%who, grant = %g.id, peer = %g.peer, "grant revoked");
         Ok(Response::new(convert::grant(&g)))
     }
@@ -207,7 +443,12 @@ impl Admin for AdminApi {
         &self,
         req: Request<pb::ListGrantsRequest>,
     ) -> Result<Response<pb::ListGrantsResponse>, Status> {
+        let call = audit_call(&req)?;
         let r = req.into_inner();
+        call.set_target(Target {
+            peer: clip(&r.peer),
+            ..Target::default()
+        });
         let peer = match r.peer.as_str() {
             "" => None,
             p => Some(convert::office_id("peer", p)?),

@@ -9,7 +9,8 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::auth::caller;
+use super::auth::{audit_call, caller};
+use crate::domain::audit::Target;
 use super::pb::{self, replication_server::Replication};
 use crate::identity::Caller;
 use crate::sync::{SyncContext, feed};
@@ -32,6 +33,11 @@ impl Replication for ReplicationApi {
         let Caller::PeerNode { office, .. } = caller(&req)? else {
             return Err(Status::permission_denied("only peer nodes may pull"));
         };
+        audit_call(&req)?.set_target(Target {
+            peer: office.to_string(),
+            detail: "feed stream opened".into(),
+            ..Target::default()
+        });
         let (tx, rx) = mpsc::channel(4);
         self.ctx
             .spawn_feed(feed::serve(self.ctx.clone(), office, req.into_inner(), tx));
@@ -47,12 +53,38 @@ impl Replication for ReplicationApi {
         let Caller::PeerNode { office, .. } = caller(&req)? else {
             return Err(Status::permission_denied("only peer nodes may fetch files"));
         };
+        let call = audit_call(&req)?;
         let r = req.into_inner();
+        call.set_target(Target {
+            peer: office.to_string(),
+            detail: format!("file {}, offset {}", hex::encode(&r.hash), r.offset),
+            ..Target::default()
+        });
         let hash = super::convert::blob_hash(&r.hash)?;
         let range = self.blobs.open_for_peer(&office, hash, r.offset)?;
         tracing::info!(peer = %office, %hash, offset = r.offset, "serving a file");
         Ok(Response::new(super::server_records::blob_stream(
             self.blobs.stream(range, Some(office)),
         )))
+    }
+
+    type ProveAuditStream = Pin<Box<dyn Stream<Item = Result<pb::AuditProof, Status>> + Send>>;
+
+    async fn prove_audit(
+        &self,
+        req: Request<pb::ProveAuditRequest>,
+    ) -> Result<Response<Self::ProveAuditStream>, Status> {
+        let Caller::PeerNode { office, .. } = caller(&req)? else {
+            return Err(Status::permission_denied("only peer nodes may ask for proofs"));
+        };
+        audit_call(&req)?.set_target(Target {
+            peer: office.to_string(),
+            detail: "audit log proof".into(),
+            ..Target::default()
+        });
+        let (tx, rx) = mpsc::channel(4);
+        self.ctx
+            .spawn_feed(crate::sync::witness::prove(self.ctx.audit.clone(), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -25,7 +25,9 @@ use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint};
 
 use super::auth::ConnInfo;
+use crate::domain::audit::{Actor, Draft, Outcome, Target};
 use crate::identity::tls::TrustStore;
+use crate::service::AuditLog;
 
 /// An accepted, authenticated connection.
 pub struct TlsConn {
@@ -95,6 +97,7 @@ pub fn incoming(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     trust: Arc<TrustStore>,
+    audit: Arc<AuditLog>,
     options: AcceptOptions,
 ) -> (
     ReceiverStream<Result<TlsConn, io::Error>>,
@@ -127,6 +130,7 @@ pub fn incoming(
             };
             let acceptor = acceptor.clone();
             let trust = trust.clone();
+            let audit = audit.clone();
             let tx = tx.clone();
             let timeout = options.handshake_timeout;
             tokio::spawn(async move {
@@ -140,7 +144,23 @@ pub fn incoming(
                         // The server is shutting down when this fails.
                         let _ = tx.send(Ok(conn)).await;
                     }
-                    Err(e) => tracing::info!(%remote, error = %e, "TLS handshake refused"),
+                    Err(e) => {
+                        tracing::info!(%remote, error = %e, "TLS handshake refused");
+                        let who = Actor {
+                            kind: "unauthenticated".into(),
+                            remote: remote.to_string(),
+                            ..Actor::default()
+                        };
+                        let entry = Draft::new(
+                            who,
+                            "connection.refused",
+                            Target::default(),
+                            Outcome::failed("REFUSED", e.to_string()),
+                        );
+                        if let Err(e) = audit.append(entry).await {
+                            tracing::error!(error = %e, "could not log a refused connection");
+                        }
+                    }
                 }
             });
         }

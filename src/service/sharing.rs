@@ -102,6 +102,10 @@ impl Sharing {
         })
     }
 
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     pub fn office(&self) -> &OfficeId {
         &self.office
     }

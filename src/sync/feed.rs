@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
 use super::{HEARTBEAT, SyncContext};
+use crate::domain::audit::{Actor, Draft, MAX_RECORDS, Outcome, Target};
 use crate::domain::sharing::{FeedItem, GrantId, PurgeAck};
 use crate::domain::{OfficeId, now_ms};
 use crate::grpc::pb::{self, feed_entry, pull_down, pull_up};
@@ -146,6 +147,7 @@ async fn stream_feed(
             let hb = pb::PullDown {
                 kind: Some(pull_down::Kind::Heartbeat(pb::Heartbeat {
                     now_ms: now_ms(),
+                    audit_head: audit_head(ctx),
                 })),
             };
             if send(down, shutdown, Ok(hb)).await.is_err() {
@@ -182,6 +184,7 @@ async fn send_pending(
         return Ok(None);
     };
     let mut batch = Vec::new();
+    let mut served = Served::default();
     let mut bytes = 0;
     let mut done_seq = cursor;
     for (seq, item) in entries {
@@ -206,6 +209,7 @@ async fn send_pending(
                             }
                         };
                         bytes += v.canonical.len() + v.signature.len();
+                        served.versions.push((id.to_string(), version));
                         batch.push(pb::FeedEntry {
                             seq,
                             kind: Some(feed_entry::Kind::Version(pb::ReplicatedVersion {
@@ -217,8 +221,10 @@ async fn send_pending(
                             // Entries before this one are complete.
                             send_batch(
                                 ctx,
+                                peer,
                                 generation,
                                 std::mem::take(&mut batch),
+                                std::mem::take(&mut served),
                                 done_seq,
                                 down,
                                 shutdown,
@@ -229,10 +235,13 @@ async fn send_pending(
                     }
                 }
             }
-            FeedItem::Revoke { id } => batch.push(pb::FeedEntry {
-                seq,
-                kind: Some(feed_entry::Kind::RevokeRecordId(id.to_string())),
-            }),
+            FeedItem::Revoke { id } => {
+                served.revoked.push((id.to_string(), 0));
+                batch.push(pb::FeedEntry {
+                    seq,
+                    kind: Some(feed_entry::Kind::RevokeRecordId(id.to_string())),
+                })
+            }
             FeedItem::GrantClosed { grant } => batch.push(pb::FeedEntry {
                 seq,
                 kind: Some(feed_entry::Kind::GrantClosed(grant.to_string())),
@@ -240,14 +249,36 @@ async fn send_pending(
         }
         done_seq = seq;
     }
-    send_batch(ctx, generation, batch, last, down, shutdown).await?;
+    send_batch(ctx, peer, generation, batch, served, last, down, shutdown).await?;
     Ok(Some(last))
 }
 
+/// What a batch carries, for its audit entry.
+#[derive(Default)]
+struct Served {
+    versions: Vec<(String, u64)>,
+    revoked: Vec<(String, u64)>,
+}
+
+/// This office's newest signed audit head, sent with every batch and
+/// heartbeat so that peers witness it.
+fn audit_head(ctx: &SyncContext) -> Option<pb::SignedAuditHead> {
+    match ctx.store.latest_signed_head() {
+        Ok(h) => h.as_ref().map(crate::grpc::convert::signed_head),
+        Err(e) => {
+            tracing::error!(error = %e, "reading the signed audit head failed");
+            None
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn send_batch(
     ctx: &SyncContext,
+    peer: &OfficeId,
     generation: u64,
     entries: Vec<pb::FeedEntry>,
+    served: Served,
     last_seq: u64,
     down: &Down,
     shutdown: &mut watch::Receiver<bool>,
@@ -257,8 +288,47 @@ async fn send_batch(
     if ctx.sharing.generation() != generation {
         return Err(Stop::Rebuild);
     }
+    // The batch is in the audit log, durably, before it leaves.
+    let actor = Actor {
+        kind: "peer".into(),
+        office: peer.to_string(),
+        ..Actor::default()
+    };
+    let mut drafts = Vec::new();
+    for chunk in served.versions.chunks(MAX_RECORDS) {
+        let target = Target {
+            records: chunk.to_vec(),
+            peer: peer.to_string(),
+            ..Target::default()
+        };
+        drafts.push(Draft::new(actor.clone(), "feed.versions_served", target, Outcome::ok()));
+    }
+    for chunk in served.revoked.chunks(MAX_RECORDS) {
+        let target = Target {
+            records: chunk.to_vec(),
+            peer: peer.to_string(),
+            detail: "revocations sent".into(),
+            ..Target::default()
+        };
+        drafts.push(Draft::new(actor.clone(), "feed.revocations_served", target, Outcome::ok()));
+    }
+    if !drafts.is_empty() {
+        let logged = match ctx.store.audit(&drafts) {
+            Ok(()) => ctx.store.commit().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = logged {
+            tracing::error!(%peer, error = %e, "could not log a batch; not sending it");
+            let _ = send(down, shutdown, Err(Status::internal("internal error"))).await;
+            return Err(Stop::End);
+        }
+    }
     let msg = pb::PullDown {
-        kind: Some(pull_down::Kind::Batch(pb::Batch { entries, last_seq })),
+        kind: Some(pull_down::Kind::Batch(pb::Batch {
+            entries,
+            last_seq,
+            audit_head: audit_head(ctx),
+        })),
     };
     send(down, shutdown, Ok(msg)).await
 }

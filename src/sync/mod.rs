@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod feed;
 pub mod fetch;
 pub mod puller;
+pub mod witness;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -48,6 +49,8 @@ pub struct SyncContext {
     /// Announces replicas once they are durable here (for monitoring and
     /// benchmarks; nobody needs to listen).
     pub applied: tokio::sync::broadcast::Sender<Applied>,
+    /// The audit log: batches served, replicas applied or rejected.
+    pub audit: Arc<crate::service::AuditLog>,
 }
 
 /// Versions from one peer's batch that are now durable and readable here.

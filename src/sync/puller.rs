@@ -14,6 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::backoff::Backoff;
 use super::feed::purge_ack_to_pb;
 use super::{HEARTBEAT, MAX_MESSAGE, SyncContext};
+use crate::domain::audit::{Actor, Draft, Outcome, Target};
 use crate::domain::sharing::{GrantId, Peer, PurgeAck};
 use crate::domain::{RecordId, SignedVersion, now_ms};
 use crate::grpc::pb::{
@@ -151,7 +152,7 @@ type Verification = tokio::task::JoinHandle<Vec<Result<SignedVersion, String>>>;
 enum Received {
     Batch(pb::Batch, Verification),
     AckStored(String),
-    Heartbeat,
+    Heartbeat(Option<pb::SignedAuditHead>),
 }
 
 /// Reads the stream until it ends, starting verification of each batch.
@@ -190,7 +191,8 @@ async fn receive(
                 Received::Batch(batch, task)
             }
             Some(pull_down::Kind::PurgeAckStored(s)) => Received::AckStored(s.grant_id),
-            Some(pull_down::Kind::Heartbeat(_)) | None => Received::Heartbeat,
+            Some(pull_down::Kind::Heartbeat(h)) => Received::Heartbeat(h.audit_head),
+            None => Received::Heartbeat(None),
         };
         if ready.send(next).await.is_err() {
             return Err("applying stopped".into());
@@ -207,12 +209,15 @@ async fn apply_in_order(
     up: &mpsc::Sender<pb::PullUp>,
 ) -> Result<(), String> {
     let send = |kind| pb::PullUp { kind: Some(kind) };
+    let verifier = OfficeVerifier::from_ca_cert(peer.office.clone(), &peer.ca_der)
+        .map_err(|e| e.to_string())?;
     while let Some(next) = ready.recv().await {
         match next {
-            Received::Batch(batch, verification) => {
+            Received::Batch(mut batch, verification) => {
                 let verified = verification
                     .await
                     .map_err(|e| format!("verification task failed: {e}"))?;
+                witness(ctx, peer, &verifier, batch.audit_head.take()).await;
                 for ack in apply(ctx, peer, batch, verified).await? {
                     let _ = up
                         .send(send(pull_up::Kind::PurgeAck(purge_ack_to_pb(&ack))))
@@ -224,7 +229,7 @@ async fn apply_in_order(
                     .mark_ack_delivered(&grant)
                     .map_err(|e| e.to_string())?;
             }
-            Received::Heartbeat => {}
+            Received::Heartbeat(head) => witness(ctx, peer, &verifier, head).await,
         }
         // Everything applied so far is committed: the origin may forget it.
         if let Ok(seq) = ctx.store.checkpoint(&peer.office) {
@@ -232,6 +237,39 @@ async fn apply_in_order(
         }
     }
     Ok(())
+}
+
+/// Keeps the audit head a peer sent as witness of its log; a head that
+/// contradicts one held already is logged as a conflict.
+async fn witness(
+    ctx: &SyncContext,
+    peer: &Peer,
+    verifier: &OfficeVerifier,
+    head: Option<pb::SignedAuditHead>,
+) {
+    let Some(head) = head else { return };
+    let outcome = crate::grpc::convert::signed_head_from_pb(&head)
+        .map_err(crate::error::Error::InvalidArgument)
+        .and_then(|h| ctx.audit.witness(&peer.office, verifier, &h));
+    let problem = match outcome {
+        Ok(None) => return,
+        Ok(Some(conflict)) => conflict,
+        Err(e) => format!("an audit head from {} does not check out: {e}", peer.office),
+    };
+    tracing::error!(peer = %peer.office, %problem, "audit witness");
+    let entry = Draft::new(
+        Actor::node(ctx.office.as_str()),
+        "witness.conflict",
+        Target {
+            peer: peer.office.to_string(),
+            detail: crate::domain::audit::clip(&problem),
+            ..Target::default()
+        },
+        Outcome::failed("CONFLICT", problem.clone()),
+    );
+    if let Err(e) = ctx.audit.append(entry).await {
+        tracing::error!(error = %e, "could not log an audit witness conflict");
+    }
 }
 
 /// Applies one batch whose versions were checked (`verified`, in the order
@@ -247,6 +285,19 @@ async fn apply(
     let mut items = Vec::with_capacity(batch.entries.len());
     let mut acks = Vec::new();
     let mut rejected = 0usize;
+    let mut refusals = Vec::new();
+    let refused = |what: String, reason: &str| {
+        Draft::new(
+            Actor::node(ctx.office.as_str()),
+            "replica.rejected",
+            Target {
+                peer: peer.office.to_string(),
+                detail: crate::domain::audit::clip(&what),
+                ..Target::default()
+            },
+            Outcome::failed("REJECTED", reason),
+        )
+    };
     for entry in batch.entries {
         match entry.kind {
             Some(feed_entry::Kind::Version(_)) => {
@@ -258,6 +309,7 @@ async fn apply(
                     Err(reason) => {
                         rejected += 1;
                         tracing::warn!(peer = %peer.office, seq = entry.seq, %reason, "rejected a replicated version");
+                        refusals.push(refused(format!("feed entry {}", entry.seq), &reason));
                     }
                 }
             }
@@ -266,6 +318,10 @@ async fn apply(
                 _ => {
                     rejected += 1;
                     tracing::warn!(peer = %peer.office, record = %id, "rejected a revocation of a record the peer does not own");
+                    refusals.push(refused(
+                        format!("revocation of {id} (feed entry {})", entry.seq),
+                        "the peer does not own the record",
+                    ));
                 }
             },
             Some(feed_entry::Kind::GrantClosed(grant)) => match GrantId::parse(&grant) {
@@ -290,7 +346,7 @@ async fn apply(
     }
     let outcome = ctx
         .store
-        .apply_batch(&peer.office, &items, batch.last_seq, now)
+        .apply_batch(&peer.office, &items, batch.last_seq, now, &refusals)
         .map_err(|e| e.to_string())?;
     ctx.store.commit().await.map_err(|e| e.to_string())?;
     if ctx.applied.receiver_count() > 0 {

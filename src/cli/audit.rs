@@ -1,0 +1,292 @@
+//! `casemesh audit …`, `casemesh export` and `casemesh verify-bundle`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+use super::ClientOpts;
+use super::output;
+use crate::grpc::pb;
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List audit entries, oldest first, matching every filter given.
+    List {
+        /// From this time (RFC 3339, e.g. 2026-11-21T09:00:00Z).
+        #[arg(long)]
+        from: Option<String>,
+        /// Up to this time (RFC 3339).
+        #[arg(long)]
+        to: Option<String>,
+        /// User name, office id, certificate fingerprint, or kind
+        /// (user, peer, node, unauthenticated).
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long)]
+        record: Option<String>,
+        #[arg(long)]
+        collection: Option<String>,
+        #[arg(long)]
+        peer: Option<String>,
+        /// e.g. Records.Put, Records.Get, replica.applied.
+        #[arg(long)]
+        action: Option<String>,
+        /// Most entries to print.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Check the whole chain and every signed head; name the first entry
+    /// that does not check out. Exits non-zero if one does not.
+    Verify {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Check the heads this node witnessed from a peer against that peer's
+    /// log now. Exits non-zero on a conflict.
+    Witness {
+        #[arg(long)]
+        peer: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+fn time_arg(flag: &str, v: Option<&str>) -> Result<u64> {
+    let Some(v) = v else { return Ok(0) };
+    let t = humantime::parse_rfc3339_weak(v)
+        .with_context(|| format!("{flag} {v:?} is not an RFC 3339 time"))?;
+    Ok(t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0))
+}
+
+pub async fn run(c: AuditCommand) -> Result<()> {
+    match c {
+        AuditCommand::List {
+            from,
+            to,
+            actor,
+            record,
+            collection,
+            peer,
+            action,
+            limit,
+            json,
+            client,
+        } => {
+            let mut admin = client.admin().await?;
+            let mut req = pb::QueryAuditRequest {
+                from_ms: time_arg("--from", from.as_deref())?,
+                to_ms: time_arg("--to", to.as_deref())?,
+                actor: actor.unwrap_or_default(),
+                record_id: record.unwrap_or_default(),
+                collection: collection.unwrap_or_default(),
+                peer: peer.unwrap_or_default(),
+                action: action.unwrap_or_default(),
+                page_size: 0,
+                page_token: String::new(),
+            };
+            let mut entries = Vec::new();
+            while entries.len() < limit {
+                req.page_size = (limit - entries.len()).min(1000) as u32;
+                let page = admin.query_audit(req.clone()).await?.into_inner();
+                entries.extend(page.entries);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                req.page_token = page.next_page_token;
+            }
+            entries.truncate(limit);
+            if json {
+                output::print_json(&Value::Array(entries.iter().map(entry_json).collect()));
+            } else {
+                print_entries(&entries);
+            }
+            Ok(())
+        }
+        AuditCommand::Verify { client } => {
+            let r = client
+                .admin()
+                .await?
+                .verify_audit(pb::VerifyAuditRequest {})
+                .await?
+                .into_inner();
+            if r.intact {
+                println!(
+                    "audit log intact: {} entries, {} signed heads checked",
+                    r.entries, r.signed_heads
+                );
+                Ok(())
+            } else {
+                println!(
+                    "audit log BROKEN at entry {}: {}\n({} entries and {} signed heads before it checked out)",
+                    r.fault_seq, r.fault, r.entries, r.signed_heads
+                );
+                bail!("audit entry {} does not check out", r.fault_seq)
+            }
+        }
+        AuditCommand::Witness { peer, client } => {
+            let r = client
+                .admin()
+                .await?
+                .witness_audit(pb::WitnessAuditRequest { peer: peer.clone() })
+                .await?
+                .into_inner();
+            if r.agreed {
+                let now = r
+                    .current
+                    .map(|h| format!("; its log now has {} entries (signed {})", h.seq, output::time(h.at_ms)))
+                    .unwrap_or_default();
+                println!(
+                    "{peer}'s log agrees with the {} heads this node witnessed{now}",
+                    r.heads_checked
+                );
+                Ok(())
+            } else {
+                println!("CONFLICT with {peer}'s audit log: {}", r.conflict);
+                bail!("{peer}'s audit log does not contain what this node witnessed")
+            }
+        }
+    }
+}
+
+pub fn entry_json(e: &pb::AuditEntry) -> Value {
+    json!({
+        "seq": e.seq,
+        "at": output::time(e.at_ms),
+        "node": e.node,
+        "actor": {
+            "kind": e.actor_kind,
+            "name": e.actor_name,
+            "role": e.actor_role,
+            "office": e.actor_office,
+            "fingerprint": e.actor_fingerprint,
+            "remote": e.actor_remote,
+        },
+        "action": e.action,
+        "records": e.records.iter().map(|r| json!({"id": r.record_id, "version": r.version})).collect::<Vec<_>>(),
+        "collection": e.collection,
+        "peer": e.peer,
+        "detail": e.detail,
+        "outcome": if e.outcome_code.is_empty() { "ok".to_owned() } else { format!("{}: {}", e.outcome_code, e.outcome_message) },
+        "hash": hex::encode(&e.hash),
+    })
+}
+
+fn actor_text(e: &pb::AuditEntry) -> String {
+    match e.actor_kind.as_str() {
+        "user" => format!("{} ({})", e.actor_name, e.actor_role),
+        "peer" => format!("peer {}", e.actor_office),
+        "node" => "node".into(),
+        _ => format!("unauthenticated {}", e.actor_remote),
+    }
+}
+
+fn target_text(e: &pb::AuditEntry) -> String {
+    let mut parts = Vec::new();
+    match e.records.as_slice() {
+        [] => {}
+        [r] if r.version == 0 => parts.push(r.record_id.clone()),
+        [r] => parts.push(format!("{} v{}", r.record_id, r.version)),
+        many => parts.push(format!("{} records", many.len())),
+    }
+    if !e.collection.is_empty() {
+        parts.push(format!("collection {}", e.collection));
+    }
+    if !e.peer.is_empty() {
+        parts.push(format!("peer {}", e.peer));
+    }
+    if !e.detail.is_empty() {
+        parts.push(e.detail.clone());
+    }
+    parts.join("; ")
+}
+
+fn print_entries(entries: &[pb::AuditEntry]) {
+    let rows: Vec<_> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.seq.to_string(),
+                output::time(e.at_ms),
+                actor_text(e),
+                e.action.clone(),
+                target_text(e),
+                if e.outcome_code.is_empty() {
+                    "ok".into()
+                } else {
+                    format!("{}: {}", e.outcome_code, e.outcome_message)
+                },
+            ]
+        })
+        .collect();
+    output::table(&["seq", "time", "actor", "action", "target", "outcome"], &rows);
+}
+
+/// `casemesh export`: streams the bundle into `FILE.part`, then renames it.
+pub async fn export(collection: String, out: PathBuf, client: ClientOpts) -> Result<()> {
+    if out.exists() {
+        bail!("{} exists; choose another file", out.display());
+    }
+    let mut part = out.clone().into_os_string();
+    part.push(".part");
+    let part = PathBuf::from(part);
+    let mut stream = client
+        .admin()
+        .await?
+        .export(pb::ExportRequest {
+            collection: collection.clone(),
+        })
+        .await?
+        .into_inner();
+    let mut file = tokio::fs::File::create(&part)
+        .await
+        .with_context(|| format!("cannot create {}", part.display()))?;
+    let mut written = 0u64;
+    let copied: Result<()> = async {
+        while let Some(chunk) = stream.message().await? {
+            file.write_all(&chunk.data).await?;
+            written += chunk.data.len() as u64;
+        }
+        file.sync_all().await?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = copied {
+        let _ = tokio::fs::remove_file(&part).await;
+        return Err(e.context("export failed; nothing was written"));
+    }
+    tokio::fs::rename(&part, &out)
+        .await
+        .with_context(|| format!("cannot rename {} to {}", part.display(), out.display()))?;
+    println!(
+        "wrote case bundle of collection {collection} to {} ({})",
+        out.display(),
+        output::size(written)
+    );
+    println!("check it with: casemesh verify-bundle {}", out.display());
+    Ok(())
+}
+
+/// `casemesh verify-bundle`: offline; exits non-zero on any failure.
+pub fn verify_bundle(file: PathBuf, trust: Vec<String>) -> Result<()> {
+    let trusted = trust
+        .iter()
+        .map(|t| crate::identity::Fingerprint::parse(t).with_context(|| format!("--trust {t:?}")))
+        .collect::<Result<Vec<_>>>()?;
+    let f = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+    let report = crate::bundle::verify(std::io::BufReader::new(f), &trusted)
+        .with_context(|| format!("{} is not a readable case bundle", file.display()))?;
+    println!("{report}");
+    if !report.failures.is_empty() {
+        bail!("{} check(s) failed", report.failures.len());
+    }
+    Ok(())
+}

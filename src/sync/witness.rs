@@ -1,0 +1,139 @@
+//! Peers as witnesses of each other's audit logs.
+//!
+//! Serving side: `ProveAudit` streams the body digest of every entry of this
+//! office's log, then its newest signed head. Checking side: [`check`]
+//! recomputes the peer's chain from those digests and compares it, head by
+//! head, with every head this node kept from the peer's `Pull` streams.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use super::SyncContext;
+use crate::domain::OfficeId;
+use crate::error::{Error, Result};
+use crate::grpc::convert::{signed_head, signed_head_from_pb};
+use crate::grpc::pb;
+use crate::identity::OfficeVerifier;
+use crate::service::AuditLog;
+use crate::service::audit::{WitnessCheck, WitnessReport};
+
+/// Digests per proof message (32 bytes each: 256 KiB).
+const DIGESTS_PER_MESSAGE: usize = 8192;
+
+/// Streams the proof of this office's current log into `tx`.
+pub async fn prove(audit: Arc<AuditLog>, tx: mpsc::Sender<std::result::Result<pb::AuditProof, Status>>) {
+    let head = match audit.sign_head(false).await {
+        Ok(Some(h)) => h,
+        Ok(None) => {
+            let _ = tx
+                .send(Err(Status::failed_precondition("this office's audit log is empty")))
+                .await;
+            return;
+        }
+        Err(e) => {
+            let _ = tx.send(Err(Status::from(e))).await;
+            return;
+        }
+    };
+    let mut after = 0;
+    while after < head.seq {
+        let digests = {
+            let audit = audit.clone();
+            let upto = head.seq;
+            tokio::task::spawn_blocking(move || audit.digests(after, upto, DIGESTS_PER_MESSAGE))
+                .await
+                .map_err(|e| Error::Unavailable(e.to_string()))
+                .and_then(|r| r)
+        };
+        let digests = match digests {
+            Ok(d) if d.is_empty() => {
+                let e = Status::failed_precondition(format!(
+                    "entry {} is missing from this node's audit log",
+                    after + 1
+                ));
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+            Ok(d) => d,
+            Err(e) => {
+                let _ = tx.send(Err(Status::from(e))).await;
+                return;
+            }
+        };
+        let msg = pb::AuditProof {
+            first_seq: after + 1,
+            digests: digests.concat().into(),
+            head: None,
+        };
+        after += digests.len() as u64;
+        if tx.send(Ok(msg)).await.is_err() {
+            return;
+        }
+    }
+    let last = pb::AuditProof {
+        first_seq: head.seq + 1,
+        digests: Default::default(),
+        head: Some(signed_head(&head)),
+    };
+    let _ = tx.send(Ok(last)).await;
+}
+
+/// Checks what this node holds of `peer`'s log against its log now.
+pub async fn check(ctx: &SyncContext, audit: &AuditLog, peer: &OfficeId) -> Result<WitnessReport> {
+    let pinned = ctx
+        .sharing
+        .peer(peer)?
+        .ok_or_else(|| Error::NotFound(format!("peer {peer} is not pinned")))?;
+    let held = ctx.store.witnessed(peer.as_str())?;
+    let verifier = OfficeVerifier::from_ca_cert(peer.clone(), &pinned.ca_der)?;
+    let mut client = super::puller::connect(ctx, &pinned)
+        .await
+        .map_err(|e| Error::Unavailable(format!("cannot reach {peer}: {e}")))?;
+    let mut proof = client
+        .prove_audit(pb::ProveAuditRequest {})
+        .await
+        .map_err(|s| unavailable(peer, &s))?
+        .into_inner();
+    let mut walk = WitnessCheck::new(&held);
+    loop {
+        let msg = match proof.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                return Ok(conflict(held.len(),
+                    format!("{peer} ended its proof without a signed head"),
+                ));
+            }
+            // The peer says its own log is broken: that is the answer.
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                return Ok(conflict(held.len(), format!("{peer}: {}", s.message())));
+            }
+            Err(s) => return Err(unavailable(peer, &s)),
+        };
+        if let Err(e) = walk.digests(msg.first_seq, &msg.digests) {
+            return Ok(conflict(held.len(), format!("{peer} sent a broken proof: {e}")));
+        }
+        if let Some(h) = msg.head {
+            let head = signed_head_from_pb(&h).map_err(Error::InvalidArgument)?;
+            if let Err(e) = audit.witness(peer, &verifier, &head) {
+                return Ok(conflict(held.len(),
+                    format!("{peer}'s current head does not check out: {e}"),
+                ));
+            }
+            return Ok(walk.finish(head));
+        }
+    }
+}
+
+fn unavailable(peer: &OfficeId, s: &Status) -> Error {
+    Error::Unavailable(format!("{peer}: {}", super::puller::status_text(s)))
+}
+
+fn conflict(held: usize, why: String) -> WitnessReport {
+    WitnessReport {
+        heads_checked: held as u64,
+        current: None,
+        conflict: Some(why),
+    }
+}
