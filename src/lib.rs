@@ -21,6 +21,8 @@
 //!   encodings, transactions, group commit.
 //! - [`identity`]: office key and CA, certificate issuing, record signing,
 //!   rustls configurations, certificate → [`identity::Caller`].
+//! - [`bundle`]: the case bundle for court: its format, the writer and
+//!   the offline verifier. Pure code.
 //! - [`service`]: use cases (records, users); no tonic.
 //! - [`grpc`]: generated code, conversions, the one error → status table,
 //!   the authorization layer, the servers.
@@ -34,6 +36,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod domain;

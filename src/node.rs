@@ -101,6 +101,30 @@ impl NodeHandle {
     }
 }
 
+/// Writes connections refused at the handshake to the audit log.
+fn refusals_to(audit: Arc<AuditLog>) -> transport::RefusalHook {
+    use crate::domain::audit::{Actor, Draft, Outcome, Target};
+    Arc::new(move |remote, reason| {
+        let audit = audit.clone();
+        Box::pin(async move {
+            let who = Actor {
+                kind: "unauthenticated".into(),
+                remote: remote.to_string(),
+                ..Actor::default()
+            };
+            let entry = Draft::new(
+                who,
+                "connection.refused",
+                Target::default(),
+                Outcome::failed("REFUSED", reason),
+            );
+            if let Err(e) = audit.append(entry).await {
+                tracing::error!(error = %e, "could not log a refused connection");
+            }
+        })
+    })
+}
+
 /// Loads the node's identity and state from `data_dir` and serves on
 /// `listener`.
 pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle, NodeError> {
@@ -225,7 +249,7 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         listener,
         tls,
         trust.clone(),
-        audit.clone(),
+        refusals_to(audit.clone()),
         transport::AcceptOptions {
             handshake_timeout: Duration::from_secs(config.server.handshake_timeout_secs),
             max_connections: config.server.max_connections,

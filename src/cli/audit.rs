@@ -142,7 +142,13 @@ pub async fn run(c: AuditCommand) -> Result<()> {
             if r.agreed {
                 let now = r
                     .current
-                    .map(|h| format!("; its log now has {} entries (signed {})", h.seq, output::time(h.at_ms)))
+                    .map(|h| {
+                        format!(
+                            "; its log now has {} entries (signed {})",
+                            h.seq,
+                            output::time(h.at_ms)
+                        )
+                    })
                     .unwrap_or_default();
                 println!(
                     "{peer}'s log agrees with the {} heads this node witnessed{now}",
@@ -227,7 +233,10 @@ fn print_entries(entries: &[pb::AuditEntry]) {
             ]
         })
         .collect();
-    output::table(&["seq", "time", "actor", "action", "target", "outcome"], &rows);
+    output::table(
+        &["seq", "time", "actor", "action", "target", "outcome"],
+        &rows,
+    );
 }
 
 /// `casemesh export`: streams the bundle into `FILE.part`, then renames it.
@@ -281,7 +290,8 @@ pub fn verify_bundle(file: PathBuf, trust: Vec<String>) -> Result<()> {
         .iter()
         .map(|t| crate::identity::Fingerprint::parse(t).with_context(|| format!("--trust {t:?}")))
         .collect::<Result<Vec<_>>>()?;
-    let f = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+    let f =
+        std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
     let report = crate::bundle::verify(std::io::BufReader::new(f), &trusted)
         .with_context(|| format!("{} is not a readable case bundle", file.display()))?;
     println!("{report}");

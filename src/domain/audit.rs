@@ -442,7 +442,10 @@ impl ChainWalk {
             return Err(fault(
                 expected,
                 if key_seq > expected {
-                    format!("missing: the log jumps from entry {} to {key_seq}", self.seq)
+                    format!(
+                        "missing: the log jumps from entry {} to {key_seq}",
+                        self.seq
+                    )
                 } else {
                     format!("out of order: found {key_seq} after {}", self.seq)
                 },
@@ -557,7 +560,8 @@ mod tests {
     #[test]
     fn a_changed_removed_or_swapped_entry_is_named() {
         let c = chain(5);
-        let keyed = || -> Vec<(u64, Vec<u8>)> { c.iter().cloned().zip(1..).map(|(v, k)| (k, v)).collect() };
+        let keyed =
+            || -> Vec<(u64, Vec<u8>)> { c.iter().cloned().zip(1..).map(|(v, k)| (k, v)).collect() };
 
         // A changed name: the entry still decodes, but not to its hash.
         let mut changed = keyed();

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::auth::{audit_call, caller};
-use crate::domain::audit::{Target, clip};
 use super::convert;
 use super::pb::{self, admin_server::Admin};
 use crate::domain::UserName;
+use crate::domain::audit::{Target, clip};
 use crate::domain::sharing::{EndReason, GrantId, GrantTarget};
 use crate::identity::Fingerprint;
 use crate::service::audit::AuditQuery;
@@ -43,7 +43,9 @@ impl ChunkWriter {
         let data = bytes::Bytes::from(std::mem::take(&mut self.buf));
         self.tx
             .blocking_send(Ok(pb::ExportChunk { data }))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+            })
     }
 }
 

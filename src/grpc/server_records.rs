@@ -7,9 +7,9 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{audit_call, caller};
-use crate::domain::audit::{Target, clip};
 use super::convert::{self, Body};
 use super::pb::{self, records_server::Records};
+use crate::domain::audit::{Target, clip};
 use crate::domain::{Draft, OfficeId};
 use crate::service::{BlobService, PageRequest, PutCommand, RecordService};
 use crate::store::ListFilter;
@@ -163,7 +163,11 @@ impl Records for RecordsApi {
             collection: page.filter.collection.clone().unwrap_or_default(),
             detail: clip(&format!(
                 "origin {:?}, page {:?}",
-                page.filter.origin.as_ref().map(|o| o.as_str()).unwrap_or(""),
+                page.filter
+                    .origin
+                    .as_ref()
+                    .map(|o| o.as_str())
+                    .unwrap_or(""),
                 page.page_token
             )),
             ..Target::default()

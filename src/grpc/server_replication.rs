@@ -10,8 +10,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{audit_call, caller};
-use crate::domain::audit::Target;
 use super::pb::{self, replication_server::Replication};
+use crate::domain::audit::Target;
 use crate::identity::Caller;
 use crate::sync::{SyncContext, feed};
 
@@ -75,7 +75,9 @@ impl Replication for ReplicationApi {
         req: Request<pb::ProveAuditRequest>,
     ) -> Result<Response<Self::ProveAuditStream>, Status> {
         let Caller::PeerNode { office, .. } = caller(&req)? else {
-            return Err(Status::permission_denied("only peer nodes may ask for proofs"));
+            return Err(Status::permission_denied(
+                "only peer nodes may ask for proofs",
+            ));
         };
         audit_call(&req)?.set_target(Target {
             peer: office.to_string(),

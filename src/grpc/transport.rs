@@ -25,9 +25,7 @@ use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint};
 
 use super::auth::ConnInfo;
-use crate::domain::audit::{Actor, Draft, Outcome, Target};
 use crate::identity::tls::TrustStore;
-use crate::service::AuditLog;
 
 /// An accepted, authenticated connection.
 pub struct TlsConn {
@@ -84,6 +82,14 @@ impl AsyncWrite for TlsConn {
     }
 }
 
+/// Told of every connection refused at the handshake (the node writes it to
+/// the audit log).
+pub type RefusalHook = Arc<
+    dyn Fn(SocketAddr, String) -> Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// Settings of the accept loop.
 #[derive(Debug, Clone)]
 pub struct AcceptOptions {
@@ -97,7 +103,7 @@ pub fn incoming(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     trust: Arc<TrustStore>,
-    audit: Arc<AuditLog>,
+    on_refused: RefusalHook,
     options: AcceptOptions,
 ) -> (
     ReceiverStream<Result<TlsConn, io::Error>>,
@@ -130,7 +136,7 @@ pub fn incoming(
             };
             let acceptor = acceptor.clone();
             let trust = trust.clone();
-            let audit = audit.clone();
+            let on_refused = on_refused.clone();
             let tx = tx.clone();
             let timeout = options.handshake_timeout;
             tokio::spawn(async move {
@@ -146,20 +152,7 @@ pub fn incoming(
                     }
                     Err(e) => {
                         tracing::info!(%remote, error = %e, "TLS handshake refused");
-                        let who = Actor {
-                            kind: "unauthenticated".into(),
-                            remote: remote.to_string(),
-                            ..Actor::default()
-                        };
-                        let entry = Draft::new(
-                            who,
-                            "connection.refused",
-                            Target::default(),
-                            Outcome::failed("REFUSED", e.to_string()),
-                        );
-                        if let Err(e) = audit.append(entry).await {
-                            tracing::error!(error = %e, "could not log a refused connection");
-                        }
+                        on_refused(remote, e.to_string()).await;
                     }
                 }
             });

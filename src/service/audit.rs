@@ -66,7 +66,12 @@ impl Call {
     pub fn entry(&self, target: Target) -> Draft {
         self.set_target(target.clone());
         self.logged.store(true, Ordering::Release);
-        Draft::new(self.actor.clone(), self.action.clone(), target, Outcome::ok())
+        Draft::new(
+            self.actor.clone(),
+            self.action.clone(),
+            target,
+            Outcome::ok(),
+        )
     }
 
     /// The entry still owed when the call ends with `outcome`, if any.
@@ -74,7 +79,11 @@ impl Call {
         if outcome.is_ok() && self.logged.load(Ordering::Acquire) {
             return None;
         }
-        let target = self.target.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let target = self
+            .target
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         Some(Draft::new(
             self.actor.clone(),
             self.action.clone(),

@@ -11,9 +11,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::BlobConfig;
+use crate::domain::audit::Target;
 use crate::domain::{Attachment, BlobHash, OfficeId, now_ms};
 use crate::error::{Error, Result};
-use crate::domain::audit::Target;
 use crate::service::{Call, Sharing};
 use crate::store::Store;
 use crate::store::blobs::{BlobError, BlobMeta, BlobPin, BlobState, CHUNK, PIECE, Upload};

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod blobs;
+pub mod export;
 pub mod records;
 pub mod sharing;
 pub mod users;

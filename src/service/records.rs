@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::domain::{Draft, Limits, OfficeId, RecordId, RecordVersion, SignedVersion, now_ms};
 use crate::domain::audit::Target;
+use crate::domain::{Draft, Limits, OfficeId, RecordId, RecordVersion, SignedVersion, now_ms};
 use crate::error::{Error, Result};
-use crate::service::Call;
 use crate::identity::{OfficeCa, OfficeSigner};
+use crate::service::Call;
 use crate::service::Sharing;
 use crate::store::{ListFilter, Store, StoreError};
 
@@ -88,21 +88,26 @@ impl RecordService {
             None => self.create(draft, cmd.expected_version, call)?,
             Some(id) => {
                 self.check_origin(&id)?;
-                self.write_next(&id, cmd.expected_version, |prev| RecordVersion {
-                    id: id.clone(),
-                    version: prev.version + 1,
-                    origin: self.office.clone(),
-                    collection: draft.collection.clone(),
-                    kind: draft.kind.clone(),
-                    title: draft.title.clone(),
-                    content_type: draft.content_type.clone(),
-                    labels: draft.labels.clone(),
-                    body: draft.body.clone(),
-                    created_at_ms: prev.created_at_ms,
-                    updated_at_ms: now_ms(),
-                    deleted: false,
-                    attachments: draft.attachments.clone(),
-                }, call)?
+                self.write_next(
+                    &id,
+                    cmd.expected_version,
+                    |prev| RecordVersion {
+                        id: id.clone(),
+                        version: prev.version + 1,
+                        origin: self.office.clone(),
+                        collection: draft.collection.clone(),
+                        kind: draft.kind.clone(),
+                        title: draft.title.clone(),
+                        content_type: draft.content_type.clone(),
+                        labels: draft.labels.clone(),
+                        body: draft.body.clone(),
+                        created_at_ms: prev.created_at_ms,
+                        updated_at_ms: now_ms(),
+                        deleted: false,
+                        attachments: draft.attachments.clone(),
+                    },
+                    call,
+                )?
             }
         };
         drop(gate);
@@ -175,12 +180,10 @@ impl RecordService {
                 .sharing
                 .feed_for_write(Some(&prev.record.collection), &signed.record);
             let entry = call.entry(version_target(&signed));
-            match self.store.append_version(
-                &signed,
-                Some(prev.record.version),
-                &feed,
-                &[entry],
-            ) {
+            match self
+                .store
+                .append_version(&signed, Some(prev.record.version), &feed, &[entry])
+            {
                 Ok(()) => return Ok(signed),
                 Err(StoreError::HeadMoved { actual, .. }) => {
                     if let Some(expected) = expected_version {
@@ -217,21 +220,26 @@ impl RecordService {
                 });
             }
         }
-        let signed = self.write_next(id, expected_version, |prev| RecordVersion {
-            id: id.clone(),
-            version: prev.version + 1,
-            origin: self.office.clone(),
-            collection: prev.collection.clone(),
-            kind: prev.kind.clone(),
-            title: prev.title.clone(),
-            content_type: String::new(),
-            labels: Default::default(),
-            body: Bytes::new(),
-            created_at_ms: prev.created_at_ms,
-            updated_at_ms: now_ms(),
-            deleted: true,
-            attachments: Vec::new(),
-        }, call)?;
+        let signed = self.write_next(
+            id,
+            expected_version,
+            |prev| RecordVersion {
+                id: id.clone(),
+                version: prev.version + 1,
+                origin: self.office.clone(),
+                collection: prev.collection.clone(),
+                kind: prev.kind.clone(),
+                title: prev.title.clone(),
+                content_type: String::new(),
+                labels: Default::default(),
+                body: Bytes::new(),
+                created_at_ms: prev.created_at_ms,
+                updated_at_ms: now_ms(),
+                deleted: true,
+                attachments: Vec::new(),
+            },
+            call,
+        )?;
         drop(gate);
         self.store.commit().await?;
         Ok(signed)
@@ -285,7 +293,12 @@ fn version_target(v: &SignedVersion) -> Target {
     let mut t = Target::record(v.record.id.as_str(), v.record.version);
     t.collection = v.record.collection.clone();
     if !v.record.attachments.is_empty() {
-        let files: Vec<String> = v.record.attachments.iter().map(|a| a.hash.to_hex()).collect();
+        let files: Vec<String> = v
+            .record
+            .attachments
+            .iter()
+            .map(|a| a.hash.to_hex())
+            .collect();
         t.detail = crate::domain::audit::clip(&format!("attachments {}", files.join(" ")));
     }
     t

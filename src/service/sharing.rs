@@ -16,12 +16,12 @@ use std::sync::{Arc, OnceLock, RwLock, Weak};
 use rustls_pki_types::CertificateDer;
 
 use crate::domain::audit::{Actor, Draft, Outcome, Target};
-use crate::service::audit::Call;
 use crate::domain::sharing::{self, EndReason, FeedItem, Grant, GrantId, GrantTarget, Peer};
 use crate::domain::{Limits, OfficeId, RecordId, RecordVersion, now_ms};
 use crate::error::{Error, Result};
 use crate::identity::tls::TrustStore;
 use crate::identity::{Fingerprint, pki::certs_from_pem};
+use crate::service::audit::Call;
 use crate::store::Store;
 
 /// Live link state the replication runtime reports for a peer.
@@ -645,7 +645,8 @@ impl Sharing {
                 grant_target(&grant),
                 Outcome::ok(),
             );
-            self.store.put_grant_with_feed(&grant, &[], None, &[entry])?;
+            self.store
+                .put_grant_with_feed(&grant, &[], None, &[entry])?;
             self.store.commit().await?;
             self.replace_grant(grant);
         }

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use rustls_pki_types::{CertificateDer, pem::PemObject};
 
-use crate::domain::{Role, UserName, now_ms};
 use crate::domain::audit::{Draft, Target};
+use crate::domain::{Role, UserName, now_ms};
 use crate::error::{Error, Result};
-use crate::service::Call;
 use crate::identity::tls::{IssuedUser, TrustStore};
 use crate::identity::{Fingerprint, IdentityError, OfficeCa};
+use crate::service::Call;
 use crate::store::encoding::UserRecord;
 use crate::store::{Store, UserEntry};
 

@@ -7,7 +7,7 @@
 
 use std::ops::Bound;
 
-use sled::transaction::{ConflictableTransactionError, TransactionalTree, Transactional};
+use sled::transaction::{ConflictableTransactionError, Transactional, TransactionalTree};
 
 use super::sharing::unwrap_tx;
 use super::{Result, Store, StoreError, corrupt};

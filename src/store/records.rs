@@ -117,7 +117,17 @@ impl Store {
             &self.audit_head,
         )
             .transaction(
-                |(heads, versions, collections, counters, outbox, refs, blobs, entries, audit_head)| {
+                |(
+                    heads,
+                    versions,
+                    collections,
+                    counters,
+                    outbox,
+                    refs,
+                    blobs,
+                    entries,
+                    audit_head,
+                )| {
                     let old = match heads.get(id.as_str())? {
                         Some(b) => Some(encoding::decode_head(&b).map_err(|e| {
                             ConflictableTransactionError::Abort(corrupt("recordid_head")(e))
@@ -260,5 +270,16 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Every record id in `collection`, deleted ones included, of any
+    /// origin (this office's records and replicas alike).
+    pub fn collection_record_ids(&self, collection: &str) -> Result<Vec<RecordId>> {
+        let prefix = collection_prefix(collection);
+        self.collection_recordid
+            .scan_prefix(&prefix)
+            .keys()
+            .map(|k| parse_id(&k?[prefix.len()..]))
+            .collect()
     }
 }

@@ -69,7 +69,11 @@ impl BatchLog {
             out.push(entry("replica.applied", chunk.to_vec(), String::new()));
         }
         for chunk in self.purged.chunks(MAX_RECORDS) {
-            out.push(entry("replica.purged", chunk.to_vec(), "the grant was revoked".into()));
+            out.push(entry(
+                "replica.purged",
+                chunk.to_vec(),
+                "the grant was revoked".into(),
+            ));
         }
         for grant in self.acks {
             out.push(entry(
@@ -400,39 +404,41 @@ impl Store {
                     &self.auditseq_entry,
                     &self.audit_head,
                 )
-                    .transaction(|(heads, versions, collections, purged, refs, entries, head)| {
-                        let mut n = 0u64;
-                        let mut gone = Vec::new();
-                        for (id, keys) in chunk.iter().zip(&keys) {
-                            if purge_in_tx(
-                                heads,
-                                versions,
-                                collections,
-                                purged,
-                                refs,
-                                id,
-                                keys,
-                                now_ms,
-                            )? {
-                                n += 1;
-                                gone.push((id.to_string(), 0));
+                    .transaction(
+                        |(heads, versions, collections, purged, refs, entries, head)| {
+                            let mut n = 0u64;
+                            let mut gone = Vec::new();
+                            for (id, keys) in chunk.iter().zip(&keys) {
+                                if purge_in_tx(
+                                    heads,
+                                    versions,
+                                    collections,
+                                    purged,
+                                    refs,
+                                    id,
+                                    keys,
+                                    now_ms,
+                                )? {
+                                    n += 1;
+                                    gone.push((id.to_string(), 0));
+                                }
                             }
-                        }
-                        let mut target = Target {
-                            records: gone,
-                            peer: origin.to_string(),
-                            ..Target::default()
-                        };
-                        target.detail = "the peer was removed".into();
-                        let draft = Draft {
-                            at_ms: now_ms,
-                            ..Draft::new(actor.clone(), "replica.purged", target, Outcome::ok())
-                        };
-                        if n > 0 {
-                            super::audit::append_tx(entries, head, &self.office, &[draft])?;
-                        }
-                        Ok(n)
-                    }),
+                            let mut target = Target {
+                                records: gone,
+                                peer: origin.to_string(),
+                                ..Target::default()
+                            };
+                            target.detail = "the peer was removed".into();
+                            let draft = Draft {
+                                at_ms: now_ms,
+                                ..Draft::new(actor.clone(), "replica.purged", target, Outcome::ok())
+                            };
+                            if n > 0 {
+                                super::audit::append_tx(entries, head, &self.office, &[draft])?;
+                            }
+                            Ok(n)
+                        },
+                    ),
             )?;
         }
         self.audit_appended();

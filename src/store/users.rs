@@ -65,7 +65,12 @@ impl Store {
 
     /// Marks a user revoked at `at_ms` and appends `audit`, in one
     /// transaction; returns the updated entry.
-    pub fn revoke_user(&self, name: &str, at_ms: u64, audit: &[Draft]) -> Result<Option<UserEntry>> {
+    pub fn revoke_user(
+        &self,
+        name: &str,
+        at_ms: u64,
+        audit: &[Draft],
+    ) -> Result<Option<UserEntry>> {
         let Some(mut entry) = self.user_by_name(name)? else {
             return Ok(None);
         };
@@ -74,13 +79,16 @@ impl Store {
         }
         let value = encoding::encode_user(&entry.user);
         super::sharing::unwrap_tx(
-            (&self.fingerprint_user, &self.auditseq_entry, &self.audit_head).transaction(
-                |(by_fp, entries, head)| {
+            (
+                &self.fingerprint_user,
+                &self.auditseq_entry,
+                &self.audit_head,
+            )
+                .transaction(|(by_fp, entries, head)| {
                     by_fp.insert(&entry.fingerprint.0[..], value.as_slice())?;
                     super::audit::append_tx(entries, head, &self.office, audit)?;
                     Ok(())
-                },
-            ),
+                }),
         )?;
         self.audit_appended();
         Ok(Some(entry))

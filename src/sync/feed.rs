@@ -301,7 +301,12 @@ async fn send_batch(
             peer: peer.to_string(),
             ..Target::default()
         };
-        drafts.push(Draft::new(actor.clone(), "feed.versions_served", target, Outcome::ok()));
+        drafts.push(Draft::new(
+            actor.clone(),
+            "feed.versions_served",
+            target,
+            Outcome::ok(),
+        ));
     }
     for chunk in served.revoked.chunks(MAX_RECORDS) {
         let target = Target {
@@ -310,7 +315,12 @@ async fn send_batch(
             detail: "revocations sent".into(),
             ..Target::default()
         };
-        drafts.push(Draft::new(actor.clone(), "feed.revocations_served", target, Outcome::ok()));
+        drafts.push(Draft::new(
+            actor.clone(),
+            "feed.revocations_served",
+            target,
+            Outcome::ok(),
+        ));
     }
     if !drafts.is_empty() {
         let logged = match ctx.store.audit(&drafts) {

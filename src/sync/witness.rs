@@ -23,12 +23,17 @@ use crate::service::audit::{WitnessCheck, WitnessReport};
 const DIGESTS_PER_MESSAGE: usize = 8192;
 
 /// Streams the proof of this office's current log into `tx`.
-pub async fn prove(audit: Arc<AuditLog>, tx: mpsc::Sender<std::result::Result<pb::AuditProof, Status>>) {
+pub async fn prove(
+    audit: Arc<AuditLog>,
+    tx: mpsc::Sender<std::result::Result<pb::AuditProof, Status>>,
+) {
     let head = match audit.sign_head(false).await {
         Ok(Some(h)) => h,
         Ok(None) => {
             let _ = tx
-                .send(Err(Status::failed_precondition("this office's audit log is empty")))
+                .send(Err(Status::failed_precondition(
+                    "this office's audit log is empty",
+                )))
                 .await;
             return;
         }
@@ -101,7 +106,8 @@ pub async fn check(ctx: &SyncContext, audit: &AuditLog, peer: &OfficeId) -> Resu
         let msg = match proof.message().await {
             Ok(Some(m)) => m,
             Ok(None) => {
-                return Ok(conflict(held.len(),
+                return Ok(conflict(
+                    held.len(),
                     format!("{peer} ended its proof without a signed head"),
                 ));
             }
@@ -112,12 +118,16 @@ pub async fn check(ctx: &SyncContext, audit: &AuditLog, peer: &OfficeId) -> Resu
             Err(s) => return Err(unavailable(peer, &s)),
         };
         if let Err(e) = walk.digests(msg.first_seq, &msg.digests) {
-            return Ok(conflict(held.len(), format!("{peer} sent a broken proof: {e}")));
+            return Ok(conflict(
+                held.len(),
+                format!("{peer} sent a broken proof: {e}"),
+            ));
         }
         if let Some(h) = msg.head {
             let head = signed_head_from_pb(&h).map_err(Error::InvalidArgument)?;
             if let Err(e) = audit.witness(peer, &verifier, &head) {
-                return Ok(conflict(held.len(),
+                return Ok(conflict(
+                    held.len(),
                     format!("{peer}'s current head does not check out: {e}"),
                 ));
             }

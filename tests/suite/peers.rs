@@ -223,6 +223,15 @@ impl replication_server::Replication for FakeOrigin {
         Err(Status::unimplemented("this server only pulls"))
     }
 
+    type ProveAuditStream = Pin<Box<dyn Stream<Item = Result<pb::AuditProof, Status>> + Send>>;
+
+    async fn prove_audit(
+        &self,
+        _req: Request<pb::ProveAuditRequest>,
+    ) -> Result<Response<Self::ProveAuditStream>, Status> {
+        Err(Status::unimplemented("this server only pulls"))
+    }
+
     async fn pull(&self, _req: Request<Streaming<pb::PullUp>>) -> Result<Response<Down>, Status> {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let batch = self.batch.clone();
@@ -234,7 +243,10 @@ impl replication_server::Replication for FakeOrigin {
                 .await;
             loop {
                 let hb = pb::PullDown {
-                    kind: Some(pb::pull_down::Kind::Heartbeat(pb::Heartbeat { now_ms: 0 })),
+                    kind: Some(pb::pull_down::Kind::Heartbeat(pb::Heartbeat {
+                        now_ms: 0,
+                        audit_head: None,
+                    })),
                 };
                 if tx.send(Ok(hb)).await.is_err() {
                     return;
@@ -338,6 +350,7 @@ async fn versions_with_a_broken_signature_or_another_origin_are_rejected() {
             ),
         ],
         last_seq: 6,
+        audit_head: None,
     };
 
     // Replace the real phila-da with the impostor on the same address.
@@ -367,11 +380,13 @@ async fn versions_with_a_broken_signature_or_another_origin_are_rejected() {
         listener,
         Arc::new(tls),
         trust.clone(),
+        Arc::new(|_, _| Box::pin(async {})),
         transport::AcceptOptions {
             handshake_timeout: Duration::from_secs(5),
             max_connections: 16,
         },
     );
+    let forged = batch.entries.len() - 1;
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(replication_server::ReplicationServer::new(FakeOrigin {
@@ -393,6 +408,38 @@ async fn versions_with_a_broken_signature_or_another_origin_are_rejected() {
         held.len(),
         1,
         "only the genuine version is stored: {held:?}"
+    );
+    // Each refused entry is in the audit log, and so is the applied one.
+    let logged = |action: &str| {
+        let action = action.to_owned();
+        async move {
+            nyc.admin()
+                .await
+                .query_audit(pb::QueryAuditRequest {
+                    action,
+                    page_size: 1000,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .entries
+        }
+    };
+    let rejected = logged("replica.rejected").await;
+    assert!(rejected.len() >= forged, "{rejected:#?}");
+    assert!(
+        rejected
+            .iter()
+            .all(|e| e.outcome_code == "REJECTED" && e.peer == "phila-da"),
+        "{rejected:#?}"
+    );
+    let applied = logged("replica.applied").await;
+    assert!(
+        applied
+            .iter()
+            .any(|e| e.records.iter().any(|r| r.record_id == good_id)),
+        "{applied:#?}"
     );
     server.abort();
     cluster.stop_all().await;

@@ -1,0 +1,581 @@
+//! Case export for court (issue 6): builds a [`crate::bundle`] of one
+//! collection from this node's store.
+//!
+//! The bundle holds every stored version of every record in the collection,
+//! of any origin (replicas included), the files they attach that this node
+//! holds, the CA certificate of this office and of every origin it still
+//! pins, and this office's audit entries that concern the collection or its
+//! records, bound to a signed head by the body digests of every entry up to
+//! it.
+//!
+//! Synchronous and streaming: the caller runs it on a blocking thread and
+//! hands a writer; files and the audit digests are copied through, never
+//! held whole. Nothing here writes to the store.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io::{self, Read, Write};
+
+use crate::bundle::{BundleWriter, WriteError};
+use crate::domain::audit::{ChainWalk, Entry, SignedHead, Stored, format_time};
+use crate::domain::{BlobHash, OfficeId, now_ms};
+use crate::error::{Error, Result};
+use crate::identity::{OfficeCa, OfficeSigner};
+use crate::store::blobs::{BlobMeta, CHUNK};
+use crate::store::{Store, StoreError};
+
+/// Audit entries read from the store at a time.
+const AUDIT_PAGE: usize = 4096;
+
+/// What an export wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportSummary {
+    pub records: u64,
+    pub versions: u64,
+    /// Files included, and their bytes.
+    pub files: u64,
+    pub file_bytes: u64,
+    /// Attachments this node does not hold (a replica's file not fetched
+    /// yet); listed in the manifest.
+    pub missing_files: Vec<BlobHash>,
+    /// Origins of included versions that are no longer pinned, so their
+    /// certificate could not be included; listed in the manifest.
+    pub missing_offices: Vec<OfficeId>,
+    /// Audit entries included (those that concern the collection).
+    pub audit_entries: u64,
+    /// The signed head the audit excerpt is bound to.
+    pub audit_head_seq: u64,
+}
+
+/// Writes the bundle of `collection` to `out`. `head` must be a head of this
+/// office's log that `ca` signed (the newest, so the excerpt is current);
+/// the log up to it must check out, or the export fails.
+pub fn export(
+    store: &Store,
+    ca: &OfficeCa,
+    office: &OfficeId,
+    collection: &str,
+    head: &SignedHead,
+    out: impl Write,
+) -> Result<ExportSummary> {
+    if head.office != office.as_str() {
+        return Err(Error::FailedPrecondition(format!(
+            "the audit head to export is office {}'s, not this office's ({office})",
+            head.office
+        )));
+    }
+    let mut summary = ExportSummary {
+        audit_head_seq: head.seq,
+        ..ExportSummary::default()
+    };
+    let mut w = BundleWriter::new(out, collection, office, now_ms());
+
+    // Versions, noting their origins and attachments.
+    let ids = store.collection_record_ids(collection)?;
+    let mut origins = BTreeSet::new();
+    let mut attachments = BTreeMap::new();
+    for id in &ids {
+        summary.records += 1;
+        origins.insert(id.origin());
+        for v in store.history(id)? {
+            for a in &v.record.attachments {
+                attachments.insert(a.hash, a.file_name.clone());
+            }
+            w.add_version(&v).map_err(write_error)?;
+            summary.versions += 1;
+        }
+    }
+
+    // Certificates.
+    w.add_office(office, &ca.cert_der).map_err(write_error)?;
+    for origin in origins.iter().filter(|o| *o != office) {
+        match store.peer(origin)? {
+            Some(peer) => w.add_office(origin, &peer.ca_der).map_err(write_error)?,
+            None => {
+                w.add_missing_office(origin);
+                summary.missing_offices.push(origin.clone());
+            }
+        }
+    }
+
+    // Files, each pinned while it is copied.
+    for hash in attachments.keys() {
+        let _pin = store.pin_blob(*hash);
+        let Some(meta) = store.blob(hash)? else {
+            w.add_missing_file(hash);
+            summary.missing_files.push(*hash);
+            continue;
+        };
+        let mut chunks = Chunks::new(store, meta);
+        let added = w.add_file(hash, meta.size, &mut chunks);
+        if let Some(e) = chunks.error {
+            return Err(e);
+        }
+        added.map_err(write_error)?;
+        summary.files += 1;
+        summary.file_bytes += meta.size;
+    }
+
+    // The audit excerpt: every digest up to the head, then the entries
+    // that concern the collection.
+    let names: HashSet<&str> = ids.iter().map(|id| id.as_str()).collect();
+    let mut scan = AuditScan::new(store, head.seq, |e: &Entry| {
+        e.target.collection == collection
+            || e.target
+                .records
+                .iter()
+                .any(|(r, _)| names.contains(r.as_str()))
+    });
+    let added = w.add_audit_digests(head.seq, &mut scan);
+    if let Some(e) = scan.error.take() {
+        return Err(e);
+    }
+    added.map_err(write_error)?;
+    if scan.walk.seq != head.seq || scan.walk.hash != head.hash {
+        return Err(Error::FailedPrecondition(format!(
+            "this office's audit log up to entry {} is not the log it signed at {}: run `casemesh audit verify`",
+            head.seq,
+            format_time(head.at_ms)
+        )));
+    }
+    for (seq, hash) in std::mem::take(&mut scan.kept) {
+        let stored = match store.audit_raw(seq - 1, 1)?.pop() {
+            Some((s, bytes)) if s == seq => bytes,
+            _ => return Err(broken(seq, "it disappeared during the export")),
+        };
+        let parts = Stored::split(&stored).map_err(|e| broken(seq, e))?;
+        if parts.hash != hash {
+            return Err(broken(seq, "it changed during the export"));
+        }
+        w.add_audit_entry(seq, &stored).map_err(write_error)?;
+        summary.audit_entries += 1;
+    }
+    w.add_audit_head(head).map_err(write_error)?;
+
+    w.finish(&OfficeSigner::new(ca)).map_err(write_error)?;
+    Ok(summary)
+}
+
+fn broken(seq: u64, why: impl std::fmt::Display) -> Error {
+    Error::FailedPrecondition(format!(
+        "audit entry {seq} cannot be exported: {why}; run `casemesh audit verify`"
+    ))
+}
+
+fn write_error(e: WriteError) -> Error {
+    match e {
+        WriteError::Io(e) => Error::Unavailable(format!("the bundle could not be written: {e}")),
+        WriteError::Sign(e) => Error::Identity(e),
+        e @ WriteError::File { .. } => Error::Store(StoreError::Inconsistent(e.to_string())),
+        e => Error::FailedPrecondition(e.to_string()),
+    }
+}
+
+/// Reads a blob's stored chunks in order. A store failure is kept in
+/// `error` (the bundle writer only sees an I/O error).
+struct Chunks<'a> {
+    store: &'a Store,
+    meta: BlobMeta,
+    index: u64,
+    /// The current chunk (copied: the engine's value type stays in the
+    /// store).
+    chunk: Vec<u8>,
+    at: usize,
+    read: u64,
+    error: Option<Error>,
+}
+
+impl<'a> Chunks<'a> {
+    fn new(store: &'a Store, meta: BlobMeta) -> Self {
+        Self {
+            store,
+            meta,
+            index: 0,
+            chunk: Vec::new(),
+            at: 0,
+            read: 0,
+            error: None,
+        }
+    }
+
+    fn fail(&mut self, e: Error) -> io::Error {
+        let io = io::Error::other(e.to_string());
+        self.error = Some(e);
+        io
+    }
+}
+
+impl Read for Chunks<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.read >= self.meta.size || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.at >= self.chunk.len() {
+            let damaged = |what: &str| {
+                Error::Store(StoreError::Inconsistent(format!(
+                    "chunk {} of storage {} is {what}",
+                    self.index, self.meta.storage
+                )))
+            };
+            let next = match self.store.chunk(self.meta.storage, self.index) {
+                Ok(Some(c)) if !c.is_empty() && c.len() <= CHUNK => c,
+                Ok(Some(_)) => return Err(self.fail(damaged("malformed"))),
+                Ok(None) => return Err(self.fail(damaged("missing"))),
+                Err(e) => return Err(self.fail(e.into())),
+            };
+            self.chunk = next.to_vec();
+            self.at = 0;
+            self.index += 1;
+        }
+        let left = (self.meta.size - self.read).min(usize::MAX as u64) as usize;
+        let n = buf.len().min(self.chunk.len() - self.at).min(left);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads the body digests of entries `1..=upto` from the store, walking the
+/// chain as it goes, and notes the entries `concerns` picks (by sequence
+/// number and chain hash, so they can be read again and compared).
+struct AuditScan<'a, F> {
+    store: &'a Store,
+    upto: u64,
+    concerns: F,
+    walk: ChainWalk,
+    page: std::vec::IntoIter<(u64, Vec<u8>)>,
+    digest: [u8; 32],
+    /// Bytes of `digest` already handed out (32: none pending).
+    at: usize,
+    kept: Vec<(u64, [u8; 32])>,
+    error: Option<Error>,
+}
+
+impl<'a, F: Fn(&Entry) -> bool> AuditScan<'a, F> {
+    fn new(store: &'a Store, upto: u64, concerns: F) -> Self {
+        Self {
+            store,
+            upto,
+            concerns,
+            walk: ChainWalk::default(),
+            page: Vec::new().into_iter(),
+            digest: [0; 32],
+            at: 32,
+            kept: Vec::new(),
+            error: None,
+        }
+    }
+
+    fn fail(&mut self, e: Error) -> io::Error {
+        let io = io::Error::other(e.to_string());
+        self.error = Some(e);
+        io
+    }
+
+    /// Takes the next entry into the walk.
+    fn next_entry(&mut self) -> Result<()> {
+        let (seq, bytes) = match self.page.next() {
+            Some(e) => e,
+            None => {
+                let want = (self.upto - self.walk.seq).min(AUDIT_PAGE as u64) as usize;
+                self.page = self.store.audit_raw(self.walk.seq, want)?.into_iter();
+                self.page.next().ok_or_else(|| {
+                    Error::FailedPrecondition(format!(
+                        "this office's audit log ends at entry {}, before its signed head at entry {}",
+                        self.walk.seq, self.upto
+                    ))
+                })?
+            }
+        };
+        let entry = self.walk.step_stored(seq, &bytes).map_err(|fault| {
+            Error::FailedPrecondition(format!(
+                "this office's audit log does not check out: {fault}; run `casemesh audit verify`"
+            ))
+        })?;
+        let parts = Stored::split(&bytes).map_err(|e| broken(seq, e))?;
+        if (self.concerns)(&entry) {
+            self.kept.push((seq, parts.hash));
+        }
+        self.digest = parts.body_digest();
+        self.at = 0;
+        Ok(())
+    }
+}
+
+impl<F: Fn(&Entry) -> bool> Read for AuditScan<'_, F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.at >= self.digest.len() {
+            if self.walk.seq >= self.upto || buf.is_empty() {
+                return Ok(0);
+            }
+            if let Err(e) = self.next_entry() {
+                return Err(self.fail(e));
+            }
+        }
+        let n = buf.len().min(self.digest.len() - self.at);
+        buf[..n].copy_from_slice(&self.digest[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::bundle::verify;
+    use crate::domain::audit::{Actor, Draft, Outcome, Target};
+    use crate::domain::sharing::Peer;
+    use crate::domain::{Attachment, RecordId, RecordVersion, SignedVersion, UserName};
+    use crate::store::{ApplyItem, StoreOptions};
+
+    const CASE: &str = "case-9";
+
+    fn office(name: &str) -> (OfficeCa, OfficeId) {
+        let id = OfficeId::parse(name).unwrap();
+        let (ca, _) = OfficeCa::create(&id, &[], &UserName::parse("admin").unwrap()).unwrap();
+        (ca, id)
+    }
+
+    fn open(dir: &tempfile::TempDir) -> Store {
+        Store::open(
+            dir.path(),
+            "phila-da",
+            &StoreOptions {
+                cache_bytes: 8 << 20,
+            },
+        )
+        .unwrap()
+    }
+
+    fn signed(
+        ca: &OfficeCa,
+        id: &RecordId,
+        version: u64,
+        collection: &str,
+        attachments: Vec<Attachment>,
+    ) -> SignedVersion {
+        OfficeSigner::new(ca)
+            .sign(RecordVersion {
+                id: id.clone(),
+                version,
+                origin: id.origin(),
+                collection: collection.into(),
+                kind: "report".into(),
+                title: format!("{id} v{version}"),
+                content_type: "text/plain".into(),
+                labels: Default::default(),
+                body: Bytes::from_static(b"body"),
+                created_at_ms: 1,
+                updated_at_ms: version,
+                deleted: false,
+                attachments,
+            })
+            .unwrap()
+    }
+
+    fn put(store: &Store, v: &SignedVersion) {
+        let draft = Draft::new(
+            Actor::node("phila-da"),
+            "Records.Put",
+            Target::record(v.record.id.as_str(), v.record.version),
+            Outcome::ok(),
+        );
+        let expected = (v.record.version > 1).then(|| v.record.version - 1);
+        store.append_version(v, expected, &[], &[draft]).unwrap();
+    }
+
+    fn upload(store: &Store, bytes: &[u8]) -> Attachment {
+        let mut up = store.begin_upload(1 << 20).unwrap();
+        up.write(bytes).unwrap();
+        let (hash, size) = up
+            .finish(60_000, now_ms(), |h, _| {
+                Draft::new(
+                    Actor::node("phila-da"),
+                    "Blobs.Put",
+                    Target::detail(format!("file {h}")),
+                    Outcome::ok(),
+                )
+            })
+            .unwrap();
+        Attachment {
+            hash,
+            size,
+            file_name: "video.bin".into(),
+            media_type: "application/octet-stream".into(),
+        }
+    }
+
+    fn sign_head(store: &Store, ca: &OfficeCa) -> SignedHead {
+        let h = store.audit_head().unwrap();
+        let mut head = SignedHead {
+            office: ca.office.to_string(),
+            seq: h.seq,
+            hash: h.hash,
+            at_ms: now_ms(),
+            signature: Vec::new(),
+        };
+        head.signature = OfficeSigner::new(ca).sign_bytes(&head.canonical()).unwrap();
+        head
+    }
+
+    /// phila-da holds two versions of its own record in the case (the
+    /// second with a file of several chunks), one record in another case, a
+    /// replica from camden-da (pinned) whose file it has not fetched, and a
+    /// replica from gone-da (no longer pinned).
+    struct Node {
+        _dir: tempfile::TempDir,
+        store: Store,
+        home: OfficeCa,
+        home_id: OfficeId,
+        camden: OfficeCa,
+        ours: RecordId,
+        elsewhere: RecordId,
+        not_fetched: BlobHash,
+    }
+
+    fn node() -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let (home, home_id) = office("phila-da");
+        let (camden, camden_id) = office("camden-da");
+        let (gone, gone_id) = office("gone-da");
+
+        let ours = RecordId::generate(&home_id, 1, [1; 10]);
+        let elsewhere = RecordId::generate(&home_id, 1, [2; 10]);
+        let bytes: Vec<u8> = (0..3 * CHUNK + 100).map(|i| (i % 251) as u8).collect();
+        let file = upload(&store, &bytes);
+        put(&store, &signed(&home, &ours, 1, CASE, Vec::new()));
+        put(&store, &signed(&home, &ours, 2, CASE, vec![file]));
+        put(&store, &signed(&home, &elsewhere, 1, "case-10", Vec::new()));
+
+        let peer = Peer {
+            office: camden_id.clone(),
+            endpoint: "https://camden.example:7000".into(),
+            ca_der: camden.cert_der.to_vec(),
+            added_at_ms: 1,
+        };
+        store.put_peer(&peer, &[]).unwrap();
+        let not_fetched = Attachment {
+            hash: BlobHash::of(b"a statement camden-da holds"),
+            size: 27,
+            file_name: "statement.pdf".into(),
+            media_type: "application/pdf".into(),
+        };
+        let theirs = RecordId::generate(&camden_id, 1, [3; 10]);
+        let replica = signed(&camden, &theirs, 1, CASE, vec![not_fetched.clone()]);
+        let items = [ApplyItem::Version(Box::new(replica))];
+        store
+            .apply_batch(&camden_id, &items, 1, now_ms(), &[])
+            .unwrap();
+        let orphan = RecordId::generate(&gone_id, 1, [4; 10]);
+        let items = [ApplyItem::Version(Box::new(signed(
+            &gone,
+            &orphan,
+            1,
+            CASE,
+            Vec::new(),
+        )))];
+        store
+            .apply_batch(&gone_id, &items, 1, now_ms(), &[])
+            .unwrap();
+
+        store
+            .audit(&[Draft::new(
+                Actor::node("phila-da"),
+                "Admin.ListUsers",
+                Target::default(),
+                Outcome::ok(),
+            )])
+            .unwrap();
+        Node {
+            _dir: dir,
+            store,
+            home,
+            home_id,
+            camden,
+            ours,
+            elsewhere,
+            not_fetched: not_fetched.hash,
+        }
+    }
+
+    #[test]
+    fn a_collection_exports_to_a_bundle_that_verifies_offline() {
+        let n = node();
+        let head = sign_head(&n.store, &n.home);
+        let mut out = Vec::new();
+        let summary = export(&n.store, &n.home, &n.home_id, CASE, &head, &mut out).unwrap();
+
+        assert_eq!((summary.records, summary.versions), (3, 4), "{summary:?}");
+        assert_eq!(summary.files, 1);
+        assert_eq!(summary.file_bytes, 3 * CHUNK as u64 + 100);
+        assert_eq!(summary.missing_files, [n.not_fetched]);
+        assert_eq!(
+            summary.missing_offices,
+            [OfficeId::parse("gone-da").unwrap()]
+        );
+        assert_eq!(summary.audit_head_seq, head.seq);
+        // Both puts of our record, and one applied batch per replica; not
+        // the upload, the other case, or the listing of users.
+        assert_eq!(summary.audit_entries, 4, "{summary:?}");
+
+        let trusted = [n.home.fingerprint(), n.camden.fingerprint()];
+        let report = verify(&out[..], &trusted).unwrap();
+        assert!(report.is_verified(), "{report}");
+        let text = report.to_string();
+        for expected in [
+            n.ours.as_str(),
+            "by camden-da",
+            "by gone-da",
+            "signature NOT CHECKED (no certificate)",
+            "present, hash ok",
+            "MISSING (not held by the exporting office)",
+            "Records.Put",
+            "replica.applied",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?}:\n{text}");
+        }
+        assert!(!text.contains(n.elsewhere.as_str()), "{text}");
+        assert!(!text.contains("Admin.ListUsers"), "{text}");
+    }
+
+    #[test]
+    fn a_head_that_does_not_match_this_log_is_refused() {
+        let n = node();
+        let mut head = sign_head(&n.store, &n.home);
+        head.hash[0] ^= 1;
+        head.signature = OfficeSigner::new(&n.home)
+            .sign_bytes(&head.canonical())
+            .unwrap();
+        let err = export(&n.store, &n.home, &n.home_id, CASE, &head, Vec::new()).unwrap_err();
+        assert!(matches!(err, Error::FailedPrecondition(_)), "{err}");
+        assert!(err.to_string().contains("not the log it signed"), "{err}");
+
+        // A head beyond the log's end.
+        let mut head = sign_head(&n.store, &n.home);
+        head.seq += 5;
+        let err = export(&n.store, &n.home, &n.home_id, CASE, &head, Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("ends at entry"), "{err}");
+
+        // Another office's head.
+        let head = sign_head(&n.store, &n.camden);
+        let err = export(&n.store, &n.home, &n.home_id, CASE, &head, Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("camden-da"), "{err}");
+    }
+
+    #[test]
+    fn a_head_older_than_the_log_exports_the_log_up_to_it() {
+        let n = node();
+        let head = sign_head(&n.store, &n.home);
+        put(&n.store, &signed(&n.home, &n.ours, 3, CASE, Vec::new()));
+        let mut out = Vec::new();
+        let summary = export(&n.store, &n.home, &n.home_id, CASE, &head, &mut out).unwrap();
+        // Version 3 is in, its entry is past the head and not.
+        assert_eq!(summary.versions, 5);
+        assert_eq!(summary.audit_entries, 4);
+        let report = verify(&out[..], &[]).unwrap();
+        assert!(report.is_verified(), "{report}");
+    }
+}
