@@ -183,6 +183,15 @@ impl replication_server::Replication for RawStream {
         Err(Status::unimplemented("this server only pulls"))
     }
 
+    type ProveAuditStream = Pin<Box<dyn Stream<Item = Result<pb::AuditProof, Status>> + Send>>;
+
+    async fn prove_audit(
+        &self,
+        _req: Request<pb::ProveAuditRequest>,
+    ) -> Result<Response<Self::ProveAuditStream>, Status> {
+        Err(Status::unimplemented("this server only pulls"))
+    }
+
     async fn pull(&self, _req: Request<Streaming<pb::PullUp>>) -> Result<Response<Down>, Status> {
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let n = self.n;
@@ -204,6 +213,7 @@ impl replication_server::Replication for RawStream {
                     kind: Some(pb::pull_down::Kind::Batch(pb::Batch {
                         entries,
                         last_seq: sent as u64,
+                        audit_head: None,
                     })),
                 };
                 if tx.send(Ok(msg)).await.is_err() {
@@ -224,6 +234,7 @@ async fn grpc_stream(pki: &Pki, n: usize) -> Res<f64> {
         listener,
         pki.server.clone(),
         pki.trust.clone(),
+        Arc::new(|_, _| Box::pin(async {})),
         transport::AcceptOptions {
             handshake_timeout: Duration::from_secs(5),
             max_connections: 8,

@@ -688,7 +688,10 @@ impl Check {
             .collect();
         let mut matched = BTreeSet::new();
         for path in paths {
-            let name = path["offices/".len()..].strip_suffix(".der").unwrap_or("");
+            let name = path
+                .strip_prefix("offices/")
+                .and_then(|n| n.strip_suffix(".der"))
+                .unwrap_or("");
             let office = match OfficeId::parse(name) {
                 Ok(o) => o,
                 Err(_) => {
@@ -789,7 +792,9 @@ impl Check {
                 let parsed = rest.rsplit_once('/').and_then(|(id, file)| {
                     let (v, ext) = file.split_once('.')?;
                     let slot = ["canonical", "sig"].iter().position(|e| *e == ext)?;
-                    Some((id.to_owned(), v.parse::<u64>().ok()?, slot))
+                    let v = v.parse::<u64>().ok()?;
+                    // Only the one spelling the writer uses ("1", not "01").
+                    (version_path(id, v, ext) == *path).then(|| (id.to_owned(), v, slot))
                 });
                 match parsed {
                     Some((id, v, slot)) => {

@@ -170,7 +170,7 @@ pub struct Auth<S> {
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Why a call was refused here, and who made it when that is known.
-type Refusal = (Status, Option<Actor>);
+type Refusal = Box<(Status, Option<Actor>)>;
 
 fn authorize<B>(
     trust: &TrustStore,
@@ -180,11 +180,11 @@ fn authorize<B>(
     let info = req
         .extensions()
         .get::<ConnInfo>()
-        .ok_or_else(|| (Status::unauthenticated("no client certificate"), None))?;
+        .ok_or_else(|| Box::new((Status::unauthenticated("no client certificate"), None)))?;
     let who = actor(&info.admission.caller, office, info.remote);
     authorize_conn(trust, info, req.uri().path())
         .map(|caller| (caller, who.clone()))
-        .map_err(|status| (status, Some(who)))
+        .map_err(|status| Box::new((status, Some(who))))
 }
 
 fn authorize_conn(trust: &TrustStore, info: &ConnInfo, path: &str) -> Result<Caller, Status> {
@@ -223,7 +223,8 @@ where
         let path = req.uri().path().to_owned();
         let audit = self.audit.clone();
         match authorize(&self.trust, audit.office(), &req) {
-            Err((status, who)) => Box::pin(async move {
+            Err(refusal) => Box::pin(async move {
+                let (status, who) = *refusal;
                 let who = who.unwrap_or_else(|| Actor {
                     kind: "unauthenticated".into(),
                     ..Actor::default()

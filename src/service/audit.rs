@@ -124,6 +124,9 @@ impl AuditQuery {
     }
 }
 
+/// An entry and its chain hash.
+pub type Hashed = (Entry, [u8; 32]);
+
 /// What [`AuditLog::verify`] found.
 #[derive(Debug, Clone)]
 pub struct VerifyReport {
@@ -175,9 +178,9 @@ impl AuditLog {
         Ok(())
     }
 
-    /// One page of entries matching `q`, and the token to continue after
-    /// (0: the end was reached).
-    pub fn query(&self, q: &AuditQuery) -> Result<(Vec<(Entry, [u8; 32])>, u64)> {
+    /// One page of entries matching `q`, each with its chain hash, and the
+    /// sequence number to continue after (0: the end was reached).
+    pub fn query(&self, q: &AuditQuery) -> Result<(Vec<Hashed>, u64)> {
         let limit = q.limit.clamp(1, 1000);
         let mut after = q.after_seq;
         if q.from_ms > 0 {
@@ -348,8 +351,7 @@ impl AuditLog {
     /// the first missing entry.
     pub fn digests(&self, after: u64, upto: u64, limit: usize) -> Result<Vec<[u8; 32]>> {
         let mut out = Vec::with_capacity(limit);
-        let mut expected = after + 1;
-        for (seq, bytes) in self.store.audit_raw(after, limit)? {
+        for (expected, (seq, bytes)) in (after + 1..).zip(self.store.audit_raw(after, limit)?) {
             if seq > upto {
                 break;
             }
@@ -363,7 +365,6 @@ impl AuditLog {
                     .map_err(|e| bad_entry(seq, e))?
                     .body_digest(),
             );
-            expected += 1;
         }
         Ok(out)
     }

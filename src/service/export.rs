@@ -12,14 +12,14 @@
 //! hands a writer; files and the audit digests are copied through, never
 //! held whole. Nothing here writes to the store.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::io::{self, Read, Write};
 
 use crate::bundle::{BundleWriter, WriteError};
 use crate::domain::audit::{ChainWalk, Entry, SignedHead, Stored, format_time};
 use crate::domain::{BlobHash, OfficeId, now_ms};
 use crate::error::{Error, Result};
-use crate::identity::{OfficeCa, OfficeSigner};
+use crate::identity::{OfficeCa, OfficeSigner, OfficeVerifier};
 use crate::store::blobs::{BlobMeta, CHUNK};
 use crate::store::{Store, StoreError};
 
@@ -57,12 +57,22 @@ pub fn export(
     head: &SignedHead,
     out: impl Write,
 ) -> Result<ExportSummary> {
-    if head.office != office.as_str() {
+    if ca.office != *office || head.office != office.as_str() {
         return Err(Error::FailedPrecondition(format!(
-            "the audit head to export is office {}'s, not this office's ({office})",
-            head.office
+            "the office key ({}) and the audit head to export ({}) must both be this office's ({office})",
+            ca.office, head.office
         )));
     }
+    // A head this office did not sign would make a bundle that fails
+    // verification; refuse it here instead.
+    OfficeVerifier::from_ca_cert(office.clone(), &ca.cert_der)?
+        .verify_bytes(&head.canonical(), &head.signature)
+        .map_err(|_| {
+            Error::FailedPrecondition(format!(
+                "the audit head at entry {} does not carry this office's signature",
+                head.seq
+            ))
+        })?;
     let mut summary = ExportSummary {
         audit_head_seq: head.seq,
         ..ExportSummary::default()
@@ -72,13 +82,13 @@ pub fn export(
     // Versions, noting their origins and attachments.
     let ids = store.collection_record_ids(collection)?;
     let mut origins = BTreeSet::new();
-    let mut attachments = BTreeMap::new();
+    let mut attachments = BTreeSet::new();
     for id in &ids {
         summary.records += 1;
         origins.insert(id.origin());
         for v in store.history(id)? {
             for a in &v.record.attachments {
-                attachments.insert(a.hash, a.file_name.clone());
+                attachments.insert(a.hash);
             }
             w.add_version(&v).map_err(write_error)?;
             summary.versions += 1;
@@ -98,7 +108,7 @@ pub fn export(
     }
 
     // Files, each pinned while it is copied.
-    for hash in attachments.keys() {
+    for hash in &attachments {
         let _pin = store.pin_blob(*hash);
         let Some(meta) = store.blob(hash)? else {
             w.add_missing_file(hash);
@@ -556,8 +566,17 @@ mod tests {
         // A head beyond the log's end.
         let mut head = sign_head(&n.store, &n.home);
         head.seq += 5;
+        head.signature = OfficeSigner::new(&n.home)
+            .sign_bytes(&head.canonical())
+            .unwrap();
         let err = export(&n.store, &n.home, &n.home_id, CASE, &head, Vec::new()).unwrap_err();
         assert!(err.to_string().contains("ends at entry"), "{err}");
+
+        // A head changed after it was signed.
+        let mut head = sign_head(&n.store, &n.home);
+        head.at_ms += 1;
+        let err = export(&n.store, &n.home, &n.home_id, CASE, &head, Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("signature"), "{err}");
 
         // Another office's head.
         let head = sign_head(&n.store, &n.camden);
