@@ -182,14 +182,11 @@ impl Store {
     }
 
     /// Every head this office signed, by sequence number, as stored.
-    pub fn signed_heads_raw(&self) -> Result<Vec<(u64, Vec<u8>)>> {
-        self.auditseq_signedhead
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                Ok((be(&k), v.to_vec()))
-            })
-            .collect()
+    pub fn signed_heads_raw(&self) -> impl Iterator<Item = Result<(u64, Vec<u8>)>> + use<> {
+        self.auditseq_signedhead.iter().map(|kv| {
+            let (k, v) = kv?;
+            Ok((be(&k), v.to_vec()))
+        })
     }
 
     pub fn latest_signed_head(&self) -> Result<Option<SignedHead>> {
