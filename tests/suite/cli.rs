@@ -382,3 +382,72 @@ async fn an_attached_file_downloads_whole_and_resumes_from_a_part_file() {
     );
     assert!(!missing.exists() && !tmp.path().join("missing.bin.part").exists());
 }
+
+#[tokio::test]
+async fn audit_export_and_verify_bundle_through_the_binary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("office");
+    let d = data.to_str().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    ok(&[
+        "init", "--office", "phila-da", "--data", d, "--listen", &listen,
+    ]);
+    let _server = serve(&data).await;
+    let id = ok(&[
+        "record",
+        "put",
+        "--data",
+        d,
+        "--collection",
+        "2026-0042",
+        "--kind",
+        "statement",
+        "--title",
+        "Statement",
+        "--body",
+        "the agent wore no badge",
+    ]);
+    let id = id.trim();
+
+    let list = ok(&["audit", "list", "--data", d, "--record", id, "--json"]);
+    let entries: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let actions: Vec<&str> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["Records.Put"], "{list}");
+    assert!(ok(&["audit", "verify", "--data", d]).contains("audit log intact"));
+
+    let bundle = tmp.path().join("case.tar");
+    let b = bundle.to_str().unwrap();
+    ok(&[
+        "export",
+        "--data",
+        d,
+        "--collection",
+        "2026-0042",
+        "--out",
+        b,
+    ]);
+    let fp = ok(&["fingerprint", "--data", d]);
+    let report = ok(&["verify-bundle", b, "--trust", fp.trim()]);
+    assert!(
+        report.contains("VERIFIED") && report.contains(id),
+        "{report}"
+    );
+
+    // One changed byte in the record's body: refused, and named.
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let at = bytes
+        .windows(8)
+        .position(|w| w == b"no badge")
+        .expect("the body is in the bundle");
+    bytes[at] = b'N';
+    std::fs::write(&bundle, bytes).unwrap();
+    let out = casemesh(&["verify-bundle", b]);
+    assert!(!out.status.success(), "a changed bundle verified");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(id) && text.contains("FAILED"), "{text}");
+}
