@@ -647,3 +647,113 @@ async fn a_case_bundle_verifies_offline_and_any_flipped_byte_is_named() {
     }
     cluster.stop_all().await;
 }
+
+/// Entries of `action` in `node`'s log.
+async fn of_action(node: &TestNode, action: &str) -> Vec<pb::AuditEntry> {
+    node.admin()
+        .await
+        .query_audit(pb::QueryAuditRequest {
+            action: action.into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+}
+
+#[tokio::test]
+async fn sharing_and_replication_leave_their_entries_on_both_sides() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da"]).await;
+    cluster.pin_all().await;
+    let grant = cluster.grant_collection(0, 1, "case-1").await;
+    let put = cluster.nodes[0]
+        .records()
+        .await
+        .put(rec("case-1", "shared"))
+        .await
+        .unwrap()
+        .into_inner();
+    let (phila, nyc) = (&cluster.nodes[0], &cluster.nodes[1]);
+
+    let pinned = of_action(phila, "Admin.AddPeer").await;
+    assert_eq!(pinned.len(), 1, "{pinned:#?}");
+    assert_eq!(pinned[0].peer, "nyc-da");
+    let granted = of_action(phila, "Admin.Grant").await;
+    assert_eq!(granted.len(), 1, "{granted:#?}");
+    assert_eq!(
+        (
+            granted[0].collection.as_str(),
+            granted[0].outcome_code.as_str()
+        ),
+        ("case-1", "")
+    );
+    assert!(granted[0].detail.contains(&grant));
+    let names = |e: &pb::AuditEntry| e.records.iter().any(|r| r.record_id == put.id);
+    let served = eventually(DEADLINE, "the served batch to be logged", || async {
+        of_action(phila, "feed.versions_served")
+            .await
+            .into_iter()
+            .find(|e| names(e))
+    })
+    .await;
+    assert_eq!(
+        (served.actor_office.as_str(), served.peer.as_str()),
+        ("nyc-da", "nyc-da")
+    );
+    let applied = eventually(DEADLINE, "the replica to be logged at nyc-da", || async {
+        of_action(nyc, "replica.applied")
+            .await
+            .into_iter()
+            .find(|e| names(e))
+    })
+    .await;
+    assert_eq!(
+        (applied.actor_kind.as_str(), applied.peer.as_str()),
+        ("node", "phila-da")
+    );
+    assert!(!of_action(phila, "Replication.Pull").await.is_empty());
+
+    phila
+        .admin()
+        .await
+        .revoke(pb::RevokeRequest {
+            grant_id: grant.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(of_action(phila, "Admin.Revoke").await.len(), 1);
+    eventually(DEADLINE, "the purge to be logged at nyc-da", || async {
+        of_action(nyc, "replica.purged")
+            .await
+            .into_iter()
+            .find(|e| names(e))
+    })
+    .await;
+    eventually(
+        DEADLINE,
+        "nyc-da's purge receipt to be logged at phila-da",
+        || async {
+            of_action(phila, "purge_ack.received")
+                .await
+                .into_iter()
+                .find(|e| e.detail.contains(&grant))
+        },
+    )
+    .await;
+
+    phila
+        .admin()
+        .await
+        .remove_peer(pb::RemovePeerRequest {
+            office: "nyc-da".into(),
+            purge_replicas: false,
+        })
+        .await
+        .unwrap();
+    let removed = of_action(phila, "Admin.RemovePeer").await;
+    assert_eq!(removed.len(), 1, "{removed:#?}");
+    assert_eq!(removed[0].peer, "nyc-da");
+    cluster.stop_all().await;
+}
