@@ -107,13 +107,8 @@ fn refusals_to(audit: Arc<AuditLog>) -> transport::RefusalHook {
     Arc::new(move |remote, reason| {
         let audit = audit.clone();
         Box::pin(async move {
-            let who = Actor {
-                kind: "unauthenticated".into(),
-                remote: remote.to_string(),
-                ..Actor::default()
-            };
             let entry = Draft::new(
-                who,
+                Actor::unauthenticated(remote.to_string()),
                 "connection.refused",
                 Target::default(),
                 Outcome::failed("REFUSED", reason),

@@ -58,6 +58,24 @@ impl Actor {
         }
     }
 
+    /// A peer office's node.
+    pub fn peer(office: &str) -> Self {
+        Self {
+            kind: "peer".into(),
+            office: office.into(),
+            ..Self::default()
+        }
+    }
+
+    /// A caller with no accepted certificate, from `remote` (if known).
+    pub fn unauthenticated(remote: String) -> Self {
+        Self {
+            kind: "unauthenticated".into(),
+            remote,
+            ..Self::default()
+        }
+    }
+
     /// One line for people: `user alice (admin) of phila-da`.
     pub fn describe(&self) -> String {
         match self.kind.as_str() {

@@ -107,11 +107,9 @@ pub fn actor(caller: &Caller, office: &str, remote: SocketAddr) -> Actor {
             office: peer,
             fingerprint,
         } => Actor {
-            kind: "peer".into(),
-            office: peer.to_string(),
             fingerprint: fingerprint.to_string(),
             remote: remote.to_string(),
-            ..Actor::default()
+            ..Actor::peer(peer.as_str())
         },
     }
 }
@@ -225,10 +223,7 @@ where
         match authorize(&self.trust, audit.office(), &req) {
             Err(refusal) => Box::pin(async move {
                 let (status, who) = *refusal;
-                let who = who.unwrap_or_else(|| Actor {
-                    kind: "unauthenticated".into(),
-                    ..Actor::default()
-                });
+                let who = who.unwrap_or_else(|| Actor::unauthenticated(String::new()));
                 let call = Call::new(who, action_of(&path));
                 let outcome = Outcome::failed(code_name(status.code()), status.message());
                 if let Err(e) = audit.finish_call(&call, outcome).await {

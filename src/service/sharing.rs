@@ -634,13 +634,8 @@ impl Sharing {
         verifier.verify_bytes(&ack.canonical(), &ack.signature)?;
         if grant.purge_ack.is_none() {
             grant.purge_ack = Some(ack);
-            let actor = Actor {
-                kind: "peer".into(),
-                office: from.to_string(),
-                ..Actor::default()
-            };
             let entry = Draft::new(
-                actor,
+                Actor::peer(from.as_str()),
                 "purge_ack.received",
                 grant_target(&grant),
                 Outcome::ok(),

@@ -289,11 +289,7 @@ async fn send_batch(
         return Err(Stop::Rebuild);
     }
     // The batch is in the audit log, durably, before it leaves.
-    let actor = Actor {
-        kind: "peer".into(),
-        office: peer.to_string(),
-        ..Actor::default()
-    };
+    let actor = Actor::peer(peer.as_str());
     let mut drafts = Vec::new();
     for chunk in served.versions.chunks(MAX_RECORDS) {
         let target = Target {

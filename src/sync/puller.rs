@@ -111,8 +111,8 @@ async fn pull_once(
     // arrives, applying takes the batches in order. Checking the next batch
     // thus overlaps applying and committing this one.
     let (ready_tx, ready_rx) = mpsc::channel::<Received>(PIPELINE_DEPTH);
-    let receiving = receive(&mut down, verifier, ready_tx, status, backoff);
-    let applying = apply_in_order(ctx, peer, ready_rx, &up);
+    let receiving = receive(&mut down, verifier.clone(), ready_tx, status, backoff);
+    let applying = apply_in_order(ctx, peer, &verifier, ready_rx, &up);
     tokio::pin!(receiving, applying);
     tokio::select! {
         r = &mut applying => r,
@@ -205,19 +205,18 @@ async fn receive(
 async fn apply_in_order(
     ctx: &SyncContext,
     peer: &Peer,
+    verifier: &OfficeVerifier,
     mut ready: mpsc::Receiver<Received>,
     up: &mpsc::Sender<pb::PullUp>,
 ) -> Result<(), String> {
     let send = |kind| pb::PullUp { kind: Some(kind) };
-    let verifier = OfficeVerifier::from_ca_cert(peer.office.clone(), &peer.ca_der)
-        .map_err(|e| e.to_string())?;
     while let Some(next) = ready.recv().await {
         match next {
             Received::Batch(mut batch, verification) => {
                 let verified = verification
                     .await
                     .map_err(|e| format!("verification task failed: {e}"))?;
-                witness(ctx, peer, &verifier, batch.audit_head.take()).await;
+                witness(ctx, peer, verifier, batch.audit_head.take()).await;
                 for ack in apply(ctx, peer, batch, verified).await? {
                     let _ = up
                         .send(send(pull_up::Kind::PurgeAck(purge_ack_to_pb(&ack))))
@@ -229,7 +228,7 @@ async fn apply_in_order(
                     .mark_ack_delivered(&grant)
                     .map_err(|e| e.to_string())?;
             }
-            Received::Heartbeat(head) => witness(ctx, peer, &verifier, head).await,
+            Received::Heartbeat(head) => witness(ctx, peer, verifier, head).await,
         }
         // Everything applied so far is committed: the origin may forget it.
         if let Ok(seq) = ctx.store.checkpoint(&peer.office) {
