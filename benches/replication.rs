@@ -29,7 +29,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// The same allocator as the `casemesh` binary, for the in-process nodes.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: casemesh::alloc::Allocator = casemesh::alloc::Allocator {};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -887,6 +887,9 @@ async fn run(s: Sizes, only: Only) -> Res<()> {
 }
 
 fn main() {
+    if let Err(e) = casemesh::alloc::restart_with_options() {
+        eprintln!("could not start again with the allocator's options: {e}");
+    }
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let only = Only(

@@ -86,13 +86,14 @@ mod humantime_serde_compat {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
-    /// sled page cache, in MiB. Default 64.
+    /// sled page cache, in MiB. Default 32: sled holds more than this (see
+    /// `deploy/casemesh.example.toml`).
     pub cache_mb: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { cache_mb: 64 }
+        Self { cache_mb: 32 }
     }
 }
 

@@ -31,11 +31,13 @@
 //!   the mTLS transport from [`grpc`], nothing else of it.
 //! - [`node`]: the composition root: [`node::Node::start`].
 //! - [`cli`]: the `casemesh` command line.
+//! - [`alloc`]: the allocator of casemesh processes and its options.
 
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod alloc;
 pub mod bundle;
 pub mod cli;
 pub mod config;

@@ -5,10 +5,8 @@ use casemesh::cli::{Cli, Command, LogFormat};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-/// sled copies tree nodes on every change; glibc's allocator spends a fifth
-/// of a backfill's CPU on that churn (measured in BENCHMARKS.md).
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: casemesh::alloc::Allocator = casemesh::alloc::Allocator {};
 
 fn init_tracing(cli: &Cli) {
     let default = match cli.command {
@@ -35,7 +33,19 @@ fn describe(e: &anyhow::Error) -> String {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Long-running commands start again with the allocator's options set
+    // (see `casemesh::alloc`); short ones are not worth an exec.
+    let restarted = match cli.command {
+        Command::Serve(_) | Command::Demo { .. } => casemesh::alloc::restart_with_options(),
+        _ => Ok(()),
+    };
     init_tracing(&cli);
+    if let Err(e) = restarted {
+        tracing::warn!(
+            "could not start again with the allocator's options ({e}); \
+             going on with its defaults, which hold more memory"
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

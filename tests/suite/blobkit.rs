@@ -136,16 +136,6 @@ pub async fn status(node: &TestNode) -> pb::StatusResponse {
         .into_inner()
 }
 
-pub fn vm_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 pub async fn two_offices() -> TestCluster {
     let mut c = TestCluster::start(&["phila-da", "minn-da"]).await;
     c.pin_all().await;

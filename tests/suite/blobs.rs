@@ -7,7 +7,37 @@ use casemesh::grpc::pb::{self, replication_client::ReplicationClient};
 use tonic::Code;
 
 use super::blobkit::*;
-use super::cluster::{TestCluster, eventually};
+use super::cluster::{TestCluster, TestNode, eventually};
+
+/// The offsets a node was asked to serve `hash` from, in order, as its own
+/// audit log recorded the peer's `FetchBlob` calls: what the serving side
+/// saw, not what the fetching side reports.
+async fn served_offsets(node: &TestNode, hash: &[u8]) -> Vec<u64> {
+    let entries = node
+        .admin()
+        .await
+        .query_audit(pb::QueryAuditRequest {
+            action: "Replication.FetchBlob".into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("query audit")
+        .into_inner()
+        .entries;
+    let prefix = format!("file {}, offset ", hex::encode(hash));
+    entries
+        .iter()
+        .filter_map(|e| e.detail.strip_prefix(&prefix)?.parse().ok())
+        .collect()
+}
+
+/// The chunks in a stopped node's store, counted on disk.
+fn stored_chunks(node: &TestNode) -> usize {
+    assert!(!node.is_running(), "count chunks of a stopped node");
+    let db = sled::open(node.paths().store()).expect("store opens");
+    db.open_tree("storage_chunk").expect("chunk tree").len()
+}
 
 /// Stopping the origin part-way, and then restarting the peer part-way,
 /// each time the transfer resumes from the bytes already stored.
@@ -79,6 +109,26 @@ async fn an_interrupted_fetch_resumes_where_it_stopped() {
         (hash_of("interview", SIZE), SIZE)
     );
     assert!(status(&c.nodes[1]).await.transfers.is_empty());
+
+    // What the origin was asked for: from 0 once, then each request from
+    // where the previous one stopped, never from the start again.
+    let offsets = served_offsets(&c.nodes[0], &info.hash).await;
+    eprintln!("the origin served from offsets {offsets:?}");
+    assert_eq!(offsets.first(), Some(&0), "served: {offsets:?}");
+    assert!(
+        offsets[1..].iter().all(|&o| o > 0) && offsets.is_sorted(),
+        "each request continued where the last stopped: {offsets:?}"
+    );
+    assert!(
+        offsets.contains(&stopped.received),
+        "after its restart the origin was asked from {}: {offsets:?}",
+        stopped.received
+    );
+    assert!(
+        offsets.iter().any(|&o| o >= before_restart.received),
+        "after the peer's restart it asked from {} or later: {offsets:?}",
+        before_restart.received
+    );
     c.stop_all().await;
 }
 
@@ -165,6 +215,11 @@ async fn one_file_on_two_records_is_stored_once_and_removed_with_the_last() {
     wait_present(&c.nodes[1], &b, Duration::from_secs(30)).await;
     let peer = status(&c.nodes[1]).await;
     assert_eq!((peer.blobs, peer.blob_bytes), (1, 3 * MIB));
+    // On disk, at the peer too: once.
+    let once = (3 * MIB).div_ceil(casemesh::store::blobs::CHUNK as u64) as usize;
+    c.node(1).stop().await;
+    assert_eq!(stored_chunks(&c.nodes[1]), once);
+    c.node(1).restart().await;
 
     let revoke = async |grant: &str| {
         c.nodes[0]
@@ -207,7 +262,11 @@ async fn one_file_on_two_records_is_stored_once_and_removed_with_the_last() {
     assert_eq!(gone.code(), Code::NotFound);
     // The origin keeps it: its records still list it.
     assert_eq!(status(&c.nodes[0]).await.blobs, 1);
+
+    // On disk: the origin holds the bytes once, the peer not at all.
     c.stop_all().await;
+    assert_eq!(stored_chunks(&c.nodes[0]), once);
+    assert_eq!(stored_chunks(&c.nodes[1]), 0);
 }
 
 /// Over the size limit: refused while streaming, and nothing is kept.

@@ -1,6 +1,8 @@
 //! `TestCluster`: N real nodes in this process, each with its own temporary
 //! data directory, freshly generated certificates and an ephemeral loopback
 //! port; nodes can be stopped and restarted on the same data and address.
+//! For measures of one node's own memory, the nodes can instead run as
+//! `casemesh serve` processes ([`TestCluster::start_processes`]).
 
 #![allow(dead_code)]
 
@@ -45,6 +47,29 @@ pub struct TestNode {
     pub dir: PathBuf,
     pub addr: SocketAddr,
     handle: Option<NodeHandle>,
+    process: Option<NodeProcess>,
+}
+
+/// A node running as a `casemesh serve` process; killed if the test ends
+/// without stopping it.
+struct NodeProcess(std::process::Child);
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A field (`VmRSS:`, `VmHWM:`) of a process's /proc status, in KiB.
+pub fn proc_kib(pid: &str, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
 impl TestNode {
@@ -53,12 +78,34 @@ impl TestNode {
     }
 
     pub fn is_running(&self) -> bool {
-        self.handle.is_some()
+        self.handle.is_some() || self.process.is_some()
+    }
+
+    /// The process id of a node started by [`TestCluster::start_processes`].
+    pub fn pid(&self) -> String {
+        let p = self.process.as_ref().expect("the node runs as a process");
+        p.0.id().to_string()
     }
 
     pub async fn stop(&mut self) {
         if let Some(h) = self.handle.take() {
             h.shutdown().await.expect("node shuts down cleanly");
+        }
+        if let Some(mut p) = self.process.take() {
+            let pid = p.0.id().to_string();
+            let killed = std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .expect("run kill");
+            assert!(killed.success(), "kill -TERM {pid}");
+            let exited = eventually(Duration::from_secs(30), "the node process to exit", || {
+                std::future::ready(p.0.try_wait().expect("wait for the node").map(Some))
+            })
+            .await;
+            assert!(
+                exited.is_some_and(|s| s.success()),
+                "node exited badly: {exited:?}"
+            );
         }
     }
 
@@ -171,7 +218,58 @@ impl TestCluster {
                 dir,
                 addr,
                 handle: Some(handle),
+                process: None,
             });
+        }
+        Self { _root: root, nodes }
+    }
+
+    /// Like [`TestCluster::start`], but each node is a `casemesh serve`
+    /// process of its own, so that its memory can be measured alone. They
+    /// cannot be restarted.
+    pub async fn start_processes(offices: &[&str]) -> Self {
+        let root = tempfile::tempdir().expect("temp dir");
+        let mut nodes = Vec::new();
+        for office in offices {
+            let office = OfficeId::parse(office).expect("valid office id");
+            let dir = root.path().join(office.as_str());
+            // The port is free once the listener is dropped; the process
+            // binds it again from its configuration.
+            let addr = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port");
+            casemesh::setup::init(&dir, &office, &[], addr).expect("init office");
+            let child = std::process::Command::new(env!("CARGO_BIN_EXE_casemesh"))
+                .args(["serve", "--data"])
+                .arg(&dir)
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("start casemesh serve");
+            let node = TestNode {
+                office,
+                dir,
+                addr,
+                handle: None,
+                process: Some(NodeProcess(child)),
+            };
+            let (cert, key) = (
+                std::fs::read(node.paths().admin_cert()).expect("admin certificate"),
+                std::fs::read(node.paths().admin_key()).expect("admin key"),
+            );
+            eventually(
+                Duration::from_secs(30),
+                "casemesh serve to answer",
+                || async {
+                    let channel = node.connect_as(&cert, &key).await.ok()?;
+                    AdminClient::new(channel)
+                        .status(casemesh::grpc::pb::StatusRequest {})
+                        .await
+                        .ok()
+                },
+            )
+            .await;
+            nodes.push(node);
         }
         Self { _root: root, nodes }
     }

@@ -5,5 +5,6 @@ mod blobs;
 mod cli;
 mod cluster;
 mod federation;
+mod memory;
 mod peers;
 mod records;
