@@ -293,7 +293,7 @@ impl Admin for AdminApi {
         &self,
         _req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let (records, versions) = self.store.counts();
+        let (records, versions) = self.store.counts().map_err(crate::error::Error::from)?;
         let (blobs, blob_bytes) = self
             .store
             .blob_totals()

@@ -188,6 +188,7 @@ impl Store {
             db,
         };
         store.remove_doomed()?;
+        store.init_counts()?;
         Ok(store)
     }
 
@@ -217,14 +218,6 @@ impl Store {
     pub fn flush_now(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())
-    }
-
-    /// Number of records and of versions stored.
-    pub fn counts(&self) -> (u64, u64) {
-        (
-            self.recordid_head.len() as u64,
-            self.recordversion_signed.len() as u64,
-        )
     }
 }
 

@@ -2,7 +2,9 @@
 
 use std::ops::Bound;
 
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
+};
 
 use super::encoding::{self, Head};
 use super::{Result, Store, StoreError, corrupt};
@@ -22,6 +24,67 @@ pub struct ListPage {
     pub records: Vec<SignedVersion>,
     /// The id to continue after, when there are more.
     pub next_after: Option<RecordId>,
+}
+
+/// Keys in `counters` of how many records (heads) and versions are stored.
+/// Every transaction that adds or removes one keeps them, so that
+/// [`Store::counts`] reads two values instead of scanning both trees (a
+/// million versions are a gigabyte to read, and sled keeps what it reads).
+const RECORD_COUNT: &[u8] = b"count:records";
+const VERSION_COUNT: &[u8] = b"count:versions";
+
+/// What a transaction changed in the counts. Made inside the transaction's
+/// closure, so that a retried transaction starts again from zero.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct CountDelta {
+    pub records: i64,
+    pub versions: i64,
+}
+
+fn read_count(value: Option<&[u8]>) -> u64 {
+    value
+        .and_then(|v| <[u8; 8]>::try_from(v).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
+/// Applies `d` to the counts, in the transaction that made the change.
+pub(super) fn add_counts_tx(
+    counters: &TransactionalTree,
+    d: CountDelta,
+) -> std::result::Result<(), ConflictableTransactionError<StoreError>> {
+    for (key, delta) in [(RECORD_COUNT, d.records), (VERSION_COUNT, d.versions)] {
+        if delta != 0 {
+            let now = read_count(counters.get(key)?.as_deref());
+            counters.insert(key, &now.saturating_add_signed(delta).to_be_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Counts the records and versions of a store written before the
+    /// counts were kept: once, when it is opened.
+    pub(super) fn init_counts(&self) -> Result<()> {
+        if self.counters.get(RECORD_COUNT)?.is_some() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        let records = self.recordid_head.len() as u64;
+        let versions = self.recordversion_signed.len() as u64;
+        batch.insert(RECORD_COUNT, &records.to_be_bytes());
+        batch.insert(VERSION_COUNT, &versions.to_be_bytes());
+        self.counters.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Number of records and of versions stored.
+    pub fn counts(&self) -> Result<(u64, u64)> {
+        Ok((
+            read_count(self.counters.get(RECORD_COUNT)?.as_deref()),
+            read_count(self.counters.get(VERSION_COUNT)?.as_deref()),
+        ))
+    }
 }
 
 pub(super) fn version_key(id: &RecordId, version: u64) -> Vec<u8> {
@@ -148,8 +211,16 @@ impl Store {
                     }
                     collections.insert(collection_key(&new_head.collection, id), &[])?;
                     super::blobs::add_local_refs_tx(refs, blobs, &v.record)?;
-                    versions.insert(version_key(id, v.record.version), value.as_slice())?;
+                    let replaced =
+                        versions.insert(version_key(id, v.record.version), value.as_slice())?;
                     heads.insert(id.as_str(), head_bytes.as_slice())?;
+                    add_counts_tx(
+                        counters,
+                        CountDelta {
+                            records: old.is_none().into(),
+                            versions: replaced.is_none().into(),
+                        },
+                    )?;
                     super::sharing::push_feed(counters, outbox, feed)?;
                     super::audit::append_tx(entries, audit_head, &self.office, audit)?;
                     Ok(())

@@ -9,7 +9,7 @@ use sled::transaction::{ConflictableTransactionError, Transactional, Transaction
 
 use super::blobs;
 use super::encoding::{self, Head};
-use super::records::{collection_key, version_key};
+use super::records::{CountDelta, add_counts_tx, collection_key, version_key};
 use super::sharing::unwrap_tx;
 use super::{Result, Store, StoreError, corrupt};
 use crate::domain::audit::{Actor, Draft, MAX_RECORDS, Outcome, Target};
@@ -165,7 +165,8 @@ fn read_head(heads: &TransactionalTree, id: &RecordId) -> Tx<Option<Head>> {
 }
 
 /// Deletes every version of a replica (`keys`, found by a prefix scan
-/// beforehand), leaving a stub. Returns whether there was anything to purge.
+/// beforehand), leaving a stub, and takes what it removed off `counts`.
+/// Returns whether there was anything to purge.
 #[allow(clippy::too_many_arguments)]
 fn purge_in_tx(
     heads: &TransactionalTree,
@@ -176,6 +177,7 @@ fn purge_in_tx(
     id: &RecordId,
     keys: &[sled::IVec],
     now_ms: u64,
+    counts: &mut CountDelta,
 ) -> Tx<bool> {
     let Some(head) = read_head(heads, id)? else {
         return Ok(false);
@@ -189,10 +191,12 @@ fn purge_in_tx(
     for key in keys {
         if let Some(value) = versions.remove(key.clone())? {
             blobs::drop_refs_tx(refs, &value)?;
+            counts.versions -= 1;
         }
     }
     collections.remove(collection_key(&head.collection, id))?;
     heads.remove(id.as_str())?;
+    counts.records -= 1;
     let stub = PurgeStub {
         id: id.clone(),
         version: head.version,
@@ -260,6 +264,7 @@ impl Store {
                 &self.blobhash_fetch,
                 &self.auditseq_entry,
                 &self.audit_head,
+                &self.counters,
             )
                 .transaction(
                     |(
@@ -274,8 +279,10 @@ impl Store {
                         fetches,
                         entries,
                         audit_head,
+                        counters,
                     )| {
                         let mut out = ApplyOutcome::default();
+                        let mut counts = CountDelta::default();
                         let mut log = BatchLog::default();
                         let mut fresh_ids = storage_ids.iter().copied();
                         let mut fresh: std::collections::HashMap<RecordId, Vec<sled::IVec>> =
@@ -290,6 +297,7 @@ impl Store {
                                         continue;
                                     }
                                     versions.insert(key.clone(), encoding::encode_signed(v))?;
+                                    counts.versions += 1;
                                     out.fetches_queued += blobs::add_replica_refs_tx(
                                         refs,
                                         blobs,
@@ -305,6 +313,7 @@ impl Store {
                                     purged.remove(id.as_str())?;
                                     log.applied.push((id.to_string(), v.record.version));
                                     let old = read_head(heads, id)?;
+                                    counts.records += i64::from(old.is_none());
                                     if old.as_ref().is_none_or(|h| h.version < v.record.version) {
                                         if let Some(old) = old {
                                             collections
@@ -338,6 +347,7 @@ impl Store {
                                         id,
                                         &keys,
                                         now_ms,
+                                        &mut counts,
                                     )? {
                                         out.purged += 1;
                                         log.purged.push((id.to_string(), 0));
@@ -350,6 +360,7 @@ impl Store {
                             }
                         }
                         checkpoints.insert(peer.as_str(), &checkpoint.to_be_bytes())?;
+                        add_counts_tx(counters, counts)?;
                         let mut drafts = log.drafts(&self.office, peer, now_ms);
                         drafts.extend_from_slice(rejected);
                         super::audit::append_tx(entries, audit_head, &self.office, &drafts)?;
@@ -403,10 +414,12 @@ impl Store {
                     &self.blobhash_ref,
                     &self.auditseq_entry,
                     &self.audit_head,
+                    &self.counters,
                 )
                     .transaction(
-                        |(heads, versions, collections, purged, refs, entries, head)| {
+                        |(heads, versions, collections, purged, refs, entries, head, counters)| {
                             let mut n = 0u64;
+                            let mut counts = CountDelta::default();
                             let mut gone = Vec::new();
                             for (id, keys) in chunk.iter().zip(&keys) {
                                 if purge_in_tx(
@@ -418,6 +431,7 @@ impl Store {
                                     id,
                                     keys,
                                     now_ms,
+                                    &mut counts,
                                 )? {
                                     n += 1;
                                     gone.push((id.to_string(), 0));
@@ -436,6 +450,7 @@ impl Store {
                             if n > 0 {
                                 super::audit::append_tx(entries, head, &self.office, &[draft])?;
                             }
+                            add_counts_tx(counters, counts)?;
                             Ok(n)
                         },
                     ),

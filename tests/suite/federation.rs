@@ -500,3 +500,77 @@ async fn a_silent_pull_stream_does_not_hold_up_shutdown() {
         .expect("restart");
     cluster.stop_all().await;
 }
+
+/// Records and versions stored, as `Status` reports them.
+async fn counts(node: &TestNode) -> (u64, u64) {
+    let s = node
+        .admin()
+        .await
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    (s.records, s.versions)
+}
+
+/// The counts `Status` reports are kept by the writes themselves (it does
+/// not scan the store): they follow puts, a second version, deletes,
+/// replicas arriving and being purged, survive a restart, and are counted
+/// afresh for a store written before they were kept.
+#[tokio::test]
+async fn status_counts_follow_puts_replicas_and_purges() {
+    let mut c = TestCluster::start(&["phila-da", "nyc-da"]).await;
+    c.pin_all().await;
+    let case = write(&c.nodes[0], "case-1", 3).await;
+    write(&c.nodes[0], "case-2", 2).await;
+    let mut records = c.nodes[0].records().await;
+    let (first, (version, _)) = case.iter().next().unwrap();
+    let mut update = rec("case-1", "amended");
+    update.id = first.clone();
+    update.expected_version = Some(*version);
+    let updated = records.put(update).await.unwrap().into_inner();
+    records
+        .delete(pb::DeleteRequest {
+            id: first.clone(),
+            expected_version: Some(updated.version),
+        })
+        .await
+        .unwrap();
+    // 5 records; 5 first versions, an update and a deletion.
+    assert_eq!(counts(&c.nodes[0]).await, (5, 7));
+
+    let grant = c.grant_collection(0, 1, "case-1").await;
+    eventually(
+        DEADLINE,
+        "the case's 3 records and 5 versions at nyc-da",
+        || async { (counts(&c.nodes[1]).await == (3, 5)).then_some(()) },
+    )
+    .await;
+    c.node(1).restart().await;
+    assert_eq!(counts(&c.nodes[1]).await, (3, 5));
+
+    c.nodes[0]
+        .admin()
+        .await
+        .revoke(pb::RevokeRequest { grant_id: grant })
+        .await
+        .unwrap();
+    eventually(DEADLINE, "nyc-da to purge the case", || async {
+        (counts(&c.nodes[1]).await == (0, 0)).then_some(())
+    })
+    .await;
+
+    // A store from before the counts were kept has no count keys: they
+    // are counted when it opens.
+    c.node(0).stop().await;
+    {
+        let db = sled::open(c.nodes[0].paths().store()).unwrap();
+        let counters = db.open_tree("counters").unwrap();
+        counters.remove("count:records").unwrap();
+        counters.remove("count:versions").unwrap();
+        db.flush().unwrap();
+    }
+    c.node(0).restart().await;
+    assert_eq!(counts(&c.nodes[0]).await, (5, 7));
+    c.stop_all().await;
+}
