@@ -189,6 +189,22 @@ impl TestNode {
     }
 }
 
+/// Creates an office's data directory under `root`, with certificates and
+/// a configuration listening on the returned loopback listener's port.
+async fn init_office(
+    root: &TempDir,
+    office: &str,
+) -> (OfficeId, PathBuf, tokio::net::TcpListener, SocketAddr) {
+    let office = OfficeId::parse(office).expect("valid office id");
+    let dir = root.path().join(office.as_str());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    casemesh::setup::init(&dir, &office, &[], addr).expect("init office");
+    (office, dir, listener, addr)
+}
+
 pub struct TestCluster {
     _root: TempDir,
     pub nodes: Vec<TestNode>,
@@ -205,13 +221,7 @@ impl TestCluster {
         let root = tempfile::tempdir().expect("temp dir");
         let mut nodes = Vec::new();
         for office in offices {
-            let office = OfficeId::parse(office).expect("valid office id");
-            let dir = root.path().join(office.as_str());
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            let addr = listener.local_addr().expect("local addr");
-            casemesh::setup::init(&dir, &office, &[], addr).expect("init office");
+            let (office, dir, listener, addr) = init_office(&root, office).await;
             let handle = node::start(&dir, listener).await.expect("node starts");
             nodes.push(TestNode {
                 office,
@@ -231,14 +241,9 @@ impl TestCluster {
         let root = tempfile::tempdir().expect("temp dir");
         let mut nodes = Vec::new();
         for office in offices {
-            let office = OfficeId::parse(office).expect("valid office id");
-            let dir = root.path().join(office.as_str());
             // The port is free once the listener is dropped; the process
             // binds it again from its configuration.
-            let addr = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port");
-            casemesh::setup::init(&dir, &office, &[], addr).expect("init office");
+            let (office, dir, _, addr) = init_office(&root, office).await;
             let child = std::process::Command::new(env!("CARGO_BIN_EXE_casemesh"))
                 .args(["serve", "--data"])
                 .arg(&dir)
