@@ -16,7 +16,7 @@ use crate::domain::{Attachment, BlobHash, OfficeId, now_ms};
 use crate::error::{Error, Result};
 use crate::service::{Call, Sharing};
 use crate::store::Store;
-use crate::store::blobs::{BlobError, BlobMeta, BlobPin, BlobState, CHUNK, PIECE, Upload};
+use crate::store::blobs::{BlobError, BlobMeta, BlobPin, BlobState, PIECE, Upload};
 
 /// Pieces of a blob queued between the store and the network, per reader.
 const READ_AHEAD: usize = 4;
@@ -235,8 +235,9 @@ fn read_piece(store: &Store, meta: &BlobMeta, offset: u64, end: u64) -> Result<(
     let stop = ((offset / PIECE as u64 + 1) * PIECE as u64).min(end);
     let mut out = Vec::with_capacity((stop - offset) as usize);
     let mut at = offset;
+    let chunk_len = meta.chunk_len();
     while at < stop {
-        let index = at / CHUNK as u64;
+        let index = at / chunk_len;
         let damaged = |what: &str| {
             Error::Store(crate::store::StoreError::Inconsistent(format!(
                 "chunk {index} of storage {} is {what}",
@@ -246,8 +247,8 @@ fn read_piece(store: &Store, meta: &BlobMeta, offset: u64, end: u64) -> Result<(
         let chunk = store
             .chunk(meta.storage, index)?
             .ok_or_else(|| damaged("missing"))?;
-        let from = (at - index * CHUNK as u64) as usize;
-        let to = ((stop - index * CHUNK as u64) as usize).min(chunk.len());
+        let from = (at - index * chunk_len) as usize;
+        let to = ((stop - index * chunk_len) as usize).min(chunk.len());
         if from >= to {
             return Err(damaged("short"));
         }
@@ -262,6 +263,56 @@ impl From<BlobError> for Error {
         match e {
             BlobError::TooLarge { limit } => Error::BlobTooLarge { limit },
             BlobError::Store(e) => e.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+    use crate::store::blobs::{CHUNK, V1_CHUNK};
+
+    /// Any range of a blob reads back right, whatever size of chunks it is
+    /// stored in (blobs stored before the chunk size was recorded use
+    /// 8 KiB).
+    #[test]
+    fn ranges_read_right_in_either_chunk_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            cache_bytes: 8 << 20,
+        };
+        let store = Store::open(dir.path(), "phila-da", &options).unwrap();
+        let data: Vec<u8> = (0..PIECE + 3 * V1_CHUNK + 77)
+            .map(|i| (i % 249) as u8)
+            .collect();
+        let size = data.len() as u64;
+        for chunk in [CHUNK, V1_CHUNK] {
+            let meta = store.store_blob_in_chunks(&data, chunk).unwrap();
+            for offset in [
+                0,
+                1,
+                CHUNK as u64 - 1,
+                V1_CHUNK as u64 + 3,
+                PIECE as u64 - 5,
+                size - 1,
+                size,
+            ] {
+                let mut got = Vec::new();
+                let mut at = offset;
+                while at < size {
+                    let (from, piece) = read_piece(&store, &meta, at, size).unwrap();
+                    assert_eq!(from, at);
+                    assert!(!piece.is_empty() && piece.len() <= PIECE);
+                    at += piece.len() as u64;
+                    got.extend_from_slice(&piece);
+                }
+                assert_eq!(
+                    got,
+                    &data[offset as usize..],
+                    "chunk {chunk}, offset {offset}"
+                );
+            }
         }
     }
 }

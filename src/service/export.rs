@@ -20,7 +20,7 @@ use crate::domain::audit::{ChainWalk, Entry, SignedHead, Stored, format_time};
 use crate::domain::{BlobHash, OfficeId, now_ms};
 use crate::error::{Error, Result};
 use crate::identity::{OfficeCa, OfficeSigner, OfficeVerifier};
-use crate::store::blobs::{BlobMeta, CHUNK};
+use crate::store::blobs::BlobMeta;
 use crate::store::{Store, StoreError};
 
 /// Audit entries read from the store at a time.
@@ -227,7 +227,7 @@ impl Read for Chunks<'_> {
                 )))
             };
             let next = match self.store.chunk(self.meta.storage, self.index) {
-                Ok(Some(c)) if !c.is_empty() && c.len() <= CHUNK => c,
+                Ok(Some(c)) if !c.is_empty() && c.len() as u64 <= self.meta.chunk_len() => c,
                 Ok(Some(_)) => return Err(self.fail(damaged("malformed"))),
                 Ok(None) => return Err(self.fail(damaged("missing"))),
                 Err(e) => return Err(self.fail(e.into())),
@@ -338,6 +338,7 @@ mod tests {
     use crate::domain::audit::{Actor, Draft, Outcome, Target};
     use crate::domain::sharing::Peer;
     use crate::domain::{Attachment, RecordId, RecordVersion, SignedVersion, UserName};
+    use crate::store::blobs::CHUNK;
     use crate::store::{ApplyItem, StoreOptions};
 
     const CASE: &str = "case-9";

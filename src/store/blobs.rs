@@ -1,7 +1,9 @@
 //! Blobs: the bytes of attached files, named by their BLAKE3 hash.
 //!
-//! A blob's bytes are stored in chunks of [`CHUNK`] bytes under a *storage
-//! id*, a number sled hands out; the blob's entry maps its hash to that id.
+//! A blob's bytes are stored in fixed-size chunks under a *storage id*, a
+//! number sled hands out; the blob's entry maps its hash to that id and
+//! records the chunk size ([`CHUNK`] for everything stored now; blobs and
+//! fetches stored by v1 entries used [`V1_CHUNK`]).
 //! Bytes arrive under a fresh storage id (an upload, or a fetch from a peer)
 //! and become a blob in one step once their hash is known and checked, so a
 //! half-received file is never mistaken for a whole one, and the same bytes
@@ -30,14 +32,22 @@ use super::{Result, Store, StoreError, corrupt};
 use crate::domain::codec::{DecodeError, Reader, Writer};
 use crate::domain::{BlobHash, OfficeId, RecordId};
 
-/// Size of a stored chunk. Small on purpose: sled keeps up to 16 values in
-/// a leaf and, with larger values, held every chunk written in memory
-/// (measured: 256 KiB chunks grew a process by the whole file; 8 KiB chunks
-/// level off near 70 MiB however much is written).
-pub const CHUNK: usize = 8 * 1024;
+/// Size of the chunks new blobs are stored in. Small on purpose: sled
+/// holds the values of the leaves it has touched beyond its configured
+/// cache, so what a large file costs in memory grows with the chunk size,
+/// not with the file. Measured with sled alone, writing then reading
+/// 256 MiB with a 32 MiB cache (`cargo run --release --example sledmem --
+/// CHUNK_BYTES`): 1 KiB chunks held 48 MiB, 2 KiB 56, 4 KiB 71, 8 KiB 126,
+/// 16 KiB 332. With a 4 MiB cache, 2 KiB held 36 and 8 KiB still 123.
+pub const CHUNK: usize = 2 * 1024;
 
-/// Size of the pieces blobs are streamed in: a whole number of chunks.
-pub const PIECE: usize = 32 * CHUNK;
+/// The chunk size of blobs and fetches stored before the size was recorded.
+pub const V1_CHUNK: usize = 8 * 1024;
+
+/// Size of the pieces blobs are streamed in: a whole number of chunks of
+/// either size.
+pub const PIECE: usize = 256 * 1024;
+const _: () = assert!(PIECE % CHUNK == 0 && PIECE % V1_CHUNK == 0);
 
 /// While a file streams in (uploaded or fetched), what has arrived is made
 /// durable after this many bytes, so sled can write out and evict it and a
@@ -45,6 +55,8 @@ pub const PIECE: usize = 32 * CHUNK;
 pub const FLUSH_EVERY_BYTES: usize = 8 << 20;
 
 const V1: u8 = 1;
+/// v1 plus the chunk size.
+const V2: u8 = 2;
 
 /// A whole blob: where its chunks are, and until when it is kept even with
 /// no record listing it.
@@ -53,6 +65,14 @@ pub struct BlobMeta {
     pub storage: u64,
     pub size: u64,
     pub keep_until_ms: u64,
+    /// Bytes per stored chunk (the last may be shorter).
+    pub chunk: u32,
+}
+
+impl BlobMeta {
+    pub fn chunk_len(&self) -> u64 {
+        u64::from(self.chunk)
+    }
 }
 
 /// A blob a replica lists that is still being fetched from its origin.
@@ -63,6 +83,8 @@ pub struct Fetch {
     pub storage: u64,
     /// Bytes stored so far: always a whole number of chunks, or `size`.
     pub received: u64,
+    /// Bytes per stored chunk.
+    pub chunk: u32,
 }
 
 /// Whether this node holds an attachment's bytes.
@@ -86,53 +108,80 @@ pub enum BlobError {
 
 fn encode_meta(m: &BlobMeta) -> Vec<u8> {
     let mut w = Writer::default();
-    w.u8(V1).u64(m.storage).u64(m.size).u64(m.keep_until_ms);
+    w.u8(V2)
+        .u64(m.storage)
+        .u64(m.size)
+        .u64(m.keep_until_ms)
+        .u32(m.chunk);
     w.finish()
 }
 
 fn decode_meta(bytes: &[u8]) -> std::result::Result<BlobMeta, DecodeError> {
     let mut r = Reader::new(bytes);
     let v = r.u8()?;
-    if v != V1 {
+    if v != V1 && v != V2 {
         return Err(DecodeError::UnknownVersion(vec![v]));
     }
-    let m = BlobMeta {
-        storage: r.u64()?,
-        size: r.u64()?,
-        keep_until_ms: r.u64()?,
-    };
+    let storage = r.u64()?;
+    let size = r.u64()?;
+    let keep_until_ms = r.u64()?;
+    let chunk = chunk_field(&mut r, v)?;
     r.finish()?;
-    Ok(m)
+    Ok(BlobMeta {
+        storage,
+        size,
+        keep_until_ms,
+        chunk,
+    })
+}
+
+/// The chunk size: stored from v2 on, [`V1_CHUNK`] before.
+fn chunk_field(r: &mut Reader<'_>, version: u8) -> std::result::Result<u32, DecodeError> {
+    if version == V1 {
+        return Ok(V1_CHUNK as u32);
+    }
+    match r.u32()? {
+        0 => Err(DecodeError::Invalid {
+            field: "chunk size",
+            reason: "zero".into(),
+        }),
+        n => Ok(n),
+    }
 }
 
 fn encode_fetch(f: &Fetch) -> Vec<u8> {
     let mut w = Writer::default();
-    w.u8(V1)
+    w.u8(V2)
         .str(f.origin.as_str())
         .u64(f.size)
         .u64(f.storage)
-        .u64(f.received);
+        .u64(f.received)
+        .u32(f.chunk);
     w.finish()
 }
 
 fn decode_fetch(bytes: &[u8]) -> std::result::Result<Fetch, DecodeError> {
     let mut r = Reader::new(bytes);
     let v = r.u8()?;
-    if v != V1 {
+    if v != V1 && v != V2 {
         return Err(DecodeError::UnknownVersion(vec![v]));
     }
     let origin = OfficeId::parse(r.str("origin")?).map_err(|e| DecodeError::Invalid {
         field: "origin",
         reason: e.to_string(),
     })?;
-    let f = Fetch {
-        origin,
-        size: r.u64()?,
-        storage: r.u64()?,
-        received: r.u64()?,
-    };
+    let size = r.u64()?;
+    let storage = r.u64()?;
+    let received = r.u64()?;
+    let chunk = chunk_field(&mut r, v)?;
     r.finish()?;
-    Ok(f)
+    Ok(Fetch {
+        origin,
+        size,
+        storage,
+        received,
+        chunk,
+    })
 }
 
 fn chunk_key(storage: u64, index: u64) -> [u8; 16] {
@@ -149,8 +198,8 @@ pub(super) fn ref_key(hash: &BlobHash, id: &RecordId, version: u64) -> Vec<u8> {
     k
 }
 
-fn chunks(size: u64) -> u64 {
-    size.div_ceil(CHUNK as u64)
+fn chunks(size: u64, chunk: u32) -> u64 {
+    size.div_ceil(u64::from(chunk))
 }
 
 type Tx<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
@@ -296,6 +345,7 @@ impl Upload<'_> {
                                 storage: self.storage,
                                 size: self.size,
                                 keep_until_ms,
+                                chunk: CHUNK as u32,
                             };
                             blobs.insert(&hash.0, encode_meta(&meta))?;
                             doomed.remove(&self.storage.to_be_bytes())?;
@@ -392,6 +442,27 @@ impl Store {
     /// memory through the 256 MiB test.
     pub fn chunk(&self, storage: u64, index: u64) -> Result<Option<sled::IVec>> {
         Ok(self.storage_chunk.get(chunk_key(storage, index))?)
+    }
+
+    /// Stores `data` as a blob in chunks of `chunk` bytes, as stores that
+    /// wrote other chunk sizes hold them.
+    #[cfg(test)]
+    pub(crate) fn store_blob_in_chunks(&self, data: &[u8], chunk: usize) -> Result<BlobMeta> {
+        let storage = self.db.generate_id()?;
+        for (i, piece) in data.chunks(chunk).enumerate() {
+            self.storage_chunk
+                .insert(chunk_key(storage, i as u64), piece)?;
+        }
+        let meta = BlobMeta {
+            storage,
+            size: data.len() as u64,
+            keep_until_ms: 0,
+            chunk: chunk as u32,
+        };
+        let hash = blake3::hash(data);
+        self.blobhash_blob
+            .insert(hash.as_bytes(), encode_meta(&meta))?;
+        Ok(meta)
     }
 
     /// Keeps `hash` from being removed until the pin is dropped.
@@ -504,10 +575,11 @@ impl Store {
                     // The fetch was removed and queued again meanwhile.
                     return Ok(None);
                 }
-                let first = f.received / CHUNK as u64;
-                let whole = data.len() % CHUNK == 0;
+                let chunk = f.chunk as usize;
+                let first = f.received / chunk as u64;
+                let whole = data.len() % chunk == 0;
                 let last = f.received + data.len() as u64 == f.size;
-                if f.received % CHUNK as u64 != 0
+                if f.received % chunk as u64 != 0
                     || !(whole || last)
                     || data.is_empty()
                     || f.received + data.len() as u64 > f.size
@@ -519,8 +591,8 @@ impl Store {
                         f.size
                     ))));
                 }
-                for (i, chunk) in data.chunks(CHUNK).enumerate() {
-                    chunks.insert(&chunk_key(f.storage, first + i as u64), chunk)?;
+                for (i, piece) in data.chunks(chunk).enumerate() {
+                    chunks.insert(&chunk_key(f.storage, first + i as u64), piece)?;
                 }
                 f.received += data.len() as u64;
                 fetches.insert(&hash.0, encode_fetch(&f))?;
@@ -537,7 +609,7 @@ impl Store {
             return Ok(false);
         };
         let mut hasher = blake3::Hasher::new();
-        for index in 0..chunks(f.size) {
+        for index in 0..chunks(f.size, f.chunk) {
             match self.chunk(f.storage, index)? {
                 Some(c) => {
                     hasher.update(&c);
@@ -567,12 +639,14 @@ impl Store {
                             storage: f.storage,
                             size: f.size,
                             keep_until_ms: 0,
+                            chunk: f.chunk,
                         };
                         blobs.insert(&hash.0, encode_meta(&meta))?;
                     } else {
                         let restart = Fetch {
                             storage: fresh,
                             received: 0,
+                            chunk: CHUNK as u32,
                             ..f.clone()
                         };
                         fetches.insert(&hash.0, encode_fetch(&restart))?;
@@ -689,6 +763,7 @@ pub(super) fn add_replica_refs_tx(
             size: a.size,
             storage,
             received: 0,
+            chunk: CHUNK as u32,
         };
         fetches.insert(&a.hash.0, encode_fetch(&f))?;
         queued += 1;
@@ -711,24 +786,129 @@ pub(super) fn drop_refs_tx(refs: &TransactionalTree, value: &[u8]) -> Tx<()> {
 mod tests {
     use super::*;
 
+    /// Entries written before the chunk size was recorded read as
+    /// [`V1_CHUNK`]; entries written now carry it.
     #[test]
-    fn frozen_v1_meta_and_fetch_decode() {
+    fn frozen_meta_and_fetch_bytes() {
+        let v1_meta = "01000000000000000700000000000493e00000000000000009";
         let meta = BlobMeta {
             storage: 7,
             size: 300_000,
             keep_until_ms: 9,
+            chunk: V1_CHUNK as u32,
+        };
+        assert_eq!(decode_meta(&hex::decode(v1_meta).unwrap()).unwrap(), meta);
+        let meta = BlobMeta {
+            chunk: CHUNK as u32,
+            ..meta
         };
         assert_eq!(
             hex::encode(encode_meta(&meta)),
-            "01000000000000000700000000000493e00000000000000009"
+            "02000000000000000700000000000493e0000000000000000900000800"
         );
         assert_eq!(decode_meta(&encode_meta(&meta)).unwrap(), meta);
+
+        let v1_fetch = "01000000087068696c612d6461000000000000000500000000000000020000000000000000";
         let f = Fetch {
             origin: OfficeId::parse("phila-da").unwrap(),
             size: 5,
             storage: 2,
             received: 0,
+            chunk: V1_CHUNK as u32,
         };
+        assert_eq!(decode_fetch(&hex::decode(v1_fetch).unwrap()).unwrap(), f);
+        let f = Fetch {
+            chunk: CHUNK as u32,
+            ..f
+        };
+        assert_eq!(
+            hex::encode(encode_fetch(&f)),
+            "02000000087068696c612d646100000000000000050000000000000002000000000000000000000800"
+        );
         assert_eq!(decode_fetch(&encode_fetch(&f)).unwrap(), f);
+    }
+
+    fn open(dir: &tempfile::TempDir) -> Store {
+        let options = super::super::StoreOptions {
+            cache_bytes: 8 << 20,
+        };
+        Store::open(dir.path(), "minn-da", &options).unwrap()
+    }
+
+    fn read_all(store: &Store, meta: &BlobMeta) -> Vec<u8> {
+        let mut out = Vec::new();
+        for index in 0..chunks(meta.size, meta.chunk) {
+            out.extend_from_slice(&store.chunk(meta.storage, index).unwrap().unwrap());
+        }
+        out
+    }
+
+    /// A fetch stored by a v1 entry, part-way through in 8 KiB chunks,
+    /// resumes in 8 KiB chunks and becomes a blob that says so.
+    #[test]
+    fn a_v1_fetch_resumes_in_its_own_chunk_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let data: Vec<u8> = (0..3 * V1_CHUNK + 100).map(|i| (i % 251) as u8).collect();
+        let hash = BlobHash(*blake3::hash(&data).as_bytes());
+        let received = 2 * V1_CHUNK;
+        store
+            .storage_chunk
+            .insert(chunk_key(40, 0), &data[..V1_CHUNK])
+            .unwrap();
+        store
+            .storage_chunk
+            .insert(chunk_key(40, 1), &data[V1_CHUNK..received])
+            .unwrap();
+        let mut w = Writer::default();
+        w.u8(V1)
+            .str("phila-da")
+            .u64(data.len() as u64)
+            .u64(40)
+            .u64(received as u64);
+        store.blobhash_fetch.insert(hash.0, w.finish()).unwrap();
+        assert_eq!(store.fetch(&hash).unwrap().unwrap().chunk, V1_CHUNK as u32);
+
+        let at = received as u64;
+        assert_eq!(
+            store.fetch_append(&hash, at, &data[received..]).unwrap(),
+            Some(data.len() as u64)
+        );
+        assert!(store.fetch_finish(&hash).unwrap());
+        let meta = store.blob(&hash).unwrap().unwrap();
+        assert_eq!((meta.storage, meta.chunk), (40, V1_CHUNK as u32));
+        assert_eq!(store.chunk(40, 2).unwrap().unwrap().len(), V1_CHUNK);
+        assert_eq!(read_all(&store, &meta), data);
+    }
+
+    /// New uploads are stored in [`CHUNK`]s, and say so.
+    #[test]
+    fn uploads_are_stored_in_small_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let data: Vec<u8> = (0..3 * CHUNK + 100).map(|i| (i % 253) as u8).collect();
+        let mut up = store.begin_upload(1 << 20).unwrap();
+        up.write(&data).unwrap();
+        let (hash, _) = up
+            .finish(60_000, 0, |_, _| {
+                use crate::domain::audit::{Actor, Draft, Outcome, Target};
+                Draft::new(
+                    Actor::node("minn-da"),
+                    "Records.PutBlob",
+                    Target::detail("test"),
+                    Outcome::ok(),
+                )
+            })
+            .unwrap();
+        let meta = store.blob(&hash).unwrap().unwrap();
+        assert_eq!(meta.chunk, CHUNK as u32);
+        assert_eq!(store.chunk_count(), 4);
+        assert_eq!(read_all(&store, &meta), data);
+    }
+
+    #[test]
+    fn a_zero_chunk_size_is_corrupt() {
+        let zero = "02000000000000000700000000000493e0000000000000000900000000";
+        assert!(decode_meta(&hex::decode(zero).unwrap()).is_err());
     }
 }
