@@ -564,7 +564,12 @@ async fn status_counts_follow_puts_replicas_and_purges() {
     // are counted when it opens.
     c.node(0).stop().await;
     {
-        let db = sled::open(c.nodes[0].paths().store()).unwrap();
+        // sled's threads may hold the lock a moment after the node stops.
+        let path = c.nodes[0].paths().store();
+        let db = eventually(DEADLINE, "the stopped node's store to unlock", || {
+            std::future::ready(sled::open(&path).ok())
+        })
+        .await;
         let counters = db.open_tree("counters").unwrap();
         counters.remove("count:records").unwrap();
         counters.remove("count:versions").unwrap();
