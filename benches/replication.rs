@@ -704,6 +704,18 @@ fn row(what: &str, value: String, ratio: String, target: &str) {
     println!("| {what} | {value} | {ratio} | {target} |");
 }
 
+/// `value / base` followed by `of`, or a note that the base was not
+/// measured in this run (`--only` without `ceilings`).
+fn ratio(value: f64, base: f64, of: &str) -> String {
+    if base.is_nan() {
+        format!("– ({of} not measured in this run)")
+    } else {
+        format!("{:.2} × {of}", value / base)
+    }
+}
+
+const PHASES: [&str; 5] = ["ceilings", "puts", "backfill", "fanout", "memory"];
+
 /// Phases to run: all, or those named by `--only a,b` (ceilings, puts,
 /// backfill, fanout, memory) — for profiling one at a time.
 struct Only(Option<Vec<String>>);
@@ -716,7 +728,9 @@ impl Only {
 
 async fn run(s: Sizes, only: Only) -> Res<()> {
     let reps = s.reps;
-    eprintln!("ceilings…");
+    if only.has("ceilings") {
+        eprintln!("ceilings…");
+    }
     let mut ingest = Vec::new();
     let mut single = Vec::new();
     let mut stream = Vec::new();
@@ -732,11 +746,15 @@ async fn run(s: Sizes, only: Only) -> Res<()> {
     }
     let nan = |v: Vec<f64>| if v.is_empty() { f64::NAN } else { median(v) };
     let (ingest, single, stream, bytes) = (nan(ingest), nan(single), nan(stream), nan(bytes));
-    eprintln!(
-        "  sled ingest {ingest:.0}/s, insert-then-flush {single:.0}/s, stream {stream:.0}/s, bytes {bytes:.0} MB/s"
-    );
+    if only.has("ceilings") {
+        eprintln!(
+            "  sled ingest {ingest:.0}/s, insert-then-flush {single:.0}/s, stream {stream:.0}/s, bytes {bytes:.0} MB/s"
+        );
+    }
 
-    eprintln!("durable puts…");
+    if only.has("puts") {
+        eprintln!("durable puts…");
+    }
     let mut p1 = Vec::new();
     let mut p1_p99 = Vec::new();
     let mut p32 = Vec::new();
@@ -755,7 +773,9 @@ async fn run(s: Sizes, only: Only) -> Res<()> {
     let (p1, p1_p99, p32, p32_p99) = (nan(p1), nan(p1_p99), nan(p32), nan(p32_p99));
     eprintln!("  1 client {p1:.0}/s, 32 clients {p32:.0}/s");
 
-    eprintln!("backfill and live, 1 peer…");
+    if only.has("backfill") {
+        eprintln!("backfill and live, 1 peer…");
+    }
     let mut b1 = Vec::new();
     let mut live1 = Vec::new();
     for rep in 0..if only.has("backfill") { reps } else { 0 } {
@@ -767,7 +787,9 @@ async fn run(s: Sizes, only: Only) -> Res<()> {
         }
     }
     let b1 = nan(b1);
-    eprintln!("backfill and live, 8 peers…");
+    if only.has("fanout") {
+        eprintln!("backfill and live, 8 peers…");
+    }
     let f8 = if only.has("fanout") {
         fan_out(s, 8, true).await?
     } else {
@@ -782,7 +804,9 @@ async fn run(s: Sizes, only: Only) -> Res<()> {
         .iter()
         .cloned()
         .fold(f64::NAN, f64::min);
-    eprintln!("memory…");
+    if only.has("memory") {
+        eprintln!("memory…");
+    }
     let mem = if only.has("memory") {
         memory(s).await?
     } else {
@@ -796,49 +820,63 @@ async fn run(s: Sizes, only: Only) -> Res<()> {
     println!();
     println!("| measure | result | ratio | target |");
     println!("|---|---|---|---|");
-    row(
-        "ceiling: sled ingest, 1 KiB, flush per 1000",
-        format!("{ingest:.0} rec/s"),
-        "1.00".into(),
-        "",
-    );
-    row(
-        "ceiling: sled insert-then-flush, 1 writer",
-        format!("{single:.0} rec/s"),
-        "1.00".into(),
-        "",
-    );
-    row(
-        "ceiling: tonic mTLS stream, 100 × 1 KiB/msg",
-        format!("{stream:.0} rec/s"),
-        "1.00".into(),
-        "",
-    );
-    row(
-        "ceiling: raw mTLS byte stream",
-        format!("{bytes:.0} MB/s"),
-        "1.00".into(),
-        "",
-    );
-    row(
-        &format!("backfill {} × 1 KiB, 1 peer", s.backfill),
-        format!("{b1:.0} rec/s"),
-        format!("{:.2} × sled ingest", b1 / ingest),
-        "≥ 0.7",
-    );
-    row(
-        &format!(
-            "backfill {} × 1 KiB, 8 peers (median / slowest peer)",
-            s.backfill
+    if only.has("ceilings") {
+        for (what, value) in [
+            (
+                "sled ingest, 1 KiB, flush per 1000",
+                format!("{ingest:.0} rec/s"),
+            ),
+            (
+                "sled insert-then-flush, 1 writer",
+                format!("{single:.0} rec/s"),
+            ),
+            (
+                "tonic mTLS stream, 100 × 1 KiB/msg",
+                format!("{stream:.0} rec/s"),
+            ),
+            ("raw mTLS byte stream", format!("{bytes:.0} MB/s")),
+        ] {
+            row(&format!("ceiling: {what}"), value, "1.00".into(), "");
+        }
+    }
+    if only.has("backfill") {
+        row(
+            &format!("backfill {} × 1 KiB, 1 peer", s.backfill),
+            format!("{b1:.0} rec/s"),
+            ratio(b1, ingest, "sled ingest"),
+            "≥ 0.7",
+        );
+    }
+    if only.has("fanout") {
+        row(
+            &format!(
+                "backfill {} × 1 KiB, 8 peers (median / slowest peer)",
+                s.backfill
+            ),
+            format!("{b8:.0} / {b8_min:.0} rec/s per peer"),
+            ratio(b8_min, b1, "1-peer"),
+            "≥ 0.5",
+        );
+    }
+    for (phase, name, lat, p50t, p99t) in [
+        (
+            "backfill",
+            "live write→peer, 1 peer",
+            &live1,
+            "≤ 2 ms",
+            "≤ 10 ms",
         ),
-        format!("{b8:.0} / {b8_min:.0} rec/s per peer"),
-        format!("{:.2} × 1-peer", b8_min / b1),
-        "≥ 0.5",
-    );
-    for (name, lat, p50t, p99t) in [
-        ("live write→peer, 1 peer", &live1, "≤ 2 ms", "≤ 10 ms"),
-        ("live write→peer, 8 peers", &f8.live, "", "≤ 20 ms"),
+        (
+            "fanout",
+            "live write→peer, 8 peers",
+            &f8.live,
+            "",
+            "≤ 20 ms",
+        ),
     ] {
+        if !only.has(phase) {
+            continue;
+        }
         row(
             &format!(
                 "{name} ({} writes at {}/s): p50 / p99 / max",
@@ -851,36 +889,44 @@ async fn run(s: Sizes, only: Only) -> Res<()> {
                 ms(*lat.last().unwrap_or(&Duration::ZERO))
             ),
             String::new(),
-            &format!("p50 {p50t}, p99 {p99t}"),
+            &if p50t.is_empty() {
+                format!("p99 {p99t}")
+            } else {
+                format!("p50 {p50t}, p99 {p99t}")
+            },
         );
     }
-    row(
-        "durable puts, 1 client (puts/s, p99)",
-        format!("{p1:.0} /s, {}", ms(secs(p1_p99))),
-        format!("{:.2} × insert-then-flush", p1 / single),
-        "",
-    );
-    row(
-        "durable puts, 32 clients (puts/s, p99)",
-        format!("{p32:.0} /s, {}", ms(secs(p32_p99))),
-        format!("{:.2} × insert-then-flush", p32 / single),
-        "≥ 3",
-    );
-    row(
-        &format!(
-            "peak RSS of the origin through the {}-record backfill",
-            s.backfill
-        ),
-        format!("{:.0} MiB", mem.backfill_peak_mib),
-        String::new(),
-        "≤ 200 MiB",
-    );
-    row(
-        &format!("idle RSS with {} records stored", mem.idle_records),
-        format!("{:.0} MiB", mem.idle_mib),
-        String::new(),
-        "≤ 300 MiB",
-    );
+    if only.has("puts") {
+        row(
+            "durable puts, 1 client (puts/s, p99)",
+            format!("{p1:.0} /s, {}", ms(secs(p1_p99))),
+            ratio(p1, single, "insert-then-flush"),
+            "",
+        );
+        row(
+            "durable puts, 32 clients (puts/s, p99)",
+            format!("{p32:.0} /s, {}", ms(secs(p32_p99))),
+            ratio(p32, single, "insert-then-flush"),
+            "≥ 3",
+        );
+    }
+    if only.has("memory") {
+        row(
+            &format!(
+                "peak RSS of the origin through the {}-record backfill",
+                s.backfill
+            ),
+            format!("{:.0} MiB", mem.backfill_peak_mib),
+            String::new(),
+            "≤ 200 MiB",
+        );
+        row(
+            &format!("idle RSS with {} records stored", mem.idle_records),
+            format!("{:.0} MiB", mem.idle_mib),
+            String::new(),
+            "≤ 300 MiB",
+        );
+    }
     println!();
     println!("medians of {reps} repetitions (live latency and 8-peer figures: one run)");
     Ok(())
@@ -898,6 +944,18 @@ fn main() {
             .and_then(|i| args.get(i + 1))
             .map(|v| v.split(',').map(str::to_owned).collect()),
     );
+    if let Some(unknown) = only
+        .0
+        .iter()
+        .flatten()
+        .find(|p| !PHASES.contains(&p.as_str()))
+    {
+        eprintln!(
+            "unknown phase {unknown:?} after --only: use {}",
+            PHASES.join(", ")
+        );
+        std::process::exit(2);
+    }
     let sizes = if quick { QUICK } else { FULL };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
