@@ -135,17 +135,19 @@ fn decode_meta(bytes: &[u8]) -> std::result::Result<BlobMeta, DecodeError> {
     })
 }
 
-/// The chunk size: stored from v2 on, [`V1_CHUNK`] before.
+/// The chunk size: stored from v2 on, [`V1_CHUNK`] before. Pieces are
+/// stored a whole number of chunks at a time, so a size that does not divide
+/// [`PIECE`] (zero among them) cannot have been written by this code.
 fn chunk_field(r: &mut Reader<'_>, version: u8) -> std::result::Result<u32, DecodeError> {
     if version == V1 {
         return Ok(V1_CHUNK as u32);
     }
     match r.u32()? {
-        0 => Err(DecodeError::Invalid {
+        n if n > 0 && PIECE % n as usize == 0 => Ok(n),
+        n => Err(DecodeError::Invalid {
             field: "chunk size",
-            reason: "zero".into(),
+            reason: format!("{n} bytes does not divide the {PIECE}-byte piece"),
         }),
-        n => Ok(n),
     }
 }
 
@@ -907,8 +909,19 @@ mod tests {
     }
 
     #[test]
-    fn a_zero_chunk_size_is_corrupt() {
-        let zero = "02000000000000000700000000000493e0000000000000000900000000";
-        assert!(decode_meta(&hex::decode(zero).unwrap()).is_err());
+    fn a_chunk_size_that_does_not_divide_a_piece_is_corrupt() {
+        let meta = |chunk: &str| {
+            decode_meta(
+                &hex::decode(format!(
+                    "02{}{chunk}",
+                    "000000000000000700000000000493e00000000000000009"
+                ))
+                .unwrap(),
+            )
+        };
+        assert_eq!(meta("00000800").unwrap().chunk, 2048);
+        for bad in ["00000000", "00000bb8", "00080000"] {
+            assert!(meta(bad).is_err(), "chunk size {bad} accepted");
+        }
     }
 }
