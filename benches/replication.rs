@@ -100,13 +100,19 @@ fn body(i: usize) -> Vec<u8> {
 
 // ---- ceilings ---------------------------------------------------------
 
-fn sled_batch_ingest(n: usize) -> Res<f64> {
+/// A fresh sled database for a ceiling, flushed only when asked.
+fn ceiling_db() -> Res<(tempfile::TempDir, sled::Db)> {
     let dir = tempfile::tempdir()?;
     let db = sled::Config::new()
         .path(dir.path())
         .cache_capacity(64 << 20)
         .flush_every_ms(None)
         .open()?;
+    Ok((dir, db))
+}
+
+fn sled_batch_ingest(n: usize) -> Res<f64> {
+    let (_dir, db) = ceiling_db()?;
     let start = Instant::now();
     for i in 0..n {
         db.insert(format!("{i:016}").as_bytes(), body(i))?;
@@ -119,12 +125,7 @@ fn sled_batch_ingest(n: usize) -> Res<f64> {
 }
 
 fn sled_insert_then_flush(n: usize) -> Res<f64> {
-    let dir = tempfile::tempdir()?;
-    let db = sled::Config::new()
-        .path(dir.path())
-        .cache_capacity(64 << 20)
-        .flush_every_ms(None)
-        .open()?;
+    let (_dir, db) = ceiling_db()?;
     let start = Instant::now();
     for i in 0..n {
         db.insert(format!("{i:016}").as_bytes(), body(i))?;

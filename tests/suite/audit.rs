@@ -9,7 +9,7 @@ use casemesh::identity::pki::new_csr;
 use tonic::Code;
 
 use super::blobkit::{download, upload};
-use super::cluster::{TestCluster, TestNode, eventually};
+use super::cluster::{TestCluster, TestNode, eventually, of_action};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -646,21 +646,6 @@ async fn a_case_bundle_verifies_offline_and_any_flipped_byte_is_named() {
         );
     }
     cluster.stop_all().await;
-}
-
-/// Entries of `action` in `node`'s log.
-async fn of_action(node: &TestNode, action: &str) -> Vec<pb::AuditEntry> {
-    node.admin()
-        .await
-        .query_audit(pb::QueryAuditRequest {
-            action: action.into(),
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries
 }
 
 #[tokio::test]

@@ -290,6 +290,21 @@ impl TestCluster {
     }
 }
 
+/// Entries of `action` in `node`'s log.
+pub async fn of_action(node: &TestNode, action: &str) -> Vec<casemesh::grpc::pb::AuditEntry> {
+    node.admin()
+        .await
+        .query_audit(casemesh::grpc::pb::QueryAuditRequest {
+            action: action.into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+}
+
 /// Every record a node lists (all origins), as id → (version, collection).
 pub async fn holdings(node: &TestNode) -> std::collections::BTreeMap<String, (u64, String)> {
     let mut c = node.records().await;

@@ -17,7 +17,7 @@ use rustls_pki_types::CertificateDer;
 use tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use super::cluster::{TestCluster, TestNode, eventually, holdings};
+use super::cluster::{TestCluster, TestNode, eventually, holdings, of_action};
 
 fn node_identity(node: &TestNode) -> (Vec<u8>, Vec<u8>) {
     let p = node.paths();
@@ -410,23 +410,7 @@ async fn versions_with_a_broken_signature_or_another_origin_are_rejected() {
         "only the genuine version is stored: {held:?}"
     );
     // Each refused entry is in the audit log, and so is the applied one.
-    let logged = |action: &str| {
-        let action = action.to_owned();
-        async move {
-            nyc.admin()
-                .await
-                .query_audit(pb::QueryAuditRequest {
-                    action,
-                    page_size: 1000,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .entries
-        }
-    };
-    let rejected = logged("replica.rejected").await;
+    let rejected = of_action(nyc, "replica.rejected").await;
     assert!(rejected.len() >= forged, "{rejected:#?}");
     assert!(
         rejected
@@ -434,7 +418,7 @@ async fn versions_with_a_broken_signature_or_another_origin_are_rejected() {
             .all(|e| e.outcome_code == "REJECTED" && e.peer == "phila-da"),
         "{rejected:#?}"
     );
-    let applied = logged("replica.applied").await;
+    let applied = of_action(nyc, "replica.applied").await;
     assert!(
         applied
             .iter()
