@@ -291,32 +291,23 @@ async fn send_batch(
     // The batch is in the audit log, durably, before it leaves.
     let actor = Actor::peer(peer.as_str());
     let mut drafts = Vec::new();
-    for chunk in served.versions.chunks(MAX_RECORDS) {
-        let target = Target {
-            records: chunk.to_vec(),
-            peer: peer.to_string(),
-            ..Target::default()
-        };
-        drafts.push(Draft::new(
-            actor.clone(),
-            "feed.versions_served",
-            target,
-            Outcome::ok(),
-        ));
-    }
-    for chunk in served.revoked.chunks(MAX_RECORDS) {
-        let target = Target {
-            records: chunk.to_vec(),
-            peer: peer.to_string(),
-            detail: "revocations sent".into(),
-            ..Target::default()
-        };
-        drafts.push(Draft::new(
-            actor.clone(),
+    for (records, action, detail) in [
+        (&served.versions, "feed.versions_served", ""),
+        (
+            &served.revoked,
             "feed.revocations_served",
-            target,
-            Outcome::ok(),
-        ));
+            "revocations sent",
+        ),
+    ] {
+        for chunk in records.chunks(MAX_RECORDS) {
+            let target = Target {
+                records: chunk.to_vec(),
+                peer: peer.to_string(),
+                detail: detail.into(),
+                ..Target::default()
+            };
+            drafts.push(Draft::new(actor.clone(), action, target, Outcome::ok()));
+        }
     }
     if !drafts.is_empty() {
         let logged = match ctx.store.audit(&drafts) {
