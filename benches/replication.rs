@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use casemesh::cli::ClientOpts;
 use casemesh::domain::OfficeId;
-use casemesh::grpc::pb::{self, records_client::RecordsClient, replication_server};
+use casemesh::grpc::pb::{self, records_client::RecordsClient, records_server, replication_server};
 use casemesh::grpc::transport::{self, NodeAddr};
 use casemesh::identity::OfficeCa;
 use casemesh::identity::tls::{PemIdentity, TrustStore, client_config, server_config};
@@ -273,6 +273,104 @@ async fn grpc_stream(pki: &Pki, n: usize) -> Res<f64> {
     Ok(rate)
 }
 
+/// Answers every `Put` at once and stores nothing: the cost of a unary call
+/// over mutual TLS, the transport's own share of a durable put.
+struct NoopRecords;
+
+#[tonic::async_trait]
+impl records_server::Records for NoopRecords {
+    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(pb::PutResponse {
+            id: r.title,
+            version: 1,
+            digest: bytes::Bytes::from_static(&[0; 32]),
+            updated_at_ms: 0,
+        }))
+    }
+
+    async fn get(&self, _: Request<pb::GetRequest>) -> Result<Response<pb::Record>, Status> {
+        Err(Status::unimplemented("this server only takes puts"))
+    }
+
+    async fn history(
+        &self,
+        _: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryResponse>, Status> {
+        Err(Status::unimplemented("this server only takes puts"))
+    }
+
+    async fn list(
+        &self,
+        _: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        Err(Status::unimplemented("this server only takes puts"))
+    }
+
+    async fn delete(
+        &self,
+        _: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        Err(Status::unimplemented("this server only takes puts"))
+    }
+
+    async fn put_blob(
+        &self,
+        _: Request<Streaming<pb::PutBlobRequest>>,
+    ) -> Result<Response<pb::BlobInfo>, Status> {
+        Err(Status::unimplemented("this server only takes puts"))
+    }
+
+    type GetBlobStream = casemesh::grpc::server_records::BlobStream;
+
+    async fn get_blob(
+        &self,
+        _: Request<pb::GetBlobRequest>,
+    ) -> Result<Response<Self::GetBlobStream>, Status> {
+        Err(Status::unimplemented("this server only takes puts"))
+    }
+}
+
+/// Unary `Put` calls with the records' payload against [`NoopRecords`],
+/// `n` in all from `clients` connections: (calls/s for 1 client, for
+/// `clients`).
+async fn grpc_unary(pki: &Pki, n_1: usize, n: usize, clients: usize) -> Res<(f64, f64)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (incoming, _accept) = transport::incoming(
+        listener,
+        pki.server.clone(),
+        pki.trust.clone(),
+        Arc::new(|_, _| Box::pin(async {})),
+        transport::AcceptOptions {
+            handshake_timeout: Duration::from_secs(5),
+            max_connections: clients + 1,
+        },
+    );
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(records_server::RecordsServer::new(NoopRecords))
+            .serve_with_incoming(incoming),
+    );
+    let node = NodeAddr {
+        host: "127.0.0.1".into(),
+        port: addr.port(),
+    };
+    let connect = async |count: usize| -> Res<Vec<RecordsClient<Channel>>> {
+        let mut v = Vec::with_capacity(count);
+        for _ in 0..count {
+            v.push(RecordsClient::new(
+                transport::connect(&node, pki.client.clone()).await?,
+            ));
+        }
+        Ok(v)
+    };
+    let (one, _) = put_many(connect(1).await?, "c", n_1).await?;
+    let (many, _) = put_many(connect(clients).await?, "c", n).await?;
+    server.abort();
+    Ok((one, many))
+}
+
 async fn tls_bytes(pki: &Pki, total: usize) -> Res<f64> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -332,6 +430,15 @@ impl BenchNode {
 
     async fn records(&self) -> Res<RecordsClient<Channel>> {
         Ok(self.client().records().await?)
+    }
+
+    /// `count` clients, each on its own connection.
+    async fn writers(&self, count: usize) -> Res<Vec<RecordsClient<Channel>>> {
+        let mut v = Vec::with_capacity(count);
+        for _ in 0..count {
+            v.push(self.records().await?);
+        }
+        Ok(v)
     }
 
     async fn stop(&mut self) -> Res<()> {
@@ -403,20 +510,19 @@ fn put_req(collection: &str, i: usize) -> pb::PutRequest {
     }
 }
 
-/// Durable puts from `clients` concurrent clients, `n` in all; returns
-/// (puts/s, latencies sorted).
+/// `n` puts shared out over `clients`, each on its own connection, all
+/// at once; returns (puts/s, latencies sorted).
 async fn put_many(
-    node: &BenchNode,
+    clients: Vec<RecordsClient<Channel>>,
     collection: &str,
     n: usize,
-    clients: usize,
 ) -> Res<(f64, Vec<Duration>)> {
     let mut tasks = Vec::new();
+    let count = clients.len();
     let start = Instant::now();
-    for c in 0..clients {
-        let mut rc = node.records().await?;
+    for (c, mut rc) in clients.into_iter().enumerate() {
         let collection = collection.to_owned();
-        let share = n / clients + usize::from(c < n % clients);
+        let share = n / count + usize::from(c < n % count);
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(share);
             for i in 0..share {
@@ -477,7 +583,7 @@ async fn fan_out(s: Sizes, peers: usize, live: bool) -> Res<FanOut> {
         pin(&p, &origin).await?;
         nodes.push(p);
     }
-    put_many(&origin, "big-case", s.backfill, 32).await?;
+    put_many(origin.writers(32).await?, "big-case", s.backfill).await?;
     let receivers: Vec<_> = nodes
         .iter()
         .map(|p| p.handle.as_ref().map(|h| h.subscribe_applied()))
@@ -663,7 +769,7 @@ async fn memory(s: Sizes) -> Res<Memory> {
     let peer = start_node(root.path(), "peer-da").await?;
     pin(&origin, &peer).await?;
     pin(&peer, &origin).await?;
-    put_many(&origin, "big-case", s.backfill, 32).await?;
+    put_many(origin.writers(32).await?, "big-case", s.backfill).await?;
     let rx = peer
         .handle
         .as_ref()
@@ -677,7 +783,7 @@ async fn memory(s: Sizes) -> Res<Memory> {
 
     // Fill up to the idle size, then restart and let it settle.
     let more = s.idle_records.saturating_sub(s.backfill);
-    put_many(&origin, "archive", more, 32).await?;
+    put_many(origin.writers(32).await?, "archive", more).await?;
     stop_child(child).await?;
     let child = serve_child(&origin.dir).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -736,6 +842,8 @@ async fn run(s: Sizes, only: Only) -> Res<()> {
     let mut single = Vec::new();
     let mut stream = Vec::new();
     let mut bytes = Vec::new();
+    let mut unary_1 = Vec::new();
+    let mut unary_32 = Vec::new();
     let pki = pki()?;
     for _ in 0..if only.has("ceilings") { reps } else { 0 } {
         ingest.push(tokio::task::spawn_blocking(move || sled_batch_ingest(s.ingest)).await??);
@@ -744,12 +852,16 @@ async fn run(s: Sizes, only: Only) -> Res<()> {
         );
         stream.push(grpc_stream(&pki, s.stream).await?);
         bytes.push(tls_bytes(&pki, s.tls_bytes).await?);
+        let (one, many) = grpc_unary(&pki, s.puts_1, s.puts_32, 32).await?;
+        unary_1.push(one);
+        unary_32.push(many);
     }
     let nan = |v: Vec<f64>| if v.is_empty() { f64::NAN } else { median(v) };
     let (ingest, single, stream, bytes) = (nan(ingest), nan(single), nan(stream), nan(bytes));
+    let (unary_1, unary_32) = (nan(unary_1), nan(unary_32));
     if only.has("ceilings") {
         eprintln!(
-            "  sled ingest {ingest:.0}/s, insert-then-flush {single:.0}/s, stream {stream:.0}/s, bytes {bytes:.0} MB/s"
+            "  sled ingest {ingest:.0}/s, insert-then-flush {single:.0}/s, stream {stream:.0}/s, bytes {bytes:.0} MB/s, unary calls {unary_1:.0}/s (1 client), {unary_32:.0}/s (32)"
         );
     }
 
@@ -763,10 +875,10 @@ async fn run(s: Sizes, only: Only) -> Res<()> {
     for _ in 0..if only.has("puts") { reps } else { 0 } {
         let root = tempfile::tempdir()?;
         let mut n = start_node(root.path(), "writer-da").await?;
-        let (r, lat) = put_many(&n, "c", s.puts_1, 1).await?;
+        let (r, lat) = put_many(n.writers(1).await?, "c", s.puts_1).await?;
         p1.push(r);
         p1_p99.push(percentile(&lat, 0.99).as_secs_f64());
-        let (r, lat) = put_many(&n, "c", s.puts_32, 32).await?;
+        let (r, lat) = put_many(n.writers(32).await?, "c", s.puts_32).await?;
         p32.push(r);
         p32_p99.push(percentile(&lat, 0.99).as_secs_f64());
         n.stop().await?;
@@ -836,6 +948,14 @@ async fn run(s: Sizes, only: Only) -> Res<()> {
                 format!("{stream:.0} rec/s"),
             ),
             ("raw mTLS byte stream", format!("{bytes:.0} MB/s")),
+            (
+                "tonic mTLS unary Put that stores nothing, 1 client",
+                format!("{unary_1:.0} calls/s"),
+            ),
+            (
+                "tonic mTLS unary Put that stores nothing, 32 clients",
+                format!("{unary_32:.0} calls/s"),
+            ),
         ] {
             row(&format!("ceiling: {what}"), value, "1.00".into(), "");
         }
@@ -905,10 +1025,22 @@ async fn run(s: Sizes, only: Only) -> Res<()> {
             "",
         );
         row(
+            "durable puts, 1 client, against the transport",
+            String::new(),
+            ratio(p1, unary_1, "unary Put that stores nothing"),
+            "",
+        );
+        row(
             "durable puts, 32 clients (puts/s, p99)",
             format!("{p32:.0} /s, {}", ms(secs(p32_p99))),
             ratio(p32, single, "insert-then-flush"),
             "≥ 3",
+        );
+        row(
+            "durable puts, 32 clients, against the transport",
+            String::new(),
+            ratio(p32, unary_32, "unary Put that stores nothing"),
+            "",
         );
     }
     if only.has("memory") {

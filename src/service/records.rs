@@ -85,7 +85,7 @@ impl RecordService {
         // grant change can run.
         let gate = self.sharing.write_guard().await;
         let signed = match cmd.id {
-            None => self.create(draft, cmd.expected_version, call)?,
+            None => self.create(draft, cmd.expected_version, call).await?,
             Some(id) => {
                 self.check_origin(&id)?;
                 self.write_next(
@@ -107,15 +107,15 @@ impl RecordService {
                         attachments: draft.attachments.clone(),
                     },
                     call,
-                )?
+                )
+                .await?
             }
         };
         drop(gate);
-        self.store.commit().await?;
         Ok(signed)
     }
 
-    fn create(
+    async fn create(
         &self,
         draft: Draft,
         expected_version: Option<u64>,
@@ -146,15 +146,17 @@ impl RecordService {
         };
         let signed = OfficeSigner::new(&self.ca).sign(record)?;
         let feed = self.sharing.feed_for_write(None, &signed.record);
+        let entry = call.entry(version_target(&signed));
         self.store
-            .append_version(&signed, None, &feed, &[call.entry(version_target(&signed))])?;
+            .write_version(&signed, None, feed, vec![entry])
+            .await?;
         Ok(signed)
     }
 
     /// Builds, signs and appends the version after the current head,
     /// retrying when another writer got there first (unless the caller
     /// pinned `expected_version`).
-    fn write_next(
+    async fn write_next(
         &self,
         id: &RecordId,
         expected_version: Option<u64>,
@@ -182,7 +184,8 @@ impl RecordService {
             let entry = call.entry(version_target(&signed));
             match self
                 .store
-                .append_version(&signed, Some(prev.record.version), &feed, &[entry])
+                .write_version(&signed, Some(prev.record.version), feed, vec![entry])
+                .await
             {
                 Ok(()) => return Ok(signed),
                 Err(StoreError::HeadMoved { actual, .. }) => {
@@ -220,28 +223,29 @@ impl RecordService {
                 });
             }
         }
-        let signed = self.write_next(
-            id,
-            expected_version,
-            |prev| RecordVersion {
-                id: id.clone(),
-                version: prev.version + 1,
-                origin: self.office.clone(),
-                collection: prev.collection.clone(),
-                kind: prev.kind.clone(),
-                title: prev.title.clone(),
-                content_type: String::new(),
-                labels: Default::default(),
-                body: Bytes::new(),
-                created_at_ms: prev.created_at_ms,
-                updated_at_ms: now_ms(),
-                deleted: true,
-                attachments: Vec::new(),
-            },
-            call,
-        )?;
+        let signed = self
+            .write_next(
+                id,
+                expected_version,
+                |prev| RecordVersion {
+                    id: id.clone(),
+                    version: prev.version + 1,
+                    origin: self.office.clone(),
+                    collection: prev.collection.clone(),
+                    kind: prev.kind.clone(),
+                    title: prev.title.clone(),
+                    content_type: String::new(),
+                    labels: Default::default(),
+                    body: Bytes::new(),
+                    created_at_ms: prev.created_at_ms,
+                    updated_at_ms: now_ms(),
+                    deleted: true,
+                    attachments: Vec::new(),
+                },
+                call,
+            )
+            .await?;
         drop(gate);
-        self.store.commit().await?;
         Ok(signed)
     }
 

@@ -1,31 +1,45 @@
-//! Group commit: many writers, one fsync.
+//! Group commit: many writers, one transaction where they can share it, one
+//! fsync.
 //!
-//! A writer finishes its sled write, then asks for a commit. A dedicated
-//! thread takes every request waiting at that moment, flushes once, and
-//! answers them all. Every request was sent after its write completed and the
-//! flush starts after the request was taken, so each answered writer's data
-//! is on disk.
+//! A dedicated thread takes every request waiting at that moment. Version
+//! writes among them are applied together, in as few transactions as
+//! [`MAX_WRITES_PER_TRANSACTION`] allows (sled writes its log buffer out for
+//! every transaction, so sharing one is most of the gain). Then the thread
+//! reads the outbox counter, flushes once, and answers them all. A plain
+//! commit request is sent after its writer's own transaction completed, and
+//! the flush starts after the request was taken, so each answered writer's
+//! data is on disk; every outbox sequence number up to the counter read
+//! before the flush is on disk too.
 
 use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
+use super::records::{MAX_WRITES_PER_TRANSACTION, VersionWrite, VersionWriter};
 use super::{Result, StoreError};
 
-type Reply = oneshot::Sender<std::result::Result<(), String>>;
+/// Answered with the outbox counter that the flush covered.
+type Reply = oneshot::Sender<Result<u64>>;
+
+struct Request {
+    write: Option<VersionWrite>,
+    reply: Reply,
+}
 
 pub(super) struct GroupCommit {
-    requests: Option<mpsc::Sender<Reply>>,
+    requests: Option<mpsc::Sender<Request>>,
+    writer: VersionWriter,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl GroupCommit {
-    pub(super) fn start(db: sled::Db) -> Self {
-        let (tx, rx) = mpsc::channel::<Reply>();
+    pub(super) fn start(db: sled::Db, writer: VersionWriter) -> Self {
+        let (tx, rx) = mpsc::channel::<Request>();
+        let for_thread = writer.clone();
         // The thread ends when the store (the only sender) is dropped.
         let spawned = std::thread::Builder::new()
             .name("casemesh-commit".into())
-            .spawn(move || run(db, rx));
+            .spawn(move || run(db, for_thread, rx));
         let thread = match spawned {
             Ok(t) => Some(t),
             Err(e) => {
@@ -36,33 +50,68 @@ impl GroupCommit {
         };
         Self {
             requests: Some(tx),
+            writer,
             thread,
         }
     }
 
-    pub(super) async fn commit(&self) -> Result<()> {
-        let (tx, rx) = oneshot::channel();
+    /// Applies version writes outside the commit thread (not durable until
+    /// a commit).
+    pub(super) fn writer(&self) -> &VersionWriter {
+        &self.writer
+    }
+
+    /// Waits until everything written before this call is on disk; returns
+    /// the outbox counter the flush covered.
+    pub(super) async fn commit(&self) -> Result<u64> {
+        self.send(None).await
+    }
+
+    /// Applies `write` and waits until it is on disk; returns the outbox
+    /// counter the flush covered.
+    pub(super) async fn write(&self, write: VersionWrite) -> Result<u64> {
+        self.send(Some(write)).await
+    }
+
+    async fn send(&self, write: Option<VersionWrite>) -> Result<u64> {
+        let (reply, answer) = oneshot::channel();
         self.requests
             .as_ref()
             .ok_or_else(|| StoreError::Flush("the store is closing".into()))?
-            .send(tx)
+            .send(Request { write, reply })
             .map_err(|_| StoreError::Flush("the commit thread has stopped".into()))?;
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StoreError::Flush(e)),
-            Err(_) => Err(StoreError::Flush("the commit thread has stopped".into())),
-        }
+        answer
+            .await
+            .map_err(|_| StoreError::Flush("the commit thread has stopped".into()))?
     }
 }
 
-fn run(db: sled::Db, rx: mpsc::Receiver<Reply>) {
+fn run(db: sled::Db, writer: VersionWriter, rx: mpsc::Receiver<Request>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
-        let outcome = db.flush().map(|_| ()).map_err(|e| e.to_string());
-        for reply in batch {
+        let mut failed: Vec<Option<StoreError>> = batch.iter().map(|_| None).collect();
+        let writes: Vec<(usize, &VersionWrite)> = batch
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.write.as_ref().map(|w| (i, w)))
+            .collect();
+        for group in writes.chunks(MAX_WRITES_PER_TRANSACTION) {
+            let applied = writer.apply(&group.iter().map(|&(_, w)| w).collect::<Vec<_>>());
+            for (&(i, _), outcome) in group.iter().zip(applied) {
+                failed[i] = outcome.err();
+            }
+        }
+        let flushed = super::sharing::read_counter(&writer.counters)
+            .map_err(|e| e.to_string())
+            .and_then(|assigned| db.flush().map(|_| assigned).map_err(|e| e.to_string()));
+        for (request, failure) in batch.into_iter().zip(failed) {
+            let answer = match failure {
+                Some(e) => Err(e),
+                None => flushed.clone().map_err(StoreError::Flush),
+            };
             // A writer that gave up waiting is not an error.
-            let _ = reply.send(outcome.clone());
+            let _ = request.reply.send(answer);
         }
     }
 }

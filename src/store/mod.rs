@@ -3,7 +3,8 @@
 //! Typed trees named `key_value`, values in versioned encodings
 //! ([`encoding`]), multi-tree transactions for every change that touches
 //! more than one tree, and group commit ([`commit`]): a write is durable when
-//! [`Store::commit`] returns, and many concurrent writers share one fsync.
+//! [`Store::commit`] returns, and many concurrent writers share one fsync
+//! (and version writes one transaction as well, [`Store::write_version`]).
 
 pub mod audit;
 pub mod blobs;
@@ -156,35 +157,48 @@ impl Store {
         }
         let counters = db.open_tree("counters")?;
         let durable = sharing::read_counter(&counters)?;
-        let store = Self {
-            auditseq_entry: db.open_tree("auditseq_entry")?,
+        let writer = records::VersionWriter {
+            heads: db.open_tree("recordid_head")?,
+            versions: db.open_tree("recordversion_signed")?,
+            collections: db.open_tree("collection_recordid")?,
+            counters: counters.clone(),
+            outbox: db.open_tree("peerseq_outbox")?,
+            refs: db.open_tree("blobhash_ref")?,
+            blobs: db.open_tree("blobhash_blob")?,
+            audit_entries: db.open_tree("auditseq_entry")?,
             audit_head: db.open_tree("audit_head")?,
+            office: office.to_owned(),
+            blob_pins: Default::default(),
+        };
+        let store = Self {
+            auditseq_entry: writer.audit_entries.clone(),
+            audit_head: writer.audit_head.clone(),
             auditseq_signedhead: db.open_tree("auditseq_signedhead")?,
             officeseq_witnessed: db.open_tree("officeseq_witnessed")?,
             audit_wake: tokio::sync::Notify::new(),
             office: office.to_owned(),
-            blobhash_blob: db.open_tree("blobhash_blob")?,
+            blobhash_blob: writer.blobs.clone(),
             storage_chunk: db.open_tree("storage_chunk")?,
             storage_doomed: db.open_tree("storage_doomed")?,
             blobhash_fetch: db.open_tree("blobhash_fetch")?,
-            blobhash_ref: db.open_tree("blobhash_ref")?,
-            blob_pins: Default::default(),
+            blobhash_ref: writer.refs.clone(),
+            blob_pins: writer.blob_pins.clone(),
             blob_wake: Default::default(),
             office_peer: db.open_tree("office_peer")?,
             grantid_grant: db.open_tree("grantid_grant")?,
-            peerseq_outbox: db.open_tree("peerseq_outbox")?,
+            peerseq_outbox: writer.outbox.clone(),
             office_acked: db.open_tree("office_acked")?,
             office_checkpoint: db.open_tree("office_checkpoint")?,
             recordid_purged: db.open_tree("recordid_purged")?,
             grantid_ourack: db.open_tree("grantid_ourack")?,
             watermark: tokio::sync::watch::Sender::new(durable),
             counters,
-            recordid_head: db.open_tree("recordid_head")?,
-            recordversion_signed: db.open_tree("recordversion_signed")?,
-            collection_recordid: db.open_tree("collection_recordid")?,
+            recordid_head: writer.heads.clone(),
+            recordversion_signed: writer.versions.clone(),
+            collection_recordid: writer.collections.clone(),
             fingerprint_user: db.open_tree("fingerprint_user")?,
             username_fingerprint: db.open_tree("username_fingerprint")?,
-            committer: commit::GroupCommit::start(db.clone()),
+            committer: commit::GroupCommit::start(db.clone(), writer),
             db,
         };
         store.remove_doomed()?;
@@ -195,10 +209,13 @@ impl Store {
     /// Waits until everything written before this call is on disk. Concurrent
     /// callers share one flush.
     pub async fn commit(&self) -> Result<()> {
-        // Every seq assigned by a transaction that finished before this read
-        // is covered by the flush, which starts after it.
-        let assigned = sharing::read_counter(&self.counters)?;
-        self.committer.commit().await?;
+        let assigned = self.committer.commit().await?;
+        self.watermark_reached(assigned);
+        Ok(())
+    }
+
+    /// Every outbox entry up to `assigned` is on disk.
+    fn watermark_reached(&self, assigned: u64) {
         self.watermark.send_if_modified(|w| {
             let moved = assigned > *w;
             if moved {
@@ -206,7 +223,6 @@ impl Store {
             }
             moved
         });
-        Ok(())
     }
 
     /// Watches the durable outbox watermark.

@@ -146,11 +146,27 @@ impl Store {
             .collect()
     }
 
-    /// Stores `v` as the new head of its record, provided the head is still
-    /// `expected_head` (None: the record must not exist), and appends `feed`
-    /// to the peers' outboxes and `audit` to the audit log. Version, head,
-    /// index, outboxes and audit entry change in one transaction. Durable
-    /// after [`Store::commit`].
+    /// Appends `v` after the head `expected_head` (`None`: a new record)
+    /// with its feed entries and audit entries, in one transaction, and
+    /// waits until it is durable. Concurrent writes share one transaction
+    /// and one flush ([`commit`](super::commit)); each still succeeds or
+    /// fails on its own.
+    pub async fn write_version(
+        &self,
+        v: &SignedVersion,
+        expected_head: Option<u64>,
+        feed: Vec<(OfficeId, FeedItem)>,
+        audit: Vec<crate::domain::audit::Draft>,
+    ) -> Result<()> {
+        let write = VersionWrite::new(v, expected_head, feed, audit);
+        let assigned = self.committer.write(write).await?;
+        self.audit_appended();
+        self.watermark_reached(assigned);
+        Ok(())
+    }
+
+    /// [`write_version`](Self::write_version) without waiting for the
+    /// write to be durable: a later [`commit`](Self::commit) covers it.
     pub fn append_version(
         &self,
         v: &SignedVersion,
@@ -158,78 +174,9 @@ impl Store {
         feed: &[(OfficeId, FeedItem)],
         audit: &[crate::domain::audit::Draft],
     ) -> Result<()> {
-        let id = &v.record.id;
-        let value = encoding::encode_signed(v);
-        let new_head = Head {
-            version: v.record.version,
-            deleted: v.record.deleted,
-            collection: v.record.collection.clone(),
-        };
-        let head_bytes = encoding::encode_head(&new_head);
-        // References to blobs change only under the blob gate.
-        let _gate = (!v.record.attachments.is_empty()).then(|| super::blobs::gate(&self.blob_pins));
-        let outcome = (
-            &self.recordid_head,
-            &self.recordversion_signed,
-            &self.collection_recordid,
-            &self.counters,
-            &self.peerseq_outbox,
-            &self.blobhash_ref,
-            &self.blobhash_blob,
-            &self.auditseq_entry,
-            &self.audit_head,
-        )
-            .transaction(
-                |(
-                    heads,
-                    versions,
-                    collections,
-                    counters,
-                    outbox,
-                    refs,
-                    blobs,
-                    entries,
-                    audit_head,
-                )| {
-                    let old = match heads.get(id.as_str())? {
-                        Some(b) => Some(encoding::decode_head(&b).map_err(|e| {
-                            ConflictableTransactionError::Abort(corrupt("recordid_head")(e))
-                        })?),
-                        None => None,
-                    };
-                    let actual = old.as_ref().map(|h| h.version);
-                    if actual != expected_head {
-                        return Err(ConflictableTransactionError::Abort(StoreError::HeadMoved {
-                            expected: expected_head,
-                            actual,
-                        }));
-                    }
-                    // The index holds deleted records too: revoking a collection
-                    // must reach their tombstones at peers.
-                    if let Some(old) = &old {
-                        collections.remove(collection_key(&old.collection, id))?;
-                    }
-                    collections.insert(collection_key(&new_head.collection, id), &[])?;
-                    super::blobs::add_local_refs_tx(refs, blobs, &v.record)?;
-                    let replaced =
-                        versions.insert(version_key(id, v.record.version), value.as_slice())?;
-                    heads.insert(id.as_str(), head_bytes.as_slice())?;
-                    add_counts_tx(
-                        counters,
-                        CountDelta {
-                            records: old.is_none().into(),
-                            versions: replaced.is_none().into(),
-                        },
-                    )?;
-                    super::sharing::push_feed(counters, outbox, feed)?;
-                    super::audit::append_tx(entries, audit_head, &self.office, audit)?;
-                    Ok(())
-                },
-            );
-        outcome.map_err(|e| match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => StoreError::Engine(e),
-        })?;
+        let write = VersionWrite::new(v, expected_head, feed.to_vec(), audit.to_vec());
+        let outcome = self.committer.writer().apply(&[&write]).pop();
+        outcome.unwrap_or(Ok(()))?;
         self.audit_appended();
         Ok(())
     }
@@ -352,5 +299,402 @@ impl Store {
             .keys()
             .map(|k| parse_id(&k?[prefix.len()..]))
             .collect()
+    }
+}
+
+/// Most version writes applied in one transaction; more waiting writes
+/// take further transactions before the shared flush.
+pub(super) const MAX_WRITES_PER_TRANSACTION: usize = 64;
+
+/// A version write, encoded and ready for its transaction.
+pub(super) struct VersionWrite {
+    version: crate::domain::RecordVersion,
+    value: Vec<u8>,
+    head: Head,
+    head_bytes: Vec<u8>,
+    expected_head: Option<u64>,
+    feed: Vec<(OfficeId, FeedItem)>,
+    audit: Vec<crate::domain::audit::Draft>,
+}
+
+impl VersionWrite {
+    pub(super) fn new(
+        v: &SignedVersion,
+        expected_head: Option<u64>,
+        feed: Vec<(OfficeId, FeedItem)>,
+        audit: Vec<crate::domain::audit::Draft>,
+    ) -> Self {
+        let head = Head {
+            version: v.record.version,
+            deleted: v.record.deleted,
+            collection: v.record.collection.clone(),
+        };
+        Self {
+            value: encoding::encode_signed(v),
+            head_bytes: encoding::encode_head(&head),
+            head,
+            version: v.record.clone(),
+            expected_head,
+            feed,
+            audit,
+        }
+    }
+}
+
+type Tx<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
+
+/// The trees a version write changes. The commit thread holds one and
+/// applies every waiting write in as few transactions as it can: sled
+/// writes out its log buffer for every transaction, so one transaction per
+/// write cost more than all of its inserts together.
+#[derive(Clone)]
+pub(super) struct VersionWriter {
+    pub(super) heads: sled::Tree,
+    pub(super) versions: sled::Tree,
+    pub(super) collections: sled::Tree,
+    pub(super) counters: sled::Tree,
+    pub(super) outbox: sled::Tree,
+    pub(super) refs: sled::Tree,
+    pub(super) blobs: sled::Tree,
+    pub(super) audit_entries: sled::Tree,
+    pub(super) audit_head: sled::Tree,
+    pub(super) office: String,
+    pub(super) blob_pins: super::blobs::Pins,
+}
+
+impl VersionWriter {
+    /// Applies `writes` as if one after another, each all or nothing: one
+    /// outcome per write, in order. A write that fails (its head moved, a
+    /// blob it lists is missing) leaves no trace, and the others are
+    /// applied without it.
+    pub(super) fn apply(&self, writes: &[&VersionWrite]) -> Vec<Result<()>> {
+        let mut outcomes: Vec<Option<Result<()>>> = writes.iter().map(|_| None).collect();
+        loop {
+            let pending: Vec<usize> = (0..writes.len())
+                .filter(|&i| outcomes[i].is_none())
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+            match self.transaction(writes, &pending) {
+                Ok(()) => {
+                    for i in pending {
+                        outcomes[i] = Some(Ok(()));
+                    }
+                }
+                // That write alone fails; the rest are tried again.
+                Err(TransactionError::Abort((i, e))) => outcomes[i] = Some(Err(e)),
+                Err(TransactionError::Storage(e)) => {
+                    for i in pending {
+                        outcomes[i] = Some(Err(StoreError::Engine(e.clone())));
+                    }
+                }
+            }
+        }
+        outcomes.into_iter().flatten().collect()
+    }
+
+    /// One transaction over the writes numbered `which`; aborts with the
+    /// number of the first write that fails.
+    fn transaction(
+        &self,
+        writes: &[&VersionWrite],
+        which: &[usize],
+    ) -> std::result::Result<(), TransactionError<(usize, StoreError)>> {
+        // References to blobs change only under the blob gate.
+        let _gate = which
+            .iter()
+            .any(|&i| !writes[i].version.attachments.is_empty())
+            .then(|| super::blobs::gate(&self.blob_pins));
+        (
+            &self.heads,
+            &self.versions,
+            &self.collections,
+            &self.counters,
+            &self.outbox,
+            &self.refs,
+            &self.blobs,
+            &self.audit_entries,
+            &self.audit_head,
+        )
+            .transaction(|trees| {
+                for &i in which {
+                    self.write_tx(trees, writes[i]).map_err(|e| match e {
+                        ConflictableTransactionError::Abort(e) => {
+                            ConflictableTransactionError::Abort((i, e))
+                        }
+                        ConflictableTransactionError::Conflict => {
+                            ConflictableTransactionError::Conflict
+                        }
+                        ConflictableTransactionError::Storage(e) => {
+                            ConflictableTransactionError::Storage(e)
+                        }
+                    })?;
+                }
+                Ok(())
+            })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn write_tx(
+        &self,
+        (heads, versions, collections, counters, outbox, refs, blobs, entries, audit_head): &(
+            TransactionalTree,
+            TransactionalTree,
+            TransactionalTree,
+            TransactionalTree,
+            TransactionalTree,
+            TransactionalTree,
+            TransactionalTree,
+            TransactionalTree,
+            TransactionalTree,
+        ),
+        w: &VersionWrite,
+    ) -> Tx<()> {
+        let id = &w.version.id;
+        let old =
+            match heads.get(id.as_str())? {
+                Some(b) => Some(encoding::decode_head(&b).map_err(|e| {
+                    ConflictableTransactionError::Abort(corrupt("recordid_head")(e))
+                })?),
+                None => None,
+            };
+        let actual = old.as_ref().map(|h| h.version);
+        if actual != w.expected_head {
+            return Err(ConflictableTransactionError::Abort(StoreError::HeadMoved {
+                expected: w.expected_head,
+                actual,
+            }));
+        }
+        // The index holds deleted records too: revoking a collection
+        // must reach their tombstones at peers.
+        if let Some(old) = &old {
+            collections.remove(collection_key(&old.collection, id))?;
+        }
+        collections.insert(collection_key(&w.head.collection, id), &[])?;
+        super::blobs::add_local_refs_tx(refs, blobs, &w.version)?;
+        let replaced = versions.insert(version_key(id, w.version.version), w.value.as_slice())?;
+        heads.insert(id.as_str(), w.head_bytes.as_slice())?;
+        add_counts_tx(
+            counters,
+            CountDelta {
+                records: old.is_none().into(),
+                versions: replaced.is_none().into(),
+            },
+        )?;
+        super::sharing::push_feed(counters, outbox, &w.feed)?;
+        super::audit::append_tx(entries, audit_head, &self.office, &w.audit)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::domain::audit::{Actor, Draft, Outcome, Target};
+    use crate::domain::{Attachment, BlobHash, RecordVersion, UserName};
+    use crate::identity::{OfficeCa, OfficeSigner};
+    use crate::store::StoreOptions;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Store,
+        ca: OfficeCa,
+        office: OfficeId,
+        peer: OfficeId,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let office = OfficeId::parse("phila-da").unwrap();
+        let (ca, _) = OfficeCa::create(&office, &[], &UserName::parse("admin").unwrap()).unwrap();
+        let store = Store::open(
+            dir.path(),
+            office.as_str(),
+            &StoreOptions {
+                cache_bytes: 8 << 20,
+            },
+        )
+        .unwrap();
+        Fixture {
+            _dir: dir,
+            store,
+            ca,
+            office,
+            peer: OfficeId::parse("nyc-da").unwrap(),
+        }
+    }
+
+    impl Fixture {
+        fn id(&self, n: u8) -> RecordId {
+            RecordId::generate(&self.office, 1_000 + u64::from(n), [n; 10])
+        }
+
+        fn version(
+            &self,
+            id: &RecordId,
+            version: u64,
+            attachments: Vec<Attachment>,
+        ) -> SignedVersion {
+            OfficeSigner::new(&self.ca)
+                .sign(RecordVersion {
+                    id: id.clone(),
+                    version,
+                    origin: self.office.clone(),
+                    collection: "case-1".into(),
+                    kind: "report".into(),
+                    title: format!("v{version}"),
+                    content_type: "text/plain".into(),
+                    labels: Default::default(),
+                    body: Bytes::from_static(b"body"),
+                    created_at_ms: 1,
+                    updated_at_ms: version,
+                    deleted: false,
+                    attachments,
+                })
+                .unwrap()
+        }
+
+        /// A write of `v` after `expected`, with one feed entry for the
+        /// peer and one audit entry.
+        fn write(&self, v: &SignedVersion, expected: Option<u64>) -> VersionWrite {
+            let id = v.record.id.clone();
+            let item = FeedItem::Versions {
+                id: id.clone(),
+                from: v.record.version,
+                to: v.record.version,
+            };
+            let entry = Draft::new(
+                Actor::node("phila-da"),
+                "Records.Put",
+                Target::record(id.as_str(), v.record.version),
+                Outcome::ok(),
+            );
+            VersionWrite::new(v, expected, vec![(self.peer.clone(), item)], vec![entry])
+        }
+
+        fn apply(&self, writes: &[VersionWrite]) -> Vec<Result<()>> {
+            let refs: Vec<&VersionWrite> = writes.iter().collect();
+            self.store.committer.writer().apply(&refs)
+        }
+
+        fn audit_entries(&self) -> u64 {
+            self.store.audit_head().unwrap().seq
+        }
+    }
+
+    /// Writes in one transaction act as if applied one after another: a
+    /// later write may build on an earlier one, and one that fails leaves
+    /// no trace (version, head, index, feed, audit entry, counts) while the
+    /// others are applied.
+    #[test]
+    fn grouped_writes_succeed_or_fail_each_on_its_own() {
+        let f = fixture();
+        let (a, b, c) = (f.id(1), f.id(2), f.id(3));
+        let a1 = f.version(&a, 1, vec![]);
+        let a2 = f.version(&a, 2, vec![]);
+        let b1 = f.version(&b, 1, vec![]);
+        let c1 = f.version(&c, 1, vec![]);
+        let missing = Attachment {
+            hash: BlobHash([9; 32]),
+            size: 3,
+            file_name: "photo.jpg".into(),
+            media_type: "image/jpeg".into(),
+        };
+        let c1_missing_blob = f.version(&c, 1, vec![missing]);
+        let outcomes = f.apply(&[
+            f.write(&a1, None),
+            // Builds on the write before it in the same transaction.
+            f.write(&a2, Some(1)),
+            // Expects b at version 4; b does not exist yet.
+            f.write(&b1, Some(4)),
+            // Fails after it has changed the collection index.
+            f.write(&c1_missing_blob, None),
+            f.write(&b1, None),
+        ]);
+        assert_eq!(outcomes.len(), 5);
+        assert!(outcomes[0].is_ok() && outcomes[1].is_ok() && outcomes[4].is_ok());
+        assert!(
+            matches!(
+                outcomes[2],
+                Err(StoreError::HeadMoved {
+                    expected: Some(4),
+                    actual: None
+                })
+            ),
+            "{:?}",
+            outcomes[2]
+        );
+        assert!(
+            matches!(outcomes[3], Err(StoreError::MissingBlob { .. })),
+            "{:?}",
+            outcomes[3]
+        );
+        assert_eq!(f.store.head(&a).unwrap().unwrap().version, 2);
+        assert_eq!(f.store.head(&b).unwrap().unwrap().version, 1);
+        assert!(f.store.head(&c).unwrap().is_none());
+        assert_eq!(f.store.counts().unwrap(), (2, 3));
+        assert_eq!(f.audit_entries(), 3);
+        let feed = f.store.outbox_after(&f.peer, 0, u64::MAX, 100).unwrap();
+        assert_eq!(feed.len(), 3, "{feed:?}");
+        let listed = f
+            .store
+            .list(
+                &ListFilter {
+                    collection: Some("case-1".into()),
+                    origin: None,
+                },
+                None,
+                10,
+            )
+            .unwrap();
+        let ids: Vec<&RecordId> = listed.records.iter().map(|v| &v.record.id).collect();
+        assert_eq!(ids, vec![&a, &b]);
+
+        // The write that failed alone goes through once its blob is there
+        // (here: once it lists none).
+        let outcomes = f.apply(&[f.write(&c1, None)]);
+        assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
+        assert_eq!(f.store.counts().unwrap(), (3, 4));
+        assert_eq!(f.audit_entries(), 4);
+    }
+
+    /// Concurrent writers through the commit thread: each is durable and
+    /// answered with its own outcome, and the durable watermark covers
+    /// every feed entry written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_version_writes_share_the_commit_thread() {
+        let f = std::sync::Arc::new(fixture());
+        let mut tasks = Vec::new();
+        for n in 0..40u8 {
+            let f = f.clone();
+            tasks.push(tokio::spawn(async move {
+                let v = f.version(&f.id(n), 1, vec![]);
+                let w = f.write(&v, None);
+                // Every fourth one claims a head its record does not have.
+                let expected = (n % 4 == 0).then_some(7);
+                f.store.write_version(&v, expected, w.feed, w.audit).await
+            }));
+        }
+        let mut ok = 0;
+        for (n, t) in tasks.into_iter().enumerate() {
+            match t.await.unwrap() {
+                Ok(_) => {
+                    assert_ne!(n % 4, 0);
+                    ok += 1;
+                }
+                Err(e) => {
+                    assert_eq!(n % 4, 0, "{e}");
+                    assert!(matches!(e, StoreError::HeadMoved { .. }), "{e}");
+                }
+            }
+        }
+        assert_eq!(ok, 30);
+        assert_eq!(f.store.counts().unwrap(), (30, 30));
+        assert_eq!(f.audit_entries(), 30);
+        // One feed entry each, all durable.
+        assert_eq!(*f.store.watermark().borrow(), 30);
     }
 }
