@@ -3,8 +3,8 @@
 //!
 //! A dedicated thread takes every request waiting at that moment. Version
 //! writes among them are applied together, in as few transactions as
-//! [`MAX_WRITES_PER_TRANSACTION`] allows (sled writes its log buffer out for
-//! every transaction, so sharing one is most of the gain). Then the thread
+//! [`transaction_groups`] allows (sled writes its log buffer out for every
+//! transaction, so sharing one is most of the gain). Then the thread
 //! reads the outbox counter, flushes once, and answers them all. A plain
 //! commit request is sent after its writer's own transaction completed, and
 //! the flush starts after the request was taken, so each answered writer's
@@ -15,7 +15,7 @@ use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
-use super::records::{MAX_WRITES_PER_TRANSACTION, VersionWrite, VersionWriter};
+use super::records::{VersionWrite, VersionWriter, transaction_groups};
 use super::{Result, StoreError};
 
 /// Answered with the outbox counter that the flush covered.
@@ -96,7 +96,7 @@ fn run(db: sled::Db, writer: VersionWriter, rx: mpsc::Receiver<Request>) {
             .enumerate()
             .filter_map(|(i, r)| r.write.as_ref().map(|w| (i, w)))
             .collect();
-        for group in writes.chunks(MAX_WRITES_PER_TRANSACTION) {
+        for group in transaction_groups(&writes, |(_, w)| w.version_bytes()) {
             let applied = writer.apply(&group.iter().map(|&(_, w)| w).collect::<Vec<_>>());
             for (&(i, _), outcome) in group.iter().zip(applied) {
                 failed[i] = outcome.err();

@@ -302,9 +302,36 @@ impl Store {
     }
 }
 
-/// Most version writes applied in one transaction; more waiting writes
-/// take further transactions before the shared flush.
-pub(super) const MAX_WRITES_PER_TRANSACTION: usize = 64;
+/// Most version writes applied in one transaction, and most bytes of
+/// versions (a single larger write still gets a transaction of its own):
+/// sled holds a transaction's writes in memory until it commits. More
+/// waiting writes take further transactions before the shared flush.
+const MAX_WRITES_PER_TRANSACTION: usize = 64;
+const MAX_BYTES_PER_TRANSACTION: usize = 8 << 20;
+
+/// Splits `writes` into consecutive runs, one transaction each, within
+/// the limits above.
+pub(super) fn transaction_groups<T>(
+    writes: &[T],
+    version_bytes: impl Fn(&T) -> usize,
+) -> Vec<&[T]> {
+    let mut groups = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, w) in writes.iter().enumerate() {
+        let size = version_bytes(w);
+        let full = i - start == MAX_WRITES_PER_TRANSACTION
+            || (i > start && bytes + size > MAX_BYTES_PER_TRANSACTION);
+        if full {
+            groups.push(&writes[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < writes.len() {
+        groups.push(&writes[start..]);
+    }
+    groups
+}
 
 /// A version write, encoded and ready for its transaction.
 pub(super) struct VersionWrite {
@@ -318,6 +345,11 @@ pub(super) struct VersionWrite {
 }
 
 impl VersionWrite {
+    /// Size of the encoded version.
+    pub(super) fn version_bytes(&self) -> usize {
+        self.value.len()
+    }
+
     pub(super) fn new(
         v: &SignedVersion,
         expected_head: Option<u64>,
@@ -659,6 +691,26 @@ mod tests {
         assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
         assert_eq!(f.store.counts().unwrap(), (3, 4));
         assert_eq!(f.audit_entries(), 4);
+    }
+
+    #[test]
+    fn transactions_are_bounded_by_count_and_bytes() {
+        let sizes = |groups: Vec<&[usize]>| groups.iter().map(|g| g.len()).collect::<Vec<_>>();
+        let id = |w: &usize| *w;
+        assert!(transaction_groups(&[] as &[usize], id).is_empty());
+        assert_eq!(
+            sizes(transaction_groups(&[1usize; 150], id)),
+            vec![64, 64, 22]
+        );
+        let mib = 1 << 20;
+        // 3 MiB each: two fit in 8 MiB, the third starts a new one.
+        assert_eq!(sizes(transaction_groups(&[3 * mib; 5], id)), vec![2, 2, 1]);
+        // One write over the limit still goes, alone.
+        assert_eq!(
+            sizes(transaction_groups(&[1, 9 * mib, 1, 1], id)),
+            vec![1, 1, 2]
+        );
+        assert_eq!(sizes(transaction_groups(&[8 * mib, 1], id)), vec![1, 1]);
     }
 
     /// Concurrent writers through the commit thread: each is durable and
