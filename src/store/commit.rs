@@ -28,18 +28,16 @@ struct Request {
 
 pub(super) struct GroupCommit {
     requests: Option<mpsc::Sender<Request>>,
-    writer: VersionWriter,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl GroupCommit {
     pub(super) fn start(db: sled::Db, writer: VersionWriter) -> Self {
         let (tx, rx) = mpsc::channel::<Request>();
-        let for_thread = writer.clone();
         // The thread ends when the store (the only sender) is dropped.
         let spawned = std::thread::Builder::new()
             .name("casemesh-commit".into())
-            .spawn(move || run(db, for_thread, rx));
+            .spawn(move || run(db, writer, rx));
         let thread = match spawned {
             Ok(t) => Some(t),
             Err(e) => {
@@ -50,15 +48,8 @@ impl GroupCommit {
         };
         Self {
             requests: Some(tx),
-            writer,
             thread,
         }
-    }
-
-    /// Applies version writes outside the commit thread (not durable until
-    /// a commit).
-    pub(super) fn writer(&self) -> &VersionWriter {
-        &self.writer
     }
 
     /// Waits until everything written before this call is on disk; returns
