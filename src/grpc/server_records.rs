@@ -85,7 +85,7 @@ impl Records for RecordsApi {
                     .collect::<Result<_, _>>()?,
             },
         };
-        let v = self.service.put(cmd, &call).await?;
+        let v = self.service.put(cmd, call).await?;
         tracing::info!(%who, id = %v.record.id, version = v.record.version, "record written");
         Ok(Response::new(pb::PutResponse {
             id: v.record.id.to_string(),
@@ -190,7 +190,10 @@ impl Records for RecordsApi {
         let r = req.into_inner();
         call.set_target(Target::record(&r.id, 0));
         let id = convert::record_id(&r.id)?;
-        let v = self.service.delete(&id, r.expected_version, &call).await?;
+        let v = self
+            .service
+            .delete(id.clone(), r.expected_version, call)
+            .await?;
         tracing::info!(%who, %id, version = v.record.version, "record deleted");
         Ok(Response::new(pb::DeleteResponse {
             version: v.record.version,

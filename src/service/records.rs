@@ -18,8 +18,12 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 
 /// How often a put without `expected_version` retries when a concurrent
-/// writer moved the head first.
+/// writer moved the head first. Writers to one record take turns
+/// ([`RecordService::turn`]), so this is a safeguard, not the normal path.
 const MAX_RETRIES: usize = 16;
+
+/// Locks that writers of records take turns on, by a hash of the id.
+const TURNS: usize = 64;
 
 /// A write: a new record (`id: None`) or a new version of one.
 #[derive(Debug, Clone)]
@@ -43,6 +47,20 @@ pub struct RecordService {
     ca: Arc<OfficeCa>,
     limits: Limits,
     sharing: Arc<Sharing>,
+    turns: Vec<tokio::sync::Mutex<()>>,
+}
+
+/// Runs a write to its end even if the caller goes away (a cancelled call,
+/// a deadline): the write holds the write gate until its version is
+/// applied, so that a grant change never runs between the two.
+async fn to_completion<T: Send + 'static>(
+    write: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(write).await.map_err(|e| {
+        Error::Store(StoreError::Inconsistent(format!(
+            "the write's task failed: {e}"
+        )))
+    })?
 }
 
 impl RecordService {
@@ -59,7 +77,19 @@ impl RecordService {
             ca,
             limits,
             sharing,
+            turns: (0..TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
+    }
+
+    /// The lock that writers of `id` take turns on, taken after the write
+    /// gate: each reads the head once the writer before it has applied its
+    /// version, instead of all reading the same head and all but one
+    /// retrying.
+    fn turn(&self, id: &RecordId) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        id.as_str().hash(&mut h);
+        &self.turns[(h.finish() % TURNS as u64) as usize]
     }
 
     fn check_origin(&self, id: &RecordId) -> Result<()> {
@@ -74,7 +104,12 @@ impl RecordService {
     }
 
     /// Writes a new version; durable when this returns.
-    pub async fn put(&self, cmd: PutCommand, call: &Call) -> Result<SignedVersion> {
+    pub async fn put(self: &Arc<Self>, cmd: PutCommand, call: Arc<Call>) -> Result<SignedVersion> {
+        let this = self.clone();
+        to_completion(async move { this.write_put(cmd, &call).await }).await
+    }
+
+    async fn write_put(&self, cmd: PutCommand, call: &Call) -> Result<SignedVersion> {
         cmd.draft.validate(&self.limits)?;
         let mut draft = cmd.draft;
         super::blobs::resolve(&self.store, &mut draft.attachments)?;
@@ -88,6 +123,7 @@ impl RecordService {
             None => self.create(draft, cmd.expected_version, call).await?,
             Some(id) => {
                 self.check_origin(&id)?;
+                let _turn = self.turn(&id).lock().await;
                 self.write_next(
                     &id,
                     cmd.expected_version,
@@ -200,14 +236,23 @@ impl RecordService {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(Error::Store(StoreError::HeadMoved {
-            expected: None,
-            actual: None,
-        }))
+        Err(Error::Unavailable(format!(
+            "record {id} kept changing while this write was prepared ({MAX_RETRIES} tries); try again"
+        )))
     }
 
     /// Writes a signed tombstone; durable when this returns.
     pub async fn delete(
+        self: &Arc<Self>,
+        id: RecordId,
+        expected_version: Option<u64>,
+        call: Arc<Call>,
+    ) -> Result<SignedVersion> {
+        let this = self.clone();
+        to_completion(async move { this.write_delete(&id, expected_version, &call).await }).await
+    }
+
+    async fn write_delete(
         &self,
         id: &RecordId,
         expected_version: Option<u64>,
@@ -215,6 +260,9 @@ impl RecordService {
     ) -> Result<SignedVersion> {
         self.check_origin(id)?;
         let gate = self.sharing.write_guard().await;
+        // Under the record's turn, the deleted check holds until the
+        // tombstone is written.
+        let _turn = self.turn(id).lock().await;
         if let Some(head) = self.store.head(id)? {
             if head.deleted {
                 return Err(Error::AlreadyDeleted {

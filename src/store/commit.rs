@@ -81,29 +81,45 @@ fn run(db: sled::Db, writer: VersionWriter, rx: mpsc::Receiver<Request>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
-        let mut failed: Vec<Option<StoreError>> = batch.iter().map(|_| None).collect();
-        let writes: Vec<(usize, &VersionWrite)> = batch
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| r.write.as_ref().map(|w| (i, w)))
-            .collect();
-        for group in transaction_groups(&writes, |(_, w)| w.version_bytes()) {
-            let applied = writer.apply(&group.iter().map(|&(_, w)| w).collect::<Vec<_>>());
-            for (&(i, _), outcome) in group.iter().zip(applied) {
-                failed[i] = outcome.err();
-            }
+        // A panic fails this batch's requests (their replies are dropped,
+        // so their writers hear of it), not every later one.
+        let handled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(&db, &writer, batch)));
+        if handled.is_err() {
+            tracing::error!("the commit thread panicked; the requests it held have failed");
         }
-        let flushed = super::sharing::read_counter(&writer.counters)
-            .map_err(|e| e.to_string())
-            .and_then(|assigned| db.flush().map(|_| assigned).map_err(|e| e.to_string()));
-        for (request, failure) in batch.into_iter().zip(failed) {
-            let answer = match failure {
-                Some(e) => Err(e),
-                None => flushed.clone().map_err(StoreError::Flush),
-            };
-            // A writer that gave up waiting is not an error.
-            let _ = request.reply.send(answer);
+    }
+}
+
+/// Applies the batch's version writes, flushes once, and answers every
+/// request.
+fn handle(db: &sled::Db, writer: &VersionWriter, batch: Vec<Request>) {
+    let mut failed: Vec<Option<StoreError>> = batch.iter().map(|_| None).collect();
+    let writes: Vec<(usize, &VersionWrite)> = batch
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.write.as_ref().map(|w| (i, w)))
+        .collect();
+    for group in transaction_groups(&writes, |(_, w)| w.version_bytes()) {
+        let applied = writer.apply(&group.iter().map(|&(_, w)| w).collect::<Vec<_>>());
+        for (&(i, _), outcome) in group.iter().zip(applied) {
+            failed[i] = outcome.err();
         }
+    }
+    // Read before the flush, so the flush covers every entry up to it.
+    // Unreadable, it claims nothing (0), and a later commit catches up.
+    let assigned = super::sharing::read_counter(&writer.counters).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "reading the outbox counter failed");
+        0
+    });
+    let flushed = db.flush().map(|_| assigned).map_err(|e| e.to_string());
+    for (request, failure) in batch.into_iter().zip(failed) {
+        let answer = match failure {
+            Some(e) => Err(e),
+            None => flushed.clone().map_err(StoreError::Flush),
+        };
+        // A writer that gave up waiting is not an error.
+        let _ = request.reply.send(answer);
     }
 }
 

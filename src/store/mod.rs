@@ -123,6 +123,8 @@ pub struct Store {
     /// Highest outbox sequence number known to be on disk; serving streams
     /// never send past it, so a peer never holds what a crash could undo.
     watermark: tokio::sync::watch::Sender<u64>,
+    /// Applies version writes; the commit thread has a copy.
+    writer: records::VersionWriter,
     committer: commit::GroupCommit,
 }
 
@@ -198,7 +200,8 @@ impl Store {
             collection_recordid: writer.collections.clone(),
             fingerprint_user: db.open_tree("fingerprint_user")?,
             username_fingerprint: db.open_tree("username_fingerprint")?,
-            committer: commit::GroupCommit::start(db.clone(), writer),
+            committer: commit::GroupCommit::start(db.clone(), writer.clone()),
+            writer,
             db,
         };
         store.remove_doomed()?;

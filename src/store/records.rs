@@ -159,7 +159,15 @@ impl Store {
         audit: Vec<crate::domain::audit::Draft>,
     ) -> Result<()> {
         let write = VersionWrite::new(v, expected_head, feed, audit);
-        let assigned = self.committer.write(write).await?;
+        let assigned = if v.record.attachments.is_empty() {
+            self.committer.write(write).await?
+        } else {
+            // A write that lists files takes the blob gate, which a sweep
+            // or a replica batch may hold for a while: it goes on its own
+            // here, so that the commit thread never waits for the gate.
+            self.writer.apply_one(&write)?;
+            self.committer.commit().await?
+        };
         self.audit_appended();
         self.watermark_reached(assigned);
         Ok(())
@@ -167,24 +175,6 @@ impl Store {
 
     /// [`write_version`](Self::write_version) for synchronous tests,
     /// without waiting for the write to be durable.
-    /// The trees a version write changes, as the commit thread has them.
-    #[cfg(test)]
-    fn version_writer(&self) -> VersionWriter {
-        VersionWriter {
-            heads: self.recordid_head.clone(),
-            versions: self.recordversion_signed.clone(),
-            collections: self.collection_recordid.clone(),
-            counters: self.counters.clone(),
-            outbox: self.peerseq_outbox.clone(),
-            refs: self.blobhash_ref.clone(),
-            blobs: self.blobhash_blob.clone(),
-            audit_entries: self.auditseq_entry.clone(),
-            audit_head: self.audit_head.clone(),
-            office: self.office.clone(),
-            blob_pins: self.blob_pins.clone(),
-        }
-    }
-
     #[cfg(test)]
     pub fn append_version(
         &self,
@@ -194,8 +184,7 @@ impl Store {
         audit: &[crate::domain::audit::Draft],
     ) -> Result<()> {
         let write = VersionWrite::new(v, expected_head, feed.to_vec(), audit.to_vec());
-        let outcome = self.version_writer().apply(&[&write]).pop();
-        outcome.expect("one outcome per write")?;
+        self.writer.apply_one(&write)?;
         self.audit_appended();
         Ok(())
     }
@@ -398,6 +387,7 @@ type Tx<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
 /// applies every waiting write in as few transactions as it can: sled
 /// writes out its log buffer for every transaction, so one transaction per
 /// write cost more than all of its inserts together.
+#[derive(Clone)]
 pub(super) struct VersionWriter {
     pub(super) heads: sled::Tree,
     pub(super) versions: sled::Tree,
@@ -412,12 +402,30 @@ pub(super) struct VersionWriter {
     pub(super) blob_pins: super::blobs::Pins,
 }
 
+/// The trees of one transaction, in the order `VersionWriter` lists them.
+type Trees = (
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+);
+
 impl VersionWriter {
     /// Applies `writes` as if one after another, each all or nothing: one
-    /// outcome per write, in order. A write that fails (its head moved, a
-    /// blob it lists is missing) leaves no trace, and the others are
-    /// applied without it.
+    /// outcome per write, in order. A write whose checks fail (its head
+    /// moved, a file it lists is missing) is skipped and leaves no trace;
+    /// the others are applied.
     pub(super) fn apply(&self, writes: &[&VersionWrite]) -> Vec<Result<()>> {
+        // References to blobs change only under the blob gate.
+        let _gate = writes
+            .iter()
+            .any(|w| !w.version.attachments.is_empty())
+            .then(|| super::blobs::gate(&self.blob_pins));
         let mut outcomes: Vec<Option<Result<()>>> = writes.iter().map(|_| None).collect();
         loop {
             let pending: Vec<usize> = (0..writes.len())
@@ -427,12 +435,13 @@ impl VersionWriter {
                 break;
             }
             match self.transaction(writes, &pending) {
-                Ok(()) => {
-                    for i in pending {
-                        outcomes[i] = Some(Ok(()));
+                Ok(skipped) => {
+                    for (i, skip) in pending.into_iter().zip(skipped) {
+                        outcomes[i] = Some(skip.map_or(Ok(()), Err));
                     }
                 }
-                // That write alone fails; the rest are tried again.
+                // An unexpected failure inside a write's changes: that
+                // write alone fails, and the rest are tried again.
                 Err(TransactionError::Abort((i, e))) => outcomes[i] = Some(Err(e)),
                 Err(TransactionError::Storage(e)) => {
                     for i in pending {
@@ -444,18 +453,23 @@ impl VersionWriter {
         outcomes.into_iter().flatten().collect()
     }
 
-    /// One transaction over the writes numbered `which`; aborts with the
-    /// number of the first write that fails.
+    /// [`apply`](Self::apply) for one write.
+    pub(super) fn apply_one(&self, write: &VersionWrite) -> Result<()> {
+        self.apply(&[write]).pop().unwrap_or_else(|| {
+            Err(StoreError::Inconsistent(
+                "a version write had no outcome".into(),
+            ))
+        })
+    }
+
+    /// One transaction over the writes numbered `which`. Returns, for each,
+    /// why it was skipped (`None`: applied); aborts with the number of a
+    /// write whose changes failed.
     fn transaction(
         &self,
         writes: &[&VersionWrite],
         which: &[usize],
-    ) -> std::result::Result<(), TransactionError<(usize, StoreError)>> {
-        // References to blobs change only under the blob gate.
-        let _gate = which
-            .iter()
-            .any(|&i| !writes[i].version.attachments.is_empty())
-            .then(|| super::blobs::gate(&self.blob_pins));
+    ) -> std::result::Result<Vec<Option<StoreError>>, TransactionError<(usize, StoreError)>> {
         (
             &self.heads,
             &self.versions,
@@ -468,8 +482,9 @@ impl VersionWriter {
             &self.audit_head,
         )
             .transaction(|trees| {
+                let mut skipped = Vec::with_capacity(which.len());
                 for &i in which {
-                    self.write_tx(trees, writes[i]).map_err(|e| match e {
+                    let tagged = |e| match e {
                         ConflictableTransactionError::Abort(e) => {
                             ConflictableTransactionError::Abort((i, e))
                         }
@@ -479,43 +494,64 @@ impl VersionWriter {
                         ConflictableTransactionError::Storage(e) => {
                             ConflictableTransactionError::Storage(e)
                         }
-                    })?;
+                    };
+                    match self.check_tx(trees, writes[i]).map_err(tagged)? {
+                        Ok(old) => {
+                            self.write_tx(trees, writes[i], old).map_err(tagged)?;
+                            skipped.push(None);
+                        }
+                        Err(why) => skipped.push(Some(why)),
+                    }
                 }
-                Ok(())
+                Ok(skipped)
             })
     }
 
-    #[allow(clippy::type_complexity)]
-    fn write_tx(
+    /// Everything that may refuse `w`, read before anything is written:
+    /// the head it expects, and the files it lists. Returns the current
+    /// head, or why `w` is refused.
+    fn check_tx(
         &self,
-        (heads, versions, collections, counters, outbox, refs, blobs, entries, audit_head): &(
-            TransactionalTree,
-            TransactionalTree,
-            TransactionalTree,
-            TransactionalTree,
-            TransactionalTree,
-            TransactionalTree,
-            TransactionalTree,
-            TransactionalTree,
-            TransactionalTree,
-        ),
+        (heads, _, _, _, _, _, blobs, _, _): &Trees,
         w: &VersionWrite,
-    ) -> Tx<()> {
+    ) -> Tx<std::result::Result<Option<Head>, StoreError>> {
         let id = &w.version.id;
-        let old =
-            match heads.get(id.as_str())? {
-                Some(b) => Some(encoding::decode_head(&b).map_err(|e| {
-                    ConflictableTransactionError::Abort(corrupt("recordid_head")(e))
-                })?),
-                None => None,
-            };
+        let old = match heads.get(id.as_str())? {
+            None => None,
+            Some(b) => match encoding::decode_head(&b) {
+                Ok(h) => Some(h),
+                Err(e) => return Ok(Err(corrupt("recordid_head")(e))),
+            },
+        };
         let actual = old.as_ref().map(|h| h.version);
         if actual != w.expected_head {
-            return Err(ConflictableTransactionError::Abort(StoreError::HeadMoved {
+            return Ok(Err(StoreError::HeadMoved {
                 expected: w.expected_head,
                 actual,
             }));
         }
+        for a in &w.version.attachments {
+            match super::blobs::read_meta_tx(blobs, &a.hash)? {
+                Some(m) if m.size == a.size => {}
+                _ => {
+                    return Ok(Err(StoreError::MissingBlob {
+                        hash: a.hash,
+                        file_name: a.file_name.clone(),
+                    }));
+                }
+            }
+        }
+        Ok(Ok(old))
+    }
+
+    /// The changes of a checked write; `old` is the head it replaces.
+    fn write_tx(
+        &self,
+        (heads, versions, collections, counters, outbox, refs, blobs, entries, audit_head): &Trees,
+        w: &VersionWrite,
+        old: Option<Head>,
+    ) -> Tx<()> {
+        let id = &w.version.id;
         // The index holds deleted records too: revoking a collection
         // must reach their tombstones at peers.
         if let Some(old) = &old {
@@ -627,7 +663,7 @@ mod tests {
 
         fn apply(&self, writes: &[VersionWrite]) -> Vec<Result<()>> {
             let refs: Vec<&VersionWrite> = writes.iter().collect();
-            self.store.version_writer().apply(&refs)
+            self.store.writer.apply(&refs)
         }
 
         fn audit_entries(&self) -> u64 {
