@@ -228,9 +228,17 @@ impl replication_server::Replication for RawStream {
     }
 }
 
-async fn grpc_stream(pki: &Pki, n: usize) -> Res<f64> {
+/// A loopback listener that accepts mTLS connections as a node does, for a
+/// raw tonic server; returns its port and its stream of connections.
+async fn mtls_listener(
+    pki: &Pki,
+    max_connections: usize,
+) -> Res<(
+    u16,
+    tokio_stream::wrappers::ReceiverStream<Result<transport::TlsConn, std::io::Error>>,
+)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
+    let port = listener.local_addr()?.port();
     let (incoming, _accept) = transport::incoming(
         listener,
         pki.server.clone(),
@@ -238,9 +246,14 @@ async fn grpc_stream(pki: &Pki, n: usize) -> Res<f64> {
         Arc::new(|_, _| Box::pin(async {})),
         transport::AcceptOptions {
             handshake_timeout: Duration::from_secs(5),
-            max_connections: 8,
+            max_connections,
         },
     );
+    Ok((port, incoming))
+}
+
+async fn grpc_stream(pki: &Pki, n: usize) -> Res<f64> {
+    let (port, incoming) = mtls_listener(pki, 8).await?;
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(replication_server::ReplicationServer::new(RawStream { n }))
@@ -249,7 +262,7 @@ async fn grpc_stream(pki: &Pki, n: usize) -> Res<f64> {
     let ch = transport::connect(
         &NodeAddr {
             host: "127.0.0.1".into(),
-            port: addr.port(),
+            port,
         },
         pki.client.clone(),
     )
@@ -335,18 +348,7 @@ impl records_server::Records for NoopRecords {
 /// `n` in all from `clients` connections: (calls/s for 1 client, for
 /// `clients`).
 async fn grpc_unary(pki: &Pki, n_1: usize, n: usize, clients: usize) -> Res<(f64, f64)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (incoming, _accept) = transport::incoming(
-        listener,
-        pki.server.clone(),
-        pki.trust.clone(),
-        Arc::new(|_, _| Box::pin(async {})),
-        transport::AcceptOptions {
-            handshake_timeout: Duration::from_secs(5),
-            max_connections: clients + 1,
-        },
-    );
+    let (port, incoming) = mtls_listener(pki, clients + 1).await?;
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(records_server::RecordsServer::new(NoopRecords))
@@ -354,7 +356,7 @@ async fn grpc_unary(pki: &Pki, n_1: usize, n: usize, clients: usize) -> Res<(f64
     );
     let node = NodeAddr {
         host: "127.0.0.1".into(),
-        port: addr.port(),
+        port,
     };
     let connect = async |count: usize| -> Res<Vec<RecordsClient<Channel>>> {
         let mut v = Vec::with_capacity(count);

@@ -330,7 +330,7 @@ impl<F: Fn(&Entry) -> bool> Read for AuditScan<'_, F> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use bytes::Bytes;
 
     use super::*;
@@ -360,7 +360,8 @@ mod tests {
         .unwrap()
     }
 
-    fn signed(
+    /// A version of `id` signed by `ca`, with a small fixed body.
+    pub(crate) fn signed(
         ca: &OfficeCa,
         id: &RecordId,
         version: u64,

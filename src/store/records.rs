@@ -576,12 +576,10 @@ impl VersionWriter {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-
     use super::*;
     use crate::domain::audit::{Actor, Draft, Outcome, Target};
-    use crate::domain::{Attachment, BlobHash, RecordVersion, UserName};
-    use crate::identity::{OfficeCa, OfficeSigner};
+    use crate::domain::{Attachment, BlobHash, UserName};
+    use crate::identity::OfficeCa;
     use crate::store::StoreOptions;
 
     struct Fixture {
@@ -624,23 +622,7 @@ mod tests {
             version: u64,
             attachments: Vec<Attachment>,
         ) -> SignedVersion {
-            OfficeSigner::new(&self.ca)
-                .sign(RecordVersion {
-                    id: id.clone(),
-                    version,
-                    origin: self.office.clone(),
-                    collection: "case-1".into(),
-                    kind: "report".into(),
-                    title: format!("v{version}"),
-                    content_type: "text/plain".into(),
-                    labels: Default::default(),
-                    body: Bytes::from_static(b"body"),
-                    created_at_ms: 1,
-                    updated_at_ms: version,
-                    deleted: false,
-                    attachments,
-                })
-                .unwrap()
+            crate::service::export::tests::signed(&self.ca, id, version, "case-1", attachments)
         }
 
         /// A write of `v` after `expected`, with one feed entry for the
