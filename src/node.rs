@@ -194,7 +194,7 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
     ));
     let transfers = Arc::new(Transfers::default());
     let records_api = RecordsServer::new(RecordsApi {
-        service: records,
+        service: records.clone(),
         blobs: blobs.clone(),
     })
     .max_decoding_message_size(max_request)
@@ -282,6 +282,8 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
                 let _ = stop.wait_for(|s| *s).await;
             })
             .await;
+        // Writes whose callers went away still run to their end.
+        records.join_writes().await;
         replicator.stop_all().await;
         replicator.context().join_feeds().await;
         blobs.join_streams().await;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tracing::Instrument;
 
 use crate::domain::audit::Target;
 use crate::domain::{Draft, Limits, OfficeId, RecordId, RecordVersion, SignedVersion, now_ms};
@@ -22,8 +23,9 @@ pub const DEFAULT_PAGE_SIZE: usize = 100;
 /// ([`RecordService::turn`]), so this is a safeguard, not the normal path.
 const MAX_RETRIES: usize = 16;
 
-/// Locks that writers of records take turns on, by a hash of the id.
-const TURNS: usize = 64;
+/// Locks that writers of records take turns on, by a hash of the id
+/// (writers of two records that share one take turns too).
+const TURNS: usize = 1024;
 
 /// A write: a new record (`id: None`) or a new version of one.
 #[derive(Debug, Clone)]
@@ -48,19 +50,17 @@ pub struct RecordService {
     limits: Limits,
     sharing: Arc<Sharing>,
     turns: Vec<tokio::sync::Mutex<()>>,
+    /// How many writes are running; shutdown waits for none.
+    writing: tokio::sync::watch::Sender<usize>,
 }
 
-/// Runs a write to its end even if the caller goes away (a cancelled call,
-/// a deadline): the write holds the write gate until its version is
-/// applied, so that a grant change never runs between the two.
-async fn to_completion<T: Send + 'static>(
-    write: impl Future<Output = Result<T>> + Send + 'static,
-) -> Result<T> {
-    tokio::spawn(write).await.map_err(|e| {
-        Error::Store(StoreError::Inconsistent(format!(
-            "the write's task failed: {e}"
-        )))
-    })?
+/// Counts one running write while it lives.
+struct Writing(tokio::sync::watch::Sender<usize>);
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl RecordService {
@@ -78,7 +78,38 @@ impl RecordService {
             limits,
             sharing,
             turns: (0..TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            writing: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Runs a write to its end even if the caller goes away (a cancelled
+    /// call, a deadline): the write holds the write gate until its version
+    /// is applied, so that a grant change never runs between the two.
+    /// [`join_writes`](Self::join_writes) waits for such writes.
+    async fn to_completion<T: Send + 'static>(
+        &self,
+        write: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        self.writing.send_modify(|n| *n += 1);
+        let counted = Writing(self.writing.clone());
+        let task = tokio::spawn(
+            async move {
+                let _counted = counted;
+                write.await
+            }
+            .in_current_span(),
+        );
+        task.await.map_err(|e| {
+            Error::Store(StoreError::Inconsistent(format!(
+                "the write's task failed: {e}"
+            )))
+        })?
+    }
+
+    /// Waits until no write is running (at shutdown, once no call can
+    /// start one).
+    pub async fn join_writes(&self) {
+        let _ = self.writing.subscribe().wait_for(|n| *n == 0).await;
     }
 
     /// The lock that writers of `id` take turns on, taken after the write
@@ -106,7 +137,8 @@ impl RecordService {
     /// Writes a new version; durable when this returns.
     pub async fn put(self: &Arc<Self>, cmd: PutCommand, call: Arc<Call>) -> Result<SignedVersion> {
         let this = self.clone();
-        to_completion(async move { this.write_put(cmd, &call).await }).await
+        self.to_completion(async move { this.write_put(cmd, &call).await })
+            .await
     }
 
     async fn write_put(&self, cmd: PutCommand, call: &Call) -> Result<SignedVersion> {
@@ -249,7 +281,8 @@ impl RecordService {
         call: Arc<Call>,
     ) -> Result<SignedVersion> {
         let this = self.clone();
-        to_completion(async move { this.write_delete(&id, expected_version, &call).await }).await
+        self.to_completion(async move { this.write_delete(&id, expected_version, &call).await })
+            .await
     }
 
     async fn write_delete(

@@ -71,9 +71,12 @@ impl GroupCommit {
             .ok_or_else(|| StoreError::Flush("the store is closing".into()))?
             .send(Request { write, reply })
             .map_err(|_| StoreError::Flush("the commit thread has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Flush("the commit thread has stopped".into()))?
+        answer.await.map_err(|_| {
+            StoreError::Flush(
+                "the commit thread failed on this request; its write may or may not be applied"
+                    .into(),
+            )
+        })?
     }
 }
 
@@ -86,7 +89,9 @@ fn run(db: sled::Db, writer: VersionWriter, rx: mpsc::Receiver<Request>) {
         let handled =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(&db, &writer, batch)));
         if handled.is_err() {
-            tracing::error!("the commit thread panicked; the requests it held have failed");
+            tracing::error!(
+                "the commit thread panicked; the requests it held failed, their writes may or may not be applied"
+            );
         }
     }
 }

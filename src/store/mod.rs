@@ -4,7 +4,8 @@
 //! ([`encoding`]), multi-tree transactions for every change that touches
 //! more than one tree, and group commit ([`commit`]): a write is durable when
 //! [`Store::commit`] returns, and many concurrent writers share one fsync
-//! (and version writes one transaction as well, [`Store::write_version`]).
+//! (and version writes that list no files one transaction as well,
+//! [`Store::write_version`]).
 
 pub mod audit;
 pub mod blobs;

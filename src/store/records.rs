@@ -149,8 +149,8 @@ impl Store {
     /// Appends `v` after the head `expected_head` (`None`: a new record)
     /// with its feed entries and audit entries, in one transaction, and
     /// waits until it is durable. Concurrent writes share one transaction
-    /// and one flush ([`commit`](super::commit)); each still succeeds or
-    /// fails on its own.
+    /// (those that list files only the flush) and one flush
+    /// ([`commit`](super::commit)); each still succeeds or fails on its own.
     pub async fn write_version(
         &self,
         v: &SignedVersion,
@@ -163,9 +163,13 @@ impl Store {
             self.committer.write(write).await?
         } else {
             // A write that lists files takes the blob gate, which a sweep
-            // or a replica batch may hold for a while: it goes on its own
-            // here, so that the commit thread never waits for the gate.
-            self.writer.apply_one(&write)?;
+            // or a replica batch may hold for a while: it goes on its own,
+            // off the async workers, so that neither they nor the commit
+            // thread wait for the gate.
+            let writer = self.writer.clone();
+            tokio::task::spawn_blocking(move || writer.apply_one(&write))
+                .await
+                .map_err(|e| StoreError::Inconsistent(format!("a write's task failed: {e}")))??;
             self.committer.commit().await?
         };
         self.audit_appended();
@@ -384,7 +388,8 @@ impl VersionWrite {
 type Tx<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
 
 /// The trees a version write changes. The commit thread holds one and
-/// applies every waiting write in as few transactions as it can: sled
+/// applies every waiting write in as few transactions as it can (the store
+/// holds another, for writes that list files): sled
 /// writes out its log buffer for every transaction, so one transaction per
 /// write cost more than all of its inserts together.
 #[derive(Clone)]
@@ -678,7 +683,7 @@ mod tests {
             f.write(&a2, Some(1)),
             // Expects b at version 4; b does not exist yet.
             f.write(&b1, Some(4)),
-            // Fails after it has changed the collection index.
+            // Lists a file this node does not hold.
             f.write(&c1_missing_blob, None),
             f.write(&b1, None),
         ]);

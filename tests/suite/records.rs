@@ -452,7 +452,7 @@ async fn every_version_verifies_against_the_office_ca() {
 
 /// Writers to one record share transactions with other writers but take
 /// turns on the record: a hundred at once all succeed, each with its own
-/// version, and concurrent deletes leave exactly one tombstone.
+/// version, and concurrent deletes of a record leave exactly one tombstone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_to_one_record_each_get_a_distinct_version() {
     const WRITERS: u64 = 100;
@@ -476,36 +476,56 @@ async fn concurrent_writers_to_one_record_each_get_a_distinct_version() {
     versions.sort();
     assert_eq!(versions, (2..=WRITERS + 1).collect::<Vec<_>>());
 
-    let mut deletes = Vec::new();
-    for _ in 0..8 {
-        let mut c = c.clone();
-        let id = id.clone();
-        deletes.push(tokio::spawn(async move {
-            c.delete(pb::DeleteRequest {
-                id,
-                expected_version: None,
-            })
-            .await
-        }));
-    }
-    let mut deleted = 0;
-    for d in deletes {
-        match d.await.unwrap() {
-            Ok(r) => {
-                assert_eq!(r.into_inner().version, WRITERS + 2);
-                deleted += 1;
-            }
-            Err(s) => assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}"),
-        }
-    }
-    assert_eq!(deleted, 1, "exactly one delete writes the tombstone");
     let history = c
-        .history(pb::HistoryRequest { id })
+        .history(pb::HistoryRequest { id: id.clone() })
         .await
         .unwrap()
         .into_inner()
         .versions;
-    assert_eq!(history.len() as u64, WRITERS + 2);
-    assert_eq!(history.iter().filter(|v| v.deleted).count(), 1);
+    assert_eq!(history.len() as u64, WRITERS + 1);
+
+    // Eight deletes of one record at once, ten times over: each time
+    // exactly one writes the tombstone.
+    for round in 0..10 {
+        let id = c
+            .put(put("c", &format!("doomed {round}"), b"x"))
+            .await
+            .unwrap()
+            .into_inner()
+            .id;
+        let mut deletes = Vec::new();
+        for _ in 0..8 {
+            let mut c = c.clone();
+            let id = id.clone();
+            deletes.push(tokio::spawn(async move {
+                c.delete(pb::DeleteRequest {
+                    id,
+                    expected_version: None,
+                })
+                .await
+            }));
+        }
+        let mut deleted = 0;
+        for d in deletes {
+            match d.await.unwrap() {
+                Ok(r) => {
+                    assert_eq!(r.into_inner().version, 2);
+                    deleted += 1;
+                }
+                Err(s) => assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}"),
+            }
+        }
+        assert_eq!(
+            deleted, 1,
+            "round {round}: exactly one delete writes the tombstone"
+        );
+        let history = c
+            .history(pb::HistoryRequest { id })
+            .await
+            .unwrap()
+            .into_inner()
+            .versions;
+        assert_eq!(history.len(), 2, "round {round}");
+    }
     cluster.stop_all().await;
 }
