@@ -716,23 +716,33 @@ impl Store {
     }
 }
 
-/// Inside a local write's transaction: checks that this node holds every
-/// attachment (at the size listed), and records that the version lists them.
-pub(super) fn add_local_refs_tx(
-    refs: &TransactionalTree,
+/// Inside a local write's transaction: the first attachment this node does
+/// not hold (at the size listed), if any.
+pub(super) fn missing_local_blob_tx(
     blobs: &TransactionalTree,
     v: &crate::domain::RecordVersion,
-) -> Tx<()> {
+) -> Tx<Option<StoreError>> {
     for a in &v.attachments {
         match read_meta_tx(blobs, &a.hash)? {
             Some(m) if m.size == a.size => {}
             _ => {
-                return Err(abort(StoreError::MissingBlob {
+                return Ok(Some(StoreError::MissingBlob {
                     hash: a.hash,
                     file_name: a.file_name.clone(),
                 }));
             }
         }
+    }
+    Ok(None)
+}
+
+/// Inside a local write's transaction, once [`missing_local_blob_tx`] found
+/// nothing: records that the version lists its attachments.
+pub(super) fn add_local_refs_tx(
+    refs: &TransactionalTree,
+    v: &crate::domain::RecordVersion,
+) -> Tx<()> {
+    for a in &v.attachments {
         refs.insert(ref_key(&a.hash, &v.id, v.version), &[])?;
     }
     Ok(())

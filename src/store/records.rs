@@ -535,24 +535,16 @@ impl VersionWriter {
                 actual,
             }));
         }
-        for a in &w.version.attachments {
-            match super::blobs::read_meta_tx(blobs, &a.hash)? {
-                Some(m) if m.size == a.size => {}
-                _ => {
-                    return Ok(Err(StoreError::MissingBlob {
-                        hash: a.hash,
-                        file_name: a.file_name.clone(),
-                    }));
-                }
-            }
+        match super::blobs::missing_local_blob_tx(blobs, &w.version)? {
+            Some(missing) => Ok(Err(missing)),
+            None => Ok(Ok(old)),
         }
-        Ok(Ok(old))
     }
 
     /// The changes of a checked write; `old` is the head it replaces.
     fn write_tx(
         &self,
-        (heads, versions, collections, counters, outbox, refs, blobs, entries, audit_head): &Trees,
+        (heads, versions, collections, counters, outbox, refs, _, entries, audit_head): &Trees,
         w: &VersionWrite,
         old: Option<Head>,
     ) -> Tx<()> {
@@ -563,7 +555,7 @@ impl VersionWriter {
             collections.remove(collection_key(&old.collection, id))?;
         }
         collections.insert(collection_key(&w.head.collection, id), &[])?;
-        super::blobs::add_local_refs_tx(refs, blobs, &w.version)?;
+        super::blobs::add_local_refs_tx(refs, &w.version)?;
         let replaced = versions.insert(version_key(id, w.version.version), w.value.as_slice())?;
         heads.insert(id.as_str(), w.head_bytes.as_slice())?;
         add_counts_tx(
