@@ -2,7 +2,7 @@
 //! `record put`, `record get --json`, durability across `kill -9`, and
 //! attached files (`record put --attach`, `blob get`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -44,6 +44,23 @@ impl Drop for Server {
     }
 }
 
+/// `casemesh init` of phila-da in `tmp/office`, listening on a free
+/// loopback port: (data directory, listen address, what init printed).
+fn init_office(tmp: &tempfile::TempDir) -> (PathBuf, String, String) {
+    let data = tmp.path().join("office");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let out = ok(&[
+        "init",
+        "--office",
+        "phila-da",
+        "--data",
+        data.to_str().unwrap(),
+        "--listen",
+        &listen,
+    ]);
+    (data, listen, out)
+}
+
 async fn serve(data: &Path) -> Server {
     let child = Command::new(BIN)
         .args(["serve", "--data", data.to_str().unwrap()])
@@ -67,12 +84,8 @@ async fn serve(data: &Path) -> Server {
 #[tokio::test]
 async fn init_serve_put_and_get_through_the_binary() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("office");
+    let (data, listen, out) = init_office(&tmp);
     let d = data.to_str().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let out = ok(&[
-        "init", "--office", "phila-da", "--data", d, "--listen", &listen,
-    ]);
     assert!(out.contains("office fingerprint: sha256:"), "{out}");
     let fp = ok(&["fingerprint", "--data", d]);
     assert!(
@@ -212,12 +225,8 @@ async fn init_serve_put_and_get_through_the_binary() {
 #[tokio::test]
 async fn an_acknowledged_put_survives_kill_9() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("office");
+    let (data, _, _) = init_office(&tmp);
     let d = data.to_str().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    ok(&[
-        "init", "--office", "phila-da", "--data", d, "--listen", &listen,
-    ]);
     let mut ids = Vec::new();
     {
         let mut server = serve(&data).await;
@@ -256,12 +265,8 @@ async fn an_acknowledged_put_survives_kill_9() {
 #[tokio::test]
 async fn an_attached_file_downloads_whole_and_resumes_from_a_part_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("office");
+    let (data, _, _) = init_office(&tmp);
     let d = data.to_str().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    ok(&[
-        "init", "--office", "phila-da", "--data", d, "--listen", &listen,
-    ]);
     let _server = serve(&data).await;
 
     // A little over 3 MiB that never repeats (BLAKE3's extendable output),
@@ -386,12 +391,8 @@ async fn an_attached_file_downloads_whole_and_resumes_from_a_part_file() {
 #[tokio::test]
 async fn audit_export_and_verify_bundle_through_the_binary() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("office");
+    let (data, _, _) = init_office(&tmp);
     let d = data.to_str().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    ok(&[
-        "init", "--office", "phila-da", "--data", d, "--listen", &listen,
-    ]);
     let _server = serve(&data).await;
     let id = ok(&[
         "record",
