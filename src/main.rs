@@ -17,7 +17,7 @@ fn init_tracing(cli: &Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match cli.log_format {
+    match cli.log_format() {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
     }

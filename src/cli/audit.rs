@@ -25,10 +25,13 @@ pub enum AuditCommand {
         /// (user, peer, node, unauthenticated).
         #[arg(long)]
         actor: Option<String>,
+        /// Only entries that concern this record.
         #[arg(long)]
         record: Option<String>,
+        /// Only entries that concern this collection.
         #[arg(long)]
         collection: Option<String>,
+        /// Only entries that concern this peer office.
         #[arg(long)]
         peer: Option<String>,
         /// e.g. Records.Put, Records.Get, replica.applied.
@@ -37,6 +40,7 @@ pub enum AuditCommand {
         /// Most entries to print.
         #[arg(long, default_value_t = 1000)]
         limit: usize,
+        /// Print JSON instead of text (shapes: README, "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -51,6 +55,7 @@ pub enum AuditCommand {
     /// Check the heads this node witnessed from a peer against that peer's
     /// log now. Exits non-zero on a conflict.
     Witness {
+        /// The peer office whose log to check.
         #[arg(long)]
         peer: String,
         #[command(flatten)]

@@ -18,12 +18,13 @@ use crate::identity::tls::{PemIdentity, client_config};
 const MAX_MESSAGE: usize = 80 * 1024 * 1024;
 
 #[derive(Debug, Clone, Args, Default)]
+#[command(next_help_heading = "Which node, as whom")]
 pub struct ClientOpts {
     /// Use this office's data directory: its admin certificate and address.
     #[arg(long, conflicts_with_all = ["endpoint", "cert", "key", "ca"])]
     pub data: Option<PathBuf>,
-    /// Node address, https://HOST:PORT.
-    #[arg(long, requires_all = ["cert", "key", "ca"])]
+    /// The node to talk to, https://HOST:PORT (with --cert, --key and --ca).
+    #[arg(long, value_name = "URL", requires_all = ["cert", "key", "ca"])]
     pub endpoint: Option<String>,
     /// Your certificate (PEM).
     #[arg(long)]

@@ -26,16 +26,27 @@ pub use client::ClientOpts;
     about = "Federated, signed case-record sync between prosecutors' offices"
 )]
 pub struct Cli {
-    /// Log format of `serve` and `demo`.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
-    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
 
+impl Cli {
+    /// How the node's log is written: set for `serve` and `demo`, the
+    /// commands that log; others log warnings as text.
+    pub fn log_format(&self) -> LogFormat {
+        match &self.command {
+            Command::Serve(a) => a.log_format,
+            Command::Demo { log_format, .. } => *log_format,
+            _ => LogFormat::Human,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    /// One line per event, for people (coloured only on a terminal).
     Human,
+    /// One JSON object per line, for log shippers.
     Json,
 }
 
@@ -71,6 +82,7 @@ pub enum Command {
     Audit(audit::AuditCommand),
     /// Write a case bundle of one collection for court (admin only).
     Export {
+        /// The collection (case number) to export.
         #[arg(long)]
         collection: String,
         /// The bundle file to write (must not exist).
@@ -81,6 +93,7 @@ pub enum Command {
     },
     /// Check a case bundle offline and print what it holds.
     VerifyBundle {
+        /// The bundle file (.tar) that `casemesh export` wrote.
         file: PathBuf,
         /// An office CA fingerprint (sha256:…) you trust (repeatable); every
         /// office certificate in the bundle must then be one of them.
@@ -91,7 +104,7 @@ pub enum Command {
     Status {
         #[command(flatten)]
         client: ClientOpts,
-        /// Print JSON instead of a table.
+        /// Print JSON instead of text (shapes: README, "JSON output").
         #[arg(long)]
         json: bool,
     },
@@ -100,6 +113,9 @@ pub enum Command {
         /// Leave the nodes running and print how to reach them.
         #[arg(long)]
         keep: bool,
+        /// How the nodes' log is written.
+        #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+        log_format: LogFormat,
     },
 }
 
@@ -128,6 +144,9 @@ pub struct ServeArgs {
     /// Listen here instead of the address in casemesh.toml.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// How the node's log is written (to stderr).
+    #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
 }
 
 /// Runs a parsed command line.
@@ -149,7 +168,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         } => audit::export(collection, out, client).await,
         Command::VerifyBundle { file, trust } => audit::verify_bundle(file, trust),
         Command::Status { client, json } => users::status(client, json).await,
-        Command::Demo { keep } => demo::run(keep).await,
+        Command::Demo { keep, .. } => demo::run(keep).await,
     }
 }
 
@@ -220,4 +239,57 @@ fn fingerprint(data: PathBuf) -> Result<()> {
     let first = certs.first().context("no certificate in office-ca.pem")?;
     println!("{}", crate::identity::Fingerprint::of(first));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// clap's own consistency check: clashing names, bad defaults, broken
+    /// `requires`/`conflicts_with` references. It runs only in debug builds
+    /// and only for the command line parsed, so a clash in a subcommand
+    /// nobody ran in a test would reach a user.
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn every_command(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        out.push((path.clone(), cmd.clone()));
+        for sub in cmd.get_subcommands() {
+            every_command(sub, format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_command_and_argument_has_help() {
+        let mut commands = Vec::new();
+        every_command(&Cli::command(), "casemesh".into(), &mut commands);
+        let mut missing = Vec::new();
+        for (path, cmd) in &commands {
+            if path != "casemesh" && cmd.get_about().is_none() {
+                missing.push(path.clone());
+            }
+            for arg in cmd.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
+
+    #[test]
+    fn log_format_is_offered_only_where_something_logs() {
+        let mut commands = Vec::new();
+        every_command(&Cli::command(), "casemesh".into(), &mut commands);
+        let with: Vec<_> = commands
+            .iter()
+            .filter(|(_, c)| c.get_arguments().any(|a| a.get_id() == "log_format"))
+            .map(|(p, _)| p.as_str())
+            .collect();
+        assert_eq!(with, ["casemesh serve", "casemesh demo"]);
+    }
 }

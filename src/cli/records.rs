@@ -17,9 +17,12 @@ pub enum RecordCommand {
     Put(PutArgs),
     /// Show a record (latest version, or --version N).
     Get {
+        /// The record's id (OFFICE:32 hex digits), as `record put` printed it.
         id: String,
+        /// Show this version instead of the latest.
         #[arg(long)]
         version: Option<u64>,
+        /// Print JSON instead of text (shapes: README, "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -27,6 +30,7 @@ pub enum RecordCommand {
     },
     /// List records, following page tokens.
     List {
+        /// Only records of this collection (case number).
         #[arg(long)]
         collection: Option<String>,
         /// Only records whose origin is this office.
@@ -35,6 +39,7 @@ pub enum RecordCommand {
         /// Stop after this many records.
         #[arg(long)]
         limit: Option<usize>,
+        /// Print JSON instead of text (shapes: README, "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -42,7 +47,9 @@ pub enum RecordCommand {
     },
     /// Show every version of a record, oldest first.
     History {
+        /// The record's id.
         id: String,
+        /// Print JSON instead of text (shapes: README, "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -50,7 +57,9 @@ pub enum RecordCommand {
     },
     /// Delete a record (writes a signed tombstone; the history stays).
     Delete {
+        /// The record's id.
         id: String,
+        /// Fail unless the record's latest version is this one.
         #[arg(long)]
         expected_version: Option<u64>,
         #[command(flatten)]
@@ -66,10 +75,13 @@ pub struct PutArgs {
     /// Fail unless the record's latest version is this one.
     #[arg(long)]
     pub expected_version: Option<u64>,
+    /// The collection (case number) the record belongs to, e.g. 2026-0042.
     #[arg(long)]
     pub collection: String,
+    /// What the record is, e.g. incident-report, witness-statement, evidence.
     #[arg(long)]
     pub kind: String,
+    /// A one-line title.
     #[arg(long)]
     pub title: String,
     /// Body text.

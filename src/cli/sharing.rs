@@ -16,11 +16,12 @@ use crate::identity::Fingerprint;
 pub enum PeerCommand {
     /// Pin a peer office (prints the fingerprint it pinned).
     Add {
+        /// The peer's office id, e.g. nyc-da.
         #[arg(long)]
         office: String,
-        /// Its node, https://HOST:PORT.
-        #[arg(long)]
-        endpoint: String,
+        /// The peer's node, https://HOST:PORT (as its admin gave it to you).
+        #[arg(long, value_name = "URL")]
+        peer_endpoint: String,
         /// Its office CA certificate (the office-ca.pem it sent you).
         #[arg(long)]
         ca_cert: PathBuf,
@@ -32,6 +33,7 @@ pub enum PeerCommand {
     },
     /// List pinned peers with replication status.
     List {
+        /// Print JSON instead of text (shapes: README, "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -39,6 +41,7 @@ pub enum PeerCommand {
     },
     /// Unpin a peer: both directions stop at once.
     Remove {
+        /// The peer's office id.
         office: String,
         /// Also delete every record held here from that office.
         #[arg(long)]
@@ -52,10 +55,14 @@ pub enum PeerCommand {
 pub enum ShareCommand {
     /// Grant a peer a collection or a record (prints the grant id alone).
     Grant {
+        /// The peer office that receives it.
         #[arg(long)]
         peer: String,
+        /// A collection (case number): every record of this office in it,
+        /// including records added later.
         #[arg(long, conflicts_with = "record", required_unless_present = "record")]
         collection: Option<String>,
+        /// One record, by id.
         #[arg(long)]
         record: Option<String>,
         /// Ends at this time (RFC 3339, e.g. 2026-12-31T23:59:59Z).
@@ -69,14 +76,17 @@ pub enum ShareCommand {
     },
     /// Revoke a grant; the peer deletes what it no longer may hold.
     Revoke {
+        /// The grant's id (g-…), as `share grant` or `share list` shows it.
         grant_id: String,
         #[command(flatten)]
         client: ClientOpts,
     },
     /// List grants and, for ended ones, whether the peer confirmed its purge.
     List {
+        /// Only grants to this peer office.
         #[arg(long)]
         peer: Option<String>,
+        /// Print JSON instead of text (shapes: README, "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -217,7 +227,7 @@ pub async fn run_peer(cmd: PeerCommand) -> Result<()> {
     match cmd {
         PeerCommand::Add {
             office,
-            endpoint,
+            peer_endpoint: endpoint,
             ca_cert,
             fingerprint,
             client,

@@ -17,6 +17,7 @@ pub enum UserCommand {
     /// Issue a certificate for a new user. The key is made here and never
     /// sent to the node.
     Issue {
+        /// The user's name: lower-case letters, digits, '.', '_' and '-'.
         #[arg(long)]
         name: String,
         /// admin or staff.
@@ -30,6 +31,7 @@ pub enum UserCommand {
     },
     /// Revoke a user's certificate; the node refuses it from now on.
     Revoke {
+        /// The user's name.
         #[arg(long)]
         name: String,
         #[command(flatten)]
@@ -37,6 +39,7 @@ pub enum UserCommand {
     },
     /// List issued and revoked users.
     List {
+        /// Print JSON instead of text (shapes: README, "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]
