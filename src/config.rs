@@ -11,13 +11,15 @@ use crate::domain::{Limits, OfficeId};
 /// Why the configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("{} does not exist: is {} the data directory you gave `casemesh init`?", path.display(), dir.display())]
+    Missing { path: PathBuf, dir: PathBuf },
+    #[error("cannot read {}: {source}", path.display())]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is not valid: {message}")]
+    #[error("{} is not valid: {message}", path.display())]
     Invalid { path: PathBuf, message: String },
 }
 
@@ -132,9 +134,19 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                let dir = path.parent().unwrap_or(Path::new(".")).to_owned();
+                ConfigError::Missing {
+                    path: path.to_owned(),
+                    dir,
+                }
+            } else {
+                ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
         })?;
         Self::parse(&text).map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),

@@ -1,5 +1,5 @@
 //! The `casemesh` binary: parse the command line, set up logging, run, and
-//! turn the outcome into an exit code (0 ok, 1 failed, 2 usage).
+//! turn the outcome into one line and an exit code (`cli::errors`).
 
 use casemesh::cli::{Cli, Command, LogFormat};
 use clap::Parser;
@@ -14,21 +14,15 @@ fn init_tracing(cli: &Cli) {
         _ => "warn",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Colour only where a person reads it: not in files or the journal.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match cli.log_format() {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
-}
-
-/// Describes an error for a person: gRPC statuses by their code.
-fn describe(e: &anyhow::Error) -> String {
-    if let Some(s) = e.downcast_ref::<tonic::Status>() {
-        return format!("{:?}: {}", s.code(), s.message());
-    }
-    format!("{e:#}")
 }
 
 fn main() -> std::process::ExitCode {
@@ -59,8 +53,9 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(casemesh::cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", describe(&e));
-            std::process::ExitCode::FAILURE
+            let (text, code) = casemesh::cli::errors::report(&e);
+            eprintln!("error: {text}");
+            std::process::ExitCode::from(code as u8)
         }
     }
 }

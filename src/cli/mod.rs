@@ -6,6 +6,7 @@ mod audit;
 mod blobs;
 mod client;
 mod demo;
+pub mod errors;
 mod output;
 mod records;
 mod sharing;
@@ -14,7 +15,7 @@ mod users;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use client::ClientOpts;
@@ -201,9 +202,13 @@ async fn serve(a: ServeArgs) -> Result<()> {
     let paths = crate::config::Paths::new(&a.data);
     let config = crate::config::Config::load(&paths.config())?;
     let listen = a.listen.unwrap_or(config.listen);
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
+            "cannot listen on {listen}: the address is in use (is a node already running on this data directory, or another program on that port?)"
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot listen on {listen}")),
+    };
     let node = crate::node::start(&a.data, listener).await?;
     println!(
         "casemesh node for office {} listening on {}",

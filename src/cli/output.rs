@@ -8,13 +8,13 @@ use serde_json::{Value, json};
 
 use crate::grpc::pb;
 
-/// Milliseconds since the epoch as RFC 3339 (UTC, milliseconds).
+/// A time for a table: RFC 3339 (UTC, milliseconds), `-` for none (0),
+/// and any other value without panicking (`domain::time`).
 pub fn time(ms: u64) -> String {
     if ms == 0 {
         return "-".into();
     }
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-    humantime::format_rfc3339_millis(t).to_string()
+    crate::domain::format_time(ms)
 }
 
 /// Prints rows under a header, columns padded to their widest cell.

@@ -195,11 +195,7 @@ pub struct Entry {
     pub prev: [u8; 32],
 }
 
-/// A time for people and reports: RFC 3339, UTC, milliseconds.
-pub fn format_time(ms: u64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-    humantime::format_rfc3339_millis(t).to_string()
-}
+pub use super::time::format_time;
 
 /// Shortens free text to [`MAX_FIELD`] bytes on a character boundary.
 pub fn clip(s: &str) -> String {

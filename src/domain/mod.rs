@@ -12,20 +12,14 @@ pub mod limits;
 pub mod record;
 pub mod role;
 pub mod sharing;
+pub mod time;
 
 pub use blob::{Attachment, BlobHash};
 pub use ids::{IdError, OfficeId, RecordId, UserName};
 pub use limits::{LimitError, Limits};
 pub use record::{Draft, RecordVersion, SignedVersion};
 pub use role::Role;
-
-/// Milliseconds since the Unix epoch, UTC.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use time::{MAX_TIME_MS, format_time, now_ms};
 
 /// Fills `buf` from the operating system's secure random source.
 pub fn random_bytes(buf: &mut [u8]) {

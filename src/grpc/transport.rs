@@ -4,7 +4,9 @@
 //! to small messages), bounds concurrent connections, completes the TLS 1.3
 //! handshake with a deadline, and yields connections that carry the client's
 //! verified certificate ([`ConnInfo`]). Client: a connector that dials with
-//! `TCP_NODELAY` and the same TLS settings.
+//! `TCP_NODELAY` and the same TLS settings, and waits for the node's first
+//! bytes, so that a node refusing our certificate is known at connect time
+//! (see [`Primed`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -261,13 +263,110 @@ fn endpoint(addr: &NodeAddr) -> Result<Endpoint, ConnectError> {
         .keep_alive_while_idle(true))
 }
 
+/// How long a client waits, after its TLS handshake, for the node's first
+/// bytes (its HTTP/2 settings, or an alert refusing our certificate).
+const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client's TLS stream after the node's first bytes have been read.
+///
+/// In TLS 1.3 the client's handshake completes before the server has
+/// checked the client's certificate; a refusal arrives afterwards, as an
+/// alert. Without waiting for it, a refused certificate would surface only
+/// at the first call, as an opaque "transport error". The server speaks
+/// first in HTTP/2 (its SETTINGS frame), so reading once after the
+/// handshake yields either those bytes, kept here and handed to hyper
+/// first, or the alert, as an error that names it.
+pub struct Primed<S> {
+    first: Vec<u8>,
+    read: usize,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> Primed<S> {
+    async fn new(mut inner: S) -> io::Result<Self> {
+        use tokio::io::AsyncReadExt;
+        let mut first = vec![0u8; 16 * 1024];
+        let n = tokio::time::timeout(FIRST_BYTES_TIMEOUT, inner.read(&mut first))
+            .await
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the node said nothing after the TLS handshake",
+                )
+            })??;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the node closed the connection right after the TLS handshake",
+            ));
+        }
+        first.truncate(n);
+        Ok(Self {
+            first,
+            read: 0,
+            inner,
+        })
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Primed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.read < self.first.len() {
+            let n = (self.first.len() - self.read).min(buf.remaining());
+            let from = self.read;
+            buf.put_slice(&self.first[from..from + n]);
+            self.read += n;
+            if self.read == self.first.len() {
+                self.first = Vec::new();
+                self.read = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Primed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
 fn connector(
     addr: NodeAddr,
     tls: Arc<ClientConfig>,
 ) -> Result<
     impl tower::Service<
         http::Uri,
-        Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>,
+        Response = TokioIo<Primed<tokio_rustls::client::TlsStream<TcpStream>>>,
         Error = io::Error,
         Future = impl Send,
     > + Clone
@@ -286,7 +385,7 @@ fn connector(
             let tcp = TcpStream::connect((target.0.as_str(), target.1)).await?;
             tcp.set_nodelay(true)?;
             let stream = tls.connect(server_name, tcp).await?;
-            Ok::<_, io::Error>(TokioIo::new(stream))
+            Ok::<_, io::Error>(TokioIo::new(Primed::new(stream).await?))
         }
     }))
 }

@@ -26,6 +26,10 @@ pub enum IdentityError {
     Sign(String),
     #[error("{0}")]
     Verify(String),
+    /// A user certificate this office issued and has since revoked; the
+    /// TLS layer answers it with a `certificate_revoked` alert.
+    #[error("the certificate of user {0} has been revoked")]
+    Revoked(String),
 }
 
 impl IdentityError {

@@ -188,9 +188,7 @@ impl TrustStore {
         match &a.caller {
             Caller::Local { name, .. } => match snap.users.get(a.caller.fingerprint()) {
                 Some(u) if !u.revoked && Fingerprint::of(&snap.own.der) == a.ca => Ok(()),
-                Some(u) if u.revoked => Err(IdentityError::Verify(format!(
-                    "the certificate of user {name} has been revoked"
-                ))),
+                Some(u) if u.revoked => Err(IdentityError::Revoked(name.to_string())),
                 _ => Err(IdentityError::Verify(format!(
                     "user {name} is no longer known"
                 ))),
@@ -228,9 +226,7 @@ impl TrustStore {
         let is_own = issuer.office == snap.own.office;
         match identity {
             CertIdentity::User { role, name, .. } if is_own => match snap.users.get(&fingerprint) {
-                Some(u) if u.revoked => Err(IdentityError::Verify(format!(
-                    "the certificate of user {name} has been revoked"
-                ))),
+                Some(u) if u.revoked => Err(IdentityError::Revoked(name.to_string())),
                 Some(u) if u.role == role && u.name == name => Ok(Caller::Local {
                     name,
                     role,
@@ -302,9 +298,12 @@ impl ClientCertVerifier for StoreVerifier {
             .verify_client_cert(end_entity, intermediates, now)?;
         self.store.classify(end_entity).map_err(|e| {
             tracing::warn!(reason = %e, "refused client certificate");
-            rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            )
+            // The alert tells the client why, without details: revoked, or
+            // not a certificate this node accepts (`access_denied`).
+            rustls::Error::InvalidCertificate(match e {
+                IdentityError::Revoked(_) => rustls::CertificateError::Revoked,
+                _ => rustls::CertificateError::ApplicationVerificationFailure,
+            })
         })?;
         Ok(ClientCertVerified::assertion())
     }

@@ -46,6 +46,11 @@ pub enum StoreError {
     Flush(String),
     #[error("this data directory belongs to office {found}, not {expected}")]
     WrongOffice { expected: String, found: String },
+    #[error(
+        "another casemesh node is already running on this data directory (its store {} is locked); stop it first",
+        .0.display()
+    )]
+    Locked(std::path::PathBuf),
     #[error("inconsistent store: {0}")]
     Inconsistent(String),
     #[error(
@@ -253,6 +258,9 @@ fn open_when_unlocked(config: &sled::Config) -> Result<sled::Db> {
                     && std::time::Instant::now() < deadline =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                return Err(StoreError::Locked(config.path.clone()));
             }
             other => return Ok(other?),
         }

@@ -1,8 +1,10 @@
 mod audit;
 mod auth;
+mod bin;
 mod blobkit;
 mod blobs;
 mod cli;
+mod cli_errors;
 mod cluster;
 mod federation;
 mod memory;
