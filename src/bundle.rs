@@ -1885,4 +1885,56 @@ mod tests {
         let err = w.add_file(&hash, FOOTAGE.len() as u64, &FOOTAGE[..4]);
         assert!(matches!(err, Err(WriteError::File { .. })), "{err:?}");
     }
+
+    /// Times come from whoever signed the items; any u64 must print.
+    #[test]
+    fn a_bundle_with_times_past_year_9999_verifies_and_prints() {
+        let (home, home_id) = office("phila-da");
+        let record = RecordId::generate(&home_id, 1_790_000_000_000, [3; 10]);
+        let mut v = version(&record, 1, "from the far future", Vec::new());
+        v.created_at_ms = u64::MAX;
+        v.updated_at_ms = u64::MAX - 1;
+        let signed = OfficeSigner::new(&home).sign(v).unwrap();
+        let mut w = BundleWriter::new(Vec::new(), COLLECTION, &home_id, u64::MAX);
+        w.add_office(&home_id, &home.cert_der).unwrap();
+        w.add_version(&signed).unwrap();
+        let mut head = SignedHead {
+            office: home_id.to_string(),
+            seq: 0,
+            hash: GENESIS,
+            at_ms: u64::MAX,
+            signature: Vec::new(),
+        };
+        head.signature = OfficeSigner::new(&home)
+            .sign_bytes(&head.canonical())
+            .unwrap();
+        w.add_audit_head(&head).unwrap();
+        let bundle = w.finish(&OfficeSigner::new(&home)).unwrap();
+        let shown = verify(&bundle[..], &[]).unwrap().to_string();
+        assert!(shown.contains("out-of-range time"), "{shown}");
+    }
+
+    /// Whatever a bundle holds, checking it ends in a report or an error,
+    /// never a panic: every byte position flipped (at a stride that covers
+    /// headers and contents alike) and the archive cut at many lengths.
+    #[test]
+    fn no_damage_to_a_bundle_makes_the_verifier_panic() {
+        let fx = fixture();
+        let n = fx.bundle.len();
+        let check = |bytes: &[u8]| {
+            if let Ok(report) = verify(bytes, &[]) {
+                let _ = report.to_string();
+            }
+        };
+        for at in (0..n).step_by(13) {
+            for mask in [0x01u8, 0x80, 0xff] {
+                let mut damaged = fx.bundle.clone();
+                damaged[at] ^= mask;
+                check(&damaged);
+            }
+        }
+        for len in (0..n).step_by(97) {
+            check(&fx.bundle[..len]);
+        }
+    }
 }

@@ -1,14 +1,16 @@
 //! `casemesh peer …` and `casemesh share …`.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::ClientOpts;
+use super::errors::CliError;
 use super::output;
+use crate::domain::MAX_TIME_MS;
 use crate::grpc::pb;
 use crate::identity::Fingerprint;
 
@@ -94,27 +96,52 @@ pub enum ShareCommand {
     },
 }
 
-fn ms_from(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+/// The longest grant `--for` accepts. A longer one is almost certainly a
+/// typo; an office that means it can give `--expires`.
+const MAX_GRANT_DAYS: u64 = 36_525;
 
 /// `--expires` or `--for` as milliseconds since the epoch (0: none).
+/// Refuses a duration over 100 years and an end after 9999-12-31.
 pub fn expiry(expires: Option<&str>, for_: Option<&str>) -> Result<u64> {
-    match (expires, for_) {
+    let last = crate::domain::format_time(MAX_TIME_MS);
+    let ms = match (expires, for_) {
         (Some(e), _) => {
-            let t = humantime::parse_rfc3339_weak(e)
-                .with_context(|| format!("--expires {e:?} is not an RFC 3339 time"))?;
-            Ok(ms_from(t))
+            let t = humantime::parse_rfc3339_weak(e).map_err(|_| {
+                CliError::Usage(format!(
+                    "--expires {e:?} is not an RFC 3339 time such as 2027-01-31T00:00:00Z (the latest is {last})"
+                ))
+            })?;
+            t.duration_since(UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .map_err(|_| CliError::Usage(format!("--expires {e:?} is before 1970")))?
         }
         (None, Some(d)) => {
-            let d: Duration = humantime::parse_duration(d)
-                .with_context(|| format!("--for {d:?} is not a duration such as 30d or 12h"))?;
-            Ok(ms_from(SystemTime::now() + d))
+            let too_long = || {
+                CliError::Usage(format!(
+                    "--for {d:?} is longer than 100 years ({MAX_GRANT_DAYS}d), the most a grant may last; give --expires for a fixed end"
+                ))
+            };
+            let duration: Duration = humantime::parse_duration(d).map_err(|e| match e {
+                humantime::DurationError::NumberOverflow => too_long(),
+                _ => CliError::Usage(format!(
+                    "--for {d:?} is not a duration such as 30d, 12h or 90m"
+                )),
+            })?;
+            if duration > Duration::from_secs(MAX_GRANT_DAYS * 86_400) {
+                return Err(too_long().into());
+            }
+            let now = Duration::from_millis(crate::domain::now_ms());
+            (now + duration).as_millis() as u64
         }
-        (None, None) => Ok(0),
+        (None, None) => return Ok(0),
+    };
+    if ms > MAX_TIME_MS {
+        return Err(CliError::Usage(format!(
+            "a grant cannot end after {last}, the last time casemesh can record"
+        ))
+        .into());
     }
+    Ok(ms)
 }
 
 pub fn grant_state(g: &pb::GrantInfo) -> String {
@@ -302,15 +329,21 @@ pub async fn run_share(cmd: ShareCommand) -> Result<()> {
             let target = match (collection, record) {
                 (Some(c), None) => pb::grant_request::Target::Collection(c),
                 (None, Some(r)) => pb::grant_request::Target::RecordId(r),
-                _ => bail!("give exactly one of --collection and --record"),
+                _ => {
+                    return Err(CliError::Usage(
+                        "give exactly one of --collection and --record".into(),
+                    )
+                    .into());
+                }
             };
+            let expires_at_ms = expiry(expires.as_deref(), for_.as_deref())?;
             let g = client
                 .admin()
                 .await?
                 .grant(pb::GrantRequest {
                     peer,
                     target: Some(target),
-                    expires_at_ms: expiry(expires.as_deref(), for_.as_deref())?,
+                    expires_at_ms,
                 })
                 .await?
                 .into_inner();
@@ -344,5 +377,65 @@ pub async fn run_share(cmd: ShareCommand) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(expires: Option<&str>, for_: Option<&str>) -> String {
+        let e = expiry(expires, for_).unwrap_err();
+        let (text, code) = crate::cli::errors::report(&e);
+        assert_eq!(code, crate::cli::errors::Exit::Usage, "{text}");
+        text
+    }
+
+    #[test]
+    fn grant_lengths_past_100_years_or_year_9999_are_refused_with_the_limit() {
+        for d in [
+            "99999999999d",
+            "3000000d",
+            "36526d",
+            "999999999999999999999999y",
+        ] {
+            let text = refused(None, Some(d));
+            assert!(text.contains("100 years (36525d)"), "{d}: {text}");
+        }
+        let text = refused(Some("10000-01-01T00:00:00Z"), None);
+        assert!(text.contains("9999-12-31T23:59:59.999Z"), "{text}");
+        assert!(refused(None, Some("soon")).contains("30d"));
+        let month = expiry(None, Some("30d")).unwrap();
+        let now = crate::domain::now_ms();
+        assert!(month > now + 29 * 86_400_000 && month < now + 31 * 86_400_000);
+        assert_eq!(
+            expiry(Some("9999-12-31T23:59:59.999Z"), None).unwrap(),
+            MAX_TIME_MS
+        );
+        assert!(expiry(None, Some("36525d")).is_ok());
+        assert_eq!(expiry(None, None).unwrap(), 0);
+    }
+
+    /// Everything `share list` prints comes from the node, and a purge
+    /// acknowledgement's time from a peer: no value may stop it printing.
+    #[test]
+    fn grants_with_any_times_print() {
+        let g = pb::GrantInfo {
+            id: "g-1".into(),
+            peer: "nyc-da".into(),
+            created_at_ms: u64::MAX,
+            expires_at_ms: u64::MAX,
+            revoked_at_ms: u64::MAX,
+            end_reason: "revoked".into(),
+            purge_ack: Some(pb::PurgeAck {
+                purged_at_ms: u64::MAX,
+                purged_by: "nyc-da".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(grant_state(&g).contains("out-of-range time"));
+        let _ = grant_json(&g).to_string();
+        print_grants(std::slice::from_ref(&g));
     }
 }

@@ -418,6 +418,12 @@ impl Sharing {
         if expires_at_ms != 0 && expires_at_ms <= now {
             return Err(Error::InvalidArgument("expires_at is in the past".into()));
         }
+        if expires_at_ms > crate::domain::MAX_TIME_MS {
+            return Err(Error::InvalidArgument(format!(
+                "expires_at is after {}, the last time casemesh can record",
+                crate::domain::format_time(crate::domain::MAX_TIME_MS)
+            )));
+        }
         match &target {
             GrantTarget::Collection(c) => {
                 Limits::check_text("collection", c, self.limits.max_collection_bytes, true)?;

@@ -120,3 +120,30 @@ async fn local_mistakes_say_what_to_do_in_one_line() {
         "no colour codes in a log that is not a terminal: {logged:?}"
     );
 }
+
+/// A grant longer than 100 years is a typo; it is refused before anything
+/// reaches the node, with the limit named.
+#[test]
+fn a_grant_for_longer_than_100_years_is_a_usage_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, _, _) = init_office(&tmp);
+    let d = data.to_str().unwrap();
+    for length in ["99999999999d", "3000000d"] {
+        let text = fails(
+            2,
+            &[
+                "share",
+                "grant",
+                "--peer",
+                "nyc-da",
+                "--collection",
+                "2026-0042",
+                "--for",
+                length,
+                "--data",
+                d,
+            ],
+        );
+        assert!(text.contains("longer than 100 years (36525d)"), "{text}");
+    }
+}

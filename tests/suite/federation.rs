@@ -257,6 +257,30 @@ async fn revoking_purges_the_peer_and_it_confirms_with_a_signed_ack() {
     cluster.stop_all().await;
 }
 
+/// An end no calendar can write would make every reader of the grant fail
+/// to show it; the node refuses it and keeps no grant.
+#[tokio::test]
+async fn a_grant_ending_after_year_9999_is_refused() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da"]).await;
+    cluster.pin(0, 1).await;
+    for expires_at_ms in [u64::MAX, casemesh::domain::MAX_TIME_MS + 1] {
+        let err = cluster.nodes[0]
+            .admin()
+            .await
+            .grant(pb::GrantRequest {
+                peer: "nyc-da".into(),
+                target: Some(pb::grant_request::Target::Collection("case-1".into())),
+                expires_at_ms,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("9999-12-31"), "{err:?}");
+    }
+    assert!(grants(&cluster.nodes[0]).await.is_empty());
+    cluster.stop_all().await;
+}
+
 #[tokio::test]
 async fn an_expired_grant_purges_the_peer_without_admin_action() {
     let mut cluster = TestCluster::start(&["phila-da", "nyc-da", "mpls-da"]).await;
