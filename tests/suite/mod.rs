@@ -5,6 +5,7 @@ mod blobkit;
 mod blobs;
 mod cli;
 mod cli_errors;
+mod cli_federation;
 mod cluster;
 mod federation;
 mod memory;
