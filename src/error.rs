@@ -34,7 +34,7 @@ pub enum Error {
     NotOrigin { id: String, origin: String },
     #[error("user {0} not found")]
     UserNotFound(String),
-    #[error("a user named {0} already exists")]
+    #[error("user {0} holds a valid certificate already; revoke it before issuing a new one")]
     UserExists(String),
     #[error("{0}")]
     NotFound(String),

@@ -10,7 +10,7 @@ pub mod errors;
 mod output;
 mod records;
 mod sharing;
-mod users;
+pub mod users;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,16 +1,17 @@
 //! `casemesh user …` and `casemesh status`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result};
 use clap::Subcommand;
 use serde_json::json;
 
 use super::ClientOpts;
+use super::errors::CliError;
 use super::output;
 use crate::domain::Role;
 use crate::grpc::{convert, pb};
-use crate::setup::{make_dir, write_new};
+use crate::setup::{SetupError, make_dir, write_new};
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
@@ -62,38 +63,15 @@ pub async fn run(cmd: UserCommand) -> Result<()> {
             out,
             client,
         } => {
-            let cert_path = out.join(format!("{name}-cert.pem"));
-            let key_path = out.join(format!("{name}-key.pem"));
-            let ca_path = out.join("ca.pem");
-            for p in [&cert_path, &key_path] {
-                if p.exists() {
-                    bail!("{} already exists; not overwriting it", p.display());
-                }
-            }
-            let (key_pem, csr_der) = crate::identity::pki::new_csr()?;
-            let resp = client
-                .admin()
-                .await?
-                .issue_user(pb::IssueUserRequest {
-                    name: name.clone(),
-                    role: convert::role_to_pb(role) as i32,
-                    csr_der: csr_der.into(),
-                })
-                .await?
-                .into_inner();
-            make_dir(&out, 0o700)?;
-            write_new(&key_path, key_pem.as_bytes(), 0o600)?;
-            write_new(&cert_path, resp.certificate_pem.as_bytes(), 0o644)?;
-            if !ca_path.exists() {
-                write_new(&ca_path, resp.ca_certificate_pem.as_bytes(), 0o644)?;
-            }
+            let issued = issue(&client, &name, role, &out, |path, pem| {
+                write_new(path, pem, 0o644)
+            })
+            .await?;
             println!("issued {role} certificate for {name}");
-            println!("  certificate: {}", cert_path.display());
-            println!("  key (0600):  {}", key_path.display());
-            println!("  office CA:   {}", ca_path.display());
-            if let Some(u) = resp.user {
-                println!("  fingerprint: {}", u.fingerprint);
-            }
+            println!("  certificate: {}", issued.cert.display());
+            println!("  key (0600):  {}", issued.key.display());
+            println!("  office CA:   {}", issued.ca.display());
+            println!("  fingerprint: {}", issued.fingerprint);
             Ok(())
         }
         UserCommand::Revoke { name, client } => {
@@ -150,6 +128,101 @@ pub async fn run(cmd: UserCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Where `user issue` put a new user's files.
+pub struct IssuedFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    pub fingerprint: String,
+}
+
+/// Issues a certificate for `name` into `out`, losing nothing on the way:
+/// the key is written before the node is asked (so an unwritable `--out`
+/// costs nothing), and a certificate that cannot be saved is revoked at
+/// once, so that the name can be issued again. `save_cert` writes the
+/// certificate file.
+pub async fn issue(
+    client: &ClientOpts,
+    name: &str,
+    role: Role,
+    out: &Path,
+    save_cert: impl FnOnce(&Path, &[u8]) -> Result<(), SetupError>,
+) -> Result<IssuedFiles> {
+    crate::domain::UserName::parse(name).map_err(|e| CliError::Usage(e.to_string()))?;
+    let cert = out.join(format!("{name}-cert.pem"));
+    let key = out.join(format!("{name}-key.pem"));
+    let ca = out.join("ca.pem");
+    for p in [&cert, &key] {
+        // A dangling link counts: writing would fail on it.
+        if p.symlink_metadata().is_ok() {
+            return Err(CliError::Usage(format!(
+                "{} already exists; not overwriting it (choose another --out)",
+                p.display()
+            ))
+            .into());
+        }
+    }
+    let (key_pem, csr_der) = crate::identity::pki::new_csr()?;
+    make_dir(out, 0o700).with_context(|| format!("cannot use --out {}", out.display()))?;
+    write_new(&key, key_pem.as_bytes(), 0o600)
+        .with_context(|| format!("cannot use --out {}", out.display()))?;
+    let mut admin = match client.admin().await {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = std::fs::remove_file(&key);
+            return Err(e);
+        }
+    };
+    let resp = match admin
+        .issue_user(pb::IssueUserRequest {
+            name: name.to_owned(),
+            role: convert::role_to_pb(role) as i32,
+            csr_der: csr_der.into(),
+        })
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(e) => {
+            let _ = std::fs::remove_file(&key);
+            return Err(e.into());
+        }
+    };
+    if let Err(e) = save_cert(&cert, resp.certificate_pem.as_bytes()) {
+        let _ = std::fs::remove_file(&cert);
+        let _ = std::fs::remove_file(&key);
+        let revoked = admin
+            .revoke_user(pb::RevokeUserRequest {
+                name: name.to_owned(),
+            })
+            .await;
+        let what_now = match revoked {
+            Ok(_) => format!("it has been revoked, so {name} can be issued again"),
+            Err(s) => format!(
+                "revoking it failed too ({}): run `casemesh user revoke --name {name}` before issuing it again",
+                s.message()
+            ),
+        };
+        return Err(CliError::Failed(format!(
+            "the node issued a certificate for {name}, but it could not be saved ({e}); {what_now}"
+        ))
+        .into());
+    }
+    if ca.symlink_metadata().is_err() {
+        if let Err(e) = write_new(&ca, resp.ca_certificate_pem.as_bytes(), 0o644) {
+            eprintln!(
+                "warning: could not write {} ({e}); copy the office's office-ca.pem there instead",
+                ca.display()
+            );
+        }
+    }
+    Ok(IssuedFiles {
+        cert,
+        key,
+        ca,
+        fingerprint: resp.user.map(|u| u.fingerprint).unwrap_or_default(),
+    })
 }
 
 pub async fn status(client: ClientOpts, json: bool) -> Result<()> {

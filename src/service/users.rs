@@ -82,8 +82,12 @@ impl UserService {
         csr_der: &[u8],
         call: &Call,
     ) -> Result<Issued> {
-        if self.store.user_by_name(name.as_str())?.is_some() {
-            return Err(Error::UserExists(name.to_string()));
+        // Checked again in the store's transaction; this spares signing a
+        // certificate that would be refused.
+        if let Some(current) = self.store.user_by_name(name.as_str())? {
+            if current.user.revoked_at_ms == 0 {
+                return Err(Error::UserExists(name.to_string()));
+            }
         }
         let pem = self
             .ca
@@ -111,7 +115,7 @@ impl UserService {
         // Revoking the last valid admin would leave nobody able to manage
         // the office.
         let users = self.store.users()?;
-        let target = users.iter().find(|u| u.user.name.as_str() == name);
+        let target = self.store.user_by_name(name)?;
         if let Some(t) = target.filter(|t| t.user.role == Role::Admin && t.user.revoked_at_ms == 0)
         {
             let other_admins = users

@@ -40,7 +40,7 @@ pub enum StoreError {
         expected: Option<u64>,
         actual: Option<u64>,
     },
-    #[error("a user named {0} already exists")]
+    #[error("user {0} holds a valid certificate already; revoke it before issuing a new one")]
     UserExists(String),
     #[error("flushing to disk failed: {0}")]
     Flush(String),

@@ -15,9 +15,10 @@ pub struct UserEntry {
 }
 
 impl Store {
-    /// Stores a newly issued user; refuses a name already taken (revoked
-    /// users keep their name, so the record of who held it stays clear).
-    /// `audit` is appended in the same transaction.
+    /// Stores a newly issued user certificate. A name is taken while a
+    /// valid (unrevoked) certificate carries it; once revoked, the name may
+    /// be issued again, and the revoked certificate stays on record. `audit`
+    /// is appended in the same transaction.
     pub fn insert_user(&self, entry: &UserEntry, audit: &[Draft]) -> Result<()> {
         let name = entry.user.name.as_str().to_owned();
         let value = encoding::encode_user(&entry.user);
@@ -28,10 +29,21 @@ impl Store {
             &self.audit_head,
         )
             .transaction(|(by_fp, by_name, entries, head)| {
-                if by_name.get(name.as_bytes())?.is_some() {
-                    return Err(ConflictableTransactionError::Abort(StoreError::UserExists(
-                        name.clone(),
-                    )));
+                if let Some(current) = by_name.get(name.as_bytes())? {
+                    let valid = match by_fp.get(&current)? {
+                        Some(v) => {
+                            let user = encoding::decode_user(&v).map_err(|e| {
+                                ConflictableTransactionError::Abort(corrupt("fingerprint_user")(e))
+                            })?;
+                            user.revoked_at_ms == 0
+                        }
+                        None => false,
+                    };
+                    if valid {
+                        return Err(ConflictableTransactionError::Abort(StoreError::UserExists(
+                            name.clone(),
+                        )));
+                    }
                 }
                 by_name.insert(name.as_bytes(), &entry.fingerprint.0[..])?;
                 by_fp.insert(&entry.fingerprint.0[..], value.as_slice())?;
@@ -94,15 +106,26 @@ impl Store {
         Ok(Some(entry))
     }
 
-    /// Every user, ordered by name.
+    /// Every certificate ever issued, revoked ones included, ordered by
+    /// user name and then by when it was issued.
     pub fn users(&self) -> Result<Vec<UserEntry>> {
         let mut out = Vec::new();
-        for kv in self.username_fingerprint.iter() {
-            let (name, _) = kv?;
-            if let Some(e) = self.user_by_name(&String::from_utf8_lossy(&name))? {
-                out.push(e);
-            }
+        for kv in self.fingerprint_user.iter() {
+            let (fp, value) = kv?;
+            let Ok(fingerprint) = <[u8; 32]>::try_from(fp.as_ref()) else {
+                return Err(StoreError::Inconsistent(
+                    "a key of fingerprint_user is not 32 bytes".into(),
+                ));
+            };
+            out.push(UserEntry {
+                fingerprint: Fingerprint(fingerprint),
+                user: encoding::decode_user(&value).map_err(corrupt("fingerprint_user"))?,
+            });
         }
+        out.sort_by(|a, b| {
+            (a.user.name.as_str(), a.user.issued_at_ms)
+                .cmp(&(b.user.name.as_str(), b.user.issued_at_ms))
+        });
         Ok(out)
     }
 }
