@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
 use super::ClientOpts;
+use super::errors::CliError;
 use super::output;
 use crate::grpc::pb;
 
@@ -245,48 +246,89 @@ fn print_entries(entries: &[pb::AuditEntry]) {
 }
 
 /// `casemesh export`: streams the bundle into `FILE.part`, then renames it.
-pub async fn export(collection: String, out: PathBuf, client: ClientOpts) -> Result<()> {
-    if out.exists() {
-        bail!("{} exists; choose another file", out.display());
+/// `FILE.part` is created before the node is asked, so an output the CLI
+/// cannot write stops the export before the node logs one.
+pub async fn export(
+    collection: String,
+    out: PathBuf,
+    allow_empty: bool,
+    json: bool,
+    client: ClientOpts,
+) -> Result<()> {
+    if out.symlink_metadata().is_ok() {
+        return Err(
+            CliError::Usage(format!("{} exists; choose another file", out.display())).into(),
+        );
     }
     let mut part = out.clone().into_os_string();
     part.push(".part");
     let part = PathBuf::from(part);
+    let file = match tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&part)
+        .await
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(CliError::Usage(format!(
+                "{} exists (an export that did not finish?); remove it first",
+                part.display()
+            ))
+            .into());
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot write {}", part.display())),
+    };
+    let written = match stream_export(&client, &collection, allow_empty, file).await {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(e.context("export failed; nothing was written"));
+        }
+    };
+    tokio::fs::rename(&part, &out)
+        .await
+        .with_context(|| format!("cannot rename {} to {}", part.display(), out.display()))?;
+    if json {
+        output::print_json(&json!({
+            "collection": collection,
+            "file": out.display().to_string(),
+            "bytes": written,
+        }));
+    } else {
+        println!(
+            "wrote case bundle of collection {collection} to {} ({})",
+            out.display(),
+            output::size(written)
+        );
+        println!("check it with: casemesh verify-bundle {}", out.display());
+    }
+    Ok(())
+}
+
+/// Asks the node for the bundle and writes it to `file`; the bytes written.
+async fn stream_export(
+    client: &ClientOpts,
+    collection: &str,
+    allow_empty: bool,
+    mut file: tokio::fs::File,
+) -> Result<u64> {
     let mut stream = client
         .admin()
         .await?
         .export(pb::ExportRequest {
-            collection: collection.clone(),
+            collection: collection.to_owned(),
+            allow_empty,
         })
         .await?
         .into_inner();
-    let mut file = tokio::fs::File::create(&part)
-        .await
-        .with_context(|| format!("cannot create {}", part.display()))?;
     let mut written = 0u64;
-    let copied: Result<()> = async {
-        while let Some(chunk) = stream.message().await? {
-            file.write_all(&chunk.data).await?;
-            written += chunk.data.len() as u64;
-        }
-        file.sync_all().await?;
-        Ok(())
+    while let Some(chunk) = stream.message().await? {
+        file.write_all(&chunk.data).await?;
+        written += chunk.data.len() as u64;
     }
-    .await;
-    if let Err(e) = copied {
-        let _ = tokio::fs::remove_file(&part).await;
-        return Err(e.context("export failed; nothing was written"));
-    }
-    tokio::fs::rename(&part, &out)
-        .await
-        .with_context(|| format!("cannot rename {} to {}", part.display(), out.display()))?;
-    println!(
-        "wrote case bundle of collection {collection} to {} ({})",
-        out.display(),
-        output::size(written)
-    );
-    println!("check it with: casemesh verify-bundle {}", out.display());
-    Ok(())
+    file.sync_all().await?;
+    Ok(written)
 }
 
 /// `casemesh verify-bundle`: offline; exits non-zero on any failure.

@@ -186,7 +186,9 @@ pub async fn run(keep: bool) -> Result<()> {
             expires_at_ms: 0,
         })
         .await?
-        .into_inner();
+        .into_inner()
+        .grant
+        .context("the node answered a grant without it")?;
     let took = until("nyc-da to hold the 3 records of case 1", || async {
         Ok(holdings(b).await?.len() == 3)
     })

@@ -89,6 +89,13 @@ pub enum Command {
         /// The bundle file to write (must not exist).
         #[arg(long)]
         out: PathBuf,
+        /// Write a bundle even if the collection holds no records (without
+        /// it, an empty collection is refused as a likely typo).
+        #[arg(long)]
+        allow_empty: bool,
+        /// Print JSON instead of text (shapes: README, "JSON output").
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -165,8 +172,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Export {
             collection,
             out,
+            allow_empty,
+            json,
             client,
-        } => audit::export(collection, out, client).await,
+        } => audit::export(collection, out, allow_empty, json, client).await,
         Command::VerifyBundle { file, trust } => audit::verify_bundle(file, trust),
         Command::Status { client, json } => users::status(client, json).await,
         Command::Demo { keep, .. } => demo::run(keep).await,

@@ -70,9 +70,12 @@ pub enum ShareCommand {
         /// Ends at this time (RFC 3339, e.g. 2026-12-31T23:59:59Z).
         #[arg(long, conflicts_with = "for_")]
         expires: Option<String>,
-        /// Ends after this long (e.g. 30d, 12h, 90m).
+        /// Ends after this long (e.g. 30d, 12h, 90m; at most 100 years).
         #[arg(long = "for")]
         for_: Option<String>,
+        /// Print JSON instead of text (shapes: README, "JSON output").
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -324,6 +327,7 @@ pub async fn run_share(cmd: ShareCommand) -> Result<()> {
             record,
             expires,
             for_,
+            json,
             client,
         } => {
             let target = match (collection, record) {
@@ -347,7 +351,20 @@ pub async fn run_share(cmd: ShareCommand) -> Result<()> {
                 })
                 .await?
                 .into_inner();
-            println!("{}", g.id);
+            let grant = g
+                .grant
+                .context("the node answered without the grant it made")?;
+            if json {
+                output::print_json(&json!({
+                    "grant": grant_json(&grant),
+                    "warnings": g.warnings,
+                }));
+            } else {
+                println!("{}", grant.id);
+            }
+            for w in &g.warnings {
+                eprintln!("warning: {w}");
+            }
             Ok(())
         }
         ShareCommand::Revoke { grant_id, client } => {

@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::auth::{audit_call, caller};
+use super::auth::{audit_call, caller, code_name};
 use super::convert;
 use super::pb::{self, admin_server::Admin};
 use crate::domain::UserName;
-use crate::domain::audit::{Target, clip};
+use crate::domain::audit::{Draft, Outcome, Target, clip};
 use crate::domain::sharing::{EndReason, GrantId, GrantTarget};
 use crate::identity::Fingerprint;
 use crate::service::audit::AuditQuery;
@@ -34,6 +34,8 @@ pub type ExportStream =
 struct ChunkWriter {
     tx: tokio::sync::mpsc::Sender<Result<pb::ExportChunk, Status>>,
     buf: Vec<u8>,
+    /// Bytes handed to the stream so far.
+    sent: u64,
 }
 
 const EXPORT_CHUNK: usize = 256 * 1024;
@@ -41,11 +43,14 @@ const EXPORT_CHUNK: usize = 256 * 1024;
 impl ChunkWriter {
     fn send(&mut self) -> std::io::Result<()> {
         let data = bytes::Bytes::from(std::mem::take(&mut self.buf));
+        let len = data.len() as u64;
         self.tx
             .blocking_send(Ok(pb::ExportChunk { data }))
             .map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
-            })
+            })?;
+        self.sent += len;
+        Ok(())
     }
 }
 
@@ -187,7 +192,8 @@ impl Admin for AdminApi {
         req: Request<pb::ExportRequest>,
     ) -> Result<Response<Self::ExportStream>, Status> {
         let call = audit_call(&req)?;
-        let collection = req.into_inner().collection;
+        let r = req.into_inner();
+        let collection = r.collection;
         call.set_target(Target {
             collection: clip(&collection),
             ..Target::default()
@@ -199,13 +205,19 @@ impl Admin for AdminApi {
             true,
         )
         .map_err(crate::error::Error::from)?;
+        if !r.allow_empty && crate::service::export::is_empty(&self.store, &collection)? {
+            return Err(Status::failed_precondition(format!(
+                "collection {collection} holds no records on this node: check the case number, or allow an empty bundle (`casemesh export --allow-empty`)"
+            )));
+        }
         // The export's own entry is written before the bundle is built, so
-        // the bundle's audit excerpt ends with it.
+        // the bundle's audit excerpt ends with it. Whether the bundle then
+        // reached the client is logged once it is known (`export.finished`).
         let mut draft = call.entry(Target {
             collection: collection.clone(),
             ..Target::default()
         });
-        draft.target.detail = "case bundle exported".into();
+        draft.target.detail = "case bundle export started".into();
         self.audit.append(draft).await?;
         let head = self
             .audit
@@ -214,26 +226,61 @@ impl Admin for AdminApi {
             .ok_or_else(|| Status::internal("the audit log has no signed head"))?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let ctx = self.sync.clone();
-        tokio::task::spawn_blocking(move || {
+        let name = collection.clone();
+        let building = tokio::task::spawn_blocking(move || {
             let mut out = ChunkWriter {
                 tx: tx.clone(),
                 buf: Vec::with_capacity(EXPORT_CHUNK),
+                sent: 0,
             };
             let done = crate::service::export::export(
                 &ctx.store,
                 &ctx.ca,
                 &ctx.office,
-                &collection,
+                &name,
                 &head,
                 &mut out,
             )
             .map_err(Status::from)
-            .and_then(|_| {
-                std::io::Write::flush(&mut out).map_err(|e| Status::unavailable(e.to_string()))
+            .and_then(|summary| {
+                std::io::Write::flush(&mut out)
+                    .map(|_| summary)
+                    .map_err(|e| Status::cancelled(e.to_string()))
             });
-            if let Err(status) = done {
-                tracing::warn!(%collection, error = %status.message(), "export failed");
-                let _ = tx.blocking_send(Err(status));
+            if let Err(status) = &done {
+                tracing::warn!(collection = %name, error = %status.message(), "export failed");
+                let _ = tx.blocking_send(Err(status.clone()));
+            }
+            (done, out.sent)
+        });
+        let audit = self.audit.clone();
+        let actor = call.actor().clone();
+        tokio::spawn(async move {
+            let (outcome, detail) = match building.await {
+                Ok((Ok(summary), sent)) => (
+                    Outcome::ok(),
+                    format!(
+                        "case bundle streamed to the client: {} records, {} versions, {} files, {sent} bytes",
+                        summary.records, summary.versions, summary.files
+                    ),
+                ),
+                Ok((Err(status), sent)) => (
+                    Outcome::failed(code_name(status.code()), status.message()),
+                    format!("case bundle not completed: stopped after {sent} bytes"),
+                ),
+                Err(e) => (
+                    Outcome::failed("INTERNAL", e.to_string()),
+                    "case bundle not completed: the export stopped".into(),
+                ),
+            };
+            let target = Target {
+                collection,
+                detail,
+                ..Target::default()
+            };
+            let entry = Draft::new(actor, "export.finished", target, outcome);
+            if let Err(e) = audit.append(entry).await {
+                tracing::error!(error = %e, "could not log the end of an export");
             }
         });
         Ok(Response::new(Box::pin(
@@ -393,7 +440,7 @@ impl Admin for AdminApi {
     async fn grant(
         &self,
         req: Request<pb::GrantRequest>,
-    ) -> Result<Response<pb::GrantInfo>, Status> {
+    ) -> Result<Response<pb::GrantResponse>, Status> {
         let who = caller(&req)?;
         let call = audit_call(&req)?;
         let r = req.into_inner();
@@ -424,7 +471,11 @@ impl Admin for AdminApi {
             .grant(peer, target, r.expires_at_ms, &call)
             .await?;
         tracing::info!(%who, grant = %g.id, peer = %g.peer, "grant made");
-        Ok(Response::new(convert::grant(&g)))
+        let warnings = self.sharing.grant_warnings(&g)?;
+        Ok(Response::new(pb::GrantResponse {
+            grant: Some(convert::grant(&g)),
+            warnings,
+        }))
     }
 
     async fn revoke(

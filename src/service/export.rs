@@ -49,6 +49,15 @@ pub struct ExportSummary {
 /// Writes the bundle of `collection` to `out`. `head` must be a head of this
 /// office's log that `ca` signed (the newest, so the excerpt is current);
 /// the log up to it must check out, or the export fails.
+/// Whether `collection` holds no record on this node (of any origin).
+pub fn is_empty(store: &Store, collection: &str) -> Result<bool> {
+    let filter = crate::store::ListFilter {
+        collection: Some(collection.to_owned()),
+        origin: None,
+    };
+    Ok(store.list(&filter, None, 1)?.records.is_empty())
+}
+
 pub fn export(
     store: &Store,
     ca: &OfficeCa,

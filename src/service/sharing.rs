@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::identity::tls::TrustStore;
 use crate::identity::{Fingerprint, pki::certs_from_pem};
 use crate::service::audit::Call;
-use crate::store::Store;
+use crate::store::{ListFilter, Store};
 
 /// Live link state the replication runtime reports for a peer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -104,6 +104,26 @@ impl Sharing {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// What an admin should be told about a grant just made: a collection
+    /// that holds no record of this office yet may be a mistyped case
+    /// number (granting a case before its first record is allowed).
+    pub fn grant_warnings(&self, grant: &Grant) -> Result<Vec<String>> {
+        let GrantTarget::Collection(c) = &grant.target else {
+            return Ok(Vec::new());
+        };
+        let filter = ListFilter {
+            collection: Some(c.clone()),
+            origin: Some(self.office.clone()),
+        };
+        if self.store.list(&filter, None, 1)?.records.is_empty() {
+            return Ok(vec![format!(
+                "collection {c} holds no records of {} yet; {} receives them once they are written (check the case number if you expected some)",
+                self.office, grant.peer
+            )]);
+        }
+        Ok(Vec::new())
     }
 
     pub fn office(&self) -> &OfficeId {

@@ -525,6 +525,7 @@ async fn export(node: &TestNode, collection: &str) -> Vec<u8> {
         .await
         .export(pb::ExportRequest {
             collection: collection.into(),
+            allow_empty: false,
         })
         .await
         .unwrap()
@@ -534,6 +535,56 @@ async fn export(node: &TestNode, collection: &str) -> Vec<u8> {
         out.extend_from_slice(&chunk.data);
     }
     out
+}
+
+/// The audit log says what became of an export: a client that goes away
+/// mid-bundle leaves `export.finished` with the failure, not "ok".
+#[tokio::test]
+async fn an_export_the_client_abandons_is_logged_as_not_completed() {
+    let cluster = TestCluster::start(&["phila-da"]).await;
+    let phila = &cluster.nodes[0];
+    let blob = upload(phila, "abandoned", 4 << 20).await.unwrap();
+    let mut r = rec("case-7", "bodycam");
+    r.attachments = vec![pb::Attachment {
+        hash: blob.hash.clone(),
+        size: blob.size,
+        file_name: "bodycam.mp4".into(),
+        media_type: "video/mp4".into(),
+        ..Default::default()
+    }];
+    phila.records().await.put(r).await.unwrap();
+    let mut stream = phila
+        .admin()
+        .await
+        .export(pb::ExportRequest {
+            collection: "case-7".into(),
+            allow_empty: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().expect("a first chunk");
+    assert!(!first.data.is_empty());
+    drop(stream);
+    let entry = eventually(
+        DEADLINE,
+        "export.finished after the client left",
+        || async { of_action(phila, "export.finished").await.pop() },
+    )
+    .await;
+    assert!(
+        !entry.outcome_code.is_empty() && entry.outcome_message.contains("the client went away"),
+        "{entry:?}"
+    );
+    assert!(
+        entry
+            .detail
+            .starts_with("case bundle not completed: stopped after"),
+        "{entry:?}"
+    );
+    let started = of_action(phila, "Admin.Export").await;
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0].detail, "case bundle export started");
 }
 
 fn check(bundle: &[u8], trusted: &[casemesh::identity::Fingerprint]) -> Vec<String> {

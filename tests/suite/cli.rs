@@ -2,7 +2,10 @@
 //! `record put`, `record get --json`, durability across `kill -9`, and
 //! attached files (`record put --attach`, `blob get`).
 
-use super::bin::{casemesh, init_office, ok, serve};
+use std::time::Duration;
+
+use super::bin::{casemesh, fails, init_office, json, ok, serve};
+use super::cluster::eventually;
 
 #[tokio::test]
 async fn init_serve_put_and_get_through_the_binary() {
@@ -351,6 +354,69 @@ async fn audit_export_and_verify_bundle_through_the_binary() {
     assert_eq!(actions, ["Records.Put"], "{list}");
     assert!(ok(&["audit", "verify", "--data", d]).contains("audit log intact"));
 
+    // An output that cannot be written stops the export before the node
+    // is asked: its audit log records no export.
+    let text = fails(
+        1,
+        &[
+            "export",
+            "--data",
+            d,
+            "--collection",
+            "2026-0042",
+            "--out",
+            "/nonexistent/dir/x.tar",
+        ],
+    );
+    assert!(
+        text.contains("cannot write /nonexistent/dir/x.tar.part"),
+        "{text}"
+    );
+    let exports = json(&[
+        "audit",
+        "list",
+        "--data",
+        d,
+        "--action",
+        "Admin.Export",
+        "--json",
+    ]);
+    assert_eq!(exports.as_array().map(Vec::len), Some(0), "{exports}");
+
+    // A collection with no records is most likely a typo.
+    let empty = tmp.path().join("empty.tar");
+    let e = empty.to_str().unwrap();
+    let text = fails(
+        1,
+        &[
+            "export",
+            "--data",
+            d,
+            "--collection",
+            "2026-0024",
+            "--out",
+            e,
+        ],
+    );
+    assert!(
+        text.contains("collection 2026-0024 holds no records on this node")
+            && text.contains("--allow-empty")
+            && text.contains("(FAILED_PRECONDITION)"),
+        "{text}"
+    );
+    assert!(!empty.exists() && !tmp.path().join("empty.tar.part").exists());
+    ok(&[
+        "export",
+        "--data",
+        d,
+        "--collection",
+        "2026-0024",
+        "--out",
+        e,
+        "--allow-empty",
+    ]);
+    assert!(ok(&["verify-bundle", e]).contains("VERIFIED"));
+
     let bundle = tmp.path().join("case.tar");
     let b = bundle.to_str().unwrap();
     ok(&[
@@ -362,6 +428,33 @@ async fn audit_export_and_verify_bundle_through_the_binary() {
         "--out",
         b,
     ]);
+    // The export is logged when it starts, and again once the bundle has
+    // been streamed (the client's own file is beyond the node's sight).
+    let finished = eventually(Duration::from_secs(10), "export.finished", || {
+        let entries = json(&[
+            "audit",
+            "list",
+            "--data",
+            d,
+            "--action",
+            "export.finished",
+            "--json",
+        ]);
+        let entries = entries.as_array().cloned().unwrap_or_default();
+        std::future::ready((entries.len() == 2).then_some(entries))
+    })
+    .await;
+    let last = &finished[1];
+    assert_eq!(last["collection"], "2026-0042");
+    assert_eq!(last["outcome"], "ok", "{last}");
+    assert!(
+        last["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("case bundle streamed to the client: 1 records, 1 versions"),
+        "{last}"
+    );
+
     let fp = ok(&["fingerprint", "--data", d]);
     let report = ok(&["verify-bundle", b, "--trust", fp.trim()]);
     assert!(

@@ -391,6 +391,29 @@ async fn three_offices_federate_through_the_binary_alone() {
     );
     assert_eq!(grant_row(&phila, &to_mpls)[3], "active");
 
+    // A mistyped case number is accepted (a case may be granted before its
+    // first record) but does not look like success.
+    let typo = casemesh(&[
+        "share",
+        "grant",
+        "--peer",
+        "mpls-da",
+        "--collection",
+        "2026-0O42",
+        "--data",
+        phila.data(),
+    ]);
+    assert!(typo.status.success());
+    assert!(
+        String::from_utf8_lossy(&typo.stdout)
+            .trim()
+            .starts_with("g-")
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&typo.stderr).trim(),
+        "warning: collection 2026-0O42 holds no records of phila-da yet; mpls-da receives them once they are written (check the case number if you expected some)"
+    );
+
     // nyc-da unpins phila-da and drops what it holds from it.
     grant(&phila, &nyc, ["--collection", "2026-0077"]);
     let case_77: BTreeSet<String> = case_77.into_iter().collect();

@@ -381,6 +381,8 @@ impl TestCluster {
             .await
             .expect("grant")
             .into_inner()
+            .grant
+            .expect("the grant made")
             .id
     }
 }

@@ -192,7 +192,9 @@ async fn revoking_purges_the_peer_and_it_confirms_with_a_signed_ack() {
         })
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .grant
+        .unwrap();
     assert!(g_record.id.starts_with("g-"));
     let mut all = case1.clone();
     all.extend(case2.clone());
@@ -297,7 +299,9 @@ async fn an_expired_grant_purges_the_peer_without_admin_action() {
         })
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .grant
+        .unwrap();
     converge(
         &cluster.nodes[1],
         &case1,
