@@ -157,7 +157,7 @@ impl Config {
     pub fn parse(text: &str) -> Result<Self, String> {
         let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
         cfg.office_id().map_err(|e| e.to_string())?;
-        if cfg.limits.max_body_bytes > 64 * 1024 * 1024 {
+        if cfg.limits.max_body_bytes > crate::domain::limits::MAX_BODY_BYTES_CAP {
             return Err(
                 "limits.max_body_bytes may be at most 64 MiB (use attachments for larger files)"
                     .into(),

@@ -253,7 +253,11 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-        .layer(AuthLayer::new(trust, audit.clone()))
+        .layer(AuthLayer::new(
+            trust,
+            audit.clone(),
+            config.limits.max_body_bytes,
+        ))
         .add_service(records_api)
         .add_service(admin_api)
         .add_service(replication_api)

@@ -8,7 +8,9 @@ use serde_json::json;
 
 use super::ClientOpts;
 use super::blobs::LocalFile;
+use super::errors::CliError;
 use super::output::{self, RECORD_HEADER};
+use crate::domain::limits::MAX_BODY_BYTES_CAP;
 use crate::grpc::pb;
 
 #[derive(Debug, Subcommand)]
@@ -204,11 +206,43 @@ pub async fn run(cmd: RecordCommand) -> Result<()> {
     }
 }
 
+/// The largest body the node will take: its `limits.max_body_bytes` when
+/// the CLI reads its data directory, else the most any node accepts.
+fn body_limit(client: &ClientOpts) -> Result<(usize, &'static str)> {
+    match &client.data {
+        Some(data) => {
+            let config = crate::config::Config::load(&crate::config::Paths::new(data).config())?;
+            Ok((config.limits.max_body_bytes, "on this node"))
+        }
+        None => Ok((MAX_BODY_BYTES_CAP, "on any node")),
+    }
+}
+
+/// Refuses a body over the limit before anything is sent.
+fn check_body_size(what: &str, size: u64, client: &ClientOpts) -> Result<()> {
+    let (limit, where_) = body_limit(client)?;
+    if size > limit as u64 {
+        return Err(CliError::Usage(format!(
+            "{what} is {} ({size} bytes); a record body may be at most {} ({limit} bytes) {where_}: attach large files with --attach instead",
+            output::size(size),
+            output::size(limit as u64)
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 async fn put(a: PutArgs) -> Result<()> {
     let body = match (a.body, a.body_file) {
-        (Some(text), _) => text.into_bytes(),
+        (Some(text), _) => {
+            check_body_size("--body", text.len() as u64, &a.client)?;
+            text.into_bytes()
+        }
         (None, Some(path)) => {
-            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?
+            let cannot_read = || format!("cannot read {}", path.display());
+            let size = std::fs::metadata(&path).with_context(cannot_read)?.len();
+            check_body_size(&format!("--body-file {}", path.display()), size, &a.client)?;
+            std::fs::read(&path).with_context(cannot_read)?
         }
         (None, None) => Vec::new(),
     };

@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The most `max_body_bytes` may be set to: larger files are attachments.
+pub const MAX_BODY_BYTES_CAP: usize = 64 * 1024 * 1024;
+
 /// Per-record limits, set in `casemesh.toml` under `[limits]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -138,11 +138,18 @@ fn action_of(path: &str) -> String {
 pub struct AuthLayer {
     trust: Arc<TrustStore>,
     audit: Arc<AuditLog>,
+    /// `limits.max_body_bytes`, named when a request is refused as too
+    /// large before its handler runs.
+    max_body_bytes: usize,
 }
 
 impl AuthLayer {
-    pub fn new(trust: Arc<TrustStore>, audit: Arc<AuditLog>) -> Self {
-        Self { trust, audit }
+    pub fn new(trust: Arc<TrustStore>, audit: Arc<AuditLog>, max_body_bytes: usize) -> Self {
+        Self {
+            trust,
+            audit,
+            max_body_bytes,
+        }
     }
 }
 
@@ -154,6 +161,7 @@ impl<S> Layer<S> for AuthLayer {
             inner,
             trust: self.trust.clone(),
             audit: self.audit.clone(),
+            max_body_bytes: self.max_body_bytes,
         }
     }
 }
@@ -163,6 +171,7 @@ pub struct Auth<S> {
     inner: S,
     trust: Arc<TrustStore>,
     audit: Arc<AuditLog>,
+    max_body_bytes: usize,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -244,9 +253,16 @@ where
                 // The clone that was made ready is the one to call.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
+                let max_body_bytes = self.max_body_bytes;
                 Box::pin(
                     async move {
-                        let resp = inner.call(req).await?;
+                        let mut resp = inner.call(req).await?;
+                        let refused = Status::from_header_map(resp.headers());
+                        if let Some(status) = refused.and_then(|s| {
+                            super::status::oversized_request(&s, &path, max_body_bytes)
+                        }) {
+                            resp = status.into_http();
+                        }
                         let Some(call) = call else { return Ok(resp) };
                         let outcome = match Status::from_header_map(resp.headers()) {
                             Some(s) if s.code() != tonic::Code::Ok => {

@@ -34,6 +34,28 @@ impl From<Error> for Status {
     }
 }
 
+/// tonic refuses a request message over the service's decoding limit
+/// before any handler sees it, as `OUT_OF_RANGE` with a codec's wording.
+/// For a person that is a body too large: this turns it into the
+/// `RESOURCE_EXHAUSTED` the API promises, naming the limit they can act on.
+pub fn oversized_request(status: &Status, path: &str, max_body_bytes: usize) -> Option<Status> {
+    let tonic_wording = status.code() == tonic::Code::OutOfRange
+        && status
+            .message()
+            .contains("decoded message length too large");
+    if !tonic_wording {
+        return None;
+    }
+    let hint = if path == "/casemesh.v1.Records/Put" {
+        format!(
+            "a record body may be at most {max_body_bytes} bytes on this node (limits.max_body_bytes); attach larger files instead (`casemesh record put --attach`)"
+        )
+    } else {
+        "the request is larger than this node accepts".to_owned()
+    };
+    Some(Status::resource_exhausted(hint))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,6 +101,32 @@ async fn init_serve_put_and_get_through_the_binary() {
     assert_eq!(stale.status.code(), Some(1), "a refused write exits 1");
     assert!(String::from_utf8_lossy(&stale.stderr).contains("(FAILED_PRECONDITION)"));
 
+    // A body over the limit is refused before it is sent, with the limit
+    // and what to do instead.
+    let big = tmp.path().join("report.txt");
+    std::fs::write(&big, vec![b'x'; 6_600_000]).unwrap();
+    let text = fails(
+        2,
+        &[
+            "record",
+            "put",
+            "--data",
+            d,
+            "--collection",
+            "2026-0042",
+            "--kind",
+            "incident-report",
+            "--title",
+            "too big",
+            "--body-file",
+            big.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        text.contains("is 6.3 MiB (6600000 bytes); a record body may be at most 4.0 MiB (4194304 bytes) on this node: attach large files with --attach instead"),
+        "{text}"
+    );
+
     let list: serde_json::Value =
         serde_json::from_str(&ok(&["record", "list", "--json", "--data", d])).unwrap();
     assert_eq!(list.as_array().map(Vec::len), Some(1));
@@ -134,6 +160,27 @@ async fn init_serve_put_and_get_through_the_binary() {
         casemesh(&args.iter().map(String::as_str).collect::<Vec<_>>())
     };
     assert!(as_clerk(&["record", "get", id]).status.success());
+    // From another machine the CLI cannot read the node's limit: the node
+    // answers with it.
+    let over = as_clerk(&[
+        "record",
+        "put",
+        "--collection",
+        "2026-0042",
+        "--kind",
+        "incident-report",
+        "--title",
+        "too big",
+        "--body-file",
+        big.to_str().unwrap(),
+    ]);
+    assert_eq!(over.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&over.stderr);
+    assert!(
+        text.contains("a record body may be at most 4194304 bytes on this node")
+            && text.contains("(RESOURCE_EXHAUSTED)"),
+        "{text}"
+    );
     let denied = as_clerk(&["user", "list"]);
     assert_eq!(denied.status.code(), Some(1), "a refused call exits 1");
     assert!(String::from_utf8_lossy(&denied.stderr).contains("(PERMISSION_DENIED)"));
