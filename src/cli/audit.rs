@@ -14,7 +14,8 @@ use crate::grpc::pb;
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// List audit entries, oldest first, matching every filter given.
+    /// List audit entries matching every filter given, oldest first (or
+    /// newest first with --reverse); says when more match than are shown.
     List {
         /// From this time (RFC 3339, e.g. 2026-11-21T09:00:00Z).
         #[arg(long)]
@@ -38,9 +39,12 @@ pub enum AuditCommand {
         /// e.g. Records.Put, Records.Get, replica.applied.
         #[arg(long)]
         action: Option<String>,
-        /// Most entries to print.
+        /// Most entries to print; 0 for all of them.
         #[arg(long, default_value_t = 1000)]
         limit: usize,
+        /// Newest entries first: with --limit N, the last N.
+        #[arg(long)]
+        reverse: bool,
         /// Print JSON instead of text (shapes: README, "JSON output").
         #[arg(long)]
         json: bool,
@@ -84,9 +88,11 @@ pub async fn run(c: AuditCommand) -> Result<()> {
             peer,
             action,
             limit,
+            reverse,
             json,
             client,
         } => {
+            let limit = if limit == 0 { usize::MAX } else { limit };
             let mut admin = client.admin().await?;
             let mut req = pb::QueryAuditRequest {
                 from_ms: time_arg("--from", from.as_deref())?,
@@ -98,9 +104,29 @@ pub async fn run(c: AuditCommand) -> Result<()> {
                 action: action.unwrap_or_default(),
                 page_size: 0,
                 page_token: String::new(),
+                newest_first: reverse,
             };
             let mut entries = Vec::new();
-            while entries.len() < limit {
+            let mut more = false;
+            loop {
+                if entries.len() >= limit {
+                    // Whether anything beyond the limit matches (a page
+                    // may come back empty with a token: the node scans a
+                    // bounded stretch of the log per call).
+                    req.page_size = 1;
+                    loop {
+                        let page = admin.query_audit(req.clone()).await?.into_inner();
+                        if !page.entries.is_empty() {
+                            more = true;
+                            break;
+                        }
+                        if page.next_page_token.is_empty() {
+                            break;
+                        }
+                        req.page_token = page.next_page_token;
+                    }
+                    break;
+                }
                 req.page_size = (limit - entries.len()).min(1000) as u32;
                 let page = admin.query_audit(req.clone()).await?.into_inner();
                 entries.extend(page.entries);
@@ -109,11 +135,22 @@ pub async fn run(c: AuditCommand) -> Result<()> {
                 }
                 req.page_token = page.next_page_token;
             }
-            entries.truncate(limit);
             if json {
                 output::print_json(&Value::Array(entries.iter().map(entry_json).collect()));
             } else {
                 print_entries(&entries);
+            }
+            if more {
+                let order = if reverse { "newest" } else { "oldest" };
+                eprintln!(
+                    "showing the {order} {} matching entries; more match: raise --limit (0 for all), narrow with --from/--to or a filter{}",
+                    entries.len(),
+                    if reverse {
+                        ""
+                    } else {
+                        ", or --reverse for the newest"
+                    }
+                );
             }
             Ok(())
         }

@@ -125,6 +125,7 @@ impl Admin for AdminApi {
                 0 => 100,
                 n => n as usize,
             },
+            newest_first: r.newest_first,
         };
         let (entries, next) = self.audit.query(&q)?;
         Ok(Response::new(pb::QueryAuditResponse {

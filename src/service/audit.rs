@@ -106,9 +106,12 @@ pub struct AuditQuery {
     pub collection: String,
     pub peer: String,
     pub action: String,
-    /// Continue after this sequence number.
+    /// Continue after this sequence number (oldest first), or before it
+    /// (newest first); 0: from the start.
     pub after_seq: u64,
     pub limit: usize,
+    /// Newest entries first.
+    pub newest_first: bool,
 }
 
 impl AuditQuery {
@@ -182,6 +185,9 @@ impl AuditLog {
     /// One page of entries matching `q`, each with its chain hash, and the
     /// sequence number to continue after (0: the end was reached).
     pub fn query(&self, q: &AuditQuery) -> Result<(Vec<Hashed>, u64)> {
+        if q.newest_first {
+            return self.query_newest_first(q);
+        }
         let limit = q.limit.clamp(1, 1000);
         let mut after = q.after_seq;
         if q.from_ms > 0 {
@@ -210,6 +216,47 @@ impl AuditLog {
                 }
                 if scanned >= SCAN_LIMIT {
                     return Ok((out, seq));
+                }
+            }
+        }
+    }
+
+    /// [`AuditLog::query`] from the newest entry back: the token is the
+    /// sequence number to continue before.
+    fn query_newest_first(&self, q: &AuditQuery) -> Result<(Vec<Hashed>, u64)> {
+        let limit = q.limit.clamp(1, 1000);
+        let mut before = match q.after_seq {
+            0 => self.store.audit_head()?.seq + 1,
+            seq => seq,
+        };
+        if q.to_ms > 0 {
+            // The first entry after `to_ms`; everything before it is in range.
+            let first_after = self.store.audit_seq_at(q.to_ms.saturating_add(1))?;
+            before = before.min(first_after);
+        }
+        let mut out = Vec::new();
+        let mut scanned = 0;
+        loop {
+            let page = self.store.audit_raw_before(before, PAGE)?;
+            if page.is_empty() {
+                return Ok((out, 0));
+            }
+            for (seq, bytes) in page {
+                before = seq;
+                scanned += 1;
+                let parts = Stored::split(&bytes).map_err(|e| bad_entry(seq, e))?;
+                let e = Entry::decode(&bytes).map_err(|e| bad_entry(seq, e))?;
+                if e.at_ms < q.from_ms {
+                    return Ok((out, 0));
+                }
+                if q.matches(&e) {
+                    out.push((e, parts.hash));
+                    if out.len() >= limit {
+                        return Ok((out, if seq > 1 { seq } else { 0 }));
+                    }
+                }
+                if scanned >= SCAN_LIMIT {
+                    return Ok((out, if seq > 1 { seq } else { 0 }));
                 }
             }
         }

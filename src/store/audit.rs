@@ -147,6 +147,19 @@ impl Store {
         Ok(out)
     }
 
+    /// Stored entries with `seq < before`, newest first, at most `limit`.
+    pub fn audit_raw_before(&self, before: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for kv in self.auditseq_entry.range(..before.to_be_bytes()).rev() {
+            let (k, v) = kv?;
+            out.push((be(&k), v.to_vec()));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     pub fn audit_entry(&self, seq: u64) -> Result<Option<Entry>> {
         self.auditseq_entry
             .get(seq.to_be_bytes())?

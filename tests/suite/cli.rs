@@ -401,6 +401,43 @@ async fn audit_export_and_verify_bundle_through_the_binary() {
     assert_eq!(actions, ["Records.Put"], "{list}");
     assert!(ok(&["audit", "verify", "--data", d]).contains("audit log intact"));
 
+    // Paging: the oldest N with a note that more exist, the newest N with
+    // --reverse, and everything with --limit 0.
+    let all = json(&["audit", "list", "--data", d, "--limit", "0", "--json"]);
+    let all = all.as_array().unwrap().clone();
+    assert!(all.len() >= 4, "{all:?}");
+    let first = casemesh(&["audit", "list", "--data", d, "--limit", "2", "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(shown.as_array().unwrap()[..], all[..2]);
+    let note = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        note.contains("showing the oldest 2 matching entries; more match"),
+        "{note}"
+    );
+    let last = casemesh(&[
+        "audit",
+        "list",
+        "--data",
+        d,
+        "--limit",
+        "2",
+        "--reverse",
+        "--json",
+    ]);
+    let shown: serde_json::Value = serde_json::from_slice(&last.stdout).unwrap();
+    let seqs: Vec<u64> = shown
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs.len(), 2);
+    assert!(seqs[0] > seqs[1], "newest first: {seqs:?}");
+    assert!(
+        seqs[1] > all.last().unwrap()["seq"].as_u64().unwrap(),
+        "the newest entries, written after the full listing: {seqs:?}"
+    );
+
     // An output that cannot be written stops the export before the node
     // is asked: its audit log records no export.
     let text = fails(
