@@ -143,8 +143,14 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         ca.cert_der.clone(),
         issued_users(&store)?,
     )?);
+    let node_cert_pem = read(&paths.node_cert())?;
+    let node_cert_expires_at_ms = crate::identity::pki::certs_from_pem(node_cert_pem.as_bytes())?
+        .first()
+        .map(|der| crate::identity::pki::expires_at_ms(der))
+        .transpose()?
+        .unwrap_or(0);
     let identity = PemIdentity::from_pem(
-        read(&paths.node_cert())?.as_bytes(),
+        node_cert_pem.as_bytes(),
         read(&paths.node_key())?.as_bytes(),
     )?;
     let tls = Arc::new(server_config(identity, &trust)?);
@@ -212,6 +218,8 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         office: office.to_string(),
         fingerprint: ca.fingerprint(),
         ca_pem: ca.cert_pem.clone(),
+        node_cert_expires_at_ms,
+        ca_expires_at_ms: crate::identity::pki::expires_at_ms(&ca.cert_der)?,
         transfers: transfers.clone(),
         audit: audit.clone(),
         sync: sync_ctx.clone(),

@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::ClientOpts;
 use super::errors::CliError;
-use super::output;
+use super::{json, output};
 use crate::grpc::pb;
 
 #[derive(Debug, Subcommand)]
@@ -54,6 +54,9 @@ pub enum AuditCommand {
     /// Check the whole chain and every signed head; name the first entry
     /// that does not check out. Exits non-zero if one does not.
     Verify {
+        /// Print JSON instead of text (shapes: README, "JSON output").
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -63,6 +66,9 @@ pub enum AuditCommand {
         /// The peer office whose log to check.
         #[arg(long)]
         peer: String,
+        /// Print JSON instead of text (shapes: README, "JSON output").
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -136,7 +142,9 @@ pub async fn run(c: AuditCommand) -> Result<()> {
                 req.page_token = page.next_page_token;
             }
             if json {
-                output::print_json(&Value::Array(entries.iter().map(entry_json).collect()));
+                json::print(&Value::Array(
+                    entries.iter().map(json::audit_entry).collect(),
+                ));
             } else {
                 print_entries(&entries);
             }
@@ -154,35 +162,57 @@ pub async fn run(c: AuditCommand) -> Result<()> {
             }
             Ok(())
         }
-        AuditCommand::Verify { client } => {
+        AuditCommand::Verify { json, client } => {
             let r = client
                 .admin()
                 .await?
                 .verify_audit(pb::VerifyAuditRequest {})
                 .await?
                 .into_inner();
-            if r.intact {
+            if json {
+                json::print(&json!({
+                    "intact": r.intact,
+                    "entries": r.entries,
+                    "signed_heads": r.signed_heads,
+                    "fault_seq": (!r.intact).then_some(r.fault_seq),
+                    "fault": (!r.intact).then(|| r.fault.clone()),
+                }));
+            } else if r.intact {
                 println!(
                     "audit log intact: {} entries, {} signed heads checked",
                     r.entries, r.signed_heads
                 );
-                Ok(())
             } else {
                 println!(
                     "audit log BROKEN at entry {}: {}\n({} entries and {} signed heads before it checked out)",
                     r.fault_seq, r.fault, r.entries, r.signed_heads
                 );
-                bail!("audit entry {} does not check out", r.fault_seq)
             }
+            if !r.intact {
+                return Err(CliError::Failed(format!(
+                    "audit entry {} does not check out",
+                    r.fault_seq
+                ))
+                .into());
+            }
+            Ok(())
         }
-        AuditCommand::Witness { peer, client } => {
+        AuditCommand::Witness { peer, json, client } => {
             let r = client
                 .admin()
                 .await?
                 .witness_audit(pb::WitnessAuditRequest { peer: peer.clone() })
                 .await?
                 .into_inner();
-            if r.agreed {
+            if json {
+                json::print(&json!({
+                    "peer": peer,
+                    "agreed": r.agreed,
+                    "heads_checked": r.heads_checked,
+                    "current": r.current.as_ref().map(json::signed_head),
+                    "conflict": json::text(&r.conflict),
+                }));
+            } else if r.agreed {
                 let now = r
                     .current
                     .map(|h| {
@@ -197,36 +227,18 @@ pub async fn run(c: AuditCommand) -> Result<()> {
                     "{peer}'s log agrees with the {} heads this node witnessed{now}",
                     r.heads_checked
                 );
-                Ok(())
             } else {
                 println!("CONFLICT with {peer}'s audit log: {}", r.conflict);
-                bail!("{peer}'s audit log does not contain what this node witnessed")
             }
+            if !r.agreed {
+                return Err(CliError::Failed(format!(
+                    "{peer}'s audit log does not contain what this node witnessed"
+                ))
+                .into());
+            }
+            Ok(())
         }
     }
-}
-
-pub fn entry_json(e: &pb::AuditEntry) -> Value {
-    json!({
-        "seq": e.seq,
-        "at": output::time(e.at_ms),
-        "node": e.node,
-        "actor": {
-            "kind": e.actor_kind,
-            "name": e.actor_name,
-            "role": e.actor_role,
-            "office": e.actor_office,
-            "fingerprint": e.actor_fingerprint,
-            "remote": e.actor_remote,
-        },
-        "action": e.action,
-        "records": e.records.iter().map(|r| json!({"id": r.record_id, "version": r.version})).collect::<Vec<_>>(),
-        "collection": e.collection,
-        "peer": e.peer,
-        "detail": e.detail,
-        "outcome": if e.outcome_code.is_empty() { "ok".to_owned() } else { format!("{}: {}", e.outcome_code, e.outcome_message) },
-        "hash": hex::encode(&e.hash),
-    })
 }
 
 fn actor_text(e: &pb::AuditEntry) -> String {
@@ -327,7 +339,7 @@ pub async fn export(
         .await
         .with_context(|| format!("cannot rename {} to {}", part.display(), out.display()))?;
     if json {
-        output::print_json(&json!({
+        json::print(&serde_json::json!({
             "collection": collection,
             "file": out.display().to_string(),
             "bytes": written,

@@ -37,6 +37,9 @@ pub enum BlobCommand {
         /// Replace FILE if it exists.
         #[arg(long)]
         force: bool,
+        /// Print JSON instead of text (shapes: README, "JSON output").
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -48,8 +51,9 @@ pub async fn run(cmd: BlobCommand) -> Result<()> {
             hash,
             out,
             force,
+            json,
             client,
-        } => get(&client, &hash, &out, force).await,
+        } => get(&client, &hash, &out, force, json).await,
     }
 }
 
@@ -204,7 +208,7 @@ fn part_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
-async fn get(client: &ClientOpts, hash: &str, out: &Path, force: bool) -> Result<()> {
+async fn get(client: &ClientOpts, hash: &str, out: &Path, force: bool, json: bool) -> Result<()> {
     let hash = BlobHash::parse_hex(hash)?;
     if out.file_name().is_none() || out.to_string_lossy().ends_with(std::path::MAIN_SEPARATOR) {
         bail!("--out {} does not name a file", out.display());
@@ -315,11 +319,19 @@ async fn get(client: &ClientOpts, hash: &str, out: &Path, force: bool) -> Result
     tokio::fs::rename(&part, out)
         .await
         .with_context(|| format!("cannot rename {} to {}", part.display(), out.display()))?;
-    println!(
-        "wrote {} ({}, hash checked)",
-        out.display(),
-        output::size(received)
-    );
+    if json {
+        super::json::print(&serde_json::json!({
+            "file": out.display().to_string(),
+            "hash": hash.to_string(),
+            "bytes": received,
+        }));
+    } else {
+        println!(
+            "wrote {} ({}, hash checked)",
+            out.display(),
+            output::size(received)
+        );
+    }
     Ok(())
 }
 

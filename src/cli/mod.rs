@@ -7,6 +7,7 @@ mod blobs;
 mod client;
 mod demo;
 pub mod errors;
+mod json;
 mod output;
 mod records;
 mod sharing;
@@ -62,6 +63,9 @@ pub enum Command {
         /// The office's data directory.
         #[arg(long)]
         data: PathBuf,
+        /// Print JSON instead of text (shapes: README, "JSON output").
+        #[arg(long)]
+        json: bool,
     },
     /// Write and read records.
     #[command(subcommand)]
@@ -142,6 +146,9 @@ pub struct InitArgs {
     /// Address to listen on.
     #[arg(long, default_value = crate::config::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+    /// Print JSON instead of text (shapes: README, "JSON output").
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -162,7 +169,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init(a) => init(a),
         Command::Serve(a) => serve(a).await,
-        Command::Fingerprint { data } => fingerprint(data),
+        Command::Fingerprint { data, json } => fingerprint(data, json),
         Command::Record(c) => records::run(c).await,
         Command::Blob(c) => blobs::run(c).await,
         Command::User(c) => users::run(c).await,
@@ -186,6 +193,17 @@ fn init(a: InitArgs) -> Result<()> {
     let office = crate::domain::OfficeId::parse(&a.office)?;
     let report = crate::setup::init(&a.data, &office, &a.hosts, a.listen)?;
     let paths = crate::config::Paths::new(&a.data);
+    if a.json {
+        json::print(&serde_json::json!({
+            "office": office.as_str(),
+            "data_dir": a.data.display().to_string(),
+            "fingerprint": report.fingerprint.to_string(),
+            "office_ca": paths.office_ca().display().to_string(),
+            "admin_certificate": paths.admin_cert().display().to_string(),
+            "listen": report.config.listen.to_string(),
+        }));
+        return Ok(());
+    }
     println!("created office {office} in {}", a.data.display());
     println!();
     println!("office fingerprint: {}", report.fingerprint);
@@ -245,13 +263,18 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn fingerprint(data: PathBuf) -> Result<()> {
+fn fingerprint(data: PathBuf, json: bool) -> Result<()> {
     let paths = crate::config::Paths::new(&data);
     let pem = std::fs::read(paths.office_ca())
         .with_context(|| format!("cannot read {}", paths.office_ca().display()))?;
     let certs = crate::identity::pki::certs_from_pem(&pem)?;
     let first = certs.first().context("no certificate in office-ca.pem")?;
-    println!("{}", crate::identity::Fingerprint::of(first));
+    let fp = crate::identity::Fingerprint::of(first);
+    if json {
+        json::print(&serde_json::json!({ "fingerprint": fp.to_string() }));
+    } else {
+        println!("{fp}");
+    }
     Ok(())
 }
 

@@ -4,8 +4,6 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-
 use crate::grpc::pb;
 
 /// A time for a table: RFC 3339 (UTC, milliseconds), `-` for none (0),
@@ -37,50 +35,6 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
     for row in rows {
         line(row.clone());
     }
-}
-
-pub fn record_json(r: &pb::Record) -> Value {
-    let mut v = json!({
-        "id": r.id,
-        "version": r.version,
-        "origin": r.origin,
-        "collection": r.collection,
-        "kind": r.kind,
-        "title": r.title,
-        "content_type": r.content_type,
-        "labels": r.labels,
-        "body_size": r.body_size,
-        "created_at": time(r.created_at_ms),
-        "updated_at": time(r.updated_at_ms),
-        "deleted": r.deleted,
-        "digest": hex::encode(&r.digest),
-        "signature": hex::encode(&r.signature),
-        "attachments": r.attachments.iter().map(attachment_json).collect::<Vec<_>>(),
-    });
-    if r.body_size > 0 && r.body.len() as u64 == r.body_size {
-        match std::str::from_utf8(&r.body) {
-            Ok(text) => v["body"] = json!(text),
-            Err(_) => v["body_hex"] = json!(hex::encode(&r.body)),
-        }
-    } else if r.body_size == 0 {
-        v["body"] = json!("");
-    }
-    v
-}
-
-pub fn attachment_json(a: &pb::Attachment) -> Value {
-    json!({
-        "file_name": a.file_name,
-        "media_type": a.media_type,
-        "size": a.size,
-        "hash": hex::encode(&a.hash),
-        "state": match a.state() {
-            pb::AttachmentState::Present => "present",
-            pb::AttachmentState::Pending => "pending",
-            pb::AttachmentState::Unspecified => "unknown",
-        },
-        "bytes_present": a.bytes_present,
-    })
 }
 
 /// Whether this node holds an attachment's bytes: `present`, or
@@ -122,10 +76,6 @@ pub fn record_row(r: &pb::Record) -> Vec<String> {
 }
 
 pub const RECORD_HEADER: &[&str] = &["id", "version", "collection", "kind", "title", "updated"];
-
-pub fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-}
 
 /// A transfer's progress as one line on stderr, redrawn in place: bytes
 /// done, of how many when known, and the rate. Silent unless stderr is a

@@ -4,11 +4,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use serde_json::json;
+use serde_json::Value;
 
 use super::ClientOpts;
 use super::blobs::LocalFile;
 use super::errors::CliError;
+use super::json;
 use super::output::{self, RECORD_HEADER};
 use crate::domain::limits::MAX_BODY_BYTES_CAP;
 use crate::grpc::pb;
@@ -64,6 +65,9 @@ pub enum RecordCommand {
         /// Fail unless the record's latest version is this one.
         #[arg(long)]
         expected_version: Option<u64>,
+        /// Print JSON instead of text (shapes: README, "JSON output").
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -102,6 +106,9 @@ pub struct PutArgs {
     /// new version keeps only the files given to it.
     #[arg(long = "attach", value_name = "FILE")]
     pub attach: Vec<PathBuf>,
+    /// Print JSON instead of the id alone (shapes: README, "JSON output").
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub client: ClientOpts,
 }
@@ -129,7 +136,7 @@ pub async fn run(cmd: RecordCommand) -> Result<()> {
                 .await?
                 .into_inner();
             if json {
-                output::print_json(&output::record_json(&r));
+                json::print(&json::record(&r));
             } else {
                 print_record(&r);
             }
@@ -144,9 +151,7 @@ pub async fn run(cmd: RecordCommand) -> Result<()> {
         } => {
             let records = list(&client, collection, origin, limit).await?;
             if json {
-                output::print_json(&json!(
-                    records.iter().map(output::record_json).collect::<Vec<_>>()
-                ));
+                json::print(&Value::Array(records.iter().map(json::record).collect()));
             } else {
                 let rows: Vec<_> = records.iter().map(output::record_row).collect();
                 output::table(RECORD_HEADER, &rows);
@@ -162,9 +167,7 @@ pub async fn run(cmd: RecordCommand) -> Result<()> {
                 .into_inner()
                 .versions;
             if json {
-                output::print_json(&json!(
-                    versions.iter().map(output::record_json).collect::<Vec<_>>()
-                ));
+                json::print(&Value::Array(versions.iter().map(json::record).collect()));
             } else {
                 let rows: Vec<_> = versions
                     .iter()
@@ -189,6 +192,7 @@ pub async fn run(cmd: RecordCommand) -> Result<()> {
         RecordCommand::Delete {
             id,
             expected_version,
+            json,
             client,
         } => {
             let r = client
@@ -200,7 +204,13 @@ pub async fn run(cmd: RecordCommand) -> Result<()> {
                 })
                 .await?
                 .into_inner();
-            println!("deleted {id} (tombstone version {})", r.version);
+            if json {
+                json::print(
+                    &serde_json::json!({ "id": id, "version": r.version, "deleted": true }),
+                );
+            } else {
+                println!("deleted {id} (tombstone version {})", r.version);
+            }
             Ok(())
         }
     }
@@ -276,7 +286,11 @@ async fn put(a: PutArgs) -> Result<()> {
         })
         .await?
         .into_inner();
-    println!("{}", resp.id);
+    if a.json {
+        json::print(&json::written(&resp));
+    } else {
+        println!("{}", resp.id);
+    }
     Ok(())
 }
 

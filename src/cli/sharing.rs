@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::ClientOpts;
 use super::errors::CliError;
-use super::output;
+use super::{json, output};
 use crate::domain::MAX_TIME_MS;
 use crate::grpc::pb;
 use crate::identity::Fingerprint;
@@ -30,6 +30,9 @@ pub enum PeerCommand {
         /// Refuse unless the certificate has this fingerprint (sha256:…).
         #[arg(long)]
         fingerprint: Option<String>,
+        /// Print JSON instead of text (shapes: README, "JSON output").
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -48,6 +51,9 @@ pub enum PeerCommand {
         /// Also delete every record held here from that office.
         #[arg(long)]
         purge_replicas: bool,
+        /// Print JSON instead of text (shapes: README, "JSON output").
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -83,6 +89,9 @@ pub enum ShareCommand {
     Revoke {
         /// The grant's id (g-…), as `share grant` or `share list` shows it.
         grant_id: String,
+        /// Print JSON instead of text (shapes: README, "JSON output").
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -176,21 +185,6 @@ fn grant_target(g: &pb::GrantInfo) -> String {
     }
 }
 
-pub fn grant_json(g: &pb::GrantInfo) -> Value {
-    json!({
-        "id": g.id,
-        "peer": g.peer,
-        "target": grant_target(g),
-        "created_at": output::time(g.created_at_ms),
-        "expires_at": (g.expires_at_ms != 0).then(|| output::time(g.expires_at_ms)),
-        "ended_at": (g.revoked_at_ms != 0).then(|| output::time(g.revoked_at_ms)),
-        "end_reason": (!g.end_reason.is_empty()).then(|| g.end_reason.clone()),
-        "state": grant_state(g),
-        "purge_confirmed_by": g.purge_ack.as_ref().map(|a| a.purged_by.clone()),
-        "purged_at": g.purge_ack.as_ref().map(|a| output::time(a.purged_at_ms)),
-    })
-}
-
 pub fn print_grants(grants: &[pb::GrantInfo]) {
     let rows: Vec<_> = grants
         .iter()
@@ -204,20 +198,6 @@ pub fn print_grants(grants: &[pb::GrantInfo]) {
         })
         .collect();
     output::table(&["grant", "peer", "target", "state"], &rows);
-}
-
-pub fn peer_json(p: &pb::Peer) -> Value {
-    json!({
-        "office": p.office,
-        "endpoint": p.endpoint,
-        "fingerprint": p.fingerprint,
-        "added_at": output::time(p.added_at_ms),
-        "connected": p.connected,
-        "last_contact": (p.last_contact_ms != 0).then(|| output::time(p.last_contact_ms)),
-        "checkpoint": p.checkpoint,
-        "outbox_pending": p.outbox_pending,
-        "last_error": (!p.last_error.is_empty()).then(|| p.last_error.clone()),
-    })
 }
 
 pub fn print_peers(peers: &[pb::Peer]) {
@@ -260,12 +240,14 @@ pub async fn run_peer(cmd: PeerCommand) -> Result<()> {
             peer_endpoint: endpoint,
             ca_cert,
             fingerprint,
+            json,
             client,
         } => {
             let pem = std::fs::read_to_string(&ca_cert)
                 .with_context(|| format!("cannot read {}", ca_cert.display()))?;
             if let Some(fp) = &fingerprint {
-                Fingerprint::parse(fp)?;
+                Fingerprint::parse(fp)
+                    .map_err(|e| CliError::Usage(format!("--fingerprint {fp:?}: {e}")))?;
             }
             let p = client
                 .admin()
@@ -278,7 +260,11 @@ pub async fn run_peer(cmd: PeerCommand) -> Result<()> {
                 })
                 .await?
                 .into_inner();
-            println!("pinned {} at {}: {}", p.office, p.endpoint, p.fingerprint);
+            if json {
+                json::print(&json::peer(&p));
+            } else {
+                println!("pinned {} at {}: {}", p.office, p.endpoint, p.fingerprint);
+            }
             Ok(())
         }
         PeerCommand::List { json, client } => {
@@ -290,7 +276,7 @@ pub async fn run_peer(cmd: PeerCommand) -> Result<()> {
                 .into_inner()
                 .peers;
             if json {
-                output::print_json(&json!(peers.iter().map(peer_json).collect::<Vec<_>>()));
+                json::print(&Value::Array(peers.iter().map(json::peer).collect()));
             } else {
                 print_peers(&peers);
             }
@@ -299,6 +285,7 @@ pub async fn run_peer(cmd: PeerCommand) -> Result<()> {
         PeerCommand::Remove {
             office,
             purge_replicas,
+            json,
             client,
         } => {
             let r = client
@@ -310,10 +297,18 @@ pub async fn run_peer(cmd: PeerCommand) -> Result<()> {
                 })
                 .await?
                 .into_inner();
-            println!(
-                "removed peer {office}: {} grants closed, {} replicas purged",
-                r.grants_closed, r.replicas_purged
-            );
+            if json {
+                json::print(&json!({
+                    "office": office,
+                    "grants_closed": r.grants_closed,
+                    "replicas_purged": r.replicas_purged,
+                }));
+            } else {
+                println!(
+                    "removed peer {office}: {} grants closed, {} replicas purged",
+                    r.grants_closed, r.replicas_purged
+                );
+            }
             Ok(())
         }
     }
@@ -355,8 +350,8 @@ pub async fn run_share(cmd: ShareCommand) -> Result<()> {
                 .grant
                 .context("the node answered without the grant it made")?;
             if json {
-                output::print_json(&json!({
-                    "grant": grant_json(&grant),
+                json::print(&json!({
+                    "grant": json::grant(&grant),
                     "warnings": g.warnings,
                 }));
             } else {
@@ -367,14 +362,22 @@ pub async fn run_share(cmd: ShareCommand) -> Result<()> {
             }
             Ok(())
         }
-        ShareCommand::Revoke { grant_id, client } => {
+        ShareCommand::Revoke {
+            grant_id,
+            json,
+            client,
+        } => {
             let g = client
                 .admin()
                 .await?
                 .revoke(pb::RevokeRequest { grant_id })
                 .await?
                 .into_inner();
-            println!("revoked {}: {}", g.id, grant_state(&g));
+            if json {
+                json::print(&json::grant(&g));
+            } else {
+                println!("revoked {}: {}", g.id, grant_state(&g));
+            }
             Ok(())
         }
         ShareCommand::List { peer, json, client } => {
@@ -388,7 +391,7 @@ pub async fn run_share(cmd: ShareCommand) -> Result<()> {
                 .into_inner()
                 .grants;
             if json {
-                output::print_json(&json!(grants.iter().map(grant_json).collect::<Vec<_>>()));
+                json::print(&Value::Array(grants.iter().map(json::grant).collect()));
             } else {
                 print_grants(&grants);
             }
@@ -452,7 +455,7 @@ mod tests {
             ..Default::default()
         };
         assert!(grant_state(&g).contains("out-of-range time"));
-        let _ = grant_json(&g).to_string();
+        let _ = crate::cli::json::grant(&g).to_string();
         print_grants(std::slice::from_ref(&g));
     }
 }

@@ -4,11 +4,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use serde_json::json;
+use serde_json::Value;
 
 use super::ClientOpts;
 use super::errors::CliError;
-use super::output;
+use super::{json, output};
 use crate::domain::Role;
 use crate::grpc::{convert, pb};
 use crate::setup::{SetupError, make_dir, write_new};
@@ -27,6 +27,9 @@ pub enum UserCommand {
         /// Directory to write NAME-cert.pem, NAME-key.pem and ca.pem into.
         #[arg(long)]
         out: PathBuf,
+        /// Print JSON instead of text (shapes: README, "JSON output").
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -35,10 +38,13 @@ pub enum UserCommand {
         /// The user's name.
         #[arg(long)]
         name: String,
+        /// Print JSON instead of text (shapes: README, "JSON output").
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientOpts,
     },
-    /// List issued and revoked users.
+    /// List every user certificate issued, valid and revoked.
     List {
         /// Print JSON instead of text (shapes: README, "JSON output").
         #[arg(long)]
@@ -61,27 +67,43 @@ pub async fn run(cmd: UserCommand) -> Result<()> {
             name,
             role,
             out,
+            json,
             client,
         } => {
             let issued = issue(&client, &name, role, &out, |path, pem| {
                 write_new(path, pem, 0o644)
             })
             .await?;
-            println!("issued {role} certificate for {name}");
-            println!("  certificate: {}", issued.cert.display());
-            println!("  key (0600):  {}", issued.key.display());
-            println!("  office CA:   {}", issued.ca.display());
-            println!("  fingerprint: {}", issued.fingerprint);
+            if json {
+                json::print(&serde_json::json!({
+                    "name": name,
+                    "role": role.as_str(),
+                    "fingerprint": issued.fingerprint,
+                    "certificate": issued.cert.display().to_string(),
+                    "key": issued.key.display().to_string(),
+                    "ca": issued.ca.display().to_string(),
+                }));
+            } else {
+                println!("issued {role} certificate for {name}");
+                println!("  certificate: {}", issued.cert.display());
+                println!("  key (0600):  {}", issued.key.display());
+                println!("  office CA:   {}", issued.ca.display());
+                println!("  fingerprint: {}", issued.fingerprint);
+            }
             Ok(())
         }
-        UserCommand::Revoke { name, client } => {
+        UserCommand::Revoke { name, json, client } => {
             let u = client
                 .admin()
                 .await?
                 .revoke_user(pb::RevokeUserRequest { name })
                 .await?
                 .into_inner();
-            println!("revoked {} at {}", u.name, output::time(u.revoked_at_ms));
+            if json {
+                json::print(&json::user(&u));
+            } else {
+                println!("revoked {} at {}", u.name, output::time(u.revoked_at_ms));
+            }
             Ok(())
         }
         UserCommand::List { json, client } => {
@@ -93,19 +115,7 @@ pub async fn run(cmd: UserCommand) -> Result<()> {
                 .into_inner()
                 .users;
             if json {
-                let v: Vec<_> = users
-                    .iter()
-                    .map(|u| {
-                        json!({
-                            "name": u.name,
-                            "role": role_name(u.role),
-                            "fingerprint": u.fingerprint,
-                            "issued_at": output::time(u.issued_at_ms),
-                            "revoked_at": (u.revoked_at_ms != 0).then(|| output::time(u.revoked_at_ms)),
-                        })
-                    })
-                    .collect();
-                output::print_json(&json!(v));
+                json::print(&Value::Array(users.iter().map(json::user).collect()));
             } else {
                 let rows: Vec<_> = users
                     .iter()
@@ -114,6 +124,7 @@ pub async fn run(cmd: UserCommand) -> Result<()> {
                             u.name.clone(),
                             role_name(u.role).into(),
                             output::time(u.issued_at_ms),
+                            output::time(u.expires_at_ms),
                             if u.revoked_at_ms == 0 {
                                 "valid".into()
                             } else {
@@ -123,7 +134,10 @@ pub async fn run(cmd: UserCommand) -> Result<()> {
                         ]
                     })
                     .collect();
-                output::table(&["name", "role", "issued", "state", "fingerprint"], &rows);
+                output::table(
+                    &["name", "role", "issued", "expires", "state", "fingerprint"],
+                    &rows,
+                );
             }
             Ok(())
         }
@@ -225,54 +239,75 @@ pub async fn issue(
     })
 }
 
-pub async fn status(client: ClientOpts, json: bool) -> Result<()> {
-    let s = client
-        .admin()
-        .await?
-        .status(pb::StatusRequest {})
-        .await?
-        .into_inner();
-    if json {
-        output::print_json(&json!({
-            "office": s.office,
-            "fingerprint": s.fingerprint,
-            "records": s.records,
-            "versions": s.versions,
-            "software_version": s.software_version,
-            "peers": s.peers.iter().map(super::sharing::peer_json).collect::<Vec<_>>(),
-            "blobs": s.blobs,
-            "blob_bytes": s.blob_bytes,
-            "transfers": s.transfers.iter().map(transfer_json).collect::<Vec<_>>(),
-        }));
-    } else {
-        println!("office:      {}", s.office);
-        println!("fingerprint: {}", s.fingerprint);
-        println!("records:     {}", s.records);
-        println!("versions:    {}", s.versions);
-        println!("blobs:       {} ({})", s.blobs, output::size(s.blob_bytes));
-        println!("software:    casemesh {}", s.software_version);
-        if !s.peers.is_empty() {
-            println!();
-            super::sharing::print_peers(&s.peers);
-        }
-        if !s.transfers.is_empty() {
-            println!();
-            print_transfers(&s.transfers);
-        }
+/// Certificates that have expired or expire within 30 days: the node's,
+/// the office CA, every valid user's and every pinned peer's office CA.
+pub fn expiry_warnings(s: &pb::StatusResponse, users: &[pb::User]) -> Vec<String> {
+    use crate::identity::pki::expiry_warning;
+    let now = crate::domain::now_ms();
+    let mut out = Vec::new();
+    out.extend(expiry_warning(
+        "the node's certificate (node-cert.pem)",
+        s.node_certificate_expires_at_ms,
+        now,
+    ));
+    out.extend(expiry_warning(
+        "the office CA certificate (office-ca.pem)",
+        s.office_ca_expires_at_ms,
+        now,
+    ));
+    for u in users.iter().filter(|u| u.revoked_at_ms == 0) {
+        out.extend(expiry_warning(
+            &format!("the certificate of user {}", u.name),
+            u.expires_at_ms,
+            now,
+        ));
     }
-    Ok(())
+    for p in &s.peers {
+        out.extend(expiry_warning(
+            &format!("the office CA pinned for peer {}", p.office),
+            p.ca_expires_at_ms,
+            now,
+        ));
+    }
+    out
 }
 
-fn transfer_json(t: &pb::Transfer) -> serde_json::Value {
-    json!({
-        "hash": hex::encode(&t.hash),
-        "origin": t.origin,
-        "size": t.size,
-        "received": t.received,
-        "resumed_from": t.resumed_from,
-        "active": t.active,
-        "last_error": (!t.last_error.is_empty()).then(|| t.last_error.clone()),
-    })
+pub async fn status(client: ClientOpts, json: bool) -> Result<()> {
+    let mut admin = client.admin().await?;
+    let s = admin.status(pb::StatusRequest {}).await?.into_inner();
+    let users = admin
+        .list_users(pb::ListUsersRequest {})
+        .await?
+        .into_inner()
+        .users;
+    let warnings = expiry_warnings(&s, &users);
+    if json {
+        json::print(&json::status(&s, &warnings));
+        return Ok(());
+    }
+    println!("office:      {}", s.office);
+    println!("fingerprint: {}", s.fingerprint);
+    println!("records:     {}", s.records);
+    println!("versions:    {}", s.versions);
+    println!("blobs:       {} ({})", s.blobs, output::size(s.blob_bytes));
+    println!("software:    casemesh {}", s.software_version);
+    println!(
+        "certificate: node until {}, office CA until {}",
+        output::time(s.node_certificate_expires_at_ms),
+        output::time(s.office_ca_expires_at_ms)
+    );
+    if !s.peers.is_empty() {
+        println!();
+        super::sharing::print_peers(&s.peers);
+    }
+    if !s.transfers.is_empty() {
+        println!();
+        print_transfers(&s.transfers);
+    }
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(())
 }
 
 /// Files of replicas still being fetched: which, from where, how far.

@@ -100,6 +100,7 @@ pub fn user(e: &UserEntry) -> pb::User {
         fingerprint: e.fingerprint.to_string(),
         issued_at_ms: e.user.issued_at_ms,
         revoked_at_ms: e.user.revoked_at_ms,
+        expires_at_ms: crate::identity::pki::expires_at_ms(&e.user.cert_der).unwrap_or(0),
     }
 }
 
@@ -145,6 +146,7 @@ pub fn peer_view(v: &crate::service::PeerView) -> pb::Peer {
         checkpoint: v.checkpoint,
         outbox_pending: v.outbox_pending,
         last_error: v.link.last_error.clone(),
+        ca_expires_at_ms: crate::identity::pki::expires_at_ms(&v.peer.ca_der).unwrap_or(0),
     }
 }
 

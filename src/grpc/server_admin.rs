@@ -22,6 +22,9 @@ pub struct AdminApi {
     pub office: String,
     pub fingerprint: Fingerprint,
     pub ca_pem: String,
+    /// When the node's server certificate and the office CA expire.
+    pub node_cert_expires_at_ms: u64,
+    pub ca_expires_at_ms: u64,
     pub transfers: Arc<crate::sync::fetch::Transfers>,
     pub audit: Arc<AuditLog>,
     pub sync: Arc<crate::sync::SyncContext>,
@@ -347,6 +350,8 @@ impl Admin for AdminApi {
             .blob_totals()
             .map_err(crate::error::Error::from)?;
         Ok(Response::new(pb::StatusResponse {
+            node_certificate_expires_at_ms: self.node_cert_expires_at_ms,
+            office_ca_expires_at_ms: self.ca_expires_at_ms,
             office: self.office.clone(),
             fingerprint: self.fingerprint.to_string(),
             records,

@@ -279,6 +279,32 @@ pub fn public_key_of(cert_der: &[u8]) -> Result<Vec<u8>, IdentityError> {
 }
 
 /// Reads every certificate in a PEM file's contents.
+/// When a certificate stops being valid (its notAfter), in milliseconds
+/// since the Unix epoch.
+pub fn expires_at_ms(der: &[u8]) -> Result<u64, IdentityError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| IdentityError::parse("certificate", e))?;
+    let secs = cert.validity().not_after.timestamp();
+    Ok(u64::try_from(secs).unwrap_or(0).saturating_mul(1000))
+}
+
+/// How far ahead an expiring certificate is warned about.
+pub const EXPIRY_WARNING_DAYS: u64 = 30;
+
+/// A warning when the certificate `what` has expired or expires within
+/// [`EXPIRY_WARNING_DAYS`] of `now_ms`.
+pub fn expiry_warning(what: &str, expires_at_ms: u64, now_ms: u64) -> Option<String> {
+    let when = crate::domain::format_time(expires_at_ms);
+    if expires_at_ms == 0 {
+        return None;
+    }
+    if expires_at_ms <= now_ms {
+        return Some(format!("{what} expired at {when}"));
+    }
+    let days = (expires_at_ms - now_ms) / 86_400_000;
+    (days < EXPIRY_WARNING_DAYS).then(|| format!("{what} expires at {when}, in {days} days"))
+}
+
 pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
     let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()

@@ -1,0 +1,245 @@
+//! `--json` output: every shape the CLI prints, in one place, under one
+//! convention (documented in the README, "JSON output", and checked against
+//! it by a test):
+//!
+//! - times are `*_at` keys holding RFC 3339 (UTC, milliseconds), or `null`
+//!   when there is none; a value past year 9999 is a string that says so;
+//! - a value that is absent is `null`, never `""` or `0`;
+//! - fields are structured (ids, states and reasons apart), never the
+//!   display strings of the text output;
+//! - one object shape per kind of thing, whichever command prints it (a
+//!   record looks the same from `record get`, `record list` and
+//!   `record history`).
+
+use serde_json::{Value, json};
+
+use crate::grpc::{convert, pb};
+
+/// Prints a value as the command's whole output.
+pub fn print(v: &Value) {
+    // A `Value` always serialises.
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// A time: RFC 3339, or `null` for none (0).
+pub fn time(ms: u64) -> Value {
+    if ms == 0 {
+        return Value::Null;
+    }
+    json!(crate::domain::format_time(ms))
+}
+
+/// Text that may be absent: `null` when empty.
+pub fn text(s: &str) -> Value {
+    if s.is_empty() { Value::Null } else { json!(s) }
+}
+
+/// A record version. `body` holds the body as text when it is UTF-8,
+/// `body_hex` when it is not; both are `null` when the node did not send
+/// the body.
+pub fn record(r: &pb::Record) -> Value {
+    let sent = r.body.len() as u64 == r.body_size;
+    let (body, body_hex) = match std::str::from_utf8(&r.body) {
+        _ if !sent => (Value::Null, Value::Null),
+        Ok(t) => (json!(t), Value::Null),
+        Err(_) => (Value::Null, json!(hex::encode(&r.body))),
+    };
+    json!({
+        "id": r.id,
+        "version": r.version,
+        "origin": r.origin,
+        "collection": r.collection,
+        "kind": r.kind,
+        "title": r.title,
+        "content_type": text(&r.content_type),
+        "labels": r.labels,
+        "body_size": r.body_size,
+        "body": body,
+        "body_hex": body_hex,
+        "created_at": time(r.created_at_ms),
+        "updated_at": time(r.updated_at_ms),
+        "deleted": r.deleted,
+        "digest": hex::encode(&r.digest),
+        "signature": hex::encode(&r.signature),
+        "attachments": r.attachments.iter().map(attachment).collect::<Vec<_>>(),
+    })
+}
+
+pub fn attachment(a: &pb::Attachment) -> Value {
+    json!({
+        "file_name": a.file_name,
+        "media_type": a.media_type,
+        "size": a.size,
+        "hash": hex::encode(&a.hash),
+        "state": match a.state() {
+            pb::AttachmentState::Present => json!("present"),
+            pb::AttachmentState::Pending => json!("pending"),
+            pb::AttachmentState::Unspecified => Value::Null,
+        },
+        "bytes_present": a.bytes_present,
+    })
+}
+
+/// What `record put` wrote.
+pub fn written(r: &pb::PutResponse) -> Value {
+    json!({
+        "id": r.id,
+        "version": r.version,
+        "digest": hex::encode(&r.digest),
+        "updated_at": time(r.updated_at_ms),
+    })
+}
+
+/// A grant. `state` is `active` or `ended`; `purge`, for an ended grant,
+/// is `pending`, `confirmed` (with who and when) or `impossible` (the peer
+/// was removed, so its node can no longer be asked).
+pub fn grant(g: &pb::GrantInfo) -> Value {
+    let (collection, record) = match &g.target {
+        Some(pb::grant_info::Target::Collection(c)) => (json!(c), Value::Null),
+        Some(pb::grant_info::Target::RecordId(r)) => (Value::Null, json!(r)),
+        None => (Value::Null, Value::Null),
+    };
+    let ended = g.revoked_at_ms != 0;
+    let purge = match (&g.purge_ack, ended) {
+        (_, false) => Value::Null,
+        (Some(_), true) => json!("confirmed"),
+        (None, true) if g.end_reason == "peer removed" => json!("impossible"),
+        (None, true) => json!("pending"),
+    };
+    json!({
+        "id": g.id,
+        "peer": g.peer,
+        "collection": collection,
+        "record": record,
+        "created_at": time(g.created_at_ms),
+        "expires_at": time(g.expires_at_ms),
+        "state": if ended { "ended" } else { "active" },
+        "ended_at": time(g.revoked_at_ms),
+        "end_reason": text(&g.end_reason),
+        "purge": purge,
+        "purge_confirmed_by": g.purge_ack.as_ref().map(|a| a.purged_by.clone()),
+        "purged_at": g.purge_ack.as_ref().map(|a| time(a.purged_at_ms)),
+    })
+}
+
+pub fn peer(p: &pb::Peer) -> Value {
+    json!({
+        "office": p.office,
+        "endpoint": p.endpoint,
+        "fingerprint": p.fingerprint,
+        "added_at": time(p.added_at_ms),
+        "ca_expires_at": time(p.ca_expires_at_ms),
+        "connected": p.connected,
+        "last_contact_at": time(p.last_contact_ms),
+        "checkpoint": p.checkpoint,
+        "outbox_pending": p.outbox_pending,
+        "last_error": text(&p.last_error),
+    })
+}
+
+/// A user certificate; `state` is `valid` or `revoked`.
+pub fn user(u: &pb::User) -> Value {
+    json!({
+        "name": u.name,
+        "role": convert::role_from_pb(u.role).map(|r| r.as_str()).ok(),
+        "fingerprint": u.fingerprint,
+        "state": if u.revoked_at_ms == 0 { "valid" } else { "revoked" },
+        "issued_at": time(u.issued_at_ms),
+        "expires_at": time(u.expires_at_ms),
+        "revoked_at": time(u.revoked_at_ms),
+    })
+}
+
+/// An audit entry; `outcome` is `ok` or `failed`, with the gRPC code and
+/// message of a failure.
+pub fn audit_entry(e: &pb::AuditEntry) -> Value {
+    let failed = !e.outcome_code.is_empty();
+    json!({
+        "seq": e.seq,
+        "at": time(e.at_ms),
+        "node": e.node,
+        "actor": {
+            "kind": e.actor_kind,
+            "name": text(&e.actor_name),
+            "role": text(&e.actor_role),
+            "office": text(&e.actor_office),
+            "fingerprint": text(&e.actor_fingerprint),
+            "remote": text(&e.actor_remote),
+        },
+        "action": e.action,
+        "records": e.records.iter().map(|r| json!({
+            "id": r.record_id,
+            "version": (r.version != 0).then_some(r.version),
+        })).collect::<Vec<_>>(),
+        "collection": text(&e.collection),
+        "peer": text(&e.peer),
+        "detail": text(&e.detail),
+        "outcome": if failed { "failed" } else { "ok" },
+        "outcome_code": text(&e.outcome_code),
+        "outcome_message": text(&e.outcome_message),
+        "hash": hex::encode(&e.hash),
+    })
+}
+
+pub fn signed_head(h: &pb::SignedAuditHead) -> Value {
+    json!({
+        "office": h.office,
+        "seq": h.seq,
+        "hash": hex::encode(&h.hash),
+        "signed_at": time(h.at_ms),
+    })
+}
+
+pub fn transfer(t: &pb::Transfer) -> Value {
+    json!({
+        "hash": hex::encode(&t.hash),
+        "origin": t.origin,
+        "size": t.size,
+        "received": t.received,
+        "resumed_from": t.resumed_from,
+        "active": t.active,
+        "last_error": text(&t.last_error),
+    })
+}
+
+/// `casemesh status`, with the certificate warnings it printed.
+pub fn status(s: &pb::StatusResponse, warnings: &[String]) -> Value {
+    json!({
+        "office": s.office,
+        "fingerprint": s.fingerprint,
+        "software_version": s.software_version,
+        "records": s.records,
+        "versions": s.versions,
+        "blobs": s.blobs,
+        "blob_bytes": s.blob_bytes,
+        "node_certificate_expires_at": time(s.node_certificate_expires_at_ms),
+        "office_ca_expires_at": time(s.office_ca_expires_at_ms),
+        "peers": s.peers.iter().map(peer).collect::<Vec<_>>(),
+        "transfers": s.transfers.iter().map(transfer).collect::<Vec<_>>(),
+        "warnings": warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_values_are_null_and_times_rfc3339() {
+        assert_eq!(time(0), Value::Null);
+        assert_eq!(time(1_000), json!("1970-01-01T00:00:01.000Z"));
+        assert!(time(u64::MAX).as_str().unwrap().contains("out-of-range"));
+        assert_eq!(text(""), Value::Null);
+        let r = record(&pb::Record {
+            body_size: 10,
+            ..Default::default()
+        });
+        assert_eq!((&r["body"], &r["body_hex"]), (&Value::Null, &Value::Null));
+        let r = record(&pb::Record {
+            body: bytes::Bytes::from_static(&[0xff, 0xfe]),
+            body_size: 2,
+            ..Default::default()
+        });
+        assert_eq!(r["body_hex"], "fffe");
+    }
+}
