@@ -7,7 +7,7 @@ mod blobs;
 mod client;
 mod demo;
 pub mod errors;
-mod json;
+pub mod json;
 mod output;
 mod records;
 mod sharing;
