@@ -328,7 +328,8 @@ pub async fn export(
         }
         Err(e) => return Err(e).with_context(|| format!("cannot write {}", part.display())),
     };
-    let written = match stream_export(&client, &collection, allow_empty, file).await {
+    let streaming = stream_export(&client, &collection, allow_empty, file);
+    let written = match super::interruptible("no bundle was written", streaming).await {
         Ok(n) => n,
         Err(e) => {
             let _ = tokio::fs::remove_file(&part).await;

@@ -53,7 +53,13 @@ pub async fn run(cmd: BlobCommand) -> Result<()> {
             force,
             json,
             client,
-        } => get(&client, &hash, &out, force, json).await,
+        } => {
+            let what = format!(
+                "{}.part keeps what arrived: run the same command again to resume",
+                out.display()
+            );
+            super::interruptible(what, get(&client, &hash, &out, force, json)).await
+        }
     }
 }
 

@@ -164,9 +164,36 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 }
 
-/// Runs a parsed command line.
+/// Runs `work` unless Ctrl-C comes first. Then `work` is dropped (which
+/// ends any progress line) and the command fails with `interrupted; what`
+/// (exit 130): `what` says what was and was not done.
+pub async fn interruptible<T>(
+    what: impl Into<String>,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::select! {
+        done = work => done,
+        _ = tokio::signal::ctrl_c() => Err(errors::CliError::Interrupted(what.into()).into()),
+    }
+}
+
+/// Runs a parsed command line. `serve` and `demo` handle Ctrl-C as a
+/// request to stop; commands whose interruption leaves something worth
+/// knowing (`record put`, `blob get`, `export`) say what; any other is
+/// interrupted as a whole.
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Serve(a) => serve(a).await,
+        Command::Demo { keep, .. } => demo::run(keep).await,
+        Command::Record(records::RecordCommand::Put(a)) => records::put(a).await,
+        Command::Blob(c) => blobs::run(c).await,
+        command @ Command::Export { .. } => dispatch(command).await,
+        command => interruptible("the command did not finish", dispatch(command)).await,
+    }
+}
+
+async fn dispatch(command: Command) -> Result<()> {
+    match command {
         Command::Init(a) => init(a),
         Command::Serve(a) => serve(a).await,
         Command::Fingerprint { data, json } => fingerprint(data, json),

@@ -242,7 +242,12 @@ fn check_body_size(what: &str, size: u64, client: &ClientOpts) -> Result<()> {
     Ok(())
 }
 
-async fn put(a: PutArgs) -> Result<()> {
+/// What an interrupted `record put` did, before and after the record was
+/// sent.
+const UPLOAD_INTERRUPTED: &str = "nothing stored (files already uploaded are removed by the node after blobs.unreferenced_grace, as no record lists them)";
+const PUT_INTERRUPTED: &str = "the record may have been written: the node finishes a write it has started; check with `casemesh record list`";
+
+pub async fn put(a: PutArgs) -> Result<()> {
     let body = match (a.body, a.body_file) {
         (Some(text), _) => {
             check_body_size("--body", text.len() as u64, &a.client)?;
@@ -263,29 +268,46 @@ async fn put(a: PutArgs) -> Result<()> {
             String::new()
         }
     });
+    let mut seen = std::collections::BTreeSet::new();
+    for path in &a.attach {
+        let canonical = std::fs::canonicalize(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if !seen.insert(canonical) {
+            return Err(CliError::Usage(format!(
+                "{} is given to --attach twice; a version lists each file once",
+                path.display()
+            ))
+            .into());
+        }
+    }
     let mut files = Vec::with_capacity(a.attach.len());
     for path in &a.attach {
         files.push(LocalFile::open(path).await?);
     }
     let mut records = a.client.records().await?;
-    let mut attachments = Vec::with_capacity(files.len());
-    for file in files {
-        attachments.push(file.upload(&mut records).await?);
-    }
-    let resp = records
-        .put(pb::PutRequest {
-            id: a.id.unwrap_or_default(),
-            expected_version: a.expected_version,
-            collection: a.collection,
-            kind: a.kind,
-            title: a.title,
-            body: body.into(),
-            content_type,
-            labels: a.labels.into_iter().collect(),
-            attachments,
-        })
-        .await?
-        .into_inner();
+    let uploaded = super::interruptible(UPLOAD_INTERRUPTED, async {
+        let mut attachments = Vec::with_capacity(files.len());
+        for file in files {
+            attachments.push(file.upload(&mut records).await?);
+        }
+        Ok(attachments)
+    })
+    .await?;
+    let request = pb::PutRequest {
+        id: a.id.unwrap_or_default(),
+        expected_version: a.expected_version,
+        collection: a.collection,
+        kind: a.kind,
+        title: a.title,
+        body: body.into(),
+        content_type,
+        labels: a.labels.into_iter().collect(),
+        attachments: uploaded,
+    };
+    let resp = super::interruptible(PUT_INTERRUPTED, async {
+        Ok(records.put(request).await?.into_inner())
+    })
+    .await?;
     if a.json {
         json::print(&json::written(&resp));
     } else {

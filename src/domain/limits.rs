@@ -70,6 +70,8 @@ pub enum LimitError {
     Empty(&'static str),
     #[error("{0} must not contain control characters")]
     ControlCharacters(&'static str),
+    #[error("file {file_name:?} ({hash}) is attached twice")]
+    DuplicateAttachment { file_name: String, hash: String },
 }
 
 impl Limits {

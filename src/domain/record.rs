@@ -75,8 +75,19 @@ impl Draft {
                 limit: limits.max_attachments,
             });
         }
-        for a in &self.attachments {
+        for (i, a) in self.attachments.iter().enumerate() {
             a.check_shape()?;
+            // The same file under the same name twice is a mistake; the
+            // same bytes under two names may be meant.
+            if self.attachments[..i]
+                .iter()
+                .any(|b| b.hash == a.hash && b.file_name == a.file_name)
+            {
+                return Err(LimitError::DuplicateAttachment {
+                    file_name: a.file_name.clone(),
+                    hash: a.hash.to_string(),
+                });
+            }
         }
         Ok(())
     }
@@ -453,5 +464,21 @@ mod tests {
         let mut empty = ok;
         empty.title = " ".into();
         assert_eq!(empty.validate(&limits), Err(LimitError::Empty("title")));
+    }
+
+    #[test]
+    fn the_same_file_attached_twice_under_one_name_is_refused() {
+        let file = with_attachment().attachments[0].clone();
+        let mut d = Draft {
+            collection: "c".into(),
+            kind: "k".into(),
+            title: "t".into(),
+            attachments: vec![file.clone(), file.clone()],
+            ..Draft::default()
+        };
+        let err = d.validate(&Limits::default()).unwrap_err();
+        assert!(err.to_string().contains("is attached twice"), "{err}");
+        d.attachments[1].file_name = "copy-for-the-court.mp4".into();
+        assert!(d.validate(&Limits::default()).is_ok());
     }
 }

@@ -278,6 +278,28 @@ async fn an_attached_file_downloads_whole_and_resumes_from_a_part_file() {
         clip.to_str().unwrap(),
     ]);
     let id = id.trim();
+    // The same file twice (by another path) is refused before any upload.
+    let twice_path = tmp.path().join(".").join("bodycam-0412.mp4");
+    let twice = fails(
+        2,
+        &[
+            "record",
+            "put",
+            "--data",
+            d,
+            "--collection",
+            "2026-0042",
+            "--kind",
+            "evidence",
+            "--title",
+            "twice",
+            "--attach",
+            clip.to_str().unwrap(),
+            "--attach",
+            twice_path.to_str().unwrap(),
+        ],
+    );
+    assert!(twice.contains("is given to --attach twice"), "{twice}");
     let shown = ok(&["record", "get", id, "--data", d]);
     for expected in [
         "attachment:   bodycam-0412.mp4",

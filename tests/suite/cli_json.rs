@@ -253,7 +253,10 @@ async fn every_documented_json_shape_is_what_the_binary_prints() {
         "audit entry",
         json(&["audit", "list", "--data", p, "--limit", "1", "--json"])[0].clone(),
     ));
-    samples.push(("audit verify", json(&["audit", "verify", "--data", p, "--json"])));
+    samples.push((
+        "audit verify",
+        json(&["audit", "verify", "--data", p, "--json"]),
+    ));
 
     let status = json(&["status", "--data", p, "--json"]);
     samples.push(("peer", status["peers"][0].clone()));

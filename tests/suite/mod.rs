@@ -6,6 +6,7 @@ mod blobs;
 mod cli;
 mod cli_errors;
 mod cli_federation;
+mod cli_interrupt;
 mod cli_json;
 mod cli_users;
 mod cluster;
