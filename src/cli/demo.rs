@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 
 use super::ClientOpts;
+use super::errors::CliError;
 use super::output;
 use crate::domain::OfficeId;
 use crate::grpc::{convert, pb};
@@ -105,19 +106,63 @@ async fn who_holds_what(offices: &[Office]) -> Result<()> {
     Ok(())
 }
 
+/// Runs the demo in a temporary directory, which holds the offices'
+/// private keys: it is removed at the end, when the demo fails, and when
+/// Ctrl-C (or SIGTERM) stops it, whether during the steps or while the
+/// nodes are kept running.
 pub async fn run(keep: bool) -> Result<()> {
     let tmp = tempfile::Builder::new()
         .prefix("casemesh-demo-")
         .tempdir()?;
+    let mut offices = Vec::new();
+    let outcome = tokio::select! {
+        done = steps(tmp.path(), &mut offices) => done,
+        _ = super::shutdown_signal() => Err(CliError::Interrupted(format!(
+            "the demo's nodes were stopped and {} removed",
+            tmp.path().display()
+        )).into()),
+    };
+    if outcome.is_ok() && keep {
+        println!();
+        println!("the three nodes keep running; in another terminal, for example:");
+        for o in &offices {
+            println!("  casemesh status --data {}", o.dir.display());
+        }
+        println!(
+            "  casemesh share list --data {}",
+            tmp.path().join("phila-da").display()
+        );
+        println!(
+            "their data, private keys included, is in {}; Ctrl-C stops the nodes and removes it",
+            tmp.path().display()
+        );
+        super::shutdown_signal().await;
+    }
+    for o in &mut offices {
+        if let Some(n) = o.node.take() {
+            n.shutdown().await?;
+        }
+    }
+    let dir = tmp.path().to_owned();
+    tmp.close()
+        .with_context(|| format!("could not remove {}", dir.display()))?;
+    if keep && outcome.is_ok() {
+        println!("stopped the nodes and removed {}", dir.display());
+    }
+    outcome
+}
+
+/// The demo's steps; `offices` holds the nodes started, for the caller to
+/// stop.
+async fn steps(root: &Path, offices: &mut Vec<Office>) -> Result<()> {
     step(
         1,
         "three offices create their identities and start their nodes",
     );
-    let mut offices = Vec::new();
     for name in ["phila-da", "nyc-da", "mpls-da"] {
-        offices.push(create(tmp.path(), name).await?);
+        offices.push(create(root, name).await?);
     }
-    for o in &offices {
+    for o in offices.iter() {
         let fp = std::fs::read(crate::config::Paths::new(&o.dir).office_ca())?;
         let fp = crate::identity::Fingerprint::of(certs_from_pem(&fp)?.first().context("no CA")?);
         println!("   {:<9} {}  {}", o.id.as_str(), o.endpoint, fp);
@@ -127,8 +172,8 @@ pub async fn run(keep: bool) -> Result<()> {
         2,
         "their admins pin each other's office CA (trust is pairwise and explicit)",
     );
-    for a in &offices {
-        for b in &offices {
+    for a in offices.iter() {
+        for b in offices.iter() {
             if a.id != b.id {
                 a.client
                     .admin()
@@ -330,28 +375,5 @@ pub async fn run(keep: bool) -> Result<()> {
 
     println!();
     println!("demo finished: every step checked out");
-    drop((ra, rb));
-    if keep {
-        let kept = tmp.keep();
-        println!();
-        println!("the three nodes keep running; in another terminal, for example:");
-        for o in &offices {
-            println!(
-                "  casemesh status --data {}",
-                kept.join(o.id.as_str()).display()
-            );
-        }
-        println!(
-            "  casemesh share list --data {}",
-            kept.join("phila-da").display()
-        );
-        println!("stop them with Ctrl-C");
-        super::shutdown_signal().await;
-    }
-    for o in &mut offices {
-        if let Some(n) = o.node.take() {
-            n.shutdown().await?;
-        }
-    }
     Ok(())
 }
