@@ -218,7 +218,7 @@ async fn steps(root: &Path, offices: &mut Vec<Office>) -> Result<()> {
             .into_inner();
         ids.push((r.id, case));
     }
-    who_holds_what(&offices).await?;
+    who_holds_what(offices).await?;
 
     step(4, &format!("phila-da grants case {CASE_1} to nyc-da"));
     let grant_b = a
@@ -238,7 +238,7 @@ async fn steps(root: &Path, offices: &mut Vec<Office>) -> Result<()> {
         Ok(holdings(b).await?.len() == 3)
     })
     .await?;
-    who_holds_what(&offices).await?;
+    who_holds_what(offices).await?;
     ensure!(holdings(c).await?.is_empty(), "mpls-da must hold nothing");
     ensure!(
         holdings(b).await?.values().all(|(_, case)| case == CASE_1),
@@ -332,7 +332,7 @@ async fn steps(root: &Path, offices: &mut Vec<Office>) -> Result<()> {
         Ok(held.len() == 1 && held.contains_key(&single))
     })
     .await?;
-    who_holds_what(&offices).await?;
+    who_holds_what(offices).await?;
 
     step(
         7,
@@ -363,7 +363,7 @@ async fn steps(root: &Path, offices: &mut Vec<Office>) -> Result<()> {
         }
     })
     .await?;
-    who_holds_what(&offices).await?;
+    who_holds_what(offices).await?;
     println!("   purged {took:.0?} after the revoke; phila-da's grants:");
     let grants = admin_a
         .list_grants(pb::ListGrantsRequest::default())
