@@ -74,8 +74,21 @@ mod humantime_serde_compat {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
+    /// In the largest unit of hours, minutes and seconds that writes it
+    /// whole (`24h`, `90m`), as the example configuration does.
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
+        s.serialize_str(&format(*d))
+    }
+
+    pub fn format(d: Duration) -> String {
+        let secs = d.as_secs();
+        match (d.subsec_nanos(), secs) {
+            (0, 0) => "0s".into(),
+            (0, s) if s % 3600 == 0 => format!("{}h", s / 3600),
+            (0, s) if s % 60 == 0 => format!("{}m", s / 60),
+            (0, s) => format!("{s}s"),
+            _ => humantime::format_duration(d).to_string(),
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -260,6 +273,22 @@ mod tests {
         );
         assert_eq!(cfg.store, StoreConfig::default());
         assert_eq!(cfg.server, ServerConfig::default());
+    }
+
+    #[test]
+    fn durations_are_written_as_the_docs_write_them() {
+        use std::time::Duration;
+        let f = humantime_serde_compat::format;
+        assert_eq!(f(Duration::from_secs(86_400)), "24h");
+        assert_eq!(f(Duration::from_secs(5_400)), "90m");
+        assert_eq!(f(Duration::from_secs(61)), "61s");
+        assert_eq!(f(Duration::from_millis(1_500)), "1s 500ms");
+        let office = OfficeId::parse("phila-da").unwrap();
+        let written = Config::new(&office, DEFAULT_LISTEN.parse().unwrap()).to_toml();
+        assert!(
+            written.contains("unreferenced_grace = \"24h\""),
+            "{written}"
+        );
     }
 
     #[test]

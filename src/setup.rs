@@ -18,6 +18,8 @@ use crate::store::{Store, StoreOptions};
 pub enum SetupError {
     #[error("{0} already holds a casemesh office (or other files); refusing to touch it")]
     AlreadyExists(PathBuf),
+    #[error("host {0:?} is neither a DNS name (letters, digits, '-' and '.') nor an IP address")]
+    BadHost(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -52,27 +54,56 @@ pub struct InitReport {
 /// Name of the first admin user.
 pub const FIRST_ADMIN: &str = "admin";
 
-/// Writes `contents` to a new file with `mode`.
+/// Checks a name for the node's certificate: a DNS name (RFC 1123 labels
+/// of letters, digits and '-', joined by '.') or an IP address.
+pub fn check_host(host: &str) -> Result<(), SetupError> {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.len() <= 253 && name.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err(SetupError::BadHost(host.to_owned()))
+    }
+}
+
+/// Writes `contents` to a new file with exactly `mode`, whatever the umask.
 pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), SetupError> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
         .open(path)
         .map_err(io(path))?;
+    // The umask may have taken bits away from the mode asked for.
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io(path))?;
     f.write_all(contents).map_err(io(path))?;
     f.sync_all().map_err(io(path))
 }
 
-/// Creates a directory with `mode` (and any missing parents).
+/// Creates a directory (and any missing parents). A directory it creates
+/// gets exactly `mode`, whatever the umask; one that exists is left as it
+/// is.
 pub fn make_dir(path: &Path, mode: u32) -> Result<(), SetupError> {
-    use std::os::unix::fs::DirBuilderExt;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if path.is_dir() {
+        return Ok(());
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(mode)
         .create(path)
-        .map_err(io(path))
+        .map_err(io(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))
 }
 
 pub fn init(
@@ -81,6 +112,9 @@ pub fn init(
     hosts: &[String],
     listen: SocketAddr,
 ) -> Result<InitReport, SetupError> {
+    for host in hosts {
+        check_host(host)?;
+    }
     if data_dir.exists() {
         let empty = std::fs::read_dir(data_dir)
             .map_err(io(data_dir))?
@@ -136,6 +170,12 @@ pub fn init(
         store.flush_now()?;
     }
     write_new(&paths.config(), config.to_toml().as_bytes(), 0o644)?;
+    // The store holds records in the clear: only the node's user may enter
+    // the data directory and the store, whatever the umask.
+    for dir in [paths.store(), tmp.path().to_owned()] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io(&dir))?;
+    }
 
     // rename(2) replaces an empty directory atomically.
     std::fs::rename(tmp.path(), data_dir).map_err(io(data_dir))?;

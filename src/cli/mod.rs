@@ -141,7 +141,7 @@ pub struct InitArgs {
     pub data: PathBuf,
     /// Host name or IP address peers and users reach the node by
     /// (repeatable); `localhost` and `127.0.0.1` are always included.
-    #[arg(long = "host")]
+    #[arg(long = "host", value_name = "HOST", value_parser = parse_host)]
     pub hosts: Vec<String>,
     /// Address to listen on.
     #[arg(long, default_value = crate::config::DEFAULT_LISTEN)]
@@ -149,6 +149,12 @@ pub struct InitArgs {
     /// Print JSON instead of text (shapes: README, "JSON output").
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_host(s: &str) -> Result<String, String> {
+    crate::setup::check_host(s)
+        .map(|()| s.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args)]

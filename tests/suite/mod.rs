@@ -7,6 +7,7 @@ mod cli;
 mod cli_demo;
 mod cli_errors;
 mod cli_federation;
+mod cli_init;
 mod cli_interrupt;
 mod cli_json;
 mod cli_users;
