@@ -254,6 +254,7 @@ where
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 let max_body_bytes = self.max_body_bytes;
+                let started = std::time::Instant::now();
                 Box::pin(
                     async move {
                         let mut resp = inner.call(req).await?;
@@ -262,6 +263,18 @@ where
                             super::status::oversized_request(&s, &path, max_body_bytes)
                         }) {
                             resp = status.into_http();
+                        }
+                        // One line per call, reads included, inside the
+                        // span that names the method and the caller. A
+                        // stream is answered when its first reply starts.
+                        let code = Status::from_header_map(resp.headers())
+                            .map(|s| code_name(s.code()))
+                            .unwrap_or_else(|| "OK".into());
+                        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+                        if call.is_some() {
+                            tracing::info!(%code, elapsed_ms, "call answered");
+                        } else {
+                            tracing::debug!(%code, elapsed_ms, "call answered");
                         }
                         let Some(call) = call else { return Ok(resp) };
                         let outcome = match Status::from_header_map(resp.headers()) {

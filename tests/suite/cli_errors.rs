@@ -115,6 +115,16 @@ async fn local_mistakes_say_what_to_do_in_one_line() {
 
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("node serving"), "{logged}");
+    // Reads show in the node's log too: one line per call, naming the
+    // method and the caller (`serve` waited with `status` calls).
+    let status_call = logged
+        .lines()
+        .find(|l| l.contains("/casemesh.v1.Admin/Status") && l.contains("call answered"))
+        .unwrap_or_else(|| panic!("no line for a Status call:\n{logged}"));
+    assert!(
+        status_call.contains("caller=admin:admin") && status_call.contains("code=OK"),
+        "{status_call}"
+    );
     assert!(
         !logged.contains('\x1b'),
         "no colour codes in a log that is not a terminal: {logged:?}"
