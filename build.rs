@@ -1,8 +1,10 @@
 //! Compiles `proto/` with protox (pure Rust, no system `protoc`) and
 //! generates the tonic servers and clients. The descriptor set is also written
-//! to `OUT_DIR` so the node can serve gRPC reflection.
+//! to `OUT_DIR` so the node can serve gRPC reflection. Also records the git
+//! commit the binary is built from, for `casemesh --version`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
@@ -19,5 +21,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&fds),
     )?;
     tonic_prost_build::configure().bytes(".").compile_fds(fds)?;
+    record_commit();
     Ok(())
+}
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git").args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// Sets `CASEMESH_COMMIT` to the commit checked out, or to a sentence
+/// saying there was none, and re-runs when the checked-out commit moves.
+fn record_commit() {
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]);
+    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
+        let dir = Path::new(&dir);
+        println!("cargo:rerun-if-changed={}", dir.join("HEAD").display());
+        if let Some(reference) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            println!("cargo:rerun-if-changed={}", dir.join(reference).display());
+        }
+        println!(
+            "cargo:rerun-if-changed={}",
+            dir.join("packed-refs").display()
+        );
+    }
+    let text = match commit {
+        Some(c) => format!("commit {c}"),
+        None => "built outside a git checkout".to_owned(),
+    };
+    println!("cargo:rustc-env=CASEMESH_COMMIT={text}");
 }

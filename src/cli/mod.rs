@@ -4,6 +4,7 @@
 
 mod audit;
 mod blobs;
+mod check;
 mod client;
 mod demo;
 pub mod errors;
@@ -24,7 +25,7 @@ pub use client::ClientOpts;
 #[derive(Debug, Parser)]
 #[command(
     name = "casemesh",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("CASEMESH_COMMIT"), ")"),
     about = "Federated, signed case-record sync between prosecutors' offices"
 )]
 pub struct Cli {
@@ -119,6 +120,29 @@ pub enum Command {
         /// Print JSON instead of text (shapes: README, "JSON output").
         #[arg(long)]
         json: bool,
+    },
+    /// Check this office's data directory: casemesh.toml, keys and
+    /// certificates (present, modes, expiry, that they belong together) and
+    /// the listen address. Exits 1 on a problem.
+    CheckConfig {
+        /// The office's data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Print JSON instead of text (shapes: README, "JSON output").
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print shell completions for casemesh (e.g. `casemesh completions
+    /// bash > /etc/bash_completion.d/casemesh`).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per command into --out.
+    Man {
+        /// Write casemesh.1 and a page per subcommand into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Run three offices on this machine and show them federating.
     Demo {
@@ -218,6 +242,13 @@ async fn dispatch(command: Command) -> Result<()> {
         } => audit::export(collection, out, allow_empty, json, client).await,
         Command::VerifyBundle { file, trust } => audit::verify_bundle(file, trust),
         Command::Status { client, json } => users::status(client, json).await,
+        Command::CheckConfig { data, json } => check::run(&data, json).await,
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "casemesh", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { out } => man(out),
         Command::Demo { keep, .. } => demo::run(keep).await,
     }
 }
@@ -292,6 +323,23 @@ pub async fn shutdown_signal() {
         }
         Err(_) => {
             let _ = ctrl_c.await;
+        }
+    }
+}
+
+/// `casemesh man`: the page of `casemesh` on stdout, or every page (one per
+/// command) written into a directory.
+fn man(out: Option<PathBuf>) -> Result<()> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    match out {
+        None => clap_mangen::Man::new(cmd)
+            .render(&mut std::io::stdout())
+            .context("cannot write the man page"),
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(cmd, &dir)
+                .with_context(|| format!("cannot write man pages into {}", dir.display()))
         }
     }
 }

@@ -356,7 +356,13 @@ impl Admin for AdminApi {
             fingerprint: self.fingerprint.to_string(),
             records,
             versions,
-            software_version: env!("CARGO_PKG_VERSION").to_owned(),
+            software_version: concat!(
+                env!("CARGO_PKG_VERSION"),
+                " (",
+                env!("CASEMESH_COMMIT"),
+                ")"
+            )
+            .to_owned(),
             peers: self.peer_list()?,
             blobs,
             blob_bytes,

@@ -278,7 +278,6 @@ pub fn public_key_of(cert_der: &[u8]) -> Result<Vec<u8>, IdentityError> {
     Ok(cert.public_key().subject_public_key.data.to_vec())
 }
 
-/// Reads every certificate in a PEM file's contents.
 /// When a certificate stops being valid (its notAfter), in milliseconds
 /// since the Unix epoch.
 pub fn expires_at_ms(der: &[u8]) -> Result<u64, IdentityError> {
@@ -305,6 +304,22 @@ pub fn expiry_warning(what: &str, expires_at_ms: u64, now_ms: u64) -> Option<Str
     (days < EXPIRY_WARNING_DAYS).then(|| format!("{what} expires at {when}, in {days} days"))
 }
 
+/// Whether `key_pem` is the private key of the certificate `cert_der`.
+pub fn key_matches(key_pem: &str, cert_der: &[u8]) -> Result<bool, IdentityError> {
+    let key = KeyPair::from_pem(key_pem).map_err(|e| IdentityError::parse("private key", e))?;
+    Ok(key.public_key_raw() == public_key_of(cert_der)?)
+}
+
+/// Whether `cert_der` carries a valid signature by the CA `ca_der`.
+pub fn is_signed_by(cert_der: &[u8], ca_der: &[u8]) -> Result<bool, IdentityError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| IdentityError::parse("certificate", e))?;
+    let (_, ca) = x509_parser::parse_x509_certificate(ca_der)
+        .map_err(|e| IdentityError::parse("CA certificate", e))?;
+    Ok(cert.verify_signature(Some(ca.public_key())).is_ok())
+}
+
+/// Reads every certificate in a PEM file's contents.
 pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
     let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()

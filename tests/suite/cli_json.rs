@@ -104,6 +104,8 @@ async fn every_documented_json_shape_is_what_the_binary_prints() {
         ]),
     ));
     samples.push(("fingerprint", json(&["fingerprint", "--data", p, "--json"])));
+    let checked = json(&["check-config", "--data", p, "--json"]);
+    samples.push(("check-config", checked));
 
     let _servers = (serve(&phila).await, serve(&nyc).await);
     let peer = json(&[

@@ -44,6 +44,13 @@ async fn an_unwritable_out_directory_issues_nothing() {
     assert!(text.contains("cannot use --out /proc/nope"), "{text}");
     assert!(users_named(d, "bob").is_empty(), "nothing was issued");
 
+    // The last valid admin cannot be revoked: nobody could manage users.
+    let text = fails(1, &["user", "revoke", "--name", "admin", "--data", d]);
+    assert!(
+        text.contains("admin is the last valid admin") && text.contains("(FAILED_PRECONDITION)"),
+        "{text}"
+    );
+
     let out = tmp.path().join("bob");
     let printed = ok(&[
         "user",

@@ -4,6 +4,7 @@ mod bin;
 mod blobkit;
 mod blobs;
 mod cli;
+mod cli_check;
 mod cli_demo;
 mod cli_errors;
 mod cli_federation;
