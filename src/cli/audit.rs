@@ -76,8 +76,11 @@ pub enum AuditCommand {
 
 fn time_arg(flag: &str, v: Option<&str>) -> Result<u64> {
     let Some(v) = v else { return Ok(0) };
-    let t = humantime::parse_rfc3339_weak(v)
-        .with_context(|| format!("{flag} {v:?} is not an RFC 3339 time"))?;
+    let t = humantime::parse_rfc3339_weak(v).map_err(|_| {
+        CliError::Usage(format!(
+            "{flag} {v:?} is not an RFC 3339 time such as 2026-11-21T09:00:00Z"
+        ))
+    })?;
     Ok(t.duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0))
@@ -326,7 +329,9 @@ pub async fn export(
             ))
             .into());
         }
-        Err(e) => return Err(e).with_context(|| format!("cannot write {}", part.display())),
+        Err(e) => {
+            return Err(CliError::Usage(format!("cannot write {}: {e}", part.display())).into());
+        }
     };
     let streaming = stream_export(&client, &collection, allow_empty, file);
     let written = match super::interruptible("no bundle was written", streaming).await {
@@ -388,7 +393,7 @@ pub fn verify_bundle(file: PathBuf, trust: Vec<String>) -> Result<()> {
         .map(|t| crate::identity::Fingerprint::parse(t).with_context(|| format!("--trust {t:?}")))
         .collect::<Result<Vec<_>>>()?;
     let f =
-        std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+        std::fs::File::open(&file).map_err(|e| super::errors::unreadable("bundle", &file, e))?;
     let report = crate::bundle::verify(std::io::BufReader::new(f), &trusted)
         .with_context(|| format!("{} is not a readable case bundle", file.display()))?;
     println!("{report}");

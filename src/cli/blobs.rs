@@ -76,13 +76,11 @@ pub struct LocalFile {
 
 impl LocalFile {
     pub async fn open(path: &Path) -> Result<Self> {
-        let cannot_read = || format!("cannot read {}", path.display());
-        let file = tokio::fs::File::open(path)
-            .await
-            .with_context(cannot_read)?;
-        let meta = file.metadata().await.with_context(cannot_read)?;
+        let unreadable = |e| super::errors::unreadable("--attach", path, e);
+        let file = tokio::fs::File::open(path).await.map_err(unreadable)?;
+        let meta = file.metadata().await.map_err(unreadable)?;
         if !meta.is_file() {
-            bail!("cannot read {}: not a regular file", path.display());
+            return Err(unreadable(std::io::Error::other("not a regular file")));
         }
         let file_name = path
             .file_name()
@@ -215,7 +213,8 @@ fn part_path(out: &Path) -> PathBuf {
 }
 
 async fn get(client: &ClientOpts, hash: &str, out: &Path, force: bool, json: bool) -> Result<()> {
-    let hash = BlobHash::parse_hex(hash)?;
+    let hash =
+        BlobHash::parse_hex(hash).map_err(|e| super::errors::CliError::Usage(e.to_string()))?;
     if out.file_name().is_none() || out.to_string_lossy().ends_with(std::path::MAIN_SEPARATOR) {
         bail!("--out {} does not name a file", out.display());
     }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use tonic::transport::Channel;
 
@@ -37,8 +37,9 @@ pub struct ClientOpts {
     pub ca: Option<PathBuf>,
 }
 
-fn read(path: &PathBuf) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+/// Reads a file the command line named (directly, or through `--data`).
+fn read(option: &str, path: &PathBuf) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| super::errors::unreadable(option, path, e))
 }
 
 impl ClientOpts {
@@ -60,9 +61,9 @@ impl ClientOpts {
                 }
                 (
                     NodeAddr::parse(&format!("https://{listen}"))?,
-                    read(&paths.admin_cert())?,
-                    read(&paths.admin_key())?,
-                    read(&paths.office_ca())?,
+                    read("--data", &paths.admin_cert())?,
+                    read("--data", &paths.admin_key())?,
+                    read("--data", &paths.office_ca())?,
                 )
             }
             (None, Some(endpoint)) => {
@@ -71,9 +72,9 @@ impl ClientOpts {
                 };
                 (
                     NodeAddr::parse(endpoint)?,
-                    read(cert)?,
-                    read(key)?,
-                    read(ca)?,
+                    read("--cert", cert)?,
+                    read("--key", key)?,
+                    read("--ca", ca)?,
                 )
             }
             (None, None) => bail!(

@@ -36,6 +36,16 @@ pub enum CliError {
     Interrupted(String),
 }
 
+/// A file named on the command line that cannot be read: a usage error
+/// (exit 2), naming the option that gave it.
+pub fn unreadable(
+    option: &str,
+    path: &std::path::Path,
+    e: impl std::fmt::Display,
+) -> anyhow::Error {
+    CliError::Usage(format!("cannot read {option} {}: {e}", path.display())).into()
+}
+
 /// The line to print after `error: ` and the exit code, for any error a
 /// command returned.
 pub fn report(e: &anyhow::Error) -> (String, Exit) {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
@@ -254,10 +254,10 @@ pub async fn put(a: PutArgs) -> Result<()> {
             text.into_bytes()
         }
         (None, Some(path)) => {
-            let cannot_read = || format!("cannot read {}", path.display());
-            let size = std::fs::metadata(&path).with_context(cannot_read)?.len();
+            let unreadable = |e| super::errors::unreadable("--body-file", &path, e);
+            let size = std::fs::metadata(&path).map_err(unreadable)?.len();
             check_body_size(&format!("--body-file {}", path.display()), size, &a.client)?;
-            std::fs::read(&path).with_context(cannot_read)?
+            std::fs::read(&path).map_err(unreadable)?
         }
         (None, None) => Vec::new(),
     };
@@ -271,7 +271,7 @@ pub async fn put(a: PutArgs) -> Result<()> {
     let mut seen = std::collections::BTreeSet::new();
     for path in &a.attach {
         let canonical = std::fs::canonicalize(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+            .map_err(|e| super::errors::unreadable("--attach", path, e))?;
         if !seen.insert(canonical) {
             return Err(CliError::Usage(format!(
                 "{} is given to --attach twice; a version lists each file once",

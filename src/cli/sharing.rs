@@ -244,7 +244,7 @@ pub async fn run_peer(cmd: PeerCommand) -> Result<()> {
             client,
         } => {
             let pem = std::fs::read_to_string(&ca_cert)
-                .with_context(|| format!("cannot read {}", ca_cert.display()))?;
+                .map_err(|e| super::errors::unreadable("--ca-cert", &ca_cert, e))?;
             if let Some(fp) = &fingerprint {
                 Fingerprint::parse(fp)
                     .map_err(|e| CliError::Usage(format!("--fingerprint {fp:?}: {e}")))?;

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Subcommand;
 use serde_json::Value;
 
@@ -179,9 +179,10 @@ pub async fn issue(
         }
     }
     let (key_pem, csr_der) = crate::identity::pki::new_csr()?;
-    make_dir(out, 0o700).with_context(|| format!("cannot use --out {}", out.display()))?;
-    write_new(&key, key_pem.as_bytes(), 0o600)
-        .with_context(|| format!("cannot use --out {}", out.display()))?;
+    let unusable =
+        |e: SetupError| CliError::Usage(format!("cannot use --out {}: {e}", out.display()));
+    make_dir(out, 0o700).map_err(unusable)?;
+    write_new(&key, key_pem.as_bytes(), 0o600).map_err(unusable)?;
     let mut admin = match client.admin().await {
         Ok(a) => a,
         Err(e) => {

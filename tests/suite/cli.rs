@@ -463,7 +463,7 @@ async fn audit_export_and_verify_bundle_through_the_binary() {
     // An output that cannot be written stops the export before the node
     // is asked: its audit log records no export.
     let text = fails(
-        1,
+        2,
         &[
             "export",
             "--data",

@@ -27,7 +27,7 @@ async fn an_unwritable_out_directory_issues_nothing() {
     let _server = serve(&data).await;
 
     let text = fails(
-        1,
+        2,
         &[
             "user",
             "issue",
