@@ -183,80 +183,62 @@ impl AuditLog {
     }
 
     /// One page of entries matching `q`, each with its chain hash, and the
-    /// sequence number to continue after (0: the end was reached).
+    /// page token: the sequence number to continue after (oldest first) or
+    /// before (newest first); 0 when the end was reached.
     pub fn query(&self, q: &AuditQuery) -> Result<(Vec<Hashed>, u64)> {
-        if q.newest_first {
-            return self.query_newest_first(q);
-        }
         let limit = q.limit.clamp(1, 1000);
-        let mut after = q.after_seq;
-        if q.from_ms > 0 {
-            after = after.max(self.store.audit_seq_at(q.from_ms)?.saturating_sub(1));
-        }
-        let mut out = Vec::new();
-        let mut scanned = 0;
-        loop {
-            let page = self.store.audit_raw(after, PAGE)?;
-            if page.is_empty() {
-                return Ok((out, 0));
+        // The cursor is the last sequence number looked at; the window's
+        // far end stops the walk.
+        let mut cursor = if q.newest_first {
+            let mut before = match q.after_seq {
+                0 => self.store.audit_head()?.seq + 1,
+                seq => seq,
+            };
+            if q.to_ms > 0 {
+                // Everything before the first entry after `to_ms` is in range.
+                before = before.min(self.store.audit_seq_at(q.to_ms.saturating_add(1))?);
             }
-            for (seq, bytes) in page {
-                after = seq;
-                scanned += 1;
-                let parts = Stored::split(&bytes).map_err(|e| bad_entry(seq, e))?;
-                let e = Entry::decode(&bytes).map_err(|e| bad_entry(seq, e))?;
-                if q.to_ms != 0 && e.at_ms > q.to_ms {
-                    return Ok((out, 0));
-                }
-                if q.matches(&e) {
-                    out.push((e, parts.hash));
-                    if out.len() >= limit {
-                        return Ok((out, seq));
-                    }
-                }
-                if scanned >= SCAN_LIMIT {
-                    return Ok((out, seq));
-                }
-            }
-        }
-    }
-
-    /// [`AuditLog::query`] from the newest entry back: the token is the
-    /// sequence number to continue before.
-    fn query_newest_first(&self, q: &AuditQuery) -> Result<(Vec<Hashed>, u64)> {
-        let limit = q.limit.clamp(1, 1000);
-        let mut before = match q.after_seq {
-            0 => self.store.audit_head()?.seq + 1,
-            seq => seq,
+            before
+        } else if q.from_ms > 0 {
+            q.after_seq
+                .max(self.store.audit_seq_at(q.from_ms)?.saturating_sub(1))
+        } else {
+            q.after_seq
         };
-        if q.to_ms > 0 {
-            // The first entry after `to_ms`; everything before it is in range.
-            let first_after = self.store.audit_seq_at(q.to_ms.saturating_add(1))?;
-            before = before.min(first_after);
-        }
+        // Newest first, nothing lies before entry 1: the end is reached.
+        let token = |seq: u64| if q.newest_first && seq <= 1 { 0 } else { seq };
         let mut out = Vec::new();
         let mut scanned = 0;
         loop {
-            let page = self.store.audit_raw_before(before, PAGE)?;
+            let page = if q.newest_first {
+                self.store.audit_raw_before(cursor, PAGE)?
+            } else {
+                self.store.audit_raw(cursor, PAGE)?
+            };
             if page.is_empty() {
                 return Ok((out, 0));
             }
             for (seq, bytes) in page {
-                before = seq;
+                cursor = seq;
                 scanned += 1;
                 let parts = Stored::split(&bytes).map_err(|e| bad_entry(seq, e))?;
                 let e = Entry::decode(&bytes).map_err(|e| bad_entry(seq, e))?;
-                if e.at_ms < q.from_ms {
+                let past_window = if q.newest_first {
+                    e.at_ms < q.from_ms
+                } else {
+                    q.to_ms != 0 && e.at_ms > q.to_ms
+                };
+                if past_window {
                     return Ok((out, 0));
                 }
                 if q.matches(&e) {
                     out.push((e, parts.hash));
                     if out.len() >= limit {
-                        return Ok((out, if seq > 1 { seq } else { 0 }));
+                        return Ok((out, token(seq)));
                     }
                 }
                 if scanned >= SCAN_LIMIT {
-                    return Ok((out, if seq > 1 { seq } else { 0 }));
+                    return Ok((out, token(seq)));
                 }
             }
         }
