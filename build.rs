@@ -33,23 +33,30 @@ fn git(args: &[&str]) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// Sets `CASEMESH_COMMIT` to the commit checked out, or to a sentence
-/// saying there was none, and re-runs when the checked-out commit moves.
+/// Sets `CASEMESH_COMMIT` to the commit checked out (marked `-dirty` when
+/// tracked files differ from it), or to a sentence saying there was none.
+/// Re-runs when the checked-out commit moves or the sources change; only
+/// paths that exist are watched (cargo takes a missing one as changed, and
+/// would rebuild every time).
 fn record_commit() {
-    let commit = git(&["rev-parse", "--short=12", "HEAD"]);
+    for watched in ["src", "Cargo.toml", "build.rs"] {
+        println!("cargo:rerun-if-changed={watched}");
+    }
     if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
         let dir = Path::new(&dir);
-        println!("cargo:rerun-if-changed={}", dir.join("HEAD").display());
+        let mut refs = vec![dir.join("HEAD"), dir.join("packed-refs")];
         if let Some(reference) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={}", dir.join(reference).display());
+            refs.push(dir.join(reference));
         }
-        println!(
-            "cargo:rerun-if-changed={}",
-            dir.join("packed-refs").display()
-        );
+        for path in refs.iter().filter(|p| p.exists()) {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
     }
-    let text = match commit {
-        Some(c) => format!("commit {c}"),
+    let text = match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(c) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some();
+            format!("commit {c}{}", if dirty { "-dirty" } else { "" })
+        }
         None => "built outside a git checkout".to_owned(),
     };
     println!("cargo:rustc-env=CASEMESH_COMMIT={text}");

@@ -115,9 +115,10 @@ pub async fn run(keep: bool) -> Result<()> {
         .prefix("casemesh-demo-")
         .tempdir()?;
     let mut offices = Vec::new();
+    let mut stop = super::StopSignals::new()?;
     let outcome = tokio::select! {
         done = steps(tmp.path(), &mut offices) => done,
-        _ = super::shutdown_signal() => Err(CliError::Interrupted(format!(
+        _ = stop.recv() => Err(CliError::Interrupted(format!(
             "the demo's nodes were stopped and {} removed",
             tmp.path().display()
         )).into()),
@@ -136,7 +137,7 @@ pub async fn run(keep: bool) -> Result<()> {
             "their data, private keys included, is in {}; Ctrl-C stops the nodes and removes it",
             tmp.path().display()
         );
-        super::shutdown_signal().await;
+        stop.recv().await;
     }
     for o in &mut offices {
         if let Some(n) = o.node.take() {

@@ -207,18 +207,32 @@ pub async fn interruptible<T>(
     }
 }
 
+/// What an interrupted command says when it has nothing more precise to
+/// say.
+const INTERRUPTED: &str = "the command did not finish; a change it asked for may have been made already: check (with `share list`, `peer list`, `user list` …) before running it again";
+
 /// Runs a parsed command line. `serve` and `demo` handle Ctrl-C as a
 /// request to stop; commands whose interruption leaves something worth
-/// knowing (`record put`, `blob get`, `export`) say what; any other is
-/// interrupted as a whole.
+/// knowing (`record put`, `blob get`, `export`, `user issue`) say what;
+/// commands that work on local files only keep the default (Ctrl-C ends
+/// them at once); any other is interrupted as a whole.
 pub async fn run(cli: Cli) -> Result<()> {
+    use records::RecordCommand;
+    use users::UserCommand;
     match cli.command {
         Command::Serve(a) => serve(a).await,
         Command::Demo { keep, .. } => demo::run(keep).await,
-        Command::Record(records::RecordCommand::Put(a)) => records::put(a).await,
-        Command::Blob(c) => blobs::run(c).await,
-        command @ Command::Export { .. } => dispatch(command).await,
-        command => interruptible("the command did not finish", dispatch(command)).await,
+        Command::Record(RecordCommand::Put(a)) => records::put(a).await,
+        command @ (Command::Blob(_)
+        | Command::Export { .. }
+        | Command::User(UserCommand::Issue { .. })
+        | Command::Init(_)
+        | Command::Fingerprint { .. }
+        | Command::VerifyBundle { .. }
+        | Command::CheckConfig { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. }) => dispatch(command).await,
+        command => interruptible(INTERRUPTED, dispatch(command)).await,
     }
 }
 
@@ -290,6 +304,9 @@ fn init(a: InitArgs) -> Result<()> {
 }
 
 async fn serve(a: ServeArgs) -> Result<()> {
+    // From the start, so that a stop asked for while the node starts is
+    // carried out once it has started.
+    let mut stop = StopSignals::new()?;
     let paths = crate::config::Paths::new(&a.data);
     let config = crate::config::Config::load(&paths.config())?;
     let listen = a.listen.unwrap_or(config.listen);
@@ -305,24 +322,34 @@ async fn serve(a: ServeArgs) -> Result<()> {
         "casemesh node for office {} listening on {}",
         config.office, node.addr
     );
-    shutdown_signal().await;
+    stop.recv().await;
     tracing::info!("shutting down: finishing calls in flight");
     node.shutdown().await?;
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {},
-                _ = term.recv() => {},
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
+/// SIGINT and SIGTERM, listened for from the moment this is made: a
+/// signal that arrives before [`StopSignals::recv`] is awaited is kept,
+/// not lost (nor does it kill the process).
+pub struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    pub fn new() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+        })
+    }
+
+    /// Resolves on the next SIGINT or SIGTERM.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {},
+            _ = self.terminate.recv() => {},
         }
     }
 }

@@ -96,7 +96,10 @@ pub async fn run(cmd: UserCommand) -> Result<()> {
             let u = client
                 .admin()
                 .await?
-                .revoke_user(pb::RevokeUserRequest { name })
+                .revoke_user(pb::RevokeUserRequest {
+                    name,
+                    fingerprint: String::new(),
+                })
                 .await?
                 .into_inner();
             if json {
@@ -183,33 +186,42 @@ pub async fn issue(
         |e: SetupError| CliError::Usage(format!("cannot use --out {}: {e}", out.display()));
     make_dir(out, 0o700).map_err(unusable)?;
     write_new(&key, key_pem.as_bytes(), 0o600).map_err(unusable)?;
-    let mut admin = match client.admin().await {
-        Ok(a) => a,
+    let interrupted = format!(
+        "the node may have issued a certificate for {name} that nobody holds (the key was removed): run `casemesh user revoke --name {name}` before issuing it again"
+    );
+    let asked = super::interruptible(interrupted, async {
+        let mut admin = client.admin().await?;
+        let resp = admin
+            .issue_user(pb::IssueUserRequest {
+                name: name.to_owned(),
+                role: convert::role_to_pb(role) as i32,
+                csr_der: csr_der.into(),
+            })
+            .await?
+            .into_inner();
+        Ok((admin, resp))
+    })
+    .await;
+    let (mut admin, resp) = match asked {
+        Ok(done) => done,
         Err(e) => {
             let _ = std::fs::remove_file(&key);
             return Err(e);
         }
     };
-    let resp = match admin
-        .issue_user(pb::IssueUserRequest {
-            name: name.to_owned(),
-            role: convert::role_to_pb(role) as i32,
-            csr_der: csr_der.into(),
-        })
-        .await
-    {
-        Ok(r) => r.into_inner(),
-        Err(e) => {
-            let _ = std::fs::remove_file(&key);
-            return Err(e.into());
-        }
-    };
+    let fingerprint = resp
+        .user
+        .as_ref()
+        .map(|u| u.fingerprint.clone())
+        .unwrap_or_default();
     if let Err(e) = save_cert(&cert, resp.certificate_pem.as_bytes()) {
         let _ = std::fs::remove_file(&cert);
         let _ = std::fs::remove_file(&key);
+        // By fingerprint: exactly the certificate just issued.
         let revoked = admin
             .revoke_user(pb::RevokeUserRequest {
                 name: name.to_owned(),
+                fingerprint: fingerprint.clone(),
             })
             .await;
         let what_now = match revoked {
@@ -236,7 +248,7 @@ pub async fn issue(
         cert,
         key,
         ca,
-        fingerprint: resp.user.map(|u| u.fingerprint).unwrap_or_default(),
+        fingerprint,
     })
 }
 

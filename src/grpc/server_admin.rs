@@ -320,12 +320,19 @@ impl Admin for AdminApi {
     ) -> Result<Response<pb::User>, Status> {
         let who = caller(&req)?;
         let call = audit_call(&req)?;
-        let name = req.into_inner().name;
+        let r = req.into_inner();
+        let name = r.name;
         call.set_target(Target::detail(format!("user {name}")));
         if name.is_empty() {
             return Err(Status::invalid_argument("name is required"));
         }
-        let entry = self.users.revoke(&name, &call).await?;
+        let expected = match r.fingerprint.as_str() {
+            "" => None,
+            fp => {
+                Some(Fingerprint::parse(fp).map_err(|e| Status::invalid_argument(e.to_string()))?)
+            }
+        };
+        let entry = self.users.revoke(&name, expected.as_ref(), &call).await?;
         tracing::info!(%who, user = %name, "user revoked");
         Ok(Response::new(convert::user(&entry)))
     }

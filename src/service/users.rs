@@ -26,6 +26,10 @@ pub struct UserService {
     store: Arc<Store>,
     ca: Arc<OfficeCa>,
     trust: Arc<TrustStore>,
+    /// Issues and revocations one at a time: each decides on what the
+    /// store holds (is the name taken? is this the last admin?) and must
+    /// not race another.
+    changes: tokio::sync::Mutex<()>,
 }
 
 /// Stores a user certificate that was issued (by `init`, or by the service
@@ -72,7 +76,12 @@ fn issued(u: &UserRecord) -> IssuedUser {
 
 impl UserService {
     pub fn new(store: Arc<Store>, ca: Arc<OfficeCa>, trust: Arc<TrustStore>) -> Self {
-        Self { store, ca, trust }
+        Self {
+            store,
+            ca,
+            trust,
+            changes: tokio::sync::Mutex::new(()),
+        }
     }
 
     pub async fn issue(
@@ -82,6 +91,7 @@ impl UserService {
         csr_der: &[u8],
         call: &Call,
     ) -> Result<Issued> {
+        let _one_at_a_time = self.changes.lock().await;
         // Checked again in the store's transaction; this spares signing a
         // certificate that would be refused.
         if let Some(current) = self.store.user_by_name(name.as_str())? {
@@ -109,13 +119,28 @@ impl UserService {
         })
     }
 
-    /// Revokes a user. Takes effect for new handshakes and for calls on
+    /// Revokes a user's current certificate (only if it is `expected`,
+    /// when given). Takes effect for new handshakes and for calls on
     /// connections that are already open.
-    pub async fn revoke(&self, name: &str, call: &Call) -> Result<UserEntry> {
+    pub async fn revoke(
+        &self,
+        name: &str,
+        expected: Option<&Fingerprint>,
+        call: &Call,
+    ) -> Result<UserEntry> {
+        let _one_at_a_time = self.changes.lock().await;
+        let target = self.store.user_by_name(name)?;
+        if let (Some(expected), Some(t)) = (expected, &target) {
+            if &t.fingerprint != expected {
+                return Err(Error::FailedPrecondition(format!(
+                    "user {name}'s current certificate is {}, not {expected}",
+                    t.fingerprint
+                )));
+            }
+        }
         // Revoking the last valid admin would leave nobody able to manage
         // the office.
         let users = self.store.users()?;
-        let target = self.store.user_by_name(name)?;
         if let Some(t) = target.filter(|t| t.user.role == Role::Admin && t.user.revoked_at_ms == 0)
         {
             let other_admins = users

@@ -302,6 +302,18 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether `collection` holds any record, deleted ones included, of any
+    /// origin.
+    pub fn collection_has_records(&self, collection: &str) -> Result<bool> {
+        let prefix = collection_prefix(collection);
+        Ok(self
+            .collection_recordid
+            .scan_prefix(&prefix)
+            .next()
+            .transpose()?
+            .is_some())
+    }
+
     /// Every record id in `collection`, deleted ones included, of any
     /// origin (this office's records and replicas alike).
     pub fn collection_record_ids(&self, collection: &str) -> Result<Vec<RecordId>> {

@@ -251,7 +251,10 @@ async fn every_call_leaves_exactly_its_entry_including_refused_ones() {
     assert_eq!(e.actor_role, "staff");
     let m = mark(node).await;
     admin
-        .revoke_user(pb::RevokeUserRequest { name: "bob".into() })
+        .revoke_user(pb::RevokeUserRequest {
+            name: "bob".into(),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_entry(

@@ -220,6 +220,7 @@ async fn a_revoked_user_is_refused_on_open_and_new_connections() {
         .await
         .revoke_user(pb::RevokeUserRequest {
             name: "leaver".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -280,6 +281,7 @@ async fn user_administration_rejects_bad_input() {
     let err = admin
         .revoke_user(pb::RevokeUserRequest {
             name: "nobody".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

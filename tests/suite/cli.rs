@@ -523,6 +523,37 @@ async fn audit_export_and_verify_bundle_through_the_binary() {
     ]);
     assert!(ok(&["verify-bundle", e]).contains("VERIFIED"));
 
+    // A collection whose records were all deleted still has a history.
+    let gone = ok(&[
+        "record",
+        "put",
+        "--data",
+        d,
+        "--collection",
+        "2026-0099",
+        "--kind",
+        "statement",
+        "--title",
+        "withdrawn",
+    ]);
+    ok(&["record", "delete", gone.trim(), "--data", d]);
+    let deleted = tmp.path().join("deleted.tar");
+    let del = deleted.to_str().unwrap();
+    ok(&[
+        "export",
+        "--data",
+        d,
+        "--collection",
+        "2026-0099",
+        "--out",
+        del,
+    ]);
+    let report = ok(&["verify-bundle", del]);
+    assert!(
+        report.contains(gone.trim()) && report.contains("VERIFIED"),
+        "{report}"
+    );
+
     let bundle = tmp.path().join("case.tar");
     let b = bundle.to_str().unwrap();
     ok(&[
@@ -547,10 +578,10 @@ async fn audit_export_and_verify_bundle_through_the_binary() {
             "--json",
         ]);
         let entries = entries.as_array().cloned().unwrap_or_default();
-        std::future::ready((entries.len() == 2).then_some(entries))
+        std::future::ready((entries.len() == 3).then_some(entries))
     })
     .await;
-    let last = &finished[1];
+    let last = &finished[2];
     assert_eq!(last["collection"], "2026-0042");
     assert_eq!(last["outcome"], "ok", "{last}");
     assert!(

@@ -120,6 +120,19 @@ async fn a_certificate_that_cannot_be_saved_is_revoked_and_the_name_issued_again
     assert!(bob[0]["revoked_at"].is_string() && bob[1]["revoked_at"].is_null());
     assert_eq!(bob[1]["fingerprint"], again.fingerprint.as_str());
 
+    // A revocation bound to a fingerprint touches only that certificate.
+    let stale = node
+        .admin()
+        .await
+        .revoke_user(casemesh::grpc::pb::RevokeUserRequest {
+            name: "bob".into(),
+            fingerprint: bob[0]["fingerprint"].as_str().unwrap().into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), tonic::Code::FailedPrecondition, "{stale:?}");
+    assert_eq!(users_named(d, "bob")[1]["state"], "valid");
+
     let twice = casemesh::cli::users::issue(
         &client,
         "bob",
