@@ -258,6 +258,9 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
             max_connections: config.server.max_connections,
         },
     );
+    // HTTP/2 only (tonic's default): the server speaks first, which clients
+    // rely on to learn at connect time whether their certificate was
+    // accepted (`grpc::transport::Primed`). Do not enable HTTP/1.
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))

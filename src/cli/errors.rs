@@ -148,8 +148,21 @@ fn causes<'a>(e: &'a anyhow::Error) -> Vec<&'a (dyn StdError + 'static)> {
 fn connection_problem(e: &anyhow::Error) -> Option<String> {
     use rustls::AlertDescription as A;
     use rustls::CertificateError as C;
-    let causes = causes(e);
-    for c in &causes {
+    let all = causes(e);
+    // Only what went wrong on the way to the node counts: the causes of a
+    // failed connection, or of a call the transport broke. A local file's
+    // I/O error is not the node's doing.
+    let transport = all.iter().position(|c| {
+        c.downcast_ref::<crate::grpc::transport::ConnectError>()
+            .is_some()
+            || c.downcast_ref::<tonic::transport::Error>().is_some()
+            || c.downcast_ref::<tonic::Status>().is_some_and(|s| {
+                s.source()
+                    .is_some_and(|s| s.downcast_ref::<tonic::transport::Error>().is_some())
+            })
+    })?;
+    let causes = &all[transport..];
+    for c in causes {
         if let Some(tls) = c.downcast_ref::<rustls::Error>() {
             return Some(match tls {
                 rustls::Error::AlertReceived(A::CertificateRevoked) => {
@@ -189,7 +202,7 @@ fn connection_problem(e: &anyhow::Error) -> Option<String> {
             });
         }
     }
-    for c in &causes {
+    for c in causes {
         if let Some(io) = c.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind as K;
             let why = match io.kind() {
@@ -248,12 +261,15 @@ mod tests {
         );
     }
 
+    // A refused certificate (exit 3, the alert named) is shown through the
+    // real transport by `tests/suite/cli_errors.rs` and `cli.rs`.
+
     #[test]
-    fn a_refused_certificate_is_named_and_exits_3() {
-        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked);
-        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, alert);
-        let (text, code) = report(&anyhow::Error::new(io));
-        assert_eq!(code, Exit::Unreachable);
-        assert!(text.contains("revoked"), "{text}");
+    fn a_local_io_error_is_not_blamed_on_the_node() {
+        let io = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "file shrank");
+        let e = anyhow::Error::new(io).context("cannot read clip.mp4");
+        let (text, code) = report(&e);
+        assert_eq!(code, Exit::Failed);
+        assert_eq!(text, "cannot read clip.mp4: file shrank");
     }
 }

@@ -254,10 +254,26 @@ pub async fn put(a: PutArgs) -> Result<()> {
             text.into_bytes()
         }
         (None, Some(path)) => {
+            use std::io::Read;
             let unreadable = |e| super::errors::unreadable("--body-file", &path, e);
-            let size = std::fs::metadata(&path).map_err(unreadable)?.len();
-            check_body_size(&format!("--body-file {}", path.display()), size, &a.client)?;
-            std::fs::read(&path).map_err(unreadable)?
+            let what = format!("--body-file {}", path.display());
+            let file = std::fs::File::open(&path).map_err(unreadable)?;
+            let size = file.metadata().map_err(unreadable)?.len();
+            check_body_size(&what, size, &a.client)?;
+            // A pipe or a device says 0 and may never end: read one byte
+            // past the limit at most, and refuse what goes beyond.
+            let (limit, where_) = body_limit(&a.client)?;
+            let mut body = Vec::new();
+            file.take(limit as u64 + 1)
+                .read_to_end(&mut body)
+                .map_err(unreadable)?;
+            if body.len() > limit {
+                return Err(CliError::Usage(format!(
+                    "{what} holds more than {limit} bytes, the most a record body may hold {where_}: attach large files with --attach instead"
+                ))
+                .into());
+            }
+            body
         }
         (None, None) => Vec::new(),
     };

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
@@ -346,16 +346,13 @@ pub async fn run_share(cmd: ShareCommand) -> Result<()> {
                 })
                 .await?
                 .into_inner();
-            let grant = g
-                .grant
-                .context("the node answered without the grant it made")?;
             if json {
                 json::print(&json!({
-                    "grant": json::grant(&grant),
+                    "grant": json::grant(&g),
                     "warnings": g.warnings,
                 }));
             } else {
-                println!("{}", grant.id);
+                println!("{}", g.id);
             }
             for w in &g.warnings {
                 eprintln!("warning: {w}");

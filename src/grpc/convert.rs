@@ -162,6 +162,7 @@ pub fn grant(g: &crate::domain::sharing::Grant) -> pb::GrantInfo {
         created_at_ms: g.created_at_ms,
         expires_at_ms: g.expires_at_ms,
         revoked_at_ms: g.ended_at_ms,
+        warnings: Vec::new(),
         end_reason: g
             .end_reason
             .map(|r| r.as_str().to_owned())

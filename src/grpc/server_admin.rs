@@ -264,7 +264,7 @@ impl Admin for AdminApi {
                 Ok((Ok(summary), sent)) => (
                     Outcome::ok(),
                     format!(
-                        "case bundle streamed to the client: {} records, {} versions, {} files, {sent} bytes",
+                        "case bundle sent: {} records, {} versions, {} files, {sent} bytes handed to the connection",
                         summary.records, summary.versions, summary.files
                     ),
                 ),
@@ -459,7 +459,7 @@ impl Admin for AdminApi {
     async fn grant(
         &self,
         req: Request<pb::GrantRequest>,
-    ) -> Result<Response<pb::GrantResponse>, Status> {
+    ) -> Result<Response<pb::GrantInfo>, Status> {
         let who = caller(&req)?;
         let call = audit_call(&req)?;
         let r = req.into_inner();
@@ -490,10 +490,15 @@ impl Admin for AdminApi {
             .grant(peer, target, r.expires_at_ms, &call)
             .await?;
         tracing::info!(%who, grant = %g.id, peer = %g.peer, "grant made");
-        let warnings = self.sharing.grant_warnings(&g)?;
-        Ok(Response::new(pb::GrantResponse {
-            grant: Some(convert::grant(&g)),
+        // The grant is made: a failure to look for warnings must not say
+        // otherwise.
+        let warnings = self.sharing.grant_warnings(&g).unwrap_or_else(|e| {
+            tracing::warn!(grant = %g.id, error = %e, "could not check the grant for warnings");
+            Vec::new()
+        });
+        Ok(Response::new(pb::GrantInfo {
             warnings,
+            ..convert::grant(&g)
         }))
     }
 

@@ -274,8 +274,9 @@ fn endpoint(addr: &NodeAddr) -> Result<Endpoint, ConnectError> {
 }
 
 /// How long a client waits, after its TLS handshake, for the node's first
-/// bytes (its HTTP/2 settings, or an alert refusing our certificate).
-const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
+/// bytes (its HTTP/2 settings, or an alert refusing our certificate). Less
+/// than the endpoint's connect timeout, which covers the whole connector.
+const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A client's TLS stream after the node's first bytes have been read.
 ///
@@ -293,10 +294,14 @@ pub struct Primed<S> {
 }
 
 impl<S: AsyncRead + Unpin> Primed<S> {
-    async fn new(mut inner: S) -> io::Result<Self> {
+    async fn new(inner: S) -> io::Result<Self> {
+        Self::within(inner, FIRST_BYTES_TIMEOUT).await
+    }
+
+    async fn within(mut inner: S, timeout: Duration) -> io::Result<Self> {
         use tokio::io::AsyncReadExt;
         let mut first = vec![0u8; 16 * 1024];
-        let n = tokio::time::timeout(FIRST_BYTES_TIMEOUT, inner.read(&mut first))
+        let n = tokio::time::timeout(timeout, inner.read(&mut first))
             .await
             .map_err(|_| {
                 io::Error::new(
@@ -391,6 +396,43 @@ pub fn connect_lazy(addr: &NodeAddr, tls: Arc<ClientConfig>) -> Result<Channel, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// What the server sent first reaches the reader whole and in order,
+    /// also through reads smaller than it, and then the rest follows.
+    #[tokio::test]
+    async fn a_primed_stream_replays_the_first_bytes_then_reads_on() {
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        let sent: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        server.write_all(&sent[..20_000]).await.unwrap();
+        let mut primed = Primed::new(client).await.unwrap();
+        server.write_all(&sent[20_000..]).await.unwrap();
+        drop(server);
+        let mut got = Vec::new();
+        let mut piece = [0u8; 1000];
+        loop {
+            let n = primed.read(&mut piece).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&piece[..n]);
+        }
+        assert!(got == sent, "{} bytes read, {} sent", got.len(), sent.len());
+    }
+
+    #[tokio::test]
+    async fn a_server_that_closes_or_says_nothing_is_an_error() {
+        let (client, server) = tokio::io::duplex(1024);
+        drop(server);
+        let closed = Primed::new(client).await.err().unwrap();
+        assert_eq!(closed.kind(), io::ErrorKind::UnexpectedEof);
+        let (client, _silent) = tokio::io::duplex(1024);
+        let waited = Primed::within(client, Duration::from_millis(50))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(waited.kind(), io::ErrorKind::TimedOut);
+    }
 
     #[test]
     fn endpoints_must_be_https_with_a_port() {

@@ -127,6 +127,30 @@ async fn init_serve_put_and_get_through_the_binary() {
         "{text}"
     );
 
+    // A file that does not say its size (a device, a pipe) is read only
+    // up to the limit.
+    let endless = fails(
+        2,
+        &[
+            "record",
+            "put",
+            "--data",
+            d,
+            "--collection",
+            "2026-0042",
+            "--kind",
+            "incident-report",
+            "--title",
+            "endless",
+            "--body-file",
+            "/dev/zero",
+        ],
+    );
+    assert!(
+        endless.contains("/dev/zero holds more than 4194304 bytes"),
+        "{endless}"
+    );
+
     let list: serde_json::Value =
         serde_json::from_str(&ok(&["record", "list", "--json", "--data", d])).unwrap();
     assert_eq!(list.as_array().map(Vec::len), Some(1));
@@ -588,7 +612,7 @@ async fn audit_export_and_verify_bundle_through_the_binary() {
         last["detail"]
             .as_str()
             .unwrap()
-            .starts_with("case bundle streamed to the client: 1 records, 1 versions"),
+            .starts_with("case bundle sent: 1 records, 1 versions"),
         "{last}"
     );
 
