@@ -62,7 +62,9 @@ impl Report {
 }
 
 /// A file or directory of the data directory, with the mode the docs give
-/// it (`certs/README.md`); a secret's mode must not be wider.
+/// it (`certs/README.md`). A key's mode wider than that is a problem; the
+/// data directory's and the store's (wider only in directories made before
+/// `init` set them) a warning, as other users could read the records.
 struct Expected {
     rel: &'static str,
     mode: u32,
@@ -73,7 +75,7 @@ const LAYOUT: &[Expected] = &[
     Expected {
         rel: "",
         mode: 0o700,
-        secret: true,
+        secret: false,
     },
     Expected {
         rel: "casemesh.toml",
@@ -123,7 +125,7 @@ const LAYOUT: &[Expected] = &[
     Expected {
         rel: "store",
         mode: 0o700,
-        secret: true,
+        secret: false,
     },
 ];
 
@@ -185,13 +187,18 @@ fn cert(path: &Path, item: &str, r: &mut Report) -> Option<Vec<u8>> {
     }
 }
 
-fn check_expiry(item: &str, der: &[u8], r: &mut Report) {
+/// A finding on when a certificate expires; with `quiet`, none unless it
+/// expires within 30 days (one line per user would drown the rest).
+fn check_expiry_of(item: &str, der: &[u8], quiet: bool, r: &mut Report) {
     match pki::expires_at_ms(der) {
         Ok(at) => {
             let now = crate::domain::now_ms();
-            match pki::expiry_warning(item, at, now) {
+            // The finding names the item already.
+            let warning = pki::expiry_warning("", at, now).map(|w| w.trim_start().to_owned());
+            match warning {
                 Some(w) if at <= now => r.add(Level::Problem, item, w),
                 Some(w) => r.add(Level::Warning, item, w),
+                None if quiet => {}
                 None => r.add(
                     Level::Ok,
                     item,
@@ -200,6 +207,62 @@ fn check_expiry(item: &str, der: &[u8], r: &mut Report) {
             }
         }
         Err(e) => r.add(Level::Problem, item, e.to_string()),
+    }
+}
+
+fn check_expiry(item: &str, der: &[u8], r: &mut Report) {
+    check_expiry_of(item, der, false, r);
+}
+
+/// Issued users' and pinned peers' certificates, from the store, when no
+/// node holds it.
+fn check_users_and_peers(paths: &Paths, config: &Config, r: &mut Report) {
+    use crate::store::{Store, StoreError, StoreOptions};
+    let options = StoreOptions {
+        cache_bytes: config.store.cache_mb * 1024 * 1024,
+    };
+    let store = match Store::open_unless_locked(&paths.store(), &config.office, &options) {
+        Ok(store) => store,
+        Err(StoreError::Locked(_)) => {
+            r.add(
+                Level::Ok,
+                "users and peers",
+                "not read while the node runs (it holds the store): `casemesh status` warns of their certificates",
+            );
+            return;
+        }
+        Err(e) => {
+            r.add(Level::Problem, "store", e.to_string());
+            return;
+        }
+    };
+    let (users, peers) = match (store.users(), store.peers()) {
+        (Ok(u), Ok(p)) => (u, p),
+        (Err(e), _) | (_, Err(e)) => {
+            r.add(Level::Problem, "store", e.to_string());
+            return;
+        }
+    };
+    let valid: Vec<_> = users.iter().filter(|u| u.user.revoked_at_ms == 0).collect();
+    let before = r.findings.len();
+    for u in &valid {
+        let item = format!("the certificate of user {}", u.user.name);
+        check_expiry_of(&item, &u.user.cert_der, true, r);
+    }
+    for p in &peers {
+        let item = format!("the office CA pinned for peer {}", p.office);
+        check_expiry_of(&item, &p.ca_der, true, r);
+    }
+    if r.findings.len() == before {
+        r.add(
+            Level::Ok,
+            "users and peers",
+            format!(
+                "{} valid user certificates and {} pinned office CAs, none expiring within 30 days",
+                valid.len(),
+                peers.len()
+            ),
+        );
     }
 }
 
@@ -297,6 +360,7 @@ pub async fn run(data: &Path, json: bool) -> Result<()> {
     );
     check_layout(data, &mut r);
     check_certificates(&paths, &config.office, &mut r);
+    check_users_and_peers(&paths, &config, &mut r);
     check_listen(&config, &mut r).await;
 
     let problems = r.problems();

@@ -373,6 +373,8 @@ fn man(out: Option<PathBuf>) -> Result<()> {
 
 fn fingerprint(data: PathBuf, json: bool) -> Result<()> {
     let paths = crate::config::Paths::new(&data);
+    // Not an office's directory: said as `--data` says it everywhere.
+    crate::config::Config::load(&paths.config())?;
     let pem = std::fs::read(paths.office_ca())
         .with_context(|| format!("cannot read {}", paths.office_ca().display()))?;
     let certs = crate::identity::pki::certs_from_pem(&pem)?;

@@ -284,7 +284,8 @@ pub fn expires_at_ms(der: &[u8]) -> Result<u64, IdentityError> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| IdentityError::parse("certificate", e))?;
     let secs = cert.validity().not_after.timestamp();
-    Ok(u64::try_from(secs).unwrap_or(0).saturating_mul(1000))
+    // An end before 1970 is long past: 1 ms, not 0 (which means none).
+    Ok(u64::try_from(secs).unwrap_or(0).saturating_mul(1000).max(1))
 }
 
 /// How far ahead an expiring certificate is warned about.

@@ -142,12 +142,29 @@ impl Store {
     /// Opens (or creates) the store at `path` for `office`. Refuses a store
     /// that belongs to another office.
     pub fn open(path: &Path, office: &str, options: &StoreOptions) -> Result<Self> {
+        Self::open_waiting(path, office, options, std::time::Duration::from_secs(3))
+    }
+
+    /// [`Store::open`], but `Locked` at once when another process holds
+    /// the store (a running node), for tools that read it only if free.
+    pub fn open_unless_locked(path: &Path, office: &str, options: &StoreOptions) -> Result<Self> {
+        Self::open_waiting(path, office, options, std::time::Duration::ZERO)
+    }
+
+    /// Opens the store, waiting up to `wait` for a process that is closing
+    /// it (a node restarting) to let go of its lock.
+    fn open_waiting(
+        path: &Path,
+        office: &str,
+        options: &StoreOptions,
+        wait: std::time::Duration,
+    ) -> Result<Self> {
         let config = sled::Config::new()
             .path(path)
             .cache_capacity(options.cache_bytes)
             // Durability comes from explicit group commits, not a timer.
             .flush_every_ms(None);
-        let db = open_when_unlocked(&config)?;
+        let db = open_when_unlocked(&config, wait)?;
         let meta = db.open_tree("meta")?;
         match meta.get(OFFICE_KEY)? {
             Some(found) if found.as_ref() != office.as_bytes() => {
@@ -249,8 +266,8 @@ impl Store {
 /// sled's I/O threads may keep a just-closed database's lock for a moment
 /// (a node restarted in the same process); wait for it, briefly. Another
 /// process holding the lock still gets the error.
-fn open_when_unlocked(config: &sled::Config) -> Result<sled::Db> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+fn open_when_unlocked(config: &sled::Config, wait: std::time::Duration) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + wait;
     loop {
         match config.open() {
             Err(sled::Error::Io(e))

@@ -101,7 +101,7 @@ async fn status_warns_of_a_pinned_office_ca_about_to_expire() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, _, _) = init_office(&tmp);
     let d = data.to_str().unwrap();
-    let _server = serve(&data).await;
+    let server = serve(&data).await;
 
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::default();
@@ -138,6 +138,22 @@ async fn status_warns_of_a_pinned_office_ca_about_to_expire() {
     let warnings = status["warnings"].as_array().unwrap();
     assert_eq!(warnings.len(), 1, "{status}");
     assert!(status["peers"][0]["ca_expires_at"].is_string());
+
+    // With the node stopped, check-config reads the store and says so too.
+    drop(server);
+    let checked = super::cluster::eventually(
+        std::time::Duration::from_secs(10),
+        "check-config to read the stopped node's store",
+        || {
+            let out = ok(&["check-config", "--data", d]);
+            std::future::ready((!out.contains("not read while the node runs")).then_some(out))
+        },
+    )
+    .await;
+    assert!(
+        checked.contains("warning  the office CA pinned for peer nyc-da: expires at"),
+        "{checked}"
+    );
 }
 
 /// `--version` names the commit built from; completions and man pages come
