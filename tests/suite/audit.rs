@@ -432,6 +432,24 @@ async fn audit_queries_page_newest_first_exactly_as_oldest_first_reversed() {
     expected.reverse();
     assert_eq!(window, expected);
     assert!(window.len() >= 11);
+
+    // A page that ends at the first entry ends the listing: no token.
+    let logged = entries_after(node, 0).await.len() as u32;
+    // That listing's own entry is in the log now too.
+    let page = node
+        .admin()
+        .await
+        .query_audit(pb::QueryAuditRequest {
+            newest_first: true,
+            page_size: logged + 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.entries.len() as u32, logged + 1);
+    assert_eq!(page.entries.last().map(|e| e.seq), Some(1));
+    assert_eq!(page.next_page_token, "", "nothing lies before entry 1");
 }
 
 async fn verify(node: &TestNode) -> pb::VerifyAuditResponse {

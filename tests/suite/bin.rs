@@ -4,21 +4,61 @@
 
 #![allow(dead_code)]
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::cluster::eventually;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_casemesh");
 
-/// Runs `casemesh ARGS` to completion.
+/// The longest any one command may take before the test fails (the demo,
+/// in a debug build on a busy machine, is the slowest).
+const COMMAND_LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs `casemesh ARGS` to completion, within [`COMMAND_LIMIT`].
 pub fn casemesh(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run casemesh")
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env("RUST_LOG", "warn");
+    run_bounded(&mut cmd, COMMAND_LIMIT)
+}
+
+/// Runs `cmd` to completion, collecting its output; kills it and fails the
+/// test if it takes longer than `limit`.
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = Server(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start casemesh"),
+    );
+    let collect = |mut from: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = from.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = collect(Box::new(child.0.stdout.take().expect("piped stdout")));
+    let stderr = collect(Box::new(child.0.stderr.take().expect("piped stderr")));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("wait for casemesh") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{cmd:?} did not finish within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
 }
 
 /// Runs `casemesh ARGS`, which must succeed; returns what it printed.
@@ -51,14 +91,24 @@ pub fn json(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("casemesh {args:?}: {e}: {out}"))
 }
 
+/// A loopback port free now, for a node configured to listen on it. Taken
+/// at random below Linux's ephemeral range (32768–60999), where the ports
+/// the kernel hands out to other tests' connections and listeners do not
+/// fall, so it stays free until the node binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    for _ in 0..1000 {
+        let mut r = [0u8; 2];
+        casemesh::domain::random_bytes(&mut r);
+        let port = 20_000 + u16::from_be_bytes(r) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between 20000 and 32000");
 }
 
-/// A `casemesh serve` child process, killed when dropped.
+/// A child process (`casemesh serve`, say), killed when dropped, so that a
+/// failing test leaves none behind.
 pub struct Server(pub Child);
 
 impl Drop for Server {

@@ -7,21 +7,17 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::bin::BIN;
+use super::bin::{BIN, Server, run_bounded};
 use super::cluster::eventually;
 
-fn demo(tmpdir: &std::path::Path, keep: bool) -> std::process::Child {
+fn demo(tmpdir: &std::path::Path, keep: bool) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.arg("demo");
     if keep {
         cmd.arg("--keep");
     }
-    cmd.env("TMPDIR", tmpdir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start casemesh demo")
+    cmd.env("TMPDIR", tmpdir).env("RUST_LOG", "warn");
+    cmd
 }
 
 fn leftovers(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -34,7 +30,7 @@ fn leftovers(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[tokio::test]
 async fn the_demo_checks_every_step_and_leaves_nothing_behind() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = demo(tmp.path(), false).wait_with_output().unwrap();
+    let out = run_bounded(&mut demo(tmp.path(), false), Duration::from_secs(120));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -52,11 +48,17 @@ async fn the_demo_checks_every_step_and_leaves_nothing_behind() {
 #[tokio::test]
 async fn a_kept_demo_stopped_with_ctrl_c_removes_its_directory_and_says_so() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut child = demo(tmp.path(), true);
+    let mut child = Server(
+        demo(tmp.path(), true)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start casemesh demo"),
+    );
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let reader = {
         let lines = lines.clone();
-        let stdout = child.stdout.take().unwrap();
+        let stdout = child.0.stdout.take().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 lines.lock().unwrap().push(line);
@@ -78,12 +80,12 @@ async fn a_kept_demo_stopped_with_ctrl_c_removes_its_directory_and_says_so() {
     let kept = std::path::PathBuf::from(kept);
     assert!(kept.join("phila-da/private/office-key.pem").exists());
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args(["-INT", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let exit = eventually(Duration::from_secs(30), "the demo to stop", || {
-        std::future::ready(child.try_wait().unwrap())
+        std::future::ready(child.0.try_wait().unwrap())
     })
     .await;
     reader.join().unwrap();

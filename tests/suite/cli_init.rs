@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use super::bin::{BIN, fails};
+use super::bin::{BIN, fails, run_bounded};
 
 /// `(path under the data directory, mode)` for every row of the table in
 /// `certs/README.md`, plus the data directory itself (`.`).
@@ -35,18 +35,16 @@ fn init_sets_the_documented_modes_whatever_the_umask() {
     for umask in ["077", "000", "022"] {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("office");
-        let status = Command::new("sh")
-            .arg("-c")
+        let mut init = Command::new("sh");
+        init.arg("-c")
             .arg(format!(
                 "umask {umask} && exec \"$0\" init --office phila-da --data \"$1\"",
             ))
             .arg(BIN)
             .arg(&data)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "init under umask {umask}");
+            .env("RUST_LOG", "warn");
+        let out = run_bounded(&mut init, std::time::Duration::from_secs(60));
+        assert!(out.status.success(), "init under umask {umask}: {out:?}");
         for (path, mode) in &documented {
             let meta = std::fs::metadata(data.join(path))
                 .unwrap_or_else(|e| panic!("{path} (umask {umask}): {e}"));

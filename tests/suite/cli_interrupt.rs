@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::bin::{BIN, init_office, json, serve};
+use super::bin::{BIN, Server, init_office, json, serve};
 use super::cluster::eventually;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,22 +26,24 @@ async fn ctrl_c_during_an_upload_ends_the_progress_line_and_stores_nothing() {
         "{BIN} record put --data {d} --collection 2026-0042 --kind evidence --title Bodycam --attach {}",
         big.display()
     );
-    let mut terminal = Command::new("script")
-        .args([
-            "--quiet",
-            "--flush",
-            "--return",
-            "--command",
-            &put,
-            "/dev/null",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("script(1) from util-linux runs the command on a terminal");
+    let mut terminal = Server(
+        Command::new("script")
+            .args([
+                "--quiet",
+                "--flush",
+                "--return",
+                "--command",
+                &put,
+                "/dev/null",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("script(1) from util-linux runs the command on a terminal"),
+    );
     let screen = Arc::new(Mutex::new(Vec::new()));
-    let mut pty_out = terminal.stdout.take().unwrap();
+    let mut pty_out = terminal.0.stdout.take().unwrap();
     let reader = {
         let screen = screen.clone();
         std::thread::spawn(move || {
@@ -62,9 +64,15 @@ async fn ctrl_c_during_an_upload_ends_the_progress_line_and_stores_nothing() {
     )
     .await;
 
-    terminal.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
+    terminal
+        .0
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"\x03")
+        .unwrap();
     let status = eventually(Duration::from_secs(30), "casemesh to stop", || {
-        std::future::ready(terminal.try_wait().unwrap())
+        std::future::ready(terminal.0.try_wait().unwrap())
     })
     .await;
     reader.join().unwrap();
