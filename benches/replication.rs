@@ -16,12 +16,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use casemesh::cli::ClientOpts;
+use casemesh::domain::NodeAddr;
 use casemesh::domain::OfficeId;
-use casemesh::grpc::pb::{self, records_client::RecordsClient, records_server, replication_server};
-use casemesh::grpc::transport::{self, NodeAddr};
 use casemesh::identity::OfficeCa;
 use casemesh::identity::tls::{PemIdentity, TrustStore, client_config, server_config};
 use casemesh::node::{self, NodeHandle};
+use casemesh::protocol::pb::{
+    self, records_client::RecordsClient, records_server, replication_server,
+};
+use casemesh::protocol::transport;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_stream::Stream;
 use tonic::transport::Channel;

@@ -46,6 +46,7 @@ pub mod error;
 pub mod grpc;
 pub mod identity;
 pub mod node;
+pub mod protocol;
 pub mod service;
 pub mod setup;
 pub mod store;

@@ -15,14 +15,14 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, Paths};
 use crate::grpc::auth::AuthLayer;
-use crate::grpc::pb::replication_server::ReplicationServer;
-use crate::grpc::pb::{admin_server::AdminServer, records_server::RecordsServer};
 use crate::grpc::server_admin::AdminApi;
 use crate::grpc::server_records::RecordsApi;
 use crate::grpc::server_replication::ReplicationApi;
-use crate::grpc::{pb, transport};
 use crate::identity::OfficeCa;
 use crate::identity::tls::{PemIdentity, TrustStore, server_config};
+use crate::protocol::pb::replication_server::ReplicationServer;
+use crate::protocol::pb::{admin_server::AdminServer, records_server::RecordsServer};
+use crate::protocol::{pb, transport};
 use crate::service::{
     AuditLog, BlobService, PeerRuntime, RecordService, Sharing, UserService, users::issued_users,
 };
@@ -260,7 +260,7 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
     );
     // HTTP/2 only (tonic's default): the server speaks first, which clients
     // rely on to learn at connect time whether their certificate was
-    // accepted (`grpc::transport::Primed`). Do not enable HTTP/1.
+    // accepted (`protocol::transport::Primed`). Do not enable HTTP/1.
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))

@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 use super::ClientOpts;
 use super::errors::CliError;
 use super::{json, output};
-use crate::grpc::pb;
+use crate::protocol::pb;
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {

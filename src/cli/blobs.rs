@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 use super::ClientOpts;
 use super::output::{self, Progress};
 use crate::domain::{Attachment, BlobHash};
-use crate::grpc::pb::{self, records_client::RecordsClient};
+use crate::protocol::pb::{self, records_client::RecordsClient};
 
 /// Bytes per upload message, and per read from disk.
 const PIECE: usize = 256 * 1024;

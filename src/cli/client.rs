@@ -9,10 +9,11 @@ use clap::Args;
 use tonic::transport::Channel;
 
 use crate::config::{Config, Paths};
-use crate::grpc::pb::{admin_client::AdminClient, records_client::RecordsClient};
-use crate::grpc::transport::{self, NodeAddr};
+use crate::domain::NodeAddr;
 use crate::identity::pki::certs_from_pem;
 use crate::identity::tls::{PemIdentity, client_config};
+use crate::protocol::pb::{admin_client::AdminClient, records_client::RecordsClient};
+use crate::protocol::transport;
 
 /// Largest message the CLI accepts from a node.
 const MAX_MESSAGE: usize = 80 * 1024 * 1024;

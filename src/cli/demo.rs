@@ -13,10 +13,10 @@ use super::ClientOpts;
 use super::errors::CliError;
 use super::output;
 use crate::domain::OfficeId;
-use crate::grpc::{convert, pb};
 use crate::identity::OfficeVerifier;
 use crate::identity::pki::certs_from_pem;
 use crate::node::{self, NodeHandle};
+use crate::protocol::{convert, pb};
 
 const CASE_1: &str = "2026-0042";
 const CASE_2: &str = "2026-0077";

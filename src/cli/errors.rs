@@ -70,9 +70,9 @@ pub fn report(e: &anyhow::Error) -> (String, Exit) {
     }
     if let Some(why) = connection_problem(e) {
         let endpoint = e.chain().find_map(|c| {
-            c.downcast_ref::<crate::grpc::transport::ConnectError>()
+            c.downcast_ref::<crate::protocol::transport::ConnectError>()
                 .and_then(|c| match c {
-                    crate::grpc::transport::ConnectError::Connect { endpoint, .. } => {
+                    crate::protocol::transport::ConnectError::Connect { endpoint, .. } => {
                         Some(endpoint.clone())
                     }
                     _ => None,
@@ -153,7 +153,7 @@ fn connection_problem(e: &anyhow::Error) -> Option<String> {
     // failed connection, or of a call the transport broke. A local file's
     // I/O error is not the node's doing.
     let transport = all.iter().position(|c| {
-        c.downcast_ref::<crate::grpc::transport::ConnectError>()
+        c.downcast_ref::<crate::protocol::transport::ConnectError>()
             .is_some()
             || c.downcast_ref::<tonic::transport::Error>().is_some()
             || c.downcast_ref::<tonic::Status>().is_some_and(|s| {

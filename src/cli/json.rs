@@ -14,7 +14,7 @@
 
 use serde_json::{Value, json};
 
-use crate::grpc::{convert, pb};
+use crate::protocol::{convert, pb};
 
 /// Prints a value as the command's whole output.
 pub fn print(v: &Value) {

@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use crate::grpc::pb;
+use crate::protocol::pb;
 
 /// A time for a table: RFC 3339 (UTC, milliseconds), `-` for none (0),
 /// and any other value without panicking (`domain::time`).

@@ -12,7 +12,7 @@ use super::errors::CliError;
 use super::json;
 use super::output::{self, RECORD_HEADER};
 use crate::domain::limits::MAX_BODY_BYTES_CAP;
-use crate::grpc::pb;
+use crate::protocol::pb;
 
 #[derive(Debug, Subcommand)]
 pub enum RecordCommand {

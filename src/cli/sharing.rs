@@ -11,8 +11,8 @@ use super::ClientOpts;
 use super::errors::CliError;
 use super::{json, output};
 use crate::domain::MAX_TIME_MS;
-use crate::grpc::pb;
 use crate::identity::Fingerprint;
+use crate::protocol::pb;
 
 #[derive(Debug, Subcommand)]
 pub enum PeerCommand {

@@ -10,7 +10,7 @@ use super::ClientOpts;
 use super::errors::CliError;
 use super::{json, output};
 use crate::domain::Role;
-use crate::grpc::{convert, pb};
+use crate::protocol::{convert, pb};
 use crate::setup::{SetupError, make_dir, write_new};
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,7 @@
 //!
 //! Pure code: nothing here does I/O, talks to sled, or knows about gRPC.
 
+pub mod addr;
 pub mod audit;
 pub mod blob;
 pub mod codec;
@@ -14,6 +15,7 @@ pub mod role;
 pub mod sharing;
 pub mod time;
 
+pub use addr::{AddrError, NodeAddr};
 pub use blob::{Attachment, BlobHash};
 pub use ids::{IdError, OfficeId, RecordId, UserName};
 pub use limits::{LimitError, Limits};

@@ -26,17 +26,9 @@ use tracing::Instrument;
 use crate::domain::Role;
 use crate::domain::audit::{Actor, Outcome};
 use crate::identity::Caller;
-use crate::identity::tls::{Admission, TrustStore};
+use crate::identity::tls::TrustStore;
+use crate::protocol::transport::ConnInfo;
 use crate::service::{AuditLog, Call};
-
-/// What the transport knows about a connection.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub remote: SocketAddr,
-    /// Who the verified client certificate belongs to, decided once at the
-    /// handshake.
-    pub admission: Arc<Admission>,
-}
 
 /// Which callers may use which service. The one place roles are checked.
 #[allow(clippy::match_like_matches_macro)] // a table reads better as a match

@@ -1,12 +1,11 @@
-//! gRPC: the generated code, conversions between protobuf and domain types,
-//! the one error → status table, the authorization layer, the TLS transport
-//! and the servers. Handlers translate and authorize, then call a service.
+//! gRPC: the servers (records, admin, replication), the authorization
+//! layer, the one error → status table, and the conversion of service
+//! views to messages. Handlers translate and authorize, then call a
+//! service. The wire types and the transport are [`crate::protocol`]'s.
 
 pub mod auth;
-pub mod convert;
-pub mod pb;
 pub mod server_admin;
 pub mod server_records;
 pub mod server_replication;
 pub mod status;
-pub mod transport;
+pub mod views;

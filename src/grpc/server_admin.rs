@@ -5,12 +5,12 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::auth::{audit_call, caller, code_name};
-use super::convert;
-use super::pb::{self, admin_server::Admin};
 use crate::domain::UserName;
 use crate::domain::audit::{Draft, Outcome, Target, clip};
 use crate::domain::sharing::{EndReason, GrantId, GrantTarget};
 use crate::identity::Fingerprint;
+use crate::protocol::convert;
+use crate::protocol::pb::{self, admin_server::Admin};
 use crate::service::audit::AuditQuery;
 use crate::service::{AuditLog, Sharing, UserService};
 use crate::store::Store;
@@ -80,7 +80,7 @@ impl AdminApi {
             .sharing
             .peers()?
             .iter()
-            .map(convert::peer_view)
+            .map(super::views::peer)
             .collect())
     }
 }
@@ -308,7 +308,7 @@ impl Admin for AdminApi {
         let issued = self.users.issue(name, role, &r.csr_der, &call).await?;
         tracing::info!(%who, user = %issued.entry.user.name, %role, "user issued");
         Ok(Response::new(pb::IssueUserResponse {
-            user: Some(convert::user(&issued.entry)),
+            user: Some(super::views::user(&issued.entry)),
             certificate_pem: issued.certificate_pem,
             ca_certificate_pem: self.ca_pem.clone(),
         }))
@@ -334,7 +334,7 @@ impl Admin for AdminApi {
         };
         let entry = self.users.revoke(&name, expected.as_ref(), &call).await?;
         tracing::info!(%who, user = %name, "user revoked");
-        Ok(Response::new(convert::user(&entry)))
+        Ok(Response::new(super::views::user(&entry)))
     }
 
     async fn list_users(
@@ -343,7 +343,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let users = self.users.list()?;
         Ok(Response::new(pb::ListUsersResponse {
-            users: users.iter().map(convert::user).collect(),
+            users: users.iter().map(super::views::user).collect(),
         }))
     }
 
@@ -421,7 +421,7 @@ impl Admin for AdminApi {
             .into_iter()
             .find(|v| v.peer.office == peer.office)
             .ok_or_else(|| Status::internal("peer vanished"))?;
-        Ok(Response::new(convert::peer_view(&view)))
+        Ok(Response::new(super::views::peer(&view)))
     }
 
     async fn remove_peer(

@@ -7,10 +7,10 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{audit_call, caller};
-use super::convert::{self, Body};
-use super::pb::{self, records_server::Records};
 use crate::domain::audit::{Target, clip};
 use crate::domain::{Draft, OfficeId};
+use crate::protocol::convert::{self, Body};
+use crate::protocol::pb::{self, records_server::Records};
 use crate::service::{BlobService, PageRequest, PutCommand, RecordService};
 use crate::store::ListFilter;
 use crate::store::blobs::BlobState;

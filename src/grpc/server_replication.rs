@@ -10,9 +10,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{audit_call, caller};
-use super::pb::{self, replication_server::Replication};
 use crate::domain::audit::Target;
 use crate::identity::Caller;
+use crate::protocol::pb::{self, replication_server::Replication};
 use crate::sync::{SyncContext, feed};
 
 pub struct ReplicationApi {
@@ -21,6 +21,14 @@ pub struct ReplicationApi {
 }
 
 type PullStream = Pin<Box<dyn Stream<Item = Result<pb::PullDown, Status>> + Send>>;
+
+/// A stream sync serves, its errors as statuses.
+fn statuses<T: Send + 'static>(
+    rx: mpsc::Receiver<Result<T, crate::sync::StreamError>>,
+) -> Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>> {
+    use tokio_stream::StreamExt;
+    Box::pin(ReceiverStream::new(rx).map(|r| r.map_err(Status::from)))
+}
 
 #[tonic::async_trait]
 impl Replication for ReplicationApi {
@@ -41,7 +49,7 @@ impl Replication for ReplicationApi {
         let (tx, rx) = mpsc::channel(4);
         self.ctx
             .spawn_feed(feed::serve(self.ctx.clone(), office, req.into_inner(), tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(statuses(rx)))
     }
 
     type FetchBlobStream = super::server_records::BlobStream;
@@ -60,7 +68,7 @@ impl Replication for ReplicationApi {
             detail: format!("file {}, offset {}", hex::encode(&r.hash), r.offset),
             ..Target::default()
         });
-        let hash = super::convert::blob_hash(&r.hash)?;
+        let hash = crate::protocol::convert::blob_hash(&r.hash)?;
         let range = self.blobs.open_for_peer(&office, hash, r.offset)?;
         tracing::info!(peer = %office, %hash, offset = r.offset, "serving a file");
         Ok(Response::new(super::server_records::blob_stream(
@@ -87,6 +95,6 @@ impl Replication for ReplicationApi {
         let (tx, rx) = mpsc::channel(4);
         self.ctx
             .spawn_feed(crate::sync::witness::prove(self.ctx.audit.clone(), tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(statuses(rx)))
     }
 }

@@ -34,6 +34,26 @@ impl From<Error> for Status {
     }
 }
 
+impl From<crate::sync::StreamError> for Status {
+    fn from(e: crate::sync::StreamError) -> Self {
+        use crate::sync::StreamError as E;
+        let msg = e.to_string();
+        match e {
+            E::NoStart => Status::invalid_argument(msg),
+            E::NotAPeer => Status::permission_denied(msg),
+            E::EmptyLog | E::MissingEntry(_) => Status::failed_precondition(msg),
+            E::Internal => Status::internal(msg),
+            E::Service(e) => Status::from(e),
+        }
+    }
+}
+
+impl From<crate::protocol::convert::BadMessage> for Status {
+    fn from(e: crate::protocol::convert::BadMessage) -> Self {
+        Status::invalid_argument(e.0)
+    }
+}
+
 /// tonic refuses a request message over the service's decoding limit
 /// before any handler sees it, as `OUT_OF_RANGE` with a codec's wording.
 /// For a person that is a body too large: this turns it into the

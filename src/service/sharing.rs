@@ -223,7 +223,7 @@ impl Sharing {
                 "an office cannot pin itself as a peer".into(),
             ));
         }
-        crate::grpc::transport::NodeAddr::parse(endpoint)
+        crate::domain::NodeAddr::parse(endpoint)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let certs = certs_from_pem(ca_pem.as_bytes())
             .map_err(|e| Error::InvalidArgument(format!("ca_certificate_pem: {e}")))?;

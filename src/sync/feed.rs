@@ -12,13 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tonic::Status;
 
-use super::{HEARTBEAT, SyncContext};
+use super::{HEARTBEAT, StreamError, SyncContext};
 use crate::domain::audit::{Actor, Draft, MAX_RECORDS, Outcome, Target};
-use crate::domain::sharing::{FeedItem, GrantId, PurgeAck};
+use crate::domain::sharing::FeedItem;
 use crate::domain::{OfficeId, now_ms};
-use crate::grpc::pb::{self, feed_entry, pull_down, pull_up};
+use crate::protocol::pb::{self, feed_entry, pull_down, pull_up};
 
 /// Payload bytes after which a batch is sent.
 const BATCH_BYTES: usize = 1024 * 1024;
@@ -27,7 +26,7 @@ const SCAN: usize = 1024;
 /// How long a new stream may take to say where it starts.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-type Down = mpsc::Sender<Result<pb::PullDown, Status>>;
+type Down = mpsc::Sender<Result<pb::PullDown, StreamError>>;
 
 /// Why sending stopped.
 enum Stop {
@@ -41,7 +40,7 @@ enum Stop {
 async fn send(
     down: &Down,
     shutdown: &mut watch::Receiver<bool>,
-    msg: Result<pb::PullDown, Status>,
+    msg: Result<pb::PullDown, StreamError>,
 ) -> Result<(), Stop> {
     tokio::select! {
         r = down.send(msg) => r.map_err(|_| Stop::End),
@@ -67,14 +66,7 @@ pub async fn serve(
             kind: Some(pull_up::Kind::Start(s)),
         }))) => s,
         _ => {
-            let _ = send(
-                &down,
-                &mut shutdown,
-                Err(Status::invalid_argument(
-                    "the first message must be PullStart",
-                )),
-            )
-            .await;
+            let _ = send(&down, &mut shutdown, Err(StreamError::NoStart)).await;
             return;
         }
     };
@@ -118,12 +110,7 @@ async fn stream_feed(
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     loop {
         if !matches!(ctx.sharing.peer(peer), Ok(Some(_))) {
-            let _ = send(
-                down,
-                shutdown,
-                Err(Status::permission_denied("this office is no longer a peer")),
-            )
-            .await;
+            let _ = send(down, shutdown, Err(StreamError::NotAPeer)).await;
             return;
         }
         let upto = *watermark.borrow_and_update();
@@ -170,7 +157,7 @@ async fn send_pending(
 ) -> Result<Option<u64>, Stop> {
     let internal = |e: &dyn std::fmt::Display| {
         tracing::error!(%peer, error = %e, "reading the feed failed");
-        Err(Status::internal("internal error"))
+        Err(StreamError::Internal)
     };
     let generation = ctx.sharing.generation();
     let entries = match ctx.store.outbox_after(peer, cursor, upto, SCAN) {
@@ -264,7 +251,7 @@ struct Served {
 /// heartbeat so that peers witness it.
 fn audit_head(ctx: &SyncContext) -> Option<pb::SignedAuditHead> {
     match ctx.store.latest_signed_head() {
-        Ok(h) => h.as_ref().map(crate::grpc::convert::signed_head),
+        Ok(h) => h.as_ref().map(crate::protocol::convert::signed_head),
         Err(e) => {
             tracing::error!(error = %e, "reading the signed audit head failed");
             None
@@ -316,7 +303,7 @@ async fn send_batch(
         };
         if let Err(e) = logged {
             tracing::error!(%peer, error = %e, "could not log a batch; not sending it");
-            let _ = send(down, shutdown, Err(Status::internal("internal error"))).await;
+            let _ = send(down, shutdown, Err(StreamError::Internal)).await;
             return Err(Stop::End);
         }
     }
@@ -347,7 +334,7 @@ async fn read_up(
             }
             Some(pull_up::Kind::PurgeAck(a)) => {
                 let grant = a.grant_id.clone();
-                match purge_ack_from_pb(a) {
+                match crate::protocol::convert::purge_ack_from_pb(a) {
                     Ok(ack) => match ctx.sharing.record_purge_ack(&peer, ack).await {
                         Ok(()) => {
                             tracing::info!(%peer, %grant, "purge acknowledged");
@@ -369,25 +356,5 @@ async fn read_up(
             }
             _ => tracing::warn!(%peer, "unexpected message on Pull"),
         }
-    }
-}
-
-pub fn purge_ack_from_pb(a: pb::PurgeAck) -> Result<PurgeAck, String> {
-    Ok(PurgeAck {
-        grant: GrantId::parse(&a.grant_id).map_err(|e| e.to_string())?,
-        origin: OfficeId::parse(&a.origin).map_err(|e| e.to_string())?,
-        purged_by: OfficeId::parse(&a.purged_by).map_err(|e| e.to_string())?,
-        purged_at_ms: a.purged_at_ms,
-        signature: a.signature.to_vec(),
-    })
-}
-
-pub fn purge_ack_to_pb(a: &PurgeAck) -> pb::PurgeAck {
-    pb::PurgeAck {
-        grant_id: a.grant.to_string(),
-        origin: a.origin.to_string(),
-        purged_by: a.purged_by.to_string(),
-        purged_at_ms: a.purged_at_ms,
-        signature: a.signature.clone().into(),
     }
 }

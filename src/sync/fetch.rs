@@ -19,7 +19,7 @@ use super::SyncContext;
 use super::backoff::Backoff;
 use super::puller::{connect, status_text};
 use crate::domain::{BlobHash, now_ms};
-use crate::grpc::pb;
+use crate::protocol::pb;
 use crate::store::blobs::{FLUSH_EVERY_BYTES, Fetch, PIECE};
 
 /// A transfer whose origin sends nothing for this long is dropped (and

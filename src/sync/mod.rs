@@ -1,10 +1,11 @@
 //! Replication at run time: one puller per pinned peer ([`puller`]), the
 //! serving side of `Pull` ([`feed`]), and the expiry sweeper.
 //!
-//! The wire types come from `grpc::pb` and connections from
-//! `grpc::transport`; everything else is decided here or below.
+//! The wire types come from `protocol::pb` and connections from
+//! `protocol::transport`; everything else is decided here or below.
 
 pub mod backoff;
+mod error;
 pub mod feed;
 pub mod fetch;
 pub mod puller;
@@ -16,6 +17,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+pub use error::StreamError;
 
 use crate::domain::OfficeId;
 use crate::domain::sharing::Peer;

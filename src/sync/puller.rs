@@ -12,17 +12,18 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::backoff::Backoff;
-use super::feed::purge_ack_to_pb;
 use super::{HEARTBEAT, MAX_MESSAGE, SyncContext};
+use crate::domain::NodeAddr;
 use crate::domain::audit::{Actor, Draft, Outcome, Target};
 use crate::domain::sharing::{GrantId, Peer, PurgeAck};
 use crate::domain::{RecordId, SignedVersion, now_ms};
-use crate::grpc::pb::{
-    self, feed_entry, pull_down, pull_up, replication_client::ReplicationClient,
-};
-use crate::grpc::transport::{self, NodeAddr};
 use crate::identity::tls::{PemIdentity, client_config};
 use crate::identity::{OfficeSigner, OfficeVerifier};
+use crate::protocol::convert::purge_ack_to_pb;
+use crate::protocol::pb::{
+    self, feed_entry, pull_down, pull_up, replication_client::ReplicationClient,
+};
+use crate::protocol::transport;
 use crate::service::LinkStatus;
 use crate::store::ApplyItem;
 
@@ -247,8 +248,8 @@ async fn witness(
     head: Option<pb::SignedAuditHead>,
 ) {
     let Some(head) = head else { return };
-    let outcome = crate::grpc::convert::signed_head_from_pb(&head)
-        .map_err(crate::error::Error::InvalidArgument)
+    let outcome = crate::protocol::convert::signed_head_from_pb(&head)
+        .map_err(|e| crate::error::Error::InvalidArgument(e.to_string()))
         .and_then(|h| ctx.audit.witness(&peer.office, verifier, &h));
     let problem = match outcome {
         Ok(None) => return,

@@ -10,12 +10,14 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tonic::Status;
 
+use super::StreamError;
+
 use super::SyncContext;
 use crate::domain::OfficeId;
 use crate::error::{Error, Result};
-use crate::grpc::convert::{signed_head, signed_head_from_pb};
-use crate::grpc::pb;
 use crate::identity::OfficeVerifier;
+use crate::protocol::convert::{signed_head, signed_head_from_pb};
+use crate::protocol::pb;
 use crate::service::AuditLog;
 use crate::service::audit::{WitnessCheck, WitnessReport};
 
@@ -25,20 +27,16 @@ const DIGESTS_PER_MESSAGE: usize = 8192;
 /// Streams the proof of this office's current log into `tx`.
 pub async fn prove(
     audit: Arc<AuditLog>,
-    tx: mpsc::Sender<std::result::Result<pb::AuditProof, Status>>,
+    tx: mpsc::Sender<std::result::Result<pb::AuditProof, StreamError>>,
 ) {
     let head = match audit.sign_head(false).await {
         Ok(Some(h)) => h,
         Ok(None) => {
-            let _ = tx
-                .send(Err(Status::failed_precondition(
-                    "this office's audit log is empty",
-                )))
-                .await;
+            let _ = tx.send(Err(StreamError::EmptyLog)).await;
             return;
         }
         Err(e) => {
-            let _ = tx.send(Err(Status::from(e))).await;
+            let _ = tx.send(Err(StreamError::from(e))).await;
             return;
         }
     };
@@ -54,16 +52,12 @@ pub async fn prove(
         };
         let digests = match digests {
             Ok(d) if d.is_empty() => {
-                let e = Status::failed_precondition(format!(
-                    "entry {} is missing from this node's audit log",
-                    after + 1
-                ));
-                let _ = tx.send(Err(e)).await;
+                let _ = tx.send(Err(StreamError::MissingEntry(after + 1))).await;
                 return;
             }
             Ok(d) => d,
             Err(e) => {
-                let _ = tx.send(Err(Status::from(e))).await;
+                let _ = tx.send(Err(StreamError::from(e))).await;
                 return;
             }
         };
@@ -124,7 +118,8 @@ pub async fn check(ctx: &SyncContext, audit: &AuditLog, peer: &OfficeId) -> Resu
             ));
         }
         if let Some(h) = msg.head {
-            let head = signed_head_from_pb(&h).map_err(Error::InvalidArgument)?;
+            let head =
+                signed_head_from_pb(&h).map_err(|e| Error::InvalidArgument(e.to_string()))?;
             if let Err(e) = audit.witness(peer, &verifier, &head) {
                 return Ok(conflict(
                     held.len(),

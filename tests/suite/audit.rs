@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use casemesh::domain::audit::{Entry, GENESIS};
-use casemesh::grpc::pb::{self, admin_client::AdminClient, records_client::RecordsClient};
 use casemesh::identity::pki::new_csr;
+use casemesh::protocol::pb::{self, admin_client::AdminClient, records_client::RecordsClient};
 use tonic::Code;
 
 use super::blobkit::{download, upload};

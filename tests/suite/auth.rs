@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use casemesh::domain::{OfficeId, Role, UserName};
-use casemesh::grpc::pb::{self, admin_client::AdminClient, records_client::RecordsClient};
-use casemesh::grpc::transport;
 use casemesh::identity::OfficeCa;
 use casemesh::identity::pki::{certs_from_pem, new_csr};
 use casemesh::identity::tls::{PemIdentity, provider};
+use casemesh::protocol::pb::{self, admin_client::AdminClient, records_client::RecordsClient};
+use casemesh::protocol::transport;
 use rustls::RootCertStore;
 use tonic::Code;
 

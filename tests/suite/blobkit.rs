@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use casemesh::grpc::pb::{self, records_client::RecordsClient};
+use casemesh::protocol::pb::{self, records_client::RecordsClient};
 use tonic::transport::Channel;
 
 use super::cluster::{TestCluster, TestNode, eventually};

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use casemesh::grpc::pb::{self, replication_client::ReplicationClient};
+use casemesh::protocol::pb::{self, replication_client::ReplicationClient};
 use tonic::Code;
 
 use super::blobkit::*;

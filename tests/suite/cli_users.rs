@@ -124,7 +124,7 @@ async fn a_certificate_that_cannot_be_saved_is_revoked_and_the_name_issued_again
     let stale = node
         .admin()
         .await
-        .revoke_user(casemesh::grpc::pb::RevokeUserRequest {
+        .revoke_user(casemesh::protocol::pb::RevokeUserRequest {
             name: "bob".into(),
             fingerprint: bob[0]["fingerprint"].as_str().unwrap().into(),
         })

@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use casemesh::config::Paths;
+use casemesh::domain::NodeAddr;
 use casemesh::domain::OfficeId;
-use casemesh::grpc::pb::{admin_client::AdminClient, records_client::RecordsClient};
-use casemesh::grpc::transport::{self, NodeAddr};
 use casemesh::identity::pki::certs_from_pem;
 use casemesh::identity::tls::{PemIdentity, client_config};
 use casemesh::node::{self, NodeHandle};
+use casemesh::protocol::pb::{admin_client::AdminClient, records_client::RecordsClient};
+use casemesh::protocol::transport;
 use tempfile::TempDir;
 use tonic::transport::Channel;
 
@@ -268,7 +269,7 @@ impl TestCluster {
                 || async {
                     let channel = node.connect_as(&cert, &key).await.ok()?;
                     AdminClient::new(channel)
-                        .status(casemesh::grpc::pb::StatusRequest {})
+                        .status(casemesh::protocol::pb::StatusRequest {})
                         .await
                         .ok()
                 },
@@ -291,10 +292,10 @@ impl TestCluster {
 }
 
 /// Entries of `action` in `node`'s log.
-pub async fn of_action(node: &TestNode, action: &str) -> Vec<casemesh::grpc::pb::AuditEntry> {
+pub async fn of_action(node: &TestNode, action: &str) -> Vec<casemesh::protocol::pb::AuditEntry> {
     node.admin()
         .await
-        .query_audit(casemesh::grpc::pb::QueryAuditRequest {
+        .query_audit(casemesh::protocol::pb::QueryAuditRequest {
             action: action.into(),
             page_size: 1000,
             ..Default::default()
@@ -312,7 +313,7 @@ pub async fn holdings(node: &TestNode) -> std::collections::BTreeMap<String, (u6
     let mut token = String::new();
     loop {
         let page = c
-            .list(casemesh::grpc::pb::ListRequest {
+            .list(casemesh::protocol::pb::ListRequest {
                 page_size: 1000,
                 page_token: token,
                 ..Default::default()
@@ -355,7 +356,7 @@ impl TestCluster {
         self.nodes[i]
             .admin()
             .await
-            .add_peer(casemesh::grpc::pb::AddPeerRequest {
+            .add_peer(casemesh::protocol::pb::AddPeerRequest {
                 office,
                 endpoint,
                 ca_certificate_pem: pem,
@@ -371,9 +372,9 @@ impl TestCluster {
         self.nodes[i]
             .admin()
             .await
-            .grant(casemesh::grpc::pb::GrantRequest {
+            .grant(casemesh::protocol::pb::GrantRequest {
                 peer,
-                target: Some(casemesh::grpc::pb::grant_request::Target::Collection(
+                target: Some(casemesh::protocol::pb::grant_request::Target::Collection(
                     collection.into(),
                 )),
                 expires_at_ms: 0,

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use casemesh::grpc::pb;
+use casemesh::protocol::pb;
 
 use super::cluster::{TestCluster, TestNode, eventually, holdings};
 

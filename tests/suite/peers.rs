@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use casemesh::domain::{OfficeId, RecordId, RecordVersion};
-use casemesh::grpc::pb::{
+use casemesh::identity::tls::{PemIdentity, TrustStore, server_config};
+use casemesh::identity::{OfficeCa, OfficeSigner};
+use casemesh::protocol::pb::{
     self, admin_client::AdminClient, records_client::RecordsClient,
     replication_client::ReplicationClient, replication_server,
 };
-use casemesh::grpc::transport;
-use casemesh::identity::tls::{PemIdentity, TrustStore, server_config};
-use casemesh::identity::{OfficeCa, OfficeSigner};
+use casemesh::protocol::transport;
 use rustls_pki_types::CertificateDer;
 use tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status, Streaming};

@@ -2,9 +2,9 @@
 
 use std::collections::BTreeSet;
 
-use casemesh::grpc::{convert, pb};
 use casemesh::identity::OfficeVerifier;
 use casemesh::identity::pki::certs_from_pem;
+use casemesh::protocol::{convert, pb};
 use tonic::Code;
 
 use super::cluster::TestCluster;

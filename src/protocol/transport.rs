@@ -26,8 +26,17 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint};
 
-use super::auth::ConnInfo;
-use crate::identity::tls::TrustStore;
+use crate::domain::{AddrError, NodeAddr};
+use crate::identity::tls::{Admission, TrustStore};
+
+/// What the transport knows about a connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub remote: SocketAddr,
+    /// Who the verified client certificate belongs to, decided once at the
+    /// handshake.
+    pub admission: Arc<Admission>,
+}
 
 /// An accepted, authenticated connection.
 pub struct TlsConn {
@@ -208,51 +217,14 @@ async fn handshake(
 /// Why a client could not reach a node.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("endpoint {0:?} is not valid: expected https://HOST:PORT")]
-    BadEndpoint(String),
+    #[error("{0}")]
+    BadEndpoint(#[from] AddrError),
     #[error("could not connect to {endpoint}: {source}")]
     Connect {
         endpoint: String,
         #[source]
         source: tonic::transport::Error,
     },
-}
-
-/// A parsed `https://host:port` endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeAddr {
-    pub host: String,
-    pub port: u16,
-}
-
-impl NodeAddr {
-    pub fn parse(endpoint: &str) -> Result<Self, ConnectError> {
-        let bad = || ConnectError::BadEndpoint(endpoint.to_owned());
-        let uri: http::Uri = endpoint.parse().map_err(|_| bad())?;
-        if uri.scheme_str() != Some("https") {
-            return Err(bad());
-        }
-        let host = uri.host().ok_or_else(bad)?;
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let port = uri.port_u16().ok_or_else(bad)?;
-        if !matches!(uri.path(), "" | "/") {
-            return Err(bad());
-        }
-        Ok(Self { host, port })
-    }
-}
-
-impl std::fmt::Display for NodeAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "https://[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "https://{}:{}", self.host, self.port)
-        }
-    }
 }
 
 /// An endpoint that dials `addr` over mutual TLS. `lazy` channels connect
@@ -265,7 +237,7 @@ fn endpoint(addr: &NodeAddr) -> Result<Endpoint, ConnectError> {
         format!("http://{}:{}", addr.host, addr.port)
     };
     Ok(Endpoint::from_shared(plain)
-        .map_err(|_| ConnectError::BadEndpoint(addr.to_string()))?
+        .map_err(|_| AddrError(addr.to_string()))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
@@ -360,8 +332,8 @@ fn connector(
     + Send,
     ConnectError,
 > {
-    let server_name = ServerName::try_from(addr.host.clone())
-        .map_err(|_| ConnectError::BadEndpoint(addr.to_string()))?;
+    let server_name =
+        ServerName::try_from(addr.host.clone()).map_err(|_| AddrError(addr.to_string()))?;
     let tls = TlsConnector::from(tls);
     let target = (addr.host, addr.port);
     Ok(tower::service_fn(move |_: http::Uri| {
@@ -432,20 +404,5 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(waited.kind(), io::ErrorKind::TimedOut);
-    }
-
-    #[test]
-    fn endpoints_must_be_https_with_a_port() {
-        assert_eq!(
-            NodeAddr::parse("https://127.0.0.1:7443").unwrap(),
-            NodeAddr {
-                host: "127.0.0.1".into(),
-                port: 7443
-            }
-        );
-        assert_eq!(NodeAddr::parse("https://[::1]:7443").unwrap().host, "::1");
-        for bad in ["http://a:1", "https://a", "a:1", "https://a:1/path", ""] {
-            assert!(NodeAddr::parse(bad).is_err(), "{bad}");
-        }
     }
 }

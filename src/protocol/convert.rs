@@ -1,11 +1,20 @@
-//! Conversions between protobuf messages and domain values. Parsing input
-//! here is where malformed requests become `INVALID_ARGUMENT`.
-
-use tonic::Status;
+//! Conversions between protobuf messages and domain values. A message
+//! that does not make a valid value is a [`BadMessage`], which the gRPC
+//! layer answers as `INVALID_ARGUMENT` and a puller rejects.
 
 use super::pb;
-use crate::domain::{Attachment, BlobHash, RecordId, Role, SignedVersion};
-use crate::store::UserEntry;
+use crate::domain::sharing::{GrantId, PurgeAck};
+use crate::domain::{Attachment, BlobHash, OfficeId, RecordId, Role, SignedVersion};
+
+/// A message that does not make a valid domain value; says which field
+/// and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadMessage(pub String);
+
+fn bad(e: impl std::fmt::Display) -> BadMessage {
+    BadMessage(e.to_string())
+}
 
 /// Whether a converted record carries its body.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -56,7 +65,7 @@ pub fn attachment_to_pb(a: &Attachment) -> pb::Attachment {
     }
 }
 
-pub fn attachment_from_pb(a: pb::Attachment) -> Result<Attachment, Status> {
+pub fn attachment_from_pb(a: pb::Attachment) -> Result<Attachment, BadMessage> {
     Ok(Attachment {
         hash: blob_hash(&a.hash)?,
         size: a.size,
@@ -65,15 +74,15 @@ pub fn attachment_from_pb(a: pb::Attachment) -> Result<Attachment, Status> {
     })
 }
 
-pub fn blob_hash(bytes: &[u8]) -> Result<BlobHash, Status> {
-    BlobHash::from_slice(bytes).map_err(|e| Status::invalid_argument(e.to_string()))
+pub fn blob_hash(bytes: &[u8]) -> Result<BlobHash, BadMessage> {
+    BlobHash::from_slice(bytes).map_err(bad)
 }
 
-pub fn record_id(s: &str) -> Result<RecordId, Status> {
+pub fn record_id(s: &str) -> Result<RecordId, BadMessage> {
     if s.is_empty() {
-        return Err(Status::invalid_argument("id is required"));
+        return Err(bad("id is required"));
     }
-    RecordId::parse(s).map_err(|e| Status::invalid_argument(e.to_string()))
+    RecordId::parse(s).map_err(bad)
 }
 
 pub fn role_to_pb(role: Role) -> pb::Role {
@@ -83,35 +92,22 @@ pub fn role_to_pb(role: Role) -> pb::Role {
     }
 }
 
-pub fn role_from_pb(value: i32) -> Result<Role, Status> {
+pub fn role_from_pb(value: i32) -> Result<Role, BadMessage> {
     match pb::Role::try_from(value) {
         Ok(pb::Role::Admin) => Ok(Role::Admin),
         Ok(pb::Role::Staff) => Ok(Role::Staff),
-        _ => Err(Status::invalid_argument(
-            "role must be ROLE_ADMIN or ROLE_STAFF",
-        )),
-    }
-}
-
-pub fn user(e: &UserEntry) -> pb::User {
-    pb::User {
-        name: e.user.name.to_string(),
-        role: role_to_pb(e.user.role) as i32,
-        fingerprint: e.fingerprint.to_string(),
-        issued_at_ms: e.user.issued_at_ms,
-        revoked_at_ms: e.user.revoked_at_ms,
-        expires_at_ms: crate::identity::pki::expires_at_ms(&e.user.cert_der).unwrap_or(0),
+        _ => Err(bad("role must be ROLE_ADMIN or ROLE_STAFF")),
     }
 }
 
 /// Rebuilds the signed version a `Record` message describes (it must carry
 /// its body), so a client can check the origin's signature itself.
-pub fn signed_from_pb(r: &pb::Record) -> Result<SignedVersion, Status> {
-    let bad = |e: String| Status::invalid_argument(format!("record is malformed: {e}"));
+pub fn signed_from_pb(r: &pb::Record) -> Result<SignedVersion, BadMessage> {
+    let bad = |e: String| BadMessage(format!("record is malformed: {e}"));
     let record = crate::domain::RecordVersion {
         id: RecordId::parse(&r.id).map_err(|e| bad(e.to_string()))?,
         version: r.version,
-        origin: crate::domain::OfficeId::parse(&r.origin).map_err(|e| bad(e.to_string()))?,
+        origin: OfficeId::parse(&r.origin).map_err(|e| bad(e.to_string()))?,
         collection: r.collection.clone(),
         kind: r.kind.clone(),
         title: r.title.clone(),
@@ -135,21 +131,6 @@ pub fn signed_from_pb(r: &pb::Record) -> Result<SignedVersion, Status> {
     SignedVersion::from_parts(canonical, r.signature.clone()).map_err(|e| bad(e.to_string()))
 }
 
-pub fn peer_view(v: &crate::service::PeerView) -> pb::Peer {
-    pb::Peer {
-        office: v.peer.office.to_string(),
-        endpoint: v.peer.endpoint.clone(),
-        fingerprint: v.fingerprint.to_string(),
-        added_at_ms: v.peer.added_at_ms,
-        connected: v.link.connected,
-        last_contact_ms: v.link.last_contact_ms,
-        checkpoint: v.checkpoint,
-        outbox_pending: v.outbox_pending,
-        last_error: v.link.last_error.clone(),
-        ca_expires_at_ms: crate::identity::pki::expires_at_ms(&v.peer.ca_der).unwrap_or(0),
-    }
-}
-
 pub fn grant(g: &crate::domain::sharing::Grant) -> pb::GrantInfo {
     use crate::domain::sharing::GrantTarget;
     pb::GrantInfo {
@@ -167,15 +148,35 @@ pub fn grant(g: &crate::domain::sharing::Grant) -> pb::GrantInfo {
             .end_reason
             .map(|r| r.as_str().to_owned())
             .unwrap_or_default(),
-        purge_ack: g.purge_ack.as_ref().map(crate::sync::feed::purge_ack_to_pb),
+        purge_ack: g.purge_ack.as_ref().map(purge_ack_to_pb),
     }
 }
 
-pub fn office_id(field: &str, s: &str) -> Result<crate::domain::OfficeId, Status> {
+pub fn office_id(field: &str, s: &str) -> Result<OfficeId, BadMessage> {
     if s.is_empty() {
-        return Err(Status::invalid_argument(format!("{field} is required")));
+        return Err(bad(format!("{field} is required")));
     }
-    crate::domain::OfficeId::parse(s).map_err(|e| Status::invalid_argument(e.to_string()))
+    OfficeId::parse(s).map_err(bad)
+}
+
+pub fn purge_ack_from_pb(a: pb::PurgeAck) -> Result<PurgeAck, BadMessage> {
+    Ok(PurgeAck {
+        grant: GrantId::parse(&a.grant_id).map_err(bad)?,
+        origin: OfficeId::parse(&a.origin).map_err(bad)?,
+        purged_by: OfficeId::parse(&a.purged_by).map_err(bad)?,
+        purged_at_ms: a.purged_at_ms,
+        signature: a.signature.to_vec(),
+    })
+}
+
+pub fn purge_ack_to_pb(a: &PurgeAck) -> pb::PurgeAck {
+    pb::PurgeAck {
+        grant_id: a.grant.to_string(),
+        origin: a.origin.to_string(),
+        purged_by: a.purged_by.to_string(),
+        purged_at_ms: a.purged_at_ms,
+        signature: a.signature.clone().into(),
+    }
 }
 
 /// An audit entry and its chain hash, for the wire.
@@ -221,12 +222,12 @@ pub fn signed_head(h: &crate::domain::audit::SignedHead) -> pb::SignedAuditHead 
 
 pub fn signed_head_from_pb(
     h: &pb::SignedAuditHead,
-) -> Result<crate::domain::audit::SignedHead, String> {
+) -> Result<crate::domain::audit::SignedHead, BadMessage> {
     let hash: [u8; 32] = h
         .hash
         .as_ref()
         .try_into()
-        .map_err(|_| "an audit head hash must be 32 bytes".to_owned())?;
+        .map_err(|_| bad("an audit head hash must be 32 bytes"))?;
     Ok(crate::domain::audit::SignedHead {
         office: h.office.clone(),
         seq: h.seq,

@@ -1,0 +1,32 @@
+//! What the services keep, as the messages the Admin service answers with.
+
+use crate::protocol::convert::role_to_pb;
+use crate::protocol::pb;
+use crate::service::PeerView;
+use crate::store::UserEntry;
+
+pub fn user(e: &UserEntry) -> pb::User {
+    pb::User {
+        name: e.user.name.to_string(),
+        role: role_to_pb(e.user.role) as i32,
+        fingerprint: e.fingerprint.to_string(),
+        issued_at_ms: e.user.issued_at_ms,
+        revoked_at_ms: e.user.revoked_at_ms,
+        expires_at_ms: crate::identity::pki::expires_at_ms(&e.user.cert_der).unwrap_or(0),
+    }
+}
+
+pub fn peer(v: &PeerView) -> pb::Peer {
+    pb::Peer {
+        office: v.peer.office.to_string(),
+        endpoint: v.peer.endpoint.clone(),
+        fingerprint: v.fingerprint.to_string(),
+        added_at_ms: v.peer.added_at_ms,
+        connected: v.link.connected,
+        last_contact_ms: v.link.last_contact_ms,
+        checkpoint: v.checkpoint,
+        outbox_pending: v.outbox_pending,
+        last_error: v.link.last_error.clone(),
+        ca_expires_at_ms: crate::identity::pki::expires_at_ms(&v.peer.ca_der).unwrap_or(0),
+    }
+}
