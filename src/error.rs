@@ -46,6 +46,10 @@ pub enum Error {
     BlobTooLarge { limit: u64 },
     #[error("{0}")]
     Unavailable(String),
+    #[error(
+        "collection {0} holds no records on this node: check the case number, or allow an empty bundle (`casemesh export --allow-empty`)"
+    )]
+    EmptyCollection(String),
     #[error("storage failure: {0}")]
     Store(StoreError),
     #[error(transparent)]

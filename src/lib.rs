@@ -8,28 +8,42 @@
 //! certificates always). Every record version is signed by its origin
 //! office's key over a canonical encoding.
 //!
-//! Dependencies point one way:
+//! Dependencies point one way, down this map (`tests/suite/layers.rs`
+//! fails on a `use` that points up or sideways):
 //!
 //! ```text
-//! domain ← store ← service ← grpc ← node ← cli
-//!    ↖ identity ↗
+//! cli                      the command line and the demo
+//! node                     composition root
+//! grpc                     servers, authorization, error → status
+//! sync · setup             replication at run time · creating an office
+//! service                  use cases
+//! protocol · error         wire types and transport · the use cases' error
+//! store · bundle           the only code that names sled · the court bundle
+//! identity · config        keys, certificates, TLS · casemesh.toml
+//! domain · alloc           pure values and rules · the allocator
 //! ```
 //!
-//! - [`domain`]: ids, records, versions, limits, the canonical encoding.
-//!   Pure code.
-//! - [`store`]: the only module that names sled: typed trees, versioned
-//!   encodings, transactions, group commit.
+//! - [`domain`]: ids, records, versions, limits, the canonical encoding,
+//!   node addresses, times. Pure code.
 //! - [`identity`]: office key and CA, certificate issuing, record signing,
 //!   rustls configurations, certificate → [`identity::Caller`].
+//! - [`config`]: `casemesh.toml` and the layout of a data directory.
+//! - [`store`]: the only module that names sled: typed trees, versioned
+//!   encodings, transactions, group commit.
 //! - [`bundle`]: the case bundle for court: its format, the writer and
 //!   the offline verifier. Pure code.
-//! - [`service`]: use cases (records, users); no tonic.
-//! - [`grpc`]: generated code, conversions, the one error → status table,
-//!   the authorization layer, the servers.
+//! - [`protocol`]: the generated wire types, their conversions to and from
+//!   domain values, and mutual TLS over TCP on both ends.
+//! - [`error`]: what a use case can fail with, named by cause.
+//! - [`service`]: use cases (records, users, sharing, audit, export); no
+//!   tonic.
 //! - [`sync`]: replication at run time: a puller per peer, the serving
-//!   side of `Pull`, the expiry sweeper. Uses the generated wire types and
-//!   the mTLS transport from [`grpc`], nothing else of it.
-//! - [`node`]: the composition root: [`node::Node::start`].
+//!   side of `Pull`, fetching files, the expiry sweeper. Its served
+//!   streams end with its own error.
+//! - [`setup`]: `casemesh init`.
+//! - [`grpc`]: the three servers, the authorization layer and the one
+//!   error → status table.
+//! - [`node`]: the composition root: [`node::start`].
 //! - [`cli`]: the `casemesh` command line.
 //! - [`alloc`]: the allocator of casemesh processes and its options.
 

@@ -214,7 +214,8 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
     let admin_api = AdminServer::new(AdminApi {
         users,
         sharing: sharing.clone(),
-        store: store.clone(),
+        records: records.clone(),
+        blobs: blobs.clone(),
         office: office.to_string(),
         fingerprint: ca.fingerprint(),
         ca_pem: ca.cert_pem.clone(),
@@ -223,6 +224,13 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         transfers: transfers.clone(),
         audit: audit.clone(),
         sync: sync_ctx.clone(),
+        exporter: Arc::new(crate::service::export::Exporter {
+            store: store.clone(),
+            ca: ca.clone(),
+            office: office.clone(),
+            audit: audit.clone(),
+            limits: config.limits.clone(),
+        }),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -4,21 +4,21 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::auth::{audit_call, caller, code_name};
+use super::auth::{audit_call, caller};
 use crate::domain::UserName;
-use crate::domain::audit::{Draft, Outcome, Target, clip};
+use crate::domain::audit::{Target, clip};
 use crate::domain::sharing::{EndReason, GrantId, GrantTarget};
 use crate::identity::Fingerprint;
 use crate::protocol::convert;
 use crate::protocol::pb::{self, admin_server::Admin};
 use crate::service::audit::AuditQuery;
 use crate::service::{AuditLog, Sharing, UserService};
-use crate::store::Store;
 
 pub struct AdminApi {
     pub users: Arc<UserService>,
     pub sharing: Arc<Sharing>,
-    pub store: Arc<Store>,
+    pub records: Arc<crate::service::RecordService>,
+    pub blobs: Arc<crate::service::BlobService>,
     pub office: String,
     pub fingerprint: Fingerprint,
     pub ca_pem: String,
@@ -28,51 +28,11 @@ pub struct AdminApi {
     pub transfers: Arc<crate::sync::fetch::Transfers>,
     pub audit: Arc<AuditLog>,
     pub sync: Arc<crate::sync::SyncContext>,
+    pub exporter: Arc<crate::service::export::Exporter>,
 }
 
 pub type ExportStream =
     std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ExportChunk, Status>> + Send>>;
-
-/// Bytes written by the (blocking) exporter, sent on as stream messages.
-struct ChunkWriter {
-    tx: tokio::sync::mpsc::Sender<Result<pb::ExportChunk, Status>>,
-    buf: Vec<u8>,
-    /// Bytes handed to the stream so far.
-    sent: u64,
-}
-
-const EXPORT_CHUNK: usize = 256 * 1024;
-
-impl ChunkWriter {
-    fn send(&mut self) -> std::io::Result<()> {
-        let data = bytes::Bytes::from(std::mem::take(&mut self.buf));
-        let len = data.len() as u64;
-        self.tx
-            .blocking_send(Ok(pb::ExportChunk { data }))
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
-            })?;
-        self.sent += len;
-        Ok(())
-    }
-}
-
-impl std::io::Write for ChunkWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= EXPORT_CHUNK {
-            self.send()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if !self.buf.is_empty() {
-            self.send()?;
-        }
-        Ok(())
-    }
-}
 
 impl AdminApi {
     fn peer_list(&self) -> Result<Vec<pb::Peer>, Status> {
@@ -197,98 +157,18 @@ impl Admin for AdminApi {
     ) -> Result<Response<Self::ExportStream>, Status> {
         let call = audit_call(&req)?;
         let r = req.into_inner();
-        let collection = r.collection;
         call.set_target(Target {
-            collection: clip(&collection),
+            collection: clip(&r.collection),
             ..Target::default()
         });
-        crate::domain::Limits::check_text(
-            "collection",
-            &collection,
-            self.sync.sharing.limits().max_collection_bytes,
-            true,
-        )
-        .map_err(crate::error::Error::from)?;
-        if !r.allow_empty && crate::service::export::is_empty(&self.store, &collection)? {
-            return Err(Status::failed_precondition(format!(
-                "collection {collection} holds no records on this node: check the case number, or allow an empty bundle (`casemesh export --allow-empty`)"
-            )));
-        }
-        // The export's own entry is written before the bundle is built, so
-        // the bundle's audit excerpt ends with it. Whether the bundle then
-        // reached the client is logged once it is known (`export.finished`).
-        let mut draft = call.entry(Target {
-            collection: collection.clone(),
-            ..Target::default()
-        });
-        draft.target.detail = "case bundle export started".into();
-        self.audit.append(draft).await?;
-        let head = self
-            .audit
-            .sign_head(false)
-            .await?
-            .ok_or_else(|| Status::internal("the audit log has no signed head"))?;
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let ctx = self.sync.clone();
-        let name = collection.clone();
-        let building = tokio::task::spawn_blocking(move || {
-            let mut out = ChunkWriter {
-                tx: tx.clone(),
-                buf: Vec::with_capacity(EXPORT_CHUNK),
-                sent: 0,
-            };
-            let done = crate::service::export::export(
-                &ctx.store,
-                &ctx.ca,
-                &ctx.office,
-                &name,
-                &head,
-                &mut out,
-            )
-            .map_err(Status::from)
-            .and_then(|summary| {
-                std::io::Write::flush(&mut out)
-                    .map(|_| summary)
-                    .map_err(|e| Status::cancelled(e.to_string()))
-            });
-            if let Err(status) = &done {
-                tracing::warn!(collection = %name, error = %status.message(), "export failed");
-                let _ = tx.blocking_send(Err(status.clone()));
-            }
-            (done, out.sent)
-        });
-        let audit = self.audit.clone();
-        let actor = call.actor().clone();
-        tokio::spawn(async move {
-            let (outcome, detail) = match building.await {
-                Ok((Ok(summary), sent)) => (
-                    Outcome::ok(),
-                    format!(
-                        "case bundle sent: {} records, {} versions, {} files, {sent} bytes handed to the connection",
-                        summary.records, summary.versions, summary.files
-                    ),
-                ),
-                Ok((Err(status), sent)) => (
-                    Outcome::failed(code_name(status.code()), status.message()),
-                    format!("case bundle not completed: stopped after {sent} bytes"),
-                ),
-                Err(e) => (
-                    Outcome::failed("INTERNAL", e.to_string()),
-                    "case bundle not completed: the export stopped".into(),
-                ),
-            };
-            let target = Target {
-                collection,
-                detail,
-                ..Target::default()
-            };
-            let entry = Draft::new(actor, "export.finished", target, outcome);
-            if let Err(e) = audit.append(entry).await {
-                tracing::error!(error = %e, "could not log the end of an export");
-            }
-        });
+        let pieces = self
+            .exporter
+            .start(&call, r.collection, r.allow_empty)
+            .await?;
+        use tokio_stream::StreamExt;
         Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
+            tokio_stream::wrappers::ReceiverStream::new(pieces)
+                .map(|piece| Ok(pb::ExportChunk { data: piece? })),
         )))
     }
 
@@ -351,11 +231,8 @@ impl Admin for AdminApi {
         &self,
         _req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let (records, versions) = self.store.counts().map_err(crate::error::Error::from)?;
-        let (blobs, blob_bytes) = self
-            .store
-            .blob_totals()
-            .map_err(crate::error::Error::from)?;
+        let (records, versions) = self.records.counts()?;
+        let (blobs, blob_bytes) = self.blobs.totals()?;
         Ok(Response::new(pb::StatusResponse {
             node_certificate_expires_at_ms: self.node_cert_expires_at_ms,
             office_ca_expires_at_ms: self.ca_expires_at_ms,
@@ -375,7 +252,7 @@ impl Admin for AdminApi {
             blob_bytes,
             transfers: self
                 .transfers
-                .view(&self.store)
+                .view(&self.sync)
                 .map_err(crate::error::Error::from)?
                 .into_iter()
                 .map(|t| pb::Transfer {

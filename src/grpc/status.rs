@@ -24,6 +24,7 @@ impl From<Error> for Status {
             | Error::FailedPrecondition(_) => Status::failed_precondition(msg),
             Error::AlreadyExists(_) => Status::already_exists(msg),
             Error::Unavailable(_) => Status::unavailable(msg),
+            Error::EmptyCollection(_) => Status::failed_precondition(msg),
             Error::NotOrigin { .. } => Status::permission_denied(msg),
             Error::UserExists(_) => Status::already_exists(msg),
             Error::Store(_) | Error::Identity(_) => {

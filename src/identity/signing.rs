@@ -89,6 +89,43 @@ impl OfficeVerifier {
     }
 }
 
+/// Signed versions for the tests of the layers above.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use bytes::Bytes;
+
+    use super::OfficeSigner;
+    use crate::domain::{Attachment, RecordId, RecordVersion, SignedVersion};
+    use crate::identity::OfficeCa;
+
+    /// A version of `id` signed by `ca`, with a small fixed body.
+    pub(crate) fn signed(
+        ca: &OfficeCa,
+        id: &RecordId,
+        version: u64,
+        collection: &str,
+        attachments: Vec<Attachment>,
+    ) -> SignedVersion {
+        OfficeSigner::new(ca)
+            .sign(RecordVersion {
+                id: id.clone(),
+                version,
+                origin: id.origin(),
+                collection: collection.into(),
+                kind: "report".into(),
+                title: format!("{id} v{version}"),
+                content_type: "text/plain".into(),
+                labels: Default::default(),
+                body: Bytes::from_static(b"body"),
+                created_at_ms: 1,
+                updated_at_ms: version,
+                deleted: false,
+                attachments,
+            })
+            .unwrap()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

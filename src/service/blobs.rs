@@ -41,6 +41,11 @@ pub struct BlobRange {
 }
 
 impl BlobService {
+    /// How many files this node holds, and their bytes.
+    pub fn totals(&self) -> Result<(u64, u64)> {
+        Ok(self.store.blob_totals()?)
+    }
+
     pub fn new(
         store: Arc<Store>,
         sharing: Arc<Sharing>,

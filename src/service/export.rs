@@ -8,18 +8,28 @@
 //! records, bound to a signed head by the body digests of every entry up to
 //! it.
 //!
-//! Synchronous and streaming: the caller runs it on a blocking thread and
-//! hands a writer; files and the audit digests are copied through, never
-//! held whole. Nothing here writes to the store.
+//! [`Exporter::start`] is the use case behind `Admin.Export`: it logs the
+//! export, signs the audit head, builds the bundle on a blocking thread into
+//! pieces the caller streams, and logs how it ended (`export.finished`).
+//! [`export`] itself is synchronous and streaming: files and the audit
+//! digests are copied through, never held whole, and nothing is written to
+//! the store.
 
 use std::collections::{BTreeSet, HashSet};
 use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
 
 use crate::bundle::{BundleWriter, WriteError};
-use crate::domain::audit::{ChainWalk, Entry, SignedHead, Stored, format_time};
-use crate::domain::{BlobHash, OfficeId, now_ms};
+use crate::domain::audit::{
+    ChainWalk, Draft, Entry, Outcome, SignedHead, Stored, Target, format_time,
+};
+use crate::domain::{BlobHash, Limits, OfficeId, now_ms};
 use crate::error::{Error, Result};
 use crate::identity::{OfficeCa, OfficeSigner, OfficeVerifier};
+use crate::service::{AuditLog, Call};
 use crate::store::blobs::BlobMeta;
 use crate::store::{Store, StoreError};
 
@@ -46,10 +56,146 @@ pub struct ExportSummary {
     pub audit_head_seq: u64,
 }
 
-/// Whether `collection` holds no record on this node, of any origin and
-/// deleted ones included (a deleted record's history is still exported).
-pub fn is_empty(store: &Store, collection: &str) -> Result<bool> {
-    Ok(!store.collection_has_records(collection)?)
+/// Bytes of the bundle per piece handed to the caller.
+const PIECE: usize = 256 * 1024;
+
+/// The bundle's bytes as they are written, in pieces of about 256 KiB; an
+/// `Err` ends it.
+pub type Pieces = mpsc::Receiver<Result<Bytes>>;
+
+/// Exporting case bundles of this node's collections.
+pub struct Exporter {
+    pub store: Arc<Store>,
+    pub ca: Arc<OfficeCa>,
+    pub office: OfficeId,
+    pub audit: Arc<AuditLog>,
+    pub limits: Limits,
+}
+
+impl Exporter {
+    /// Starts the export of `collection` for `call`: refuses a collection
+    /// with no records unless `allow_empty`, logs the export (the last
+    /// entry the bundle's excerpt holds), and builds the bundle on a
+    /// blocking thread. Once it ends, `export.finished` says how much was
+    /// handed on, or why it stopped.
+    pub async fn start(
+        &self,
+        call: &Call,
+        collection: String,
+        allow_empty: bool,
+    ) -> Result<Pieces> {
+        Limits::check_text(
+            "collection",
+            &collection,
+            self.limits.max_collection_bytes,
+            true,
+        )?;
+        if !allow_empty && !self.store.collection_has_records(&collection)? {
+            return Err(Error::EmptyCollection(collection));
+        }
+        let mut draft = call.entry(Target {
+            collection: collection.clone(),
+            ..Target::default()
+        });
+        draft.target.detail = "case bundle export started".into();
+        self.audit.append(draft).await?;
+        let head = self.audit.sign_head(false).await?.ok_or_else(|| {
+            Error::Store(StoreError::Inconsistent(
+                "the audit log has no signed head".into(),
+            ))
+        })?;
+        let (tx, rx) = mpsc::channel(4);
+        let (store, ca, office) = (self.store.clone(), self.ca.clone(), self.office.clone());
+        let name = collection.clone();
+        let building = tokio::task::spawn_blocking(move || {
+            let mut out = PieceWriter {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(PIECE),
+                sent: 0,
+            };
+            let done = export(&store, &ca, &office, &name, &head, &mut out).and_then(|summary| {
+                out.flush().map_err(|e| write_error(WriteError::Io(e)))?;
+                Ok(summary)
+            });
+            // The caller gets the error as it is (the gRPC layer hides
+            // internal details); the audit log keeps its text.
+            let done = done.map_err(|e| {
+                let reason = e.to_string();
+                tracing::warn!(collection = %name, error = %reason, "export failed");
+                let _ = tx.blocking_send(Err(e));
+                reason
+            });
+            (done, out.sent)
+        });
+        let audit = self.audit.clone();
+        let actor = call.actor().clone();
+        tokio::spawn(async move {
+            let (outcome, detail) = match building.await {
+                Ok((Ok(summary), sent)) => (
+                    Outcome::ok(),
+                    format!(
+                        "case bundle sent: {} records, {} versions, {} files, {sent} bytes handed to the connection",
+                        summary.records, summary.versions, summary.files
+                    ),
+                ),
+                Ok((Err(reason), sent)) => (
+                    Outcome::failed("NOT_COMPLETED", reason),
+                    format!("case bundle not completed: stopped after {sent} bytes"),
+                ),
+                Err(e) => (
+                    Outcome::failed("NOT_COMPLETED", e.to_string()),
+                    "case bundle not completed: the export stopped".into(),
+                ),
+            };
+            let target = Target {
+                collection,
+                detail,
+                ..Target::default()
+            };
+            let entry = Draft::new(actor, "export.finished", target, outcome);
+            if let Err(e) = audit.append(entry).await {
+                tracing::error!(error = %e, "could not log the end of an export");
+            }
+        });
+        Ok(rx)
+    }
+}
+
+/// Bytes written by the (blocking) exporter, handed on in pieces.
+struct PieceWriter {
+    tx: mpsc::Sender<Result<Bytes>>,
+    buf: Vec<u8>,
+    /// Bytes handed on so far.
+    sent: u64,
+}
+
+impl PieceWriter {
+    fn send(&mut self) -> io::Result<()> {
+        let piece = Bytes::from(std::mem::take(&mut self.buf));
+        let len = piece.len() as u64;
+        self.tx
+            .blocking_send(Ok(piece))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))?;
+        self.sent += len;
+        Ok(())
+    }
+}
+
+impl Write for PieceWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= PIECE {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        Ok(())
+    }
 }
 
 /// Writes the bundle of `collection` to `out`. `head` must be a head of this
@@ -337,13 +483,12 @@ impl<F: Fn(&Entry) -> bool> Read for AuditScan<'_, F> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use bytes::Bytes;
 
     use super::*;
     use crate::bundle::verify;
     use crate::domain::audit::{Actor, Draft, Outcome, Target};
     use crate::domain::sharing::Peer;
-    use crate::domain::{Attachment, RecordId, RecordVersion, SignedVersion, UserName};
+    use crate::domain::{Attachment, RecordId, SignedVersion, UserName};
     use crate::store::blobs::CHUNK;
     use crate::store::{ApplyItem, StoreOptions};
 
@@ -366,32 +511,7 @@ pub(crate) mod tests {
         .unwrap()
     }
 
-    /// A version of `id` signed by `ca`, with a small fixed body.
-    pub(crate) fn signed(
-        ca: &OfficeCa,
-        id: &RecordId,
-        version: u64,
-        collection: &str,
-        attachments: Vec<Attachment>,
-    ) -> SignedVersion {
-        OfficeSigner::new(ca)
-            .sign(RecordVersion {
-                id: id.clone(),
-                version,
-                origin: id.origin(),
-                collection: collection.into(),
-                kind: "report".into(),
-                title: format!("{id} v{version}"),
-                content_type: "text/plain".into(),
-                labels: Default::default(),
-                body: Bytes::from_static(b"body"),
-                created_at_ms: 1,
-                updated_at_ms: version,
-                deleted: false,
-                attachments,
-            })
-            .unwrap()
-    }
+    use crate::identity::signing::test_support::signed;
 
     fn put(store: &Store, v: &SignedVersion) {
         let draft = Draft::new(

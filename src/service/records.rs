@@ -64,6 +64,12 @@ impl Drop for Writing {
 }
 
 impl RecordService {
+    /// How many records (heads) and versions this node holds, its own and
+    /// replicas.
+    pub fn counts(&self) -> Result<(u64, u64)> {
+        Ok(self.store.counts()?)
+    }
+
     pub fn new(
         office: OfficeId,
         store: Arc<Store>,

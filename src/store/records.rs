@@ -631,7 +631,13 @@ mod tests {
             version: u64,
             attachments: Vec<Attachment>,
         ) -> SignedVersion {
-            crate::service::export::tests::signed(&self.ca, id, version, "case-1", attachments)
+            crate::identity::signing::test_support::signed(
+                &self.ca,
+                id,
+                version,
+                "case-1",
+                attachments,
+            )
         }
 
         /// A write of `v` after `expected`, with one feed entry for the

@@ -70,11 +70,12 @@ impl Transfers {
         self.attempts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Every fetch still queued in `store`, with what is known of its
-    /// attempts.
-    pub fn view(&self, store: &crate::store::Store) -> crate::store::Result<Vec<TransferView>> {
+    /// Every fetch still queued in the node's store, with what is known of
+    /// its attempts.
+    pub fn view(&self, ctx: &super::SyncContext) -> crate::store::Result<Vec<TransferView>> {
         let attempts = self.lock();
-        Ok(store
+        Ok(ctx
+            .store
             .fetches()?
             .into_iter()
             .map(|(hash, f)| {

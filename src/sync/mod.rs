@@ -2,7 +2,8 @@
 //! serving side of `Pull` ([`feed`]), and the expiry sweeper.
 //!
 //! The wire types come from `protocol::pb` and connections from
-//! `protocol::transport`; everything else is decided here or below.
+//! `protocol::transport`; the gRPC servers call in here, never the other
+//! way round.
 
 pub mod backoff;
 mod error;
