@@ -9,8 +9,8 @@ use std::ops::Bound;
 
 use sled::transaction::{ConflictableTransactionError, Transactional, TransactionalTree};
 
-use super::sharing::unwrap_tx;
-use super::{Result, Store, StoreError, corrupt};
+use super::tx::{Tx, unwrap_tx};
+use super::{Result, Store, corrupt};
 use crate::domain::audit::{Draft, Entry, GENESIS, SignedHead};
 use crate::domain::codec::DecodeError;
 
@@ -64,8 +64,6 @@ fn witnessed_key(peer: &str, seq: u64) -> Vec<u8> {
     k.extend_from_slice(&seq.to_be_bytes());
     k
 }
-
-type Tx<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
 
 /// Appends entries inside a transaction that also holds `entries` and
 /// `head`; returns the new head.

@@ -24,10 +24,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use sled::transaction::{ConflictableTransactionError, Transactional, TransactionalTree};
+use sled::transaction::{Transactional, TransactionalTree};
 
-use super::records::version_key;
-use super::sharing::unwrap_tx;
+use super::keys::ref_key;
+use super::tx::{Tx, abort, unwrap_tx};
 use super::{Result, Store, StoreError, corrupt};
 use crate::domain::codec::{DecodeError, Reader, Writer};
 use crate::domain::{BlobHash, OfficeId, RecordId};
@@ -193,21 +193,8 @@ fn chunk_key(storage: u64, index: u64) -> [u8; 16] {
     k
 }
 
-/// `hash ‖ record id ‖ 0 ‖ version`: one version listing the blob.
-pub(super) fn ref_key(hash: &BlobHash, id: &RecordId, version: u64) -> Vec<u8> {
-    let mut k = hash.0.to_vec();
-    k.extend_from_slice(&version_key(id, version));
-    k
-}
-
 fn chunks(size: u64, chunk: u32) -> u64 {
     size.div_ceil(u64::from(chunk))
-}
-
-type Tx<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
-
-fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
-    ConflictableTransactionError::Abort(e)
 }
 
 pub(super) fn read_meta_tx(blobs: &TransactionalTree, hash: &BlobHash) -> Tx<Option<BlobMeta>> {

@@ -11,9 +11,11 @@ pub mod audit;
 pub mod blobs;
 mod commit;
 pub mod encoding;
+mod keys;
 mod records;
 mod replica;
 mod sharing;
+mod tx;
 mod users;
 
 use std::path::Path;

@@ -7,6 +7,8 @@ use sled::transaction::{
 };
 
 use super::encoding::{self, Head};
+use super::keys::{collection_key, collection_prefix, version_key, versions_prefix};
+use super::tx::Tx;
 use super::{Result, Store, StoreError, corrupt};
 use crate::domain::sharing::FeedItem;
 use crate::domain::{OfficeId, RecordId, SignedVersion};
@@ -85,32 +87,6 @@ impl Store {
             read_count(self.counters.get(VERSION_COUNT)?.as_deref()),
         ))
     }
-}
-
-pub(super) fn version_key(id: &RecordId, version: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(id.as_str().len() + 9);
-    k.extend_from_slice(id.as_str().as_bytes());
-    k.push(0);
-    k.extend_from_slice(&version.to_be_bytes());
-    k
-}
-
-pub(super) fn versions_prefix(id: &RecordId) -> Vec<u8> {
-    let mut k = id.as_str().as_bytes().to_vec();
-    k.push(0);
-    k
-}
-
-fn collection_prefix(collection: &str) -> Vec<u8> {
-    let mut k = collection.as_bytes().to_vec();
-    k.push(0);
-    k
-}
-
-pub(super) fn collection_key(collection: &str, id: &RecordId) -> Vec<u8> {
-    let mut k = collection_prefix(collection);
-    k.extend_from_slice(id.as_str().as_bytes());
-    k
 }
 
 impl Store {
@@ -396,8 +372,6 @@ impl VersionWrite {
         }
     }
 }
-
-type Tx<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
 
 /// The trees a version write changes. The commit thread holds one and
 /// applies every waiting write in as few transactions as it can (the store

@@ -5,12 +5,13 @@
 //! Invariant: applying is idempotent — a version already held, or older
 //! than the head, changes nothing — so a retried batch is harmless.
 
-use sled::transaction::{ConflictableTransactionError, Transactional, TransactionalTree};
+use sled::transaction::{Transactional, TransactionalTree};
 
 use super::blobs;
 use super::encoding::{self, Head};
-use super::records::{CountDelta, add_counts_tx, collection_key, version_key};
-use super::sharing::unwrap_tx;
+use super::keys::{collection_key, version_key, versions_prefix};
+use super::records::{CountDelta, add_counts_tx};
+use super::tx::{Tx, abort, unwrap_tx};
 use super::{Result, Store, StoreError, corrupt};
 use crate::domain::audit::{Actor, Draft, MAX_RECORDS, Outcome, Target};
 use crate::domain::codec::{DecodeError, Reader, Writer};
@@ -147,12 +148,6 @@ fn decode_our_ack(bytes: &[u8]) -> std::result::Result<(PurgeAck, bool), DecodeE
     let ack = read_ack(&mut r)?;
     r.finish()?;
     Ok((ack, delivered))
-}
-
-type Tx<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
-
-fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
-    ConflictableTransactionError::Abort(e)
 }
 
 fn read_head(heads: &TransactionalTree, id: &RecordId) -> Tx<Option<Head>> {
@@ -466,7 +461,7 @@ impl Store {
     /// Keys of every stored version of a record.
     fn version_keys(&self, id: &RecordId) -> Result<Vec<sled::IVec>> {
         self.recordversion_signed
-            .scan_prefix(super::records::versions_prefix(id))
+            .scan_prefix(versions_prefix(id))
             .keys()
             .map(|k| Ok(k?))
             .collect()

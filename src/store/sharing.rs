@@ -2,10 +2,9 @@
 
 use std::ops::Bound;
 
-use sled::transaction::{
-    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
-};
+use sled::transaction::{ConflictableTransactionError, Transactional, TransactionalTree};
 
+use super::tx::unwrap_tx;
 use super::{Result, Store, StoreError, corrupt};
 use crate::domain::audit::Draft;
 use crate::domain::codec::{DecodeError, Reader, Writer};
@@ -55,13 +54,6 @@ pub(super) fn push_feed(
         counters.insert(OUTBOX_SEQ, &seq.to_be_bytes())?;
     }
     Ok(seq)
-}
-
-pub(super) fn unwrap_tx<T>(r: std::result::Result<T, TransactionError<StoreError>>) -> Result<T> {
-    r.map_err(|e| match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => StoreError::Engine(e),
-    })
 }
 
 fn encode_peer(p: &Peer) -> Vec<u8> {

@@ -90,7 +90,7 @@ impl Store {
             entry.user.revoked_at_ms = at_ms;
         }
         let value = encoding::encode_user(&entry.user);
-        super::sharing::unwrap_tx(
+        super::tx::unwrap_tx(
             (
                 &self.fingerprint_user,
                 &self.auditseq_entry,

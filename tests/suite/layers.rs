@@ -23,8 +23,29 @@ const LAYERS: &[(&str, u8)] = &[
     ("cli", 8),
 ];
 
+/// Inside `store`, the same rule: shared helpers are leaves, and each
+/// module uses only those below it.
+const STORE_LAYERS: &[(&str, u8)] = &[
+    ("tx", 0),
+    ("keys", 0),
+    ("encoding", 0),
+    ("audit", 1),
+    ("sharing", 2),
+    ("blobs", 2),
+    ("users", 2),
+    ("records", 3),
+    ("replica", 4),
+    ("commit", 4),
+];
+
 /// The top-level modules a source file names through `crate::…`.
 fn uses(source: &str) -> Vec<String> {
+    names_after(source, "crate::")
+}
+
+/// The modules named right after `prefix` (`crate::`, `super::`), also in
+/// a group (`crate::{a, b::C}`), outside comment lines.
+fn names_after(source: &str, prefix: &str) -> Vec<String> {
     let mut out = Vec::new();
     for line in source.lines() {
         let code = line.trim_start();
@@ -32,8 +53,8 @@ fn uses(source: &str) -> Vec<String> {
             continue;
         }
         let mut rest = code;
-        while let Some(at) = rest.find("crate::") {
-            rest = &rest[at + "crate::".len()..];
+        while let Some(at) = rest.find(prefix) {
+            rest = &rest[at + prefix.len()..];
             if let Some(group) = rest.strip_prefix('{') {
                 let inner = group.split('}').next().unwrap_or("");
                 for item in inner.split(',') {
@@ -114,6 +135,35 @@ fn every_module_uses_only_the_layers_below_its_own() {
         "uses that point up or sideways:\n{}",
         wrong.join("\n")
     );
+}
+
+#[test]
+fn store_modules_use_only_the_helpers_below_them() {
+    let layers: BTreeMap<&str, u8> = STORE_LAYERS.iter().copied().collect();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store");
+    let mut wrong = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        if name == "mod" {
+            continue;
+        }
+        let own = *layers
+            .get(name.as_str())
+            .unwrap_or_else(|| panic!("store/{name}.rs has no layer in STORE_LAYERS"));
+        let source = std::fs::read_to_string(&path).unwrap();
+        let mut used = names_after(&source, "super::");
+        used.extend(names_after(&source, "crate::store::"));
+        for used in used {
+            let Some(&layer) = layers.get(used.as_str()) else {
+                continue;
+            };
+            if used != name && layer >= own {
+                wrong.push(format!("store/{name}.rs (layer {own}) uses {used} (layer {layer})"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "store uses that point up or sideways:\n{}", wrong.join("\n"));
 }
 
 /// The reader itself: a use that points up is seen, in every form.
