@@ -200,6 +200,7 @@ pub fn transfer(t: &pb::Transfer) -> Value {
         "resumed_from": t.resumed_from,
         "active": t.active,
         "last_error": text(&t.last_error),
+        "gave_up": t.gave_up,
     })
 }
 

@@ -344,6 +344,8 @@ fn print_transfers(transfers: &[pb::Transfer]) {
                 ),
                 if t.active {
                     "active".into()
+                } else if t.gave_up {
+                    format!("failed for good: {}", t.last_error)
                 } else if t.last_error.is_empty() {
                     "waiting".into()
                 } else {

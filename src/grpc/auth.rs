@@ -30,6 +30,25 @@ use crate::identity::tls::TrustStore;
 use crate::protocol::transport::ConnInfo;
 use crate::service::{AuditLog, Call};
 
+/// Why a call was refused before its handler ran (or could not be
+/// answered); `grpc::status` picks the code.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("no client certificate")]
+    NoCertificate,
+    /// The layer did not run: a wiring bug, not the caller's doing.
+    #[error("no authenticated caller")]
+    NoCaller,
+    #[error("no audit record for this call")]
+    NoAuditRecord,
+    #[error("certificate refused: {0}")]
+    Certificate(String),
+    #[error("{caller} may not call {path}")]
+    NotPermitted { caller: String, path: String },
+    #[error("the audit log could not be written; the node's log has the details")]
+    AuditUnwritable,
+}
+
 /// Which callers may use which service. The one place roles are checked.
 #[allow(clippy::match_like_matches_macro)] // a table reads better as a match
 pub fn allowed(caller: &Caller, path: &str) -> bool {
@@ -69,7 +88,7 @@ pub fn caller<T>(req: &tonic::Request<T>) -> Result<Caller, Status> {
     req.extensions()
         .get::<Caller>()
         .cloned()
-        .ok_or_else(|| Status::unauthenticated("no authenticated caller"))
+        .ok_or_else(|| Refused::NoCaller.into())
 }
 
 /// The audit record of the call being handled, attached by [`AuthLayer`].
@@ -77,7 +96,7 @@ pub fn audit_call<T>(req: &tonic::Request<T>) -> Result<Arc<Call>, Status> {
     req.extensions()
         .get::<Arc<Call>>()
         .cloned()
-        .ok_or_else(|| Status::internal("no audit record for this call"))
+        .ok_or_else(|| Refused::NoAuditRecord.into())
 }
 
 /// The audit log's name for a caller.
@@ -179,7 +198,7 @@ fn authorize<B>(
     let info = req
         .extensions()
         .get::<ConnInfo>()
-        .ok_or_else(|| Box::new((Status::unauthenticated("no client certificate"), None)))?;
+        .ok_or_else(|| Box::new((Refused::NoCertificate.into(), None)))?;
     let who = actor(&info.admission.caller, office, info.remote);
     authorize_conn(trust, info, req.uri().path())
         .map(|caller| (caller, who.clone()))
@@ -189,14 +208,16 @@ fn authorize<B>(
 fn authorize_conn(trust: &TrustStore, info: &ConnInfo, path: &str) -> Result<Caller, Status> {
     trust.recheck(&info.admission).map_err(|e| {
         tracing::warn!(remote = %info.remote, reason = %e, "refused call");
-        Status::permission_denied(format!("certificate refused: {e}"))
+        Status::from(Refused::Certificate(e.to_string()))
     })?;
     let caller = info.admission.caller.clone();
     if !allowed(&caller, path) {
         tracing::warn!(remote = %info.remote, %caller, path, "call not permitted");
-        return Err(Status::permission_denied(format!(
-            "{caller} may not call {path}"
-        )));
+        return Err(Refused::NotPermitted {
+            caller: caller.to_string(),
+            path: path.to_owned(),
+        }
+        .into());
     }
     Ok(caller)
 }
@@ -279,10 +300,7 @@ where
                         // reply whose entry cannot be written is not sent.
                         if let Err(e) = audit.finish_call(&call, outcome).await {
                             tracing::error!(error = %e, "could not write the audit entry of a call");
-                            return Ok(Status::internal(
-                                "the audit log could not be written; the node's log has the details",
-                            )
-                            .into_http());
+                            return Ok(Status::from(Refused::AuditUnwritable).into_http());
                         }
                         Ok(resp)
                     }

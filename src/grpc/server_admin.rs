@@ -8,6 +8,7 @@ use super::auth::{audit_call, caller};
 use crate::domain::UserName;
 use crate::domain::audit::{Target, clip};
 use crate::domain::sharing::{EndReason, GrantId, GrantTarget};
+use crate::error::Error;
 use crate::identity::Fingerprint;
 use crate::protocol::convert;
 use crate::protocol::pb::{self, admin_server::Admin};
@@ -67,13 +68,13 @@ impl Admin for AdminApi {
             )),
         });
         if r.to_ms != 0 && r.to_ms < r.from_ms {
-            return Err(Status::invalid_argument("to_ms is before from_ms"));
+            return Err(Error::TimeRangeReversed.into());
         }
         let after_seq = match r.page_token.as_str() {
             "" => 0,
-            t => t.parse::<u64>().map_err(|_| {
-                Status::invalid_argument("page_token is not a token this node issued")
-            })?,
+            t => t
+                .parse::<u64>()
+                .map_err(|_| Status::from(Error::BadPageToken))?,
         };
         let q = AuditQuery {
             from_ms: r.from_ms,
@@ -111,7 +112,7 @@ impl Admin for AdminApi {
         let audit = self.audit.clone();
         let report = tokio::task::spawn_blocking(move || audit.verify())
             .await
-            .map_err(|e| Status::internal(format!("verification stopped: {e}")))??;
+            .map_err(|e| Error::Internal(format!("verification stopped: {e}")))??;
         Ok(Response::new(pb::VerifyAuditResponse {
             intact: report.fault.is_none(),
             entries: report.entries,
@@ -180,10 +181,10 @@ impl Admin for AdminApi {
         let call = audit_call(&req)?;
         let r = req.into_inner();
         call.set_target(Target::detail(format!("user {}", r.name)));
-        let name = UserName::parse(&r.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let name = UserName::parse(&r.name).map_err(Error::from)?;
         let role = convert::role_from_pb(r.role)?;
         if r.csr_der.is_empty() {
-            return Err(Status::invalid_argument("csr_der is required"));
+            return Err(Error::MissingField("csr_der").into());
         }
         let issued = self.users.issue(name, role, &r.csr_der, &call).await?;
         tracing::info!(%who, user = %issued.entry.user.name, %role, "user issued");
@@ -204,13 +205,11 @@ impl Admin for AdminApi {
         let name = r.name;
         call.set_target(Target::detail(format!("user {name}")));
         if name.is_empty() {
-            return Err(Status::invalid_argument("name is required"));
+            return Err(Error::MissingField("name").into());
         }
         let expected = match r.fingerprint.as_str() {
             "" => None,
-            fp => {
-                Some(Fingerprint::parse(fp).map_err(|e| Status::invalid_argument(e.to_string()))?)
-            }
+            fp => Some(Fingerprint::parse(fp).map_err(|e| Error::BadFingerprint(e.to_string()))?),
         };
         let entry = self.users.revoke(&name, expected.as_ref(), &call).await?;
         tracing::info!(%who, user = %name, "user revoked");
@@ -263,6 +262,7 @@ impl Admin for AdminApi {
                     resumed_from: t.resumed_from,
                     active: t.active,
                     last_error: t.last_error,
+                    gave_up: t.gave_up,
                 })
                 .collect(),
         }))
@@ -283,9 +283,7 @@ impl Admin for AdminApi {
         let office = convert::office_id("office", &r.office)?;
         let expected = match r.expected_fingerprint.as_str() {
             "" => None,
-            fp => {
-                Some(Fingerprint::parse(fp).map_err(|e| Status::invalid_argument(e.to_string()))?)
-            }
+            fp => Some(Fingerprint::parse(fp).map_err(|e| Error::BadFingerprint(e.to_string()))?),
         };
         let (peer, fingerprint) = self
             .sharing
@@ -297,7 +295,7 @@ impl Admin for AdminApi {
             .peers()?
             .into_iter()
             .find(|v| v.peer.office == peer.office)
-            .ok_or_else(|| Status::internal("peer vanished"))?;
+            .ok_or_else(|| Error::Internal(format!("peer {} vanished once pinned", peer.office)))?;
         Ok(Response::new(super::views::peer(&view)))
     }
 
@@ -357,9 +355,7 @@ impl Admin for AdminApi {
                 GrantTarget::Record(convert::record_id(&id)?)
             }
             None => {
-                return Err(Status::invalid_argument(
-                    "give a collection or a record_id to grant",
-                ));
+                return Err(Error::MissingField("a collection or a record_id to grant").into());
             }
         };
         let g = self
@@ -387,7 +383,7 @@ impl Admin for AdminApi {
         let call = audit_call(&req)?;
         let raw = req.into_inner().grant_id;
         call.set_target(Target::detail(format!("grant {raw}")));
-        let id = GrantId::parse(&raw).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let id = GrantId::parse(&raw).map_err(Error::from)?;
         let g = self.sharing.revoke(&id, EndReason::Revoked, &call).await?;
         tracing::info!(%who, grant = %g.id, peer = %g.peer, "grant revoked");
         Ok(Response::new(convert::grant(&g)))

@@ -144,7 +144,7 @@ impl Records for RecordsApi {
         });
         let origin = match r.origin.as_str() {
             "" => None,
-            s => Some(OfficeId::parse(s).map_err(|e| Status::invalid_argument(e.to_string()))?),
+            s => Some(OfficeId::parse(s).map_err(crate::error::Error::from)?),
         };
         let page = PageRequest {
             filter: ListFilter {

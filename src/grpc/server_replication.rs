@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{audit_call, caller};
 use crate::domain::audit::Target;
+use crate::error::Error;
 use crate::identity::Caller;
 use crate::protocol::pb::{self, replication_server::Replication};
 use crate::sync::{SyncContext, feed};
@@ -39,7 +40,7 @@ impl Replication for ReplicationApi {
         req: Request<Streaming<pb::PullUp>>,
     ) -> Result<Response<Self::PullStream>, Status> {
         let Caller::PeerNode { office, .. } = caller(&req)? else {
-            return Err(Status::permission_denied("only peer nodes may pull"));
+            return Err(Error::PeersOnly("pull").into());
         };
         audit_call(&req)?.set_target(Target {
             peer: office.to_string(),
@@ -59,7 +60,7 @@ impl Replication for ReplicationApi {
         req: Request<pb::FetchBlobRequest>,
     ) -> Result<Response<Self::FetchBlobStream>, Status> {
         let Caller::PeerNode { office, .. } = caller(&req)? else {
-            return Err(Status::permission_denied("only peer nodes may fetch files"));
+            return Err(Error::PeersOnly("fetch files").into());
         };
         let call = audit_call(&req)?;
         let r = req.into_inner();
@@ -83,9 +84,7 @@ impl Replication for ReplicationApi {
         req: Request<pb::ProveAuditRequest>,
     ) -> Result<Response<Self::ProveAuditStream>, Status> {
         let Caller::PeerNode { office, .. } = caller(&req)? else {
-            return Err(Status::permission_denied(
-                "only peer nodes may ask for proofs",
-            ));
+            return Err(Error::PeersOnly("ask for proofs").into());
         };
         audit_call(&req)?.set_target(Target {
             peer: office.to_string(),

@@ -10,24 +10,53 @@ impl From<Error> for Status {
     fn from(e: Error) -> Self {
         let msg = e.to_string();
         match e {
-            Error::InvalidId(_) | Error::InvalidArgument(_) => Status::invalid_argument(msg),
             Error::Limit(LimitError::TooLarge { .. }) | Error::BlobTooLarge { .. } => {
                 Status::resource_exhausted(msg)
             }
-            Error::Limit(_) => Status::invalid_argument(msg),
+            Error::InvalidId(_)
+            | Error::Limit(_)
+            | Error::MissingField(_)
+            | Error::BadEndpoint(_)
+            | Error::BadFingerprint(_)
+            | Error::BadCsr { .. }
+            | Error::BadOfficeCa(_)
+            | Error::PinSelf
+            | Error::FingerprintMismatch { .. }
+            | Error::ExpiryInPast
+            | Error::ExpiryTooLate(_)
+            | Error::VersionOnNewRecord(_)
+            | Error::BadPageToken
+            | Error::PageTokenForOtherFilters
+            | Error::TimeRangeReversed
+            | Error::AttachmentSize { .. }
+            | Error::OffsetPastEnd { .. }
+            | Error::AckParties(_)
+            | Error::HeadOfAnotherOffice { .. } => Status::invalid_argument(msg),
             Error::RecordNotFound(_)
             | Error::VersionNotFound { .. }
             | Error::UserNotFound(_)
-            | Error::NotFound(_) => Status::not_found(msg),
+            | Error::PeerNotPinned(_)
+            | Error::GrantNotFound(_)
+            | Error::BlobNotStored(_)
+            | Error::BlobNotShared(_) => Status::not_found(msg),
+            Error::UserExists(_) | Error::PeerAlreadyPinned(_) => Status::already_exists(msg),
             Error::VersionConflict { .. }
             | Error::AlreadyDeleted { .. }
-            | Error::FailedPrecondition(_) => Status::failed_precondition(msg),
-            Error::AlreadyExists(_) => Status::already_exists(msg),
-            Error::Unavailable(_) => Status::unavailable(msg),
-            Error::EmptyCollection(_) => Status::failed_precondition(msg),
-            Error::NotOrigin { .. } => Status::permission_denied(msg),
-            Error::UserExists(_) => Status::already_exists(msg),
-            Error::Store(_) | Error::Identity(_) => {
+            | Error::FileNotUploaded { .. }
+            | Error::LastAdmin(_)
+            | Error::NotCurrentCertificate { .. }
+            | Error::GrantEnded { .. }
+            | Error::GrantStillActive(_)
+            | Error::EmptyCollection(_) => Status::failed_precondition(msg),
+            Error::NotOrigin { .. } | Error::PeersOnly(_) => Status::permission_denied(msg),
+            Error::AuditEntryUnreadable { .. }
+            | Error::AuditEntryMissing(_)
+            | Error::AuditLogBroken(_) => Status::data_loss(msg),
+            Error::RecordBusy { .. }
+            | Error::ShuttingDown
+            | Error::PeerUnreachable { .. }
+            | Error::BundleNotWritten(_) => Status::unavailable(msg),
+            Error::Store(_) | Error::Identity(_) | Error::Internal(_) => {
                 tracing::error!(error = %msg, "internal error");
                 Status::internal("internal error; the node's log has the details")
             }
@@ -42,9 +71,22 @@ impl From<crate::sync::StreamError> for Status {
         match e {
             E::NoStart => Status::invalid_argument(msg),
             E::NotAPeer => Status::permission_denied(msg),
-            E::EmptyLog | E::MissingEntry(_) => Status::failed_precondition(msg),
+            // The log a peer witnesses is not whole: its own data is lost.
+            E::EmptyLog | E::MissingEntry(_) => Status::data_loss(msg),
             E::Internal => Status::internal(msg),
             E::Service(e) => Status::from(e),
+        }
+    }
+}
+
+impl From<super::auth::Refused> for Status {
+    fn from(e: super::auth::Refused) -> Self {
+        use super::auth::Refused as R;
+        let msg = e.to_string();
+        match e {
+            R::NoCertificate | R::NoCaller => Status::unauthenticated(msg),
+            R::Certificate(_) | R::NotPermitted { .. } => Status::permission_denied(msg),
+            R::NoAuditRecord | R::AuditUnwritable => Status::internal(msg),
         }
     }
 }
@@ -84,8 +126,24 @@ mod tests {
 
     #[test]
     fn each_error_maps_to_its_status() {
+        let office = crate::domain::OfficeId::parse("nyc-da").unwrap();
         let cases = [
-            (Error::InvalidArgument("x".into()), Code::InvalidArgument),
+            (Error::MissingField("name"), Code::InvalidArgument),
+            (Error::PeerNotPinned(office.clone()), Code::NotFound),
+            (
+                Error::PeerAlreadyPinned(office.clone()),
+                Code::AlreadyExists,
+            ),
+            (Error::LastAdmin("admin".into()), Code::FailedPrecondition),
+            (Error::AuditEntryMissing(7), Code::DataLoss),
+            (
+                Error::PeerUnreachable {
+                    peer: office,
+                    reason: "down".into(),
+                },
+                Code::Unavailable,
+            ),
+            (Error::PeersOnly("pull"), Code::PermissionDenied),
             (
                 Error::Limit(LimitError::TooLarge {
                     field: "body",

@@ -350,10 +350,10 @@ impl AuditLog {
         h: &SignedHead,
     ) -> Result<Option<String>> {
         if h.office != peer.as_str() {
-            return Err(Error::InvalidArgument(format!(
-                "audit head names office {}, not {peer}",
-                h.office
-            )));
+            return Err(Error::HeadOfAnotherOffice {
+                named: h.office.clone(),
+                peer: peer.clone(),
+            });
         }
         verifier.verify_bytes(&h.canonical(), &h.signature)?;
         let latest = self.store.latest_witnessed(peer.as_str())?;
@@ -391,9 +391,7 @@ impl AuditLog {
                 break;
             }
             if seq != expected {
-                return Err(Error::FailedPrecondition(format!(
-                    "entry {expected} is missing from this node's audit log"
-                )));
+                return Err(Error::AuditEntryMissing(expected));
             }
             out.push(
                 Stored::split(&bytes)
@@ -406,7 +404,10 @@ impl AuditLog {
 }
 
 fn bad_entry(seq: u64, e: impl std::fmt::Display) -> Error {
-    Error::FailedPrecondition(format!("audit entry {seq} cannot be read: {e}"))
+    Error::AuditEntryUnreadable {
+        seq,
+        reason: e.to_string(),
+    }
 }
 
 /// Checks one signed head against the chain walked up to it.

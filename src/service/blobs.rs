@@ -92,7 +92,7 @@ impl BlobService {
 
     /// A range for a local user: the blob must be listed by a record here.
     pub fn open_local(&self, hash: BlobHash, offset: u64, length: u64) -> Result<BlobRange> {
-        let not_found = || Error::NotFound(format!("no file {hash} is stored on this node"));
+        let not_found = || Error::BlobNotStored(hash);
         let pin = self.store.pin_blob(hash);
         let meta = self.store.blob(&hash)?.ok_or_else(not_found)?;
         if !self.store.blob_referenced(&hash)? {
@@ -177,9 +177,7 @@ impl BlobService {
                         return;
                     },
                     _ = shutdown.wait_for(|s| *s) => {
-                        let _ = tx.try_send(Err(Error::Unavailable(
-                            "the node is shutting down; resume the transfer later".into(),
-                        )));
+                        let _ = tx.try_send(Err(Error::ShuttingDown));
                         return;
                     }
                 }
@@ -202,10 +200,12 @@ pub fn resolve(store: &Store, attachments: &mut [Attachment]) -> Result<()> {
             .into());
         };
         if a.size != 0 && a.size != meta.size {
-            return Err(Error::InvalidArgument(format!(
-                "attachment {:?} ({}) is {} bytes, not {}",
-                a.file_name, a.hash, meta.size, a.size
-            )));
+            return Err(Error::AttachmentSize {
+                file_name: a.file_name.clone(),
+                hash: a.hash,
+                stored: meta.size,
+                listed: a.size,
+            });
         }
         a.size = meta.size;
     }
@@ -213,15 +213,15 @@ pub fn resolve(store: &Store, attachments: &mut [Attachment]) -> Result<()> {
 }
 
 fn not_shared(hash: &BlobHash) -> Error {
-    Error::NotFound(format!("no file {hash} is shared with your office"))
+    Error::BlobNotShared(*hash)
 }
 
 fn range(pin: BlobPin, meta: BlobMeta, offset: u64, length: u64) -> Result<BlobRange> {
     if offset > meta.size {
-        return Err(Error::InvalidArgument(format!(
-            "offset {offset} is past the end of the file ({} bytes)",
-            meta.size
-        )));
+        return Err(Error::OffsetPastEnd {
+            offset,
+            size: meta.size,
+        });
     }
     let end = match length {
         0 => meta.size,

@@ -210,7 +210,7 @@ pub fn export(
     out: impl Write,
 ) -> Result<ExportSummary> {
     if ca.office != *office || head.office != office.as_str() {
-        return Err(Error::FailedPrecondition(format!(
+        return Err(Error::Internal(format!(
             "the office key ({}) and the audit head to export ({}) must both be this office's ({office})",
             ca.office, head.office
         )));
@@ -220,7 +220,7 @@ pub fn export(
     OfficeVerifier::from_ca_cert(office.clone(), &ca.cert_der)?
         .verify_bytes(&head.canonical(), &head.signature)
         .map_err(|_| {
-            Error::FailedPrecondition(format!(
+            Error::Internal(format!(
                 "the audit head at entry {} does not carry this office's signature",
                 head.seq
             ))
@@ -293,7 +293,7 @@ pub fn export(
     }
     added.map_err(write_error)?;
     if scan.walk.seq != head.seq || scan.walk.hash != head.hash {
-        return Err(Error::FailedPrecondition(format!(
+        return Err(Error::AuditLogBroken(format!(
             "this office's audit log up to entry {} is not the log it signed at {}: run `casemesh audit verify`",
             head.seq,
             format_time(head.at_ms)
@@ -318,17 +318,17 @@ pub fn export(
 }
 
 fn broken(seq: u64, why: impl std::fmt::Display) -> Error {
-    Error::FailedPrecondition(format!(
+    Error::AuditLogBroken(format!(
         "audit entry {seq} cannot be exported: {why}; run `casemesh audit verify`"
     ))
 }
 
 fn write_error(e: WriteError) -> Error {
     match e {
-        WriteError::Io(e) => Error::Unavailable(format!("the bundle could not be written: {e}")),
+        WriteError::Io(e) => Error::BundleNotWritten(e.to_string()),
         WriteError::Sign(e) => Error::Identity(e),
         e @ WriteError::File { .. } => Error::Store(StoreError::Inconsistent(e.to_string())),
-        e => Error::FailedPrecondition(e.to_string()),
+        e => Error::Internal(e.to_string()),
     }
 }
 
@@ -442,7 +442,7 @@ impl<'a, F: Fn(&Entry) -> bool> AuditScan<'a, F> {
                 let want = (self.upto - self.walk.seq).min(AUDIT_PAGE as u64) as usize;
                 self.page = self.store.audit_raw(self.walk.seq, want)?.into_iter();
                 self.page.next().ok_or_else(|| {
-                    Error::FailedPrecondition(format!(
+                    Error::AuditLogBroken(format!(
                         "this office's audit log ends at entry {}, before its signed head at entry {}",
                         self.walk.seq, self.upto
                     ))
@@ -450,7 +450,7 @@ impl<'a, F: Fn(&Entry) -> bool> AuditScan<'a, F> {
             }
         };
         let entry = self.walk.step_stored(seq, &bytes).map_err(|fault| {
-            Error::FailedPrecondition(format!(
+            Error::AuditLogBroken(format!(
                 "this office's audit log does not check out: {fault}; run `casemesh audit verify`"
             ))
         })?;
@@ -688,7 +688,7 @@ pub(crate) mod tests {
             .sign_bytes(&head.canonical())
             .unwrap();
         let err = export(&n.store, &n.home, &n.home_id, CASE, &head, Vec::new()).unwrap_err();
-        assert!(matches!(err, Error::FailedPrecondition(_)), "{err}");
+        assert!(matches!(err, Error::AuditLogBroken(_)), "{err}");
         assert!(err.to_string().contains("not the log it signed"), "{err}");
 
         // A head beyond the log's end.

@@ -196,9 +196,7 @@ impl RecordService {
         call: &Call,
     ) -> Result<SignedVersion> {
         if let Some(v) = expected_version.filter(|&v| v != 0) {
-            return Err(Error::InvalidArgument(format!(
-                "expected_version {v} makes no sense for a new record: give the record's id to update it"
-            )));
+            return Err(Error::VersionOnNewRecord(v));
         }
         let now = now_ms();
         let mut random = [0u8; 10];
@@ -274,9 +272,10 @@ impl RecordService {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(Error::Unavailable(format!(
-            "record {id} kept changing while this write was prepared ({MAX_RETRIES} tries); try again"
-        )))
+        Err(Error::RecordBusy {
+            id: id.to_string(),
+            tries: MAX_RETRIES,
+        })
     }
 
     /// Writes a signed tombstone; durable when this returns.
@@ -415,15 +414,13 @@ fn decode_token(token: &str, filter: &ListFilter) -> Result<Option<RecordId>> {
     if token.is_empty() {
         return Ok(None);
     }
-    let bad = || Error::InvalidArgument("page_token is not a token this node issued".into());
+    let bad = || Error::BadPageToken;
     let bytes = hex::decode(token).map_err(|_| bad())?;
     if bytes.len() < 5 {
         return Err(bad());
     }
     if bytes[..4] != filter_tag(filter) {
-        return Err(Error::InvalidArgument(
-            "page_token was issued for other filters; keep collection and origin the same while paging".into(),
-        ));
+        return Err(Error::PageTokenForOtherFilters);
     }
     let id = std::str::from_utf8(&bytes[4..]).map_err(|_| bad())?;
     RecordId::parse(id).map(Some).map_err(|_| bad())

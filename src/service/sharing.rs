@@ -219,16 +219,13 @@ impl Sharing {
         call: &Call,
     ) -> Result<(Peer, Fingerprint)> {
         if office == self.office {
-            return Err(Error::InvalidArgument(
-                "an office cannot pin itself as a peer".into(),
-            ));
+            return Err(Error::PinSelf);
         }
-        crate::domain::NodeAddr::parse(endpoint)
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        crate::domain::NodeAddr::parse(endpoint)?;
         let certs = certs_from_pem(ca_pem.as_bytes())
-            .map_err(|e| Error::InvalidArgument(format!("ca_certificate_pem: {e}")))?;
+            .map_err(|e| Error::BadOfficeCa(format!("ca_certificate_pem: {e}")))?;
         let [ca] = certs.as_slice() else {
-            return Err(Error::InvalidArgument(
+            return Err(Error::BadOfficeCa(
                 "ca_certificate_pem must hold exactly one certificate: the peer's office-ca.pem"
                     .into(),
             ));
@@ -237,16 +234,15 @@ impl Sharing {
         let fingerprint = Fingerprint::of(ca);
         if let Some(expected) = expected {
             if expected != fingerprint {
-                return Err(Error::InvalidArgument(format!(
-                    "the certificate's fingerprint is {fingerprint}, not the expected {expected}: do not pin it"
-                )));
+                return Err(Error::FingerprintMismatch {
+                    actual: fingerprint,
+                    expected,
+                });
             }
         }
         let _gate = self.gate.write().await;
         if self.store.peer(&office)?.is_some() {
-            return Err(Error::AlreadyExists(format!(
-                "peer {office} is already pinned"
-            )));
+            return Err(Error::PeerAlreadyPinned(office));
         }
         let peer = Peer {
             office,
@@ -293,7 +289,7 @@ impl Sharing {
     ) -> Result<(u64, u64)> {
         let _gate = self.gate.write().await;
         if self.store.peer(office)?.is_none() {
-            return Err(Error::NotFound(format!("peer {office} is not pinned")));
+            return Err(Error::PeerNotPinned(office.clone()));
         }
         // End the grants first (each with its revocations queued, in case
         // the unpin below never happens): an unpinned peer never keeps an
@@ -436,12 +432,11 @@ impl Sharing {
     ) -> Result<Grant> {
         let now = now_ms();
         if expires_at_ms != 0 && expires_at_ms <= now {
-            return Err(Error::InvalidArgument("expires_at is in the past".into()));
+            return Err(Error::ExpiryInPast);
         }
         if expires_at_ms > crate::domain::MAX_TIME_MS {
-            return Err(Error::InvalidArgument(format!(
-                "expires_at is after {}, the last time casemesh can record",
-                crate::domain::format_time(crate::domain::MAX_TIME_MS)
+            return Err(Error::ExpiryTooLate(crate::domain::format_time(
+                crate::domain::MAX_TIME_MS,
             )));
         }
         match &target {
@@ -462,9 +457,7 @@ impl Sharing {
         }
         let _gate = self.gate.write().await;
         if self.store.peer(&peer)?.is_none() {
-            return Err(Error::NotFound(format!(
-                "peer {peer} is not pinned: add it with `casemesh peer add` first"
-            )));
+            return Err(Error::PeerNotPinned(peer));
         }
         let mut random = [0u8; 8];
         crate::domain::random_bytes(&mut random);
@@ -529,12 +522,16 @@ impl Sharing {
         let mut grant = self
             .store
             .grant(id)?
-            .ok_or_else(|| Error::NotFound(format!("grant {id} not found")))?;
+            .ok_or_else(|| Error::GrantNotFound(id.clone()))?;
         if grant.ended_at_ms != 0 {
-            return Err(Error::FailedPrecondition(format!(
-                "grant {id} already ended ({})",
-                grant.end_reason.map(EndReason::as_str).unwrap_or("ended")
-            )));
+            return Err(Error::GrantEnded {
+                id: id.clone(),
+                reason: grant
+                    .end_reason
+                    .map(EndReason::as_str)
+                    .unwrap_or("ended")
+                    .to_owned(),
+            });
         }
         grant.ended_at_ms = now_ms();
         grant.end_reason = Some(reason);
@@ -619,7 +616,8 @@ impl Sharing {
             let call = Call::new(Actor::node(self.office.as_str()), "grant.expired");
             match self.revoke(&id, EndReason::Expired, &call).await {
                 Ok(_) => tracing::info!(grant = %id, "grant expired"),
-                Err(Error::FailedPrecondition(_)) => {}
+                // Revoked by hand while it was due: nothing left to do.
+                Err(Error::GrantEnded { .. }) => {}
                 // One failing grant must not hold back the others.
                 Err(e) => tracing::error!(grant = %id, error = %e, "expiring a grant failed"),
             }
@@ -639,23 +637,17 @@ impl Sharing {
         let mut grant = self
             .store
             .grant(&ack.grant)?
-            .ok_or_else(|| Error::NotFound(format!("grant {} not found", ack.grant)))?;
+            .ok_or_else(|| Error::GrantNotFound(ack.grant.clone()))?;
         if &grant.peer != from || ack.purged_by != *from || ack.origin != self.office {
-            return Err(Error::InvalidArgument(format!(
-                "purge acknowledgement for grant {} does not match its parties",
-                ack.grant
-            )));
+            return Err(Error::AckParties(ack.grant.clone()));
         }
         if grant.ended_at_ms == 0 {
-            return Err(Error::FailedPrecondition(format!(
-                "grant {} is still active",
-                ack.grant
-            )));
+            return Err(Error::GrantStillActive(ack.grant.clone()));
         }
         let peer = self
             .store
             .peer(from)?
-            .ok_or_else(|| Error::NotFound(format!("peer {from} is not pinned")))?;
+            .ok_or_else(|| Error::PeerNotPinned(from.clone()))?;
         let verifier = crate::identity::OfficeVerifier::from_ca_cert(from.clone(), &peer.ca_der)?;
         verifier.verify_bytes(&ack.canonical(), &ack.signature)?;
         if grant.purge_ack.is_none() {
@@ -696,9 +688,9 @@ fn job_key(id: &GrantId) -> String {
 /// A peer's office CA must be a CA certificate naming that office.
 fn check_office_ca(ca: &CertificateDer<'_>, office: &OfficeId) -> Result<()> {
     let (_, cert) = x509_parser::parse_x509_certificate(ca)
-        .map_err(|e| Error::InvalidArgument(format!("ca_certificate_pem: {e}")))?;
+        .map_err(|e| Error::BadOfficeCa(format!("ca_certificate_pem: {e}")))?;
     if !cert.is_ca() {
-        return Err(Error::InvalidArgument(
+        return Err(Error::BadOfficeCa(
             "ca_certificate_pem is not a CA certificate: send the peer's office-ca.pem".into(),
         ));
     }
@@ -707,7 +699,7 @@ fn check_office_ca(ca: &CertificateDer<'_>, office: &OfficeId) -> Result<()> {
         .iter_organization()
         .any(|o| o.as_str().ok() == Some(office.as_str()));
     if !names_office {
-        return Err(Error::InvalidArgument(format!(
+        return Err(Error::BadOfficeCa(format!(
             "this CA certificate is not the office CA of {office}"
         )));
     }

@@ -103,9 +103,7 @@ impl UserService {
             .ca
             .issue_user_from_csr(&name, role, csr_der)
             .map_err(|e| match e {
-                IdentityError::Parse { what, reason } => {
-                    Error::InvalidArgument(format!("could not parse {what}: {reason}"))
-                }
+                IdentityError::Parse { what, reason } => Error::BadCsr { what, reason },
                 other => Error::Identity(other),
             })?;
         let target = Target::detail(format!("user {name} ({role})"));
@@ -132,10 +130,11 @@ impl UserService {
         let target = self.store.user_by_name(name)?;
         if let (Some(expected), Some(t)) = (expected, &target) {
             if &t.fingerprint != expected {
-                return Err(Error::FailedPrecondition(format!(
-                    "user {name}'s current certificate is {}, not {expected}",
-                    t.fingerprint
-                )));
+                return Err(Error::NotCurrentCertificate {
+                    name: name.to_owned(),
+                    current: t.fingerprint.clone(),
+                    expected: expected.clone(),
+                });
             }
         }
         // Revoking the last valid admin would leave nobody able to manage
@@ -149,9 +148,7 @@ impl UserService {
                 .filter(|u| u.fingerprint != t.fingerprint)
                 .count();
             if other_admins == 0 {
-                return Err(Error::FailedPrecondition(format!(
-                    "{name} is the last valid admin; issue another admin before revoking it"
-                )));
+                return Err(Error::LastAdmin(name.to_owned()));
             }
         }
         let entry = self

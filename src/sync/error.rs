@@ -1,5 +1,6 @@
-//! Why a stream that sync serves to a peer (`Pull`, `ProveAudit`) ends
-//! early. Named by cause; `grpc::status` alone picks the gRPC code.
+//! Sync's errors, named by cause: why a stream it serves to a peer
+//! (`Pull`, `ProveAudit`) ends early — `grpc::status` alone picks the gRPC
+//! code — and why fetching a file failed, transient or for good.
 
 /// The error a served stream ends with.
 #[derive(Debug, thiserror::Error)]
@@ -17,4 +18,29 @@ pub enum StreamError {
     Internal,
     #[error(transparent)]
     Service(#[from] crate::error::Error),
+}
+
+/// Why one attempt at fetching a file from its origin failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Retrying cannot help: the file is over this node's limit. It is not
+    /// tried again until the node restarts (with a new limit, say).
+    #[error(
+        "the file is listed as {size} bytes, over this node's limit of {limit} (blobs.max_blob_bytes)"
+    )]
+    TooLarge { size: u64, limit: u64 },
+    #[error("office {0} is not a pinned peer")]
+    OriginNotPinned(crate::domain::OfficeId),
+    /// The origin, the network or the bytes: tried again with backoff.
+    #[error("{0}")]
+    Transfer(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl FetchError {
+    /// Whether trying again (after backoff) may succeed.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, FetchError::TooLarge { .. })
+    }
 }

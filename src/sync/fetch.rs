@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::FetchError;
 use super::SyncContext;
 use super::backoff::Backoff;
 use super::puller::{connect, status_text};
@@ -36,6 +37,8 @@ pub struct TransferView {
     pub resumed_from: u64,
     pub active: bool,
     pub last_error: String,
+    /// Not tried again while the node runs (the failure was for good).
+    pub gave_up: bool,
 }
 
 #[derive(Debug)]
@@ -45,6 +48,9 @@ struct Attempt {
     last_error: String,
     backoff: Backoff,
     retry_at: Instant,
+    /// Failed for good (`FetchError::is_transient` said no): not tried
+    /// again while the node runs.
+    gave_up: bool,
 }
 
 impl Default for Attempt {
@@ -55,6 +61,7 @@ impl Default for Attempt {
             last_error: String::new(),
             backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(60)),
             retry_at: Instant::now(),
+            gave_up: false,
         }
     }
 }
@@ -88,6 +95,7 @@ impl Transfers {
                     resumed_from: a.map(|a| a.resumed_from).unwrap_or(0),
                     active: a.is_some_and(|a| a.active),
                     last_error: a.map(|a| a.last_error.clone()).unwrap_or_default(),
+                    gave_up: a.is_some_and(|a| a.gave_up),
                 }
             })
             .collect())
@@ -139,7 +147,7 @@ pub async fn run_fetcher(
                         break;
                     }
                     let a = attempts.entry(hash).or_default();
-                    if a.active || a.retry_at > now {
+                    if a.active || a.gave_up || a.retry_at > now {
                         continue;
                     }
                     a.active = true;
@@ -191,10 +199,15 @@ async fn attempt(
             a.backoff.reset();
             a.retry_at = Instant::now();
         }
-        Err(e) => {
+        Err(e) if e.is_transient() => {
             tracing::warn!(%hash, origin = %fetch.origin, error = %e, "fetching a file failed; will retry");
-            a.last_error = e;
+            a.last_error = e.to_string();
             a.retry_at = Instant::now() + a.backoff.next_delay();
+        }
+        Err(e) => {
+            tracing::error!(%hash, origin = %fetch.origin, error = %e, "fetching a file failed; not trying again");
+            a.last_error = e.to_string();
+            a.gave_up = true;
         }
     }
     drop(attempts);
@@ -207,26 +220,26 @@ async fn transfer(
     max_bytes: u64,
     hash: BlobHash,
     fetch: &Fetch,
-) -> Result<(), String> {
+) -> Result<(), FetchError> {
+    use FetchError::Transfer;
     // Not removed while this runs, even if its records are purged meanwhile.
     let _pin = ctx.store.pin_blob(hash);
-    let err = |e: crate::store::StoreError| e.to_string();
     let mut received = fetch.received;
     if fetch.size > max_bytes {
-        return Err(format!(
-            "the file is listed as {} bytes, over this node's limit of {max_bytes} (blobs.max_blob_bytes)",
-            fetch.size
-        ));
+        return Err(FetchError::TooLarge {
+            size: fetch.size,
+            limit: max_bytes,
+        });
     }
     if received < fetch.size {
         let peer = ctx
             .store
-            .peer(&fetch.origin)
-            .map_err(err)?
-            .ok_or_else(|| format!("office {} is not a pinned peer", fetch.origin))?;
+            .peer(&fetch.origin)?
+            .ok_or_else(|| FetchError::OriginNotPinned(fetch.origin.clone()))?;
         // One piece per message: no need for the feed's large limit.
         let mut client = connect(ctx, &peer)
-            .await?
+            .await
+            .map_err(Transfer)?
             .max_decoding_message_size(2 * PIECE);
         let mut stream = client
             .fetch_blob(pb::FetchBlobRequest {
@@ -234,7 +247,7 @@ async fn transfer(
                 offset: received,
             })
             .await
-            .map_err(|s| status_text(&s))?
+            .map_err(|s| Transfer(status_text(&s)))?
             .into_inner();
         tracing::info!(%hash, origin = %fetch.origin, from = received, size = fetch.size, "fetching a file");
         let mut buf: Vec<u8> = Vec::with_capacity(PIECE);
@@ -242,34 +255,36 @@ async fn transfer(
         while received < fetch.size {
             let next = tokio::time::timeout(IDLE, stream.message())
                 .await
-                .map_err(|_| format!("the origin sent nothing for {IDLE:?}"))?;
-            let Some(piece) = next.map_err(|s| status_text(&s))? else {
-                return Err(format!(
+                .map_err(|_| Transfer(format!("the origin sent nothing for {IDLE:?}")))?;
+            let Some(piece) = next.map_err(|s| Transfer(status_text(&s)))? else {
+                return Err(Transfer(format!(
                     "the origin ended the transfer at {} of {} bytes",
                     received + buf.len() as u64,
                     fetch.size
-                ));
+                )));
             };
             if piece.offset != received + buf.len() as u64 {
-                return Err(format!(
+                return Err(Transfer(format!(
                     "the origin sent bytes at {}, expected {}",
                     piece.offset,
                     received + buf.len() as u64
-                ));
+                )));
             }
             tokio::time::sleep(limit.reserve(piece.data.len())).await;
             let mut data = &piece.data[..];
             while !data.is_empty() {
                 let room = (PIECE - buf.len()).min((fetch.size - received) as usize - buf.len());
                 if room == 0 {
-                    return Err("the origin sent more bytes than the file has".into());
+                    return Err(Transfer(
+                        "the origin sent more bytes than the file has".into(),
+                    ));
                 }
                 let take = room.min(data.len());
                 buf.extend_from_slice(&data[..take]);
                 data = &data[take..];
                 let last = received + buf.len() as u64 == fetch.size;
                 if buf.len() == PIECE || last {
-                    match ctx.store.fetch_append(&hash, received, &buf).map_err(err)? {
+                    match ctx.store.fetch_append(&hash, received, &buf)? {
                         Some(n) => received = n,
                         // Removed: no record lists it any more.
                         None => return Ok(()),
@@ -278,8 +293,8 @@ async fn transfer(
                     buf.clear();
                     if unflushed >= FLUSH_EVERY_BYTES {
                         unflushed = 0;
-                        ctx.store.commit().await.map_err(err)?;
-                        if !ctx.store.blob_referenced(&hash).map_err(err)? {
+                        ctx.store.commit().await?;
+                        if !ctx.store.blob_referenced(&hash)? {
                             return Ok(());
                         }
                     }
@@ -290,13 +305,12 @@ async fn transfer(
     let store = ctx.store.clone();
     let matched = tokio::task::spawn_blocking(move || store.fetch_finish(&hash))
         .await
-        .map_err(|e| format!("hash check failed to run: {e}"))?
-        .map_err(err)?;
-    ctx.store.commit().await.map_err(err)?;
+        .map_err(|e| Transfer(format!("hash check failed to run: {e}")))??;
+    ctx.store.commit().await?;
     if !matched {
-        return Err(format!(
+        return Err(Transfer(format!(
             "the bytes received do not hash to {hash}; starting again"
-        ));
+        )));
     }
     tracing::info!(%hash, origin = %fetch.origin, size = fetch.size, at = now_ms(), "file fetched and checked");
     Ok(())

@@ -248,9 +248,13 @@ async fn witness(
     head: Option<pb::SignedAuditHead>,
 ) {
     let Some(head) = head else { return };
-    let outcome = crate::protocol::convert::signed_head_from_pb(&head)
-        .map_err(|e| crate::error::Error::InvalidArgument(e.to_string()))
-        .and_then(|h| ctx.audit.witness(&peer.office, verifier, &h));
+    let outcome = match crate::protocol::convert::signed_head_from_pb(&head) {
+        Ok(h) => ctx
+            .audit
+            .witness(&peer.office, verifier, &h)
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
     let problem = match outcome {
         Ok(None) => return,
         Ok(Some(conflict)) => conflict,

@@ -47,7 +47,7 @@ pub async fn prove(
             let upto = head.seq;
             tokio::task::spawn_blocking(move || audit.digests(after, upto, DIGESTS_PER_MESSAGE))
                 .await
-                .map_err(|e| Error::Unavailable(e.to_string()))
+                .map_err(|e| Error::Internal(format!("reading the audit log stopped: {e}")))
                 .and_then(|r| r)
         };
         let digests = match digests {
@@ -84,12 +84,16 @@ pub async fn check(ctx: &SyncContext, audit: &AuditLog, peer: &OfficeId) -> Resu
     let pinned = ctx
         .sharing
         .peer(peer)?
-        .ok_or_else(|| Error::NotFound(format!("peer {peer} is not pinned")))?;
+        .ok_or_else(|| Error::PeerNotPinned(peer.clone()))?;
     let held = ctx.store.witnessed(peer.as_str())?;
     let verifier = OfficeVerifier::from_ca_cert(peer.clone(), &pinned.ca_der)?;
-    let mut client = super::puller::connect(ctx, &pinned)
-        .await
-        .map_err(|e| Error::Unavailable(format!("cannot reach {peer}: {e}")))?;
+    let mut client =
+        super::puller::connect(ctx, &pinned)
+            .await
+            .map_err(|e| Error::PeerUnreachable {
+                peer: peer.clone(),
+                reason: e.to_string(),
+            })?;
     let mut proof = client
         .prove_audit(pb::ProveAuditRequest {})
         .await
@@ -105,8 +109,10 @@ pub async fn check(ctx: &SyncContext, audit: &AuditLog, peer: &OfficeId) -> Resu
                     format!("{peer} ended its proof without a signed head"),
                 ));
             }
-            // The peer says its own log is broken: that is the answer.
-            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+            // The peer says its own log is not whole (it answers
+            // `StreamError::EmptyLog` or `MissingEntry` as DATA_LOSS):
+            // that is the answer.
+            Err(s) if s.code() == tonic::Code::DataLoss => {
                 return Ok(conflict(held.len(), format!("{peer}: {}", s.message())));
             }
             Err(s) => return Err(unavailable(peer, &s)),
@@ -118,8 +124,15 @@ pub async fn check(ctx: &SyncContext, audit: &AuditLog, peer: &OfficeId) -> Resu
             ));
         }
         if let Some(h) = msg.head {
-            let head =
-                signed_head_from_pb(&h).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            let head = match signed_head_from_pb(&h) {
+                Ok(head) => head,
+                Err(e) => {
+                    return Ok(conflict(
+                        held.len(),
+                        format!("{peer} sent a malformed signed head: {e}"),
+                    ));
+                }
+            };
             if let Err(e) = audit.witness(peer, &verifier, &head) {
                 return Ok(conflict(
                     held.len(),
@@ -132,7 +145,10 @@ pub async fn check(ctx: &SyncContext, audit: &AuditLog, peer: &OfficeId) -> Resu
 }
 
 fn unavailable(peer: &OfficeId, s: &Status) -> Error {
-    Error::Unavailable(format!("{peer}: {}", super::puller::status_text(s)))
+    Error::PeerUnreachable {
+        peer: peer.clone(),
+        reason: super::puller::status_text(s),
+    }
 }
 
 fn conflict(held: usize, why: String) -> WitnessReport {

@@ -321,3 +321,38 @@ async fn a_file_over_the_limit_is_refused_and_leaves_nothing_behind() {
         2 * MIB / casemesh::store::blobs::CHUNK as u64
     );
 }
+
+/// A peer's file over this node's limit cannot arrive by trying again: the
+/// fetch fails once, says why, and is not retried (nor asked of the
+/// origin) while the node runs.
+#[tokio::test]
+async fn a_peers_file_over_the_limit_is_not_fetched_again_and_again() {
+    let mut c = two_offices().await;
+    c.node(1)
+        .configure(|cfg| cfg.blobs.max_blob_bytes = MIB)
+        .await;
+    c.grant_collection(0, 1, "case-big").await;
+    let info = upload(&c.nodes[0], "too big for nyc", 2 * MIB)
+        .await
+        .unwrap();
+    put_with(&c.nodes[0], "case-big", vec![attachment(&info, "big.mp4")]).await;
+    let failed = eventually(Duration::from_secs(20), "the fetch to give up", || async {
+        status(&c.nodes[1])
+            .await
+            .transfers
+            .into_iter()
+            .find(|t| t.gave_up)
+    })
+    .await;
+    assert!(!failed.active, "{failed:?}");
+    assert!(
+        failed
+            .last_error
+            .contains("over this node's limit of 1048576"),
+        "{failed:?}"
+    );
+    assert!(
+        served_offsets(&c.nodes[0], &info.hash).await.is_empty(),
+        "the origin was never asked for it"
+    );
+}

@@ -159,11 +159,17 @@ fn store_modules_use_only_the_helpers_below_them() {
                 continue;
             };
             if used != name && layer >= own {
-                wrong.push(format!("store/{name}.rs (layer {own}) uses {used} (layer {layer})"));
+                wrong.push(format!(
+                    "store/{name}.rs (layer {own}) uses {used} (layer {layer})"
+                ));
             }
         }
     }
-    assert!(wrong.is_empty(), "store uses that point up or sideways:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "store uses that point up or sideways:\n{}",
+        wrong.join("\n")
+    );
 }
 
 /// The reader itself: a use that points up is seen, in every form.
