@@ -249,6 +249,12 @@ impl Paths {
     pub fn store(&self) -> PathBuf {
         self.root.join("store")
     }
+    /// The address a running node bound (`serve` writes it at start and
+    /// removes it at a clean stop): the truth when `listen` names port 0
+    /// or `--listen` overrode it.
+    pub fn serve_addr(&self) -> PathBuf {
+        self.root.join("serve.addr")
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //!
 //! ```text
 //! cli                      the command line and the demo
+//! cluster                  offices on this machine (demo, tests, bench)
 //! node                     composition root
 //! grpc                     servers, authorization, error → status
 //! sync · setup             replication at run time · creating an office
@@ -44,6 +45,8 @@
 //! - [`grpc`]: the three servers, the authorization layer and the one
 //!   error → status table.
 //! - [`node`]: the composition root: [`node::start`].
+//! - [`cluster`]: offices created and run on this machine, and the calls
+//!   their admins make; the demo, the tests and the benchmark use it.
 //! - [`cli`]: the `casemesh` command line.
 //! - [`alloc`]: the allocator of casemesh processes and its options.
 
@@ -54,6 +57,7 @@
 pub mod alloc;
 pub mod bundle;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod error;

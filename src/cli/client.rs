@@ -56,7 +56,11 @@ impl ClientOpts {
             (Some(data), _) => {
                 let paths = Paths::new(data);
                 let cfg = Config::load(&paths.config())?;
-                let mut listen = cfg.listen;
+                // A running node's own word on where it listens comes first.
+                let mut listen = std::fs::read_to_string(paths.serve_addr())
+                    .ok()
+                    .and_then(|a| a.trim().parse().ok())
+                    .unwrap_or(cfg.listen);
                 if listen.ip().is_unspecified() {
                     listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
                 }

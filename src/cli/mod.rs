@@ -318,11 +318,18 @@ async fn serve(a: ServeArgs) -> Result<()> {
         Err(e) => return Err(e).with_context(|| format!("cannot listen on {listen}")),
     };
     let node = crate::node::start(&a.data, listener).await?;
+    // For the CLI's --data and for whoever started this process: where it
+    // listens, port 0 resolved.
+    let addr_file = paths.serve_addr();
+    if let Err(e) = std::fs::write(&addr_file, node.addr.to_string()) {
+        tracing::warn!(file = %addr_file.display(), error = %e, "could not record the listen address");
+    }
     println!(
         "casemesh node for office {} listening on {}",
         config.office, node.addr
     );
     stop.recv().await;
+    let _ = std::fs::remove_file(&addr_file);
     tracing::info!("shutting down: finishing calls in flight");
     node.shutdown().await?;
     Ok(())

@@ -20,7 +20,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("setup", 5),
     ("grpc", 6),
     ("node", 7),
-    ("cli", 8),
+    ("cluster", 8),
+    ("cli", 9),
 ];
 
 /// Inside `store`, the same rule: shared helpers are leaves, and each
