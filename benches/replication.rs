@@ -9,18 +9,16 @@
 //! test of the harness (for CI), not a measurement.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use casemesh::cli::ClientOpts;
+use casemesh::cluster::{self, Office};
 use casemesh::domain::NodeAddr;
 use casemesh::domain::OfficeId;
 use casemesh::identity::OfficeCa;
 use casemesh::identity::tls::{PemIdentity, TrustStore, client_config, server_config};
-use casemesh::node::{self, NodeHandle};
 use casemesh::protocol::pb::{
     self, records_client::RecordsClient, records_server, replication_server,
 };
@@ -421,86 +419,20 @@ async fn tls_bytes(pki: &Pki, total: usize) -> Res<f64> {
 
 // ---- nodes ------------------------------------------------------------
 
-struct BenchNode {
-    office: OfficeId,
-    dir: PathBuf,
-    addr: SocketAddr,
-    handle: Option<NodeHandle>,
-}
-
-impl BenchNode {
-    fn client(&self) -> ClientOpts {
-        ClientOpts::for_data(&self.dir)
+/// Writers for an office of the kit: `count` clients, each on its own
+/// connection.
+async fn writers(office: &Office, count: usize) -> Res<Vec<RecordsClient<Channel>>> {
+    let mut v = Vec::with_capacity(count);
+    for _ in 0..count {
+        v.push(office.records().await?);
     }
-
-    async fn records(&self) -> Res<RecordsClient<Channel>> {
-        Ok(self.client().records().await?)
-    }
-
-    /// `count` clients, each on its own connection.
-    async fn writers(&self, count: usize) -> Res<Vec<RecordsClient<Channel>>> {
-        let mut v = Vec::with_capacity(count);
-        for _ in 0..count {
-            v.push(self.records().await?);
-        }
-        Ok(v)
-    }
-
-    async fn stop(&mut self) -> Res<()> {
-        if let Some(h) = self.handle.take() {
-            h.shutdown().await?;
-        }
-        Ok(())
-    }
+    Ok(v)
 }
 
-async fn init_node(root: &Path, name: &str) -> Res<(BenchNode, tokio::net::TcpListener)> {
-    let office = OfficeId::parse(name)?;
-    let dir = root.join(name);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    casemesh::setup::init(&dir, &office, &[], addr)?;
-    Ok((
-        BenchNode {
-            office,
-            dir,
-            addr,
-            handle: None,
-        },
-        listener,
-    ))
-}
-
-async fn start_node(root: &Path, name: &str) -> Res<BenchNode> {
-    let (mut n, listener) = init_node(root, name).await?;
-    n.handle = Some(node::start(&n.dir, listener).await?);
-    Ok(n)
-}
-
-async fn pin(from: &BenchNode, to: &BenchNode) -> Res<()> {
-    from.client()
-        .admin()
-        .await?
-        .add_peer(pb::AddPeerRequest {
-            office: to.office.to_string(),
-            endpoint: format!("https://{}", to.addr),
-            ca_certificate_pem: std::fs::read_to_string(to.dir.join("office-ca.pem"))?,
-            expected_fingerprint: String::new(),
-        })
-        .await?;
-    Ok(())
-}
-
-async fn grant(from: &BenchNode, to: &OfficeId, collection: &str) -> Res<()> {
-    from.client()
-        .admin()
-        .await?
-        .grant(pb::GrantRequest {
-            peer: to.to_string(),
-            target: Some(pb::grant_request::Target::Collection(collection.into())),
-            expires_at_ms: 0,
-        })
-        .await?;
+/// Pins both ways.
+async fn pin_both(a: &Office, b: &Office) -> Res<()> {
+    a.pin(b).await?;
+    b.pin(a).await?;
     Ok(())
 }
 
@@ -580,23 +512,22 @@ struct FanOut {
 /// One origin and `peers` peers: backfill of `n` records, then live writes.
 async fn fan_out(s: Sizes, peers: usize, live: bool) -> Res<FanOut> {
     let root = tempfile::tempdir()?;
-    let origin = start_node(root.path(), "origin-da").await?;
+    let origin = Office::start(root.path(), "origin-da").await?;
     let mut nodes = Vec::new();
     for i in 0..peers {
-        let p = start_node(root.path(), &format!("peer-{i}-da")).await?;
-        pin(&origin, &p).await?;
-        pin(&p, &origin).await?;
+        let p = Office::start(root.path(), &format!("peer-{i}-da")).await?;
+        pin_both(&origin, &p).await?;
         nodes.push(p);
     }
-    put_many(origin.writers(32).await?, "big-case", s.backfill).await?;
+    put_many(writers(&origin, 32).await?, "big-case", s.backfill).await?;
     let receivers: Vec<_> = nodes
         .iter()
-        .map(|p| p.handle.as_ref().map(|h| h.subscribe_applied()))
+        .map(Office::subscribe_applied)
         .collect::<Option<_>>()
         .ok_or("node not running")?;
     let start = Instant::now();
     for p in &nodes {
-        grant(&origin, &p.office, "big-case").await?;
+        origin.grant_collection(&p.office, "big-case").await?;
     }
     eprintln!("  grants queued in {:?}", start.elapsed());
     let mut waits = Vec::new();
@@ -630,15 +561,11 @@ async fn fan_out(s: Sizes, peers: usize, live: bool) -> Res<FanOut> {
 
 /// Steady writes at `s.live_rate`/s; for each write and each peer, the time
 /// from `Put` returning to the version being durable and readable there.
-async fn live_latency(origin: &BenchNode, peers: &[BenchNode], s: Sizes) -> Res<Vec<Duration>> {
+async fn live_latency(origin: &Office, peers: &[Office], s: Sizes) -> Res<Vec<Duration>> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let mut listeners = Vec::new();
     for p in peers {
-        let mut sub = p
-            .handle
-            .as_ref()
-            .ok_or("node not running")?
-            .subscribe_applied();
+        let mut sub = p.subscribe_applied().ok_or("node not running")?;
         let tx = tx.clone();
         listeners.push(tokio::spawn(async move {
             while let Ok(a) = sub.recv().await {
@@ -695,67 +622,6 @@ async fn live_latency(origin: &BenchNode, peers: &[BenchNode], s: Sizes) -> Res<
 
 // ---- memory (a node in a child process) -------------------------------
 
-fn rss_kib(pid: u32, field: &str) -> Res<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .ok_or_else(|| format!("no {field} in /proc/{pid}/status"))?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .ok_or("malformed status line")?
-        .parse()?)
-}
-
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn serve_child(dir: &Path) -> Res<Child> {
-    let child = Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_casemesh"))
-            .args(["serve", "--data"])
-            .arg(dir)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()?,
-    );
-    let opts = ClientOpts::for_data(dir);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(mut a) = opts.admin().await {
-            if a.status(pb::StatusRequest {}).await.is_ok() {
-                return Ok(child);
-            }
-        }
-        if Instant::now() > deadline {
-            return Err("the child node did not come up".into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn stop_child(mut c: Child) -> Res<()> {
-    let pid = c.0.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while c.0.try_wait()?.is_none() {
-        if Instant::now() > deadline {
-            return Err("the child node did not stop".into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
-}
-
 struct Memory {
     backfill_peak_mib: f64,
     idle_mib: f64,
@@ -767,33 +633,26 @@ struct Memory {
 /// after a restart with `s.idle_records` stored.
 async fn memory(s: Sizes) -> Res<Memory> {
     let root = tempfile::tempdir()?;
-    let (origin, listener) = init_node(root.path(), "origin-da").await?;
-    drop(listener);
-    let child = serve_child(&origin.dir).await?;
-    let pid = child.0.id();
-    let peer = start_node(root.path(), "peer-da").await?;
-    pin(&origin, &peer).await?;
-    pin(&peer, &origin).await?;
-    put_many(origin.writers(32).await?, "big-case", s.backfill).await?;
-    let rx = peer
-        .handle
-        .as_ref()
-        .ok_or("peer not running")?
-        .subscribe_applied();
-    grant(&origin, &peer.office, "big-case").await?;
+    let bin = Path::new(env!("CARGO_BIN_EXE_casemesh"));
+    let mut origin = Office::start_process(root.path(), "origin-da", bin).await?;
+    let pid = origin.pid().ok_or("origin not a process")?;
+    let peer = Office::start(root.path(), "peer-da").await?;
+    pin_both(&origin, &peer).await?;
+    put_many(writers(&origin, 32).await?, "big-case", s.backfill).await?;
+    let rx = peer.subscribe_applied().ok_or("peer not running")?;
+    origin.grant_collection(&peer.office, "big-case").await?;
     wait_applied(rx, s.backfill, Duration::from_secs(600)).await?;
-    let backfill_peak = rss_kib(pid, "VmHWM:")?;
+    let backfill_peak = cluster::proc_kib(pid, "VmHWM:")?;
     let mut peer = peer;
     peer.stop().await?;
 
     // Fill up to the idle size, then restart and let it settle.
     let more = s.idle_records.saturating_sub(s.backfill);
-    put_many(origin.writers(32).await?, "archive", more).await?;
-    stop_child(child).await?;
-    let child = serve_child(&origin.dir).await?;
+    put_many(writers(&origin, 32).await?, "archive", more).await?;
+    origin.serve_process(bin).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let idle = rss_kib(child.0.id(), "VmRSS:")?;
-    stop_child(child).await?;
+    let idle = cluster::proc_kib(origin.pid().ok_or("origin not a process")?, "VmRSS:")?;
+    origin.stop().await?;
     Ok(Memory {
         backfill_peak_mib: backfill_peak as f64 / 1024.0,
         idle_mib: idle as f64 / 1024.0,
@@ -879,11 +738,11 @@ async fn run(s: Sizes, only: Only) -> Res<()> {
     let mut p32_p99 = Vec::new();
     for _ in 0..if only.has("puts") { reps } else { 0 } {
         let root = tempfile::tempdir()?;
-        let mut n = start_node(root.path(), "writer-da").await?;
-        let (r, lat) = put_many(n.writers(1).await?, "c", s.puts_1).await?;
+        let mut n = Office::start(root.path(), "writer-da").await?;
+        let (r, lat) = put_many(writers(&n, 1).await?, "c", s.puts_1).await?;
         p1.push(r);
         p1_p99.push(percentile(&lat, 0.99).as_secs_f64());
-        let (r, lat) = put_many(n.writers(32).await?, "c", s.puts_32).await?;
+        let (r, lat) = put_many(writers(&n, 32).await?, "c", s.puts_32).await?;
         p32.push(r);
         p32_p99.push(percentile(&lat, 0.99).as_secs_f64());
         n.stop().await?;

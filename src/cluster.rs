@@ -110,10 +110,7 @@ impl Office {
         drop(listener);
         // The child binds a port of its own choosing and says which: no
         // port is handed over between processes.
-        let process = ServeProcess::start(bin, &office.dir).await?;
-        office.addr = process.addr;
-        office.process = Some(process);
-        office.wait_until_serving(Duration::from_secs(60)).await?;
+        office.serve_process(bin).await?;
         Ok(office)
     }
 
@@ -125,9 +122,26 @@ impl Office {
         self.handle.is_some() || self.process.is_some()
     }
 
+    /// Announcements of replicas applied here, for a node in this process.
+    pub fn subscribe_applied(
+        &self,
+    ) -> Option<tokio::sync::broadcast::Receiver<crate::sync::Applied>> {
+        self.handle.as_ref().map(NodeHandle::subscribe_applied)
+    }
+
+    /// Runs the (stopped) node again, as a `casemesh serve` process of
+    /// `bin` on a port it chooses.
+    pub async fn serve_process(&mut self, bin: &Path) -> Result<()> {
+        self.stop().await?;
+        let process = ServeProcess::start(bin, &self.dir).await?;
+        self.addr = process.addr;
+        self.process = Some(process);
+        self.wait_until_serving(Duration::from_secs(60)).await
+    }
+
     /// The process id of a node run by [`Office::start_process`].
     pub fn pid(&self) -> Option<u32> {
-        self.process.as_ref().map(|p| p.child.id())
+        self.process.as_ref().map(ServeProcess::id)
     }
 
     /// Stops the node: in this process, cleanly; a child, with SIGTERM,
@@ -382,9 +396,20 @@ pub async fn pin_all(offices: &[Office]) -> Result<()> {
     Ok(())
 }
 
+/// A child process, killed (and reaped) when dropped, so that a failure
+/// leaves none behind.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A `casemesh serve` child process, killed if dropped while running.
 pub struct ServeProcess {
-    child: Child,
+    child: ChildGuard,
     /// The address it reported it listens on.
     pub addr: SocketAddr,
 }
@@ -393,18 +418,30 @@ impl ServeProcess {
     /// Runs `bin serve --data dir --listen 127.0.0.1:0` and waits (bounded)
     /// for the line that names the address it bound.
     pub async fn start(bin: &Path, dir: &Path) -> Result<Self> {
+        Self::start_logging(bin, dir, None).await
+    }
+
+    /// [`ServeProcess::start`], the node's log (stderr) written to `log`.
+    pub async fn start_logging(bin: &Path, dir: &Path, log: Option<&Path>) -> Result<Self> {
+        let stderr = match log {
+            Some(path) => Stdio::from(
+                std::fs::File::create(path).map_err(io(format!("creating {}", path.display())))?,
+            ),
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(bin)
             .arg("serve")
             .arg("--data")
             .arg(dir)
             .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", if log.is_some() { "info" } else { "warn" })
             .stdout(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .map_err(io(format!("starting {} serve", bin.display())))?;
         let stdout = child.stdout.take();
         let mut guard = Self {
-            child,
+            child: ChildGuard(child),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         };
         let stdout = stdout.ok_or_else(|| KitError::Process("no stdout to read".into()))?;
@@ -430,9 +467,23 @@ impl ServeProcess {
         Ok(guard)
     }
 
+    pub fn id(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    /// Kills it with SIGKILL, as a crash would: no shutdown, no flush.
+    pub fn kill(mut self) -> Result<()> {
+        self.child.0.kill().map_err(io("killing casemesh serve"))?;
+        self.child
+            .0
+            .wait()
+            .map_err(io("waiting for casemesh serve"))?;
+        Ok(())
+    }
+
     /// Sends SIGTERM and waits (bounded) for a clean exit.
     pub async fn stop(mut self, limit: Duration) -> Result<()> {
-        let pid = self.child.id().to_string();
+        let pid = self.child.0.id().to_string();
         let sent = Command::new("kill")
             .args(["-TERM", &pid])
             .status()
@@ -444,6 +495,7 @@ impl ServeProcess {
         loop {
             if let Some(status) = self
                 .child
+                .0
                 .try_wait()
                 .map_err(io("waiting for casemesh serve"))?
             {
@@ -462,13 +514,6 @@ impl ServeProcess {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -61,6 +61,15 @@ impl ClientOpts {
                     .ok()
                     .and_then(|a| a.trim().parse().ok())
                     .unwrap_or(cfg.listen);
+                if listen.port() == 0 {
+                    return Err(super::errors::CliError::NotRunning(format!(
+                        "no node is running on {}: its port is chosen when it starts (listen = {} in casemesh.toml), and it has not said which (serve.addr); start it with `casemesh serve --data {}`",
+                        data.display(),
+                        cfg.listen,
+                        data.display()
+                    ))
+                    .into());
+                }
                 if listen.ip().is_unspecified() {
                     listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
                 }

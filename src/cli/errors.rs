@@ -34,6 +34,9 @@ pub enum CliError {
     /// Ctrl-C (exit 130): what was and was not done.
     #[error("interrupted; {0}")]
     Interrupted(String),
+    /// No node can be reached where the command looked (exit 3).
+    #[error("{0}")]
+    NotRunning(String),
 }
 
 /// A file named on the command line that cannot be read: a usage error
@@ -55,6 +58,7 @@ pub fn report(e: &anyhow::Error) -> (String, Exit) {
                 CliError::Usage(_) => Exit::Usage,
                 CliError::Failed(_) => Exit::Failed,
                 CliError::Interrupted(_) => Exit::Interrupted,
+                CliError::NotRunning(_) => Exit::Unreachable,
             };
             return (c.to_string(), code);
         }

@@ -6,7 +6,9 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
+
+pub use casemesh::cluster::ChildGuard;
 use std::time::{Duration, Instant};
 
 use super::cluster::eventually;
@@ -27,7 +29,7 @@ pub fn casemesh(args: &[&str]) -> Output {
 /// Runs `cmd` to completion, collecting its output; kills it and fails the
 /// test if it takes longer than `limit`.
 pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = Server(
+    let mut child = ChildGuard(
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -91,38 +93,19 @@ pub fn json(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("casemesh {args:?}: {e}: {out}"))
 }
 
-/// A loopback port free now, for a node configured to listen on it. Taken
-/// at random below Linux's ephemeral range (32768–60999), where the ports
-/// the kernel hands out to other tests' connections and listeners do not
-/// fall, so it stays free until the node binds it.
-pub fn free_port() -> u16 {
-    for _ in 0..1000 {
-        let mut r = [0u8; 2];
-        casemesh::domain::random_bytes(&mut r);
-        let port = 20_000 + u16::from_be_bytes(r) % 12_000;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port between 20000 and 32000");
+/// A `casemesh serve` child process (killed when dropped) and where it
+/// listens, as it said.
+pub struct Server {
+    pub process: casemesh::cluster::ServeProcess,
+    /// `https://127.0.0.1:PORT`, as an admin gives it to peer offices.
+    pub endpoint: String,
 }
 
-/// A child process (`casemesh serve`, say), killed when dropped, so that a
-/// failing test leaves none behind.
-pub struct Server(pub Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `casemesh init` of `office` in `tmp/NAME`, listening on a free loopback
-/// port: (data directory, listen address, what init printed).
-pub fn init_named(tmp: &tempfile::TempDir, office: &str, name: &str) -> (PathBuf, String, String) {
+/// `casemesh init` of `office` in `tmp/NAME`, listening on a port the node
+/// picks when it starts (`serve` reports it): (data directory, what init
+/// printed).
+pub fn init_named(tmp: &tempfile::TempDir, office: &str, name: &str) -> (PathBuf, String) {
     let data = tmp.path().join(name);
-    let listen = format!("127.0.0.1:{}", free_port());
     let out = ok(&[
         "init",
         "--office",
@@ -130,30 +113,23 @@ pub fn init_named(tmp: &tempfile::TempDir, office: &str, name: &str) -> (PathBuf
         "--data",
         data.to_str().unwrap(),
         "--listen",
-        &listen,
+        "127.0.0.1:0",
     ]);
-    (data, listen, out)
+    (data, out)
 }
 
 /// `casemesh init` of phila-da in `tmp/office`.
-pub fn init_office(tmp: &tempfile::TempDir) -> (PathBuf, String, String) {
+pub fn init_office(tmp: &tempfile::TempDir) -> (PathBuf, String) {
     init_named(tmp, "phila-da", "office")
 }
 
 /// Starts `casemesh serve` on `data`, its stderr going to `log` if given,
-/// and waits until it answers.
+/// and waits until it answers the CLI.
 pub async fn serve_logging(data: &Path, log: Option<&Path>) -> Server {
-    let stderr = match log {
-        Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
-        None => Stdio::null(),
-    };
-    let child = Command::new(BIN)
-        .args(["serve", "--data", data.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("start casemesh serve");
-    let server = Server(child);
+    let process = casemesh::cluster::ServeProcess::start_logging(Path::new(BIN), data, log)
+        .await
+        .expect("casemesh serve starts and says where it listens");
+    let endpoint = format!("https://{}", process.addr);
     let data = data.to_owned();
     eventually(Duration::from_secs(20), "casemesh serve to answer", || {
         let data = data.clone();
@@ -163,7 +139,7 @@ pub async fn serve_logging(data: &Path, log: Option<&Path>) -> Server {
         }
     })
     .await;
-    server
+    Server { process, endpoint }
 }
 
 /// Starts `casemesh serve` on `data` and waits until it answers.

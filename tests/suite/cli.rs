@@ -10,7 +10,7 @@ use super::cluster::eventually;
 #[tokio::test]
 async fn init_serve_put_and_get_through_the_binary() {
     let tmp = tempfile::tempdir().unwrap();
-    let (data, listen, out) = init_office(&tmp);
+    let (data, out) = init_office(&tmp);
     let d = data.to_str().unwrap();
     assert!(out.contains("office fingerprint: sha256:"), "{out}");
     let fp = ok(&["fingerprint", "--data", d]);
@@ -36,7 +36,7 @@ async fn init_serve_put_and_get_through_the_binary() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("lower-case letters, digits and '-'"));
 
-    let _server = serve(&data).await;
+    let server = serve(&data).await;
     let id = ok(&[
         "record",
         "put",
@@ -168,7 +168,7 @@ async fn init_serve_put_and_get_through_the_binary() {
         "--data",
         d,
     ]);
-    let endpoint = format!("https://{listen}");
+    let endpoint = server.endpoint.clone();
     let as_clerk = |extra: &[&str]| {
         let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         for (flag, file) in [
@@ -232,11 +232,11 @@ async fn init_serve_put_and_get_through_the_binary() {
 #[tokio::test]
 async fn an_acknowledged_put_survives_kill_9() {
     let tmp = tempfile::tempdir().unwrap();
-    let (data, _, _) = init_office(&tmp);
+    let (data, _) = init_office(&tmp);
     let d = data.to_str().unwrap();
     let mut ids = Vec::new();
     {
-        let mut server = serve(&data).await;
+        let server = serve(&data).await;
         for i in 0..5 {
             let id = ok(&[
                 "record",
@@ -254,8 +254,7 @@ async fn an_acknowledged_put_survives_kill_9() {
             ]);
             ids.push(id.trim().to_owned());
         }
-        server.0.kill().unwrap(); // SIGKILL
-        server.0.wait().unwrap();
+        server.process.kill().unwrap(); // SIGKILL
     }
     let _server = serve(&data).await;
     for id in &ids {
@@ -272,7 +271,7 @@ async fn an_acknowledged_put_survives_kill_9() {
 #[tokio::test]
 async fn an_attached_file_downloads_whole_and_resumes_from_a_part_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let (data, _, _) = init_office(&tmp);
+    let (data, _) = init_office(&tmp);
     let d = data.to_str().unwrap();
     let _server = serve(&data).await;
 
@@ -417,7 +416,7 @@ async fn an_attached_file_downloads_whole_and_resumes_from_a_part_file() {
 #[tokio::test]
 async fn audit_export_and_verify_bundle_through_the_binary() {
     let tmp = tempfile::tempdir().unwrap();
-    let (data, _, _) = init_office(&tmp);
+    let (data, _) = init_office(&tmp);
     let d = data.to_str().unwrap();
     let _server = serve(&data).await;
     let id = ok(&[

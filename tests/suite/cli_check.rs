@@ -19,7 +19,7 @@ fn ends_in(params: &mut CertificateParams, days: u64) {
 #[test]
 fn check_config_finds_loose_modes_mismatched_keys_and_expiring_certificates() {
     let tmp = tempfile::tempdir().unwrap();
-    let (data, _, _) = init_office(&tmp);
+    let (data, _) = init_office(&tmp);
     let d = data.to_str().unwrap();
     let fresh = ok(&["check-config", "--data", d]);
     assert!(
@@ -63,7 +63,7 @@ fn check_config_finds_loose_modes_mismatched_keys_and_expiring_certificates() {
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
-    let (other, _, _) = init_named(&tmp, "nyc-da", "other");
+    let (other, _) = init_named(&tmp, "nyc-da", "other");
     std::fs::copy(
         other.join("private/node-key.pem"),
         data.join("private/node-key.pem"),
@@ -99,7 +99,7 @@ fn check_config_finds_loose_modes_mismatched_keys_and_expiring_certificates() {
 #[tokio::test]
 async fn status_warns_of_a_pinned_office_ca_about_to_expire() {
     let tmp = tempfile::tempdir().unwrap();
-    let (data, _, _) = init_office(&tmp);
+    let (data, _) = init_office(&tmp);
     let d = data.to_str().unwrap();
     let server = serve(&data).await;
 

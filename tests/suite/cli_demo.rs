@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::bin::{BIN, Server, run_bounded};
+use super::bin::{BIN, ChildGuard, run_bounded};
 use super::cluster::eventually;
 
 fn demo(tmpdir: &std::path::Path, keep: bool) -> Command {
@@ -48,7 +48,7 @@ async fn the_demo_checks_every_step_and_leaves_nothing_behind() {
 #[tokio::test]
 async fn a_kept_demo_stopped_with_ctrl_c_removes_its_directory_and_says_so() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut child = Server(
+    let mut child = ChildGuard(
         demo(tmp.path(), true)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -26,20 +26,21 @@ fn path(p: std::path::PathBuf) -> String {
 #[tokio::test]
 async fn unreachable_nodes_and_refused_certificates_exit_3_with_the_reason() {
     let tmp = tempfile::tempdir().unwrap();
-    let (data, listen, _) = init_office(&tmp);
-    let (other, _, _) = init_named(&tmp, "nyc-da", "other");
+    let (data, _) = init_office(&tmp);
+    let (other, _) = init_named(&tmp, "nyc-da", "other");
     let d = data.to_str().unwrap();
-    let endpoint = format!("https://{listen}");
 
-    let down = fails(3, &["status", "--data", d]);
-    assert_eq!(
-        down.trim(),
-        format!(
-            "error: node {endpoint}: nothing is listening there: is the node running at this address?"
-        )
+    // Its port is chosen when it starts: with no node running, nothing
+    // says where it would be.
+    let never_started = fails(3, &["status", "--data", d]);
+    assert!(
+        never_started.contains(&format!("no node is running on {d}"))
+            && never_started.contains("casemesh serve --data"),
+        "{never_started}"
     );
 
-    let _server = serve(&data).await;
+    let server = serve(&data).await;
+    let endpoint = server.endpoint.clone();
     let ca = path(data.join("office-ca.pem"));
 
     let (cert, key) = (
@@ -79,7 +80,29 @@ async fn unreachable_nodes_and_refused_certificates_exit_3_with_the_reason() {
         wrong.contains("the node's certificate was not issued by the CA given"),
         "{wrong}"
     );
-    for text in [&down, &foreign, &node_cert, &wrong] {
+    // Stopped: the CLI still goes where it last was, and finds nothing.
+    drop(server);
+    let down = fails(
+        3,
+        &[
+            "status",
+            "--endpoint",
+            &endpoint,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "--ca",
+            &ca,
+        ],
+    );
+    assert_eq!(
+        down.trim(),
+        format!(
+            "error: node {endpoint}: nothing is listening there: is the node running at this address?"
+        )
+    );
+    for text in [&never_started, &down, &foreign, &node_cert, &wrong] {
         assert_eq!(text.lines().count(), 1, "one line: {text}");
         assert!(!text.contains("transport error"), "{text}");
     }
@@ -98,9 +121,9 @@ async fn local_mistakes_say_what_to_do_in_one_line() {
         )
     );
 
-    let (data, _, _) = init_office(&tmp);
+    let (data, _) = init_office(&tmp);
     let log = tmp.path().join("serve.log");
-    let _server = serve_logging(&data, Some(&log)).await;
+    let server = serve_logging(&data, Some(&log)).await;
     let d = data.to_str().unwrap();
     let twice = fails(1, &["serve", "--data", d, "--listen", "127.0.0.1:0"]);
     assert_eq!(
@@ -109,7 +132,8 @@ async fn local_mistakes_say_what_to_do_in_one_line() {
             "error: opening the store: another casemesh node is already running on this data directory (its store {d}/store is locked); stop it first"
         )
     );
-    let same_port = fails(1, &["serve", "--data", d]);
+    let busy = server.endpoint.trim_start_matches("https://");
+    let same_port = fails(1, &["serve", "--data", d, "--listen", busy]);
     assert!(same_port.contains("the address is in use"), "{same_port}");
     assert_eq!(same_port.lines().count(), 1, "{same_port}");
 
@@ -136,7 +160,7 @@ async fn local_mistakes_say_what_to_do_in_one_line() {
 #[test]
 fn a_grant_for_longer_than_100_years_is_a_usage_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let (data, _, _) = init_office(&tmp);
+    let (data, _) = init_office(&tmp);
     let d = data.to_str().unwrap();
     for length in ["99999999999d", "3000000d"] {
         let text = fails(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::bin::{casemesh, free_port, json, ok, serve};
+use super::bin::{casemesh, json, ok, serve};
 use super::cluster::eventually;
 
 /// Replication between separate processes on a busy 2-core machine.
@@ -21,7 +21,8 @@ const DEADLINE: Duration = Duration::from_secs(30);
 struct Office {
     name: &'static str,
     data: PathBuf,
-    /// `https://127.0.0.1:PORT`, as its admin gives it to peer offices.
+    /// `https://127.0.0.1:PORT`, as its admin gives it to peer offices:
+    /// `serve` reports it once it has bound the port.
     endpoint: String,
     /// The `office fingerprint:` init printed, sent to peers out of band.
     fingerprint: String,
@@ -35,13 +36,21 @@ impl Office {
     }
 }
 
-/// `casemesh init` of `name` in its own directory, on a free loopback port;
-/// init and `casemesh fingerprint` must print the same fingerprint.
+/// `casemesh init` of `name` in its own directory, listening on a loopback
+/// port chosen when it starts; init and `casemesh fingerprint` must print
+/// the same fingerprint.
 fn office(tmp: &tempfile::TempDir, name: &'static str) -> Office {
     let data = tmp.path().join(name);
     let d = data.to_str().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let out = ok(&["init", "--office", name, "--data", d, "--listen", &listen]);
+    let out = ok(&[
+        "init",
+        "--office",
+        name,
+        "--data",
+        d,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
     let printed = |label: &str| {
         out.lines()
             .find_map(|l| Some(l.trim().strip_prefix(label)?.trim().to_owned()))
@@ -57,7 +66,7 @@ fn office(tmp: &tempfile::TempDir, name: &'static str) -> Office {
     );
     Office {
         name,
-        endpoint: format!("https://{listen}"),
+        endpoint: String::new(),
         data,
         fingerprint,
         ca_cert,
@@ -220,14 +229,15 @@ async fn holds_exactly(at: &Office, origin: &Office, expected: &BTreeSet<String>
 #[tokio::test]
 async fn three_offices_federate_through_the_binary_alone() {
     let tmp = tempfile::tempdir().unwrap();
-    let phila = office(&tmp, "phila-da");
-    let nyc = office(&tmp, "nyc-da");
-    let mpls = office(&tmp, "mpls-da");
-    let _servers = [
-        serve(&phila.data).await,
-        serve(&nyc.data).await,
-        serve(&mpls.data).await,
-    ];
+    let mut phila = office(&tmp, "phila-da");
+    let mut nyc = office(&tmp, "nyc-da");
+    let mut mpls = office(&tmp, "mpls-da");
+    let mut servers = Vec::new();
+    for o in [&mut phila, &mut nyc, &mut mpls] {
+        let server = serve(&o.data).await;
+        o.endpoint = server.endpoint.clone();
+        servers.push(server);
+    }
 
     pin(&phila, &mpls);
     pin(&mpls, &phila);

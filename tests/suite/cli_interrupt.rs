@@ -7,13 +7,13 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::bin::{BIN, Server, init_office, json, serve};
+use super::bin::{BIN, ChildGuard, init_office, json, serve};
 use super::cluster::eventually;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_during_an_upload_ends_the_progress_line_and_stores_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let (data, _, _) = init_office(&tmp);
+    let (data, _) = init_office(&tmp);
     let d = data.to_str().unwrap();
     let _server = serve(&data).await;
     // Sparse: long to upload, nothing on disk.
@@ -26,7 +26,7 @@ async fn ctrl_c_during_an_upload_ends_the_progress_line_and_stores_nothing() {
         "{BIN} record put --data {d} --collection 2026-0042 --kind evidence --title Bodycam --attach {}",
         big.display()
     );
-    let mut terminal = Server(
+    let mut terminal = ChildGuard(
         Command::new("script")
             .args([
                 "--quiet",

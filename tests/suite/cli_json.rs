@@ -84,8 +84,8 @@ fn check_times(v: &Value, path: &str) {
 #[tokio::test]
 async fn every_documented_json_shape_is_what_the_binary_prints() {
     let tmp = tempfile::tempdir().unwrap();
-    let (phila, phila_listen, _) = init_named(&tmp, "phila-da", "phila");
-    let (nyc, nyc_listen, _) = init_named(&tmp, "nyc-da", "nyc");
+    let (phila, _) = init_named(&tmp, "phila-da", "phila");
+    let (nyc, _) = init_named(&tmp, "nyc-da", "nyc");
     let p = phila.to_str().unwrap();
     let n = nyc.to_str().unwrap();
     let mut samples: Vec<(&str, Value)> = Vec::new();
@@ -107,14 +107,14 @@ async fn every_documented_json_shape_is_what_the_binary_prints() {
     let checked = json(&["check-config", "--data", p, "--json"]);
     samples.push(("check-config", checked));
 
-    let _servers = (serve(&phila).await, serve(&nyc).await);
+    let servers = (serve(&phila).await, serve(&nyc).await);
     let peer = json(&[
         "peer",
         "add",
         "--office",
         "nyc-da",
         "--peer-endpoint",
-        &format!("https://{nyc_listen}"),
+        &servers.1.endpoint,
         "--ca-cert",
         nyc.join("office-ca.pem").to_str().unwrap(),
         "--data",
@@ -232,7 +232,7 @@ async fn every_documented_json_shape_is_what_the_binary_prints() {
         "--office",
         "phila-da",
         "--peer-endpoint",
-        &format!("https://{phila_listen}"),
+        &servers.0.endpoint,
         "--ca-cert",
         phila.join("office-ca.pem").to_str().unwrap(),
         "--data",

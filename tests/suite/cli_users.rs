@@ -22,7 +22,7 @@ fn users_named(data: &str, name: &str) -> Vec<serde_json::Value> {
 #[tokio::test]
 async fn an_unwritable_out_directory_issues_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let (data, _, _) = init_office(&tmp);
+    let (data, _) = init_office(&tmp);
     let d = data.to_str().unwrap();
     let _server = serve(&data).await;
 

@@ -1,24 +1,19 @@
-//! `TestCluster`: N real nodes in this process, each with its own temporary
-//! data directory, freshly generated certificates and an ephemeral loopback
-//! port; nodes can be stopped and restarted on the same data and address.
-//! For measures of one node's own memory, the nodes can instead run as
-//! `casemesh serve` processes ([`TestCluster::start_processes`]).
+//! `TestCluster`: N offices of [`casemesh::cluster`], each node in this
+//! process (or, for measures of one node's own memory, a `casemesh serve`
+//! process: [`TestCluster::start_processes`]), with the conveniences tests
+//! want: calls that fail the test instead of returning errors, and
+//! `eventually`, the only way tests wait.
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use casemesh::cluster::Office;
 use casemesh::config::Paths;
-use casemesh::domain::NodeAddr;
-use casemesh::domain::OfficeId;
-use casemesh::identity::pki::certs_from_pem;
-use casemesh::identity::tls::{PemIdentity, client_config};
-use casemesh::node::{self, NodeHandle};
-use casemesh::protocol::pb::{admin_client::AdminClient, records_client::RecordsClient};
-use casemesh::protocol::transport;
+use casemesh::domain::{NodeAddr, OfficeId};
+use casemesh::protocol::pb::{self, admin_client::AdminClient, records_client::RecordsClient};
 use tempfile::TempDir;
 use tonic::transport::Channel;
 
@@ -43,167 +38,104 @@ where
     }
 }
 
+/// A field (`VmRSS:`, `VmHWM:`) of a process's /proc status, in KiB.
+pub fn proc_kib(pid: &str, field: &str) -> u64 {
+    let pid: u32 = pid.parse().expect("a process id");
+    casemesh::cluster::proc_kib(pid, field).expect("the process's status")
+}
+
+/// One office of a test cluster: [`Office`], with calls that fail the test.
 pub struct TestNode {
     pub office: OfficeId,
     pub dir: PathBuf,
     pub addr: SocketAddr,
-    handle: Option<NodeHandle>,
-    process: Option<NodeProcess>,
-}
-
-/// A node running as a `casemesh serve` process; killed if the test ends
-/// without stopping it.
-struct NodeProcess(std::process::Child);
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A field (`VmRSS:`, `VmHWM:`) of a process's /proc status, in KiB.
-pub fn proc_kib(pid: &str, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+    inner: Office,
 }
 
 impl TestNode {
+    fn new(inner: Office) -> Self {
+        Self {
+            office: inner.office.clone(),
+            dir: inner.dir.clone(),
+            addr: inner.addr,
+            inner,
+        }
+    }
+
+    /// The kit's office, for its typed calls.
+    pub fn kit(&self) -> &Office {
+        &self.inner
+    }
+
     pub fn paths(&self) -> Paths {
-        Paths::new(&self.dir)
+        self.inner.paths()
     }
 
     pub fn is_running(&self) -> bool {
-        self.handle.is_some() || self.process.is_some()
+        self.inner.is_running()
     }
 
     /// The process id of a node started by [`TestCluster::start_processes`].
     pub fn pid(&self) -> String {
-        let p = self.process.as_ref().expect("the node runs as a process");
-        p.0.id().to_string()
+        self.inner
+            .pid()
+            .expect("the node runs as a process")
+            .to_string()
     }
 
     pub async fn stop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            h.shutdown().await.expect("node shuts down cleanly");
-        }
-        if let Some(mut p) = self.process.take() {
-            let pid = p.0.id().to_string();
-            let killed = std::process::Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .expect("run kill");
-            assert!(killed.success(), "kill -TERM {pid}");
-            let exited = eventually(Duration::from_secs(30), "the node process to exit", || {
-                std::future::ready(p.0.try_wait().expect("wait for the node").map(Some))
-            })
-            .await;
-            assert!(
-                exited.is_some_and(|s| s.success()),
-                "node exited badly: {exited:?}"
-            );
-        }
+        self.inner.stop().await.expect("node stops cleanly");
     }
 
     /// Starts the node again on the same data directory and address.
     pub async fn restart(&mut self) {
-        self.stop().await;
-        let addr = self.addr;
-        let listener = eventually(
-            Duration::from_secs(10),
-            "the node's port to be free",
-            || async move { tokio::net::TcpListener::bind(addr).await.ok() },
-        )
-        .await;
-        self.handle = Some(
-            node::start(&self.dir, listener)
-                .await
-                .expect("node restarts"),
-        );
+        self.inner.restart().await.expect("node restarts");
     }
 
     /// Changes the node's `casemesh.toml` and restarts it.
     pub async fn configure(&mut self, change: impl FnOnce(&mut casemesh::config::Config)) {
-        let path = self.paths().config();
-        let mut config = casemesh::config::Config::load(&path).expect("config loads");
-        change(&mut config);
-        std::fs::write(&path, config.to_toml()).expect("config written");
-        self.restart().await;
+        self.inner
+            .configure(change)
+            .await
+            .expect("node restarts with the new configuration");
     }
 
     /// This node's own certificate and key, as it presents them to peers.
     pub fn node_identity(&self) -> (Vec<u8>, Vec<u8>) {
-        let p = self.paths();
-        (
-            std::fs::read(p.node_cert()).unwrap(),
-            std::fs::read(p.node_key()).unwrap(),
-        )
+        self.inner
+            .node_identity()
+            .expect("node certificate and key")
     }
 
     pub fn endpoint(&self) -> NodeAddr {
-        NodeAddr {
-            host: "127.0.0.1".into(),
-            port: self.addr.port(),
-        }
+        self.inner.endpoint()
     }
 
     pub fn ca_pem(&self) -> Vec<u8> {
-        std::fs::read(self.paths().office_ca()).expect("office CA readable")
+        self.inner.ca_pem().expect("office CA readable")
     }
 
-    /// A channel to this node presenting the given certificate and key.
+    /// A channel to this node presenting the given certificate and key; the
+    /// error as text, for tests that expect a refusal.
     pub async fn connect_as(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<Channel, String> {
-        let tls = client_config(
-            &certs_from_pem(&self.ca_pem()).map_err(|e| e.to_string())?,
-            PemIdentity::from_pem(cert_pem, key_pem).map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| e.to_string())?;
-        transport::connect(&self.endpoint(), Arc::new(tls))
+        self.inner
+            .connect_as(cert_pem, key_pem)
             .await
             .map_err(|e| format!("{e:?}"))
     }
 
     /// A channel as the office's first admin.
     pub async fn admin_channel(&self) -> Channel {
-        let p = self.paths();
-        self.connect_as(
-            &std::fs::read(p.admin_cert()).unwrap(),
-            &std::fs::read(p.admin_key()).unwrap(),
-        )
-        .await
-        .expect("admin connects")
+        self.inner.admin_channel().await.expect("admin connects")
     }
 
     pub async fn records(&self) -> RecordsClient<Channel> {
-        RecordsClient::new(self.admin_channel().await)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20)
+        self.inner.records().await.expect("admin connects")
     }
 
     pub async fn admin(&self) -> AdminClient<Channel> {
-        AdminClient::new(self.admin_channel().await)
+        self.inner.admin().await.expect("admin connects")
     }
-}
-
-/// Creates an office's data directory under `root`, with certificates and
-/// a configuration listening on the returned loopback listener's port.
-async fn init_office(
-    root: &TempDir,
-    office: &str,
-) -> (OfficeId, PathBuf, tokio::net::TcpListener, SocketAddr) {
-    let office = OfficeId::parse(office).expect("valid office id");
-    let dir = root.path().join(office.as_str());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    casemesh::setup::init(&dir, &office, &[], addr).expect("init office");
-    (office, dir, listener, addr)
 }
 
 pub struct TestCluster {
@@ -212,7 +144,7 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
-    /// Creates and starts one node per office id.
+    /// Creates and starts one node per office id, in this process.
     pub async fn start(offices: &[&str]) -> Self {
         // Logs show with RUST_LOG=casemesh=debug and --nocapture.
         let _ = tracing_subscriber::fmt()
@@ -222,15 +154,10 @@ impl TestCluster {
         let root = tempfile::tempdir().expect("temp dir");
         let mut nodes = Vec::new();
         for office in offices {
-            let (office, dir, listener, addr) = init_office(&root, office).await;
-            let handle = node::start(&dir, listener).await.expect("node starts");
-            nodes.push(TestNode {
-                office,
-                dir,
-                addr,
-                handle: Some(handle),
-                process: None,
-            });
+            let started = Office::start(root.path(), office)
+                .await
+                .expect("node starts");
+            nodes.push(TestNode::new(started));
         }
         Self { _root: root, nodes }
     }
@@ -240,42 +167,13 @@ impl TestCluster {
     /// cannot be restarted.
     pub async fn start_processes(offices: &[&str]) -> Self {
         let root = tempfile::tempdir().expect("temp dir");
+        let bin = Path::new(env!("CARGO_BIN_EXE_casemesh"));
         let mut nodes = Vec::new();
         for office in offices {
-            // The port is free once the listener is dropped; the process
-            // binds it again from its configuration.
-            let (office, dir, _, addr) = init_office(&root, office).await;
-            let child = std::process::Command::new(env!("CARGO_BIN_EXE_casemesh"))
-                .args(["serve", "--data"])
-                .arg(&dir)
-                .env("RUST_LOG", "warn")
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .expect("start casemesh serve");
-            let node = TestNode {
-                office,
-                dir,
-                addr,
-                handle: None,
-                process: Some(NodeProcess(child)),
-            };
-            let (cert, key) = (
-                std::fs::read(node.paths().admin_cert()).expect("admin certificate"),
-                std::fs::read(node.paths().admin_key()).expect("admin key"),
-            );
-            eventually(
-                Duration::from_secs(30),
-                "casemesh serve to answer",
-                || async {
-                    let channel = node.connect_as(&cert, &key).await.ok()?;
-                    AdminClient::new(channel)
-                        .status(casemesh::protocol::pb::StatusRequest {})
-                        .await
-                        .ok()
-                },
-            )
-            .await;
-            nodes.push(node);
+            let started = Office::start_process(root.path(), office, bin)
+                .await
+                .expect("casemesh serve starts and answers");
+            nodes.push(TestNode::new(started));
         }
         Self { _root: root, nodes }
     }
@@ -289,49 +187,7 @@ impl TestCluster {
             n.stop().await;
         }
     }
-}
 
-/// Entries of `action` in `node`'s log.
-pub async fn of_action(node: &TestNode, action: &str) -> Vec<casemesh::protocol::pb::AuditEntry> {
-    node.admin()
-        .await
-        .query_audit(casemesh::protocol::pb::QueryAuditRequest {
-            action: action.into(),
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries
-}
-
-/// Every record a node lists (all origins), as id → (version, collection).
-pub async fn holdings(node: &TestNode) -> std::collections::BTreeMap<String, (u64, String)> {
-    let mut c = node.records().await;
-    let mut out = std::collections::BTreeMap::new();
-    let mut token = String::new();
-    loop {
-        let page = c
-            .list(casemesh::protocol::pb::ListRequest {
-                page_size: 1000,
-                page_token: token,
-                ..Default::default()
-            })
-            .await
-            .expect("list")
-            .into_inner();
-        for r in page.records {
-            out.insert(r.id, (r.version, r.collection));
-        }
-        if page.next_page_token.is_empty() {
-            return out;
-        }
-        token = page.next_page_token;
-    }
-}
-
-impl TestCluster {
     /// Pins every pair of nodes to each other.
     pub async fn pin_all(&mut self) {
         for i in 0..self.nodes.len() {
@@ -345,43 +201,41 @@ impl TestCluster {
 
     /// Node `i` pins node `j`.
     pub async fn pin(&mut self, i: usize, j: usize) {
-        let (office, endpoint, pem) = {
-            let n = &self.nodes[j];
-            (
-                n.office.to_string(),
-                n.endpoint().to_string(),
-                String::from_utf8(n.ca_pem()).unwrap(),
-            )
-        };
         self.nodes[i]
-            .admin()
-            .await
-            .add_peer(casemesh::protocol::pb::AddPeerRequest {
-                office,
-                endpoint,
-                ca_certificate_pem: pem,
-                expected_fingerprint: String::new(),
-            })
+            .inner
+            .pin(&self.nodes[j].inner)
             .await
             .expect("add peer");
     }
 
     /// Node `i` grants `collection` to node `j`; returns the grant id.
     pub async fn grant_collection(&mut self, i: usize, j: usize, collection: &str) -> String {
-        let peer = self.nodes[j].office.to_string();
+        let peer = self.nodes[j].office.clone();
         self.nodes[i]
-            .admin()
-            .await
-            .grant(casemesh::protocol::pb::GrantRequest {
-                peer,
-                target: Some(casemesh::protocol::pb::grant_request::Target::Collection(
-                    collection.into(),
-                )),
-                expires_at_ms: 0,
-            })
+            .inner
+            .grant_collection(&peer, collection)
             .await
             .expect("grant")
-            .into_inner()
             .id
     }
+}
+
+/// Entries of `action` in `node`'s log.
+pub async fn of_action(node: &TestNode, action: &str) -> Vec<pb::AuditEntry> {
+    node.admin()
+        .await
+        .query_audit(pb::QueryAuditRequest {
+            action: action.into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+}
+
+/// Every record a node lists (all origins), as id → (version, collection).
+pub async fn holdings(node: &TestNode) -> std::collections::BTreeMap<String, (u64, String)> {
+    node.inner.holdings().await.expect("list")
 }

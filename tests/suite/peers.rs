@@ -19,14 +19,6 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::cluster::{TestCluster, TestNode, eventually, holdings, of_action};
 
-fn node_identity(node: &TestNode) -> (Vec<u8>, Vec<u8>) {
-    let p = node.paths();
-    (
-        std::fs::read(p.node_cert()).unwrap(),
-        std::fs::read(p.node_key()).unwrap(),
-    )
-}
-
 fn admin_identity(node: &TestNode) -> (Vec<u8>, Vec<u8>) {
     let p = node.paths();
     (
@@ -59,7 +51,7 @@ async fn health_ok(node: &TestNode, cert: &[u8], key: &[u8]) -> bool {
 async fn a_pinned_peers_node_certificate_may_only_replicate() {
     let mut cluster = TestCluster::start(&["phila-da", "nyc-da", "mpls-da"]).await;
     cluster.pin_all().await;
-    let (cert, key) = node_identity(&cluster.nodes[1]);
+    let (cert, key) = cluster.nodes[1].node_identity();
     let origin = &cluster.nodes[0];
     assert!(
         health_ok(origin, &cert, &key).await,
@@ -111,8 +103,8 @@ async fn a_pinned_peers_admin_certificate_gets_nothing() {
 async fn a_node_certificate_from_an_unpinned_ca_fails_the_handshake() {
     let mut cluster = TestCluster::start(&["phila-da", "nyc-da", "mpls-da"]).await;
     cluster.pin(0, 1).await; // phila-da pins nyc-da only
-    let (pinned_cert, pinned_key) = node_identity(&cluster.nodes[1]);
-    let (cert, key) = node_identity(&cluster.nodes[2]);
+    let (pinned_cert, pinned_key) = cluster.nodes[1].node_identity();
+    let (cert, key) = cluster.nodes[2].node_identity();
     assert!(
         health_ok(&cluster.nodes[0], &pinned_cert, &pinned_key).await,
         "control"
@@ -130,7 +122,7 @@ fn start(after_seq: u64) -> pb::PullUp {
 /// Pulls as `peer` from `origin` until the first heartbeat; returns the
 /// record ids of every version received.
 async fn pull_until_idle(origin: &TestNode, peer: &TestNode, after_seq: u64) -> Vec<String> {
-    let (cert, key) = node_identity(peer);
+    let (cert, key) = peer.node_identity();
     let ch = origin.connect_as(&cert, &key).await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(start(after_seq)).await.unwrap();
@@ -356,7 +348,7 @@ async fn versions_with_a_broken_signature_or_another_origin_are_rejected() {
     // Replace the real phila-da with the impostor on the same address.
     cluster.nodes[0].stop().await;
     let addr = cluster.nodes[0].addr;
-    let (node_cert, node_key) = node_identity(&cluster.nodes[0]);
+    let (node_cert, node_key) = cluster.nodes[0].node_identity();
     let trust = Arc::new(
         TrustStore::new(phila.clone(), phila_ca.cert_der.clone(), Default::default()).unwrap(),
     );
