@@ -182,6 +182,11 @@ fn connection_problem(e: &anyhow::Error) -> Option<String> {
                      issued (a node's certificate, or one the node has no record of)"
                         .into()
                 }
+                rustls::Error::AlertReceived(A::DecryptError | A::BadCertificate) => {
+                    "the node refused this certificate: its signature does not check against \
+                     this office's CA (one made by another CA under this office's name?)"
+                        .into()
+                }
                 rustls::Error::AlertReceived(A::CertificateExpired) => {
                     "the node refused this certificate: it has expired".into()
                 }

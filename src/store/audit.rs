@@ -14,7 +14,7 @@ use super::{Result, Store, corrupt};
 use crate::domain::audit::{Draft, Entry, GENESIS, SignedHead};
 use crate::domain::codec::DecodeError;
 
-const HEAD_KEY: &[u8] = b"head";
+pub(super) const HEAD_KEY: &[u8] = b"head";
 
 /// The last entry of the log: its sequence number, chain hash and time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub struct AuditHead {
 }
 
 impl AuditHead {
-    fn encode(&self) -> Vec<u8> {
+    pub(super) fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(48);
         v.extend_from_slice(&self.seq.to_be_bytes());
         v.extend_from_slice(&self.hash);

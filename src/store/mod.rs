@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod blobs;
 mod commit;
+pub mod disk;
 pub mod encoding;
 mod keys;
 mod records;

@@ -34,6 +34,8 @@ pub struct ListPage {
 /// million versions are a gigabyte to read, and sled keeps what it reads).
 const RECORD_COUNT: &[u8] = b"count:records";
 const VERSION_COUNT: &[u8] = b"count:versions";
+/// Both count keys, for the store's disk view.
+pub(super) const COUNT_KEYS: [&[u8]; 2] = [RECORD_COUNT, VERSION_COUNT];
 
 /// What a transaction changed in the counts. Made inside the transaction's
 /// closure, so that a retried transaction starts again from zero.

@@ -6,6 +6,7 @@ use std::time::Duration;
 use casemesh::domain::audit::{Entry, GENESIS};
 use casemesh::identity::pki::new_csr;
 use casemesh::protocol::pb::{self, admin_client::AdminClient, records_client::RecordsClient};
+use casemesh::store::disk::OnDisk;
 use tonic::Code;
 
 use super::blobkit::{download, upload};
@@ -361,12 +362,10 @@ async fn every_call_leaves_exactly_its_entry_including_refused_ones() {
     cluster.stop_all().await;
 }
 
-/// The raw audit tree of a stopped node, the way an attacker with the disk
-/// would see it.
-fn open_log(node: &TestNode) -> (sled::Db, sled::Tree) {
-    let db = sled::open(node.paths().store()).expect("store opens");
-    let tree = db.open_tree("auditseq_entry").expect("audit tree");
-    (db, tree)
+/// The store of a stopped node, the way an attacker with the disk would
+/// see it.
+fn on_disk(node: &TestNode) -> OnDisk {
+    OnDisk::open(&node.paths().store()).expect("store opens")
 }
 
 /// Pages of a query, following tokens, as the sequence numbers returned.
@@ -471,42 +470,37 @@ async fn a_changed_removed_or_reordered_entry_is_named_by_verify() {
     }
     drop(records);
     assert!(verify(node).await.intact);
-    let key = |seq: u64| seq.to_be_bytes();
     // Entries 1 (setup) and 2..=7 (the puts) are there; 4 is a put by admin.
-    type Tamper = fn(&sled::Tree, &dyn Fn(u64) -> [u8; 8]);
+    type Tamper = fn(&OnDisk);
     let cases: [(&str, u64, Tamper); 4] = [
-        ("a changed actor", 4, |t, key| {
-            let mut v = t.get(key(4)).unwrap().unwrap().to_vec();
+        ("a changed actor", 4, |d| {
+            let mut v = d.audit_entry(4).unwrap().unwrap();
             let at = v.windows(5).position(|w| w == b"admin").unwrap();
             v[at] = b'e';
-            t.insert(key(4), v).unwrap();
+            d.put_audit_entry(4, &v).unwrap();
         }),
-        (
-            "a changed entry with its own hash recomputed",
-            5,
-            |t, key| {
-                let mut e = Entry::decode(&t.get(key(4)).unwrap().unwrap()).unwrap();
-                e.actor.name = "mallory".into();
-                t.insert(key(4), e.encode()).unwrap();
-            },
-        ),
-        ("a removed entry", 3, |t, key| {
-            t.remove(key(3)).unwrap();
+        ("a changed entry with its own hash recomputed", 5, |d| {
+            let mut e = Entry::decode(&d.audit_entry(4).unwrap().unwrap()).unwrap();
+            e.actor.name = "mallory".into();
+            d.put_audit_entry(4, &e.encode()).unwrap();
         }),
-        ("two swapped entries", 3, |t, key| {
-            let a = t.get(key(3)).unwrap().unwrap();
-            let b = t.get(key(4)).unwrap().unwrap();
-            t.insert(key(3), b).unwrap();
-            t.insert(key(4), a).unwrap();
+        ("a removed entry", 3, |d| {
+            d.remove_audit_entry(3).unwrap();
+        }),
+        ("two swapped entries", 3, |d| {
+            let a = d.audit_entry(3).unwrap().unwrap();
+            let b = d.audit_entry(4).unwrap().unwrap();
+            d.put_audit_entry(3, &b).unwrap();
+            d.put_audit_entry(4, &a).unwrap();
         }),
     ];
     for (what, expected, tamper) in cases {
         node.stop().await;
-        let original: Vec<(sled::IVec, sled::IVec)> = {
-            let (db, tree) = open_log(node);
-            let all = tree.iter().map(|kv| kv.unwrap()).collect();
-            tamper(&tree, &key);
-            db.flush().unwrap();
+        let original = {
+            let disk = on_disk(node);
+            let all = disk.audit_entries().unwrap();
+            tamper(&disk);
+            disk.flush().unwrap();
             all
         };
         node.restart().await;
@@ -517,11 +511,11 @@ async fn a_changed_removed_or_reordered_entry_is_named_by_verify() {
         // Put the log back (entries the restart added stay) for the next case.
         node.stop().await;
         {
-            let (db, tree) = open_log(node);
-            for (k, val) in original {
-                tree.insert(k, val).unwrap();
+            let disk = on_disk(node);
+            for (seq, bytes) in original {
+                disk.put_audit_entry(seq, &bytes).unwrap();
             }
-            db.flush().unwrap();
+            disk.flush().unwrap();
         }
         node.restart().await;
         assert!(verify(node).await.intact, "{what}: restored log verifies");
@@ -564,34 +558,22 @@ async fn a_rewritten_log_no_longer_matches_the_heads_its_peer_witnessed() {
     // its own verification passes.
     cluster.nodes[0].stop().await;
     {
-        let db = sled::open(cluster.nodes[0].paths().store()).unwrap();
-        let entries = db.open_tree("auditseq_entry").unwrap();
+        let disk = on_disk(&cluster.nodes[0]);
         let mut prev = GENESIS;
         let mut last = (0, GENESIS, 0);
-        for kv in entries.iter() {
-            let (k, v) = kv.unwrap();
-            let mut e = Entry::decode(&v).unwrap();
+        for (seq, bytes) in disk.audit_entries().unwrap() {
+            let mut e = Entry::decode(&bytes).unwrap();
             if e.seq == 2 {
                 e.outcome.message = "never happened".into();
             }
             e.prev = prev;
             prev = e.hash();
             last = (e.seq, prev, e.at_ms);
-            entries.insert(k, e.encode()).unwrap();
+            disk.put_audit_entry(seq, &e.encode()).unwrap();
         }
-        let mut head = Vec::new();
-        head.extend_from_slice(&last.0.to_be_bytes());
-        head.extend_from_slice(&last.1);
-        head.extend_from_slice(&last.2.to_be_bytes());
-        db.open_tree("audit_head")
-            .unwrap()
-            .insert(b"head", head)
-            .unwrap();
-        db.open_tree("auditseq_signedhead")
-            .unwrap()
-            .clear()
-            .unwrap();
-        db.flush().unwrap();
+        disk.set_audit_head(last.0, last.1, last.2).unwrap();
+        disk.clear_signed_heads().unwrap();
+        disk.flush().unwrap();
     }
     cluster.nodes[0].restart().await;
     assert!(

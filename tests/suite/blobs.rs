@@ -35,8 +35,9 @@ async fn served_offsets(node: &TestNode, hash: &[u8]) -> Vec<u64> {
 /// The chunks in a stopped node's store, counted on disk.
 fn stored_chunks(node: &TestNode) -> usize {
     assert!(!node.is_running(), "count chunks of a stopped node");
-    let db = sled::open(node.paths().store()).expect("store opens");
-    db.open_tree("storage_chunk").expect("chunk tree").len()
+    casemesh::store::disk::OnDisk::open(&node.paths().store())
+        .and_then(|d| d.chunk_count())
+        .expect("the store's chunks")
 }
 
 /// Stopping the origin part-way, and then restarting the peer part-way,

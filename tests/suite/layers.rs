@@ -37,6 +37,7 @@ const STORE_LAYERS: &[(&str, u8)] = &[
     ("records", 3),
     ("replica", 4),
     ("commit", 4),
+    ("disk", 5),
 ];
 
 /// The top-level modules a source file names through `crate::…`.

@@ -37,14 +37,15 @@ fn office_ca(node: &TestNode) -> OfficeCa {
     .unwrap()
 }
 
-async fn health_ok(node: &TestNode, cert: &[u8], key: &[u8]) -> bool {
-    let Ok(ch) = node.connect_as(cert, key).await else {
-        return false;
-    };
+/// A health check presenting `cert`: `Ok`, or why it failed (for a
+/// refused certificate, the TLS alert the node sent, as the client saw it).
+async fn health(node: &TestNode, cert: &[u8], key: &[u8]) -> Result<(), String> {
+    let ch = node.connect_as(cert, key).await?;
     tonic_health::pb::health_client::HealthClient::new(ch)
         .check(tonic_health::pb::HealthCheckRequest::default())
         .await
-        .is_ok()
+        .map(|_| ())
+        .map_err(|s| format!("{s:?}"))
 }
 
 #[tokio::test]
@@ -53,10 +54,9 @@ async fn a_pinned_peers_node_certificate_may_only_replicate() {
     cluster.pin_all().await;
     let (cert, key) = cluster.nodes[1].node_identity();
     let origin = &cluster.nodes[0];
-    assert!(
-        health_ok(origin, &cert, &key).await,
-        "control: the handshake succeeds"
-    );
+    health(origin, &cert, &key)
+        .await
+        .expect("control: the handshake succeeds");
     let ch = origin.connect_as(&cert, &key).await.unwrap();
     let err = RecordsClient::new(ch.clone())
         .list(pb::ListRequest::default())
@@ -87,15 +87,16 @@ async fn a_pinned_peers_node_certificate_may_only_replicate() {
 async fn a_pinned_peers_admin_certificate_gets_nothing() {
     let mut cluster = TestCluster::start(&["phila-da", "nyc-da", "mpls-da"]).await;
     cluster.pin_all().await;
-    let (cert, key) = admin_identity(&cluster.nodes[1]);
     let origin = &cluster.nodes[0];
-    assert!(!health_ok(origin, &cert, &key).await);
-    if let Ok(ch) = origin.connect_as(&cert, &key).await {
-        let pulled = ReplicationClient::new(ch)
-            .pull(tokio_stream::iter(vec![start(0)]))
-            .await;
-        assert!(pulled.is_err());
-    }
+    let (node_cert, node_key) = cluster.nodes[1].node_identity();
+    health(origin, &node_cert, &node_key)
+        .await
+        .expect("control: the same office's node certificate is accepted");
+    // Its admin's certificate chains to the same pinned CA, but only a
+    // node may connect: refused at the handshake, with access_denied.
+    let (cert, key) = admin_identity(&cluster.nodes[1]);
+    let refused = origin.connect_as(&cert, &key).await.unwrap_err();
+    assert!(refused.contains("AccessDenied"), "{refused}");
     cluster.stop_all().await;
 }
 
@@ -105,11 +106,11 @@ async fn a_node_certificate_from_an_unpinned_ca_fails_the_handshake() {
     cluster.pin(0, 1).await; // phila-da pins nyc-da only
     let (pinned_cert, pinned_key) = cluster.nodes[1].node_identity();
     let (cert, key) = cluster.nodes[2].node_identity();
-    assert!(
-        health_ok(&cluster.nodes[0], &pinned_cert, &pinned_key).await,
-        "control"
-    );
-    assert!(!health_ok(&cluster.nodes[0], &cert, &key).await);
+    health(&cluster.nodes[0], &pinned_cert, &pinned_key)
+        .await
+        .expect("control: the pinned office's node is accepted");
+    let refused = health(&cluster.nodes[0], &cert, &key).await.unwrap_err();
+    assert!(refused.contains("UnknownCA"), "{refused}");
     cluster.stop_all().await;
 }
 
@@ -401,15 +402,28 @@ async fn versions_with_a_broken_signature_or_another_origin_are_rejected() {
         1,
         "only the genuine version is stored: {held:?}"
     );
-    // Each refused entry is in the audit log, and so is the applied one.
+    // Each refused entry is in the audit log, named, and so is the
+    // applied one. (A retried batch may log a refusal again.)
     let rejected = of_action(nyc, "replica.rejected").await;
-    assert!(rejected.len() >= forged, "{rejected:#?}");
     assert!(
         rejected
             .iter()
             .all(|e| e.outcome_code == "REJECTED" && e.peer == "phila-da"),
         "{rejected:#?}"
     );
+    let named: std::collections::BTreeSet<&str> =
+        rejected.iter().map(|e| e.detail.as_str()).collect();
+    let revoked = format!("revocation of {} (feed entry 5)", other_origin.record.id);
+    let expected: std::collections::BTreeSet<&str> = [
+        "feed entry 1",
+        "feed entry 2",
+        "feed entry 3",
+        revoked.as_str(),
+        "feed entry 6",
+    ]
+    .into();
+    assert_eq!(named, expected, "{rejected:#?}");
+    assert_eq!(expected.len(), forged);
     let applied = of_action(nyc, "replica.applied").await;
     assert!(
         applied
