@@ -45,7 +45,7 @@ pub enum AuditCommand {
         /// Newest entries first: with --limit N, the last N.
         #[arg(long)]
         reverse: bool,
-        /// Print JSON instead of text (shapes: README, "JSON output").
+        /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -54,7 +54,7 @@ pub enum AuditCommand {
     /// Check the whole chain and every signed head; name the first entry
     /// that does not check out. Exits non-zero if one does not.
     Verify {
-        /// Print JSON instead of text (shapes: README, "JSON output").
+        /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -66,7 +66,7 @@ pub enum AuditCommand {
         /// The peer office whose log to check.
         #[arg(long)]
         peer: String,
-        /// Print JSON instead of text (shapes: README, "JSON output").
+        /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]

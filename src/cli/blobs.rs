@@ -37,7 +37,7 @@ pub enum BlobCommand {
         /// Replace FILE if it exists.
         #[arg(long)]
         force: bool,
-        /// Print JSON instead of text (shapes: README, "JSON output").
+        /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]

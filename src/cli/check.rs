@@ -62,7 +62,7 @@ impl Report {
 }
 
 /// A file or directory of the data directory, with the mode the docs give
-/// it (`certs/README.md`). A key's mode wider than that is a problem; the
+/// it (`docs/operating.md`). A key's mode wider than that is a problem; the
 /// data directory's and the store's (wider only in directories made before
 /// `init` set them) a warning, as other users could read the records.
 struct Expected {

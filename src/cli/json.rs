@@ -1,5 +1,5 @@
 //! `--json` output: every shape the CLI prints, in one place, under one
-//! convention (documented in the README, "JSON output", and checked against
+//! convention (documented in `docs/cli.md`, "JSON output", and checked against
 //! it by a test):
 //!
 //! - times are `*_at` keys holding RFC 3339 (UTC, milliseconds), or `null`

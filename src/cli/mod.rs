@@ -64,7 +64,7 @@ pub enum Command {
         /// The office's data directory.
         #[arg(long)]
         data: PathBuf,
-        /// Print JSON instead of text (shapes: README, "JSON output").
+        /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
         #[arg(long)]
         json: bool,
     },
@@ -98,7 +98,7 @@ pub enum Command {
         /// it, an empty collection is refused as a likely typo).
         #[arg(long)]
         allow_empty: bool,
-        /// Print JSON instead of text (shapes: README, "JSON output").
+        /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -117,7 +117,7 @@ pub enum Command {
     Status {
         #[command(flatten)]
         client: ClientOpts,
-        /// Print JSON instead of text (shapes: README, "JSON output").
+        /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
         #[arg(long)]
         json: bool,
     },
@@ -128,7 +128,7 @@ pub enum Command {
         /// The office's data directory.
         #[arg(long)]
         data: PathBuf,
-        /// Print JSON instead of text (shapes: README, "JSON output").
+        /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
         #[arg(long)]
         json: bool,
     },
@@ -170,7 +170,7 @@ pub struct InitArgs {
     /// Address to listen on.
     #[arg(long, default_value = crate::config::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
-    /// Print JSON instead of text (shapes: README, "JSON output").
+    /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
     #[arg(long)]
     pub json: bool,
 }

@@ -25,7 +25,7 @@ pub enum RecordCommand {
         /// Show this version instead of the latest.
         #[arg(long)]
         version: Option<u64>,
-        /// Print JSON instead of text (shapes: README, "JSON output").
+        /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -42,7 +42,7 @@ pub enum RecordCommand {
         /// Stop after this many records.
         #[arg(long)]
         limit: Option<usize>,
-        /// Print JSON instead of text (shapes: README, "JSON output").
+        /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -52,7 +52,7 @@ pub enum RecordCommand {
     History {
         /// The record's id.
         id: String,
-        /// Print JSON instead of text (shapes: README, "JSON output").
+        /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -65,7 +65,7 @@ pub enum RecordCommand {
         /// Fail unless the record's latest version is this one.
         #[arg(long)]
         expected_version: Option<u64>,
-        /// Print JSON instead of text (shapes: README, "JSON output").
+        /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -106,7 +106,7 @@ pub struct PutArgs {
     /// new version keeps only the files given to it.
     #[arg(long = "attach", value_name = "FILE")]
     pub attach: Vec<PathBuf>,
-    /// Print JSON instead of the id alone (shapes: README, "JSON output").
+    /// Print JSON instead of the id alone (shapes: docs/cli.md, "JSON output").
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]

@@ -30,7 +30,7 @@ pub enum PeerCommand {
         /// Refuse unless the certificate has this fingerprint (sha256:…).
         #[arg(long)]
         fingerprint: Option<String>,
-        /// Print JSON instead of text (shapes: README, "JSON output").
+        /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -38,7 +38,7 @@ pub enum PeerCommand {
     },
     /// List pinned peers with replication status.
     List {
-        /// Print JSON instead of text (shapes: README, "JSON output").
+        /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -51,7 +51,7 @@ pub enum PeerCommand {
         /// Also delete every record held here from that office.
         #[arg(long)]
         purge_replicas: bool,
-        /// Print JSON instead of text (shapes: README, "JSON output").
+        /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -79,7 +79,7 @@ pub enum ShareCommand {
         /// Ends after this long (e.g. 30d, 12h, 90m; at most 100 years).
         #[arg(long = "for")]
         for_: Option<String>,
-        /// Print JSON instead of text (shapes: README, "JSON output").
+        /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -89,7 +89,7 @@ pub enum ShareCommand {
     Revoke {
         /// The grant's id (g-…), as `share grant` or `share list` shows it.
         grant_id: String,
-        /// Print JSON instead of text (shapes: README, "JSON output").
+        /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -100,7 +100,7 @@ pub enum ShareCommand {
         /// Only grants to this peer office.
         #[arg(long)]
         peer: Option<String>,
-        /// Print JSON instead of text (shapes: README, "JSON output").
+        /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]

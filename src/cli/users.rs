@@ -27,7 +27,7 @@ pub enum UserCommand {
         /// Directory to write NAME-cert.pem, NAME-key.pem and ca.pem into.
         #[arg(long)]
         out: PathBuf,
-        /// Print JSON instead of text (shapes: README, "JSON output").
+        /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -38,7 +38,7 @@ pub enum UserCommand {
         /// The user's name.
         #[arg(long)]
         name: String,
-        /// Print JSON instead of text (shapes: README, "JSON output").
+        /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -46,7 +46,7 @@ pub enum UserCommand {
     },
     /// List every user certificate issued, valid and revoked.
     List {
-        /// Print JSON instead of text (shapes: README, "JSON output").
+        /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]

@@ -1,4 +1,4 @@
-//! `casemesh init` as documented: the modes `certs/README.md` lists,
+//! `casemesh init` as documented: the modes `docs/operating.md` lists,
 //! whatever the umask; host names checked before anything is written; and
 //! the configuration written the way the example configuration writes it.
 
@@ -8,9 +8,9 @@ use std::process::Command;
 use super::bin::{BIN, fails, run_bounded};
 
 /// `(path under the data directory, mode)` for every row of the table in
-/// `certs/README.md`, plus the data directory itself (`.`).
+/// `docs/operating.md`, plus the data directory itself (`.`).
 fn documented_modes() -> Vec<(String, u32)> {
-    let doc = include_str!("../../certs/README.md");
+    let doc = include_str!("../../docs/operating.md");
     let mut modes = vec![(".".to_owned(), 0o700)];
     for line in doc.lines() {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();

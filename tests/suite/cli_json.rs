@@ -1,6 +1,6 @@
-//! `--json` output against its documentation: every shape the README lists
-//! under "JSON output" is printed by the binary with exactly those keys,
-//! and every time in it is RFC 3339 or `null`.
+//! `--json` output against its documentation: every shape `docs/cli.md`
+//! lists under "JSON output" is printed by the binary with exactly those
+//! keys, and every time in it is RFC 3339 or `null`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -10,13 +10,13 @@ use serde_json::Value;
 use super::bin::{init_named, json, ok, serve};
 use super::cluster::eventually;
 
-/// The shapes the README documents: name → top-level keys, in the order
-/// written.
+/// The shapes `docs/cli.md` documents: name → top-level keys, in the
+/// order written.
 fn documented_shapes() -> BTreeMap<String, Vec<String>> {
-    let readme = include_str!("../../README.md");
+    let readme = include_str!("../../docs/cli.md");
     let start = readme
-        .find("### JSON output")
-        .expect("README has a JSON output section");
+        .find("## JSON output")
+        .expect("docs/cli.md has a JSON output section");
     let section = &readme[start..];
     let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
     let mut shapes = BTreeMap::new();
@@ -295,7 +295,7 @@ async fn every_documented_json_shape_is_what_the_binary_prints() {
     for (name, sample) in &samples {
         let expected = documented
             .get(*name)
-            .unwrap_or_else(|| panic!("the README documents no shape {name:?}"));
+            .unwrap_or_else(|| panic!("docs/cli.md documents no shape {name:?}"));
         let expected: BTreeSet<String> = expected.iter().cloned().collect();
         assert_eq!(keys(sample), expected, "shape {name}: {sample}");
         check_times(sample, name);
