@@ -159,47 +159,125 @@ fn read_head(heads: &TransactionalTree, id: &RecordId) -> Tx<Option<Head>> {
     }
 }
 
-/// Deletes every version of a replica (`keys`, found by a prefix scan
-/// beforehand), leaving a stub, and takes what it removed off `counts`.
-/// Returns whether there was anything to purge.
-#[allow(clippy::too_many_arguments)]
-fn purge_in_tx(
-    heads: &TransactionalTree,
-    versions: &TransactionalTree,
-    collections: &TransactionalTree,
-    purged: &TransactionalTree,
-    refs: &TransactionalTree,
-    id: &RecordId,
-    keys: &[sled::IVec],
-    now_ms: u64,
-    counts: &mut CountDelta,
-) -> Tx<bool> {
-    let Some(head) = read_head(heads, id)? else {
-        return Ok(false);
-    };
-    let mut digest = [0u8; 32];
-    if let Some(latest) = versions.get(version_key(id, head.version))? {
-        let v = encoding::decode_signed(&latest)
-            .map_err(|e| abort(corrupt("recordversion_signed")(e)))?;
-        digest = v.digest;
-    }
-    for key in keys {
-        if let Some(value) = versions.remove(key.clone())? {
-            blobs::drop_refs_tx(refs, &value)?;
-            counts.versions -= 1;
+/// The trees that hold a record inside a transaction: its head, versions,
+/// place in the collection index, purge stub, and the references of its
+/// versions to files.
+struct RecordTrees<'a> {
+    heads: &'a TransactionalTree,
+    versions: &'a TransactionalTree,
+    collections: &'a TransactionalTree,
+    purged: &'a TransactionalTree,
+    refs: &'a TransactionalTree,
+}
+
+/// What the files of applied versions need: the blobs known and the
+/// fetches queued, and storage ids for new ones.
+struct FileTrees<'a, I> {
+    blobs: &'a TransactionalTree,
+    fetches: &'a TransactionalTree,
+    storage_ids: I,
+}
+
+impl<'a> RecordTrees<'a> {
+    /// The trees in the order their fields are declared.
+    fn of([heads, versions, collections, purged, refs]: [&'a TransactionalTree; 5]) -> Self {
+        Self {
+            heads,
+            versions,
+            collections,
+            purged,
+            refs,
         }
     }
-    collections.remove(collection_key(&head.collection, id))?;
-    heads.remove(id.as_str())?;
-    counts.records -= 1;
-    let stub = PurgeStub {
-        id: id.clone(),
-        version: head.version,
-        digest,
-        purged_at_ms: now_ms,
-    };
-    purged.insert(id.as_str(), encode_stub(&stub))?;
-    Ok(true)
+
+    /// Stores a peer's version unless it is held already; moves the head
+    /// and the collection index when it is the newest. Returns its key, or
+    /// `None` when it was held.
+    fn apply_version<I: Iterator<Item = u64>>(
+        &self,
+        v: &SignedVersion,
+        peer: &OfficeId,
+        files: &mut FileTrees<'_, I>,
+        out: &mut ApplyOutcome,
+        counts: &mut CountDelta,
+    ) -> Tx<Option<Vec<u8>>> {
+        let id = &v.record.id;
+        let key = version_key(id, v.record.version);
+        if self.versions.get(&key)?.is_some() {
+            out.already_held += 1;
+            return Ok(None);
+        }
+        self.versions
+            .insert(key.clone(), encoding::encode_signed(v))?;
+        counts.versions += 1;
+        out.fetches_queued += blobs::add_replica_refs_tx(
+            self.refs,
+            files.blobs,
+            files.fetches,
+            &v.record,
+            peer,
+            &mut files.storage_ids,
+        )?;
+        self.purged.remove(id.as_str())?;
+        let old = read_head(self.heads, id)?;
+        counts.records += i64::from(old.is_none());
+        if old.as_ref().is_none_or(|h| h.version < v.record.version) {
+            if let Some(old) = old {
+                self.collections
+                    .remove(collection_key(&old.collection, id))?;
+            }
+            self.collections
+                .insert(collection_key(&v.record.collection, id), &[])?;
+            let head = Head {
+                version: v.record.version,
+                deleted: v.record.deleted,
+                collection: v.record.collection.clone(),
+            };
+            self.heads
+                .insert(id.as_str(), encoding::encode_head(&head))?;
+        }
+        out.applied += 1;
+        Ok(Some(key))
+    }
+
+    /// Deletes every version of a replica (`keys`, found by a prefix scan
+    /// beforehand), leaving a stub, and takes what it removed off `counts`.
+    /// Returns whether there was anything to purge.
+    fn purge(
+        &self,
+        id: &RecordId,
+        keys: &[sled::IVec],
+        now_ms: u64,
+        counts: &mut CountDelta,
+    ) -> Tx<bool> {
+        let Some(head) = read_head(self.heads, id)? else {
+            return Ok(false);
+        };
+        let mut digest = [0u8; 32];
+        if let Some(latest) = self.versions.get(version_key(id, head.version))? {
+            let v = encoding::decode_signed(&latest)
+                .map_err(|e| abort(corrupt("recordversion_signed")(e)))?;
+            digest = v.digest;
+        }
+        for key in keys {
+            if let Some(value) = self.versions.remove(key.clone())? {
+                blobs::drop_refs_tx(self.refs, &value)?;
+                counts.versions -= 1;
+            }
+        }
+        self.collections
+            .remove(collection_key(&head.collection, id))?;
+        self.heads.remove(id.as_str())?;
+        counts.records -= 1;
+        let stub = PurgeStub {
+            id: id.clone(),
+            version: head.version,
+            digest,
+            purged_at_ms: now_ms,
+        };
+        self.purged.insert(id.as_str(), encode_stub(&stub))?;
+        Ok(true)
+    }
 }
 
 impl Store {
@@ -276,74 +354,40 @@ impl Store {
                         audit_head,
                         counters,
                     )| {
+                        let record = RecordTrees::of([heads, versions, collections, purged, refs]);
+                        let mut files = FileTrees {
+                            blobs,
+                            fetches,
+                            storage_ids: storage_ids.iter().copied(),
+                        };
                         let mut out = ApplyOutcome::default();
                         let mut counts = CountDelta::default();
                         let mut log = BatchLog::default();
-                        let mut fresh_ids = storage_ids.iter().copied();
+                        // Versions stored earlier in this same batch were not
+                        // there when the keys of revoked records were scanned.
                         let mut fresh: std::collections::HashMap<RecordId, Vec<sled::IVec>> =
                             std::collections::HashMap::new();
                         for item in items {
                             match item {
                                 ApplyItem::Version(v) => {
-                                    let id = &v.record.id;
-                                    let key = version_key(id, v.record.version);
-                                    if versions.get(&key)?.is_some() {
-                                        out.already_held += 1;
-                                        continue;
-                                    }
-                                    versions.insert(key.clone(), encoding::encode_signed(v))?;
-                                    counts.versions += 1;
-                                    out.fetches_queued += blobs::add_replica_refs_tx(
-                                        refs,
-                                        blobs,
-                                        fetches,
-                                        &v.record,
+                                    let applied = record.apply_version(
+                                        v,
                                         peer,
-                                        &mut fresh_ids,
+                                        &mut files,
+                                        &mut out,
+                                        &mut counts,
                                     )?;
-                                    fresh
-                                        .entry(id.clone())
-                                        .or_default()
-                                        .push(sled::IVec::from(key));
-                                    purged.remove(id.as_str())?;
-                                    log.applied.push((id.to_string(), v.record.version));
-                                    let old = read_head(heads, id)?;
-                                    counts.records += i64::from(old.is_none());
-                                    if old.as_ref().is_none_or(|h| h.version < v.record.version) {
-                                        if let Some(old) = old {
-                                            collections
-                                                .remove(collection_key(&old.collection, id))?;
-                                        }
-                                        collections.insert(
-                                            collection_key(&v.record.collection, id),
-                                            &[],
-                                        )?;
-                                        let head = Head {
-                                            version: v.record.version,
-                                            deleted: v.record.deleted,
-                                            collection: v.record.collection.clone(),
-                                        };
-                                        heads.insert(id.as_str(), encoding::encode_head(&head))?;
+                                    if let Some(key) = applied {
+                                        let id = &v.record.id;
+                                        fresh.entry(id.clone()).or_default().push(key.into());
+                                        log.applied.push((id.to_string(), v.record.version));
                                     }
-                                    out.applied += 1;
                                 }
                                 ApplyItem::Revoke(id) => {
-                                    // Versions stored earlier in this same batch
-                                    // were not there when the keys were scanned.
                                     let mut keys =
                                         revoked_keys.get(id).cloned().unwrap_or_default();
                                     keys.extend(fresh.get(id).into_iter().flatten().cloned());
-                                    if purge_in_tx(
-                                        heads,
-                                        versions,
-                                        collections,
-                                        purged,
-                                        refs,
-                                        id,
-                                        &keys,
-                                        now_ms,
-                                        &mut counts,
-                                    )? {
+                                    if record.purge(id, &keys, now_ms, &mut counts)? {
                                         out.purged += 1;
                                         log.purged.push((id.to_string(), 0));
                                     }
@@ -416,18 +460,10 @@ impl Store {
                             let mut n = 0u64;
                             let mut counts = CountDelta::default();
                             let mut gone = Vec::new();
+                            let record =
+                                RecordTrees::of([heads, versions, collections, purged, refs]);
                             for (id, keys) in chunk.iter().zip(&keys) {
-                                if purge_in_tx(
-                                    heads,
-                                    versions,
-                                    collections,
-                                    purged,
-                                    refs,
-                                    id,
-                                    keys,
-                                    now_ms,
-                                    &mut counts,
-                                )? {
+                                if record.purge(id, keys, now_ms, &mut counts)? {
                                     n += 1;
                                     gone.push((id.to_string(), 0));
                                 }
