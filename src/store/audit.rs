@@ -12,43 +12,10 @@ use sled::transaction::{ConflictableTransactionError, Transactional, Transaction
 use super::tx::{Tx, unwrap_tx};
 use super::{Result, Store, corrupt};
 use crate::domain::audit::{Draft, Entry, GENESIS, SignedHead};
-use crate::domain::codec::DecodeError;
 
 pub(super) const HEAD_KEY: &[u8] = b"head";
 
-/// The last entry of the log: its sequence number, chain hash and time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AuditHead {
-    pub seq: u64,
-    pub hash: [u8; 32],
-    pub at_ms: u64,
-}
-
-impl AuditHead {
-    pub(super) fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(48);
-        v.extend_from_slice(&self.seq.to_be_bytes());
-        v.extend_from_slice(&self.hash);
-        v.extend_from_slice(&self.at_ms.to_be_bytes());
-        v
-    }
-
-    fn decode(b: &[u8]) -> std::result::Result<Self, DecodeError> {
-        if b.len() != 48 {
-            return Err(DecodeError::Invalid {
-                field: "audit head",
-                reason: format!("{} bytes", b.len()),
-            });
-        }
-        let mut hash = [0u8; 32];
-        hash.copy_from_slice(&b[8..40]);
-        Ok(Self {
-            seq: be(&b[..8]),
-            hash,
-            at_ms: be(&b[40..]),
-        })
-    }
-}
+pub use super::encoding::AuditHead;
 
 fn be(b: &[u8]) -> u64 {
     let mut a = [0u8; 8];

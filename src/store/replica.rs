@@ -14,9 +14,8 @@ use super::records::{CountDelta, add_counts_tx};
 use super::tx::{Tx, abort, unwrap_tx};
 use super::{Result, Store, StoreError, corrupt};
 use crate::domain::audit::{Actor, Draft, MAX_RECORDS, Outcome, Target};
-use crate::domain::codec::{DecodeError, Reader, Writer};
+use crate::domain::codec::DecodeError;
 use crate::domain::sharing::PurgeAck;
-use crate::domain::sharing::encoding::{read_ack, write_ack};
 use crate::domain::{OfficeId, RecordId, SignedVersion};
 
 /// One thing to apply from a peer's batch, already verified.
@@ -87,68 +86,8 @@ impl BatchLog {
     }
 }
 
-/// What is left of a purged replica: no content.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PurgeStub {
-    pub id: RecordId,
-    pub version: u64,
-    pub digest: [u8; 32],
-    pub purged_at_ms: u64,
-}
-
-const V1: u8 = 1;
-
-fn encode_stub(s: &PurgeStub) -> Vec<u8> {
-    let mut w = Writer::default();
-    w.u8(V1)
-        .str(s.id.as_str())
-        .u64(s.version)
-        .raw(&s.digest)
-        .u64(s.purged_at_ms);
-    w.finish()
-}
-
-fn decode_stub(bytes: &[u8]) -> std::result::Result<PurgeStub, DecodeError> {
-    let mut r = Reader::new(bytes);
-    let v = r.u8()?;
-    if v != V1 {
-        return Err(DecodeError::UnknownVersion(vec![v]));
-    }
-    let id = RecordId::parse(r.str("id")?).map_err(|e| DecodeError::Invalid {
-        field: "id",
-        reason: e.to_string(),
-    })?;
-    let version = r.u64()?;
-    let mut digest = [0u8; 32];
-    digest.copy_from_slice(r.raw(32)?);
-    let purged_at_ms = r.u64()?;
-    r.finish()?;
-    Ok(PurgeStub {
-        id,
-        version,
-        digest,
-        purged_at_ms,
-    })
-}
-
-fn encode_our_ack(ack: &PurgeAck, delivered: bool) -> Vec<u8> {
-    let mut w = Writer::default();
-    w.u8(V1).u8(u8::from(delivered));
-    write_ack(&mut w, ack);
-    w.finish()
-}
-
-fn decode_our_ack(bytes: &[u8]) -> std::result::Result<(PurgeAck, bool), DecodeError> {
-    let mut r = Reader::new(bytes);
-    let v = r.u8()?;
-    if v != V1 {
-        return Err(DecodeError::UnknownVersion(vec![v]));
-    }
-    let delivered = r.u8()? != 0;
-    let ack = read_ack(&mut r)?;
-    r.finish()?;
-    Ok((ack, delivered))
-}
+pub use super::encoding::PurgeStub;
+use super::encoding::{decode_our_ack, decode_stub, encode_our_ack, encode_stub};
 
 fn read_head(heads: &TransactionalTree, id: &RecordId) -> Tx<Option<Head>> {
     match heads.get(id.as_str())? {

@@ -4,16 +4,15 @@ use std::ops::Bound;
 
 use sled::transaction::{ConflictableTransactionError, Transactional, TransactionalTree};
 
+use super::encoding::{decode_grant, decode_peer, encode_grant, encode_peer};
 use super::tx::unwrap_tx;
 use super::{Result, Store, StoreError, corrupt};
+use crate::domain::OfficeId;
 use crate::domain::audit::Draft;
-use crate::domain::codec::{DecodeError, Reader, Writer};
-use crate::domain::sharing::encoding::{decode_item, encode_item, read_ack, write_ack};
-use crate::domain::sharing::{EndReason, FeedItem, Grant, GrantId, GrantTarget, Peer};
-use crate::domain::{OfficeId, RecordId};
+use crate::domain::sharing::encoding::{decode_item, encode_item};
+use crate::domain::sharing::{FeedItem, Grant, GrantId, Peer};
 
 const OUTBOX_SEQ: &[u8] = b"outbox_seq";
-const V1: u8 = 1;
 
 pub(super) fn read_counter(counters: &sled::Tree) -> Result<u64> {
     Ok(counters.get(OUTBOX_SEQ)?.map(|v| be_u64(&v)).unwrap_or(0))
@@ -54,109 +53,6 @@ pub(super) fn push_feed(
         counters.insert(OUTBOX_SEQ, &seq.to_be_bytes())?;
     }
     Ok(seq)
-}
-
-fn encode_peer(p: &Peer) -> Vec<u8> {
-    let mut w = Writer::default();
-    w.u8(V1)
-        .str(p.office.as_str())
-        .str(&p.endpoint)
-        .bytes(&p.ca_der)
-        .u64(p.added_at_ms);
-    w.finish()
-}
-
-fn invalid(field: &'static str, e: impl ToString) -> DecodeError {
-    DecodeError::Invalid {
-        field,
-        reason: e.to_string(),
-    }
-}
-
-fn decode_peer(bytes: &[u8]) -> std::result::Result<Peer, DecodeError> {
-    let mut r = Reader::new(bytes);
-    let v = r.u8()?;
-    if v != V1 {
-        return Err(DecodeError::UnknownVersion(vec![v]));
-    }
-    let peer = Peer {
-        office: OfficeId::parse(r.str("office")?).map_err(|e| invalid("office", e))?,
-        endpoint: r.str("endpoint")?.to_owned(),
-        ca_der: r.bytes()?.to_vec(),
-        added_at_ms: r.u64()?,
-    };
-    r.finish()?;
-    Ok(peer)
-}
-
-pub fn encode_grant(g: &Grant) -> Vec<u8> {
-    let mut w = Writer::default();
-    w.u8(V1).str(g.id.as_str()).str(g.peer.as_str());
-    match &g.target {
-        GrantTarget::Collection(c) => w.u8(1).str(c),
-        GrantTarget::Record(r) => w.u8(2).str(r.as_str()),
-    };
-    w.u64(g.created_at_ms)
-        .u64(g.expires_at_ms)
-        .u64(g.ended_at_ms)
-        .u8(match g.end_reason {
-            None => 0,
-            Some(EndReason::Revoked) => 1,
-            Some(EndReason::Expired) => 2,
-            Some(EndReason::PeerRemoved) => 3,
-        });
-    match &g.purge_ack {
-        None => {
-            w.u8(0);
-        }
-        Some(a) => {
-            w.u8(1);
-            write_ack(&mut w, a);
-        }
-    }
-    w.finish()
-}
-
-pub fn decode_grant(bytes: &[u8]) -> std::result::Result<Grant, DecodeError> {
-    let mut r = Reader::new(bytes);
-    let v = r.u8()?;
-    if v != V1 {
-        return Err(DecodeError::UnknownVersion(vec![v]));
-    }
-    let id = GrantId::parse(r.str("id")?).map_err(|e| invalid("id", e))?;
-    let peer = OfficeId::parse(r.str("peer")?).map_err(|e| invalid("peer", e))?;
-    let target = match r.u8()? {
-        1 => GrantTarget::Collection(r.str("collection")?.to_owned()),
-        2 => GrantTarget::Record(
-            RecordId::parse(r.str("record")?).map_err(|e| invalid("record", e))?,
-        ),
-        k => return Err(invalid("target", format!("kind {k}"))),
-    };
-    let created_at_ms = r.u64()?;
-    let expires_at_ms = r.u64()?;
-    let ended_at_ms = r.u64()?;
-    let end_reason = match r.u8()? {
-        0 => None,
-        1 => Some(EndReason::Revoked),
-        2 => Some(EndReason::Expired),
-        3 => Some(EndReason::PeerRemoved),
-        k => return Err(invalid("end_reason", format!("kind {k}"))),
-    };
-    let purge_ack = match r.u8()? {
-        0 => None,
-        _ => Some(read_ack(&mut r)?),
-    };
-    r.finish()?;
-    Ok(Grant {
-        id,
-        peer,
-        target,
-        created_at_ms,
-        expires_at_ms,
-        ended_at_ms,
-        end_reason,
-        purge_ack,
-    })
 }
 
 impl Store {
@@ -379,6 +275,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::sharing::GrantTarget;
 
     /// Bytes written by version 1 of the grant encoding.
     #[test]
