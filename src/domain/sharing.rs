@@ -137,6 +137,17 @@ pub enum FeedItem {
     GrantClosed { grant: GrantId },
 }
 
+/// Work a grant change must finish, marked in the store with the change
+/// and cleared when done, so that a crash in between is finished at the
+/// next start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantJob {
+    /// Queue every record the new grant reveals.
+    Backfill,
+    /// Queue the revocations of an ended grant, then its closing marker.
+    Close,
+}
+
 /// A signed statement by `purged_by` that it deleted its replicas of
 /// `origin`'s revoked grant.
 #[derive(Debug, Clone, PartialEq, Eq)]

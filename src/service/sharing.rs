@@ -16,7 +16,9 @@ use std::sync::{Arc, OnceLock, RwLock, Weak};
 use rustls_pki_types::CertificateDer;
 
 use crate::domain::audit::{Actor, Draft, Outcome, Target};
-use crate::domain::sharing::{self, EndReason, FeedItem, Grant, GrantId, GrantTarget, Peer};
+use crate::domain::sharing::{
+    self, EndReason, FeedItem, Grant, GrantId, GrantJob, GrantTarget, Peer,
+};
 use crate::domain::{Limits, OfficeId, RecordId, RecordVersion, now_ms};
 use crate::error::{Error, Result};
 use crate::identity::tls::TrustStore;
@@ -70,8 +72,6 @@ pub struct Sharing {
     /// grants, so they need not hold writes back).
     acks: tokio::sync::Mutex<()>,
 }
-
-const JOB_PREFIX: &str = "job:";
 
 impl Sharing {
     pub fn new(
@@ -312,10 +312,10 @@ impl Sharing {
                 Outcome::ok(),
             );
             self.store
-                .put_grant_with_feed(&g, &[], Some((&job_key(&g.id), b"close")), &[ended])?;
+                .put_grant_with_feed(&g, &[], Some(GrantJob::Close), &[ended])?;
             self.replace_grant(g.clone());
             self.close(&g)?;
-            self.store.clear_job(&job_key(&g.id))?;
+            self.store.clear_job(&g.id)?;
         }
         let entry = call.entry(Target {
             peer: office.to_string(),
@@ -474,13 +474,13 @@ impl Sharing {
         self.store.put_grant_with_feed(
             &grant,
             &[],
-            Some((&job_key(&grant.id), b"backfill")),
+            Some(GrantJob::Backfill),
             &[call.entry(grant_target(&grant))],
         )?;
         let visible_before: Vec<Grant> = self.grants(Some(&grant.peer));
         self.replace_grant(grant.clone());
         self.backfill(&grant, &visible_before)?;
-        self.store.clear_job(&job_key(&grant.id))?;
+        self.store.clear_job(&grant.id)?;
         self.store.commit().await?;
         self.grants_changed.notify_one();
         Ok(grant)
@@ -538,12 +538,12 @@ impl Sharing {
         self.store.put_grant_with_feed(
             &grant,
             &[],
-            Some((&job_key(&grant.id), b"close")),
+            Some(GrantJob::Close),
             &[call.entry(grant_target(&grant))],
         )?;
         self.replace_grant(grant.clone());
         self.close(&grant)?;
-        self.store.clear_job(&job_key(&grant.id))?;
+        self.store.clear_job(&grant.id)?;
         self.store.commit().await?;
         self.grants_changed.notify_one();
         Ok(grant)
@@ -578,26 +578,20 @@ impl Sharing {
     /// Re-runs grant jobs a crash cut short. Called once at start-up.
     pub async fn resume_jobs(&self) -> Result<()> {
         let _gate = self.gate.write().await;
-        for (key, kind) in self.store.jobs(JOB_PREFIX)? {
-            let Some(id) = key
-                .strip_prefix(JOB_PREFIX)
-                .and_then(|s| GrantId::parse(s).ok())
-            else {
-                continue;
-            };
+        for (id, job) in self.store.jobs()? {
             let Some(grant) = self.store.grant(&id)? else {
-                self.store.clear_job(&key)?;
+                self.store.clear_job(&id)?;
                 continue;
             };
-            tracing::warn!(grant = %id, job = %String::from_utf8_lossy(&kind), "resuming an interrupted grant job");
-            match kind.as_slice() {
-                b"backfill" => {
+            tracing::warn!(grant = %id, ?job, "resuming an interrupted grant job");
+            match job {
+                GrantJob::Backfill => {
                     let others = self.grants(Some(&grant.peer));
                     self.backfill(&grant, &others)?
                 }
-                _ => self.close(&grant)?,
+                GrantJob::Close => self.close(&grant)?,
             }
-            self.store.clear_job(&key)?;
+            self.store.clear_job(&id)?;
         }
         self.store.commit().await?;
         Ok(())
@@ -679,10 +673,6 @@ fn grant_target(g: &Grant) -> Target {
         GrantTarget::Record(r) => t.records = vec![(r.to_string(), 0)],
     }
     t
-}
-
-fn job_key(id: &GrantId) -> String {
-    format!("{JOB_PREFIX}{id}")
 }
 
 /// A peer's office CA must be a CA certificate naming that office.

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use crate::domain::codec::{DecodeError, Reader, Writer};
 use crate::domain::sharing::encoding::{read_ack, write_ack};
-use crate::domain::sharing::{EndReason, Grant, GrantId, GrantTarget, Peer, PurgeAck};
+use crate::domain::sharing::{EndReason, Grant, GrantId, GrantJob, GrantTarget, Peer, PurgeAck};
 use crate::domain::{OfficeId, RecordId, Role, SignedVersion, UserName};
 
 const V1: u8 = 1;
@@ -302,6 +302,41 @@ pub fn decode_our_ack(bytes: &[u8]) -> std::result::Result<(PurgeAck, bool), Dec
     Ok((ack, delivered))
 }
 
+pub fn encode_job(job: GrantJob) -> Vec<u8> {
+    let kind = match job {
+        GrantJob::Backfill => 1,
+        GrantJob::Close => 2,
+    };
+    vec![V1, kind]
+}
+
+pub fn decode_job(bytes: &[u8]) -> Result<GrantJob, DecodeError> {
+    let mut r = Reader::new(bytes);
+    expect_version(&mut r)?;
+    let job = match r.u8()? {
+        1 => GrantJob::Backfill,
+        2 => GrantJob::Close,
+        k => {
+            return Err(DecodeError::Invalid {
+                field: "grant job",
+                reason: format!("kind {k}"),
+            });
+        }
+    };
+    r.finish()?;
+    Ok(job)
+}
+
+/// A job marked by a version before jobs had their own tree: its raw
+/// kind, as it was kept under `job:<grant id>` in `counters`.
+pub fn legacy_job(raw: &[u8]) -> GrantJob {
+    if raw == b"backfill" {
+        GrantJob::Backfill
+    } else {
+        GrantJob::Close
+    }
+}
+
 /// The last entry of the log: its sequence number, chain hash and time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuditHead {
@@ -386,6 +421,7 @@ mod tests {
         use crate::domain::sharing::FeedItem;
         use crate::domain::sharing::encoding::encode_item;
         vec![
+            ("grant job", encode_job(GrantJob::Close)),
             (
                 "peer",
                 encode_peer(&Peer {
@@ -452,7 +488,8 @@ mod tests {
     /// Bytes each encoding wrote when it was frozen (version 1). Today's
     /// encoder must write them exactly, and the decoder must read them back
     /// to the same value, so that nothing stored can drift.
-    const FROZEN: [(&str, &str); 7] = [
+    const FROZEN: [(&str, &str); 8] = [
+        ("grant job", "0102"),
         (
             "peer",
             "01000000066e79632d64610000000b68747470733a2f2f6e3a310000000201020000000000000005",
@@ -494,6 +531,7 @@ mod tests {
             // Decoding the frozen bytes and encoding again gives them back.
             let again = match name {
                 "peer" => encode_peer(&decode_peer(&want).unwrap()),
+                "grant job" => encode_job(decode_job(&want).unwrap()),
                 "grant" => encode_grant(&decode_grant(&want).unwrap()),
                 "purge stub" => encode_stub(&decode_stub(&want).unwrap()),
                 "our ack" => {

@@ -91,6 +91,8 @@ pub struct Store {
     office_peer: sled::Tree,
     /// grant id → grant.
     grantid_grant: sled::Tree,
+    /// Grant jobs started and not yet finished (`GrantJob`).
+    grantid_job: sled::Tree,
     /// peer office ‖ 0x00 ‖ seq (u64 BE) → feed item: each peer's outbox.
     peerseq_outbox: sled::Tree,
     /// "outbox_seq" → last sequence number assigned (u64 BE).
@@ -214,6 +216,7 @@ impl Store {
             blob_wake: Default::default(),
             office_peer: db.open_tree("office_peer")?,
             grantid_grant: db.open_tree("grantid_grant")?,
+            grantid_job: db.open_tree("grantid_job")?,
             peerseq_outbox: writer.outbox.clone(),
             office_acked: db.open_tree("office_acked")?,
             office_checkpoint: db.open_tree("office_checkpoint")?,
@@ -232,6 +235,7 @@ impl Store {
         };
         store.remove_doomed()?;
         store.init_counts()?;
+        store.move_legacy_jobs()?;
         Ok(store)
     }
 

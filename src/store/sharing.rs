@@ -4,13 +4,19 @@ use std::ops::Bound;
 
 use sled::transaction::{ConflictableTransactionError, Transactional, TransactionalTree};
 
-use super::encoding::{decode_grant, decode_peer, encode_grant, encode_peer};
+use super::encoding::{
+    decode_grant, decode_job, decode_peer, encode_grant, encode_job, encode_peer, legacy_job,
+};
 use super::tx::unwrap_tx;
 use super::{Result, Store, StoreError, corrupt};
 use crate::domain::OfficeId;
 use crate::domain::audit::Draft;
+use crate::domain::codec::DecodeError;
 use crate::domain::sharing::encoding::{decode_item, encode_item};
-use crate::domain::sharing::{FeedItem, Grant, GrantId, Peer};
+use crate::domain::sharing::{FeedItem, Grant, GrantId, GrantJob, Peer};
+
+/// Where job markers were kept before they had their own tree.
+const LEGACY_JOB_PREFIX: &[u8] = b"job:";
 
 const OUTBOX_SEQ: &[u8] = b"outbox_seq";
 
@@ -137,22 +143,23 @@ impl Store {
         &self,
         grant: &Grant,
         feed: &[(OfficeId, FeedItem)],
-        job: Option<(&str, &[u8])>,
+        job: Option<GrantJob>,
         audit: &[Draft],
     ) -> Result<u64> {
         let value = encode_grant(grant);
         let seq = unwrap_tx(
             (
                 &self.grantid_grant,
+                &self.grantid_job,
                 &self.counters,
                 &self.peerseq_outbox,
                 &self.auditseq_entry,
                 &self.audit_head,
             )
-                .transaction(|(grants, counters, outbox, entries, head)| {
+                .transaction(|(grants, jobs, counters, outbox, entries, head)| {
                     grants.insert(grant.id.as_str(), value.as_slice())?;
-                    if let Some((key, kind)) = job {
-                        counters.insert(key.as_bytes(), kind)?;
+                    if let Some(job) = job {
+                        jobs.insert(grant.id.as_str(), encode_job(job))?;
                     }
                     super::audit::append_tx(entries, head, &self.office, audit)?;
                     push_feed(counters, outbox, feed)
@@ -247,20 +254,44 @@ impl Store {
         Ok(self.peerseq_outbox.scan_prefix(outbox_prefix(peer)).count() as u64)
     }
 
-    pub fn clear_job(&self, key: &str) -> Result<()> {
-        self.counters.remove(key.as_bytes())?;
+    /// The job of `grant` is done.
+    pub fn clear_job(&self, grant: &GrantId) -> Result<()> {
+        self.grantid_job.remove(grant.as_str())?;
         Ok(())
     }
 
-    /// Jobs still marked as started, by key prefix.
-    pub fn jobs(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        self.counters
-            .scan_prefix(prefix.as_bytes())
+    /// Grant jobs still marked as started.
+    pub fn jobs(&self) -> Result<Vec<(GrantId, GrantJob)>> {
+        self.grantid_job
+            .iter()
             .map(|kv| {
                 let (k, v) = kv?;
-                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+                let id = GrantId::parse(&String::from_utf8_lossy(&k)).map_err(|e| {
+                    corrupt("grantid_job")(DecodeError::Invalid {
+                        field: "grant id",
+                        reason: e.to_string(),
+                    })
+                })?;
+                Ok((id, decode_job(&v).map_err(corrupt("grantid_job"))?))
             })
             .collect()
+    }
+
+    /// Moves job markers a version before the jobs tree kept in
+    /// `counters` (as `job:<grant id>`) into their own tree.
+    pub(super) fn move_legacy_jobs(&self) -> Result<()> {
+        for kv in self.counters.scan_prefix(LEGACY_JOB_PREFIX) {
+            let (k, v) = kv?;
+            let id = &k[LEGACY_JOB_PREFIX.len()..];
+            unwrap_tx(
+                (&self.counters, &self.grantid_job).transaction(|(counters, jobs)| {
+                    jobs.insert(id, encode_job(legacy_job(&v)))?;
+                    counters.remove(k.clone())?;
+                    Ok(())
+                }),
+            )?;
+        }
+        Ok(())
     }
 
     pub fn acked(&self, peer: &OfficeId) -> Result<u64> {
@@ -295,5 +326,46 @@ mod tests {
         let bytes = hex::decode(frozen.replace(' ', "")).unwrap();
         assert_eq!(decode_grant(&bytes).unwrap(), g);
         assert_eq!(encode_grant(&g), bytes);
+    }
+
+    /// A job marked by an earlier version (`job:<grant>` in `counters`)
+    /// is found in the jobs tree once the store opens, and nowhere else.
+    #[test]
+    fn job_markers_of_an_earlier_version_move_to_their_own_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = crate::store::StoreOptions {
+            cache_bytes: 1 << 20,
+        };
+        let path = dir.path().join("store");
+        {
+            let store = Store::open(&path, "phila-da", &options).unwrap();
+            store
+                .counters
+                .insert(b"job:g-0123456789abcdef", b"backfill")
+                .unwrap();
+            store
+                .counters
+                .insert(b"job:g-fedcba9876543210", b"close")
+                .unwrap();
+            store.db.flush().unwrap();
+        }
+        let store = Store::open(&path, "phila-da", &options).unwrap();
+        let jobs = store.jobs().unwrap();
+        assert_eq!(
+            jobs,
+            vec![
+                (
+                    GrantId::parse("g-0123456789abcdef").unwrap(),
+                    GrantJob::Backfill
+                ),
+                (
+                    GrantId::parse("g-fedcba9876543210").unwrap(),
+                    GrantJob::Close
+                ),
+            ]
+        );
+        assert_eq!(store.counters.scan_prefix(LEGACY_JOB_PREFIX).count(), 0);
+        store.clear_job(&jobs[0].0).unwrap();
+        assert_eq!(store.jobs().unwrap().len(), 1);
     }
 }
