@@ -120,17 +120,124 @@ fn refusals_to(audit: Arc<AuditLog>) -> transport::RefusalHook {
     })
 }
 
-/// Loads the node's identity and state from `data_dir` and serves on
-/// `listener`.
-pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle, NodeError> {
-    let paths = Paths::new(data_dir);
-    let config = Config::load(&paths.config())?;
+/// The office's keys and certificates, each read once.
+struct Identity {
+    office: crate::domain::OfficeId,
+    ca: Arc<OfficeCa>,
+    node_cert_pem: String,
+    node_key_pem: String,
+    node_cert_expires_at_ms: u64,
+}
+
+fn load_identity(paths: &Paths, config: &Config) -> Result<Identity, NodeError> {
     let office = config.office_id()?;
     let ca = Arc::new(OfficeCa::load(
         &office,
         &read(&paths.office_ca())?,
         &read(&paths.office_key())?,
     )?);
+    let node_cert_pem = read(&paths.node_cert())?;
+    let node_cert_expires_at_ms = crate::identity::pki::certs_from_pem(node_cert_pem.as_bytes())?
+        .first()
+        .map(|der| crate::identity::pki::expires_at_ms(der))
+        .transpose()?
+        .unwrap_or(0);
+    Ok(Identity {
+        office,
+        ca,
+        node_cert_pem,
+        node_key_pem: read(&paths.node_key())?,
+        node_cert_expires_at_ms,
+    })
+}
+
+/// gRPC reflection, v1 and (for older grpcurl releases) v1alpha.
+fn reflection() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    NodeError,
+> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let v1 = builder()
+        .build_v1()
+        .map_err(|e| NodeError::Reflection(e.to_string()))?;
+    let v1alpha = builder()
+        .build_v1alpha()
+        .map_err(|e| NodeError::Reflection(e.to_string()))?;
+    Ok((v1, v1alpha))
+}
+
+/// What runs beside the server, wound down in order once it stops.
+struct Background {
+    expiry: JoinHandle<()>,
+    fetcher: JoinHandle<()>,
+    sweeper: JoinHandle<()>,
+    signer: JoinHandle<()>,
+    accept_loop: JoinHandle<()>,
+    records: Arc<RecordService>,
+    blobs: Arc<BlobService>,
+    replicator: Arc<Replicator>,
+    runtime: Arc<dyn PeerRuntime>,
+    store: Arc<Store>,
+    office: crate::domain::OfficeId,
+}
+
+impl Background {
+    /// Once the server has stopped: writes whose callers went away run to
+    /// their end, pullers and streams stop, the final head is signed, the
+    /// listener closes, and the store is flushed.
+    async fn wind_down(self) -> Result<(), NodeError> {
+        self.records.join_writes().await;
+        self.replicator.stop_all().await;
+        self.replicator.context().join_feeds().await;
+        self.blobs.join_streams().await;
+        let _ = self.expiry.await;
+        let _ = self.fetcher.await;
+        let _ = self.sweeper.await;
+        // Signs the final head once every call has finished.
+        let _ = self.signer.await;
+        drop(self.runtime);
+        drop(self.replicator);
+        // The listener is closed once the accept loop has ended, so the
+        // address can be bound again as soon as shutdown returns.
+        let _ = self.accept_loop.await;
+        // In-flight calls have finished; make everything durable.
+        let flushed = self.store.flush_now();
+        tracing::info!(office = %self.office, "node stopped");
+        Ok(flushed?)
+    }
+}
+
+/// A node's use cases and replication, wired together over its store.
+struct Services {
+    store: Arc<Store>,
+    trust: Arc<TrustStore>,
+    sharing: Arc<Sharing>,
+    records: Arc<RecordService>,
+    users: Arc<UserService>,
+    blobs: Arc<BlobService>,
+    audit: Arc<AuditLog>,
+    sync_ctx: Arc<SyncContext>,
+    replicator: Arc<Replicator>,
+    runtime: Arc<dyn PeerRuntime>,
+    shutdown_tx: watch::Sender<bool>,
+    shutdown_rx: watch::Receiver<bool>,
+}
+
+/// Opens the store and builds every service on it; grant jobs a crash cut
+/// short are finished before anything is served.
+async fn services(paths: &Paths, config: &Config, id: &Identity) -> Result<Services, NodeError> {
+    let (office, ca) = (&id.office, &id.ca);
     let store = Arc::new(Store::open(
         &paths.store(),
         office.as_str(),
@@ -143,18 +250,6 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         ca.cert_der.clone(),
         issued_users(&store)?,
     )?);
-    let node_cert_pem = read(&paths.node_cert())?;
-    let node_cert_expires_at_ms = crate::identity::pki::certs_from_pem(node_cert_pem.as_bytes())?
-        .first()
-        .map(|der| crate::identity::pki::expires_at_ms(der))
-        .transpose()?
-        .unwrap_or(0);
-    let identity = PemIdentity::from_pem(
-        node_cert_pem.as_bytes(),
-        read(&paths.node_key())?.as_bytes(),
-    )?;
-    let tls = Arc::new(server_config(identity, &trust)?);
-
     let sharing = Arc::new(Sharing::new(
         office.clone(),
         store.clone(),
@@ -176,62 +271,122 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         store: store.clone(),
         ca: ca.clone(),
         sharing: sharing.clone(),
-        node_cert_pem: read(&paths.node_cert())?.into_bytes(),
-        node_key_pem: read(&paths.node_key())?.into_bytes(),
+        node_cert_pem: id.node_cert_pem.clone().into_bytes(),
+        node_key_pem: id.node_key_pem.clone().into_bytes(),
         shutdown: shutdown_rx.clone(),
         removed: watch::Sender::new(0),
         feeds: std::sync::Mutex::new(tokio::task::JoinSet::new()),
         applied: tokio::sync::broadcast::Sender::new(4096),
     });
-    let applied = sync_ctx.applied.clone();
     let replicator = Arc::new(Replicator::new(sync_ctx.clone()));
     let runtime: Arc<dyn PeerRuntime> = replicator.clone();
     sharing.set_runtime(Arc::downgrade(&runtime));
     sharing.resume_jobs().await?;
     let users = Arc::new(UserService::new(store.clone(), ca.clone(), trust.clone()));
-    // Requests: room for the largest body plus the rest of a record.
-    // Replies: a List page or a History of metadata can be larger.
-    let max_request = config.limits.max_body_bytes + 1024 * 1024;
     let blobs = Arc::new(BlobService::new(
         store.clone(),
         sharing.clone(),
         config.blobs.clone(),
         shutdown_rx.clone(),
     ));
-    let transfers = Arc::new(Transfers::default());
-    let records_api = RecordsServer::new(RecordsApi {
-        service: records.clone(),
-        blobs: blobs.clone(),
+    Ok(Services {
+        store,
+        trust,
+        sharing,
+        records,
+        users,
+        blobs,
+        audit,
+        sync_ctx,
+        replicator,
+        runtime,
+        shutdown_tx,
+        shutdown_rx,
+    })
+}
+
+/// The three casemesh servers: records, admin, replication.
+type Servers = (
+    RecordsServer<RecordsApi>,
+    AdminServer<AdminApi>,
+    ReplicationServer<ReplicationApi>,
+);
+
+/// The three casemesh servers over the services.
+fn servers(
+    s: &Services,
+    config: &Config,
+    id: &Identity,
+    transfers: Arc<Transfers>,
+) -> Result<Servers, NodeError> {
+    // Requests: room for the largest body plus the rest of a record.
+    // Replies: a List page or a History of metadata can be larger.
+    let max_request = config.limits.max_body_bytes + 1024 * 1024;
+    let records = RecordsServer::new(RecordsApi {
+        service: s.records.clone(),
+        blobs: s.blobs.clone(),
     })
     .max_decoding_message_size(max_request)
     .max_encoding_message_size(max_request + 64 * 1024 * 1024);
-    let replication_api = ReplicationServer::new(ReplicationApi {
-        ctx: sync_ctx.clone(),
-        blobs: blobs.clone(),
+    let replication = ReplicationServer::new(ReplicationApi {
+        ctx: s.sync_ctx.clone(),
+        blobs: s.blobs.clone(),
     })
     .max_decoding_message_size(crate::sync::MAX_MESSAGE)
     .max_encoding_message_size(crate::sync::MAX_MESSAGE);
-    let admin_api = AdminServer::new(AdminApi {
-        users,
-        sharing: sharing.clone(),
-        records: records.clone(),
-        blobs: blobs.clone(),
-        office: office.to_string(),
-        fingerprint: ca.fingerprint(),
-        ca_pem: ca.cert_pem.clone(),
-        node_cert_expires_at_ms,
-        ca_expires_at_ms: crate::identity::pki::expires_at_ms(&ca.cert_der)?,
-        transfers: transfers.clone(),
-        audit: audit.clone(),
-        sync: sync_ctx.clone(),
+    let admin = AdminServer::new(AdminApi {
+        users: s.users.clone(),
+        sharing: s.sharing.clone(),
+        records: s.records.clone(),
+        blobs: s.blobs.clone(),
+        office: id.office.to_string(),
+        fingerprint: id.ca.fingerprint(),
+        ca_pem: id.ca.cert_pem.clone(),
+        node_cert_expires_at_ms: id.node_cert_expires_at_ms,
+        ca_expires_at_ms: crate::identity::pki::expires_at_ms(&id.ca.cert_der)?,
+        transfers,
+        audit: s.audit.clone(),
+        sync: s.sync_ctx.clone(),
         exporter: Arc::new(crate::service::export::Exporter {
-            store: store.clone(),
-            ca: ca.clone(),
-            office: office.clone(),
-            audit: audit.clone(),
+            store: s.store.clone(),
+            ca: id.ca.clone(),
+            office: id.office.clone(),
+            audit: s.audit.clone(),
             limits: config.limits.clone(),
         }),
     });
+    Ok((records, admin, replication))
+}
+
+/// Loads the node's identity and state from `data_dir` and serves on
+/// `listener`.
+pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle, NodeError> {
+    let paths = Paths::new(data_dir);
+    let config = Config::load(&paths.config())?;
+    let id = load_identity(&paths, &config)?;
+    let s = services(&paths, &config, &id).await?;
+    let tls = Arc::new(server_config(
+        PemIdentity::from_pem(id.node_cert_pem.as_bytes(), id.node_key_pem.as_bytes())?,
+        &s.trust,
+    )?);
+    let transfers = Arc::new(Transfers::default());
+    let (records_api, admin_api, replication_api) = servers(&s, &config, &id, transfers.clone())?;
+    let Services {
+        store,
+        trust,
+        sharing,
+        records,
+        blobs,
+        audit,
+        sync_ctx,
+        replicator,
+        runtime,
+        shutdown_tx,
+        shutdown_rx,
+        ..
+    } = s;
+    let (office, ca) = (id.office, id.ca);
+    let applied = sync_ctx.applied.clone();
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<RecordsServer<RecordsApi>>().await;
@@ -239,18 +394,7 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
     health
         .set_serving::<ReplicationServer<ReplicationApi>>()
         .await;
-    let reflection_builder = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection = reflection_builder()
-        .build_v1()
-        .map_err(|e| NodeError::Reflection(e.to_string()))?;
-    // Older grpcurl releases only speak v1alpha.
-    let reflection_alpha = reflection_builder()
-        .build_v1alpha()
-        .map_err(|e| NodeError::Reflection(e.to_string()))?;
+    let (reflection, reflection_alpha) = reflection()?;
 
     let addr = listener.local_addr().map_err(|source| NodeError::Read {
         path: "listener".into(),
@@ -286,18 +430,27 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
 
     tracing::info!(%office, %addr, fingerprint = %ca.fingerprint(), "node serving");
     replicator.start_all()?;
-    let expiry = tokio::spawn(crate::sync::run_expiry(sharing, shutdown_rx.clone()));
-    let fetcher = tokio::spawn(fetch::run_fetcher(
-        sync_ctx.clone(),
-        transfers,
-        config.blobs.clone(),
-        shutdown_rx.clone(),
-    ));
-    let sweeper = tokio::spawn(fetch::run_sweeper(sync_ctx, shutdown_rx.clone()));
-    let signer = tokio::spawn(crate::service::audit::run_signer(
-        audit,
-        shutdown_rx.clone(),
-    ));
+    let background = Background {
+        expiry: tokio::spawn(crate::sync::run_expiry(sharing, shutdown_rx.clone())),
+        fetcher: tokio::spawn(fetch::run_fetcher(
+            sync_ctx.clone(),
+            transfers,
+            config.blobs.clone(),
+            shutdown_rx.clone(),
+        )),
+        sweeper: tokio::spawn(fetch::run_sweeper(sync_ctx, shutdown_rx.clone())),
+        signer: tokio::spawn(crate::service::audit::run_signer(
+            audit,
+            shutdown_rx.clone(),
+        )),
+        accept_loop,
+        records,
+        blobs,
+        replicator,
+        runtime,
+        store,
+        office,
+    };
     let mut stop = shutdown_rx;
     let task = tokio::spawn(async move {
         let served = router
@@ -305,27 +458,9 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
                 let _ = stop.wait_for(|s| *s).await;
             })
             .await;
-        // Writes whose callers went away still run to their end.
-        records.join_writes().await;
-        replicator.stop_all().await;
-        replicator.context().join_feeds().await;
-        blobs.join_streams().await;
-        let _ = expiry.await;
-        let _ = fetcher.await;
-        let _ = sweeper.await;
-        // Signs the final head once every call has finished.
-        let _ = signer.await;
-        drop(runtime);
-        drop(replicator);
-        // The listener is closed once the accept loop has ended, so the
-        // address can be bound again as soon as shutdown returns.
-        let _ = accept_loop.await;
-        // In-flight calls have finished; make everything durable.
-        let flushed = store.flush_now();
-        tracing::info!(%office, "node stopped");
+        let flushed = background.wind_down().await;
         served?;
-        flushed?;
-        Ok(())
+        flushed
     });
     Ok(NodeHandle {
         addr,
