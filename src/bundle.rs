@@ -368,31 +368,180 @@ pub enum BundleError {
     NotABundle(String),
 }
 
-/// What [`verify`] found: what the bundle holds, and every check that failed.
-#[derive(Debug, Clone, Default)]
+/// What [`verify`] found: what the bundle holds, item by item, and every
+/// check that failed. Printed as text (`Display`) or, by
+/// `casemesh verify-bundle --json`, as JSON (`Serialize`).
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     /// From the manifest; empty when it could not be read.
     pub collection: String,
     pub exported_by: String,
     pub exported_at_ms: Option<u64>,
-    /// One line per office certificate: office, fingerprint, trust.
-    pub offices: Vec<String>,
-    /// One line per record version, and one per attachment under it.
-    pub records: Vec<String>,
-    /// What the audit excerpt covers, then one line per entry.
-    pub audit: Vec<String>,
+    /// Whether fingerprints to trust were given.
+    pub trust_given: bool,
+    pub offices: Vec<OfficeFinding>,
+    pub versions: Vec<VersionFinding>,
+    pub audit: AuditFinding,
     /// Things a reader must know that are not failures (files the exporter
     /// did not hold, certificates it no longer had).
     pub notes: Vec<String>,
-    /// Every check that failed, each naming its item.
+    /// Every check that failed, each naming its item first.
     pub failures: Vec<String>,
-    /// Whether fingerprints to trust were given.
-    pub trust_given: bool,
+}
+
+/// One office certificate, or one the exporter could not include.
+#[derive(Debug, Clone, Serialize)]
+pub struct OfficeFinding {
+    pub office: String,
+    /// `None`: not in the bundle (the exporter no longer pins the office).
+    pub fingerprint: Option<String>,
+    pub valid: bool,
+    pub trust: Trust,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trust {
+    /// No `--trust` given: compare the fingerprint out of band.
+    NotCompared,
+    Trusted,
+    NotTrusted,
+}
+
+/// One record version in the bundle.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionFinding {
+    pub record: String,
+    pub version: u64,
+    pub origin: String,
+    pub collection: String,
+    pub title: String,
+    pub updated_at_ms: u64,
+    pub deleted: bool,
+    pub signature: Signature,
+    pub attachments: Vec<AttachmentFinding>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signature {
+    Ok,
+    Fails,
+    /// The exporter no longer held the origin's certificate (a note).
+    NotCheckedNoCertificate,
+    /// It could not be checked (a failure says why).
+    NotChecked,
+}
+
+/// One attachment a version lists.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachmentFinding {
+    pub file_name: String,
+    pub media_type: String,
+    pub size: u64,
+    pub hash: String,
+    pub state: FileState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileState {
+    Ok,
+    WrongSize,
+    HashFails,
+    /// Not held by the exporting office (a note).
+    NotHeldByExporter,
+    Missing,
+}
+
+/// The exporting office's audit excerpt.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AuditFinding {
+    pub office: String,
+    /// The signed head the excerpt is bound to: entry and time.
+    pub head_seq: Option<u64>,
+    pub head_at_ms: Option<u64>,
+    pub entries: Vec<AuditEntryFinding>,
+}
+
+/// One included audit entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntryFinding {
+    pub seq: u64,
+    pub at_ms: u64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+    /// Whether it checked out at its place in the chain.
+    pub checks_out: bool,
 }
 
 impl Report {
     pub fn is_verified(&self) -> bool {
         self.failures.is_empty()
+    }
+}
+
+impl fmt::Display for OfficeFinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(fp) = &self.fingerprint else {
+            return write!(
+                f,
+                "{:<20} (certificate not in the bundle: the exporting office no longer pins it)",
+                self.office
+            );
+        };
+        let trust = match self.trust {
+            Trust::NotCompared => "not compared",
+            Trust::Trusted => "trusted (given with --trust)",
+            Trust::NotTrusted => "NOT TRUSTED: not among the fingerprints given",
+        };
+        let valid = if self.valid { "" } else { "  INVALID" };
+        write!(f, "{:<20} {fp}  {trust}{valid}", self.office)
+    }
+}
+
+impl VersionFinding {
+    fn line(&self, bundle_collection: &str) -> String {
+        let mut line = format!(
+            "{} v{}  by {}  updated {}  {:?}",
+            self.record,
+            self.version,
+            self.origin,
+            format_time(self.updated_at_ms),
+            self.title
+        );
+        if self.deleted {
+            line.push_str("  DELETED");
+        }
+        if self.collection != bundle_collection {
+            line.push_str(&format!("  (in collection {:?})", self.collection));
+        }
+        line.push_str(match self.signature {
+            Signature::Ok => "  signature ok",
+            Signature::Fails => "  SIGNATURE FAILS",
+            Signature::NotCheckedNoCertificate => "  signature NOT CHECKED (no certificate)",
+            Signature::NotChecked => "  signature NOT CHECKED",
+        });
+        line
+    }
+}
+
+impl fmt::Display for AttachmentFinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            FileState::Ok => "present, hash ok",
+            FileState::WrongSize => "present, WRONG SIZE",
+            FileState::HashFails => "present, HASH FAILS",
+            FileState::NotHeldByExporter => "MISSING (not held by the exporting office)",
+            FileState::Missing => "MISSING",
+        };
+        write!(
+            f,
+            "attachment {:?} ({}, {} bytes, BLAKE3 {}): {state}",
+            self.file_name, self.media_type, self.size, self.hash
+        )
     }
 }
 
@@ -414,8 +563,8 @@ impl fmt::Display for Report {
         }
         writeln!(f)?;
         writeln!(f, "Office certificates ({}):", self.offices.len())?;
-        for line in &self.offices {
-            writeln!(f, "  {line}")?;
+        for office in &self.offices {
+            writeln!(f, "  {office}")?;
         }
         if !self.trust_given {
             writeln!(
@@ -425,14 +574,45 @@ impl fmt::Display for Report {
             )?;
         }
         writeln!(f)?;
-        let versions = self.records.iter().filter(|l| !l.starts_with(' ')).count();
-        writeln!(f, "Record versions ({versions}):")?;
-        for line in &self.records {
-            writeln!(f, "  {line}")?;
+        writeln!(f, "Record versions ({}):", self.versions.len())?;
+        for v in &self.versions {
+            writeln!(f, "  {}", v.line(&self.collection))?;
+            for a in &v.attachments {
+                writeln!(f, "      {a}")?;
+            }
         }
         writeln!(f)?;
-        for line in &self.audit {
-            writeln!(f, "{line}")?;
+        let a = &self.audit;
+        let signed = match (a.head_seq, a.head_at_ms) {
+            (Some(seq), Some(at)) => format!("signed head at entry {seq} ({})", format_time(at)),
+            _ => "no readable signed head".to_owned(),
+        };
+        let office = if a.office.is_empty() {
+            "(unknown)"
+        } else {
+            &a.office
+        };
+        writeln!(
+            f,
+            "Audit log of {office}: {signed}; {} of its entries concern this collection:",
+            a.entries.len()
+        )?;
+        for e in &a.entries {
+            writeln!(
+                f,
+                "  #{:<6} {}  {}  {}  [{}]  {}{}",
+                e.seq,
+                format_time(e.at_ms),
+                e.actor,
+                e.action,
+                e.target,
+                e.outcome,
+                if e.checks_out {
+                    ""
+                } else {
+                    "  FAILS ITS CHECKS"
+                }
+            )?;
         }
         if !self.notes.is_empty() {
             writeln!(f)?;
@@ -715,23 +895,22 @@ impl Check {
                 }
             };
             let trust = if trusted.is_empty() {
-                "not compared".to_owned()
+                Trust::NotCompared
             } else if trusted.contains(&fp) {
                 matched.insert(fp.clone());
-                "trusted (given with --trust)".to_owned()
+                Trust::Trusted
             } else {
                 self.fail(format!(
                     "office {office} ({path}): its certificate fingerprint {fp} is not among the fingerprints given with --trust"
                 ));
-                "NOT TRUSTED: not among the fingerprints given".to_owned()
+                Trust::NotTrusted
             };
-            let valid = match state {
-                Cert::Valid(_) => "",
-                Cert::Invalid => "  INVALID",
-            };
-            self.report
-                .offices
-                .push(format!("{:<20} {fp}  {trust}{valid}", office.as_str()));
+            self.report.offices.push(OfficeFinding {
+                office: office.to_string(),
+                fingerprint: Some(fp.to_string()),
+                valid: matches!(state, Cert::Valid(_)),
+                trust,
+            });
             self.certs.insert(office.to_string(), state);
         }
         for fp in trusted.iter().filter(|fp| !matched.contains(*fp)) {
@@ -740,9 +919,12 @@ impl Check {
             ));
         }
         for office in &self.missing_offices {
-            self.report.offices.push(format!(
-                "{office:<20} (certificate not in the bundle: the exporting office no longer pins it)"
-            ));
+            self.report.offices.push(OfficeFinding {
+                office: office.clone(),
+                fingerprint: None,
+                valid: false,
+                trust: Trust::NotCompared,
+            });
         }
     }
 
@@ -857,47 +1039,48 @@ impl Check {
             let origin = r.origin.to_string();
             let signature = match self.verifier(&origin) {
                 Ok(v) => match v.verify(&signed) {
-                    Ok(()) => "signature ok",
+                    Ok(()) => Signature::Ok,
                     Err(_) => {
                         self.fail(format!(
                             "{item} ({canonical}, {sig}): the signature does not verify against the certificate of its origin office {origin} (the version or its signature was changed)"
                         ));
-                        "SIGNATURE FAILS"
+                        Signature::Fails
                     }
                 },
                 Err(_) if self.missing_offices.contains(&origin) => {
                     self.report.notes.push(format!(
                         "{item}: signature not checked: the exporting office no longer held the certificate of its origin {origin}"
                     ));
-                    "signature NOT CHECKED (no certificate)"
+                    Signature::NotCheckedNoCertificate
                 }
                 Err(reason) => {
                     self.fail(format!("{item}: its signature cannot be checked: {reason}"));
-                    "signature NOT CHECKED"
+                    Signature::NotChecked
                 }
             };
-            let mut line = format!(
-                "{id} v{version}  by {origin}  updated {}  {:?}",
-                format_time(r.updated_at_ms),
-                r.title
-            );
-            if r.deleted {
-                line.push_str("  DELETED");
-            }
-            if r.collection != self.report.collection {
-                line.push_str(&format!("  (in collection {:?})", r.collection));
-            }
-            line.push_str(&format!("  {signature}"));
-            let attachments = r.attachments.clone();
-            self.report.records.push(line);
-            for a in attachments {
+            let mut finding = VersionFinding {
+                record: id.clone(),
+                version,
+                origin,
+                collection: r.collection.clone(),
+                title: r.title.clone(),
+                updated_at_ms: r.updated_at_ms,
+                deleted: r.deleted,
+                signature,
+                attachments: Vec::new(),
+            };
+            for a in r.attachments.clone() {
                 referenced.insert(a.hash);
                 let state = self.attachment(&item, &a);
-                self.report.records.push(format!(
-                    "    attachment {:?} ({}, {} bytes, BLAKE3 {}): {state}",
-                    a.file_name, a.media_type, a.size, a.hash
-                ));
+                finding.attachments.push(AttachmentFinding {
+                    file_name: a.file_name,
+                    media_type: a.media_type,
+                    size: a.size,
+                    hash: a.hash.to_string(),
+                    state,
+                });
             }
+            self.report.versions.push(finding);
         }
 
         for (path, hash) in files {
@@ -918,7 +1101,7 @@ impl Check {
     }
 
     /// Checks one attachment of a version; returns its state for the report.
-    fn attachment(&mut self, item: &str, a: &Attachment) -> &'static str {
+    fn attachment(&mut self, item: &str, a: &Attachment) -> FileState {
         let path = file_path(&a.hash);
         let Some(m) = self.members.get(&path) else {
             if self.missing_files.contains(&a.hash.to_hex()) {
@@ -926,13 +1109,13 @@ impl Check {
                     "{item}: attachment {:?} ({}) was not held by the exporting office and is not in the bundle",
                     a.file_name, a.hash
                 ));
-                return "MISSING (not held by the exporting office)";
+                return FileState::NotHeldByExporter;
             }
             self.fail(format!(
                 "{item}: attachment {:?} ({path}) is missing from the bundle",
                 a.file_name
             ));
-            return "MISSING";
+            return FileState::Missing;
         };
         let (size, hash_ok) = (m.size, m.blake3 == Some(a.hash.0));
         if size != a.size {
@@ -940,13 +1123,13 @@ impl Check {
                 "{item}: attachment {:?} ({path}) is {size} bytes, but the version lists {}",
                 a.file_name, a.size
             ));
-            return "present, WRONG SIZE";
+            return FileState::WrongSize;
         }
         if hash_ok {
-            "present, hash ok"
+            FileState::Ok
         } else {
             // Named as a failure once, by the file check.
-            "present, HASH FAILS"
+            FileState::HashFails
         }
     }
 
@@ -1039,19 +1222,9 @@ impl Check {
             }
         }
 
-        let signed = match &head {
-            Some(h) => format!("signed head at entry {} ({})", h.seq, format_time(h.at_ms)),
-            None => "no readable signed head".to_owned(),
-        };
-        self.report.audit.push(format!(
-            "Audit log of {}: {signed}; {} of its entries concern this collection:",
-            if office.is_empty() {
-                "(unknown)"
-            } else {
-                &office
-            },
-            entries.len()
-        ));
+        self.report.audit.office = office.clone();
+        self.report.audit.head_seq = head.as_ref().map(|h| h.seq);
+        self.report.audit.head_at_ms = head.as_ref().map(|h| h.at_ms);
 
         // Walk the whole chain by digests, checking each included entry at
         // its place.
@@ -1146,19 +1319,15 @@ impl Check {
                 if !e.target.detail.is_empty() {
                     target.push(e.target.detail.clone());
                 }
-                let checked = if self.report.failures.len() > failures_before {
-                    "  FAILS ITS CHECKS"
-                } else {
-                    ""
-                };
-                self.report.audit.push(format!(
-                    "  #{seq:<6} {}  {}  {}  [{}]  {}{checked}",
-                    format_time(e.at_ms),
-                    e.actor.describe(),
-                    e.action,
-                    target.join("; "),
-                    e.outcome
-                ));
+                self.report.audit.entries.push(AuditEntryFinding {
+                    seq,
+                    at_ms: e.at_ms,
+                    actor: e.actor.describe(),
+                    action: e.action.clone(),
+                    target: target.join("; "),
+                    outcome: e.outcome.to_string(),
+                    checks_out: self.report.failures.len() == failures_before,
+                });
             }
             Err(e) => self.fail(format!("{item}: cannot be decoded ({e})")),
         }
@@ -1491,9 +1660,9 @@ mod tests {
         );
         assert_eq!(
             report
-                .records
+                .versions
                 .iter()
-                .filter(|l| l.contains("signature ok"))
+                .filter(|v| v.signature == Signature::Ok)
                 .count(),
             3
         );
@@ -1632,8 +1801,9 @@ mod tests {
             if rel == entry_path(3) {
                 let marked = report
                     .audit
+                    .entries
                     .iter()
-                    .any(|l| l.contains("#3 ") && l.ends_with("FAILS ITS CHECKS"));
+                    .any(|e| e.seq == 3 && !e.checks_out);
                 assert!(marked, "{report}");
             }
             assert!(

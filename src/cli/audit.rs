@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Subcommand;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
@@ -387,18 +387,25 @@ async fn stream_export(
 }
 
 /// `casemesh verify-bundle`: offline; exits non-zero on any failure.
-pub fn verify_bundle(file: PathBuf, trust: Vec<String>) -> Result<()> {
+pub fn verify_bundle(file: PathBuf, trust: Vec<String>, json: bool) -> Result<()> {
     let trusted = trust
         .iter()
-        .map(|t| crate::identity::Fingerprint::parse(t).with_context(|| format!("--trust {t:?}")))
+        .map(|t| {
+            crate::identity::Fingerprint::parse(t)
+                .map_err(|e| CliError::Usage(format!("--trust {t:?}: {e}")).into())
+        })
         .collect::<Result<Vec<_>>>()?;
     let f =
         std::fs::File::open(&file).map_err(|e| super::errors::unreadable("bundle", &file, e))?;
     let report = crate::bundle::verify(std::io::BufReader::new(f), &trusted)
         .with_context(|| format!("{} is not a readable case bundle", file.display()))?;
-    println!("{report}");
+    if json {
+        json::print(&json::bundle_report(&report));
+    } else {
+        println!("{report}");
+    }
     if !report.failures.is_empty() {
-        bail!("{} check(s) failed", report.failures.len());
+        return Err(CliError::Failed(format!("{} check(s) failed", report.failures.len())).into());
     }
     Ok(())
 }

@@ -204,6 +204,58 @@ pub fn transfer(t: &pb::Transfer) -> Value {
     })
 }
 
+/// What `verify-bundle` found. `verified` says whether every check passed;
+/// `failures` name their item first.
+pub fn bundle_report(r: &crate::bundle::Report) -> Value {
+    let word = |v: serde_json::Result<Value>| v.unwrap_or(Value::Null);
+    json!({
+        "verified": r.is_verified(),
+        "collection": text(&r.collection),
+        "exported_by": text(&r.exported_by),
+        "exported_at": r.exported_at_ms.map_or(Value::Null, time),
+        "trust_given": r.trust_given,
+        "offices": r.offices.iter().map(|o| json!({
+            "office": o.office,
+            "fingerprint": o.fingerprint,
+            "valid": o.valid,
+            "trust": word(serde_json::to_value(o.trust)),
+        })).collect::<Vec<_>>(),
+        "versions": r.versions.iter().map(|v| json!({
+            "record": v.record,
+            "version": v.version,
+            "origin": v.origin,
+            "collection": v.collection,
+            "title": v.title,
+            "updated_at": time(v.updated_at_ms),
+            "deleted": v.deleted,
+            "signature": word(serde_json::to_value(v.signature)),
+            "attachments": v.attachments.iter().map(|a| json!({
+                "file_name": a.file_name,
+                "media_type": a.media_type,
+                "size": a.size,
+                "hash": a.hash,
+                "state": word(serde_json::to_value(a.state)),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "audit": {
+            "office": text(&r.audit.office),
+            "head_seq": r.audit.head_seq,
+            "head_signed_at": r.audit.head_at_ms.map_or(Value::Null, time),
+            "entries": r.audit.entries.iter().map(|e| json!({
+                "seq": e.seq,
+                "at": time(e.at_ms),
+                "actor": e.actor,
+                "action": e.action,
+                "target": text(&e.target),
+                "outcome": e.outcome,
+                "checks_out": e.checks_out,
+            })).collect::<Vec<_>>(),
+        },
+        "notes": r.notes,
+        "failures": r.failures,
+    })
+}
+
 /// `casemesh status`, with the certificate warnings it printed.
 pub fn status(s: &pb::StatusResponse, warnings: &[String]) -> Value {
     json!({

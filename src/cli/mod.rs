@@ -112,6 +112,9 @@ pub enum Command {
         /// office certificate in the bundle must then be one of them.
         #[arg(long)]
         trust: Vec<String>,
+        /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
+        #[arg(long)]
+        json: bool,
     },
     /// Show this office, its peers and replication lag (admin only).
     Status {
@@ -254,7 +257,7 @@ async fn dispatch(command: Command) -> Result<()> {
             json,
             client,
         } => audit::export(collection, out, allow_empty, json, client).await,
-        Command::VerifyBundle { file, trust } => audit::verify_bundle(file, trust),
+        Command::VerifyBundle { file, trust, json } => audit::verify_bundle(file, trust, json),
         Command::Status { client, json } => users::status(client, json).await,
         Command::CheckConfig { data, json } => check::run(&data, json).await,
         Command::Completions { shell } => {

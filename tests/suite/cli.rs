@@ -634,4 +634,16 @@ async fn audit_export_and_verify_bundle_through_the_binary() {
     assert!(!out.status.success(), "a changed bundle verified");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(id) && text.contains("FAILED"), "{text}");
+    // The same findings as data: the version whose bytes changed is named.
+    let out = casemesh(&["verify-bundle", b, "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["verified"], false);
+    let failures = report["failures"].as_array().unwrap();
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.as_str().unwrap().starts_with(&format!("record {id}"))),
+        "{report}"
+    );
 }

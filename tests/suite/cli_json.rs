@@ -286,6 +286,10 @@ async fn every_documented_json_shape_is_what_the_binary_prints() {
         ]),
     ));
     samples.push((
+        "verify-bundle",
+        json(&["verify-bundle", bundle.to_str().unwrap(), "--json"]),
+    ));
+    samples.push((
         "record delete",
         json(&["record", "delete", &id, "--data", p, "--json"]),
     ));
