@@ -1,0 +1,55 @@
+//! The case bundle for court (issue 6): one tar archive holding everything
+//! needed to check a collection's records offline, its writer, and the
+//! verifier behind `casemesh verify-bundle`.
+//!
+//! Pure code: no store, no network, no async. The exporter
+//! ([`crate::service::export`]) feeds a [`BundleWriter`]; [`verify`] reads a
+//! bundle from any reader and checks all of it.
+//!
+//! # Layout
+//!
+//! Every member lies under `casemesh-bundle/`; paths below (and in the
+//! manifest and in reports) are relative to it.
+//!
+//! - `offices/<office>.der`: the office CA certificate (DER) of the exporting
+//!   office and of every origin office the exporter still pins.
+//! - `records/<record-id>/<version>.canonical` and `<version>.sig`: the exact
+//!   bytes the origin signed, and its signature (ECDSA P-256, DER).
+//! - `files/<blake3 hex>`: the bytes of an attached file.
+//! - `audit/digests.bin`: the body digest (32 bytes) of every entry `1..=n`
+//!   of the exporting office's audit log, concatenated, where `n` is the
+//!   signed head's entry.
+//! - `audit/entries/<seq>.bin`: the stored bytes (`prev ‖ hash ‖ body`) of
+//!   each entry that concerns the collection or one of its records.
+//! - `audit/head.bin`: the exporting office's signed head at entry `n`.
+//! - `manifest.json`: format, collection, exporter, time, the offices and
+//!   files the exporter could not include, and the size and SHA-256 of every
+//!   other member.
+//! - `manifest.sig`: the exporting office's signature over the exact bytes
+//!   of `manifest.json`.
+//!
+//! Members are written with mode 0644, owner 0, and the export time as
+//! modification time, so nothing about the exporting machine leaks in.
+//!
+//! # What verification proves
+//!
+//! Each version is signed by its origin's key and each file is named by its
+//! BLAKE3 hash, which the signed version lists: neither can be changed
+//! without the change being named. The manifest binds the whole archive to
+//! the exporting office (no member can be added, removed or changed), and
+//! the audit excerpt is bound by the hash chain to a head the exporting
+//! office signed. Whose certificates these are is only as good as the
+//! fingerprints compared out of band (`--trust`).
+
+mod hashing;
+mod layout;
+mod report;
+#[cfg(test)]
+mod tests;
+mod verify;
+mod write;
+
+pub use layout::{FORMAT, Manifest, ManifestFile, ROOT};
+pub use report::*;
+pub use verify::{BundleError, verify};
+pub use write::{BundleWriter, WriteError};
