@@ -147,6 +147,9 @@ fn read_members(
     Ok(members)
 }
 
+/// (record id, version) → the paths of its canonical bytes and signature.
+type VersionPaths = BTreeMap<(String, u64), [Option<String>; 2]>;
+
 /// An office certificate found in the bundle.
 enum Cert {
     Valid(OfficeVerifier),
@@ -348,8 +351,19 @@ impl Check {
 
     /// Checks every version (signature, name, attachments) and every file.
     fn records_and_files(&mut self) {
+        let (versions, files) = self.versions_and_files();
+        let mut referenced = BTreeSet::new();
+        for (version, paths) in versions {
+            self.check_version(version, paths, &mut referenced);
+        }
+        self.check_files(files, &referenced);
+    }
+
+    /// Sorts the members under `records/` and `files/` by what they hold;
+    /// any other member a bundle cannot hold is a failure.
+    fn versions_and_files(&mut self) -> (VersionPaths, BTreeMap<String, BlobHash>) {
         // (record id, version) → (canonical path, signature path)
-        let mut versions: BTreeMap<(String, u64), [Option<String>; 2]> = BTreeMap::new();
+        let mut versions: VersionPaths = BTreeMap::new();
         let mut files: BTreeMap<String, BlobHash> = BTreeMap::new();
         let mut other = Vec::new();
         for path in self.members.keys() {
@@ -385,87 +399,97 @@ impl Check {
         for path in other {
             self.fail(format!("{path}: not a member a bundle can hold"));
         }
+        (versions, files)
+    }
 
-        let mut referenced = BTreeSet::new();
-        for ((id, version), [canonical, sig]) in versions {
-            let item = format!("record {id} version {version}");
-            let (canonical, sig) = match (canonical, sig) {
-                (Some(c), Some(s)) => (c, s),
-                (c, _) => {
-                    let ext = if c.is_none() { "canonical" } else { "sig" };
-                    self.fail(format!(
-                        "{item}: {} is missing",
-                        version_path(&id, version, ext)
-                    ));
-                    continue;
-                }
-            };
-            let (Some(c), Some(s)) = (self.data(&canonical), self.data(&sig)) else {
-                continue;
-            };
-            let signed = match SignedVersion::from_parts(c.to_vec().into(), s.to_vec().into()) {
-                Ok(v) => v,
-                Err(e) => {
-                    self.fail(format!(
-                        "{item} ({canonical}): cannot be decoded ({e}); the bytes were changed"
-                    ));
-                    continue;
-                }
-            };
-            let r = &signed.record;
-            if r.id.as_str() != id || r.version != version {
+    /// Checks one version: both its members, its name, its signature and
+    /// its attachments (each noted in `referenced`).
+    fn check_version(
+        &mut self,
+        (id, version): (String, u64),
+        [canonical, sig]: [Option<String>; 2],
+        referenced: &mut BTreeSet<BlobHash>,
+    ) {
+        let item = format!("record {id} version {version}");
+        let (canonical, sig) = match (canonical, sig) {
+            (Some(c), Some(s)) => (c, s),
+            (c, _) => {
+                let ext = if c.is_none() { "canonical" } else { "sig" };
                 self.fail(format!(
-                    "{item} ({canonical}): holds record {} version {}: moved or renamed",
-                    r.id, r.version
+                    "{item}: {} is missing",
+                    version_path(&id, version, ext)
                 ));
+                return;
             }
-            let origin = r.origin.to_string();
-            let signature = match self.verifier(&origin) {
-                Ok(v) => match v.verify(&signed) {
-                    Ok(()) => Signature::Ok,
-                    Err(_) => {
-                        self.fail(format!(
-                            "{item} ({canonical}, {sig}): the signature does not verify against the certificate of its origin office {origin} (the version or its signature was changed)"
-                        ));
-                        Signature::Fails
-                    }
-                },
-                Err(_) if self.missing_offices.contains(&origin) => {
-                    self.report.notes.push(format!(
-                        "{item}: signature not checked: the exporting office no longer held the certificate of its origin {origin}"
-                    ));
-                    Signature::NotCheckedNoCertificate
-                }
-                Err(reason) => {
-                    self.fail(format!("{item}: its signature cannot be checked: {reason}"));
-                    Signature::NotChecked
-                }
-            };
-            let mut finding = VersionFinding {
-                record: id.clone(),
-                version,
-                origin,
-                collection: r.collection.clone(),
-                title: r.title.clone(),
-                updated_at_ms: r.updated_at_ms,
-                deleted: r.deleted,
-                signature,
-                attachments: Vec::new(),
-            };
-            for a in r.attachments.clone() {
-                referenced.insert(a.hash);
-                let state = self.attachment(&item, &a);
-                finding.attachments.push(AttachmentFinding {
-                    file_name: a.file_name,
-                    media_type: a.media_type,
-                    size: a.size,
-                    hash: a.hash.to_string(),
-                    state,
-                });
+        };
+        let (Some(c), Some(s)) = (self.data(&canonical), self.data(&sig)) else {
+            return;
+        };
+        let signed = match SignedVersion::from_parts(c.to_vec().into(), s.to_vec().into()) {
+            Ok(v) => v,
+            Err(e) => {
+                self.fail(format!(
+                    "{item} ({canonical}): cannot be decoded ({e}); the bytes were changed"
+                ));
+                return;
             }
-            self.report.versions.push(finding);
+        };
+        let r = &signed.record;
+        if r.id.as_str() != id || r.version != version {
+            self.fail(format!(
+                "{item} ({canonical}): holds record {} version {}: moved or renamed",
+                r.id, r.version
+            ));
         }
+        let origin = r.origin.to_string();
+        let signature = match self.verifier(&origin) {
+            Ok(v) => match v.verify(&signed) {
+                Ok(()) => Signature::Ok,
+                Err(_) => {
+                    self.fail(format!(
+                        "{item} ({canonical}, {sig}): the signature does not verify against the certificate of its origin office {origin} (the version or its signature was changed)"
+                    ));
+                    Signature::Fails
+                }
+            },
+            Err(_) if self.missing_offices.contains(&origin) => {
+                self.report.notes.push(format!(
+                    "{item}: signature not checked: the exporting office no longer held the certificate of its origin {origin}"
+                ));
+                Signature::NotCheckedNoCertificate
+            }
+            Err(reason) => {
+                self.fail(format!("{item}: its signature cannot be checked: {reason}"));
+                Signature::NotChecked
+            }
+        };
+        let mut finding = VersionFinding {
+            record: id.clone(),
+            version,
+            origin,
+            collection: r.collection.clone(),
+            title: r.title.clone(),
+            updated_at_ms: r.updated_at_ms,
+            deleted: r.deleted,
+            signature,
+            attachments: Vec::new(),
+        };
+        for a in r.attachments.clone() {
+            referenced.insert(a.hash);
+            let state = self.attachment(&item, &a);
+            finding.attachments.push(AttachmentFinding {
+                file_name: a.file_name,
+                media_type: a.media_type,
+                size: a.size,
+                hash: a.hash.to_string(),
+                state,
+            });
+        }
+        self.report.versions.push(finding);
+    }
 
+    /// Every file must hash to its name and be listed by some version.
+    fn check_files(&mut self, files: BTreeMap<String, BlobHash>, referenced: &BTreeSet<BlobHash>) {
         for (path, hash) in files {
             let Some(m) = self.members.get(&path) else {
                 continue;
@@ -519,77 +543,94 @@ impl Check {
     /// Checks the audit excerpt: the signed head, the digests chained up to
     /// it, and every included entry against its place in the chain.
     fn audit(&mut self, exporter: Option<&str>) {
-        let head = match self.data(HEAD).map(SignedHead::decode) {
-            None => {
-                self.fail(format!("{HEAD} is missing"));
-                None
-            }
-            Some(Err(e)) => {
-                self.fail(format!("{HEAD}: the signed head cannot be decoded ({e})"));
-                None
-            }
-            Some(Ok(h)) => Some(h),
-        };
+        let head = self.signed_head(exporter);
         let office = exporter
             .map(str::to_owned)
             .or_else(|| head.as_ref().map(|h| h.office.clone()))
             .unwrap_or_default();
-        if let Some(h) = &head {
-            if h.office != office {
-                self.fail(format!(
-                    "{HEAD}: is a head of office {}'s log, not of the exporting office {office}",
-                    h.office
-                ));
+        let digests = self.digests(head.as_ref());
+        let entries = self.included_entries();
+        self.report.audit.office = office;
+        self.report.audit.head_seq = head.as_ref().map(|h| h.seq);
+        self.report.audit.head_at_ms = head.as_ref().map(|h| h.at_ms);
+        self.walk_chain(head.as_ref(), digests, entries);
+    }
+
+    /// The signed head, checked against the exporting office's certificate.
+    fn signed_head(&mut self, exporter: Option<&str>) -> Option<SignedHead> {
+        let head = match self.data(HEAD).map(SignedHead::decode) {
+            None => {
+                self.fail(format!("{HEAD} is missing"));
+                return None;
             }
-            let checked = self.verifier(&h.office).and_then(|v| {
-                v.verify_bytes(&h.canonical(), &h.signature).map_err(|_| {
+            Some(Err(e)) => {
+                self.fail(format!("{HEAD}: the signed head cannot be decoded ({e})"));
+                return None;
+            }
+            Some(Ok(h)) => h,
+        };
+        let office = exporter.unwrap_or(&head.office).to_owned();
+        if head.office != office {
+            self.fail(format!(
+                "{HEAD}: is a head of office {}'s log, not of the exporting office {office}",
+                head.office
+            ));
+        }
+        let checked = self.verifier(&head.office).and_then(|v| {
+            v.verify_bytes(&head.canonical(), &head.signature)
+                .map_err(|_| {
                     "the signature does not verify (the head or its signature was changed)"
                         .to_owned()
                 })
-            });
-            if let Err(reason) = checked {
-                self.fail(format!(
-                    "{HEAD}: the head office {} signed at entry {} cannot be trusted: {reason}",
-                    h.office, h.seq
-                ));
-            }
+        });
+        if let Err(reason) = checked {
+            self.fail(format!(
+                "{HEAD}: the head office {} signed at entry {} cannot be trusted: {reason}",
+                head.office, head.seq
+            ));
         }
+        Some(head)
+    }
 
+    /// The digests of every entry up to the head, if whole and as many as
+    /// the head says.
+    fn digests(&mut self, head: Option<&SignedHead>) -> Option<Vec<u8>> {
         let digests = match self.data(DIGESTS) {
             None => {
                 self.fail(format!("{DIGESTS} is missing"));
-                None
+                return None;
             }
             Some(d) if d.len() as u64 % DIGEST_LEN != 0 => {
                 self.fail(format!(
                     "{DIGESTS}: {} bytes is not a whole number of 32-byte digests",
                     d.len()
                 ));
-                None
+                return None;
             }
-            Some(d) => Some(d.to_vec()),
+            Some(d) => d.to_vec(),
         };
-        let count = digests.as_ref().map_or(0, |d| d.len() as u64 / DIGEST_LEN);
-        if let Some(h) = &head {
-            if digests.is_some() && count != h.seq {
+        let count = digests.len() as u64 / DIGEST_LEN;
+        if let Some(h) = head {
+            if count != h.seq {
                 self.fail(format!(
                     "{DIGESTS}: holds {count} digests, but {HEAD} is signed at entry {}",
                     h.seq
                 ));
             }
         }
+        Some(digests)
+    }
 
+    /// The entries included in full, by sequence number.
+    fn included_entries(&mut self) -> BTreeMap<u64, Vec<u8>> {
         let mut entries = BTreeMap::new();
         let paths: Vec<String> = self
             .members
             .keys()
-            .filter(|p| p.starts_with("audit/"))
+            .filter(|p| p.starts_with("audit/") && *p != HEAD && *p != DIGESTS)
             .cloned()
             .collect();
         for path in paths {
-            if path == HEAD || path == DIGESTS {
-                continue;
-            }
             let seq = path
                 .strip_prefix("audit/entries/")
                 .and_then(|s| s.strip_suffix(".bin"))
@@ -604,13 +645,18 @@ impl Check {
                 None => self.fail(format!("{path}: not a member a bundle can hold")),
             }
         }
+        entries
+    }
 
-        self.report.audit.office = office.clone();
-        self.report.audit.head_seq = head.as_ref().map(|h| h.seq);
-        self.report.audit.head_at_ms = head.as_ref().map(|h| h.at_ms);
-
-        // Walk the whole chain by digests, checking each included entry at
-        // its place.
+    /// Walks the whole chain by digests, checking each included entry at
+    /// its place, and that the chain ends at the signed head's hash.
+    fn walk_chain(
+        &mut self,
+        head: Option<&SignedHead>,
+        digests: Option<Vec<u8>>,
+        mut entries: BTreeMap<u64, Vec<u8>>,
+    ) {
+        let count = digests.as_ref().map_or(0, |d| d.len() as u64 / DIGEST_LEN);
         let mut walk = ChainWalk::default();
         let digests = digests.unwrap_or_default();
         for (i, digest) in digests.chunks_exact(DIGEST_LEN as usize).enumerate() {
@@ -627,10 +673,10 @@ impl Check {
             }
         }
         // Entries the digests do not reach.
-        for (seq, bytes) in std::mem::take(&mut entries) {
+        for (seq, bytes) in entries {
             self.entry(seq, &bytes, None);
         }
-        if let Some(h) = &head {
+        if let Some(h) = head {
             if count == h.seq && walk.hash != h.hash {
                 self.fail(format!(
                     "{DIGESTS}: the digests do not chain to the hash in {HEAD} at entry {} (a digest, or the head, was changed)",
