@@ -209,14 +209,29 @@ pub fn export(
     head: &SignedHead,
     out: impl Write,
 ) -> Result<ExportSummary> {
+    check_head(ca, office, head)?;
+    let mut summary = ExportSummary {
+        audit_head_seq: head.seq,
+        ..ExportSummary::default()
+    };
+    let mut w = BundleWriter::new(out, collection, office, now_ms());
+    let held = add_versions(store, collection, &mut w, &mut summary)?;
+    add_offices(store, ca, office, &held.origins, &mut w, &mut summary)?;
+    add_files(store, &held.attachments, &mut w, &mut summary)?;
+    add_audit_excerpt(store, collection, &held.ids, head, &mut w, &mut summary)?;
+    w.finish(&OfficeSigner::new(ca)).map_err(write_error)?;
+    Ok(summary)
+}
+
+/// The head must be this office's, signed by its key: one it did not sign
+/// would make a bundle that fails verification.
+fn check_head(ca: &OfficeCa, office: &OfficeId, head: &SignedHead) -> Result<()> {
     if ca.office != *office || head.office != office.as_str() {
         return Err(Error::Internal(format!(
             "the office key ({}) and the audit head to export ({}) must both be this office's ({office})",
             ca.office, head.office
         )));
     }
-    // A head this office did not sign would make a bundle that fails
-    // verification; refuse it here instead.
     OfficeVerifier::from_ca_cert(office.clone(), &ca.cert_der)?
         .verify_bytes(&head.canonical(), &head.signature)
         .map_err(|_| {
@@ -224,14 +239,24 @@ pub fn export(
                 "the audit head at entry {} does not carry this office's signature",
                 head.seq
             ))
-        })?;
-    let mut summary = ExportSummary {
-        audit_head_seq: head.seq,
-        ..ExportSummary::default()
-    };
-    let mut w = BundleWriter::new(out, collection, office, now_ms());
+        })
+}
 
-    // Versions, noting their origins and attachments.
+/// What the versions of a collection name: its records, their origins and
+/// the files they attach.
+struct Held {
+    ids: Vec<crate::domain::RecordId>,
+    origins: BTreeSet<OfficeId>,
+    attachments: BTreeSet<BlobHash>,
+}
+
+/// Every version of every record of the collection.
+fn add_versions<W: Write>(
+    store: &Store,
+    collection: &str,
+    w: &mut BundleWriter<W>,
+    summary: &mut ExportSummary,
+) -> Result<Held> {
     let ids = store.collection_record_ids(collection)?;
     let mut origins = BTreeSet::new();
     let mut attachments = BTreeSet::new();
@@ -246,8 +271,22 @@ pub fn export(
             summary.versions += 1;
         }
     }
+    Ok(Held {
+        ids,
+        origins,
+        attachments,
+    })
+}
 
-    // Certificates.
+/// This office's CA certificate and every origin's it still pins.
+fn add_offices<W: Write>(
+    store: &Store,
+    ca: &OfficeCa,
+    office: &OfficeId,
+    origins: &BTreeSet<OfficeId>,
+    w: &mut BundleWriter<W>,
+    summary: &mut ExportSummary,
+) -> Result<()> {
     w.add_office(office, &ca.cert_der).map_err(write_error)?;
     for origin in origins.iter().filter(|o| *o != office) {
         match store.peer(origin)? {
@@ -258,9 +297,17 @@ pub fn export(
             }
         }
     }
+    Ok(())
+}
 
-    // Files, each pinned while it is copied.
-    for hash in &attachments {
+/// The attached files this node holds, each pinned while it is copied.
+fn add_files<W: Write>(
+    store: &Store,
+    attachments: &BTreeSet<BlobHash>,
+    w: &mut BundleWriter<W>,
+    summary: &mut ExportSummary,
+) -> Result<()> {
+    for hash in attachments {
         let _pin = store.pin_blob(*hash);
         let Some(meta) = store.blob(hash)? else {
             w.add_missing_file(hash);
@@ -276,9 +323,19 @@ pub fn export(
         summary.files += 1;
         summary.file_bytes += meta.size;
     }
+    Ok(())
+}
 
-    // The audit excerpt: every digest up to the head, then the entries
-    // that concern the collection.
+/// Every digest up to the head, then the entries that concern the
+/// collection or its records, then the head.
+fn add_audit_excerpt<W: Write>(
+    store: &Store,
+    collection: &str,
+    ids: &[crate::domain::RecordId],
+    head: &SignedHead,
+    w: &mut BundleWriter<W>,
+    summary: &mut ExportSummary,
+) -> Result<()> {
     let names: HashSet<&str> = ids.iter().map(|id| id.as_str()).collect();
     let mut scan = AuditScan::new(store, head.seq, |e: &Entry| {
         e.target.collection == collection
@@ -311,10 +368,7 @@ pub fn export(
         w.add_audit_entry(seq, &stored).map_err(write_error)?;
         summary.audit_entries += 1;
     }
-    w.add_audit_head(head).map_err(write_error)?;
-
-    w.finish(&OfficeSigner::new(ca)).map_err(write_error)?;
-    Ok(summary)
+    w.add_audit_head(head).map_err(write_error)
 }
 
 fn broken(seq: u64, why: impl std::fmt::Display) -> Error {
