@@ -44,3 +44,65 @@ impl FetchError {
         !matches!(self, FetchError::TooLarge { .. })
     }
 }
+
+/// Why a pull stream from a peer went down. Every cause is retried with
+/// backoff while the peer stays pinned (a peer that is down, unreachable
+/// or misconfigured today may be fine tomorrow); the text is what
+/// `peer status` shows as the link's last error.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// This node's certificate, or the peer's pinned CA, cannot be used.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error("{0}")]
+    Unreachable(String),
+    /// The peer answered the call, or ended the stream, with an error.
+    #[error("{}", status_text(.0))]
+    Refused(tonic::Status),
+    #[error("no message or heartbeat for three intervals")]
+    Silent,
+    /// A task of this node's own pipeline stopped first.
+    #[error("{0} stopped")]
+    Stopped(&'static str),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Why a version, revocation or acknowledgement a peer sent was refused;
+/// the text goes into the `replica.rejected` audit entry.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    #[error("{0}")]
+    Malformed(#[from] crate::domain::codec::DecodeError),
+    #[error("{0}")]
+    Signature(#[from] crate::identity::IdentityError),
+    #[error("{0}")]
+    Shape(#[from] crate::domain::limits::LimitError),
+    #[error("verification result missing")]
+    Unchecked,
+    #[error("verification thread panicked")]
+    VerifierPanicked,
+    #[error("the peer does not own the record")]
+    NotOwner,
+}
+
+/// A status for a person: code, message, and the transport's reason.
+pub(super) fn status_text(s: &tonic::Status) -> String {
+    let chain = source_chain(s);
+    if chain.is_empty() {
+        format!("{:?}: {}", s.code(), s.message())
+    } else {
+        format!("{:?}: {}: {chain}", s.code(), s.message())
+    }
+}
+
+/// The sources below `e`, joined, for errors whose own text omits them.
+pub(super) fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    parts.join(": ")
+}

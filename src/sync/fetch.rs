@@ -18,7 +18,8 @@ use tokio::task::JoinSet;
 use super::FetchError;
 use super::SyncContext;
 use super::backoff::Backoff;
-use super::puller::{connect, status_text};
+use super::error::status_text;
+use super::puller::connect;
 use crate::domain::{BlobHash, now_ms};
 use crate::protocol::pb;
 use crate::store::blobs::{FLUSH_EVERY_BYTES, Fetch, PIECE};
@@ -239,7 +240,7 @@ async fn transfer(
         // One piece per message: no need for the feed's large limit.
         let mut client = connect(ctx, &peer)
             .await
-            .map_err(Transfer)?
+            .map_err(|e| Transfer(e.to_string()))?
             .max_decoding_message_size(2 * PIECE);
         let mut stream = client
             .fetch_blob(pb::FetchBlobRequest {

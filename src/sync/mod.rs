@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use error::{FetchError, StreamError};
+pub use error::{FetchError, PullError, Rejection, StreamError};
 
 use crate::domain::OfficeId;
 use crate::domain::sharing::Peer;

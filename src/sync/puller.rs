@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::backoff::Backoff;
+use super::error::{PullError, Rejection, source_chain};
 use super::{HEARTBEAT, MAX_MESSAGE, SyncContext};
 use crate::domain::NodeAddr;
 use crate::domain::audit::{Actor, Draft, Outcome, Target};
@@ -50,7 +51,7 @@ pub async fn run(
         };
         let err = match outcome {
             Ok(()) => "stream ended".to_owned(),
-            Err(e) => e,
+            Err(e) => e.to_string(),
         };
         tracing::info!(peer = %peer.office, error = %err, "pull stream down");
         update(&status, |s| {
@@ -71,37 +72,29 @@ async fn pull_once(
     peer: &Peer,
     status: &Status,
     backoff: &mut Backoff,
-) -> Result<(), String> {
-    let verifier = OfficeVerifier::from_ca_cert(peer.office.clone(), &peer.ca_der)
-        .map_err(|e| e.to_string())?;
+) -> Result<(), PullError> {
+    let verifier = OfficeVerifier::from_ca_cert(peer.office.clone(), &peer.ca_der)?;
     let mut client = connect(ctx, peer).await?;
 
     let (up, up_rx) = mpsc::channel::<pb::PullUp>(64);
-    let checkpoint = ctx
-        .store
-        .checkpoint(&peer.office)
-        .map_err(|e| e.to_string())?;
+    let checkpoint = ctx.store.checkpoint(&peer.office)?;
     let send = |kind| pb::PullUp { kind: Some(kind) };
     up.send(send(pull_up::Kind::Start(pb::PullStart {
         after_seq: checkpoint,
     })))
     .await
-    .map_err(|_| "internal channel closed".to_owned())?;
+    .map_err(|_| PullError::Stopped("the call's sender"))?;
     let mut down = client
         .pull(ReceiverStream::new(up_rx))
         .await
-        .map_err(|s| status_text(&s))?
+        .map_err(PullError::Refused)?
         .into_inner();
     // Only now is anyone reading `up`: purge acknowledgements the origin has
     // not confirmed yet go out after the call is open.
-    for ack in ctx
-        .store
-        .undelivered_acks(&peer.office)
-        .map_err(|e| e.to_string())?
-    {
+    for ack in ctx.store.undelivered_acks(&peer.office)? {
         up.send(send(pull_up::Kind::PurgeAck(purge_ack_to_pb(&ack))))
             .await
-            .map_err(|_| "pull stream closed".to_owned())?;
+            .map_err(|_| PullError::Stopped("the pull stream"))?;
     }
     update(status, |s| {
         s.connected = true;
@@ -130,15 +123,15 @@ async fn pull_once(
 pub(super) async fn connect(
     ctx: &SyncContext,
     peer: &Peer,
-) -> Result<ReplicationClient<tonic::transport::Channel>, String> {
+) -> Result<ReplicationClient<tonic::transport::Channel>, PullError> {
     let roots = [rustls_pki_types::CertificateDer::from(peer.ca_der.clone())];
-    let identity =
-        PemIdentity::from_pem(&ctx.node_cert_pem, &ctx.node_key_pem).map_err(|e| e.to_string())?;
-    let tls = client_config(&roots, identity).map_err(|e| e.to_string())?;
-    let addr = NodeAddr::parse(&peer.endpoint).map_err(|e| e.to_string())?;
+    let identity = PemIdentity::from_pem(&ctx.node_cert_pem, &ctx.node_key_pem)?;
+    let tls = client_config(&roots, identity)?;
+    let addr = NodeAddr::parse(&peer.endpoint)
+        .map_err(|e| PullError::Unreachable(format!("{e}: {}", source_chain(&e))))?;
     let channel = transport::connect(&addr, Arc::new(tls))
         .await
-        .map_err(|e| format!("{e}: {}", source_chain(&e)))?;
+        .map_err(|e| PullError::Unreachable(format!("{e}: {}", source_chain(&e))))?;
     Ok(ReplicationClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE))
@@ -147,7 +140,7 @@ pub(super) async fn connect(
 /// Batches whose checks may run ahead of the one being applied.
 const PIPELINE_DEPTH: usize = 2;
 
-type Verification = tokio::task::JoinHandle<Vec<Result<SignedVersion, String>>>;
+type Verification = tokio::task::JoinHandle<Vec<Result<SignedVersion, Rejection>>>;
 
 /// A message from the origin, handed from receiving to applying in order.
 enum Received {
@@ -163,11 +156,11 @@ async fn receive(
     ready: mpsc::Sender<Received>,
     status: &Status,
     backoff: &mut Backoff,
-) -> Result<(), String> {
+) -> Result<(), PullError> {
     loop {
         let msg = match tokio::time::timeout(HEARTBEAT * 3, down.message()).await {
-            Err(_) => return Err("no message or heartbeat for three intervals".into()),
-            Ok(Err(s)) => return Err(status_text(&s)),
+            Err(_) => return Err(PullError::Silent),
+            Ok(Err(s)) => return Err(PullError::Refused(s)),
             Ok(Ok(None)) => return Ok(()),
             Ok(Ok(Some(m))) => m,
         };
@@ -196,7 +189,7 @@ async fn receive(
             None => Received::Heartbeat(None),
         };
         if ready.send(next).await.is_err() {
-            return Err("applying stopped".into());
+            return Err(PullError::Stopped("applying"));
         }
     }
 }
@@ -209,14 +202,14 @@ async fn apply_in_order(
     verifier: &OfficeVerifier,
     mut ready: mpsc::Receiver<Received>,
     up: &mpsc::Sender<pb::PullUp>,
-) -> Result<(), String> {
+) -> Result<(), PullError> {
     let send = |kind| pb::PullUp { kind: Some(kind) };
     while let Some(next) = ready.recv().await {
         match next {
             Received::Batch(mut batch, verification) => {
                 let verified = verification
                     .await
-                    .map_err(|e| format!("verification task failed: {e}"))?;
+                    .map_err(|_| PullError::Stopped("the verification task"))?;
                 witness(ctx, peer, verifier, batch.audit_head.take()).await;
                 for ack in apply(ctx, peer, batch, verified).await? {
                     let _ = up
@@ -225,9 +218,7 @@ async fn apply_in_order(
                 }
             }
             Received::AckStored(grant) => {
-                ctx.store
-                    .mark_ack_delivered(&grant)
-                    .map_err(|e| e.to_string())?;
+                ctx.store.mark_ack_delivered(&grant)?;
             }
             Received::Heartbeat(head) => witness(ctx, peer, verifier, head).await,
         }
@@ -282,90 +273,16 @@ async fn apply(
     ctx: &SyncContext,
     peer: &Peer,
     batch: pb::Batch,
-    verified: Vec<Result<SignedVersion, String>>,
-) -> Result<Vec<PurgeAck>, String> {
+    verified: Vec<Result<SignedVersion, Rejection>>,
+) -> Result<Vec<PurgeAck>, PullError> {
     let now = now_ms();
-    let mut verified = verified.into_iter();
-    let mut items = Vec::with_capacity(batch.entries.len());
-    let mut acks = Vec::new();
-    let mut rejected = 0usize;
-    let mut refusals = Vec::new();
-    let refused = |what: String, reason: &str| {
-        Draft::new(
-            Actor::node(ctx.office.as_str()),
-            "replica.rejected",
-            Target {
-                peer: peer.office.to_string(),
-                detail: crate::domain::audit::clip(&what),
-                ..Target::default()
-            },
-            Outcome::failed("REJECTED", reason),
-        )
-    };
-    for entry in batch.entries {
-        match entry.kind {
-            Some(feed_entry::Kind::Version(_)) => {
-                let outcome = verified
-                    .next()
-                    .unwrap_or_else(|| Err("verification result missing".into()));
-                match outcome {
-                    Ok(signed) => items.push(ApplyItem::Version(Box::new(signed))),
-                    Err(reason) => {
-                        rejected += 1;
-                        tracing::warn!(peer = %peer.office, seq = entry.seq, %reason, "rejected a replicated version");
-                        refusals.push(refused(format!("feed entry {}", entry.seq), &reason));
-                    }
-                }
-            }
-            Some(feed_entry::Kind::RevokeRecordId(id)) => match RecordId::parse(&id) {
-                Ok(id) if id.origin() == peer.office => items.push(ApplyItem::Revoke(id)),
-                _ => {
-                    rejected += 1;
-                    tracing::warn!(peer = %peer.office, record = %id, "rejected a revocation of a record the peer does not own");
-                    refusals.push(refused(
-                        format!("revocation of {id} (feed entry {})", entry.seq),
-                        "the peer does not own the record",
-                    ));
-                }
-            },
-            Some(feed_entry::Kind::GrantClosed(grant)) => match GrantId::parse(&grant) {
-                Ok(grant) => {
-                    let mut ack = PurgeAck {
-                        grant,
-                        origin: peer.office.clone(),
-                        purged_by: ctx.office.clone(),
-                        purged_at_ms: now,
-                        signature: Vec::new(),
-                    };
-                    ack.signature = OfficeSigner::new(&ctx.ca)
-                        .sign_bytes(&ack.canonical())
-                        .map_err(|e| e.to_string())?;
-                    items.push(ApplyItem::Ack(ack.clone()));
-                    acks.push(ack);
-                }
-                Err(e) => tracing::warn!(peer = %peer.office, error = %e, "malformed grant id"),
-            },
-            None => {}
-        }
-    }
-    let outcome = ctx
-        .store
-        .apply_batch(&peer.office, &items, batch.last_seq, now, &refusals)
-        .map_err(|e| e.to_string())?;
-    ctx.store.commit().await.map_err(|e| e.to_string())?;
-    if ctx.applied.receiver_count() > 0 {
-        let versions = items
-            .iter()
-            .filter_map(|i| match i {
-                ApplyItem::Version(v) => Some((v.record.id.clone(), v.record.version)),
-                _ => None,
-            })
-            .collect();
-        let _ = ctx.applied.send(super::Applied {
-            origin: peer.office.clone(),
-            versions: Arc::new(versions),
-        });
-    }
+    let last_seq = batch.last_seq;
+    let sorted = sort_entries(ctx, peer, batch.entries, verified, now)?;
+    let outcome =
+        ctx.store
+            .apply_batch(&peer.office, &sorted.items, last_seq, now, &sorted.refusals)?;
+    ctx.store.commit().await?;
+    announce_applied(ctx, peer, &sorted.items);
     for (id, version) in &outcome.conflicts {
         tracing::error!(
             peer = %peer.office,
@@ -376,14 +293,124 @@ async fn apply(
     }
     tracing::debug!(
         peer = %peer.office,
-        seq = batch.last_seq,
+        seq = last_seq,
         applied = outcome.applied,
         held = outcome.already_held,
         purged = outcome.purged,
-        rejected,
+        rejected = sorted.refusals.len(),
         "batch applied"
     );
-    Ok(acks)
+    Ok(sorted.acks)
+}
+
+/// A batch's entries sorted into what the store applies, the purge
+/// acknowledgements signed for it, and the refused entries' audit drafts.
+struct Sorted {
+    items: Vec<ApplyItem>,
+    acks: Vec<PurgeAck>,
+    refusals: Vec<Draft>,
+}
+
+/// Sorts `entries`: checked versions, revocations of records the peer owns
+/// and closed grants (acknowledged, signed) are kept; the rest is refused.
+fn sort_entries(
+    ctx: &SyncContext,
+    peer: &Peer,
+    entries: Vec<pb::FeedEntry>,
+    verified: Vec<Result<SignedVersion, Rejection>>,
+    now: u64,
+) -> Result<Sorted, PullError> {
+    let mut verified = verified.into_iter();
+    let mut sorted = Sorted {
+        items: Vec::with_capacity(entries.len()),
+        acks: Vec::new(),
+        refusals: Vec::new(),
+    };
+    for entry in entries {
+        match entry.kind {
+            Some(feed_entry::Kind::Version(_)) => {
+                match verified.next().unwrap_or(Err(Rejection::Unchecked)) {
+                    Ok(signed) => sorted.items.push(ApplyItem::Version(Box::new(signed))),
+                    Err(reason) => {
+                        tracing::warn!(peer = %peer.office, seq = entry.seq, %reason, "rejected a replicated version");
+                        let what = format!("feed entry {}", entry.seq);
+                        sorted.refusals.push(refused(ctx, peer, what, &reason));
+                    }
+                }
+            }
+            Some(feed_entry::Kind::RevokeRecordId(id)) => match RecordId::parse(&id) {
+                Ok(id) if id.origin() == peer.office => sorted.items.push(ApplyItem::Revoke(id)),
+                _ => {
+                    tracing::warn!(peer = %peer.office, record = %id, "rejected a revocation of a record the peer does not own");
+                    let what = format!("revocation of {id} (feed entry {})", entry.seq);
+                    sorted
+                        .refusals
+                        .push(refused(ctx, peer, what, &Rejection::NotOwner));
+                }
+            },
+            Some(feed_entry::Kind::GrantClosed(grant)) => match GrantId::parse(&grant) {
+                Ok(grant) => {
+                    let ack = sign_ack(ctx, peer, grant, now)?;
+                    sorted.items.push(ApplyItem::Ack(ack.clone()));
+                    sorted.acks.push(ack);
+                }
+                Err(e) => tracing::warn!(peer = %peer.office, error = %e, "malformed grant id"),
+            },
+            None => {}
+        }
+    }
+    Ok(sorted)
+}
+
+/// The audit draft of an entry `peer` sent that this node refused.
+fn refused(ctx: &SyncContext, peer: &Peer, what: String, reason: &Rejection) -> Draft {
+    Draft::new(
+        Actor::node(ctx.office.as_str()),
+        "replica.rejected",
+        Target {
+            peer: peer.office.to_string(),
+            detail: crate::domain::audit::clip(&what),
+            ..Target::default()
+        },
+        Outcome::failed("REJECTED", reason.to_string()),
+    )
+}
+
+/// This office's signed acknowledgement that it purged what `grant` of
+/// `peer` had shared.
+fn sign_ack(
+    ctx: &SyncContext,
+    peer: &Peer,
+    grant: GrantId,
+    now: u64,
+) -> Result<PurgeAck, PullError> {
+    let mut ack = PurgeAck {
+        grant,
+        origin: peer.office.clone(),
+        purged_by: ctx.office.clone(),
+        purged_at_ms: now,
+        signature: Vec::new(),
+    };
+    ack.signature = OfficeSigner::new(&ctx.ca).sign_bytes(&ack.canonical())?;
+    Ok(ack)
+}
+
+/// Tells whoever listens (monitoring, benchmarks) which versions arrived.
+fn announce_applied(ctx: &SyncContext, peer: &Peer, items: &[ApplyItem]) {
+    if ctx.applied.receiver_count() == 0 {
+        return;
+    }
+    let versions = items
+        .iter()
+        .filter_map(|i| match i {
+            ApplyItem::Version(v) => Some((v.record.id.clone(), v.record.version)),
+            _ => None,
+        })
+        .collect();
+    let _ = ctx.applied.send(super::Applied {
+        origin: peer.office.clone(),
+        versions: Arc::new(versions),
+    });
 }
 
 /// Verifies versions in order, spread over the machine's cores when there
@@ -391,7 +418,7 @@ async fn apply(
 fn verify_all(
     verifier: &OfficeVerifier,
     versions: Vec<(Bytes, Bytes)>,
-) -> Vec<Result<SignedVersion, String>> {
+) -> Vec<Result<SignedVersion, Rejection>> {
     const PER_THREAD_MIN: usize = 32;
     let threads = std::thread::available_parallelism()
         .map(usize::from)
@@ -420,7 +447,7 @@ fn verify_all(
             .into_iter()
             .flat_map(|h| {
                 h.join()
-                    .unwrap_or_else(|_| vec![Err("verification thread panicked".to_owned())])
+                    .unwrap_or_else(|_| vec![Err(Rejection::VerifierPanicked)])
             })
             .collect()
     })
@@ -431,34 +458,11 @@ fn verify(
     verifier: &OfficeVerifier,
     canonical: Bytes,
     signature: Bytes,
-) -> Result<SignedVersion, String> {
-    let signed = SignedVersion::from_parts(canonical, signature).map_err(|e| e.to_string())?;
-    verifier.verify(&signed).map_err(|e| e.to_string())?;
+) -> Result<SignedVersion, Rejection> {
+    let signed = SignedVersion::from_parts(canonical, signature)?;
+    verifier.verify(&signed)?;
     // Signed is not the same as well formed: a peer's bug or malice must
     // not put values here that local writes could never have made.
-    signed
-        .record
-        .check_replica_shape()
-        .map_err(|e| e.to_string())?;
+    signed.record.check_replica_shape()?;
     Ok(signed)
-}
-
-/// A status for a person: code, message, and the transport's reason.
-pub(super) fn status_text(s: &tonic::Status) -> String {
-    let chain = source_chain(s);
-    if chain.is_empty() {
-        format!("{:?}: {}", s.code(), s.message())
-    } else {
-        format!("{:?}: {}: {chain}", s.code(), s.message())
-    }
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        parts.push(s.to_string());
-        cur = s.source();
-    }
-    parts.join(": ")
 }

@@ -147,7 +147,7 @@ pub async fn check(ctx: &SyncContext, audit: &AuditLog, peer: &OfficeId) -> Resu
 fn unavailable(peer: &OfficeId, s: &Status) -> Error {
     Error::PeerUnreachable {
         peer: peer.clone(),
-        reason: super::puller::status_text(s),
+        reason: super::error::status_text(s),
     }
 }
 
