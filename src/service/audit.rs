@@ -356,7 +356,7 @@ impl AuditLog {
             });
         }
         verifier.verify_bytes(&h.canonical(), &h.signature)?;
-        let latest = self.store.latest_witnessed(peer.as_str())?;
+        let latest = self.store.latest_witnessed(peer)?;
         let conflict = match &latest {
             Some(l) if l.seq == h.seq && l.hash != h.hash => Some(format!(
                 "{peer} signed two different logs at entry {}",
@@ -369,12 +369,12 @@ impl AuditLog {
             _ => None,
         };
         match latest {
-            None => self.store.put_witnessed(peer.as_str(), h)?,
+            None => self.store.put_witnessed(peer, h)?,
             Some(l) if h.seq > l.seq => {
-                self.store.put_witnessed(peer.as_str(), h)?;
+                self.store.put_witnessed(peer, h)?;
                 // One head per interval is kept, the newest of each.
                 if l.at_ms / WITNESS_KEEP_EVERY_MS == h.at_ms / WITNESS_KEEP_EVERY_MS {
-                    self.store.forget_witnessed(peer.as_str(), l.seq)?;
+                    self.store.forget_witnessed(peer, l.seq)?;
                 }
             }
             Some(_) => {}

@@ -113,7 +113,7 @@ fn handle(db: &sled::Db, writer: &VersionWriter, batch: Vec<Request>) {
     }
     // Read before the flush, so the flush covers every entry up to it.
     // Unreadable, it claims nothing (0), and a later commit catches up.
-    let assigned = super::sharing::read_counter(&writer.counters).unwrap_or_else(|e| {
+    let assigned = super::sharing::read_counter(&writer.trees).unwrap_or_else(|e| {
         tracing::error!(error = %e, "reading the outbox counter failed");
         0
     });

@@ -1,17 +1,27 @@
 //! Versioned encodings of the values the store keeps, all in this one
-//! place (feed items and signed heads are the domain's, as peers see them
-//! too). Every value starts with a version byte (the audit head's first
-//! layout had none and is still read); decoders accept every version ever
-//! written, and tests decode frozen bytes of each.
+//! place, as [`Value`]s of the trees ([`super::trees`]); feed items, audit
+//! entries and signed heads are the domain's (peers and bundles carry them
+//! too) and are stored as the domain writes them. Every value starts with a
+//! version byte (an audit entry's body does: its first 64 bytes are the
+//! chain hashes); values first stored without one (the audit head, counters,
+//! a user name's fingerprint) are still read. Decoders accept every version
+//! ever written, and tests decode frozen bytes of each.
 
 use bytes::Bytes;
 
+use super::typed::Value;
+use crate::domain::audit::{Entry, SignedHead};
 use crate::domain::codec::{DecodeError, Reader, Writer};
-use crate::domain::sharing::encoding::{read_ack, write_ack};
-use crate::domain::sharing::{EndReason, Grant, GrantId, GrantJob, GrantTarget, Peer, PurgeAck};
+use crate::domain::sharing::encoding::{decode_item, encode_item, read_ack, write_ack};
+use crate::domain::sharing::{
+    EndReason, FeedItem, Grant, GrantId, GrantJob, GrantTarget, Peer, PurgeAck,
+};
 use crate::domain::{OfficeId, RecordId, Role, SignedVersion, UserName};
+use crate::identity::Fingerprint;
 
 const V1: u8 = 1;
+/// Blob and fetch entries: v1 plus the chunk size.
+const V2: u8 = 2;
 
 fn expect_version(r: &mut Reader<'_>) -> Result<u8, DecodeError> {
     match r.u8()? {
@@ -20,32 +30,41 @@ fn expect_version(r: &mut Reader<'_>) -> Result<u8, DecodeError> {
     }
 }
 
+fn invalid(field: &'static str, e: impl ToString) -> DecodeError {
+    DecodeError::Invalid {
+        field,
+        reason: e.to_string(),
+    }
+}
+
 /// A signed version: `[1] digest(32) signature(len-prefixed) canonical…`.
 /// The canonical bytes are stored as signed, so verification never
 /// re-encodes.
-pub fn encode_signed(v: &SignedVersion) -> Vec<u8> {
-    let mut w = Writer::with_capacity(1 + 32 + 4 + v.signature.len() + v.canonical.len());
-    w.u8(V1)
-        .raw(&v.digest)
-        .bytes(&v.signature)
-        .raw(&v.canonical);
-    w.finish()
-}
+impl Value for SignedVersion {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(1 + 32 + 4 + self.signature.len() + self.canonical.len());
+        w.u8(V1)
+            .raw(&self.digest)
+            .bytes(&self.signature)
+            .raw(&self.canonical);
+        w.finish()
+    }
 
-pub fn decode_signed(bytes: &[u8]) -> Result<SignedVersion, DecodeError> {
-    let mut r = Reader::new(bytes);
-    expect_version(&mut r)?;
-    let mut digest = [0u8; 32];
-    digest.copy_from_slice(r.raw(32)?);
-    let signature = Bytes::copy_from_slice(r.bytes()?);
-    let canonical = r.rest();
-    let record = crate::domain::RecordVersion::from_canonical(canonical)?;
-    Ok(SignedVersion {
-        record,
-        canonical: Bytes::copy_from_slice(canonical),
-        digest,
-        signature,
-    })
+    fn decode(bytes: &[u8]) -> Result<SignedVersion, DecodeError> {
+        let mut r = Reader::new(bytes);
+        expect_version(&mut r)?;
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(r.raw(32)?);
+        let signature = Bytes::copy_from_slice(r.bytes()?);
+        let canonical = r.rest();
+        let record = crate::domain::RecordVersion::from_canonical(canonical)?;
+        Ok(SignedVersion {
+            record,
+            canonical: Bytes::copy_from_slice(canonical),
+            digest,
+            signature,
+        })
+    }
 }
 
 /// The head of a record: what `List` needs without reading the version.
@@ -56,27 +75,29 @@ pub struct Head {
     pub collection: String,
 }
 
-pub fn encode_head(h: &Head) -> Vec<u8> {
-    let mut w = Writer::with_capacity(16 + h.collection.len());
-    w.u8(V1)
-        .u64(h.version)
-        .u8(u8::from(h.deleted))
-        .str(&h.collection);
-    w.finish()
-}
+impl Value for Head {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(16 + self.collection.len());
+        w.u8(V1)
+            .u64(self.version)
+            .u8(u8::from(self.deleted))
+            .str(&self.collection);
+        w.finish()
+    }
 
-pub fn decode_head(bytes: &[u8]) -> Result<Head, DecodeError> {
-    let mut r = Reader::new(bytes);
-    expect_version(&mut r)?;
-    let version = r.u64()?;
-    let deleted = r.u8()? != 0;
-    let collection = r.str("collection")?.to_owned();
-    r.finish()?;
-    Ok(Head {
-        version,
-        deleted,
-        collection,
-    })
+    fn decode(bytes: &[u8]) -> Result<Head, DecodeError> {
+        let mut r = Reader::new(bytes);
+        expect_version(&mut r)?;
+        let version = r.u64()?;
+        let deleted = r.u8()? != 0;
+        let collection = r.str("collection")?.to_owned();
+        r.finish()?;
+        Ok(Head {
+            version,
+            deleted,
+            collection,
+        })
+    }
 }
 
 /// A user certificate the node issued.
@@ -97,148 +118,174 @@ fn role_byte(role: Role) -> u8 {
     }
 }
 
-pub fn encode_user(u: &UserRecord) -> Vec<u8> {
-    let mut w = Writer::with_capacity(64 + u.cert_der.len());
-    w.u8(V1)
-        .str(u.name.as_str())
-        .u8(role_byte(u.role))
-        .u64(u.issued_at_ms)
-        .u64(u.revoked_at_ms)
-        .bytes(&u.cert_der);
-    w.finish()
+impl Value for UserRecord {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(64 + self.cert_der.len());
+        w.u8(V1)
+            .str(self.name.as_str())
+            .u8(role_byte(self.role))
+            .u64(self.issued_at_ms)
+            .u64(self.revoked_at_ms)
+            .bytes(&self.cert_der);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<UserRecord, DecodeError> {
+        let mut r = Reader::new(bytes);
+        expect_version(&mut r)?;
+        let name = UserName::parse(r.str("name")?).map_err(|e| invalid("name", e))?;
+        let role = match r.u8()? {
+            1 => Role::Admin,
+            2 => Role::Staff,
+            b => return Err(invalid("role", format!("unknown role byte {b}"))),
+        };
+        let issued_at_ms = r.u64()?;
+        let revoked_at_ms = r.u64()?;
+        let cert_der = r.bytes()?.to_vec();
+        r.finish()?;
+        Ok(UserRecord {
+            name,
+            role,
+            issued_at_ms,
+            revoked_at_ms,
+            cert_der,
+        })
+    }
 }
 
-pub fn decode_user(bytes: &[u8]) -> Result<UserRecord, DecodeError> {
-    let mut r = Reader::new(bytes);
-    expect_version(&mut r)?;
-    let name = UserName::parse(r.str("name")?).map_err(|e| DecodeError::Invalid {
-        field: "name",
-        reason: e.to_string(),
-    })?;
-    let role = match r.u8()? {
-        1 => Role::Admin,
-        2 => Role::Staff,
-        b => {
-            return Err(DecodeError::Invalid {
-                field: "role",
-                reason: format!("unknown role byte {b}"),
+/// The certificate a user name points to: `[1] fingerprint(32)`; first
+/// stored as the 32 bytes alone.
+impl Value for Fingerprint {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(33);
+        w.u8(V1).raw(&self.0);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Fingerprint, DecodeError> {
+        let mut r = Reader::new(bytes);
+        if bytes.len() != 32 {
+            expect_version(&mut r)?;
+        }
+        let mut fp = [0u8; 32];
+        fp.copy_from_slice(r.raw(32)?);
+        r.finish()?;
+        Ok(Fingerprint(fp))
+    }
+}
+
+/// A number (a counter, how far a peer got): `[1] u64`; first stored as
+/// the 8 bytes alone.
+impl Value for u64 {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(9);
+        w.u8(V1).u64(*self);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<u64, DecodeError> {
+        let mut r = Reader::new(bytes);
+        if bytes.len() != 8 {
+            expect_version(&mut r)?;
+        }
+        let n = r.u64()?;
+        r.finish()?;
+        Ok(n)
+    }
+}
+
+impl Value for Peer {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(V1)
+            .str(self.office.as_str())
+            .str(&self.endpoint)
+            .bytes(&self.ca_der)
+            .u64(self.added_at_ms);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Peer, DecodeError> {
+        let mut r = Reader::new(bytes);
+        expect_version(&mut r)?;
+        let peer = Peer {
+            office: OfficeId::parse(r.str("office")?).map_err(|e| invalid("office", e))?,
+            endpoint: r.str("endpoint")?.to_owned(),
+            ca_der: r.bytes()?.to_vec(),
+            added_at_ms: r.u64()?,
+        };
+        r.finish()?;
+        Ok(peer)
+    }
+}
+
+impl Value for Grant {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(V1).str(self.id.as_str()).str(self.peer.as_str());
+        match &self.target {
+            GrantTarget::Collection(c) => w.u8(1).str(c),
+            GrantTarget::Record(r) => w.u8(2).str(r.as_str()),
+        };
+        w.u64(self.created_at_ms)
+            .u64(self.expires_at_ms)
+            .u64(self.ended_at_ms)
+            .u8(match self.end_reason {
+                None => 0,
+                Some(EndReason::Revoked) => 1,
+                Some(EndReason::Expired) => 2,
+                Some(EndReason::PeerRemoved) => 3,
             });
+        match &self.purge_ack {
+            None => {
+                w.u8(0);
+            }
+            Some(a) => {
+                w.u8(1);
+                write_ack(&mut w, a);
+            }
         }
-    };
-    let issued_at_ms = r.u64()?;
-    let revoked_at_ms = r.u64()?;
-    let cert_der = r.bytes()?.to_vec();
-    r.finish()?;
-    Ok(UserRecord {
-        name,
-        role,
-        issued_at_ms,
-        revoked_at_ms,
-        cert_der,
-    })
-}
-
-pub fn encode_peer(p: &Peer) -> Vec<u8> {
-    let mut w = Writer::default();
-    w.u8(V1)
-        .str(p.office.as_str())
-        .str(&p.endpoint)
-        .bytes(&p.ca_der)
-        .u64(p.added_at_ms);
-    w.finish()
-}
-
-fn invalid(field: &'static str, e: impl ToString) -> DecodeError {
-    DecodeError::Invalid {
-        field,
-        reason: e.to_string(),
+        w.finish()
     }
-}
 
-pub fn decode_peer(bytes: &[u8]) -> std::result::Result<Peer, DecodeError> {
-    let mut r = Reader::new(bytes);
-    let v = r.u8()?;
-    if v != V1 {
-        return Err(DecodeError::UnknownVersion(vec![v]));
+    fn decode(bytes: &[u8]) -> Result<Grant, DecodeError> {
+        let mut r = Reader::new(bytes);
+        expect_version(&mut r)?;
+        let id = GrantId::parse(r.str("id")?).map_err(|e| invalid("id", e))?;
+        let peer = OfficeId::parse(r.str("peer")?).map_err(|e| invalid("peer", e))?;
+        let target = match r.u8()? {
+            1 => GrantTarget::Collection(r.str("collection")?.to_owned()),
+            2 => GrantTarget::Record(
+                RecordId::parse(r.str("record")?).map_err(|e| invalid("record", e))?,
+            ),
+            k => return Err(invalid("target", format!("kind {k}"))),
+        };
+        let created_at_ms = r.u64()?;
+        let expires_at_ms = r.u64()?;
+        let ended_at_ms = r.u64()?;
+        let end_reason = match r.u8()? {
+            0 => None,
+            1 => Some(EndReason::Revoked),
+            2 => Some(EndReason::Expired),
+            3 => Some(EndReason::PeerRemoved),
+            k => return Err(invalid("end_reason", format!("kind {k}"))),
+        };
+        let purge_ack = match r.u8()? {
+            0 => None,
+            _ => Some(read_ack(&mut r)?),
+        };
+        r.finish()?;
+        Ok(Grant {
+            id,
+            peer,
+            target,
+            created_at_ms,
+            expires_at_ms,
+            ended_at_ms,
+            end_reason,
+            purge_ack,
+        })
     }
-    let peer = Peer {
-        office: OfficeId::parse(r.str("office")?).map_err(|e| invalid("office", e))?,
-        endpoint: r.str("endpoint")?.to_owned(),
-        ca_der: r.bytes()?.to_vec(),
-        added_at_ms: r.u64()?,
-    };
-    r.finish()?;
-    Ok(peer)
-}
-
-pub fn encode_grant(g: &Grant) -> Vec<u8> {
-    let mut w = Writer::default();
-    w.u8(V1).str(g.id.as_str()).str(g.peer.as_str());
-    match &g.target {
-        GrantTarget::Collection(c) => w.u8(1).str(c),
-        GrantTarget::Record(r) => w.u8(2).str(r.as_str()),
-    };
-    w.u64(g.created_at_ms)
-        .u64(g.expires_at_ms)
-        .u64(g.ended_at_ms)
-        .u8(match g.end_reason {
-            None => 0,
-            Some(EndReason::Revoked) => 1,
-            Some(EndReason::Expired) => 2,
-            Some(EndReason::PeerRemoved) => 3,
-        });
-    match &g.purge_ack {
-        None => {
-            w.u8(0);
-        }
-        Some(a) => {
-            w.u8(1);
-            write_ack(&mut w, a);
-        }
-    }
-    w.finish()
-}
-
-pub fn decode_grant(bytes: &[u8]) -> std::result::Result<Grant, DecodeError> {
-    let mut r = Reader::new(bytes);
-    let v = r.u8()?;
-    if v != V1 {
-        return Err(DecodeError::UnknownVersion(vec![v]));
-    }
-    let id = GrantId::parse(r.str("id")?).map_err(|e| invalid("id", e))?;
-    let peer = OfficeId::parse(r.str("peer")?).map_err(|e| invalid("peer", e))?;
-    let target = match r.u8()? {
-        1 => GrantTarget::Collection(r.str("collection")?.to_owned()),
-        2 => GrantTarget::Record(
-            RecordId::parse(r.str("record")?).map_err(|e| invalid("record", e))?,
-        ),
-        k => return Err(invalid("target", format!("kind {k}"))),
-    };
-    let created_at_ms = r.u64()?;
-    let expires_at_ms = r.u64()?;
-    let ended_at_ms = r.u64()?;
-    let end_reason = match r.u8()? {
-        0 => None,
-        1 => Some(EndReason::Revoked),
-        2 => Some(EndReason::Expired),
-        3 => Some(EndReason::PeerRemoved),
-        k => return Err(invalid("end_reason", format!("kind {k}"))),
-    };
-    let purge_ack = match r.u8()? {
-        0 => None,
-        _ => Some(read_ack(&mut r)?),
-    };
-    r.finish()?;
-    Ok(Grant {
-        id,
-        peer,
-        target,
-        created_at_ms,
-        expires_at_ms,
-        ended_at_ms,
-        end_reason,
-        purge_ack,
-    })
 }
 
 /// What is left of a purged replica: no content.
@@ -250,81 +297,81 @@ pub struct PurgeStub {
     pub purged_at_ms: u64,
 }
 
-pub fn encode_stub(s: &PurgeStub) -> Vec<u8> {
-    let mut w = Writer::default();
-    w.u8(V1)
-        .str(s.id.as_str())
-        .u64(s.version)
-        .raw(&s.digest)
-        .u64(s.purged_at_ms);
-    w.finish()
-}
-
-pub fn decode_stub(bytes: &[u8]) -> std::result::Result<PurgeStub, DecodeError> {
-    let mut r = Reader::new(bytes);
-    let v = r.u8()?;
-    if v != V1 {
-        return Err(DecodeError::UnknownVersion(vec![v]));
+impl Value for PurgeStub {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(V1)
+            .str(self.id.as_str())
+            .u64(self.version)
+            .raw(&self.digest)
+            .u64(self.purged_at_ms);
+        w.finish()
     }
-    let id = RecordId::parse(r.str("id")?).map_err(|e| DecodeError::Invalid {
-        field: "id",
-        reason: e.to_string(),
-    })?;
-    let version = r.u64()?;
-    let mut digest = [0u8; 32];
-    digest.copy_from_slice(r.raw(32)?);
-    let purged_at_ms = r.u64()?;
-    r.finish()?;
-    Ok(PurgeStub {
-        id,
-        version,
-        digest,
-        purged_at_ms,
-    })
-}
 
-pub fn encode_our_ack(ack: &PurgeAck, delivered: bool) -> Vec<u8> {
-    let mut w = Writer::default();
-    w.u8(V1).u8(u8::from(delivered));
-    write_ack(&mut w, ack);
-    w.finish()
-}
-
-pub fn decode_our_ack(bytes: &[u8]) -> std::result::Result<(PurgeAck, bool), DecodeError> {
-    let mut r = Reader::new(bytes);
-    let v = r.u8()?;
-    if v != V1 {
-        return Err(DecodeError::UnknownVersion(vec![v]));
+    fn decode(bytes: &[u8]) -> Result<PurgeStub, DecodeError> {
+        let mut r = Reader::new(bytes);
+        expect_version(&mut r)?;
+        let id = RecordId::parse(r.str("id")?).map_err(|e| invalid("id", e))?;
+        let version = r.u64()?;
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(r.raw(32)?);
+        let purged_at_ms = r.u64()?;
+        r.finish()?;
+        Ok(PurgeStub {
+            id,
+            version,
+            digest,
+            purged_at_ms,
+        })
     }
-    let delivered = r.u8()? != 0;
-    let ack = read_ack(&mut r)?;
-    r.finish()?;
-    Ok((ack, delivered))
 }
 
-pub fn encode_job(job: GrantJob) -> Vec<u8> {
-    let kind = match job {
-        GrantJob::Backfill => 1,
-        GrantJob::Close => 2,
-    };
-    vec![V1, kind]
+/// A purge acknowledgement this office signed, and whether its origin
+/// confirmed receiving it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OurAck {
+    pub ack: PurgeAck,
+    pub delivered: bool,
 }
 
-pub fn decode_job(bytes: &[u8]) -> Result<GrantJob, DecodeError> {
-    let mut r = Reader::new(bytes);
-    expect_version(&mut r)?;
-    let job = match r.u8()? {
-        1 => GrantJob::Backfill,
-        2 => GrantJob::Close,
-        k => {
-            return Err(DecodeError::Invalid {
-                field: "grant job",
-                reason: format!("kind {k}"),
-            });
-        }
-    };
-    r.finish()?;
-    Ok(job)
+impl Value for OurAck {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(V1).u8(u8::from(self.delivered));
+        write_ack(&mut w, &self.ack);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<OurAck, DecodeError> {
+        let mut r = Reader::new(bytes);
+        expect_version(&mut r)?;
+        let delivered = r.u8()? != 0;
+        let ack = read_ack(&mut r)?;
+        r.finish()?;
+        Ok(OurAck { ack, delivered })
+    }
+}
+
+impl Value for GrantJob {
+    fn encode(&self) -> Vec<u8> {
+        let kind = match self {
+            GrantJob::Backfill => 1,
+            GrantJob::Close => 2,
+        };
+        vec![V1, kind]
+    }
+
+    fn decode(bytes: &[u8]) -> Result<GrantJob, DecodeError> {
+        let mut r = Reader::new(bytes);
+        expect_version(&mut r)?;
+        let job = match r.u8()? {
+            1 => GrantJob::Backfill,
+            2 => GrantJob::Close,
+            k => return Err(invalid("grant job", format!("kind {k}"))),
+        };
+        r.finish()?;
+        Ok(job)
+    }
 }
 
 /// A job marked by a version before jobs had their own tree: its raw
@@ -345,17 +392,16 @@ pub struct AuditHead {
     pub at_ms: u64,
 }
 
-impl AuditHead {
-    /// Version 1: the version byte, then sequence number, hash and time.
-    pub fn encode(&self) -> Vec<u8> {
+/// Version 1: the version byte, then sequence number, hash and time. The
+/// first layout had no version byte (48 bytes) and is still read.
+impl Value for AuditHead {
+    fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
         w.u8(V1).u64(self.seq).raw(&self.hash).u64(self.at_ms);
         w.finish()
     }
 
-    /// Also reads the first layout, which had no version byte (48 bytes:
-    /// sequence number, hash, time).
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         if bytes.len() != 48 {
             expect_version(&mut r)?;
@@ -369,6 +415,156 @@ impl AuditHead {
     }
 }
 
+/// As peers receive it in their feeds.
+impl Value for FeedItem {
+    fn encode(&self) -> Vec<u8> {
+        encode_item(self)
+    }
+    fn decode(bytes: &[u8]) -> Result<FeedItem, DecodeError> {
+        decode_item(bytes)
+    }
+}
+
+/// `prev(32) ‖ hash(32) ‖ body`, the body starting with its version byte:
+/// the log's format, as bundles carry it.
+impl Value for Entry {
+    fn encode(&self) -> Vec<u8> {
+        Entry::encode(self)
+    }
+    fn decode(bytes: &[u8]) -> Result<Entry, DecodeError> {
+        Entry::decode(bytes)
+    }
+}
+
+/// As signed, and as peers and bundles carry it.
+impl Value for SignedHead {
+    fn encode(&self) -> Vec<u8> {
+        SignedHead::encode(self)
+    }
+    fn decode(bytes: &[u8]) -> Result<SignedHead, DecodeError> {
+        SignedHead::decode(bytes)
+    }
+}
+
+/// Size of the pieces blobs are streamed in: a whole number of chunks of
+/// every size ever stored.
+pub const PIECE: usize = 256 * 1024;
+
+/// The chunk size of blobs and fetches stored before the size was recorded.
+pub const V1_CHUNK: usize = 8 * 1024;
+
+/// A whole blob: where its chunks are, and until when it is kept even with
+/// no record listing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobMeta {
+    pub storage: u64,
+    pub size: u64,
+    pub keep_until_ms: u64,
+    /// Bytes per stored chunk (the last may be shorter).
+    pub chunk: u32,
+}
+
+impl BlobMeta {
+    pub fn chunk_len(&self) -> u64 {
+        u64::from(self.chunk)
+    }
+}
+
+/// A blob a replica lists that is still being fetched from its origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetch {
+    pub origin: OfficeId,
+    pub size: u64,
+    pub storage: u64,
+    /// Bytes stored so far: always a whole number of chunks, or `size`.
+    pub received: u64,
+    /// Bytes per stored chunk.
+    pub chunk: u32,
+}
+
+/// The version byte of a blob or fetch entry (v1 had no chunk size).
+fn blob_version(r: &mut Reader<'_>) -> Result<u8, DecodeError> {
+    match r.u8()? {
+        v @ (V1 | V2) => Ok(v),
+        other => Err(DecodeError::UnknownVersion(vec![other])),
+    }
+}
+
+/// The chunk size: stored from v2 on, [`V1_CHUNK`] before. Pieces are
+/// stored a whole number of chunks at a time, so a size that does not divide
+/// [`PIECE`] (zero among them) cannot have been written by this code.
+fn chunk_field(r: &mut Reader<'_>, version: u8) -> Result<u32, DecodeError> {
+    if version == V1 {
+        return Ok(V1_CHUNK as u32);
+    }
+    match r.u32()? {
+        n if n > 0 && PIECE % n as usize == 0 => Ok(n),
+        n => Err(invalid(
+            "chunk size",
+            format!("{n} bytes does not divide the {PIECE}-byte piece"),
+        )),
+    }
+}
+
+impl Value for BlobMeta {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(V2)
+            .u64(self.storage)
+            .u64(self.size)
+            .u64(self.keep_until_ms)
+            .u32(self.chunk);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<BlobMeta, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let v = blob_version(&mut r)?;
+        let storage = r.u64()?;
+        let size = r.u64()?;
+        let keep_until_ms = r.u64()?;
+        let chunk = chunk_field(&mut r, v)?;
+        r.finish()?;
+        Ok(BlobMeta {
+            storage,
+            size,
+            keep_until_ms,
+            chunk,
+        })
+    }
+}
+
+impl Value for Fetch {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(V2)
+            .str(self.origin.as_str())
+            .u64(self.size)
+            .u64(self.storage)
+            .u64(self.received)
+            .u32(self.chunk);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Fetch, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let v = blob_version(&mut r)?;
+        let origin = OfficeId::parse(r.str("origin")?).map_err(|e| invalid("origin", e))?;
+        let size = r.u64()?;
+        let storage = r.u64()?;
+        let received = r.u64()?;
+        let chunk = chunk_field(&mut r, v)?;
+        r.finish()?;
+        Ok(Fetch {
+            origin,
+            size,
+            storage,
+            received,
+            chunk,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,7 +574,7 @@ mod tests {
     fn frozen_v1_head_decodes() {
         let bytes = hex::decode("01000000000000000300000000083230323620303034").unwrap();
         assert_eq!(
-            decode_head(&bytes).unwrap(),
+            Head::decode(&bytes).unwrap(),
             Head {
                 version: 3,
                 deleted: false,
@@ -393,7 +589,7 @@ mod tests {
         let bytes =
             hex::decode("0100000005616c69636502000000000000000a000000000000000000000003010203")
                 .unwrap();
-        let u = decode_user(&bytes).unwrap();
+        let u = UserRecord::decode(&bytes).unwrap();
         assert_eq!(u.name.as_str(), "alice");
         assert_eq!(u.role, Role::Staff);
         assert_eq!(u.issued_at_ms, 10);
@@ -415,16 +611,21 @@ mod tests {
         }
     }
 
+    /// A value encoded now, and a function that decodes bytes as the same
+    /// type and encodes them again.
+    type Case = (Vec<u8>, fn(&[u8]) -> Vec<u8>);
+
+    fn case<V: Value + 'static>(v: V) -> Case {
+        (v.encode(), |b| V::decode(b).unwrap().encode())
+    }
+
     /// One value of every stored kind not covered above, encoded now.
-    fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
-        use crate::domain::audit::SignedHead;
-        use crate::domain::sharing::FeedItem;
-        use crate::domain::sharing::encoding::encode_item;
+    fn fixtures() -> Vec<(&'static str, Case)> {
         vec![
-            ("grant job", encode_job(GrantJob::Close)),
+            ("grant job", case(GrantJob::Close)),
             (
                 "peer",
-                encode_peer(&Peer {
+                case(Peer {
                     office: OfficeId::parse("nyc-da").unwrap(),
                     endpoint: "https://n:1".into(),
                     ca_der: vec![1, 2],
@@ -433,7 +634,7 @@ mod tests {
             ),
             (
                 "grant",
-                encode_grant(&Grant {
+                case(Grant {
                     id: GrantId::parse("g-0123456789abcdef").unwrap(),
                     peer: OfficeId::parse("nyc-da").unwrap(),
                     target: GrantTarget::Collection("c".into()),
@@ -446,17 +647,23 @@ mod tests {
             ),
             (
                 "purge stub",
-                encode_stub(&PurgeStub {
+                case(PurgeStub {
                     id: id(),
                     version: 2,
                     digest: [7; 32],
                     purged_at_ms: 9,
                 }),
             ),
-            ("our ack", encode_our_ack(&ack(), true)),
+            (
+                "our ack",
+                case(OurAck {
+                    ack: ack(),
+                    delivered: true,
+                }),
+            ),
             (
                 "feed item",
-                encode_item(&FeedItem::Versions {
+                case(FeedItem::Versions {
                     id: id(),
                     from: 1,
                     to: 3,
@@ -464,31 +671,50 @@ mod tests {
             ),
             (
                 "signed head",
-                SignedHead {
+                case(SignedHead {
                     office: "phila-da".into(),
                     seq: 4,
                     hash: [3; 32],
                     at_ms: 6,
                     signature: vec![0xcc],
-                }
-                .encode(),
+                }),
             ),
             (
                 "audit head",
-                AuditHead {
+                case(AuditHead {
                     seq: 4,
                     hash: [3; 32],
                     at_ms: 6,
-                }
-                .encode(),
+                }),
+            ),
+            ("number", case(9u64)),
+            ("fingerprint", case(Fingerprint([5; 32]))),
+            (
+                "blob",
+                case(BlobMeta {
+                    storage: 7,
+                    size: 300_000,
+                    keep_until_ms: 9,
+                    chunk: 2048,
+                }),
+            ),
+            (
+                "fetch",
+                case(Fetch {
+                    origin: OfficeId::parse("phila-da").unwrap(),
+                    size: 5,
+                    storage: 2,
+                    received: 0,
+                    chunk: 2048,
+                }),
             ),
         ]
     }
 
-    /// Bytes each encoding wrote when it was frozen (version 1). Today's
-    /// encoder must write them exactly, and the decoder must read them back
-    /// to the same value, so that nothing stored can drift.
-    const FROZEN: [(&str, &str); 8] = [
+    /// Bytes each encoding wrote when it was frozen. Today's encoder must
+    /// write them exactly, and the decoder must read them back to the same
+    /// value, so that nothing stored can drift.
+    const FROZEN: [(&str, &str); 12] = [
         ("grant job", "0102"),
         (
             "peer",
@@ -518,41 +744,37 @@ mod tests {
             "audit head",
             "01000000000000000403030303030303030303030303030303030303030303030303030303030303030000000000000006",
         ),
+        ("number", "010000000000000009"),
+        (
+            "fingerprint",
+            "010505050505050505050505050505050505050505050505050505050505050505",
+        ),
+        (
+            "blob",
+            "02000000000000000700000000000493e0000000000000000900000800",
+        ),
+        (
+            "fetch",
+            "02000000087068696c612d646100000000000000050000000000000002000000000000000000000800",
+        ),
     ];
 
     #[test]
     fn every_stored_encoding_writes_and_reads_its_frozen_bytes() {
-        use crate::domain::audit::SignedHead;
-        use crate::domain::sharing::encoding::decode_item;
         let frozen: std::collections::BTreeMap<_, _> = FROZEN.into_iter().collect();
-        for (name, bytes) in fixtures() {
+        for (name, (bytes, again)) in fixtures() {
             let want = hex::decode(frozen[name]).unwrap();
             assert_eq!(bytes, want, "{name} is no longer written as frozen");
             // Decoding the frozen bytes and encoding again gives them back.
-            let again = match name {
-                "peer" => encode_peer(&decode_peer(&want).unwrap()),
-                "grant job" => encode_job(decode_job(&want).unwrap()),
-                "grant" => encode_grant(&decode_grant(&want).unwrap()),
-                "purge stub" => encode_stub(&decode_stub(&want).unwrap()),
-                "our ack" => {
-                    let (ack, delivered) = decode_our_ack(&want).unwrap();
-                    encode_our_ack(&ack, delivered)
-                }
-                "feed item" => {
-                    crate::domain::sharing::encoding::encode_item(&decode_item(&want).unwrap())
-                }
-                "signed head" => SignedHead::decode(&want).unwrap().encode(),
-                "audit head" => AuditHead::decode(&want).unwrap().encode(),
-                other => panic!("no decoder for {other}"),
-            };
-            assert_eq!(again, want, "{name} does not read back");
+            assert_eq!(again(&want), want, "{name} does not read back");
         }
         assert_eq!(frozen.len(), fixtures().len());
     }
 
-    /// Audit heads stored before they carried a version byte still read.
+    /// Values stored before they carried a version byte still read: the
+    /// audit head, numbers, a user name's fingerprint.
     #[test]
-    fn an_audit_head_of_the_first_layout_decodes() {
+    fn values_of_the_first_layouts_decode() {
         let mut legacy = 4u64.to_be_bytes().to_vec();
         legacy.extend_from_slice(&[3; 32]);
         legacy.extend_from_slice(&6u64.to_be_bytes());
@@ -565,12 +787,64 @@ mod tests {
             }
         );
         assert!(AuditHead::decode(&legacy[..47]).is_err());
+        assert_eq!(u64::decode(&9u64.to_be_bytes()).unwrap(), 9);
+        assert!(u64::decode(&[0; 7]).is_err());
+        assert_eq!(Fingerprint::decode(&[5; 32]).unwrap(), Fingerprint([5; 32]));
+        assert!(Fingerprint::decode(&[5; 31]).is_err());
+    }
+
+    /// Blob and fetch entries written before the chunk size was recorded
+    /// read as [`V1_CHUNK`].
+    #[test]
+    fn v1_blob_and_fetch_entries_read_with_the_old_chunk_size() {
+        let v1_meta = "01000000000000000700000000000493e00000000000000009";
+        assert_eq!(
+            BlobMeta::decode(&hex::decode(v1_meta).unwrap()).unwrap(),
+            BlobMeta {
+                storage: 7,
+                size: 300_000,
+                keep_until_ms: 9,
+                chunk: V1_CHUNK as u32,
+            }
+        );
+        let v1_fetch = "01000000087068696c612d6461000000000000000500000000000000020000000000000000";
+        assert_eq!(
+            Fetch::decode(&hex::decode(v1_fetch).unwrap()).unwrap(),
+            Fetch {
+                origin: OfficeId::parse("phila-da").unwrap(),
+                size: 5,
+                storage: 2,
+                received: 0,
+                chunk: V1_CHUNK as u32,
+            }
+        );
+    }
+
+    #[test]
+    fn a_chunk_size_that_does_not_divide_a_piece_is_corrupt() {
+        let meta = |chunk: &str| {
+            BlobMeta::decode(
+                &hex::decode(format!(
+                    "02{}{chunk}",
+                    "000000000000000700000000000493e00000000000000009"
+                ))
+                .unwrap(),
+            )
+        };
+        assert_eq!(meta("00000800").unwrap().chunk, 2048);
+        for bad in ["00000000", "00000bb8", "00080000"] {
+            assert!(meta(bad).is_err(), "chunk size {bad} accepted");
+        }
     }
 
     #[test]
     fn unknown_versions_are_refused() {
         assert!(matches!(
-            decode_head(&[9, 0, 0]),
+            Head::decode(&[9, 0, 0]),
+            Err(DecodeError::UnknownVersion(_))
+        ));
+        assert!(matches!(
+            BlobMeta::decode(&[3, 0, 0]),
             Err(DecodeError::UnknownVersion(_))
         ));
     }

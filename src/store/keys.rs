@@ -1,42 +1,343 @@
-//! Keys of the trees that several store modules write: versions, the
-//! collection index and blob references. A leaf: it uses no other store
-//! module.
+//! The kinds of keys the trees use: how each is written from its parts,
+//! which prefixes group them, and how a stored key reads back. Ids are
+//! stored as their text; sequence numbers, versions and storage ids as
+//! big-endian `u64`, so that keys sort in number order.
 
-use crate::domain::{BlobHash, RecordId};
+use std::borrow::Cow;
 
-/// `record id ‖ 0 ‖ version` (big-endian): one version of a record.
-pub(super) fn version_key(id: &RecordId, version: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(id.as_str().len() + 9);
-    k.extend_from_slice(id.as_str().as_bytes());
+use super::typed::{Key, KeyOf, PrefixOf};
+use crate::domain::codec::DecodeError;
+use crate::domain::sharing::GrantId;
+use crate::domain::{BlobHash, OfficeId, RecordId, UserName};
+use crate::identity::Fingerprint;
+
+fn invalid(field: &'static str, e: impl ToString) -> DecodeError {
+    DecodeError::Invalid {
+        field,
+        reason: e.to_string(),
+    }
+}
+
+fn text<'a>(bytes: &'a [u8], field: &'static str) -> Result<&'a str, DecodeError> {
+    std::str::from_utf8(bytes).map_err(|_| DecodeError::NotUtf8(field))
+}
+
+fn be_u64(bytes: &[u8], field: &'static str) -> Result<u64, DecodeError> {
+    <[u8; 8]>::try_from(bytes)
+        .map(u64::from_be_bytes)
+        .map_err(|_| invalid(field, format!("{} bytes, not 8", bytes.len())))
+}
+
+/// `bytes` split at its first 0: the text before, the bytes after.
+fn split_at_zero<'a>(
+    bytes: &'a [u8],
+    field: &'static str,
+) -> Result<(&'a str, &'a [u8]), DecodeError> {
+    let at = bytes
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or_else(|| invalid(field, "no separator"))?;
+    Ok((text(&bytes[..at], field)?, &bytes[at + 1..]))
+}
+
+fn joined(text: &str, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(text.len() + 1 + rest.len());
+    k.extend_from_slice(text.as_bytes());
     k.push(0);
-    k.extend_from_slice(&version.to_be_bytes());
+    k.extend_from_slice(rest);
     k
 }
 
-/// `record id ‖ 0`: every version of a record.
-pub(super) fn versions_prefix(id: &RecordId) -> Vec<u8> {
-    let mut k = id.as_str().as_bytes().to_vec();
-    k.push(0);
-    k
+/// Keys that are one id's text.
+macro_rules! text_key {
+    ($id:ty, $field:literal) => {
+        impl Key for $id {
+            type Owned = $id;
+            fn decode(bytes: &[u8]) -> Result<$id, DecodeError> {
+                <$id>::parse(text(bytes, $field)?).map_err(|e| invalid($field, e))
+            }
+        }
+        impl KeyOf<$id> for &$id {
+            fn key(&self) -> Cow<'_, [u8]> {
+                Cow::Borrowed(self.as_str().as_bytes())
+            }
+        }
+    };
 }
 
-/// `collection ‖ 0`: every record of a collection.
-pub(super) fn collection_prefix(collection: &str) -> Vec<u8> {
-    let mut k = collection.as_bytes().to_vec();
-    k.push(0);
-    k
+text_key!(RecordId, "record id");
+text_key!(OfficeId, "office id");
+text_key!(GrantId, "grant id");
+text_key!(UserName, "user name");
+
+/// The records of one origin (`origin:`), or of every origin.
+pub(super) struct OfOrigin<'a>(pub Option<&'a OfficeId>);
+
+impl PrefixOf<RecordId> for OfOrigin<'_> {
+    fn prefix(&self) -> Cow<'_, [u8]> {
+        match self.0 {
+            Some(origin) => Cow::Owned(format!("{origin}:").into_bytes()),
+            None => Cow::Borrowed(&[]),
+        }
+    }
 }
 
-/// `collection ‖ 0 ‖ record id`: one record in the collection index.
-pub(super) fn collection_key(collection: &str, id: &RecordId) -> Vec<u8> {
-    let mut k = collection_prefix(collection);
-    k.extend_from_slice(id.as_str().as_bytes());
-    k
+/// A sequence number, an id sled handed out: big-endian.
+impl Key for u64 {
+    type Owned = u64;
+    fn decode(bytes: &[u8]) -> Result<u64, DecodeError> {
+        be_u64(bytes, "number")
+    }
 }
 
-/// `hash ‖ record id ‖ 0 ‖ version`: one version listing the blob.
-pub(super) fn ref_key(hash: &BlobHash, id: &RecordId, version: u64) -> Vec<u8> {
-    let mut k = hash.0.to_vec();
-    k.extend_from_slice(&version_key(id, version));
-    k
+impl KeyOf<u64> for u64 {
+    fn key(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(self.to_be_bytes().to_vec())
+    }
+}
+
+/// A named slot (`outbox_seq`, `head`, …).
+impl KeyOf<str> for &str {
+    fn key(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self.as_bytes())
+    }
+}
+
+impl Key for BlobHash {
+    type Owned = BlobHash;
+    fn decode(bytes: &[u8]) -> Result<BlobHash, DecodeError> {
+        BlobHash::from_slice(bytes).map_err(|e| invalid("hash", e))
+    }
+}
+
+impl KeyOf<BlobHash> for &BlobHash {
+    fn key(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.0)
+    }
+}
+
+impl Key for Fingerprint {
+    type Owned = Fingerprint;
+    fn decode(bytes: &[u8]) -> Result<Fingerprint, DecodeError> {
+        <[u8; 32]>::try_from(bytes)
+            .map(Fingerprint)
+            .map_err(|_| invalid("fingerprint", format!("{} bytes, not 32", bytes.len())))
+    }
+}
+
+impl KeyOf<Fingerprint> for &Fingerprint {
+    fn key(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.0)
+    }
+}
+
+/// A user's current certificate is found by name.
+impl KeyOf<UserName> for &str {
+    fn key(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self.as_bytes())
+    }
+}
+
+/// `record id ‖ 0 ‖ version`: one version of a record. Prefix: the
+/// record id and its 0, every version of it.
+pub(super) struct VersionKey;
+
+impl KeyOf<VersionKey> for (&RecordId, u64) {
+    fn key(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(joined(self.0.as_str(), &self.1.to_be_bytes()))
+    }
+}
+
+impl PrefixOf<VersionKey> for &RecordId {
+    fn prefix(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(joined(self.as_str(), &[]))
+    }
+}
+
+impl Key for VersionKey {
+    type Owned = (RecordId, u64);
+    fn decode(bytes: &[u8]) -> Result<(RecordId, u64), DecodeError> {
+        let (id, version) = split_at_zero(bytes, "version key")?;
+        Ok((
+            RecordId::parse(id).map_err(|e| invalid("record id", e))?,
+            be_u64(version, "version")?,
+        ))
+    }
+}
+
+/// `collection ‖ 0 ‖ record id`: a record in the collection index.
+/// Prefix: the collection and its 0.
+pub(super) struct CollectionKey;
+
+impl KeyOf<CollectionKey> for (&str, &RecordId) {
+    fn key(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(joined(self.0, self.1.as_str().as_bytes()))
+    }
+}
+
+impl PrefixOf<CollectionKey> for &str {
+    fn prefix(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(joined(self, &[]))
+    }
+}
+
+impl Key for CollectionKey {
+    type Owned = RecordId;
+    /// The record id (the caller chose the collection).
+    fn decode(bytes: &[u8]) -> Result<RecordId, DecodeError> {
+        let (_, id) = split_at_zero(bytes, "collection key")?;
+        RecordId::parse(text(id, "record id")?).map_err(|e| invalid("record id", e))
+    }
+}
+
+/// `peer office ‖ 0 ‖ seq`: an entry of a peer's outbox. Prefix: the
+/// office and its 0, the whole outbox.
+pub(super) struct OutboxKey;
+
+impl KeyOf<OutboxKey> for (&OfficeId, u64) {
+    fn key(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(joined(self.0.as_str(), &self.1.to_be_bytes()))
+    }
+}
+
+impl PrefixOf<OutboxKey> for &OfficeId {
+    fn prefix(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(joined(self.as_str(), &[]))
+    }
+}
+
+impl Key for OutboxKey {
+    type Owned = u64;
+    /// The sequence number (the caller chose the peer).
+    fn decode(bytes: &[u8]) -> Result<u64, DecodeError> {
+        let (_, seq) = split_at_zero(bytes, "outbox key")?;
+        be_u64(seq, "seq")
+    }
+}
+
+/// `peer office ‖ 0 ‖ seq`: a head of a peer's log witnessed here.
+pub(super) struct WitnessedKey;
+
+impl KeyOf<WitnessedKey> for (&OfficeId, u64) {
+    fn key(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(joined(self.0.as_str(), &self.1.to_be_bytes()))
+    }
+}
+
+impl PrefixOf<WitnessedKey> for &OfficeId {
+    fn prefix(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(joined(self.as_str(), &[]))
+    }
+}
+
+impl Key for WitnessedKey {
+    type Owned = u64;
+    fn decode(bytes: &[u8]) -> Result<u64, DecodeError> {
+        let (_, seq) = split_at_zero(bytes, "witnessed key")?;
+        be_u64(seq, "seq")
+    }
+}
+
+/// `hash ‖ record id ‖ 0 ‖ version`: a version that lists a blob.
+/// Prefix: the hash, every version listing it.
+pub(super) struct RefKey;
+
+impl KeyOf<RefKey> for (&BlobHash, &RecordId, u64) {
+    fn key(&self) -> Cow<'_, [u8]> {
+        let mut k = self.0.0.to_vec();
+        k.extend_from_slice(&joined(self.1.as_str(), &self.2.to_be_bytes()));
+        Cow::Owned(k)
+    }
+}
+
+impl PrefixOf<RefKey> for &BlobHash {
+    fn prefix(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.0)
+    }
+}
+
+impl Key for RefKey {
+    type Owned = (BlobHash, RecordId, u64);
+    fn decode(bytes: &[u8]) -> Result<(BlobHash, RecordId, u64), DecodeError> {
+        if bytes.len() < 32 {
+            return Err(invalid("reference key", "shorter than a hash"));
+        }
+        let hash = BlobHash::decode(&bytes[..32])?;
+        let (id, version) = VersionKey::decode(&bytes[32..])?;
+        Ok((hash, id, version))
+    }
+}
+
+/// `storage id ‖ chunk index`: one chunk of stored bytes.
+pub(super) struct ChunkKey;
+
+impl KeyOf<ChunkKey> for (u64, u64) {
+    fn key(&self) -> Cow<'_, [u8]> {
+        let mut k = [0u8; 16];
+        k[..8].copy_from_slice(&self.0.to_be_bytes());
+        k[8..].copy_from_slice(&self.1.to_be_bytes());
+        Cow::Owned(k.to_vec())
+    }
+}
+
+impl Key for ChunkKey {
+    type Owned = (u64, u64);
+    fn decode(bytes: &[u8]) -> Result<(u64, u64), DecodeError> {
+        if bytes.len() != 16 {
+            return Err(invalid(
+                "chunk key",
+                format!("{} bytes, not 16", bytes.len()),
+            ));
+        }
+        Ok((
+            be_u64(&bytes[..8], "storage id")?,
+            be_u64(&bytes[8..], "chunk index")?,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> RecordId {
+        RecordId::parse("phila-da:0123456789abcdef0123456789abcdef").unwrap()
+    }
+
+    /// Keys as they have always been written: these bytes are on disk.
+    #[test]
+    fn keys_are_written_as_frozen_and_read_back() {
+        let hash = BlobHash([7; 32]);
+        let office = OfficeId::parse("nyc-da").unwrap();
+        let version = KeyOf::<VersionKey>::key(&(&id(), 3)).into_owned();
+        assert_eq!(
+            hex::encode(&version),
+            "7068696c612d64613a303132333435363738396162636465663031323334353637383961626364656600\
+             0000000000000003"
+        );
+        assert_eq!(VersionKey::decode(&version).unwrap(), (id(), 3));
+        let r = KeyOf::<RefKey>::key(&(&hash, &id(), 3)).into_owned();
+        assert_eq!(&r[..32], &[7; 32]);
+        assert_eq!(&r[32..], &version[..]);
+        assert_eq!(RefKey::decode(&r).unwrap(), (hash, id(), 3));
+        let c = KeyOf::<CollectionKey>::key(&("2026 004", &id())).into_owned();
+        assert_eq!(&c[..9], b"2026 004\0");
+        assert_eq!(CollectionKey::decode(&c).unwrap(), id());
+        let o = KeyOf::<OutboxKey>::key(&(&office, 9)).into_owned();
+        assert_eq!(hex::encode(&o), "6e79632d6461000000000000000009");
+        assert_eq!(OutboxKey::decode(&o).unwrap(), 9);
+        let chunk = KeyOf::<ChunkKey>::key(&(1, 2)).into_owned();
+        assert_eq!(hex::encode(&chunk), "00000000000000010000000000000002");
+        assert_eq!(ChunkKey::decode(&chunk).unwrap(), (1, 2));
+    }
+
+    #[test]
+    fn malformed_keys_are_errors() {
+        assert!(VersionKey::decode(b"no separator").is_err());
+        assert!(VersionKey::decode(b"phila-da:x\0\0\0").is_err());
+        assert!(RefKey::decode(&[0; 10]).is_err());
+        assert!(ChunkKey::decode(&[0; 15]).is_err());
+        assert!(<u64 as Key>::decode(&[1, 2]).is_err());
+        assert!(RecordId::decode(&[0xff, 0xfe]).is_err());
+    }
 }

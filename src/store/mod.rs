@@ -1,8 +1,9 @@
 //! Storage: the only module that names sled.
 //!
-//! Typed trees named `key_value`, values in versioned encodings
-//! ([`encoding`]), multi-tree transactions for every change that touches
-//! more than one tree, and group commit ([`commit`]): a write is durable when
+//! Typed trees named `key_value` ([`trees`], [`typed`]), values in
+//! versioned encodings ([`encoding`]), keys written one way ([`keys`]),
+//! multi-tree transactions over named sets of trees for every change that
+//! touches more than one, and group commit ([`commit`]): a write is durable when
 //! [`Store::commit`] returns, and many concurrent writers share one fsync
 //! (and version writes that list no files one transaction as well,
 //! [`Store::write_version`]).
@@ -16,7 +17,9 @@ mod keys;
 mod records;
 mod replica;
 mod sharing;
+mod trees;
 mod tx;
+mod typed;
 mod users;
 
 use std::path::Path;
@@ -54,6 +57,10 @@ pub enum StoreError {
         .0.display()
     )]
     Locked(std::path::PathBuf),
+    #[error(
+        "this store was written by a newer casemesh (store schema {found}; this build reads up to {known}); run that version, or restore a backup"
+    )]
+    NewerSchema { found: u8, known: u8 },
     #[error("inconsistent store: {0}")]
     Inconsistent(String),
     #[error(
@@ -77,52 +84,7 @@ pub struct StoreOptions {
 /// The node's store: all trees of one sled database.
 pub struct Store {
     db: sled::Db,
-    /// record id → head (latest version number, collection, deleted flag).
-    recordid_head: sled::Tree,
-    /// record id ‖ 0x00 ‖ version (u64 BE) → signed version.
-    recordversion_signed: sled::Tree,
-    /// collection ‖ 0x00 ‖ record id → () for every record, deleted or not.
-    collection_recordid: sled::Tree,
-    /// certificate fingerprint → user entry.
-    fingerprint_user: sled::Tree,
-    /// user name → certificate fingerprint.
-    username_fingerprint: sled::Tree,
-    /// office id → pinned peer.
-    office_peer: sled::Tree,
-    /// grant id → grant.
-    grantid_grant: sled::Tree,
-    /// Grant jobs started and not yet finished (`GrantJob`).
-    grantid_job: sled::Tree,
-    /// peer office ‖ 0x00 ‖ seq (u64 BE) → feed item: each peer's outbox.
-    peerseq_outbox: sled::Tree,
-    /// "outbox_seq" → last sequence number assigned (u64 BE).
-    counters: sled::Tree,
-    /// peer office → highest seq it acknowledged (serving side).
-    office_acked: sled::Tree,
-    /// peer office → our checkpoint in its feed (pulling side).
-    office_checkpoint: sled::Tree,
-    /// record id → stub of a purged replica.
-    recordid_purged: sled::Tree,
-    /// grant id → purge acknowledgement we signed, and whether delivered.
-    grantid_ourack: sled::Tree,
-    /// blob hash → where its chunks are ([`blobs`]).
-    blobhash_blob: sled::Tree,
-    /// storage id ‖ chunk index → bytes.
-    storage_chunk: sled::Tree,
-    /// storage id → (): uploads in progress and chunks being removed.
-    storage_doomed: sled::Tree,
-    /// blob hash → a fetch from a peer in progress.
-    blobhash_fetch: sled::Tree,
-    /// blob hash ‖ record id ‖ 0 ‖ version → (): versions listing a blob.
-    blobhash_ref: sled::Tree,
-    /// audit seq (u64 BE) → `prev ‖ hash ‖ body` ([`crate::domain::audit`]).
-    auditseq_entry: sled::Tree,
-    /// "head" → the last entry's seq, chain hash and time.
-    audit_head: sled::Tree,
-    /// audit seq → a head of this office's log, signed.
-    auditseq_signedhead: sled::Tree,
-    /// peer office ‖ 0 ‖ seq → a head of its log it signed, witnessed here.
-    officeseq_witnessed: sled::Tree,
+    trees: trees::Trees,
     /// Wakes the task that signs the audit head.
     pub audit_wake: tokio::sync::Notify,
     /// This office's id, written into every audit entry.
@@ -141,7 +103,9 @@ pub struct Store {
 
 const SCHEMA_KEY: &[u8] = b"schema";
 const OFFICE_KEY: &[u8] = b"office";
-const SCHEMA_VERSION: u8 = 1;
+/// 2: counters, checkpoints and user-name fingerprints carry a version
+/// byte (version 1's bytes still read).
+const SCHEMA_VERSION: u8 = 2;
 
 impl Store {
     /// Opens (or creates) the store at `path` for `office`. Refuses a store
@@ -170,65 +134,21 @@ impl Store {
             // Durability comes from explicit group commits, not a timer.
             .flush_every_ms(None);
         let db = open_when_unlocked(&config, wait)?;
-        let meta = db.open_tree("meta")?;
-        match meta.get(OFFICE_KEY)? {
-            Some(found) if found.as_ref() != office.as_bytes() => {
-                return Err(StoreError::WrongOffice {
-                    expected: office.to_owned(),
-                    found: String::from_utf8_lossy(&found).into_owned(),
-                });
-            }
-            Some(_) => {}
-            None => {
-                meta.insert(OFFICE_KEY, office.as_bytes())?;
-                meta.insert(SCHEMA_KEY, &[SCHEMA_VERSION])?;
-                db.flush()?;
-            }
-        }
-        let counters = db.open_tree("counters")?;
-        let durable = sharing::read_counter(&counters)?;
+        check_meta(&db, office)?;
+        let trees = trees::Trees::open(&db)?;
+        let durable = sharing::read_counter(&trees)?;
         let writer = records::VersionWriter {
-            heads: db.open_tree("recordid_head")?,
-            versions: db.open_tree("recordversion_signed")?,
-            collections: db.open_tree("collection_recordid")?,
-            counters: counters.clone(),
-            outbox: db.open_tree("peerseq_outbox")?,
-            refs: db.open_tree("blobhash_ref")?,
-            blobs: db.open_tree("blobhash_blob")?,
-            audit_entries: db.open_tree("auditseq_entry")?,
-            audit_head: db.open_tree("audit_head")?,
+            trees: trees.clone(),
             office: office.to_owned(),
             blob_pins: Default::default(),
         };
         let store = Self {
-            auditseq_entry: writer.audit_entries.clone(),
-            audit_head: writer.audit_head.clone(),
-            auditseq_signedhead: db.open_tree("auditseq_signedhead")?,
-            officeseq_witnessed: db.open_tree("officeseq_witnessed")?,
+            trees,
             audit_wake: tokio::sync::Notify::new(),
             office: office.to_owned(),
-            blobhash_blob: writer.blobs.clone(),
-            storage_chunk: db.open_tree("storage_chunk")?,
-            storage_doomed: db.open_tree("storage_doomed")?,
-            blobhash_fetch: db.open_tree("blobhash_fetch")?,
-            blobhash_ref: writer.refs.clone(),
             blob_pins: writer.blob_pins.clone(),
             blob_wake: Default::default(),
-            office_peer: db.open_tree("office_peer")?,
-            grantid_grant: db.open_tree("grantid_grant")?,
-            grantid_job: db.open_tree("grantid_job")?,
-            peerseq_outbox: writer.outbox.clone(),
-            office_acked: db.open_tree("office_acked")?,
-            office_checkpoint: db.open_tree("office_checkpoint")?,
-            recordid_purged: db.open_tree("recordid_purged")?,
-            grantid_ourack: db.open_tree("grantid_ourack")?,
             watermark: tokio::sync::watch::Sender::new(durable),
-            counters,
-            recordid_head: writer.heads.clone(),
-            recordversion_signed: writer.versions.clone(),
-            collection_recordid: writer.collections.clone(),
-            fingerprint_user: db.open_tree("fingerprint_user")?,
-            username_fingerprint: db.open_tree("username_fingerprint")?,
             committer: commit::GroupCommit::start(db.clone(), writer.clone()),
             writer,
             db,
@@ -270,6 +190,37 @@ impl Store {
     }
 }
 
+/// Checks that the store belongs to `office` and was written by a schema
+/// this build reads; records both for a new store, and the schema this
+/// build writes for an older one.
+fn check_meta(db: &sled::Db, office: &str) -> Result<()> {
+    let meta = db.open_tree("meta")?;
+    match meta.get(OFFICE_KEY)? {
+        Some(found) if found.as_ref() != office.as_bytes() => {
+            return Err(StoreError::WrongOffice {
+                expected: office.to_owned(),
+                found: String::from_utf8_lossy(&found).into_owned(),
+            });
+        }
+        Some(_) => {}
+        None => {
+            meta.insert(OFFICE_KEY, office.as_bytes())?;
+        }
+    }
+    let schema = meta.get(SCHEMA_KEY)?.and_then(|v| v.first().copied());
+    if let Some(found) = schema.filter(|&v| v > SCHEMA_VERSION) {
+        return Err(StoreError::NewerSchema {
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    if schema != Some(SCHEMA_VERSION) {
+        meta.insert(SCHEMA_KEY, &[SCHEMA_VERSION])?;
+        db.flush()?;
+    }
+    Ok(())
+}
+
 /// sled's I/O threads may keep a just-closed database's lock for a moment
 /// (a node restarted in the same process); wait for it, briefly. Another
 /// process holding the lock still gets the error.
@@ -293,4 +244,69 @@ fn open_when_unlocked(config: &sled::Config, wait: std::time::Duration) -> Resul
 
 fn corrupt(tree: &'static str) -> impl FnOnce(DecodeError) -> StoreError {
     move |source| StoreError::Corrupt { tree, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::OfficeId;
+
+    fn options() -> StoreOptions {
+        StoreOptions {
+            cache_bytes: 1 << 20,
+        }
+    }
+
+    /// A store written by schema 1 (numbers as 8 bytes alone) opens, reads
+    /// them, and is marked as schema 2; a store of a newer schema is
+    /// refused with a message that says so, and left as it was.
+    #[test]
+    fn schema_1_stores_open_and_newer_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let nyc = OfficeId::parse("nyc-da").unwrap();
+        {
+            let store = Store::open(&path, "phila-da", &options()).unwrap();
+            let raw = |tree: &str, key: &[u8], value: &[u8]| {
+                store
+                    .db
+                    .open_tree(tree)
+                    .unwrap()
+                    .insert(key, value)
+                    .unwrap();
+            };
+            raw("counters", b"outbox_seq", &5u64.to_be_bytes());
+            raw("office_acked", b"nyc-da", &3u64.to_be_bytes());
+            raw("office_checkpoint", b"nyc-da", &4u64.to_be_bytes());
+            raw("meta", SCHEMA_KEY, &[1]);
+            store.flush_now().unwrap();
+        }
+        let store = Store::open(&path, "phila-da", &options()).unwrap();
+        assert_eq!(sharing::read_counter(&store.trees).unwrap(), 5);
+        assert_eq!(*store.watermark().borrow(), 5);
+        assert_eq!(store.acked(&nyc).unwrap(), 3);
+        assert_eq!(store.checkpoint(&nyc).unwrap(), 4);
+        let meta = store.db.open_tree("meta").unwrap();
+        assert_eq!(meta.get(SCHEMA_KEY).unwrap().unwrap().as_ref(), &[2]);
+        // Written again, a number carries its version byte.
+        store.reset_acked(&nyc, 6).unwrap();
+        let stored = store.db.open_tree("office_acked").unwrap();
+        assert_eq!(
+            stored.get(b"nyc-da").unwrap().unwrap().as_ref(),
+            &[1, 0, 0, 0, 0, 0, 0, 0, 6]
+        );
+        assert_eq!(store.acked(&nyc).unwrap(), 6);
+        meta.insert(SCHEMA_KEY, &[3]).unwrap();
+        store.flush_now().unwrap();
+        drop((meta, stored, store));
+
+        let refused = Store::open(&path, "phila-da", &options());
+        match refused {
+            Err(e @ StoreError::NewerSchema { found: 3, known: 2 }) => {
+                assert!(e.to_string().contains("newer casemesh"), "{e}");
+            }
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => panic!("a store of a newer schema opened"),
+        }
+    }
 }

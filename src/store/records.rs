@@ -1,17 +1,17 @@
 //! Record versions, heads and the collection index.
 
-use std::ops::Bound;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use sled::transaction::{
-    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
-};
-
-use super::encoding::{self, Head};
-use super::keys::{collection_key, collection_prefix, version_key, versions_prefix};
-use super::tx::Tx;
-use super::{Result, Store, StoreError, corrupt};
+use super::encoding::{AuditHead, BlobMeta, Head};
+use super::keys::{CollectionKey, OfOrigin, OutboxKey, RefKey, VersionKey};
+use super::trees::Trees;
+use super::trees::tree_set;
+use super::tx::{Tx, unwrap_tx};
+use super::typed::{Encoded, TxTree};
+use super::{Result, Store, StoreError};
+use crate::domain::audit::Entry;
 use crate::domain::sharing::FeedItem;
-use crate::domain::{OfficeId, RecordId, SignedVersion};
+use crate::domain::{BlobHash, OfficeId, RecordId, SignedVersion};
 
 /// Which records `List` returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,10 +32,10 @@ pub struct ListPage {
 /// Every transaction that adds or removes one keeps them, so that
 /// [`Store::counts`] reads two values instead of scanning both trees (a
 /// million versions are a gigabyte to read, and sled keeps what it reads).
-const RECORD_COUNT: &[u8] = b"count:records";
-const VERSION_COUNT: &[u8] = b"count:versions";
+const RECORD_COUNT: &str = "count:records";
+const VERSION_COUNT: &str = "count:versions";
 /// Both count keys, for the store's disk view.
-pub(super) const COUNT_KEYS: [&[u8]; 2] = [RECORD_COUNT, VERSION_COUNT];
+pub(super) const COUNT_KEYS: [&str; 2] = [RECORD_COUNT, VERSION_COUNT];
 
 /// What a transaction changed in the counts. Made inside the transaction's
 /// closure, so that a retried transaction starts again from zero.
@@ -45,65 +45,54 @@ pub(super) struct CountDelta {
     pub versions: i64,
 }
 
-fn read_count(value: Option<&[u8]>) -> u64 {
-    value
-        .and_then(|v| <[u8; 8]>::try_from(v).ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(0)
-}
-
 /// Applies `d` to the counts, in the transaction that made the change.
-pub(super) fn add_counts_tx(
-    counters: &TransactionalTree,
-    d: CountDelta,
-) -> std::result::Result<(), ConflictableTransactionError<StoreError>> {
+pub(super) fn add_counts_tx(counters: &TxTree<'_, str, u64>, d: CountDelta) -> Tx<()> {
     for (key, delta) in [(RECORD_COUNT, d.records), (VERSION_COUNT, d.versions)] {
         if delta != 0 {
-            let now = read_count(counters.get(key)?.as_deref());
-            counters.insert(key, &now.saturating_add_signed(delta).to_be_bytes())?;
+            let now = counters.get(key)?.unwrap_or(0);
+            counters.insert(key, &now.saturating_add_signed(delta))?;
         }
     }
     Ok(())
+}
+
+tree_set! {
+    /// Setting the counts.
+    CountTx {
+        counters: str => u64,
+    }
 }
 
 impl Store {
     /// Counts the records and versions of a store written before the
     /// counts were kept: once, when it is opened.
     pub(super) fn init_counts(&self) -> Result<()> {
-        if self.counters.get(RECORD_COUNT)?.is_some() {
+        if self.trees.counters.get(RECORD_COUNT)?.is_some() {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
-        let records = self.recordid_head.len() as u64;
-        let versions = self.recordversion_signed.len() as u64;
-        batch.insert(RECORD_COUNT, &records.to_be_bytes());
-        batch.insert(VERSION_COUNT, &versions.to_be_bytes());
-        self.counters.apply_batch(batch)?;
-        Ok(())
+        let records = self.trees.heads.len() as u64;
+        let versions = self.trees.versions.len() as u64;
+        unwrap_tx(CountTx::run(&self.trees, |t| {
+            t.counters.insert(RECORD_COUNT, &records)?;
+            t.counters.insert(VERSION_COUNT, &versions)?;
+            Ok(())
+        }))
     }
 
     /// Number of records and of versions stored.
     pub fn counts(&self) -> Result<(u64, u64)> {
-        Ok((
-            read_count(self.counters.get(RECORD_COUNT)?.as_deref()),
-            read_count(self.counters.get(VERSION_COUNT)?.as_deref()),
-        ))
+        let count = |key| Ok::<_, StoreError>(self.trees.counters.get(key)?.unwrap_or(0));
+        Ok((count(RECORD_COUNT)?, count(VERSION_COUNT)?))
     }
 }
 
 impl Store {
     pub fn head(&self, id: &RecordId) -> Result<Option<Head>> {
-        self.recordid_head
-            .get(id.as_str())?
-            .map(|v| encoding::decode_head(&v).map_err(corrupt("recordid_head")))
-            .transpose()
+        self.trees.heads.get(id)
     }
 
     pub fn version(&self, id: &RecordId, version: u64) -> Result<Option<SignedVersion>> {
-        self.recordversion_signed
-            .get(version_key(id, version))?
-            .map(|v| encoding::decode_signed(&v).map_err(corrupt("recordversion_signed")))
-            .transpose()
+        self.trees.versions.get((id, version))
     }
 
     pub fn latest(&self, id: &RecordId) -> Result<Option<SignedVersion>> {
@@ -115,12 +104,10 @@ impl Store {
 
     /// Every stored version of a record, oldest first.
     pub fn history(&self, id: &RecordId) -> Result<Vec<SignedVersion>> {
-        self.recordversion_signed
-            .scan_prefix(versions_prefix(id))
-            .map(|kv| {
-                let (_, v) = kv?;
-                encoding::decode_signed(&v).map_err(corrupt("recordversion_signed"))
-            })
+        self.trees
+            .versions
+            .scan(id)
+            .map(|kv| kv.map(|(_, v)| v))
             .collect()
     }
 
@@ -179,53 +166,32 @@ impl Store {
         after: Option<&RecordId>,
         limit: usize,
     ) -> Result<ListPage> {
-        let origin_prefix = filter
-            .origin
-            .as_ref()
-            .map(|o| format!("{o}:").into_bytes())
-            .unwrap_or_default();
         let mut ids = Vec::with_capacity(limit + 1);
         match &filter.collection {
             Some(collection) => {
-                let prefix = collection_prefix(collection);
-                let lower = match after {
-                    Some(a) => Bound::Excluded(collection_key(collection, a)),
-                    None => Bound::Included(prefix.clone()),
-                };
-                for kv in self
-                    .collection_recordid
-                    .range::<Vec<u8>, _>((lower, Bound::Unbounded))
-                {
-                    let (k, _) = kv?;
-                    if !k.starts_with(&prefix) || ids.len() > limit {
+                let after = after.map(|a| (collection.as_str(), a));
+                for id in self.trees.collections.page(collection.as_str(), after) {
+                    if ids.len() > limit {
                         break;
                     }
-                    let id_bytes = &k[prefix.len()..];
-                    if !id_bytes.starts_with(&origin_prefix) {
+                    let (id, ()) = id?;
+                    if filter.origin.as_ref().is_some_and(|o| id.origin() != *o) {
                         continue;
                     }
-                    let id = parse_id(id_bytes)?;
                     if self.head(&id)?.is_some_and(|h| !h.deleted) {
                         ids.push(id);
                     }
                 }
             }
             None => {
-                let lower = match after {
-                    Some(a) => Bound::Excluded(a.as_str().as_bytes().to_vec()),
-                    None => Bound::Included(origin_prefix.clone()),
-                };
-                for kv in self
-                    .recordid_head
-                    .range::<Vec<u8>, _>((lower, Bound::Unbounded))
-                {
-                    let (k, v) = kv?;
-                    if !k.starts_with(&origin_prefix) || ids.len() > limit {
+                let origin = OfOrigin(filter.origin.as_ref());
+                for entry in self.trees.heads.page(origin, after) {
+                    if ids.len() > limit {
                         break;
                     }
-                    let head = encoding::decode_head(&v).map_err(corrupt("recordid_head"))?;
+                    let (id, head) = entry?;
                     if !head.deleted {
-                        ids.push(parse_id(&k)?);
+                        ids.push(id);
                     }
                 }
             }
@@ -250,31 +216,14 @@ impl Store {
     }
 }
 
-fn parse_id(bytes: &[u8]) -> Result<RecordId> {
-    let s = std::str::from_utf8(bytes).map_err(|_| StoreError::Corrupt {
-        tree: "recordid_head",
-        source: crate::domain::codec::DecodeError::NotUtf8("record id"),
-    })?;
-    RecordId::parse(s).map_err(|e| StoreError::Corrupt {
-        tree: "recordid_head",
-        source: crate::domain::codec::DecodeError::Invalid {
-            field: "record id",
-            reason: e.to_string(),
-        },
-    })
-}
-
 impl Store {
     /// Every record id in `collection`, deleted ones included, of `origin`.
     pub fn collection_ids(&self, collection: &str, origin: &OfficeId) -> Result<Vec<RecordId>> {
-        let prefix = collection_prefix(collection);
-        let origin_prefix = format!("{origin}:");
         let mut out = Vec::new();
-        for k in self.collection_recordid.scan_prefix(&prefix).keys() {
-            let k = k?;
-            let id_bytes = &k[prefix.len()..];
-            if id_bytes.starts_with(origin_prefix.as_bytes()) {
-                out.push(parse_id(id_bytes)?);
+        for id in self.trees.collections.scan_keys(collection) {
+            let id = id?;
+            if id.origin() == *origin {
+                out.push(id);
             }
         }
         Ok(out)
@@ -283,24 +232,13 @@ impl Store {
     /// Whether `collection` holds any record, deleted ones included, of any
     /// origin.
     pub fn collection_has_records(&self, collection: &str) -> Result<bool> {
-        let prefix = collection_prefix(collection);
-        Ok(self
-            .collection_recordid
-            .scan_prefix(&prefix)
-            .next()
-            .transpose()?
-            .is_some())
+        self.trees.collections.any_with(collection)
     }
 
     /// Every record id in `collection`, deleted ones included, of any
     /// origin (this office's records and replicas alike).
     pub fn collection_record_ids(&self, collection: &str) -> Result<Vec<RecordId>> {
-        let prefix = collection_prefix(collection);
-        self.collection_recordid
-            .scan_prefix(&prefix)
-            .keys()
-            .map(|k| parse_id(&k?[prefix.len()..]))
-            .collect()
+        self.trees.collections.scan_keys(collection).collect()
     }
 }
 
@@ -338,9 +276,9 @@ pub(super) fn transaction_groups<T>(
 /// A version write, encoded and ready for its transaction.
 pub(super) struct VersionWrite {
     version: crate::domain::RecordVersion,
-    value: Vec<u8>,
+    value: Encoded<SignedVersion>,
     head: Head,
-    head_bytes: Vec<u8>,
+    head_value: Encoded<Head>,
     expected_head: Option<u64>,
     feed: Vec<(OfficeId, FeedItem)>,
     audit: Vec<crate::domain::audit::Draft>,
@@ -364,8 +302,8 @@ impl VersionWrite {
             collection: v.record.collection.clone(),
         };
         Self {
-            value: encoding::encode_signed(v),
-            head_bytes: encoding::encode_head(&head),
+            value: Encoded::of(v),
+            head_value: Encoded::of(&head),
             head,
             version: v.record.clone(),
             expected_head,
@@ -375,38 +313,32 @@ impl VersionWrite {
     }
 }
 
-/// The trees a version write changes. The commit thread holds one and
-/// applies every waiting write in as few transactions as it can (the store
-/// holds another, for writes that list files): sled
-/// writes out its log buffer for every transaction, so one transaction per
-/// write cost more than all of its inserts together.
+tree_set! {
+    /// What a version write changes.
+    VersionTx {
+        heads: RecordId => Head,
+        versions: VersionKey => SignedVersion,
+        collections: CollectionKey => (),
+        counters: str => u64,
+        outbox: OutboxKey => FeedItem,
+        refs: RefKey => (),
+        blobs: BlobHash => BlobMeta,
+        audit_entries: u64 => Entry,
+        audit_head: str => AuditHead,
+    }
+}
+
+/// Applies version writes. The commit thread holds one and applies every
+/// waiting write in as few transactions as it can (the store holds
+/// another, for writes that list files): sled writes out its log buffer
+/// for every transaction, so one transaction per write cost more than all
+/// of its inserts together.
 #[derive(Clone)]
 pub(super) struct VersionWriter {
-    pub(super) heads: sled::Tree,
-    pub(super) versions: sled::Tree,
-    pub(super) collections: sled::Tree,
-    pub(super) counters: sled::Tree,
-    pub(super) outbox: sled::Tree,
-    pub(super) refs: sled::Tree,
-    pub(super) blobs: sled::Tree,
-    pub(super) audit_entries: sled::Tree,
-    pub(super) audit_head: sled::Tree,
+    pub(super) trees: Trees,
     pub(super) office: String,
     pub(super) blob_pins: super::blobs::Pins,
 }
-
-/// The trees of one transaction, in the order `VersionWriter` lists them.
-type Trees = (
-    TransactionalTree,
-    TransactionalTree,
-    TransactionalTree,
-    TransactionalTree,
-    TransactionalTree,
-    TransactionalTree,
-    TransactionalTree,
-    TransactionalTree,
-    TransactionalTree,
-);
 
 impl VersionWriter {
     /// Applies `writes` as if one after another, each all or nothing: one
@@ -463,59 +395,43 @@ impl VersionWriter {
         writes: &[&VersionWrite],
         which: &[usize],
     ) -> std::result::Result<Vec<Option<StoreError>>, TransactionError<(usize, StoreError)>> {
-        (
-            &self.heads,
-            &self.versions,
-            &self.collections,
-            &self.counters,
-            &self.outbox,
-            &self.refs,
-            &self.blobs,
-            &self.audit_entries,
-            &self.audit_head,
-        )
-            .transaction(|trees| {
-                let mut skipped = Vec::with_capacity(which.len());
-                for &i in which {
-                    let tagged = |e| match e {
-                        ConflictableTransactionError::Abort(e) => {
-                            ConflictableTransactionError::Abort((i, e))
-                        }
-                        ConflictableTransactionError::Conflict => {
-                            ConflictableTransactionError::Conflict
-                        }
-                        ConflictableTransactionError::Storage(e) => {
-                            ConflictableTransactionError::Storage(e)
-                        }
-                    };
-                    match self.check_tx(trees, writes[i]).map_err(tagged)? {
-                        Ok(old) => {
-                            self.write_tx(trees, writes[i], old).map_err(tagged)?;
-                            skipped.push(None);
-                        }
-                        Err(why) => skipped.push(Some(why)),
+        VersionTx::run(&self.trees, |t| {
+            let mut skipped = Vec::with_capacity(which.len());
+            for &i in which {
+                let tagged = |e| match e {
+                    ConflictableTransactionError::Abort(e) => {
+                        ConflictableTransactionError::Abort((i, e))
                     }
+                    ConflictableTransactionError::Conflict => {
+                        ConflictableTransactionError::Conflict
+                    }
+                    ConflictableTransactionError::Storage(e) => {
+                        ConflictableTransactionError::Storage(e)
+                    }
+                };
+                match Self::check_tx(t, writes[i]) {
+                    Ok(Ok(old)) => {
+                        self.write_tx(t, writes[i], old).map_err(tagged)?;
+                        skipped.push(None);
+                    }
+                    Ok(Err(why)) => skipped.push(Some(why)),
+                    // A head that does not decode refuses this write alone.
+                    Err(ConflictableTransactionError::Abort(why)) => skipped.push(Some(why)),
+                    Err(e) => return Err(tagged(e)),
                 }
-                Ok(skipped)
-            })
+            }
+            Ok(skipped)
+        })
     }
 
     /// Everything that may refuse `w`, read before anything is written:
     /// the head it expects, and the files it lists. Returns the current
     /// head, or why `w` is refused.
     fn check_tx(
-        &self,
-        (heads, _, _, _, _, _, blobs, _, _): &Trees,
+        t: &VersionTx<'_>,
         w: &VersionWrite,
     ) -> Tx<std::result::Result<Option<Head>, StoreError>> {
-        let id = &w.version.id;
-        let old = match heads.get(id.as_str())? {
-            None => None,
-            Some(b) => match encoding::decode_head(&b) {
-                Ok(h) => Some(h),
-                Err(e) => return Ok(Err(corrupt("recordid_head")(e))),
-            },
-        };
+        let old = t.heads.get(&w.version.id)?;
         let actual = old.as_ref().map(|h| h.version);
         if actual != w.expected_head {
             return Ok(Err(StoreError::HeadMoved {
@@ -523,38 +439,36 @@ impl VersionWriter {
                 actual,
             }));
         }
-        match super::blobs::missing_local_blob_tx(blobs, &w.version)? {
+        match super::blobs::missing_local_blob_tx(&t.blobs, &w.version)? {
             Some(missing) => Ok(Err(missing)),
             None => Ok(Ok(old)),
         }
     }
 
     /// The changes of a checked write; `old` is the head it replaces.
-    fn write_tx(
-        &self,
-        (heads, versions, collections, counters, outbox, refs, _, entries, audit_head): &Trees,
-        w: &VersionWrite,
-        old: Option<Head>,
-    ) -> Tx<()> {
+    fn write_tx(&self, t: &VersionTx<'_>, w: &VersionWrite, old: Option<Head>) -> Tx<()> {
         let id = &w.version.id;
         // The index holds deleted records too: revoking a collection
         // must reach their tombstones at peers.
         if let Some(old) = &old {
-            collections.remove(collection_key(&old.collection, id))?;
+            t.collections.remove((old.collection.as_str(), id))?;
         }
-        collections.insert(collection_key(&w.head.collection, id), &[])?;
-        super::blobs::add_local_refs_tx(refs, &w.version)?;
-        let replaced = versions.insert(version_key(id, w.version.version), w.value.as_slice())?;
-        heads.insert(id.as_str(), w.head_bytes.as_slice())?;
+        t.collections
+            .insert((w.head.collection.as_str(), id), &())?;
+        super::blobs::add_local_refs_tx(&t.refs, &w.version)?;
+        let replaced = t
+            .versions
+            .insert_encoded((id, w.version.version), &w.value)?;
+        t.heads.insert_encoded(id, &w.head_value)?;
         add_counts_tx(
-            counters,
+            &t.counters,
             CountDelta {
                 records: old.is_none().into(),
-                versions: replaced.is_none().into(),
+                versions: (!replaced).into(),
             },
         )?;
-        super::sharing::push_feed(counters, outbox, &w.feed)?;
-        super::audit::append_tx(entries, audit_head, &self.office, &w.audit)?;
+        super::sharing::push_feed(&t.counters, &t.outbox, &w.feed)?;
+        super::audit::append_tx(&t.audit_entries, &t.audit_head, &self.office, &w.audit)?;
         Ok(())
     }
 }

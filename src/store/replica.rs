@@ -5,18 +5,17 @@
 //! Invariant: applying is idempotent — a version already held, or older
 //! than the head, changes nothing — so a retried batch is harmless.
 
-use sled::transaction::{Transactional, TransactionalTree};
-
 use super::blobs;
-use super::encoding::{self, Head};
-use super::keys::{collection_key, version_key, versions_prefix};
+use super::encoding::{AuditHead, BlobMeta, Fetch, Head, OurAck, PurgeStub as Stub};
+use super::keys::{CollectionKey, OfOrigin, RefKey, VersionKey};
 use super::records::{CountDelta, add_counts_tx};
-use super::tx::{Tx, abort, unwrap_tx};
-use super::{Result, Store, StoreError, corrupt};
-use crate::domain::audit::{Actor, Draft, MAX_RECORDS, Outcome, Target};
-use crate::domain::codec::DecodeError;
-use crate::domain::sharing::PurgeAck;
-use crate::domain::{OfficeId, RecordId, SignedVersion};
+use super::trees::tree_set;
+use super::tx::{Tx, unwrap_tx};
+use super::typed::TxTree;
+use super::{Result, Store};
+use crate::domain::audit::{Actor, Draft, Entry, MAX_RECORDS, Outcome, Target};
+use crate::domain::sharing::{GrantId, PurgeAck};
+use crate::domain::{BlobHash, OfficeId, RecordId, SignedVersion};
 
 /// One thing to apply from a peer's batch, already verified.
 #[derive(Debug, Clone)]
@@ -87,67 +86,77 @@ impl BatchLog {
 }
 
 pub use super::encoding::PurgeStub;
-use super::encoding::{decode_our_ack, decode_stub, encode_our_ack, encode_stub};
 
-fn read_head(heads: &TransactionalTree, id: &RecordId) -> Tx<Option<Head>> {
-    match heads.get(id.as_str())? {
-        Some(b) => Ok(Some(
-            encoding::decode_head(&b).map_err(|e| abort(corrupt("recordid_head")(e)))?,
-        )),
-        None => Ok(None),
+tree_set! {
+    /// Applying a peer's batch: its versions (with their files to fetch),
+    /// revocations and closed grants, the checkpoint, counts and audit.
+    ApplyTx {
+        heads: RecordId => Head,
+        versions: VersionKey => SignedVersion,
+        collections: CollectionKey => (),
+        purged: RecordId => Stub,
+        refs: RefKey => (),
+        blobs: BlobHash => BlobMeta,
+        fetches: BlobHash => Fetch,
+        checkpoints: OfficeId => u64,
+        our_acks: GrantId => OurAck,
+        counters: str => u64,
+        audit_entries: u64 => Entry,
+        audit_head: str => AuditHead,
+    }
+}
+
+tree_set! {
+    /// Purging the replicas of a removed peer.
+    PurgeTx {
+        heads: RecordId => Head,
+        versions: VersionKey => SignedVersion,
+        collections: CollectionKey => (),
+        purged: RecordId => Stub,
+        refs: RefKey => (),
+        counters: str => u64,
+        audit_entries: u64 => Entry,
+        audit_head: str => AuditHead,
     }
 }
 
 /// The trees that hold a record inside a transaction: its head, versions,
 /// place in the collection index, purge stub, and the references of its
 /// versions to files.
-struct RecordTrees<'a> {
-    heads: &'a TransactionalTree,
-    versions: &'a TransactionalTree,
-    collections: &'a TransactionalTree,
-    purged: &'a TransactionalTree,
-    refs: &'a TransactionalTree,
+struct RecordTrees<'a, 't> {
+    heads: &'a TxTree<'t, RecordId, Head>,
+    versions: &'a TxTree<'t, VersionKey, SignedVersion>,
+    collections: &'a TxTree<'t, CollectionKey, ()>,
+    purged: &'a TxTree<'t, RecordId, Stub>,
+    refs: &'a TxTree<'t, RefKey, ()>,
 }
 
 /// What the files of applied versions need: the blobs known and the
 /// fetches queued, and storage ids for new ones.
-struct FileTrees<'a, I> {
-    blobs: &'a TransactionalTree,
-    fetches: &'a TransactionalTree,
+struct FileTrees<'a, 't, I> {
+    blobs: &'a TxTree<'t, BlobHash, BlobMeta>,
+    fetches: &'a TxTree<'t, BlobHash, Fetch>,
     storage_ids: I,
 }
 
-impl<'a> RecordTrees<'a> {
-    /// The trees in the order their fields are declared.
-    fn of([heads, versions, collections, purged, refs]: [&'a TransactionalTree; 5]) -> Self {
-        Self {
-            heads,
-            versions,
-            collections,
-            purged,
-            refs,
-        }
-    }
-
+impl RecordTrees<'_, '_> {
     /// Stores a peer's version unless it is held already; moves the head
-    /// and the collection index when it is the newest. Returns its key, or
-    /// `None` when it was held.
+    /// and the collection index when it is the newest. Returns whether it
+    /// was stored (not held already).
     fn apply_version<I: Iterator<Item = u64>>(
         &self,
         v: &SignedVersion,
         peer: &OfficeId,
-        files: &mut FileTrees<'_, I>,
+        files: &mut FileTrees<'_, '_, I>,
         out: &mut ApplyOutcome,
         counts: &mut CountDelta,
-    ) -> Tx<Option<Vec<u8>>> {
+    ) -> Tx<bool> {
         let id = &v.record.id;
-        let key = version_key(id, v.record.version);
-        if self.versions.get(&key)?.is_some() {
+        if self.versions.contains((id, v.record.version))? {
             out.already_held += 1;
-            return Ok(None);
+            return Ok(false);
         }
-        self.versions
-            .insert(key.clone(), encoding::encode_signed(v))?;
+        self.versions.insert((id, v.record.version), v)?;
         counts.versions += 1;
         out.fetches_queued += blobs::add_replica_refs_tx(
             self.refs,
@@ -157,56 +166,51 @@ impl<'a> RecordTrees<'a> {
             peer,
             &mut files.storage_ids,
         )?;
-        self.purged.remove(id.as_str())?;
-        let old = read_head(self.heads, id)?;
+        self.purged.remove(id)?;
+        let old = self.heads.get(id)?;
         counts.records += i64::from(old.is_none());
         if old.as_ref().is_none_or(|h| h.version < v.record.version) {
             if let Some(old) = old {
-                self.collections
-                    .remove(collection_key(&old.collection, id))?;
+                self.collections.remove((old.collection.as_str(), id))?;
             }
             self.collections
-                .insert(collection_key(&v.record.collection, id), &[])?;
+                .insert((v.record.collection.as_str(), id), &())?;
             let head = Head {
                 version: v.record.version,
                 deleted: v.record.deleted,
                 collection: v.record.collection.clone(),
             };
-            self.heads
-                .insert(id.as_str(), encoding::encode_head(&head))?;
+            self.heads.insert(id, &head)?;
         }
         out.applied += 1;
-        Ok(Some(key))
+        Ok(true)
     }
 
-    /// Deletes every version of a replica (`keys`, found by a prefix scan
-    /// beforehand), leaving a stub, and takes what it removed off `counts`.
-    /// Returns whether there was anything to purge.
+    /// Deletes every version of a replica (`versions`, found by a prefix
+    /// scan beforehand), leaving a stub, and takes what it removed off
+    /// `counts`. Returns whether there was anything to purge.
     fn purge(
         &self,
         id: &RecordId,
-        keys: &[sled::IVec],
+        versions: &[u64],
         now_ms: u64,
         counts: &mut CountDelta,
     ) -> Tx<bool> {
-        let Some(head) = read_head(self.heads, id)? else {
+        let Some(head) = self.heads.get(id)? else {
             return Ok(false);
         };
-        let mut digest = [0u8; 32];
-        if let Some(latest) = self.versions.get(version_key(id, head.version))? {
-            let v = encoding::decode_signed(&latest)
-                .map_err(|e| abort(corrupt("recordversion_signed")(e)))?;
-            digest = v.digest;
-        }
-        for key in keys {
-            if let Some(value) = self.versions.remove(key.clone())? {
-                blobs::drop_refs_tx(self.refs, &value)?;
+        let digest = match self.versions.get((id, head.version))? {
+            Some(latest) => latest.digest,
+            None => [0u8; 32],
+        };
+        for &version in versions {
+            if let Some(removed) = self.versions.remove((id, version))? {
+                blobs::drop_refs_tx(self.refs, &removed)?;
                 counts.versions -= 1;
             }
         }
-        self.collections
-            .remove(collection_key(&head.collection, id))?;
-        self.heads.remove(id.as_str())?;
+        self.collections.remove((head.collection.as_str(), id))?;
+        self.heads.remove(id)?;
         counts.records -= 1;
         let stub = PurgeStub {
             id: id.clone(),
@@ -214,7 +218,7 @@ impl<'a> RecordTrees<'a> {
             digest,
             purged_at_ms: now_ms,
         };
-        self.purged.insert(id.as_str(), encode_stub(&stub))?;
+        self.purged.insert(id, &stub)?;
         Ok(true)
     }
 }
@@ -222,17 +226,7 @@ impl<'a> RecordTrees<'a> {
 impl Store {
     /// Our checkpoint in `peer`'s feed.
     pub fn checkpoint(&self, peer: &OfficeId) -> Result<u64> {
-        Ok(self
-            .office_checkpoint
-            .get(peer.as_str())?
-            .map(|v| {
-                let mut b = [0u8; 8];
-                if v.len() == 8 {
-                    b.copy_from_slice(&v);
-                }
-                u64::from_be_bytes(b)
-            })
-            .unwrap_or(0))
+        Ok(self.trees.checkpoints.get(peer)?.unwrap_or(0))
     }
 
     /// Applies verified items from `peer`'s feed and moves our checkpoint to
@@ -247,12 +241,12 @@ impl Store {
         now_ms: u64,
         rejected: &[Draft],
     ) -> Result<ApplyOutcome> {
-        let mut revoked_keys = std::collections::HashMap::new();
+        let mut revoked = std::collections::HashMap::new();
         let mut attachments = 0;
         for item in items {
             match item {
                 ApplyItem::Revoke(id) => {
-                    revoked_keys.insert(id.clone(), self.version_keys(id)?);
+                    revoked.insert(id.clone(), self.stored_versions(id)?);
                 }
                 ApplyItem::Version(v) => attachments += v.record.attachments.len(),
                 ApplyItem::Ack(_) => {}
@@ -263,89 +257,60 @@ impl Store {
             .map(|_| self.db.generate_id())
             .collect::<std::result::Result<_, _>>()?;
         let gate = blobs::gate(&self.blob_pins);
-        let outcome = unwrap_tx(
-            (
-                &self.recordid_head,
-                &self.recordversion_signed,
-                &self.collection_recordid,
-                &self.recordid_purged,
-                &self.office_checkpoint,
-                &self.grantid_ourack,
-                &self.blobhash_ref,
-                &self.blobhash_blob,
-                &self.blobhash_fetch,
-                &self.auditseq_entry,
-                &self.audit_head,
-                &self.counters,
-            )
-                .transaction(
-                    |(
-                        heads,
-                        versions,
-                        collections,
-                        purged,
-                        checkpoints,
-                        acks,
-                        refs,
-                        blobs,
-                        fetches,
-                        entries,
-                        audit_head,
-                        counters,
-                    )| {
-                        let record = RecordTrees::of([heads, versions, collections, purged, refs]);
-                        let mut files = FileTrees {
-                            blobs,
-                            fetches,
-                            storage_ids: storage_ids.iter().copied(),
-                        };
-                        let mut out = ApplyOutcome::default();
-                        let mut counts = CountDelta::default();
-                        let mut log = BatchLog::default();
-                        // Versions stored earlier in this same batch were not
-                        // there when the keys of revoked records were scanned.
-                        let mut fresh: std::collections::HashMap<RecordId, Vec<sled::IVec>> =
-                            std::collections::HashMap::new();
-                        for item in items {
-                            match item {
-                                ApplyItem::Version(v) => {
-                                    let applied = record.apply_version(
-                                        v,
-                                        peer,
-                                        &mut files,
-                                        &mut out,
-                                        &mut counts,
-                                    )?;
-                                    if let Some(key) = applied {
-                                        let id = &v.record.id;
-                                        fresh.entry(id.clone()).or_default().push(key.into());
-                                        log.applied.push((id.to_string(), v.record.version));
-                                    }
-                                }
-                                ApplyItem::Revoke(id) => {
-                                    let mut keys =
-                                        revoked_keys.get(id).cloned().unwrap_or_default();
-                                    keys.extend(fresh.get(id).into_iter().flatten().cloned());
-                                    if record.purge(id, &keys, now_ms, &mut counts)? {
-                                        out.purged += 1;
-                                        log.purged.push((id.to_string(), 0));
-                                    }
-                                }
-                                ApplyItem::Ack(ack) => {
-                                    acks.insert(ack.grant.as_str(), encode_our_ack(ack, false))?;
-                                    log.acks.push(ack.grant.to_string());
-                                }
-                            }
+        let outcome = unwrap_tx(ApplyTx::run(&self.trees, |t| {
+            let record = RecordTrees {
+                heads: &t.heads,
+                versions: &t.versions,
+                collections: &t.collections,
+                purged: &t.purged,
+                refs: &t.refs,
+            };
+            let mut files = FileTrees {
+                blobs: &t.blobs,
+                fetches: &t.fetches,
+                storage_ids: storage_ids.iter().copied(),
+            };
+            let mut out = ApplyOutcome::default();
+            let mut counts = CountDelta::default();
+            let mut log = BatchLog::default();
+            // Versions stored earlier in this same batch were not there
+            // when the versions of revoked records were scanned.
+            let mut fresh: std::collections::HashMap<&RecordId, Vec<u64>> =
+                std::collections::HashMap::new();
+            for item in items {
+                match item {
+                    ApplyItem::Version(v) => {
+                        if record.apply_version(v, peer, &mut files, &mut out, &mut counts)? {
+                            let id = &v.record.id;
+                            fresh.entry(id).or_default().push(v.record.version);
+                            log.applied.push((id.to_string(), v.record.version));
                         }
-                        checkpoints.insert(peer.as_str(), &checkpoint.to_be_bytes())?;
-                        add_counts_tx(counters, counts)?;
-                        let mut drafts = log.drafts(&self.office, peer, now_ms);
-                        drafts.extend_from_slice(rejected);
-                        super::audit::append_tx(entries, audit_head, &self.office, &drafts)?;
-                        Ok(out)
-                    },
-                ),
-        )?;
+                    }
+                    ApplyItem::Revoke(id) => {
+                        let mut versions = revoked.get(id).cloned().unwrap_or_default();
+                        versions.extend(fresh.get(id).into_iter().flatten());
+                        if record.purge(id, &versions, now_ms, &mut counts)? {
+                            out.purged += 1;
+                            log.purged.push((id.to_string(), 0));
+                        }
+                    }
+                    ApplyItem::Ack(ack) => {
+                        let ours = OurAck {
+                            ack: ack.clone(),
+                            delivered: false,
+                        };
+                        t.our_acks.insert(&ack.grant, &ours)?;
+                        log.acks.push(ack.grant.to_string());
+                    }
+                }
+            }
+            t.checkpoints.insert(peer, &checkpoint)?;
+            add_counts_tx(&t.counters, counts)?;
+            let mut drafts = log.drafts(&self.office, peer, now_ms);
+            drafts.extend_from_slice(rejected);
+            super::audit::append_tx(&t.audit_entries, &t.audit_head, &self.office, &drafts)?;
+            Ok(out)
+        }))?;
         drop(gate);
         self.audit_appended();
         if outcome.fetches_queued > 0 {
@@ -360,71 +325,55 @@ impl Store {
     /// Deletes every replica whose origin is `origin`, leaving stubs; each
     /// transaction also logs the records it purged, on behalf of `actor`.
     pub fn purge_replicas_of(&self, origin: &OfficeId, now_ms: u64, actor: &Actor) -> Result<u64> {
-        let prefix = format!("{origin}:");
         let ids: Vec<RecordId> = self
-            .recordid_head
-            .scan_prefix(prefix.as_bytes())
-            .keys()
-            .map(|k| {
-                let k = k?;
-                RecordId::parse(&String::from_utf8_lossy(&k)).map_err(|e| StoreError::Corrupt {
-                    tree: "recordid_head",
-                    source: DecodeError::Invalid {
-                        field: "record id",
-                        reason: e.to_string(),
-                    },
-                })
-            })
+            .trees
+            .heads
+            .scan_keys(OfOrigin(Some(origin)))
             .collect::<Result<_>>()?;
         let mut n = 0;
         for chunk in ids.chunks(256) {
-            let keys: Vec<Vec<sled::IVec>> = chunk
+            let versions: Vec<Vec<u64>> = chunk
                 .iter()
-                .map(|id| self.version_keys(id))
+                .map(|id| self.stored_versions(id))
                 .collect::<Result<_>>()?;
             let _gate = blobs::gate(&self.blob_pins);
-            n += unwrap_tx(
-                (
-                    &self.recordid_head,
-                    &self.recordversion_signed,
-                    &self.collection_recordid,
-                    &self.recordid_purged,
-                    &self.blobhash_ref,
-                    &self.auditseq_entry,
-                    &self.audit_head,
-                    &self.counters,
-                )
-                    .transaction(
-                        |(heads, versions, collections, purged, refs, entries, head, counters)| {
-                            let mut n = 0u64;
-                            let mut counts = CountDelta::default();
-                            let mut gone = Vec::new();
-                            let record =
-                                RecordTrees::of([heads, versions, collections, purged, refs]);
-                            for (id, keys) in chunk.iter().zip(&keys) {
-                                if record.purge(id, keys, now_ms, &mut counts)? {
-                                    n += 1;
-                                    gone.push((id.to_string(), 0));
-                                }
-                            }
-                            let mut target = Target {
-                                records: gone,
-                                peer: origin.to_string(),
-                                ..Target::default()
-                            };
-                            target.detail = "the peer was removed".into();
-                            let draft = Draft {
-                                at_ms: now_ms,
-                                ..Draft::new(actor.clone(), "replica.purged", target, Outcome::ok())
-                            };
-                            if n > 0 {
-                                super::audit::append_tx(entries, head, &self.office, &[draft])?;
-                            }
-                            add_counts_tx(counters, counts)?;
-                            Ok(n)
-                        },
-                    ),
-            )?;
+            n += unwrap_tx(PurgeTx::run(&self.trees, |t| {
+                let record = RecordTrees {
+                    heads: &t.heads,
+                    versions: &t.versions,
+                    collections: &t.collections,
+                    purged: &t.purged,
+                    refs: &t.refs,
+                };
+                let mut counts = CountDelta::default();
+                let mut gone = Vec::new();
+                for (id, versions) in chunk.iter().zip(&versions) {
+                    if record.purge(id, versions, now_ms, &mut counts)? {
+                        gone.push((id.to_string(), 0));
+                    }
+                }
+                let n = gone.len() as u64;
+                if n > 0 {
+                    let target = Target {
+                        records: gone,
+                        peer: origin.to_string(),
+                        detail: "the peer was removed".into(),
+                        ..Target::default()
+                    };
+                    let draft = Draft {
+                        at_ms: now_ms,
+                        ..Draft::new(actor.clone(), "replica.purged", target, Outcome::ok())
+                    };
+                    super::audit::append_tx(
+                        &t.audit_entries,
+                        &t.audit_head,
+                        &self.office,
+                        &[draft],
+                    )?;
+                }
+                add_counts_tx(&t.counters, counts)?;
+                Ok(n)
+            }))?;
         }
         self.audit_appended();
         if n > 0 {
@@ -433,41 +382,36 @@ impl Store {
         Ok(n)
     }
 
-    /// Keys of every stored version of a record.
-    fn version_keys(&self, id: &RecordId) -> Result<Vec<sled::IVec>> {
-        self.recordversion_signed
-            .scan_prefix(versions_prefix(id))
-            .keys()
-            .map(|k| Ok(k?))
+    /// The version numbers of every stored version of a record.
+    fn stored_versions(&self, id: &RecordId) -> Result<Vec<u64>> {
+        self.trees
+            .versions
+            .scan_keys(id)
+            .map(|k| k.map(|(_, version)| version))
             .collect()
     }
 
     pub fn purge_stub(&self, id: &RecordId) -> Result<Option<PurgeStub>> {
-        self.recordid_purged
-            .get(id.as_str())?
-            .map(|v| decode_stub(&v).map_err(corrupt("recordid_purged")))
-            .transpose()
+        self.trees.purged.get(id)
     }
 
     /// Purge acknowledgements we signed for `origin` that it has not
     /// confirmed yet.
     pub fn undelivered_acks(&self, origin: &OfficeId) -> Result<Vec<PurgeAck>> {
         let mut out = Vec::new();
-        for kv in self.grantid_ourack.iter() {
-            let (_, v) = kv?;
-            let (ack, delivered) = decode_our_ack(&v).map_err(corrupt("grantid_ourack"))?;
-            if !delivered && &ack.origin == origin {
-                out.push(ack);
+        for ours in self.trees.our_acks.values() {
+            let ours = ours?;
+            if !ours.delivered && &ours.ack.origin == origin {
+                out.push(ours.ack);
             }
         }
         Ok(out)
     }
 
-    pub fn mark_ack_delivered(&self, grant: &str) -> Result<()> {
-        if let Some(v) = self.grantid_ourack.get(grant)? {
-            let (ack, _) = decode_our_ack(&v).map_err(corrupt("grantid_ourack"))?;
-            self.grantid_ourack
-                .insert(grant, encode_our_ack(&ack, true))?;
+    pub fn mark_ack_delivered(&self, grant: &GrantId) -> Result<()> {
+        if let Some(mut ours) = self.trees.our_acks.get(grant)? {
+            ours.delivered = true;
+            self.trees.our_acks.insert(grant, &ours)?;
         }
         Ok(())
     }

@@ -1,11 +1,31 @@
 //! Users: every certificate the node issued, and whether it is revoked.
 
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
-
-use super::encoding::{self, UserRecord};
-use super::{Result, Store, StoreError, corrupt};
-use crate::domain::audit::Draft;
+use super::encoding::{AuditHead, UserRecord};
+use super::trees::tree_set;
+use super::tx::{abort, unwrap_tx};
+use super::{Result, Store, StoreError};
+use crate::domain::UserName;
+use crate::domain::audit::{Draft, Entry};
 use crate::identity::Fingerprint;
+
+tree_set! {
+    /// Issuing a user certificate.
+    IssueTx {
+        users: Fingerprint => UserRecord,
+        user_names: UserName => Fingerprint,
+        audit_entries: u64 => Entry,
+        audit_head: str => AuditHead,
+    }
+}
+
+tree_set! {
+    /// Revoking a user certificate.
+    RevokeTx {
+        users: Fingerprint => UserRecord,
+        audit_entries: u64 => Entry,
+        audit_head: str => AuditHead,
+    }
+}
 
 /// A stored user with its certificate's fingerprint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,59 +40,35 @@ impl Store {
     /// be issued again, and the revoked certificate stays on record. `audit`
     /// is appended in the same transaction.
     pub fn insert_user(&self, entry: &UserEntry, audit: &[Draft]) -> Result<()> {
-        let name = entry.user.name.as_str().to_owned();
-        let value = encoding::encode_user(&entry.user);
-        let outcome = (
-            &self.fingerprint_user,
-            &self.username_fingerprint,
-            &self.auditseq_entry,
-            &self.audit_head,
-        )
-            .transaction(|(by_fp, by_name, entries, head)| {
-                if let Some(current) = by_name.get(name.as_bytes())? {
-                    let valid = match by_fp.get(&current)? {
-                        Some(v) => {
-                            let user = encoding::decode_user(&v).map_err(|e| {
-                                ConflictableTransactionError::Abort(corrupt("fingerprint_user")(e))
-                            })?;
-                            user.revoked_at_ms == 0
-                        }
-                        None => false,
-                    };
-                    if valid {
-                        return Err(ConflictableTransactionError::Abort(StoreError::UserExists(
-                            name.clone(),
-                        )));
-                    }
+        let name = entry.user.name.as_str();
+        unwrap_tx(IssueTx::run(&self.trees, |t| {
+            if let Some(current) = t.user_names.get(name)? {
+                let valid = t
+                    .users
+                    .get(&current)?
+                    .is_some_and(|user| user.revoked_at_ms == 0);
+                if valid {
+                    return Err(abort(StoreError::UserExists(name.to_owned())));
                 }
-                by_name.insert(name.as_bytes(), &entry.fingerprint.0[..])?;
-                by_fp.insert(&entry.fingerprint.0[..], value.as_slice())?;
-                super::audit::append_tx(entries, head, &self.office, audit)?;
-                Ok(())
-            });
-        outcome.map_err(|e| match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => StoreError::Engine(e),
-        })?;
+            }
+            t.user_names.insert(name, &entry.fingerprint)?;
+            t.users.insert(&entry.fingerprint, &entry.user)?;
+            super::audit::append_tx(&t.audit_entries, &t.audit_head, &self.office, audit)?;
+            Ok(())
+        }))?;
         self.audit_appended();
         Ok(())
     }
 
     pub fn user_by_name(&self, name: &str) -> Result<Option<UserEntry>> {
-        let Some(fp) = self.username_fingerprint.get(name.as_bytes())? else {
+        let Some(fingerprint) = self.trees.user_names.get(name)? else {
             return Ok(None);
         };
-        let Some(value) = self.fingerprint_user.get(&fp)? else {
-            return Ok(None);
-        };
-        let mut arr = [0u8; 32];
-        if fp.len() == 32 {
-            arr.copy_from_slice(&fp);
-        }
-        Ok(Some(UserEntry {
-            fingerprint: Fingerprint(arr),
-            user: encoding::decode_user(&value).map_err(corrupt("fingerprint_user"))?,
-        }))
+        Ok(self
+            .trees
+            .users
+            .get(&fingerprint)?
+            .map(|user| UserEntry { fingerprint, user }))
     }
 
     /// Marks a user revoked at `at_ms` and appends `audit`, in one
@@ -89,19 +85,11 @@ impl Store {
         if entry.user.revoked_at_ms == 0 {
             entry.user.revoked_at_ms = at_ms;
         }
-        let value = encoding::encode_user(&entry.user);
-        super::tx::unwrap_tx(
-            (
-                &self.fingerprint_user,
-                &self.auditseq_entry,
-                &self.audit_head,
-            )
-                .transaction(|(by_fp, entries, head)| {
-                    by_fp.insert(&entry.fingerprint.0[..], value.as_slice())?;
-                    super::audit::append_tx(entries, head, &self.office, audit)?;
-                    Ok(())
-                }),
-        )?;
+        unwrap_tx(RevokeTx::run(&self.trees, |t| {
+            t.users.insert(&entry.fingerprint, &entry.user)?;
+            super::audit::append_tx(&t.audit_entries, &t.audit_head, &self.office, audit)?;
+            Ok(())
+        }))?;
         self.audit_appended();
         Ok(Some(entry))
     }
@@ -109,19 +97,12 @@ impl Store {
     /// Every certificate ever issued, revoked ones included, ordered by
     /// user name and then by when it was issued.
     pub fn users(&self) -> Result<Vec<UserEntry>> {
-        let mut out = Vec::new();
-        for kv in self.fingerprint_user.iter() {
-            let (fp, value) = kv?;
-            let Ok(fingerprint) = <[u8; 32]>::try_from(fp.as_ref()) else {
-                return Err(StoreError::Inconsistent(
-                    "a key of fingerprint_user is not 32 bytes".into(),
-                ));
-            };
-            out.push(UserEntry {
-                fingerprint: Fingerprint(fingerprint),
-                user: encoding::decode_user(&value).map_err(corrupt("fingerprint_user"))?,
-            });
-        }
+        let mut out = self
+            .trees
+            .users
+            .iter()
+            .map(|kv| kv.map(|(fingerprint, user)| UserEntry { fingerprint, user }))
+            .collect::<Result<Vec<_>>>()?;
         out.sort_by(|a, b| {
             (a.user.name.as_str(), a.user.issued_at_ms)
                 .cmp(&(b.user.name.as_str(), b.user.issued_at_ms))

@@ -217,9 +217,12 @@ async fn apply_in_order(
                         .await;
                 }
             }
-            Received::AckStored(grant) => {
-                ctx.store.mark_ack_delivered(&grant)?;
-            }
+            Received::AckStored(grant) => match GrantId::parse(&grant) {
+                Ok(grant) => ctx.store.mark_ack_delivered(&grant)?,
+                Err(e) => {
+                    tracing::warn!(peer = %peer.office, error = %e, "the peer confirmed an acknowledgement of a malformed grant id");
+                }
+            },
             Received::Heartbeat(head) => witness(ctx, peer, verifier, head).await,
         }
         // Everything applied so far is committed: the origin may forget it.

@@ -85,7 +85,7 @@ pub async fn check(ctx: &SyncContext, audit: &AuditLog, peer: &OfficeId) -> Resu
         .sharing
         .peer(peer)?
         .ok_or_else(|| Error::PeerNotPinned(peer.clone()))?;
-    let held = ctx.store.witnessed(peer.as_str())?;
+    let held = ctx.store.witnessed(peer)?;
     let verifier = OfficeVerifier::from_ca_cert(peer.clone(), &pinned.ca_der)?;
     let mut client =
         super::puller::connect(ctx, &pinned)

@@ -28,16 +28,18 @@ const LAYERS: &[(&str, u8)] = &[
 /// module uses only those below it.
 const STORE_LAYERS: &[(&str, u8)] = &[
     ("tx", 0),
-    ("keys", 0),
-    ("encoding", 0),
-    ("audit", 1),
-    ("sharing", 2),
-    ("blobs", 2),
-    ("users", 2),
-    ("records", 3),
-    ("replica", 4),
-    ("commit", 4),
-    ("disk", 5),
+    ("typed", 1),
+    ("keys", 2),
+    ("encoding", 2),
+    ("trees", 3),
+    ("audit", 4),
+    ("sharing", 5),
+    ("blobs", 5),
+    ("users", 5),
+    ("records", 6),
+    ("replica", 7),
+    ("commit", 7),
+    ("disk", 8),
 ];
 
 /// The top-level modules a source file names through `crate::…`.

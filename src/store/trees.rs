@@ -1,0 +1,139 @@
+//! Every tree of the store, typed: the one place that names them on disk
+//! (`key_value`) and says what their keys and values are.
+
+use super::Result;
+use super::encoding::{AuditHead, BlobMeta, Fetch, Head, OurAck, PurgeStub, UserRecord};
+use super::keys::{ChunkKey, CollectionKey, OutboxKey, RefKey, VersionKey, WitnessedKey};
+use super::typed::{Raw, Set, Tree};
+use crate::domain::audit::{Entry, SignedHead};
+use crate::domain::sharing::{FeedItem, Grant, GrantId, GrantJob, Peer};
+use crate::domain::{BlobHash, OfficeId, RecordId, SignedVersion, UserName};
+use crate::identity::Fingerprint;
+
+/// The store's trees. Cheap to clone (each is a handle).
+#[derive(Clone)]
+pub(super) struct Trees {
+    /// Record id → head (latest version number, collection, deleted flag).
+    pub heads: Tree<RecordId, Head>,
+    /// One version of a record → the version, signed.
+    pub versions: Tree<VersionKey, SignedVersion>,
+    /// Every record by collection, deleted or not.
+    pub collections: Set<CollectionKey>,
+    /// Certificate fingerprint → the user it was issued to.
+    pub users: Tree<Fingerprint, UserRecord>,
+    /// User name → the fingerprint of its latest certificate.
+    pub user_names: Tree<UserName, Fingerprint>,
+    /// Pinned peers.
+    pub peers: Tree<OfficeId, Peer>,
+    pub grants: Tree<GrantId, Grant>,
+    /// Grant jobs started and not yet finished.
+    pub jobs: Tree<GrantId, GrantJob>,
+    /// Each peer's outbox (its feed), by sequence number.
+    pub outbox: Tree<OutboxKey, FeedItem>,
+    /// Named numbers: the last outbox sequence number assigned, the
+    /// record and version counts.
+    pub counters: Tree<str, u64>,
+    /// Peer office → highest seq of its feed it acknowledged (serving side).
+    pub acked: Tree<OfficeId, u64>,
+    /// Peer office → our checkpoint in its feed (pulling side).
+    pub checkpoints: Tree<OfficeId, u64>,
+    /// Record id → what is left of a purged replica.
+    pub purged: Tree<RecordId, PurgeStub>,
+    /// Grant id → the purge acknowledgement this office signed.
+    pub our_acks: Tree<GrantId, OurAck>,
+    /// Blob hash → where its chunks are ([`super::blobs`]).
+    pub blobs: Tree<BlobHash, BlobMeta>,
+    /// A storage id's chunks, as stored.
+    pub chunks: Tree<ChunkKey, Raw>,
+    /// Storage ids whose chunks are being removed, or uploads in progress.
+    pub doomed: Set<u64>,
+    /// Blob hash → a fetch from a peer in progress.
+    pub fetches: Tree<BlobHash, Fetch>,
+    /// Versions that list a blob.
+    pub refs: Set<RefKey>,
+    /// The audit log, by sequence number ([`crate::domain::audit`]).
+    pub audit_entries: Tree<u64, Entry>,
+    /// `head` → the last entry's seq, chain hash and time.
+    pub audit_head: Tree<str, AuditHead>,
+    /// Audit seq → a head of this office's log, signed.
+    pub signed_heads: Tree<u64, SignedHead>,
+    /// Heads of peers' logs they signed, witnessed here.
+    pub witnessed: Tree<WitnessedKey, SignedHead>,
+}
+
+impl Trees {
+    pub fn open(db: &sled::Db) -> Result<Self> {
+        Ok(Self {
+            heads: Tree::open(db, "recordid_head")?,
+            versions: Tree::open(db, "recordversion_signed")?,
+            collections: Tree::open(db, "collection_recordid")?,
+            users: Tree::open(db, "fingerprint_user")?,
+            user_names: Tree::open(db, "username_fingerprint")?,
+            peers: Tree::open(db, "office_peer")?,
+            grants: Tree::open(db, "grantid_grant")?,
+            jobs: Tree::open(db, "grantid_job")?,
+            outbox: Tree::open(db, "peerseq_outbox")?,
+            counters: Tree::open(db, "counters")?,
+            acked: Tree::open(db, "office_acked")?,
+            checkpoints: Tree::open(db, "office_checkpoint")?,
+            purged: Tree::open(db, "recordid_purged")?,
+            our_acks: Tree::open(db, "grantid_ourack")?,
+            blobs: Tree::open(db, "blobhash_blob")?,
+            chunks: Tree::open(db, "storage_chunk")?,
+            doomed: Tree::open(db, "storage_doomed")?,
+            fetches: Tree::open(db, "blobhash_fetch")?,
+            refs: Tree::open(db, "blobhash_ref")?,
+            audit_entries: Tree::open(db, "auditseq_entry")?,
+            audit_head: Tree::open(db, "audit_head")?,
+            signed_heads: Tree::open(db, "auditseq_signedhead")?,
+            witnessed: Tree::open(db, "officeseq_witnessed")?,
+        })
+    }
+}
+
+/// Declares a named set of trees one kind of transaction changes, and its
+/// `run`: the fields name trees of [`Trees`] (same names),
+/// and inside the transaction each is a [`TxTree`] of the same types.
+///
+/// ```ignore
+/// tree_set! {
+///     /// Pinning a peer.
+///     PeerTx { peers: OfficeId => Peer, audit_entries: u64 => Entry, audit_head: str => AuditHead }
+/// }
+/// PeerTx::run(&store.trees, |t| { t.peers.insert(&office, &peer)?; Ok(()) })?;
+/// ```
+macro_rules! tree_set {
+    ($(#[$meta:meta])* $name:ident { $($field:ident : $k:ty => $v:ty),+ $(,)? }) => {
+        $(#[$meta])*
+        pub(super) struct $name<'t> {
+            $(pub $field: $crate::store::typed::TxTree<'t, $k, $v>,)+
+        }
+
+        impl $name<'_> {
+            /// Runs `f` in one transaction over these trees of `trees`;
+            /// sled runs it again on a conflict, so `f` must start from
+            /// scratch each time.
+            pub fn run<T, E>(
+                trees: &$crate::store::trees::Trees,
+                f: impl Fn(&$name<'_>) -> ::std::result::Result<
+                    T,
+                    ::sled::transaction::ConflictableTransactionError<E>,
+                >,
+            ) -> ::std::result::Result<T, ::sled::transaction::TransactionError<E>> {
+                use ::sled::transaction::Transactional;
+                let set = [$(trees.$field.raw()),+];
+                set[..].transaction(|views| {
+                    let mut views = views.iter();
+                    let set = $name {
+                        $($field: match views.next() {
+                            Some(view) => $crate::store::typed::TxTree::new(view, &trees.$field),
+                            None => unreachable!("one view per tree of the set"),
+                        },)+
+                    };
+                    f(&set)
+                })
+            }
+        }
+    };
+}
+pub(super) use tree_set;
