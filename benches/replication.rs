@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,14 +18,15 @@ use casemesh::domain::NodeAddr;
 use casemesh::domain::OfficeId;
 use casemesh::identity::OfficeCa;
 use casemesh::identity::tls::{PemIdentity, TrustStore, client_config, server_config};
-use casemesh::protocol::pb::{
-    self, records_client::RecordsClient, records_server, replication_server,
-};
+use casemesh::protocol::pb::{self, records_client::RecordsClient, records_server};
 use casemesh::protocol::transport;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_stream::Stream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
+
+#[path = "../tests/suite/scripted.rs"]
+mod scripted;
+use scripted::{Say, ScriptedOrigin};
 
 /// The same allocator as the `casemesh` binary, for the in-process nodes.
 #[global_allocator]
@@ -166,69 +166,6 @@ fn pki() -> Res<Pki> {
     })
 }
 
-/// Streams `n` entries of 1 KiB in messages of 100, as fast as it can.
-struct RawStream {
-    n: usize,
-}
-
-type Down = Pin<Box<dyn Stream<Item = Result<pb::PullDown, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl replication_server::Replication for RawStream {
-    type PullStream = Down;
-    type FetchBlobStream = casemesh::grpc::server_records::BlobStream;
-
-    async fn fetch_blob(
-        &self,
-        _req: Request<pb::FetchBlobRequest>,
-    ) -> Result<Response<Self::FetchBlobStream>, Status> {
-        Err(Status::unimplemented("this server only pulls"))
-    }
-
-    type ProveAuditStream = Pin<Box<dyn Stream<Item = Result<pb::AuditProof, Status>> + Send>>;
-
-    async fn prove_audit(
-        &self,
-        _req: Request<pb::ProveAuditRequest>,
-    ) -> Result<Response<Self::ProveAuditStream>, Status> {
-        Err(Status::unimplemented("this server only pulls"))
-    }
-
-    async fn pull(&self, _req: Request<Streaming<pb::PullUp>>) -> Result<Response<Down>, Status> {
-        let (tx, rx) = tokio::sync::mpsc::channel(8);
-        let n = self.n;
-        tokio::spawn(async move {
-            let payload = bytes::Bytes::from(body(0));
-            let mut sent = 0;
-            while sent < n {
-                let entries = (0..100.min(n - sent))
-                    .map(|i| pb::FeedEntry {
-                        seq: (sent + i) as u64,
-                        kind: Some(pb::feed_entry::Kind::Version(pb::ReplicatedVersion {
-                            canonical: payload.clone(),
-                            signature: bytes::Bytes::from_static(&[0; 72]),
-                        })),
-                    })
-                    .collect::<Vec<_>>();
-                sent += entries.len();
-                let msg = pb::PullDown {
-                    kind: Some(pb::pull_down::Kind::Batch(pb::Batch {
-                        entries,
-                        last_seq: sent as u64,
-                        audit_head: None,
-                    })),
-                };
-                if tx.send(Ok(msg)).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
-    }
-}
-
 /// A loopback listener that accepts mTLS connections as a node does, for a
 /// raw tonic server; returns its port and its stream of connections.
 async fn mtls_listener(
@@ -255,11 +192,35 @@ async fn mtls_listener(
 
 async fn grpc_stream(pki: &Pki, n: usize) -> Res<f64> {
     let (port, incoming) = mtls_listener(pki, 8).await?;
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(replication_server::ReplicationServer::new(RawStream { n }))
-            .serve_with_incoming(incoming),
-    );
+    // Streams `n` entries of 1 KiB in messages of 100, as fast as it can:
+    // no store, no signatures.
+    let server = ScriptedOrigin::new(move |say: Say| async move {
+        let payload = bytes::Bytes::from(body(0));
+        let mut sent = 0;
+        while sent < n {
+            let entries = (0..100.min(n - sent))
+                .map(|i| pb::FeedEntry {
+                    seq: (sent + i) as u64,
+                    kind: Some(pb::feed_entry::Kind::Version(pb::ReplicatedVersion {
+                        canonical: payload.clone(),
+                        signature: bytes::Bytes::from_static(&[0; 72]),
+                    })),
+                })
+                .collect::<Vec<_>>();
+            sent += entries.len();
+            let msg = pb::PullDown {
+                kind: Some(pb::pull_down::Kind::Batch(pb::Batch {
+                    entries,
+                    last_seq: sent as u64,
+                    audit_head: None,
+                })),
+            };
+            if say.send(Ok(msg)).await.is_err() {
+                return;
+            }
+        }
+    })
+    .serve(incoming);
     let ch = transport::connect(
         &NodeAddr {
             host: "127.0.0.1".into(),

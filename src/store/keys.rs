@@ -190,50 +190,28 @@ impl Key for CollectionKey {
     }
 }
 
-/// `peer office ‖ 0 ‖ seq`: an entry of a peer's outbox. Prefix: the
-/// office and its 0, the whole outbox.
-pub(super) struct OutboxKey;
+/// `office ‖ 0 ‖ seq`: an entry of a peer's outbox, or a head of a
+/// peer's log witnessed here. Prefix: the office and its 0, all of its
+/// entries.
+pub(super) struct OfficeSeq;
 
-impl KeyOf<OutboxKey> for (&OfficeId, u64) {
+impl KeyOf<OfficeSeq> for (&OfficeId, u64) {
     fn key(&self) -> Cow<'_, [u8]> {
         Cow::Owned(joined(self.0.as_str(), &self.1.to_be_bytes()))
     }
 }
 
-impl PrefixOf<OutboxKey> for &OfficeId {
+impl PrefixOf<OfficeSeq> for &OfficeId {
     fn prefix(&self) -> Cow<'_, [u8]> {
         Cow::Owned(joined(self.as_str(), &[]))
     }
 }
 
-impl Key for OutboxKey {
+impl Key for OfficeSeq {
     type Owned = u64;
-    /// The sequence number (the caller chose the peer).
+    /// The sequence number (the caller chose the office).
     fn decode(bytes: &[u8]) -> Result<u64, DecodeError> {
-        let (_, seq) = split_at_zero(bytes, "outbox key")?;
-        be_u64(seq, "seq")
-    }
-}
-
-/// `peer office ‖ 0 ‖ seq`: a head of a peer's log witnessed here.
-pub(super) struct WitnessedKey;
-
-impl KeyOf<WitnessedKey> for (&OfficeId, u64) {
-    fn key(&self) -> Cow<'_, [u8]> {
-        Cow::Owned(joined(self.0.as_str(), &self.1.to_be_bytes()))
-    }
-}
-
-impl PrefixOf<WitnessedKey> for &OfficeId {
-    fn prefix(&self) -> Cow<'_, [u8]> {
-        Cow::Owned(joined(self.as_str(), &[]))
-    }
-}
-
-impl Key for WitnessedKey {
-    type Owned = u64;
-    fn decode(bytes: &[u8]) -> Result<u64, DecodeError> {
-        let (_, seq) = split_at_zero(bytes, "witnessed key")?;
+        let (_, seq) = split_at_zero(bytes, "office and seq")?;
         be_u64(seq, "seq")
     }
 }
@@ -323,9 +301,9 @@ mod tests {
         let c = KeyOf::<CollectionKey>::key(&("2026 004", &id())).into_owned();
         assert_eq!(&c[..9], b"2026 004\0");
         assert_eq!(CollectionKey::decode(&c).unwrap(), id());
-        let o = KeyOf::<OutboxKey>::key(&(&office, 9)).into_owned();
+        let o = KeyOf::<OfficeSeq>::key(&(&office, 9)).into_owned();
         assert_eq!(hex::encode(&o), "6e79632d6461000000000000000009");
-        assert_eq!(OutboxKey::decode(&o).unwrap(), 9);
+        assert_eq!(OfficeSeq::decode(&o).unwrap(), 9);
         let chunk = KeyOf::<ChunkKey>::key(&(1, 2)).into_owned();
         assert_eq!(hex::encode(&chunk), "00000000000000010000000000000002");
         assert_eq!(ChunkKey::decode(&chunk).unwrap(), (1, 2));

@@ -3,7 +3,7 @@
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::encoding::{AuditHead, BlobMeta, Head};
-use super::keys::{CollectionKey, OfOrigin, OutboxKey, RefKey, VersionKey};
+use super::keys::{CollectionKey, OfOrigin, OfficeSeq, RefKey, VersionKey};
 use super::trees::Trees;
 use super::trees::tree_set;
 use super::tx::{Tx, unwrap_tx};
@@ -320,7 +320,7 @@ tree_set! {
         versions: VersionKey => SignedVersion,
         collections: CollectionKey => (),
         counters: str => u64,
-        outbox: OutboxKey => FeedItem,
+        outbox: OfficeSeq => FeedItem,
         refs: RefKey => (),
         blobs: BlobHash => BlobMeta,
         audit_entries: u64 => Entry,

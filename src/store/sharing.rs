@@ -3,7 +3,7 @@
 use std::ops::Bound;
 
 use super::encoding::legacy_job;
-use super::keys::OutboxKey;
+use super::keys::OfficeSeq;
 use super::trees::tree_set;
 use super::tx::{Tx, unwrap_tx};
 use super::typed::TxTree;
@@ -28,7 +28,7 @@ pub(super) fn read_counter(trees: &super::trees::Trees) -> Result<u64> {
 /// Appends feed items inside a transaction; returns the last seq assigned.
 pub(super) fn push_feed(
     counters: &TxTree<'_, str, u64>,
-    outbox: &TxTree<'_, OutboxKey, FeedItem>,
+    outbox: &TxTree<'_, OfficeSeq, FeedItem>,
     feed: &[(OfficeId, FeedItem)],
 ) -> Tx<u64> {
     let mut seq = counters.get(OUTBOX_SEQ)?.unwrap_or(0);
@@ -57,7 +57,7 @@ tree_set! {
         grants: GrantId => Grant,
         jobs: GrantId => GrantJob,
         counters: str => u64,
-        outbox: OutboxKey => FeedItem,
+        outbox: OfficeSeq => FeedItem,
         audit_entries: u64 => Entry,
         audit_head: str => AuditHead,
     }
@@ -67,7 +67,7 @@ tree_set! {
     /// Appending feed items.
     FeedTx {
         counters: str => u64,
-        outbox: OutboxKey => FeedItem,
+        outbox: OfficeSeq => FeedItem,
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::Result;
 use super::encoding::{AuditHead, BlobMeta, Fetch, Head, OurAck, PurgeStub, UserRecord};
-use super::keys::{ChunkKey, CollectionKey, OutboxKey, RefKey, VersionKey, WitnessedKey};
+use super::keys::{ChunkKey, CollectionKey, OfficeSeq, RefKey, VersionKey};
 use super::typed::{Raw, Set, Tree};
 use crate::domain::audit::{Entry, SignedHead};
 use crate::domain::sharing::{FeedItem, Grant, GrantId, GrantJob, Peer};
@@ -29,7 +29,7 @@ pub(super) struct Trees {
     /// Grant jobs started and not yet finished.
     pub jobs: Tree<GrantId, GrantJob>,
     /// Each peer's outbox (its feed), by sequence number.
-    pub outbox: Tree<OutboxKey, FeedItem>,
+    pub outbox: Tree<OfficeSeq, FeedItem>,
     /// Named numbers: the last outbox sequence number assigned, the
     /// record and version counts.
     pub counters: Tree<str, u64>,
@@ -58,7 +58,7 @@ pub(super) struct Trees {
     /// Audit seq → a head of this office's log, signed.
     pub signed_heads: Tree<u64, SignedHead>,
     /// Heads of peers' logs they signed, witnessed here.
-    pub witnessed: Tree<WitnessedKey, SignedHead>,
+    pub witnessed: Tree<OfficeSeq, SignedHead>,
 }
 
 impl Trees {

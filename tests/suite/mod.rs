@@ -18,3 +18,4 @@ mod layers;
 mod memory;
 mod peers;
 mod records;
+pub mod scripted;

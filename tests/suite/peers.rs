@@ -1,7 +1,6 @@
 //! What a peer node, or anyone holding a peer office's certificates, can
 //! and cannot do.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,14 +9,14 @@ use casemesh::identity::tls::{PemIdentity, TrustStore, server_config};
 use casemesh::identity::{OfficeCa, OfficeSigner};
 use casemesh::protocol::pb::{
     self, admin_client::AdminClient, records_client::RecordsClient,
-    replication_client::ReplicationClient, replication_server,
+    replication_client::ReplicationClient,
 };
 use casemesh::protocol::transport;
 use rustls_pki_types::CertificateDer;
-use tokio_stream::Stream;
-use tonic::{Code, Request, Response, Status, Streaming};
+use tonic::Code;
 
 use super::cluster::{TestCluster, TestNode, eventually, holdings, of_action};
+use super::scripted::{Say, ScriptedOrigin};
 
 fn admin_identity(node: &TestNode) -> (Vec<u8>, Vec<u8>) {
     let p = node.paths();
@@ -196,63 +195,6 @@ async fn a_peer_receives_only_its_grants_whatever_checkpoint_it_sends() {
     cluster.stop_all().await;
 }
 
-/// A node impersonating phila-da (it holds phila-da's node certificate)
-/// that serves whatever batch the test gives it.
-struct FakeOrigin {
-    batch: pb::Batch,
-}
-
-type Down = Pin<Box<dyn Stream<Item = Result<pb::PullDown, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl replication_server::Replication for FakeOrigin {
-    type PullStream = Down;
-    type FetchBlobStream = casemesh::grpc::server_records::BlobStream;
-
-    async fn fetch_blob(
-        &self,
-        _req: Request<pb::FetchBlobRequest>,
-    ) -> Result<Response<Self::FetchBlobStream>, Status> {
-        Err(Status::unimplemented("this server only pulls"))
-    }
-
-    type ProveAuditStream = Pin<Box<dyn Stream<Item = Result<pb::AuditProof, Status>> + Send>>;
-
-    async fn prove_audit(
-        &self,
-        _req: Request<pb::ProveAuditRequest>,
-    ) -> Result<Response<Self::ProveAuditStream>, Status> {
-        Err(Status::unimplemented("this server only pulls"))
-    }
-
-    async fn pull(&self, _req: Request<Streaming<pb::PullUp>>) -> Result<Response<Down>, Status> {
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let batch = self.batch.clone();
-        tokio::spawn(async move {
-            let _ = tx
-                .send(Ok(pb::PullDown {
-                    kind: Some(pb::pull_down::Kind::Batch(batch)),
-                }))
-                .await;
-            loop {
-                let hb = pb::PullDown {
-                    kind: Some(pb::pull_down::Kind::Heartbeat(pb::Heartbeat {
-                        now_ms: 0,
-                        audit_head: None,
-                    })),
-                };
-                if tx.send(Ok(hb)).await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
-    }
-}
-
 fn version(origin: &OfficeId, title: &str) -> RecordVersion {
     let mut random = [0u8; 10];
     casemesh::domain::random_bytes(&mut random);
@@ -380,13 +322,28 @@ async fn versions_with_a_broken_signature_or_another_origin_are_rejected() {
         },
     );
     let forged = batch.entries.len() - 1;
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(replication_server::ReplicationServer::new(FakeOrigin {
-                batch,
-            }))
-            .serve_with_incoming(incoming),
-    );
+    // A node impersonating phila-da (it holds phila-da's node certificate)
+    // serves the batch, then heartbeats while the puller listens.
+    let server = ScriptedOrigin::new(move |say: Say| {
+        let batch = batch.clone();
+        async move {
+            let batch = pb::pull_down::Kind::Batch(batch);
+            let _ = say.send(Ok(pb::PullDown { kind: Some(batch) })).await;
+            loop {
+                let hb = pb::PullDown {
+                    kind: Some(pb::pull_down::Kind::Heartbeat(pb::Heartbeat {
+                        now_ms: 0,
+                        audit_head: None,
+                    })),
+                };
+                if say.send(Ok(hb)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    })
+    .serve(incoming);
 
     let nyc = &cluster.nodes[1];
     let good_id = good.record.id.to_string();
