@@ -277,6 +277,7 @@ async fn services(paths: &Paths, config: &Config, id: &Identity) -> Result<Servi
         removed: watch::Sender::new(0),
         feeds: std::sync::Mutex::new(tokio::task::JoinSet::new()),
         applied: tokio::sync::broadcast::Sender::new(4096),
+        guards: Default::default(),
     });
     let replicator = Arc::new(Replicator::new(sync_ctx.clone()));
     let runtime: Arc<dyn PeerRuntime> = replicator.clone();

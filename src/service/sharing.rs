@@ -188,11 +188,15 @@ impl Sharing {
             let before = prev_collection
                 .is_some_and(|c| mine().any(|g| g.ended_at_ms == 0 && g.covers(&next.id, c)));
             if after {
+                // A record the peer could not see before (moved into a
+                // granted case) travels with its whole history.
+                let saw = prev_collection
+                    .is_some_and(|c| sharing::visible(mine(), &self.office, &next.id, c, now));
                 feed.push((
                     peer.clone(),
                     FeedItem::Versions {
                         id: next.id.clone(),
-                        from: next.version,
+                        from: if saw { next.version } else { 1 },
                         to: next.version,
                     },
                 ));
@@ -549,29 +553,31 @@ impl Sharing {
         Ok(grant)
     }
 
-    /// Queues a revocation for every record the ended grant covered and no
-    /// other grant still covers, then the grant's closing marker.
+    /// Queues a revocation for every record the ended grant revealed and no
+    /// other grant still shows the peer, then the grant's closing marker.
+    /// What it revealed is fixed when it first closes (the records it
+    /// covered then) and replayed as it was whenever the close is queued
+    /// again: records added to a case after a revocation are never named
+    /// to the revoked peer.
     fn close(&self, grant: &Grant) -> Result<()> {
         let now = now_ms();
         let others: Vec<Grant> = self.grants(Some(&grant.peer));
-        let mut feed = Vec::new();
-        for id in self.covered(&grant.target)? {
+        let revealed = match self.store.revealed(&grant.id)? {
+            Some(ids) => ids,
+            None => self.covered(&grant.target)?,
+        };
+        let mut revoke = Vec::new();
+        for id in &revealed {
             let collection = self
                 .store
-                .head(&id)?
+                .head(id)?
                 .map(|h| h.collection)
                 .unwrap_or_default();
-            if !sharing::visible(&others, &self.office, &id, &collection, now) {
-                feed.push((grant.peer.clone(), FeedItem::Revoke { id }));
+            if !sharing::visible(&others, &self.office, id, &collection, now) {
+                revoke.push(id.clone());
             }
         }
-        feed.push((
-            grant.peer.clone(),
-            FeedItem::GrantClosed {
-                grant: grant.id.clone(),
-            },
-        ));
-        self.store.push_feed(&feed)?;
+        self.store.close_grant_feed(grant, &revealed, &revoke)?;
         Ok(())
     }
 
@@ -654,6 +660,8 @@ impl Sharing {
             );
             self.store
                 .put_grant_with_feed(&grant, &[], None, &[entry])?;
+            // Nothing will be revoked again: what it revealed may go.
+            self.store.forget_revealed(&grant.id)?;
             self.store.commit().await?;
             self.replace_grant(grant);
         }

@@ -5,21 +5,22 @@
 //! writes among them are applied together, in as few transactions as
 //! [`transaction_groups`] allows (sled writes its log buffer out for every
 //! transaction, so sharing one is most of the gain). Then the thread
-//! reads the outbox counter, flushes once, and answers them all. A plain
+//! reads where each feed ends, flushes once, and answers them all. A plain
 //! commit request is sent after its writer's own transaction completed, and
 //! the flush starts after the request was taken, so each answered writer's
-//! data is on disk; every outbox sequence number up to the counter read
-//! before the flush is on disk too.
+//! data is on disk; every feed entry up to the ends read before the flush
+//! is on disk too.
 
 use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
 use super::records::{VersionWrite, VersionWriter, transaction_groups};
+use super::sharing::FeedEnds;
 use super::{Result, StoreError};
 
-/// Answered with the outbox counter that the flush covered.
-type Reply = oneshot::Sender<Result<u64>>;
+/// Answered with the ends of the feeds that the flush covered.
+type Reply = oneshot::Sender<Result<FeedEnds>>;
 
 struct Request {
     write: Option<VersionWrite>,
@@ -53,18 +54,18 @@ impl GroupCommit {
     }
 
     /// Waits until everything written before this call is on disk; returns
-    /// the outbox counter the flush covered.
-    pub(super) async fn commit(&self) -> Result<u64> {
+    /// the ends of the feeds the flush covered.
+    pub(super) async fn commit(&self) -> Result<FeedEnds> {
         self.send(None).await
     }
 
-    /// Applies `write` and waits until it is on disk; returns the outbox
-    /// counter the flush covered.
-    pub(super) async fn write(&self, write: VersionWrite) -> Result<u64> {
+    /// Applies `write` and waits until it is on disk; returns the ends of
+    /// the feeds the flush covered.
+    pub(super) async fn write(&self, write: VersionWrite) -> Result<FeedEnds> {
         self.send(Some(write)).await
     }
 
-    async fn send(&self, write: Option<VersionWrite>) -> Result<u64> {
+    async fn send(&self, write: Option<VersionWrite>) -> Result<FeedEnds> {
         let (reply, answer) = oneshot::channel();
         self.requests
             .as_ref()
@@ -111,12 +112,13 @@ fn handle(db: &sled::Db, writer: &VersionWriter, batch: Vec<Request>) {
             failed[i] = outcome.err();
         }
     }
-    // Read before the flush, so the flush covers every entry up to it.
-    // Unreadable, it claims nothing (0), and a later commit catches up.
-    let assigned = super::sharing::read_counter(&writer.trees).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "reading the outbox counter failed");
-        0
-    });
+    // Read before the flush, so the flush covers every entry up to them.
+    // Unreadable, they claim nothing new, and a later commit catches up.
+    let assigned =
+        super::sharing::feed_ends(&writer.trees, writer.feed_floor).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "reading the ends of the feeds failed");
+            FeedEnds::default()
+        });
     let flushed = db.flush().map(|_| assigned).map_err(|e| e.to_string());
     for (request, failure) in batch.into_iter().zip(failed) {
         let answer = match failure {

@@ -216,6 +216,31 @@ impl Key for OfficeSeq {
     }
 }
 
+/// `grant id ‖ 0 ‖ record id`: a record a grant revealed. Prefix: the
+/// grant and its 0, all of them.
+pub(super) struct GrantRecord;
+
+impl KeyOf<GrantRecord> for (&GrantId, &RecordId) {
+    fn key(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(joined(self.0.as_str(), self.1.as_str().as_bytes()))
+    }
+}
+
+impl PrefixOf<GrantRecord> for &GrantId {
+    fn prefix(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(joined(self.as_str(), &[]))
+    }
+}
+
+impl Key for GrantRecord {
+    type Owned = RecordId;
+    /// The record id (the caller chose the grant).
+    fn decode(bytes: &[u8]) -> Result<RecordId, DecodeError> {
+        let (_, id) = split_at_zero(bytes, "grant and record")?;
+        RecordId::parse(text(id, "record id")?).map_err(|e| invalid("record id", e))
+    }
+}
+
 /// `hash ‖ record id ‖ 0 ‖ version`: a version that lists a blob.
 /// Prefix: the hash, every version listing it.
 pub(super) struct RefKey;

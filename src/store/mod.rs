@@ -26,6 +26,7 @@ use std::path::Path;
 
 pub use records::{ListFilter, ListPage};
 pub use replica::{ApplyItem, ApplyOutcome, PurgeStub};
+pub use sharing::FeedEnds;
 pub use users::UserEntry;
 
 use crate::domain::codec::DecodeError;
@@ -93,9 +94,11 @@ pub struct Store {
     blob_pins: blobs::Pins,
     /// Wakes the tasks that fetch and remove blobs.
     pub blob_wake: blobs::Wake,
-    /// Highest outbox sequence number known to be on disk; serving streams
+    /// How far each peer's feed is known to be on disk; serving streams
     /// never send past it, so a peer never holds what a crash could undo.
-    watermark: tokio::sync::watch::Sender<u64>,
+    watermark: tokio::sync::watch::Sender<FeedEnds>,
+    /// Where feeds without a number of their own start ([`sharing`]).
+    feed_floor: u64,
     /// Applies version writes; the commit thread has a copy.
     writer: records::VersionWriter,
     committer: commit::GroupCommit,
@@ -136,9 +139,11 @@ impl Store {
         let db = open_when_unlocked(&config, wait)?;
         check_meta(&db, office)?;
         let trees = trees::Trees::open(&db)?;
-        let durable = sharing::read_counter(&trees)?;
+        let feed_floor = sharing::feed_floor(&trees)?;
+        let durable = sharing::feed_ends(&trees, feed_floor)?;
         let writer = records::VersionWriter {
             trees: trees.clone(),
+            feed_floor,
             office: office.to_owned(),
             blob_pins: Default::default(),
         };
@@ -149,6 +154,7 @@ impl Store {
             blob_pins: writer.blob_pins.clone(),
             blob_wake: Default::default(),
             watermark: tokio::sync::watch::Sender::new(durable),
+            feed_floor,
             committer: commit::GroupCommit::start(db.clone(), writer.clone()),
             writer,
             db,
@@ -167,19 +173,20 @@ impl Store {
         Ok(())
     }
 
-    /// Every outbox entry up to `assigned` is on disk.
-    fn watermark_reached(&self, assigned: u64) {
-        self.watermark.send_if_modified(|w| {
-            let moved = assigned > *w;
-            if moved {
-                *w = assigned;
-            }
-            moved
-        });
+    /// Every feed entry up to `assigned` is on disk.
+    fn watermark_reached(&self, assigned: FeedEnds) {
+        self.watermark
+            .send_if_modified(|w| match w.advanced(&assigned) {
+                Some(further) => {
+                    *w = further;
+                    true
+                }
+                None => false,
+            });
     }
 
-    /// Watches the durable outbox watermark.
-    pub fn watermark(&self) -> tokio::sync::watch::Receiver<u64> {
+    /// Watches how far each feed is on disk.
+    pub fn watermark(&self) -> tokio::sync::watch::Receiver<FeedEnds> {
         self.watermark.subscribe()
     }
 
@@ -282,8 +289,9 @@ mod tests {
             store.flush_now().unwrap();
         }
         let store = Store::open(&path, "phila-da", &options()).unwrap();
-        assert_eq!(sharing::read_counter(&store.trees).unwrap(), 5);
-        assert_eq!(*store.watermark().borrow(), 5);
+        // The shared numbering's end is where every feed starts.
+        assert_eq!(store.last_seq(&nyc).unwrap(), 5);
+        assert_eq!(store.watermark().borrow().of(&nyc), 5);
         assert_eq!(store.acked(&nyc).unwrap(), 3);
         assert_eq!(store.checkpoint(&nyc).unwrap(), 4);
         let meta = store.db.open_tree("meta").unwrap();

@@ -320,6 +320,7 @@ tree_set! {
         versions: VersionKey => SignedVersion,
         collections: CollectionKey => (),
         counters: str => u64,
+        last_seqs: OfficeId => u64,
         outbox: OfficeSeq => FeedItem,
         refs: RefKey => (),
         blobs: BlobHash => BlobMeta,
@@ -336,6 +337,8 @@ tree_set! {
 #[derive(Clone)]
 pub(super) struct VersionWriter {
     pub(super) trees: Trees,
+    /// Where feeds without a number of their own start.
+    pub(super) feed_floor: u64,
     pub(super) office: String,
     pub(super) blob_pins: super::blobs::Pins,
 }
@@ -467,7 +470,7 @@ impl VersionWriter {
                 versions: (!replaced).into(),
             },
         )?;
-        super::sharing::push_feed(&t.counters, &t.outbox, &w.feed)?;
+        super::sharing::push_feed(self.feed_floor, &t.last_seqs, &t.outbox, &w.feed)?;
         super::audit::append_tx(&t.audit_entries, &t.audit_head, &self.office, &w.audit)?;
         Ok(())
     }
@@ -688,6 +691,9 @@ mod tests {
         assert_eq!(f.store.counts().unwrap(), (30, 30));
         assert_eq!(f.audit_entries(), 30);
         // One feed entry each, all durable.
-        assert_eq!(*f.store.watermark().borrow(), 30);
+        let peer = f.write(&f.version(&f.id(0), 1, vec![]), None).feed[0]
+            .0
+            .clone();
+        assert_eq!(f.store.watermark().borrow().of(&peer), 30);
     }
 }

@@ -3,43 +3,101 @@
 use std::ops::Bound;
 
 use super::encoding::legacy_job;
-use super::keys::OfficeSeq;
+use super::keys::{GrantRecord, OfficeSeq};
 use super::trees::tree_set;
-use super::tx::{Tx, unwrap_tx};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::trees::Trees;
+use super::tx::{Tx, abort, unwrap_tx};
 use super::typed::TxTree;
-use super::{Result, Store};
-use crate::domain::OfficeId;
+use super::{Result, Store, StoreError};
 use crate::domain::audit::{Draft, Entry};
 use crate::domain::sharing::{FeedItem, Grant, GrantId, GrantJob, Peer};
+use crate::domain::{OfficeId, RecordId};
 
 use super::encoding::AuditHead;
 
 /// Where job markers were kept before they had their own tree.
 const LEGACY_JOB_PREFIX: &[u8] = b"job:";
 
-/// The counter of the last outbox sequence number assigned.
-pub(super) const OUTBOX_SEQ: &str = "outbox_seq";
+/// Where every peer's feed numbering starts: `outbox_seq`, the last
+/// number of the single numbering all feeds shared before each was
+/// numbered on its own (0 for a store that never had it). Its entries and
+/// the checkpoints peers hold keep their numbers; a feed continues from
+/// here, and nothing writes this counter any more.
+pub(super) const FEED_FLOOR: &str = "outbox_seq";
 
-/// The last outbox sequence number assigned.
-pub(super) fn read_counter(trees: &super::trees::Trees) -> Result<u64> {
-    Ok(trees.counters.get(OUTBOX_SEQ)?.unwrap_or(0))
+pub(super) fn feed_floor(trees: &Trees) -> Result<u64> {
+    Ok(trees.counters.get(FEED_FLOOR)?.unwrap_or(0))
 }
 
-/// Appends feed items inside a transaction; returns the last seq assigned.
+/// How far each peer's feed is on disk: the last sequence number assigned
+/// in it when a flush began. Cheap to clone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedEnds {
+    ends: Arc<BTreeMap<OfficeId, u64>>,
+    floor: u64,
+}
+
+impl FeedEnds {
+    /// The last sequence number of `peer`'s feed.
+    pub fn of(&self, peer: &OfficeId) -> u64 {
+        self.ends.get(peer).copied().unwrap_or(self.floor)
+    }
+
+    /// These ends, moved forward to `newer` where it is further; `None`
+    /// when nothing moved.
+    pub(super) fn advanced(&self, newer: &FeedEnds) -> Option<FeedEnds> {
+        let moved = newer.ends.iter().any(|(peer, &seq)| seq > self.of(peer));
+        moved.then(|| {
+            let mut ends = (*self.ends).clone();
+            for (peer, &seq) in newer.ends.iter() {
+                let end = ends.entry(peer.clone()).or_insert(self.floor);
+                *end = (*end).max(seq);
+            }
+            FeedEnds {
+                ends: Arc::new(ends),
+                floor: self.floor,
+            }
+        })
+    }
+}
+
+/// The ends of every feed as stored now.
+pub(super) fn feed_ends(trees: &Trees, floor: u64) -> Result<FeedEnds> {
+    Ok(FeedEnds {
+        ends: Arc::new(trees.last_seqs.iter().collect::<Result<_>>()?),
+        floor,
+    })
+}
+
+/// Appends feed items inside a transaction, each peer's numbered on from
+/// its own last sequence number (`floor` for a feed that has none yet).
 pub(super) fn push_feed(
-    counters: &TxTree<'_, str, u64>,
+    floor: u64,
+    last_seqs: &TxTree<'_, OfficeId, u64>,
     outbox: &TxTree<'_, OfficeSeq, FeedItem>,
     feed: &[(OfficeId, FeedItem)],
-) -> Tx<u64> {
-    let mut seq = counters.get(OUTBOX_SEQ)?.unwrap_or(0);
+) -> Tx<()> {
+    let mut ends: BTreeMap<&OfficeId, u64> = BTreeMap::new();
     for (peer, item) in feed {
-        seq += 1;
+        let last = match ends.get(peer) {
+            Some(&seq) => seq,
+            None => last_seqs.get(peer)?.unwrap_or(floor),
+        };
+        let seq = last.checked_add(1).ok_or_else(|| {
+            abort(StoreError::Inconsistent(format!(
+                "the feed of {peer} has run out of sequence numbers"
+            )))
+        })?;
         outbox.insert((peer, seq), item)?;
+        ends.insert(peer, seq);
     }
-    if !feed.is_empty() {
-        counters.insert(OUTBOX_SEQ, &seq)?;
+    for (peer, seq) in ends {
+        last_seqs.insert(peer, &seq)?;
     }
-    Ok(seq)
+    Ok(())
 }
 
 tree_set! {
@@ -56,7 +114,7 @@ tree_set! {
     GrantTx {
         grants: GrantId => Grant,
         jobs: GrantId => GrantJob,
-        counters: str => u64,
+        last_seqs: OfficeId => u64,
         outbox: OfficeSeq => FeedItem,
         audit_entries: u64 => Entry,
         audit_head: str => AuditHead,
@@ -66,7 +124,17 @@ tree_set! {
 tree_set! {
     /// Appending feed items.
     FeedTx {
-        counters: str => u64,
+        last_seqs: OfficeId => u64,
+        outbox: OfficeSeq => FeedItem,
+    }
+}
+
+tree_set! {
+    /// Recording what a closing grant revealed, with its revocations.
+    RevealTx {
+        revealed: GrantRecord => (),
+        revealed_counts: GrantId => u64,
+        last_seqs: OfficeId => u64,
         outbox: OfficeSeq => FeedItem,
     }
 }
@@ -109,7 +177,8 @@ impl Store {
     }
 
     /// Forgets an unpinned peer's feeds: its outbox here, how far it got,
-    /// and our checkpoint in its feed.
+    /// and our checkpoint in its feed. Its feed's numbering is kept: if it
+    /// is pinned again, its own checkpoint here stays valid.
     pub fn forget_peer_feeds(&self, office: &OfficeId) -> Result<()> {
         self.trees.acked.remove(office)?;
         self.trees.checkpoints.remove(office)?;
@@ -134,28 +203,32 @@ impl Store {
         feed: &[(OfficeId, FeedItem)],
         job: Option<GrantJob>,
         audit: &[Draft],
-    ) -> Result<u64> {
-        let seq = unwrap_tx(GrantTx::run(&self.trees, |t| {
+    ) -> Result<()> {
+        unwrap_tx(GrantTx::run(&self.trees, |t| {
             t.grants.insert(&grant.id, grant)?;
             if let Some(job) = job {
                 t.jobs.insert(&grant.id, &job)?;
             }
             super::audit::append_tx(&t.audit_entries, &t.audit_head, &self.office, audit)?;
-            push_feed(&t.counters, &t.outbox, feed)
+            push_feed(self.feed_floor, &t.last_seqs, &t.outbox, feed)
         }))?;
         self.audit_appended();
-        Ok(seq)
+        Ok(())
     }
 
     /// Appends feed items (in transactions of bounded size).
-    pub fn push_feed(&self, feed: &[(OfficeId, FeedItem)]) -> Result<u64> {
-        let mut last = 0;
+    pub fn push_feed(&self, feed: &[(OfficeId, FeedItem)]) -> Result<()> {
         for chunk in feed.chunks(2048) {
-            last = unwrap_tx(FeedTx::run(&self.trees, |t| {
-                push_feed(&t.counters, &t.outbox, chunk)
+            unwrap_tx(FeedTx::run(&self.trees, |t| {
+                push_feed(self.feed_floor, &t.last_seqs, &t.outbox, chunk)
             }))?;
         }
-        Ok(last)
+        Ok(())
+    }
+
+    /// The last sequence number assigned in `peer`'s feed (durable or not).
+    pub fn last_seq(&self, peer: &OfficeId) -> Result<u64> {
+        Ok(self.trees.last_seqs.get(peer)?.unwrap_or(self.feed_floor))
     }
 
     /// Outbox entries for `peer` with `after < seq <= upto`, at most `limit`.
@@ -203,6 +276,81 @@ impl Store {
     /// How many outbox entries wait for `peer`.
     pub fn outbox_pending(&self, peer: &OfficeId) -> Result<u64> {
         Ok(self.trees.outbox.scan_keys(peer).count() as u64)
+    }
+
+    /// Records `revealed`, the records `grant` covered when it closed, and
+    /// queues its closing feed: the revocations `revoke` (those of
+    /// `revealed` no other grant still shows the peer), then the grant's
+    /// closing marker. In transactions of bounded size; the set counts as
+    /// complete with the last one, so a close cut short is computed anew.
+    pub fn close_grant_feed(
+        &self,
+        grant: &Grant,
+        revealed: &[RecordId],
+        revoke: &[RecordId],
+    ) -> Result<()> {
+        const CHUNK: usize = 2048;
+        let peer = &grant.peer;
+        for ids in revealed.chunks(CHUNK) {
+            unwrap_tx(RevealTx::run(&self.trees, |t| {
+                for id in ids {
+                    t.revealed.insert((&grant.id, id), &())?;
+                }
+                Ok(())
+            }))?;
+        }
+        let revocations: Vec<(OfficeId, FeedItem)> = revoke
+            .iter()
+            .map(|id| (peer.clone(), FeedItem::Revoke { id: id.clone() }))
+            .collect();
+        let (last, rest) = match revocations.len() {
+            0 => (&revocations[..], &revocations[..0]),
+            n => {
+                let cut = (n - 1) / CHUNK * CHUNK;
+                (&revocations[cut..], &revocations[..cut])
+            }
+        };
+        self.push_feed(rest)?;
+        let closed = (
+            peer.clone(),
+            FeedItem::GrantClosed {
+                grant: grant.id.clone(),
+            },
+        );
+        unwrap_tx(RevealTx::run(&self.trees, |t| {
+            let mut feed = last.to_vec();
+            feed.push(closed.clone());
+            push_feed(self.feed_floor, &t.last_seqs, &t.outbox, &feed)?;
+            t.revealed_counts
+                .insert(&grant.id, &(revealed.len() as u64))?;
+            Ok(())
+        }))
+    }
+
+    /// What a closed grant revealed, if its set is complete.
+    pub fn revealed(&self, grant: &GrantId) -> Result<Option<Vec<RecordId>>> {
+        if !self.trees.revealed_counts.contains(grant)? {
+            return Ok(None);
+        }
+        self.trees
+            .revealed
+            .scan_keys(grant)
+            .collect::<Result<_>>()
+            .map(Some)
+    }
+
+    /// Forgets what a grant revealed: its purge is acknowledged.
+    pub fn forget_revealed(&self, grant: &GrantId) -> Result<()> {
+        self.trees.revealed_counts.remove(grant)?;
+        let keys: Vec<RecordId> = self
+            .trees
+            .revealed
+            .scan_keys(grant)
+            .collect::<Result<_>>()?;
+        for id in keys {
+            self.trees.revealed.remove((grant, &id))?;
+        }
+        Ok(())
     }
 
     /// The job of `grant` is done.
@@ -311,5 +459,91 @@ mod tests {
         );
         store.clear_job(&jobs[0].0).unwrap();
         assert_eq!(store.jobs().unwrap().len(), 1);
+    }
+
+    fn item(n: u8) -> FeedItem {
+        FeedItem::Revoke {
+            id: RecordId::parse(&format!("phila-da:{:032x}", n)).unwrap(),
+        }
+    }
+
+    /// A store written when every feed shared one numbering: nyc-da part
+    /// way through a backfill (entries 1–10, acknowledged up to 6) with
+    /// mpls-da's entries 11–15 after them. Opened now, nyc-da's remaining
+    /// entries come out unchanged, and each feed continues from 15 on its
+    /// own: nothing is lost, nothing repeats, and a feed's numbers no
+    /// longer move with what was queued for the other peer.
+    #[test]
+    fn feeds_of_the_shared_numbering_continue_on_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = crate::store::StoreOptions {
+            cache_bytes: 1 << 20,
+        };
+        let path = dir.path().join("store");
+        let nyc = OfficeId::parse("nyc-da").unwrap();
+        let mpls = OfficeId::parse("mpls-da").unwrap();
+        {
+            let store = Store::open(&path, "phila-da", &options).unwrap();
+            let raw = |tree: &str, key: Vec<u8>, value: Vec<u8>| {
+                store
+                    .db
+                    .open_tree(tree)
+                    .unwrap()
+                    .insert(key, value)
+                    .unwrap();
+            };
+            let outbox_key = |peer: &OfficeId, seq: u64| {
+                let mut k = peer.as_str().as_bytes().to_vec();
+                k.push(0);
+                k.extend_from_slice(&seq.to_be_bytes());
+                k
+            };
+            for seq in 1..=15u64 {
+                let peer = if seq <= 10 { &nyc } else { &mpls };
+                raw(
+                    "peerseq_outbox",
+                    outbox_key(peer, seq),
+                    item(seq as u8).encode(),
+                );
+            }
+            raw(
+                "counters",
+                b"outbox_seq".to_vec(),
+                15u64.to_be_bytes().to_vec(),
+            );
+            raw(
+                "office_acked",
+                b"nyc-da".to_vec(),
+                6u64.to_be_bytes().to_vec(),
+            );
+            store.flush_now().unwrap();
+        }
+        let store = Store::open(&path, "phila-da", &options).unwrap();
+        let acked = store.acked(&nyc).unwrap();
+        assert_eq!(acked, 6);
+        let end = store.last_seq(&nyc).unwrap();
+        let rest = store.outbox_after(&nyc, acked, end, 100).unwrap();
+        assert_eq!(
+            rest,
+            (7..=10).map(|n| (n, item(n as u8))).collect::<Vec<_>>(),
+            "the rest of the backfill, as it was"
+        );
+        store
+            .push_feed(&[(nyc.clone(), item(20)), (mpls.clone(), item(21))])
+            .unwrap();
+        store.push_feed(&[(nyc.clone(), item(22))]).unwrap();
+        let end = store.last_seq(&nyc).unwrap();
+        assert_eq!(end, 17);
+        assert_eq!(
+            store.outbox_after(&nyc, 10, end, 100).unwrap(),
+            vec![(16, item(20)), (17, item(22))],
+            "numbered on from the shared end, without a gap for mpls-da's entry"
+        );
+        assert_eq!(
+            store
+                .outbox_after(&mpls, 15, store.last_seq(&mpls).unwrap(), 100)
+                .unwrap(),
+            vec![(16, item(21))]
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use super::Result;
 use super::encoding::{AuditHead, BlobMeta, Fetch, Head, OurAck, PurgeStub, UserRecord};
-use super::keys::{ChunkKey, CollectionKey, OfficeSeq, RefKey, VersionKey};
+use super::keys::{ChunkKey, CollectionKey, GrantRecord, OfficeSeq, RefKey, VersionKey};
 use super::typed::{Raw, Set, Tree};
 use crate::domain::audit::{Entry, SignedHead};
 use crate::domain::sharing::{FeedItem, Grant, GrantId, GrantJob, Peer};
@@ -28,11 +28,18 @@ pub(super) struct Trees {
     pub grants: Tree<GrantId, Grant>,
     /// Grant jobs started and not yet finished.
     pub jobs: Tree<GrantId, GrantJob>,
+    /// The records each closed grant revealed, until its purge is
+    /// acknowledged: what its revocations name, every time they are sent.
+    pub revealed: Set<GrantRecord>,
+    /// Closed grants whose revealed set is complete → how many records.
+    pub revealed_counts: Tree<GrantId, u64>,
     /// Each peer's outbox (its feed), by sequence number.
     pub outbox: Tree<OfficeSeq, FeedItem>,
-    /// Named numbers: the last outbox sequence number assigned, the
-    /// record and version counts.
+    /// Named numbers: the record and version counts, and where every
+    /// peer's feed numbering starts.
     pub counters: Tree<str, u64>,
+    /// Peer office → the last sequence number assigned in its feed.
+    pub last_seqs: Tree<OfficeId, u64>,
     /// Peer office → highest seq of its feed it acknowledged (serving side).
     pub acked: Tree<OfficeId, u64>,
     /// Peer office → our checkpoint in its feed (pulling side).
@@ -72,8 +79,11 @@ impl Trees {
             peers: Tree::open(db, "office_peer")?,
             grants: Tree::open(db, "grantid_grant")?,
             jobs: Tree::open(db, "grantid_job")?,
+            revealed: Tree::open(db, "grantrecord_revealed")?,
+            revealed_counts: Tree::open(db, "grantid_revealedcount")?,
             outbox: Tree::open(db, "peerseq_outbox")?,
             counters: Tree::open(db, "counters")?,
+            last_seqs: Tree::open(db, "office_lastseq")?,
             acked: Tree::open(db, "office_acked")?,
             checkpoints: Tree::open(db, "office_checkpoint")?,
             purged: Tree::open(db, "recordid_purged")?,

@@ -9,6 +9,16 @@ pub enum StreamError {
     NoStart,
     #[error("this office is no longer a peer")]
     NotAPeer,
+    #[error(
+        "your checkpoint {after} is past the end of this office's feed for you ({end}): its store was restored from an older copy, or yours is from another installation; remove this peer and pin it again to start over"
+    )]
+    AheadOfFeed { after: u64, end: u64 },
+    #[error("your feed was re-queued less than a minute ago; try again in {retry_after_secs} s")]
+    RequeueTooSoon { retry_after_secs: u64 },
+    #[error("acknowledged entry {acked}, but only entries up to {sent} were sent on this stream")]
+    AckBeyondSent { acked: u64, sent: u64 },
+    #[error("a newer Pull stream from your office replaced this one")]
+    Replaced,
     #[error("this office's audit log is empty")]
     EmptyLog,
     #[error("entry {0} is missing from this node's audit log")]

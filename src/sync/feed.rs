@@ -9,6 +9,7 @@
 //! certificate.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -25,6 +26,9 @@ const BATCH_BYTES: usize = 1024 * 1024;
 const SCAN: usize = 1024;
 /// How long a new stream may take to say where it starts.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a message may wait for a peer that stopped reading before the
+/// stream is given up (it holds a batch in memory meanwhile).
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 type Down = mpsc::Sender<Result<pb::PullDown, StreamError>>;
 
@@ -36,16 +40,29 @@ enum Stop {
     Rebuild,
 }
 
-/// Sends one message unless the node shuts down first.
+/// Sends one message unless the node shuts down first or the peer has not
+/// taken it within [`SEND_TIMEOUT`].
 async fn send(
     down: &Down,
     shutdown: &mut watch::Receiver<bool>,
     msg: Result<pb::PullDown, StreamError>,
 ) -> Result<(), Stop> {
     tokio::select! {
-        r = down.send(msg) => r.map_err(|_| Stop::End),
+        r = tokio::time::timeout(SEND_TIMEOUT, down.send(msg)) => match r {
+            Ok(sent) => sent.map_err(|_| Stop::End),
+            Err(_) => {
+                tracing::warn!("a peer stopped reading its feed; ending the stream");
+                Err(Stop::End)
+            }
+        },
         _ = shutdown.wait_for(|s| *s) => Err(Stop::End),
     }
+}
+
+/// Where a stream stands: the highest sequence number sent on it, which
+/// bounds what the peer may acknowledge.
+struct Position {
+    sent: AtomicU64,
 }
 
 /// Serves one `Pull` stream until the peer goes away, is removed, or the
@@ -57,6 +74,8 @@ pub async fn serve(
     down: Down,
 ) {
     let mut shutdown = ctx.shutdown.clone();
+    // This stream is now the peer's only one: an older one ends.
+    let slot = ctx.guards.open_pull(&peer);
     let first = tokio::select! {
         m = tokio::time::timeout(START_TIMEOUT, up.message()) => m,
         _ = shutdown.wait_for(|s| *s) => return,
@@ -71,39 +90,88 @@ pub async fn serve(
         }
     };
     tracing::info!(%peer, after = start.after_seq, "peer pulling");
-    let acked = ctx.store.acked(&peer).unwrap_or(0);
-    if start.after_seq < acked {
-        // The peer lost state it had acknowledged (it re-pinned us, or was
-        // restored from a backup): queue everything it may see again.
-        tracing::warn!(%peer, after = start.after_seq, acked, "peer restarted its feed; re-queuing its grants");
-        // Re-queuing holds local writes back, so it happens once per loss of
-        // state: the acknowledged position restarts from the peer's, and a
-        // peer reconnecting with the same low checkpoint triggers nothing.
-        match ctx.sharing.requeue(&peer).await {
-            Ok(()) => {
-                if let Err(e) = ctx.store.reset_acked(&peer, start.after_seq) {
-                    tracing::error!(%peer, error = %e, "resetting the acknowledged position failed");
-                }
-            }
-            Err(e) => tracing::error!(%peer, error = %e, "re-queuing failed"),
-        }
+    let mut replaced = slot.replaced.clone();
+    if let Err(e) = check_start(&ctx, &peer, start.after_seq).await {
+        let _ = send(&down, &mut shutdown, Err(e)).await;
+        return;
     }
     let mut cursor = start.after_seq;
     if let Err(e) = ctx.store.ack_outbox(&peer, cursor) {
         tracing::error!(%peer, error = %e, "outbox cleanup failed");
     }
-    let reader = tokio::spawn(read_up(ctx.clone(), peer.clone(), up, down.clone()));
-    stream_feed(&ctx, &peer, &mut cursor, &down, &mut shutdown).await;
+    let position = Arc::new(Position {
+        sent: AtomicU64::new(cursor),
+    });
+    let reader = tokio::spawn(read_up(
+        ctx.clone(),
+        peer.clone(),
+        up,
+        down.clone(),
+        position.clone(),
+    ));
+    stream_feed(
+        &ctx,
+        &peer,
+        &mut cursor,
+        &position,
+        &down,
+        &mut shutdown,
+        &mut replaced,
+    )
+    .await;
     reader.abort();
     let _ = reader.await;
+    drop(slot);
+}
+
+/// Checks where a stream says it starts against this feed: past its end is
+/// refused; before what the peer acknowledged means it lost state, and the
+/// feed is queued again for it — at most once per interval, since that
+/// holds local writes back.
+async fn check_start(ctx: &SyncContext, peer: &OfficeId, after: u64) -> Result<(), StreamError> {
+    let internal = |e: crate::store::StoreError| {
+        tracing::error!(%peer, error = %e, "reading the feed's position failed");
+        StreamError::Internal
+    };
+    let end = ctx.store.last_seq(peer).map_err(internal)?;
+    if after > end {
+        tracing::warn!(%peer, after, end, "peer asked to start past the end of its feed");
+        return Err(StreamError::AheadOfFeed { after, end });
+    }
+    let acked = ctx.store.acked(peer).map_err(internal)?;
+    if after >= acked {
+        return Ok(());
+    }
+    // The peer lost state it had acknowledged (it re-pinned us, or was
+    // restored from a backup): queue everything it may see again.
+    if let Err(wait) = ctx.guards.may_requeue(peer) {
+        tracing::warn!(%peer, after, acked, "peer restarted its feed again too soon");
+        return Err(StreamError::RequeueTooSoon {
+            retry_after_secs: wait.as_secs().max(1),
+        });
+    }
+    tracing::warn!(%peer, after, acked, "peer restarted its feed; re-queuing its grants");
+    // The acknowledged position restarts from the peer's, so a peer
+    // reconnecting with the same low checkpoint triggers nothing more.
+    match ctx.sharing.requeue(peer).await {
+        Ok(()) => {
+            if let Err(e) = ctx.store.reset_acked(peer, after) {
+                tracing::error!(%peer, error = %e, "resetting the acknowledged position failed");
+            }
+        }
+        Err(e) => tracing::error!(%peer, error = %e, "re-queuing failed"),
+    }
+    Ok(())
 }
 
 async fn stream_feed(
     ctx: &SyncContext,
     peer: &OfficeId,
     cursor: &mut u64,
+    position: &Position,
     down: &Down,
     shutdown: &mut watch::Receiver<bool>,
+    replaced: &mut watch::Receiver<bool>,
 ) {
     let mut watermark = ctx.store.watermark();
     let mut removed = ctx.removed.subscribe();
@@ -113,8 +181,12 @@ async fn stream_feed(
             let _ = send(down, shutdown, Err(StreamError::NotAPeer)).await;
             return;
         }
-        let upto = *watermark.borrow_and_update();
-        match send_pending(ctx, peer, *cursor, upto, down, shutdown).await {
+        if *replaced.borrow() {
+            let _ = send(down, shutdown, Err(StreamError::Replaced)).await;
+            return;
+        }
+        let upto = watermark.borrow_and_update().of(peer);
+        match send_pending(ctx, peer, *cursor, upto, position, down, shutdown).await {
             Ok(Some(next)) => {
                 *cursor = next;
                 continue;
@@ -128,6 +200,7 @@ async fn stream_feed(
             _ = heartbeat.tick() => true,
             _ = shutdown.wait_for(|s| *s) => return,
             _ = removed.changed() => false,
+            _ = replaced.changed() => false,
             _ = down.closed() => return,
         };
         if beat {
@@ -152,6 +225,7 @@ async fn send_pending(
     peer: &OfficeId,
     cursor: u64,
     upto: u64,
+    position: &Position,
     down: &Down,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Option<u64>, Stop> {
@@ -206,17 +280,13 @@ async fn send_pending(
                         });
                         if bytes >= BATCH_BYTES {
                             // Entries before this one are complete.
-                            send_batch(
-                                ctx,
-                                peer,
+                            let out = Outgoing {
                                 generation,
-                                std::mem::take(&mut batch),
-                                std::mem::take(&mut served),
-                                done_seq,
-                                down,
-                                shutdown,
-                            )
-                            .await?;
+                                entries: std::mem::take(&mut batch),
+                                served: std::mem::take(&mut served),
+                                last_seq: done_seq,
+                            };
+                            send_batch(ctx, peer, out, position, down, shutdown).await?;
                             bytes = 0;
                         }
                     }
@@ -236,7 +306,13 @@ async fn send_pending(
         }
         done_seq = seq;
     }
-    send_batch(ctx, peer, generation, batch, served, last, down, shutdown).await?;
+    let out = Outgoing {
+        generation,
+        entries: batch,
+        served,
+        last_seq: last,
+    };
+    send_batch(ctx, peer, out, position, down, shutdown).await?;
     Ok(Some(last))
 }
 
@@ -259,17 +335,30 @@ fn audit_head(ctx: &SyncContext) -> Option<pb::SignedAuditHead> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn send_batch(
-    ctx: &SyncContext,
-    peer: &OfficeId,
+/// A batch ready to go: its entries, what they serve, the last sequence
+/// number they complete, and the grant generation visibility was decided
+/// under.
+struct Outgoing {
     generation: u64,
     entries: Vec<pb::FeedEntry>,
     served: Served,
     last_seq: u64,
+}
+
+async fn send_batch(
+    ctx: &SyncContext,
+    peer: &OfficeId,
+    out: Outgoing,
+    position: &Position,
     down: &Down,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), Stop> {
+    let Outgoing {
+        generation,
+        entries,
+        served,
+        last_seq,
+    } = out;
     // Visibility was decided under `generation`; if a grant changed since,
     // decide again rather than send what may no longer be granted.
     if ctx.sharing.generation() != generation {
@@ -307,6 +396,10 @@ async fn send_batch(
             return Err(Stop::End);
         }
     }
+    // Logging took a moment: if a grant changed meanwhile, decide again.
+    if ctx.sharing.generation() != generation {
+        return Err(Stop::Rebuild);
+    }
     let msg = pb::PullDown {
         kind: Some(pull_down::Kind::Batch(pb::Batch {
             entries,
@@ -314,20 +407,31 @@ async fn send_batch(
             audit_head: audit_head(ctx),
         })),
     };
+    // Counted as sent before it is: the peer may acknowledge it at once.
+    position.sent.fetch_max(last_seq, Ordering::SeqCst);
     send(down, shutdown, Ok(msg)).await
 }
 
-/// Reads the peer's acknowledgements: applied checkpoints and signed
-/// purge acknowledgements.
+/// Reads the peer's acknowledgements: applied checkpoints (never past what
+/// was sent on this stream) and signed purge acknowledgements.
 async fn read_up(
     ctx: Arc<SyncContext>,
     peer: OfficeId,
     mut up: tonic::Streaming<pb::PullUp>,
     down: Down,
+    position: Arc<Position>,
 ) {
+    let mut shutdown = ctx.shutdown.clone();
     while let Ok(Some(msg)) = up.message().await {
         match msg.kind {
             Some(pull_up::Kind::Ack(a)) => {
+                let sent = position.sent.load(Ordering::SeqCst);
+                if a.seq > sent {
+                    refuse_ack(&ctx, &peer, a.seq, sent).await;
+                    let refused = StreamError::AckBeyondSent { acked: a.seq, sent };
+                    let _ = send(&down, &mut shutdown, Err(refused)).await;
+                    return;
+                }
                 if let Err(e) = ctx.store.ack_outbox(&peer, a.seq) {
                     tracing::error!(%peer, error = %e, "outbox cleanup failed");
                 }
@@ -343,7 +447,7 @@ async fn read_up(
                                     grant_id: grant,
                                 })),
                             };
-                            if down.send(Ok(stored)).await.is_err() {
+                            if send(&down, &mut shutdown, Ok(stored)).await.is_err() {
                                 return;
                             }
                         }
@@ -356,5 +460,24 @@ async fn read_up(
             }
             _ => tracing::warn!(%peer, "unexpected message on Pull"),
         }
+    }
+}
+
+/// Logs an acknowledgement past what was sent: a peer claiming entries it
+/// never received is broken or probing; nothing is forgotten for it.
+async fn refuse_ack(ctx: &SyncContext, peer: &OfficeId, acked: u64, sent: u64) {
+    tracing::warn!(%peer, acked, sent, "refused an acknowledgement past what was sent");
+    let entry = Draft::new(
+        Actor::peer(peer.as_str()),
+        "feed.ack_refused",
+        Target {
+            peer: peer.to_string(),
+            detail: format!("acknowledged entry {acked}; entries up to {sent} were sent"),
+            ..Target::default()
+        },
+        Outcome::failed("INVALID_ARGUMENT", "acknowledged past what was sent"),
+    );
+    if let Err(e) = ctx.audit.append(entry).await {
+        tracing::error!(%peer, error = %e, "could not log a refused acknowledgement");
     }
 }

@@ -9,6 +9,7 @@ pub mod backoff;
 mod error;
 pub mod feed;
 pub mod fetch;
+pub mod guard;
 pub mod puller;
 pub mod witness;
 
@@ -55,6 +56,8 @@ pub struct SyncContext {
     pub applied: tokio::sync::broadcast::Sender<Applied>,
     /// The audit log: batches served, replicas applied or rejected.
     pub audit: Arc<crate::service::AuditLog>,
+    /// What each peer may ask at once, and how often.
+    pub guards: Arc<guard::PeerGuards>,
 }
 
 /// Versions from one peer's batch that are now durable and readable here.

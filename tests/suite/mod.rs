@@ -14,6 +14,7 @@ mod cli_json;
 mod cli_users;
 mod cluster;
 mod federation;
+mod hostile;
 mod layers;
 mod memory;
 mod peers;

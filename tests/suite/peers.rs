@@ -120,8 +120,13 @@ fn start(after_seq: u64) -> pb::PullUp {
 }
 
 /// Pulls as `peer` from `origin` until the first heartbeat; returns the
-/// record ids of every version received.
-async fn pull_until_idle(origin: &TestNode, peer: &TestNode, after_seq: u64) -> Vec<String> {
+/// record ids of every version received, or the status the stream ended
+/// with.
+async fn pull_until_idle(
+    origin: &TestNode,
+    peer: &TestNode,
+    after_seq: u64,
+) -> Result<Vec<String>, tonic::Status> {
     let (cert, key) = peer.node_identity();
     let ch = origin.connect_as(&cert, &key).await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -135,8 +140,7 @@ async fn pull_until_idle(origin: &TestNode, peer: &TestNode, after_seq: u64) -> 
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(10), down.message())
             .await
-            .expect("a message within 10 s")
-            .unwrap()
+            .expect("a message within 10 s")?
             .expect("stream open");
         match msg.kind {
             Some(pb::pull_down::Kind::Batch(b)) => {
@@ -147,7 +151,7 @@ async fn pull_until_idle(origin: &TestNode, peer: &TestNode, after_seq: u64) -> 
                     }
                 }
             }
-            Some(pb::pull_down::Kind::Heartbeat(_)) => return ids,
+            Some(pb::pull_down::Kind::Heartbeat(_)) => return Ok(ids),
             _ => {}
         }
     }
@@ -181,8 +185,10 @@ async fn a_peer_receives_only_its_grants_whatever_checkpoint_it_sends() {
     }
     cluster.grant_collection(0, 1, "case-1").await;
     cluster.grant_collection(0, 2, "case-2").await;
-    for after in [0, 1, 3, u64::MAX / 2, u64::MAX] {
-        let ids = pull_until_idle(&cluster.nodes[0], &cluster.nodes[1], after).await;
+    for after in [0, 1, 3] {
+        let ids = pull_until_idle(&cluster.nodes[0], &cluster.nodes[1], after)
+            .await
+            .unwrap();
         assert!(
             ids.iter().all(|id| granted.contains(id)),
             "after {after}: received an ungranted record"
@@ -191,6 +197,14 @@ async fn a_peer_receives_only_its_grants_whatever_checkpoint_it_sends() {
             let got: std::collections::BTreeSet<_> = ids.into_iter().collect();
             assert_eq!(got, granted, "from the start, exactly the grant");
         }
+    }
+    // Past the end of its own feed, a peer gets nothing, and is told so.
+    for after in [u64::MAX / 2, u64::MAX] {
+        let refused = pull_until_idle(&cluster.nodes[0], &cluster.nodes[1], after)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        assert!(refused.message().contains("past the end"), "{refused:?}");
     }
     cluster.stop_all().await;
 }
