@@ -185,6 +185,7 @@ async fn mtls_listener(
         transport::AcceptOptions {
             handshake_timeout: Duration::from_secs(5),
             max_connections,
+            max_handshakes_per_source: 64,
         },
     );
     Ok((port, incoming))

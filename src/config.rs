@@ -120,6 +120,10 @@ pub struct ServerConfig {
     pub handshake_timeout_secs: u64,
     /// Most concurrent connections; further ones wait. Default 1024.
     pub max_connections: usize,
+    /// Most TLS handshakes in progress at once from one address; further
+    /// connections from it are closed at once (and counted in the audit
+    /// log). Default 64.
+    pub max_handshakes_per_source: usize,
 }
 
 impl Default for ServerConfig {
@@ -127,6 +131,7 @@ impl Default for ServerConfig {
         Self {
             handshake_timeout_secs: 10,
             max_connections: 1024,
+            max_handshakes_per_source: 64,
         }
     }
 }
@@ -190,6 +195,9 @@ impl Config {
         }
         if cfg.server.max_connections == 0 {
             return Err("server.max_connections must be at least 1".into());
+        }
+        if cfg.server.max_handshakes_per_source == 0 {
+            return Err("server.max_handshakes_per_source must be at least 1".into());
         }
         Ok(cfg)
     }

@@ -23,6 +23,7 @@ use crate::identity::tls::{PemIdentity, TrustStore, server_config};
 use crate::protocol::pb::replication_server::ReplicationServer;
 use crate::protocol::pb::{admin_server::AdminServer, records_server::RecordsServer};
 use crate::protocol::{pb, transport};
+use crate::service::refusals::{self, RefusalLog};
 use crate::service::{
     AuditLog, BlobService, PeerRuntime, RecordService, Sharing, UserService, users::issued_users,
 };
@@ -102,10 +103,10 @@ impl NodeHandle {
 }
 
 /// Writes connections refused at the handshake to the audit log.
-fn refusals_to(audit: Arc<AuditLog>) -> transport::RefusalHook {
+fn refusals_to(refusals: Arc<RefusalLog>) -> transport::RefusalHook {
     use crate::domain::audit::{Actor, Draft, Outcome, Target};
     Arc::new(move |remote, reason| {
-        let audit = audit.clone();
+        let refusals = refusals.clone();
         Box::pin(async move {
             let entry = Draft::new(
                 Actor::unauthenticated(remote.to_string()),
@@ -113,9 +114,8 @@ fn refusals_to(audit: Arc<AuditLog>) -> transport::RefusalHook {
                 Target::default(),
                 Outcome::failed("REFUSED", reason),
             );
-            if let Err(e) = audit.append(entry).await {
-                tracing::error!(error = %e, "could not log a refused connection");
-            }
+            // Counted per address: the port changes with every attempt.
+            refusals.refuse(&remote.ip().to_string(), entry).await;
         })
     })
 }
@@ -183,7 +183,9 @@ struct Background {
     fetcher: JoinHandle<()>,
     sweeper: JoinHandle<()>,
     signer: JoinHandle<()>,
+    refusals_flusher: JoinHandle<()>,
     accept_loop: JoinHandle<()>,
+    refusals: Arc<RefusalLog>,
     records: Arc<RecordService>,
     blobs: Arc<BlobService>,
     replicator: Arc<Replicator>,
@@ -204,13 +206,16 @@ impl Background {
         let _ = self.expiry.await;
         let _ = self.fetcher.await;
         let _ = self.sweeper.await;
+        // The listener is closed once the accept loop has ended, so the
+        // address can be bound again as soon as shutdown returns.
+        let _ = self.accept_loop.await;
+        // No refusal can come any more: write the counts still held.
+        let _ = self.refusals_flusher.await;
+        self.refusals.flush_all().await;
         // Signs the final head once every call has finished.
         let _ = self.signer.await;
         drop(self.runtime);
         drop(self.replicator);
-        // The listener is closed once the accept loop has ended, so the
-        // address can be bound again as soon as shutdown returns.
-        let _ = self.accept_loop.await;
         // In-flight calls have finished; make everything durable.
         let flushed = self.store.flush_now();
         tracing::info!(office = %self.office, "node stopped");
@@ -227,6 +232,8 @@ struct Services {
     users: Arc<UserService>,
     blobs: Arc<BlobService>,
     audit: Arc<AuditLog>,
+    /// Refusals counted per source instead of logged one by one.
+    refusals: Arc<RefusalLog>,
     sync_ctx: Arc<SyncContext>,
     replicator: Arc<Replicator>,
     runtime: Arc<dyn PeerRuntime>,
@@ -265,8 +272,10 @@ async fn services(paths: &Paths, config: &Config, id: &Identity) -> Result<Servi
     ));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let audit = Arc::new(AuditLog::new(office.to_string(), store.clone(), ca.clone()));
+    let refusals = Arc::new(RefusalLog::new(audit.clone()));
     let sync_ctx = Arc::new(SyncContext {
         audit: audit.clone(),
+        refusals: refusals.clone(),
         office: office.clone(),
         store: store.clone(),
         ca: ca.clone(),
@@ -298,6 +307,7 @@ async fn services(paths: &Paths, config: &Config, id: &Identity) -> Result<Servi
         users,
         blobs,
         audit,
+        refusals,
         sync_ctx,
         replicator,
         runtime,
@@ -314,6 +324,9 @@ type Servers = (
 );
 
 /// The three casemesh servers over the services.
+/// Largest request the Admin service takes.
+const MAX_ADMIN_REQUEST: usize = 1024 * 1024;
+
 fn servers(
     s: &Services,
     config: &Config,
@@ -333,7 +346,7 @@ fn servers(
         ctx: s.sync_ctx.clone(),
         blobs: s.blobs.clone(),
     })
-    .max_decoding_message_size(crate::sync::MAX_MESSAGE)
+    .max_decoding_message_size(crate::sync::MAX_PEER_REQUEST)
     .max_encoding_message_size(crate::sync::MAX_MESSAGE);
     let admin = AdminServer::new(AdminApi {
         users: s.users.clone(),
@@ -355,7 +368,9 @@ fn servers(
             audit: s.audit.clone(),
             limits: config.limits.clone(),
         }),
-    });
+    })
+    // Every admin request is small; the largest carries a CA certificate.
+    .max_decoding_message_size(MAX_ADMIN_REQUEST);
     Ok((records, admin, replication))
 }
 
@@ -379,6 +394,7 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         records,
         blobs,
         audit,
+        refusals,
         sync_ctx,
         replicator,
         runtime,
@@ -405,10 +421,11 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         listener,
         tls,
         trust.clone(),
-        refusals_to(audit.clone()),
+        refusals_to(refusals.clone()),
         transport::AcceptOptions {
             handshake_timeout: Duration::from_secs(config.server.handshake_timeout_secs),
             max_connections: config.server.max_connections,
+            max_handshakes_per_source: config.server.max_handshakes_per_source,
         },
     );
     // HTTP/2 only (tonic's default): the server speaks first, which clients
@@ -444,7 +461,12 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
             audit,
             shutdown_rx.clone(),
         )),
+        refusals_flusher: tokio::spawn(refusals::run_flusher(
+            refusals.clone(),
+            shutdown_rx.clone(),
+        )),
         accept_loop,
+        refusals,
         records,
         blobs,
         replicator,

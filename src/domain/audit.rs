@@ -512,6 +512,53 @@ impl ChainWalk {
     }
 }
 
+/// Longest record id kept in an entry: every id casemesh makes is far
+/// shorter; a longer one came from input and names nothing.
+pub const MAX_RECORD_ID: usize = 128;
+
+impl Draft {
+    /// The draft with every text field at most [`MAX_FIELD`] bytes (record
+    /// ids at most [`MAX_RECORD_ID`]) and at most [`MAX_RECORDS`] records,
+    /// so that no input makes one entry large: an entry is at most about
+    /// 560 KiB whatever it describes.
+    pub fn clipped(mut self) -> Self {
+        for field in [
+            &mut self.actor.kind,
+            &mut self.actor.name,
+            &mut self.actor.role,
+            &mut self.actor.office,
+            &mut self.actor.fingerprint,
+            &mut self.actor.remote,
+            &mut self.action,
+            &mut self.target.collection,
+            &mut self.target.peer,
+            &mut self.target.detail,
+            &mut self.outcome.code,
+            &mut self.outcome.message,
+        ] {
+            if field.len() > MAX_FIELD {
+                *field = clip(field);
+            }
+        }
+        self.target.records.truncate(MAX_RECORDS);
+        for (id, _) in &mut self.target.records {
+            if id.len() > MAX_RECORD_ID {
+                *id = clip_to(id, MAX_RECORD_ID);
+            }
+        }
+        self
+    }
+}
+
+/// `s` shortened to at most `max` bytes on a character boundary.
+fn clip_to(s: &str, max: usize) -> String {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,6 +72,19 @@ pub enum LimitError {
     ControlCharacters(&'static str),
     #[error("file {file_name:?} ({hash}) is attached twice")]
     DuplicateAttachment { file_name: String, hash: String },
+    #[error(
+        "{field} is {ms} ms after 1970, past 9999-12-31T23:59:59.999Z, the last time casemesh keeps"
+    )]
+    TimeOutOfRange { field: &'static str, ms: u64 },
+}
+
+/// Refuses a time past [`super::MAX_TIME_MS`]: every time a peer or a
+/// client sends is checked before it is kept.
+pub fn check_time(field: &'static str, ms: u64) -> Result<(), LimitError> {
+    if ms > super::MAX_TIME_MS {
+        return Err(LimitError::TimeOutOfRange { field, ms });
+    }
+    Ok(())
 }
 
 impl Limits {

@@ -272,6 +272,8 @@ impl RecordVersion {
                 limit: MAX_VERSION as usize,
             });
         }
+        super::limits::check_time("created_at", self.created_at_ms)?;
+        super::limits::check_time("updated_at", self.updated_at_ms)?;
         Limits::check_text("collection", &self.collection, TEXT, true)?;
         Limits::check_text("kind", &self.kind, TEXT, !self.deleted)?;
         Limits::check_text("title", &self.title, TEXT, !self.deleted)?;

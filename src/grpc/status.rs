@@ -6,9 +6,27 @@ use tonic::Status;
 use crate::domain::LimitError;
 use crate::error::Error;
 
+/// Longest message a status carries: it travels in an HTTP/2 trailer, and
+/// errors may quote what the caller sent.
+const MAX_MESSAGE: usize = 1024;
+
+/// `e`'s text, at most [`MAX_MESSAGE`] bytes (cut on a character boundary
+/// and marked).
+fn message(e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    if text.len() <= MAX_MESSAGE {
+        return text;
+    }
+    let mut end = MAX_MESSAGE;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… (cut)", &text[..end])
+}
+
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
-        let msg = e.to_string();
+        let msg = message(&e);
         match e {
             Error::Limit(LimitError::TooLarge { .. }) | Error::BlobTooLarge { .. } => {
                 Status::resource_exhausted(msg)
@@ -67,7 +85,7 @@ impl From<Error> for Status {
 impl From<crate::sync::StreamError> for Status {
     fn from(e: crate::sync::StreamError) -> Self {
         use crate::sync::StreamError as E;
-        let msg = e.to_string();
+        let msg = message(&e);
         match e {
             E::NoStart => Status::invalid_argument(msg),
             E::NotAPeer => Status::permission_denied(msg),
@@ -86,7 +104,7 @@ impl From<crate::sync::StreamError> for Status {
 impl From<super::auth::Refused> for Status {
     fn from(e: super::auth::Refused) -> Self {
         use super::auth::Refused as R;
-        let msg = e.to_string();
+        let msg = message(&e);
         match e {
             R::NoCertificate | R::NoCaller => Status::unauthenticated(msg),
             R::Certificate(_) | R::NotPermitted { .. } => Status::permission_denied(msg),
@@ -97,7 +115,7 @@ impl From<super::auth::Refused> for Status {
 
 impl From<crate::protocol::convert::BadMessage> for Status {
     fn from(e: crate::protocol::convert::BadMessage) -> Self {
-        Status::invalid_argument(e.0)
+        Status::invalid_argument(message(&e.0))
     }
 }
 
@@ -127,6 +145,21 @@ pub fn oversized_request(status: &Status, path: &str, max_body_bytes: usize) -> 
 mod tests {
     use super::*;
     use tonic::Code;
+
+    /// A message quoting a huge input is cut: it travels in a trailer.
+    #[test]
+    fn messages_quoting_input_are_cut() {
+        let name = "é".repeat(100_000);
+        let s = Status::from(Error::MissingField("x"));
+        assert!(s.message().len() < 100);
+        let long = Status::from(Error::InvalidId(crate::domain::IdError::User(name)));
+        assert!(
+            long.message().len() <= MAX_MESSAGE + 12,
+            "{}",
+            long.message().len()
+        );
+        assert!(long.message().ends_with("… (cut)"));
+    }
 
     #[test]
     fn each_error_maps_to_its_status() {

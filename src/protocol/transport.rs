@@ -116,6 +116,54 @@ pub type RefusalHook = Arc<
 pub struct AcceptOptions {
     pub handshake_timeout: Duration,
     pub max_connections: usize,
+    /// Most handshakes in progress at once from one IP address.
+    pub max_handshakes_per_source: usize,
+}
+
+/// Handshakes in progress, by source address; an address leaves the map
+/// when its last one ends, so it holds at most as many addresses as there
+/// are connections.
+#[derive(Default)]
+struct Handshaking {
+    by_source: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+impl Handshaking {
+    /// A place for one more handshake from `source`, if it has fewer than
+    /// `limit` in progress.
+    fn begin(self: &Arc<Self>, source: std::net::IpAddr, limit: usize) -> Option<HandshakeSlot> {
+        let mut by_source = self.by_source.lock().unwrap_or_else(|p| p.into_inner());
+        let n = by_source.entry(source).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(HandshakeSlot {
+            table: self.clone(),
+            source,
+        })
+    }
+}
+
+struct HandshakeSlot {
+    table: Arc<Handshaking>,
+    source: std::net::IpAddr,
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut by_source = self
+            .table
+            .by_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = by_source.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                by_source.remove(&self.source);
+            }
+        }
+    }
 }
 
 /// Accepts connections on `listener` until the returned stream is dropped;
@@ -133,6 +181,7 @@ pub fn incoming(
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(tls);
     let limit = Arc::new(Semaphore::new(options.max_connections));
+    let handshaking = Arc::new(Handshaking::default());
     let task = tokio::spawn(async move {
         loop {
             let permit = tokio::select! {
@@ -155,13 +204,29 @@ pub fn incoming(
                     continue;
                 }
             };
+            let on_refused = on_refused.clone();
+            let Some(slot) = handshaking.begin(remote.ip(), options.max_handshakes_per_source)
+            else {
+                // Closed at once: one address cannot hold every slot.
+                drop((tcp, permit));
+                tracing::info!(%remote, "too many handshakes in progress from this address");
+                tokio::spawn(async move {
+                    on_refused(
+                        remote,
+                        "too many TLS handshakes in progress from this address".into(),
+                    )
+                    .await;
+                });
+                continue;
+            };
             let acceptor = acceptor.clone();
             let trust = trust.clone();
-            let on_refused = on_refused.clone();
             let tx = tx.clone();
             let timeout = options.handshake_timeout;
             tokio::spawn(async move {
-                match handshake(acceptor, &trust, tcp, remote, timeout).await {
+                let shaken = handshake(acceptor, &trust, tcp, remote, timeout).await;
+                drop(slot);
+                match shaken {
                     Ok((inner, info)) => {
                         let conn = TlsConn {
                             inner,

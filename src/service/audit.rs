@@ -23,6 +23,10 @@ use crate::store::Store;
 const PAGE: usize = 4096;
 /// Most entries one query page looks at; the page token then continues.
 const SCAN_LIMIT: usize = 200_000;
+/// Stored bytes after which a page of entries is returned: with entries at
+/// most about 560 KiB each, a page stays under 4 MiB, the size any gRPC
+/// client takes by default.
+const PAGE_BYTES: usize = 2 * 1024 * 1024;
 /// A changed head is signed at most this often; many changes share one
 /// signature, as many writes share one flush, and a busy office keeps at
 /// most 17,280 signed heads a day.
@@ -209,6 +213,7 @@ impl AuditLog {
         let token = |seq: u64| if q.newest_first && seq <= 1 { 0 } else { seq };
         let mut out = Vec::new();
         let mut scanned = 0;
+        let mut page_bytes = 0;
         loop {
             let page = if q.newest_first {
                 self.store.audit_raw_before(cursor, PAGE)?
@@ -218,11 +223,11 @@ impl AuditLog {
             if page.is_empty() {
                 return Ok((out, 0));
             }
-            for (seq, bytes) in page {
+            for (seq, raw) in page {
                 cursor = seq;
                 scanned += 1;
-                let parts = Stored::split(&bytes).map_err(|e| bad_entry(seq, e))?;
-                let e = Entry::decode(&bytes).map_err(|e| bad_entry(seq, e))?;
+                let parts = Stored::split(&raw).map_err(|e| bad_entry(seq, e))?;
+                let e = Entry::decode(&raw).map_err(|e| bad_entry(seq, e))?;
                 let past_window = if q.newest_first {
                     e.at_ms < q.from_ms
                 } else {
@@ -232,8 +237,10 @@ impl AuditLog {
                     return Ok((out, 0));
                 }
                 if q.matches(&e) {
+                    page_bytes += raw.len();
                     out.push((e, parts.hash));
-                    if out.len() >= limit {
+                    // A page fits any client's default message size.
+                    if out.len() >= limit || page_bytes >= PAGE_BYTES {
                         return Ok((out, token(seq)));
                     }
                 }
@@ -356,6 +363,7 @@ impl AuditLog {
             });
         }
         verifier.verify_bytes(&h.canonical(), &h.signature)?;
+        crate::domain::limits::check_time("signed head time", h.at_ms)?;
         let latest = self.store.latest_witnessed(peer)?;
         let conflict = match &latest {
             Some(l) if l.seq == h.seq && l.hash != h.hash => Some(format!(

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod blobs;
 pub mod export;
 pub mod records;
+pub mod refusals;
 pub mod sharing;
 pub mod users;
 

@@ -644,6 +644,7 @@ impl Sharing {
         if grant.ended_at_ms == 0 {
             return Err(Error::GrantStillActive(ack.grant.clone()));
         }
+        crate::domain::limits::check_time("purged_at", ack.purged_at_ms)?;
         let peer = self
             .store
             .peer(from)?

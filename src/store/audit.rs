@@ -39,7 +39,8 @@ pub(super) fn append_tx(
     }
     let mut h = head.get(HEAD_KEY)?.unwrap_or(EMPTY);
     for d in drafts {
-        let mut d = d.clone();
+        // No input makes an entry large, whichever use case built it.
+        let mut d = d.clone().clipped();
         // Time in the log never runs backwards, so it can be searched by time.
         d.at_ms = d.at_ms.max(h.at_ms);
         let e = Entry::from_draft(d, h.seq + 1, node, h.hash);

@@ -519,7 +519,15 @@ impl Store {
         {
             let pins = gate(&self.blob_pins);
             for entry in self.trees.blobs.iter() {
-                let (hash, m) = entry?;
+                let (hash, m) = match entry {
+                    Ok(entry) => entry,
+                    // One damaged entry must not stop removal of the rest.
+                    Err(e @ StoreError::Corrupt { .. }) => {
+                        tracing::error!(error = %e, "skipped a damaged blob entry in the sweep");
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 if m.keep_until_ms > now_ms
                     || pins.contains_key(&hash)
                     || self.blob_referenced(&hash)?

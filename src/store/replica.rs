@@ -204,7 +204,7 @@ impl RecordTrees<'_, '_> {
             None => [0u8; 32],
         };
         for &version in versions {
-            if let Some(removed) = self.versions.remove((id, version))? {
+            if let Some(removed) = self.versions.take((id, version))? {
                 blobs::drop_refs_tx(self.refs, &removed)?;
                 counts.versions -= 1;
             }
@@ -406,6 +406,11 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// The purge acknowledgement this office signed for `grant`, if any.
+    pub fn our_ack(&self, grant: &GrantId) -> Result<Option<PurgeAck>> {
+        Ok(self.trees.our_acks.get(grant)?.map(|ours| ours.ack))
     }
 
     pub fn mark_ack_delivered(&self, grant: &GrantId) -> Result<()> {

@@ -383,8 +383,14 @@ impl<'t, K: ?Sized, V: Value> TxTree<'t, K, V> {
             .is_some())
     }
 
-    /// Removes `key`; the value it had.
-    pub fn remove(&self, key: impl KeyOf<K>) -> Tx<Option<V>> {
+    /// Removes `key`, whatever its value was (one that no longer decodes
+    /// included); whether it was there.
+    pub fn remove(&self, key: impl KeyOf<K>) -> Tx<bool> {
+        Ok(self.tree.remove(&*key.key())?.is_some())
+    }
+
+    /// Removes `key`; the value it had, decoded.
+    pub fn take(&self, key: impl KeyOf<K>) -> Tx<Option<V>> {
         match self.tree.remove(&*key.key())? {
             Some(v) => Ok(Some(
                 V::from_ivec(v).map_err(|e| abort(corrupt(self.name)(e)))?,

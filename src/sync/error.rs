@@ -94,6 +94,12 @@ pub enum Rejection {
     VerifierPanicked,
     #[error("the peer does not own the record")]
     NotOwner,
+    #[error(
+        "too many purge acknowledgements asked for at once (at most 64 a batch, 1,024 unconfirmed)"
+    )]
+    TooManyAcks,
+    #[error("the grant was acknowledged to another office")]
+    AnotherOriginsGrant,
 }
 
 /// A status for a person: code, message, and the transport's reason.

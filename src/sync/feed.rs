@@ -452,15 +452,39 @@ async fn read_up(
                             }
                         }
                         Err(e) => {
-                            tracing::warn!(%peer, %grant, error = %e, "purge acknowledgement refused")
+                            tracing::warn!(%peer, %grant, error = %e, "purge acknowledgement refused");
+                            refuse_purge_ack(&ctx, &peer, &grant, &e).await;
                         }
                     },
-                    Err(e) => tracing::warn!(%peer, error = %e, "malformed purge acknowledgement"),
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "malformed purge acknowledgement");
+                        refuse_purge_ack(&ctx, &peer, &grant, &e).await;
+                    }
                 }
             }
             _ => tracing::warn!(%peer, "unexpected message on Pull"),
         }
     }
+}
+
+/// Logs (counted per peer) a purge acknowledgement that was refused.
+async fn refuse_purge_ack(
+    ctx: &SyncContext,
+    peer: &OfficeId,
+    grant: &str,
+    why: &(dyn std::fmt::Display + Sync),
+) {
+    let entry = Draft::new(
+        Actor::peer(peer.as_str()),
+        "purge_ack.refused",
+        Target {
+            peer: peer.to_string(),
+            detail: crate::domain::audit::clip(&format!("grant {grant}")),
+            ..Target::default()
+        },
+        Outcome::failed("REJECTED", why.to_string()),
+    );
+    ctx.refusals.refuse(peer.as_str(), entry).await;
 }
 
 /// Logs an acknowledgement past what was sent: a peer claiming entries it
@@ -477,7 +501,5 @@ async fn refuse_ack(ctx: &SyncContext, peer: &OfficeId, acked: u64, sent: u64) {
         },
         Outcome::failed("INVALID_ARGUMENT", "acknowledged past what was sent"),
     );
-    if let Err(e) = ctx.audit.append(entry).await {
-        tracing::error!(%peer, error = %e, "could not log a refused acknowledgement");
-    }
+    ctx.refusals.refuse(peer.as_str(), entry).await;
 }

@@ -32,8 +32,12 @@ use crate::store::Store;
 /// nothing for three of these reconnects.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
 
-/// Largest replication message, both ways.
+/// Largest replication message a node sends (a batch) and takes from an
+/// origin.
 pub const MAX_MESSAGE: usize = 96 * 1024 * 1024;
+/// Largest message a node takes from a peer pulling from it: starts,
+/// acknowledgements, purge acknowledgements and file requests are all small.
+pub const MAX_PEER_REQUEST: usize = 64 * 1024;
 
 /// What pullers and feed streams share.
 pub struct SyncContext {
@@ -56,6 +60,8 @@ pub struct SyncContext {
     pub applied: tokio::sync::broadcast::Sender<Applied>,
     /// The audit log: batches served, replicas applied or rejected.
     pub audit: Arc<crate::service::AuditLog>,
+    /// Refusals of a peer's entries and messages, counted per peer.
+    pub refusals: Arc<crate::service::refusals::RefusalLog>,
     /// What each peer may ask at once, and how often.
     pub guards: Arc<guard::PeerGuards>,
 }

@@ -281,10 +281,17 @@ async fn apply(
     let now = now_ms();
     let last_seq = batch.last_seq;
     let sorted = sort_entries(ctx, peer, batch.entries, verified, now)?;
-    let outcome =
-        ctx.store
-            .apply_batch(&peer.office, &sorted.items, last_seq, now, &sorted.refusals)?;
+    let outcome = ctx
+        .store
+        .apply_batch(&peer.office, &sorted.items, last_seq, now, &[])?;
     ctx.store.commit().await?;
+    // Counted per peer: junk sent as fast as a peer can send it must not
+    // grow the log at that rate.
+    for refusal in &sorted.refusals {
+        ctx.refusals
+            .refuse(peer.office.as_str(), refusal.clone())
+            .await;
+    }
     announce_applied(ctx, peer, &sorted.items);
     for (id, version) in &outcome.conflicts {
         tracing::error!(
@@ -306,8 +313,15 @@ async fn apply(
     Ok(sorted.acks)
 }
 
+/// Most purge acknowledgements signed for one batch: a real grant closes
+/// with one, and an origin that sends thousands is refused past these.
+const MAX_NEW_ACKS_PER_BATCH: usize = 64;
+/// Most acknowledgements signed for one origin and not yet confirmed by it.
+const MAX_UNDELIVERED_ACKS: usize = 1024;
+
 /// A batch's entries sorted into what the store applies, the purge
-/// acknowledgements signed for it, and the refused entries' audit drafts.
+/// acknowledgements to send (signed for it, or signed before and sent
+/// again), and the refused entries' audit drafts.
 struct Sorted {
     items: Vec<ApplyItem>,
     acks: Vec<PurgeAck>,
@@ -328,6 +342,11 @@ fn sort_entries(
         items: Vec::with_capacity(entries.len()),
         acks: Vec::new(),
         refusals: Vec::new(),
+    };
+    let mut acks = AckBudget {
+        signed: 0,
+        undelivered: ctx.store.undelivered_acks(&peer.office)?.len(),
+        seen: std::collections::HashSet::new(),
     };
     for entry in entries {
         match entry.kind {
@@ -353,9 +372,11 @@ fn sort_entries(
             },
             Some(feed_entry::Kind::GrantClosed(grant)) => match GrantId::parse(&grant) {
                 Ok(grant) => {
-                    let ack = sign_ack(ctx, peer, grant, now)?;
-                    sorted.items.push(ApplyItem::Ack(ack.clone()));
-                    sorted.acks.push(ack);
+                    let what = format!("closing of grant {grant} (feed entry {})", entry.seq);
+                    if let Err(reason) = acks.take(ctx, peer, grant, now, &mut sorted)? {
+                        tracing::warn!(peer = %peer.office, %reason, "refused to acknowledge a closed grant");
+                        sorted.refusals.push(refused(ctx, peer, what, &reason));
+                    }
                 }
                 Err(e) => tracing::warn!(peer = %peer.office, error = %e, "malformed grant id"),
             },
@@ -363,6 +384,46 @@ fn sort_entries(
         }
     }
     Ok(sorted)
+}
+
+/// What one batch may still have this node sign.
+struct AckBudget {
+    signed: usize,
+    undelivered: usize,
+    seen: std::collections::HashSet<GrantId>,
+}
+
+impl AckBudget {
+    /// Acknowledges the closing of `grant`: the acknowledgement signed for
+    /// it before is sent again; a new one is signed within the budget.
+    fn take(
+        &mut self,
+        ctx: &SyncContext,
+        peer: &Peer,
+        grant: GrantId,
+        now: u64,
+        sorted: &mut Sorted,
+    ) -> Result<Result<(), Rejection>, PullError> {
+        if !self.seen.insert(grant.clone()) {
+            return Ok(Ok(()));
+        }
+        if let Some(ack) = ctx.store.our_ack(&grant)? {
+            if ack.origin != peer.office {
+                return Ok(Err(Rejection::AnotherOriginsGrant));
+            }
+            sorted.acks.push(ack);
+            return Ok(Ok(()));
+        }
+        if self.signed >= MAX_NEW_ACKS_PER_BATCH || self.undelivered >= MAX_UNDELIVERED_ACKS {
+            return Ok(Err(Rejection::TooManyAcks));
+        }
+        self.signed += 1;
+        self.undelivered += 1;
+        let ack = sign_ack(ctx, peer, grant, now)?;
+        sorted.items.push(ApplyItem::Ack(ack.clone()));
+        sorted.acks.push(ack);
+        Ok(Ok(()))
+    }
 }
 
 /// The audit draft of an entry `peer` sent that this node refused.

@@ -4,14 +4,21 @@
 //! as an attacker (issue 16) and failed before its fix.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
-use casemesh::domain::RecordVersion;
+use casemesh::domain::sharing::{GrantId, PurgeAck};
+use casemesh::domain::{OfficeId, RecordId, RecordVersion};
+use casemesh::identity::tls::{PemIdentity, TrustStore, server_config};
+use casemesh::identity::{OfficeCa, OfficeSigner};
 use casemesh::protocol::pb::{self, replication_client::ReplicationClient};
+use casemesh::protocol::transport;
+use rustls_pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tonic::{Code, Status, Streaming};
 
-use super::cluster::{TestCluster, TestNode, eventually};
+use super::cluster::{TestCluster, TestNode, eventually, holdings, of_action};
+use super::scripted::{Say, ScriptedOrigin};
 
 /// A `Pull` stream opened by hand as a pinned peer's node.
 pub struct RawPull {
@@ -110,6 +117,18 @@ impl RawPull {
         all
     }
 
+    /// Sends a purge acknowledgement.
+    pub async fn purge_ack(&self, ack: &PurgeAck) {
+        self.up
+            .send(pb::PullUp {
+                kind: Some(pb::pull_up::Kind::PurgeAck(
+                    casemesh::protocol::convert::purge_ack_to_pb(ack),
+                )),
+            })
+            .await
+            .unwrap();
+    }
+
     /// Acknowledges everything up to `seq`.
     pub async fn ack(&self, seq: u64) {
         self.up
@@ -162,6 +181,128 @@ async fn ack_all(pull: &RawPull, origin: &TestNode, peer: &TestNode, seq: u64) {
         },
     )
     .await;
+}
+
+/// The office CA of `node`, with its key: what a compromised office holds.
+pub fn office_ca(node: &TestNode) -> OfficeCa {
+    let p = node.paths();
+    OfficeCa::load(
+        &node.office,
+        &std::fs::read_to_string(p.office_ca()).unwrap(),
+        &std::fs::read_to_string(p.office_key()).unwrap(),
+    )
+    .unwrap()
+}
+
+/// Stops node `i` and serves, on its address and with its own node
+/// certificate, a replication origin that sends `batches` to whoever pulls
+/// (the other nodes of the cluster), then heartbeats.
+pub async fn impersonate(
+    cluster: &mut TestCluster,
+    i: usize,
+    batches: Vec<pb::Batch>,
+) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
+    cluster.nodes[i].stop().await;
+    let me = &cluster.nodes[i];
+    let (node_cert, node_key) = me.node_identity();
+    let ca = office_ca(me);
+    let trust = Arc::new(
+        TrustStore::new(me.office.clone(), ca.cert_der.clone(), Default::default()).unwrap(),
+    );
+    let peers = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.office != me.office)
+        .map(|n| {
+            let der = casemesh::identity::pki::certs_from_pem(&n.ca_pem()).unwrap();
+            (n.office.clone(), CertificateDer::from(der[0].to_vec()))
+        })
+        .collect();
+    trust.set_peers(peers).unwrap();
+    let tls = server_config(
+        PemIdentity::from_pem(&node_cert, &node_key).unwrap(),
+        &trust,
+    )
+    .unwrap();
+    let addr = me.addr;
+    let listener = eventually(
+        Duration::from_secs(10),
+        "the stopped node's port",
+        || async move { tokio::net::TcpListener::bind(addr).await.ok() },
+    )
+    .await;
+    let (incoming, _accept) = transport::incoming(
+        listener,
+        Arc::new(tls),
+        trust,
+        Arc::new(|_, _| Box::pin(async {})),
+        transport::AcceptOptions {
+            handshake_timeout: Duration::from_secs(5),
+            max_connections: 16,
+            max_handshakes_per_source: 64,
+        },
+    );
+    ScriptedOrigin::new(move |say: Say| {
+        let batches = batches.clone();
+        async move {
+            for batch in batches {
+                let batch = pb::pull_down::Kind::Batch(batch);
+                if say
+                    .send(Ok(pb::PullDown { kind: Some(batch) }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            loop {
+                let hb = pb::PullDown {
+                    kind: Some(pb::pull_down::Kind::Heartbeat(pb::Heartbeat {
+                        now_ms: 0,
+                        audit_head: None,
+                    })),
+                };
+                if say.send(Ok(hb)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    })
+    .serve(incoming)
+}
+
+/// A version of a new record of `origin`, in `case-1`.
+pub fn version(origin: &OfficeId, title: &str) -> RecordVersion {
+    let mut random = [0u8; 10];
+    casemesh::domain::random_bytes(&mut random);
+    RecordVersion {
+        id: RecordId::generate(origin, casemesh::domain::now_ms(), random),
+        version: 1,
+        origin: origin.clone(),
+        collection: "case-1".into(),
+        kind: "k".into(),
+        title: title.into(),
+        content_type: "text/plain".into(),
+        labels: Default::default(),
+        body: bytes::Bytes::from_static(b"x"),
+        created_at_ms: 1,
+        updated_at_ms: 1,
+        deleted: false,
+        attachments: Vec::new(),
+    }
+}
+
+/// A feed entry carrying `v`, signed by `ca`.
+pub fn signed_entry(seq: u64, ca: &OfficeCa, v: RecordVersion) -> pb::FeedEntry {
+    let s = OfficeSigner::new(ca).sign(v).unwrap();
+    pb::FeedEntry {
+        seq,
+        kind: Some(pb::feed_entry::Kind::Version(pb::ReplicatedVersion {
+            canonical: s.canonical,
+            signature: s.signature,
+        })),
+    }
 }
 
 /// Writes `n` records into `collection` at node `i`; returns their ids.
@@ -298,5 +439,298 @@ async fn a_peers_feed_numbers_do_not_move_with_other_peers_feeds() {
         vec![1, 2, 3],
         "nyc-da's feed counts nyc-da's entries only"
     );
+    cluster.stop_all().await;
+}
+
+/// Finding 4: every closed grant in an origin's feed made the peer sign
+/// and store a purge acknowledgement, for grants that never existed too.
+/// Now a batch gets at most 64 new signatures, an origin at most 1,024
+/// unconfirmed ones, and the rest is refused (counted in the audit log).
+#[tokio::test]
+async fn an_origin_cannot_make_a_peer_sign_without_limit() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da"]).await;
+    cluster.pin_all().await;
+    let closed: Vec<pb::FeedEntry> = (1..=5000u64)
+        .map(|n| pb::FeedEntry {
+            seq: n,
+            kind: Some(pb::feed_entry::Kind::GrantClosed(format!("g-{n:016x}"))),
+        })
+        .collect();
+    let batch = pb::Batch {
+        entries: closed,
+        last_seq: 5000,
+        audit_head: None,
+    };
+    let server = impersonate(&mut cluster, 0, vec![batch]).await;
+    let nyc = &cluster.nodes[1];
+    let signed = eventually(
+        Duration::from_secs(30),
+        "the batch to be applied",
+        || async {
+            let signed = of_action(nyc, "purge.acknowledged").await;
+            (!signed.is_empty()).then_some(signed)
+        },
+    )
+    .await;
+    assert_eq!(signed.len(), 64, "at most 64 new signatures in a batch");
+    let refused = of_action(nyc, "replica.rejected").await;
+    assert_eq!(refused.len(), 1, "the first refusal, at once: {refused:#?}");
+    assert!(
+        refused[0]
+            .outcome_message
+            .contains("too many purge acknowledgements")
+    );
+    server.abort();
+    // The rest are counted, in one entry written at the latest when the
+    // node stops.
+    cluster.nodes[1].restart().await;
+    let nyc = &cluster.nodes[1];
+    let refused = of_action(nyc, "replica.rejected").await;
+    assert_eq!(refused.len(), 2, "{refused:#?}");
+    assert!(
+        refused[1]
+            .detail
+            .starts_with("4935 more refused within 60 s"),
+        "{}",
+        refused[1].detail
+    );
+    assert_eq!(of_action(nyc, "purge.acknowledged").await.len(), 64);
+    cluster.stop_all().await;
+}
+
+/// Finding 7: times past year 9999 from a peer were kept, and crashed the
+/// readers of the office that kept them. Now a version, a purge
+/// acknowledgement or a signed head with such a time is refused when it
+/// arrives.
+#[tokio::test]
+async fn times_past_year_9999_from_a_peer_are_refused_when_they_arrive() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da"]).await;
+    cluster.pin_all().await;
+    let phila = cluster.nodes[0].office.clone();
+    let phila_ca = office_ca(&cluster.nodes[0]);
+    let good = version(&phila, "dated now");
+    let good_id = good.id.to_string();
+    let mut future = version(&phila, "dated past 9999");
+    future.created_at_ms = u64::MAX;
+    future.updated_at_ms = u64::MAX;
+    let batch = pb::Batch {
+        entries: vec![
+            signed_entry(1, &phila_ca, future),
+            signed_entry(2, &phila_ca, good),
+        ],
+        last_seq: 2,
+        audit_head: None,
+    };
+    let server = impersonate(&mut cluster, 0, vec![batch]).await;
+    let nyc = &cluster.nodes[1];
+    eventually(
+        Duration::from_secs(30),
+        "the version dated now to arrive",
+        || async { holdings(nyc).await.contains_key(&good_id).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        holdings(nyc).await.len(),
+        1,
+        "the one dated past 9999 is not kept"
+    );
+    let refused = of_action(nyc, "replica.rejected").await;
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+    assert!(
+        refused[0].outcome_message.contains("past 9999-12-31"),
+        "{refused:#?}"
+    );
+    server.abort();
+    cluster.stop_all().await;
+}
+
+/// Finding 7, the other way: a purge acknowledgement dated past year 9999,
+/// properly signed by the peer's office, is refused by the origin; the
+/// grant stays unconfirmed.
+#[tokio::test]
+async fn a_purge_acknowledgement_dated_past_year_9999_is_refused() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da"]).await;
+    cluster.pin(0, 1).await;
+    put_records(&cluster, 0, "case-1", 1).await;
+    let grant = cluster.grant_collection(0, 1, "case-1").await;
+    let (phila, nyc) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut pull = RawPull::open(phila, nyc, 0).await;
+    let got = pull.until_idle().await.unwrap();
+    pull.ack(got.last_seq).await;
+    phila.kit().revoke(&grant).await.unwrap();
+    pull.until(|got| !got.closed.is_empty()).await;
+    let mut ack = PurgeAck {
+        grant: GrantId::parse(&grant).unwrap(),
+        origin: phila.office.clone(),
+        purged_by: nyc.office.clone(),
+        purged_at_ms: u64::MAX,
+        signature: Vec::new(),
+    };
+    ack.signature = OfficeSigner::new(&office_ca(nyc))
+        .sign_bytes(&ack.canonical())
+        .unwrap();
+    pull.purge_ack(&ack).await;
+    let refused = eventually(
+        Duration::from_secs(15),
+        "the refusal to be logged",
+        || async {
+            let refused = of_action(phila, "purge_ack.refused").await;
+            (!refused.is_empty()).then_some(refused)
+        },
+    )
+    .await;
+    assert!(
+        refused[0].outcome_message.contains("past 9999-12-31"),
+        "{refused:#?}"
+    );
+    let grants = phila.kit().grants().await.unwrap();
+    let g = grants.iter().find(|g| g.id == grant).unwrap();
+    assert!(g.purge_ack.is_none(), "{g:?}");
+    cluster.stop_all().await;
+}
+
+/// Finding 3: a refused request's fields went into its audit entry whole,
+/// and peers could send 96 MiB requests: one `FetchBlob` with an 8 MiB
+/// hash wrote a 16 MiB entry that no client could read back, so the
+/// office's audit review stopped. Now peers' requests are limited to
+/// 64 KiB, admin requests to 1 MiB, every field of an entry is clipped,
+/// and the whole log still reads with a client's default message size.
+#[tokio::test]
+async fn oversized_requests_leave_small_entries_and_the_log_stays_readable() {
+    use prost::Message;
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da"]).await;
+    cluster.pin_all().await;
+    let (phila, nyc) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (cert, key) = nyc.node_identity();
+    let peer = ReplicationClient::new(phila.connect_as(&cert, &key).await.unwrap());
+    let fetch = |hash: Vec<u8>| {
+        let mut peer = peer.clone();
+        async move {
+            peer.fetch_blob(pb::FetchBlobRequest {
+                hash: hash.into(),
+                offset: 0,
+            })
+            .await
+            .map(|_| ())
+            .unwrap_err()
+        }
+    };
+    let huge = fetch(vec![7; 8 << 20]).await;
+    assert_eq!(huge.code(), Code::ResourceExhausted, "{huge:?}");
+    let long = fetch(vec![7; 60 << 10]).await;
+    assert_eq!(long.code(), Code::InvalidArgument, "{long:?}");
+    let mut pull = RawPull::open(phila, nyc, 0).await;
+    pull.until_idle().await.unwrap();
+    let mut ack = PurgeAck {
+        grant: GrantId::parse("g-0123456789abcdef").unwrap(),
+        origin: phila.office.clone(),
+        purged_by: nyc.office.clone(),
+        purged_at_ms: 1,
+        signature: vec![1; 32],
+    };
+    let mut pb_ack = casemesh::protocol::convert::purge_ack_to_pb(&ack);
+    pb_ack.grant_id = "g".repeat(60 << 10);
+    pull.up
+        .send(pb::PullUp {
+            kind: Some(pb::pull_up::Kind::PurgeAck(pb_ack)),
+        })
+        .await
+        .unwrap();
+    ack.signature.clear();
+
+    let big = "x".repeat(500 << 10);
+    let mut admin = phila.admin().await;
+    let refused = admin
+        .grant(pb::GrantRequest {
+            peer: "nyc-da".into(),
+            target: Some(pb::grant_request::Target::Collection(big.clone())),
+            expires_at_ms: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let refused = admin
+        .issue_user(pb::IssueUserRequest {
+            name: big.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let too_big = admin
+        .issue_user(pb::IssueUserRequest {
+            name: "y".repeat(2 << 20),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(too_big.code(), Code::ResourceExhausted, "{too_big:?}");
+    let mut records = phila.records().await;
+    let refused = records
+        .get(pb::GetRequest {
+            id: "z".repeat(1 << 20),
+            version: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let refused = records
+        .put(pb::PutRequest {
+            collection: big.clone(),
+            kind: "k".into(),
+            title: "t".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let purge_refused = eventually(
+        Duration::from_secs(15),
+        "the acknowledgement's refusal",
+        || async {
+            let refused = of_action(phila, "purge_ack.refused").await;
+            (!refused.is_empty()).then_some(refused)
+        },
+    )
+    .await;
+    assert!(
+        purge_refused[0].detail.len() <= 520,
+        "{}",
+        purge_refused[0].detail.len()
+    );
+
+    // Every entry is small, and the whole log reads page by page with a
+    // client's default limits, as `casemesh audit list` reads it.
+    let mut token = String::new();
+    let mut entries = Vec::new();
+    loop {
+        let page = admin
+            .query_audit(pb::QueryAuditRequest {
+                page_token: token,
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        entries.extend(page.entries);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let refusals = entries
+        .iter()
+        .filter(|e| !e.outcome_code.is_empty())
+        .count();
+    assert!(refusals >= 8, "each refusal is logged: {refusals}");
+    for e in &entries {
+        assert!(
+            e.encoded_len() <= 8 * 1024,
+            "entry {} is {} bytes",
+            e.seq,
+            e.encoded_len()
+        );
+    }
     cluster.stop_all().await;
 }
