@@ -56,7 +56,9 @@ fn attachment(bytes: &[u8], name: &str) -> Attachment {
 }
 
 /// A three-entry log of `office`: entries 1 and 3 concern the case,
-/// entry 2 does not. Returns the stored entries and the signed head.
+/// entry 2 does not. Entry 1 is unsalted, as version 1 wrote entries
+/// before salting: a log begun then and continued since must still
+/// verify. Returns the stored entries and the signed head.
 fn audit_log(ca: &OfficeCa, record: &RecordId) -> (Vec<Vec<u8>>, SignedHead) {
     let alice = Actor {
         kind: "user".into(),
@@ -79,7 +81,10 @@ fn audit_log(ca: &OfficeCa, record: &RecordId) -> (Vec<Vec<u8>>, SignedHead) {
             at_ms: 1_790_000_000_000 + i as u64 * 60_000,
             ..Draft::new(alice.clone(), action, target, Outcome::ok())
         };
-        let e = Entry::from_draft(draft, i as u64 + 1, ca.office.as_str(), prev);
+        let mut e = Entry::from_draft(draft, i as u64 + 1, ca.office.as_str(), prev);
+        if i == 0 {
+            e.salt = None;
+        }
         prev = e.hash();
         stored.push(e.encode());
     }
@@ -318,6 +323,27 @@ fn an_untouched_bundle_verifies_and_says_what_it_holds() {
 }
 
 #[test]
+fn entries_from_before_and_after_salting_both_verify_in_a_bundle() {
+    let fx = fixture();
+    let all = members(&fx.bundle);
+    let version = |seq: u64| {
+        let (_, bytes) = all.iter().find(|(p, _)| *p == entry_path(seq)).unwrap();
+        Stored::split(bytes).unwrap().body[0]
+    };
+    assert_eq!((version(1), version(3)), (1, 2));
+    let report = check(&fx.bundle, &[]);
+    assert!(report.is_verified(), "{report}");
+    let checked: Vec<u64> = report
+        .audit
+        .entries
+        .iter()
+        .filter(|e| e.checks_out)
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(checked, [1, 3], "{report}");
+}
+
+#[test]
 fn members_have_fixed_metadata_and_the_manifest_lists_every_other_member() {
     let fx = fixture();
     let mut archive = tar::Archive::new(&fx.bundle[..]);
@@ -416,9 +442,10 @@ fn a_change_under_a_re_signed_manifest_is_still_caught_by_the_item_itself() {
             cert.len() - 3,
             "office camden-da (offices/camden-da.der): the certificate",
         ),
+        // A byte of the actor's kind, past the version byte and the salt.
         (
             entry_path(3),
-            100,
+            116,
             "audit entry 3 (audit/entries/3.bin): its contents differ",
         ),
         (

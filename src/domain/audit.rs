@@ -11,6 +11,13 @@
 //! checks that a head it witnessed is still in an office's log, and how a
 //! case export carries only the entries that concern the case.
 //!
+//! Those digests go to every pinned peer, and many entries (what was served
+//! to a third office, and when) hold only fields that could be guessed, so
+//! a bare digest would let a peer confirm a guess. A body of version 2
+//! therefore carries [`SALT_LEN`] random bytes right after its version
+//! byte. Version 1 bodies, written before, have no salt; they still decode,
+//! walk and re-encode to the very bytes that were hashed.
+//!
 //! A signed head is the office's ECDSA signature over
 //! `"casemesh.audit.head.v1\0" ‖ office ‖ seq ‖ hash ‖ at_ms`.
 
@@ -22,6 +29,11 @@ pub const GENESIS: [u8; 32] = [0; 32];
 const CHAIN_TAG: &[u8] = b"casemesh.audit.chain.v1\0";
 const HEAD_TAG: &[u8] = b"casemesh.audit.head.v1\0";
 const V1: u8 = 1;
+/// Entry bodies with a salt (signed heads are still version 1).
+const V2: u8 = 2;
+
+/// Random bytes in a version 2 entry body.
+pub const SALT_LEN: usize = 16;
 
 /// Longest text kept in an entry's free-form fields: input from a refused
 /// call is recorded, but a caller cannot make one entry arbitrarily large.
@@ -193,6 +205,11 @@ pub struct Entry {
     pub outcome: Outcome,
     /// Chain hash of the entry before (all zero for the first).
     pub prev: [u8; 32],
+    /// Random bytes that keep the body's digest from being confirmed by
+    /// guessing the other fields. `None` only in entries written as
+    /// version 1, before entries were salted: such an entry is encoded as
+    /// version 1 again, so its bytes and its hash never change.
+    pub salt: Option<[u8; SALT_LEN]>,
 }
 
 pub use super::time::format_time;
@@ -210,7 +227,15 @@ pub fn clip(s: &str) -> String {
 }
 
 impl Entry {
+    /// A new entry, salted with fresh random bytes.
     pub fn from_draft(d: Draft, seq: u64, node: &str, prev: [u8; 32]) -> Self {
+        let mut salt = [0u8; SALT_LEN];
+        super::random_bytes(&mut salt);
+        Self::salted(d, seq, node, prev, salt)
+    }
+
+    /// A new entry with the salt given (for bytes a test can freeze).
+    pub fn salted(d: Draft, seq: u64, node: &str, prev: [u8; 32], salt: [u8; SALT_LEN]) -> Self {
         Self {
             seq,
             at_ms: d.at_ms,
@@ -220,13 +245,20 @@ impl Entry {
             target: d.target,
             outcome: d.outcome,
             prev,
+            salt: Some(salt),
         }
     }
 
     /// The encoding without `prev`; its digest enters the chain.
+    /// Version 1: `[1] seq at_ms node actor action target outcome`;
+    /// version 2: `[2] salt(16)` and then the same fields.
     pub fn body(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(256);
-        w.u8(V1).u64(self.seq).u64(self.at_ms).str(&self.node);
+        match &self.salt {
+            None => w.u8(V1),
+            Some(salt) => w.u8(V2).raw(salt),
+        };
+        w.u64(self.seq).u64(self.at_ms).str(&self.node);
         let a = &self.actor;
         w.str(&a.kind)
             .str(&a.name)
@@ -259,10 +291,7 @@ impl Entry {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let Stored { prev, body, .. } = Stored::split(bytes)?;
         let mut r = Reader::new(body);
-        let v = r.u8()?;
-        if v != V1 {
-            return Err(DecodeError::UnknownVersion(vec![v]));
-        }
+        let salt = read_salt(&mut r)?;
         let seq = r.u64()?;
         let at_ms = r.u64()?;
         let node = r.str("node")?.to_owned();
@@ -307,12 +336,26 @@ impl Entry {
             target,
             outcome,
             prev,
+            salt,
         })
     }
 
     /// This entry's chain hash.
     pub fn hash(&self) -> [u8; 32] {
         chain_hash(&self.prev, self.seq, &body_digest(&self.body()))
+    }
+}
+
+/// Reads a body's version byte and, from version 2 on, the salt after it.
+fn read_salt(r: &mut Reader<'_>) -> Result<Option<[u8; SALT_LEN]>, DecodeError> {
+    match r.u8()? {
+        V1 => Ok(None),
+        V2 => {
+            let mut salt = [0u8; SALT_LEN];
+            salt.copy_from_slice(r.raw(SALT_LEN)?);
+            Ok(Some(salt))
+        }
+        v => Err(DecodeError::UnknownVersion(vec![v])),
     }
 }
 
@@ -563,37 +606,53 @@ fn clip_to(s: &str, max: usize) -> String {
 mod tests {
     use super::*;
 
-    fn entry(seq: u64, prev: [u8; 32]) -> Entry {
-        Entry::from_draft(
-            Draft {
-                actor: Actor {
-                    kind: "user".into(),
-                    name: "alice".into(),
-                    role: "admin".into(),
-                    office: "phila-da".into(),
-                    fingerprint: "sha256:00".into(),
-                    remote: "127.0.0.1:1".into(),
-                },
-                action: "Records.Put".into(),
-                target: Target::record("phila-da:x", seq),
-                outcome: Outcome::ok(),
-                at_ms: 1_000 + seq,
+    fn draft(seq: u64) -> Draft {
+        Draft {
+            actor: Actor {
+                kind: "user".into(),
+                name: "alice".into(),
+                role: "admin".into(),
+                office: "phila-da".into(),
+                fingerprint: "sha256:00".into(),
+                remote: "127.0.0.1:1".into(),
             },
-            seq,
-            "phila-da",
-            prev,
-        )
+            action: "Records.Put".into(),
+            target: Target::record("phila-da:x", seq),
+            outcome: Outcome::ok(),
+            at_ms: 1_000 + seq,
+        }
     }
 
-    fn chain(n: u64) -> Vec<Vec<u8>> {
+    fn entry(seq: u64, prev: [u8; 32]) -> Entry {
+        Entry::from_draft(draft(seq), seq, "phila-da", prev)
+    }
+
+    /// An entry as version 1 wrote it: no salt.
+    fn unsalted(seq: u64, prev: [u8; 32]) -> Entry {
+        Entry {
+            salt: None,
+            ..entry(seq, prev)
+        }
+    }
+
+    /// A chain whose entries up to `unsalted_upto` predate salting.
+    fn mixed_chain(n: u64, unsalted_upto: u64) -> Vec<Vec<u8>> {
         let mut prev = GENESIS;
         (1..=n)
             .map(|seq| {
-                let e = entry(seq, prev);
+                let e = if seq <= unsalted_upto {
+                    unsalted(seq, prev)
+                } else {
+                    entry(seq, prev)
+                };
                 prev = e.hash();
                 e.encode()
             })
             .collect()
+    }
+
+    fn chain(n: u64) -> Vec<Vec<u8>> {
+        mixed_chain(n, 0)
     }
 
     fn walk(stored: &[(u64, Vec<u8>)]) -> Result<ChainWalk, Fault> {
@@ -651,15 +710,81 @@ mod tests {
         assert!(c.ends_with('…'));
     }
 
+    #[test]
+    fn a_log_begun_before_salting_walks_and_proves_across_the_change() {
+        let c = mixed_chain(5, 2);
+        assert_eq!(Stored::split(&c[1]).unwrap().body[0], V1);
+        assert_eq!(Stored::split(&c[2]).unwrap().body[0], V2);
+        let stored: Vec<_> = c.iter().cloned().zip(1..).map(|(v, k)| (k, v)).collect();
+        let full = walk(&stored).unwrap();
+        let mut proof = ChainWalk::default();
+        for (seq, bytes) in &stored {
+            let digest = Stored::split(bytes).unwrap().body_digest();
+            proof.step_digest(*seq, &digest).unwrap();
+        }
+        assert_eq!(proof.hash, full.hash);
+        for bytes in &c {
+            assert_eq!(&Entry::decode(bytes).unwrap().encode(), bytes);
+        }
+    }
+
+    #[test]
+    fn entries_with_the_same_fields_have_different_body_digests() {
+        let (a, b) = (entry(1, GENESIS), entry(1, GENESIS));
+        assert_ne!(a.salt, b.salt);
+        assert_ne!(body_digest(&a.body()), body_digest(&b.body()));
+        assert_ne!(a.hash(), b.hash());
+        let salted = Entry::decode(&a.encode()).unwrap();
+        assert_eq!(salted.salt, a.salt, "decoding keeps the salt");
+    }
+
+    #[test]
+    fn an_unknown_entry_version_is_refused() {
+        let mut bytes = entry(1, GENESIS).encode();
+        bytes[64] = 3;
+        assert!(matches!(
+            Entry::decode(&bytes),
+            Err(DecodeError::UnknownVersion(v)) if v == [3]
+        ));
+    }
+
     /// Bytes written by version 1 of the entry encoding.
     #[test]
     fn frozen_v1_entry_decodes() {
-        let e = entry(1, GENESIS);
+        let e = unsalted(1, GENESIS);
         let bytes = hex::decode(FROZEN).unwrap();
         assert_eq!(Entry::decode(&bytes).unwrap(), e);
+        assert_eq!(Entry::decode(&bytes).unwrap().encode(), bytes);
         assert_eq!(e.encode(), bytes);
         assert_eq!(e.hash()[..], bytes[32..64]);
     }
+
+    /// Bytes written by version 2: the salt follows the version byte.
+    #[test]
+    fn frozen_v2_entry_decodes() {
+        let e = Entry::salted(draft(1), 1, "phila-da", GENESIS, SALT);
+        let bytes = hex::decode(FROZEN_V2).unwrap();
+        assert_eq!(Entry::decode(&bytes).unwrap(), e);
+        assert_eq!(Entry::decode(&bytes).unwrap().encode(), bytes);
+        assert_eq!(e.encode(), bytes);
+        assert_eq!(e.hash()[..], bytes[32..64]);
+        // The same fields as version 1, behind the salt.
+        let v1 = hex::decode(FROZEN).unwrap();
+        assert_eq!(bytes[64], V2);
+        assert_eq!(bytes[65..81], SALT);
+        assert_eq!(bytes[81..], v1[65..]);
+    }
+
+    const SALT: [u8; SALT_LEN] = *b"casemesh-salt-16";
+
+    const FROZEN_V2: &str = "0000000000000000000000000000000000000000000000000000000000000000\
+        b49c1719d488233f873fedb5bee3ecb2db3de92630ebfb1b093bd6c2209a0875\
+        02636173656d6573682d73616c742d3136000000000000000100000000000003\
+        e9000000087068696c612d6461000000047573657200000005616c6963650000\
+        000561646d696e000000087068696c612d6461000000097368613235363a3030\
+        0000000b3132372e302e302e313a310000000b5265636f7264732e5075740000\
+        00010000000a7068696c612d64613a7800000000000000010000000000000000\
+        000000000000000000000000";
 
     const FROZEN: &str = "0000000000000000000000000000000000000000000000000000000000000000\
         04cde1e639d0c3d1f7fb845fdb14bf9cdf36272247f27681df73f7c5ae55348b\

@@ -173,3 +173,62 @@ impl Store {
             .transpose()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::audit::{Actor, ChainWalk, Outcome, Stored, Target};
+    use crate::store::StoreOptions;
+
+    /// What a node of another office was sent: every field guessable.
+    fn served() -> Draft {
+        Draft {
+            at_ms: 1_000,
+            ..Draft::new(
+                Actor::peer("camden-da"),
+                "feed.versions_served",
+                Target::record("phila-da:x", 1),
+                Outcome::ok(),
+            )
+        }
+    }
+
+    /// A log begun before entries were salted (entry 1, version 1) goes on
+    /// with salted entries, and its chain still walks to the head; two
+    /// entries of identical fields get different digests, so a peer given
+    /// the digests cannot confirm a guess.
+    #[test]
+    fn appended_entries_are_salted_and_continue_an_unsalted_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            cache_bytes: 1 << 20,
+        };
+        let store = Store::open(&dir.path().join("store"), "phila-da", &options).unwrap();
+        let old = Entry {
+            salt: None,
+            ..Entry::from_draft(served(), 1, "phila-da", GENESIS)
+        };
+        store.trees.audit_entries.insert(1, &old).unwrap();
+        let head = AuditHead {
+            seq: 1,
+            hash: old.hash(),
+            at_ms: old.at_ms,
+        };
+        store.trees.audit_head.insert(HEAD_KEY, &head).unwrap();
+
+        store.audit(&[served(), served()]).unwrap();
+        let stored = store.audit_raw(0, 10).unwrap();
+        let mut walk = ChainWalk::default();
+        for (seq, bytes) in &stored {
+            walk.step_stored(*seq, bytes).unwrap();
+        }
+        assert_eq!(walk.hash, store.audit_head().unwrap().hash);
+        let parts: Vec<_> = stored
+            .iter()
+            .map(|(_, bytes)| Stored::split(bytes).unwrap())
+            .collect();
+        let versions: Vec<u8> = parts.iter().map(|p| p.body[0]).collect();
+        assert_eq!(versions, [1, 2, 2]);
+        assert_ne!(parts[1].body_digest(), parts[2].body_digest());
+    }
+}
