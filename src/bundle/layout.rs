@@ -14,9 +14,18 @@ pub(super) const MANIFEST_SIG: &str = "manifest.sig";
 pub(super) const DIGESTS: &str = "audit/digests.bin";
 pub(super) const HEAD: &str = "audit/head.bin";
 pub(super) const DIGEST_LEN: u64 = 32;
-/// Largest member the verifier holds in memory (every member but files):
-/// ample for record bodies (64 MiB at most) and 30 million audit digests.
-pub(super) const MAX_HELD: u64 = 1 << 30;
+/// Largest member the verifier reads into memory, one at a time: every
+/// member but files and the audit digests, which it only streams. Twice
+/// the largest record body a node accepts
+/// ([`crate::domain::limits::MAX_BODY_BYTES_CAP`], 64 MiB), so any version
+/// a node can sign fits with room for its labels and attachments, and so
+/// does the manifest of a bundle of over half a million members (some 200
+/// bytes of manifest each). A larger member is refused by its declared
+/// size, unread.
+pub(super) const MAX_MEMBER: u64 = 2 * crate::domain::limits::MAX_BODY_BYTES_CAP as u64;
+/// Longest member name (a GNU long name) the verifier reads: the names a
+/// bundle holds are under 200 bytes.
+pub(super) const MAX_NAME: u64 = 1024;
 pub(super) const BUF: usize = 64 * 1024;
 
 /// `manifest.json`.

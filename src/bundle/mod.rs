@@ -40,8 +40,18 @@
 //! the audit excerpt is bound by the hash chain to a head the exporting
 //! office signed. Whose certificates these are is only as good as the
 //! fingerprints compared out of band (`--trust`).
+//!
+//! # Bounded memory
+//!
+//! The verifier reads the archive twice: once to index every member (its
+//! place, size and hashes), then again member by member as each check
+//! needs it. It holds the index and at most a few members at once, each of
+//! at most `MAX_MEMBER` bytes (128 MiB, in `layout.rs`); a larger member other
+//! than a file or the audit digests is refused unread, by its declared
+//! size. Files and the digests are only streamed.
 
 mod hashing;
+mod index;
 mod layout;
 mod report;
 #[cfg(test)]
@@ -49,7 +59,8 @@ mod tests;
 mod verify;
 mod write;
 
+pub use index::BundleError;
 pub use layout::{FORMAT, Manifest, ManifestFile, ROOT};
 pub use report::*;
-pub use verify::{BundleError, verify};
+pub use verify::verify;
 pub use write::{BundleWriter, WriteError};

@@ -28,6 +28,24 @@ pub struct Report {
     pub failures: Vec<String>,
 }
 
+/// Longest text the report holds of any one item (a title, an audit
+/// entry's target, a failure): a hostile bundle could otherwise make the
+/// report as large as all of its members together.
+pub(super) const MAX_SHOWN: usize = 4096;
+
+/// `text`, cut to [`MAX_SHOWN`] bytes (at a character boundary) with a
+/// mark saying how long it was.
+pub(super) fn clipped(text: &str) -> String {
+    if text.len() <= MAX_SHOWN {
+        return text.to_owned();
+    }
+    let mut end = MAX_SHOWN;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], text.len())
+}
+
 /// One office certificate, or one the exporter could not include.
 #[derive(Debug, Clone, Serialize)]
 pub struct OfficeFinding {

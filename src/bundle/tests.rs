@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use std::io::Read;
+use std::io::{self, Cursor, Read, Seek, SeekFrom};
 
 use super::layout::*;
 use super::*;
@@ -113,6 +113,11 @@ impl Fixture {
     fn canonical(&self, v: u64) -> String {
         version_path(self.record.as_str(), v, "canonical")
     }
+
+    /// The fingerprints of both offices, as given with `--trust`.
+    fn trusted(&self) -> [Fingerprint; 2] {
+        [self.home.fingerprint(), self.other.fingerprint()]
+    }
 }
 
 /// A bundle of phila-da with two versions of its own record (the second
@@ -177,7 +182,7 @@ fn fixture() -> Fixture {
 }
 
 fn check(bundle: &[u8], trusted: &[Fingerprint]) -> Report {
-    verify(bundle, trusted).unwrap()
+    verify(Cursor::new(bundle), trusted).unwrap()
 }
 
 /// Where a member's bytes lie in the archive.
@@ -274,7 +279,7 @@ fn assert_names(report: &Report, what: &str, needle: &str) {
 #[test]
 fn an_untouched_bundle_verifies_and_says_what_it_holds() {
     let fx = fixture();
-    let report = check(&fx.bundle, &[]);
+    let report = check(&fx.bundle, &fx.trusted());
     assert!(report.is_verified(), "{report}");
     assert_eq!(report.collection, COLLECTION);
     assert_eq!(report.exported_by, "phila-da");
@@ -283,7 +288,6 @@ fn an_untouched_bundle_verifies_and_says_what_it_holds() {
     let text = report.to_string();
     for expected in [
         "VERIFIED",
-        "out of band",
         &fx.home.fingerprint().to_string(),
         &fx.other.fingerprint().to_string(),
         &format!("{} v1  by phila-da", fx.record),
@@ -411,7 +415,8 @@ fn a_change_under_a_re_signed_manifest_is_still_caught_by_the_item_itself() {
     // Repacking alone changes nothing: the checks below fail because of
     // the flipped byte, not because of the repacking.
     let same = repack(&fx.bundle, Some(&fx.home), |_| {});
-    assert!(check(&same, &[]).is_verified(), "{}", check(&same, &[]));
+    let report = check(&same, &fx.trusted());
+    assert!(report.is_verified(), "{report}");
 
     // A byte of the CA certificate's common name: only its
     // self-signature covers it.
@@ -586,7 +591,7 @@ fn an_origin_no_longer_pinned_is_reported_but_a_certificate_dropped_silently_fai
         w.add_audit_head(&head).unwrap();
         w.finish(&OfficeSigner::new(&home)).unwrap()
     };
-    let report = check(&build(true), &[]);
+    let report = check(&build(true), &[home.fingerprint()]);
     assert!(report.is_verified(), "{report}");
     let text = report.to_string();
     assert!(
@@ -691,11 +696,11 @@ fn a_version_signed_by_another_key_fails() {
 #[test]
 fn what_is_not_a_bundle_is_an_error() {
     assert!(matches!(
-        verify(&b""[..], &[]),
+        verify(Cursor::new(b""), &[]),
         Err(BundleError::NotABundle(_))
     ));
     assert!(matches!(
-        verify(&[0x55u8; 2048][..], &[]),
+        verify(Cursor::new([0x55u8; 2048]), &[]),
         Err(BundleError::Read(_))
     ));
     let mut tar = tar::Builder::new(Vec::new());
@@ -704,7 +709,7 @@ fn what_is_not_a_bundle_is_an_error() {
     tar.append_data(&mut h, "notes.txt", &b"hi"[..]).unwrap();
     let other = tar.into_inner().unwrap();
     assert!(matches!(
-        verify(&other[..], &[]),
+        verify(Cursor::new(other), &[]),
         Err(BundleError::NotABundle(_))
     ));
 }
@@ -749,7 +754,7 @@ fn a_bundle_with_times_past_year_9999_verifies_and_prints() {
         .unwrap();
     w.add_audit_head(&head).unwrap();
     let bundle = w.finish(&OfficeSigner::new(&home)).unwrap();
-    let shown = verify(&bundle[..], &[]).unwrap().to_string();
+    let shown = verify(Cursor::new(bundle), &[]).unwrap().to_string();
     assert!(shown.contains("out-of-range time"), "{shown}");
 }
 
@@ -761,7 +766,7 @@ fn no_damage_to_a_bundle_makes_the_verifier_panic() {
     let fx = fixture();
     let n = fx.bundle.len();
     let check = |bytes: &[u8]| {
-        if let Ok(report) = verify(bytes, &[]) {
+        if let Ok(report) = verify(Cursor::new(bytes), &[]) {
             let _ = report.to_string();
         }
     };
@@ -775,4 +780,248 @@ fn no_damage_to_a_bundle_makes_the_verifier_panic() {
     for len in (0..n).step_by(97) {
         check(&fx.bundle[..len]);
     }
+}
+
+/// An archive of which one stretch is never stored: `head`, then `gap`
+/// zero bytes, then `tail`. Counts the bytes of the gap read, so a test
+/// can tell that a member declared there was never read.
+struct Sparse {
+    head: Vec<u8>,
+    gap: u64,
+    tail: Vec<u8>,
+    pos: u64,
+    gap_read: u64,
+}
+
+impl Sparse {
+    /// `head` (whole 512-byte blocks) declaring a member of `declared`
+    /// bytes, which are not stored, then `tail`.
+    fn new(head: Vec<u8>, declared: u64, tail: Vec<u8>) -> Self {
+        Self {
+            head,
+            gap: declared.div_ceil(512) * 512,
+            tail,
+            pos: 0,
+            gap_read: 0,
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.head.len() as u64 + self.gap + self.tail.len() as u64
+    }
+}
+
+impl Read for Sparse {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let head = self.head.len() as u64;
+        let n = if self.pos < head {
+            (&self.head[self.pos as usize..]).read(buf)?
+        } else if self.pos < head + self.gap {
+            let n = (head + self.gap - self.pos).min(buf.len() as u64) as usize;
+            buf[..n].fill(0);
+            self.gap_read += n as u64;
+            n
+        } else {
+            let at = (self.pos - head - self.gap) as usize;
+            self.tail.get(at..).unwrap_or_default().read(buf)?
+        };
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Sparse {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let pos = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            SeekFrom::End(d) => self.len().checked_add_signed(d),
+        };
+        self.pos = pos.ok_or_else(|| io::Error::other("seek before the start"))?;
+        Ok(self.pos)
+    }
+}
+
+/// A tar header of a regular member (or a GNU long name) of `size`.
+fn header(path: &str, size: u64, kind: tar::EntryType) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_path(path).unwrap();
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_cksum();
+    h.as_bytes().to_vec()
+}
+
+/// The bundle, without the two zero blocks that end the archive, so that
+/// members can follow it.
+fn without_end(bundle: &[u8]) -> Vec<u8> {
+    assert!(bundle.len() >= 1024 && bundle[bundle.len() - 1024..].iter().all(|b| *b == 0));
+    bundle[..bundle.len() - 1024].to_vec()
+}
+
+#[test]
+fn a_member_over_the_cap_is_refused_by_name_unread() {
+    let fx = fixture();
+    let giant = version_path(fx.record.as_str(), 9, "canonical");
+    for declared in [MAX_MEMBER + 1, 1 << 40] {
+        // First in the archive, so every member after it must still be
+        // found: the verifier seeks past it.
+        let head = header(&format!("{ROOT}{giant}"), declared, tar::EntryType::Regular);
+        let mut archive = Sparse::new(head, declared, fx.bundle.clone());
+        let report = verify(&mut archive, &fx.trusted()).unwrap();
+        assert_eq!(archive.gap_read, 0, "the member's bytes were read");
+        assert_names(
+            &report,
+            "giant",
+            &format!(
+                "{giant}: declares {declared} bytes, more than the 128 MiB a bundle member other than a file or the audit digests may hold; refused unread"
+            ),
+        );
+        assert_names(
+            &report,
+            "giant",
+            &format!("{giant}: is in the archive but not listed"),
+        );
+        // Nothing else is wrong (but the signature that version 9 lacks):
+        // the rest of the bundle was checked.
+        assert!(
+            report
+                .failures
+                .iter()
+                .all(|f| f.contains(&giant) || f.contains("version 9: ")),
+            "{report}"
+        );
+        assert_eq!(report.versions.len(), 3, "{report}");
+        assert!(report.versions.iter().all(|v| v.signature == Signature::Ok));
+    }
+
+    // Last in the archive, with nothing stored after its header.
+    let mut tail = without_end(&fx.bundle);
+    tail.extend(header(
+        &format!("{ROOT}{MANIFEST}"),
+        1 << 40,
+        tar::EntryType::Regular,
+    ));
+    let report = check(&tail, &fx.trusted());
+    assert_names(
+        &report,
+        "giant manifest",
+        &format!("{MANIFEST}: appears twice"),
+    );
+    assert_names(
+        &report,
+        "giant manifest",
+        &format!("{MANIFEST}: declares 1099511627776 bytes"),
+    );
+}
+
+#[test]
+fn the_member_cap_fits_any_version_a_node_can_sign() {
+    assert!(MAX_MEMBER >= 2 * crate::domain::limits::MAX_BODY_BYTES_CAP as u64);
+}
+
+#[test]
+fn a_member_name_over_the_limit_is_refused_unread() {
+    let fx = fixture();
+    let declared = 1 << 30;
+    let head = header("././@LongLink", declared, tar::EntryType::GNULongName);
+    // The member the name belonged to, then the bundle.
+    let mut tail = header(&format!("{ROOT}named"), 0, tar::EntryType::Regular);
+    tail.extend(&fx.bundle);
+    let mut archive = Sparse::new(head, declared, tail);
+    let report = verify(&mut archive, &fx.trusted()).unwrap();
+    assert_eq!(archive.gap_read, 0, "the name was read");
+    assert_names(
+        &report,
+        "giant name",
+        "a member at its start has a name of 1073741824 bytes, longer than any a bundle holds (1024 at most); refused unread",
+    );
+    assert_eq!(report.failures.len(), 1, "{report}");
+    assert_eq!(report.versions.len(), 3, "{report}");
+}
+
+/// Names over 100 bytes take a GNU long name entry; the verifier reads
+/// those itself.
+#[test]
+fn a_bundle_with_long_member_names_verifies() {
+    let name = format!("office-{}", "x".repeat(56));
+    let (home, home_id) = office(&name);
+    let record = RecordId::generate(&home_id, 1_790_000_000_000, [4; 10]);
+    let path = version_path(record.as_str(), 1, "canonical");
+    assert!(ROOT.len() + path.len() > 100, "{path}");
+    let signed = OfficeSigner::new(&home)
+        .sign(version(&record, 1, "long names", Vec::new()))
+        .unwrap();
+    let (entries, head) = audit_log(&home, &record);
+    let digests: Vec<u8> = entries
+        .iter()
+        .flat_map(|e| Stored::split(e).unwrap().body_digest())
+        .collect();
+    let mut w = BundleWriter::new(Vec::new(), COLLECTION, &home_id, EXPORTED_AT);
+    w.add_office(&home_id, &home.cert_der).unwrap();
+    w.add_version(&signed).unwrap();
+    w.add_audit_digests(3, &digests[..]).unwrap();
+    w.add_audit_entry(1, &entries[0]).unwrap();
+    w.add_audit_head(&head).unwrap();
+    let bundle = w.finish(&OfficeSigner::new(&home)).unwrap();
+    let report = check(&bundle, &[home.fingerprint()]);
+    assert!(report.is_verified(), "{report}");
+    assert_eq!(report.versions.len(), 1);
+    assert_eq!(report.versions[0].record, record.as_str());
+}
+
+/// An archive whose bytes at `at` read differently once the verifier goes
+/// back for a second pass.
+struct Changing {
+    bytes: Cursor<Vec<u8>>,
+    at: u64,
+    rewound: bool,
+}
+
+impl Read for Changing {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let from = self.bytes.position();
+        let n = self.bytes.read(buf)?;
+        if self.rewound && (from..from + n as u64).contains(&self.at) {
+            buf[(self.at - from) as usize] ^= 0x01;
+        }
+        Ok(n)
+    }
+}
+
+impl Seek for Changing {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let before = self.bytes.position();
+        let after = self.bytes.seek(to)?;
+        self.rewound |= after < before;
+        Ok(after)
+    }
+}
+
+#[test]
+fn a_member_that_changes_between_the_two_passes_fails() {
+    let fx = fixture();
+    let rel = fx.canonical(1);
+    let (start, _) = member_range(&fx.bundle, &rel);
+    let mut archive = Changing {
+        bytes: Cursor::new(fx.bundle.clone()),
+        at: start as u64 + 10,
+        rewound: false,
+    };
+    let report = verify(&mut archive, &fx.trusted()).unwrap();
+    assert_names(
+        &report,
+        "changed",
+        &format!("{rel}: its bytes changed while the bundle was being verified"),
+    );
+}
+
+#[test]
+fn text_a_hostile_bundle_makes_long_is_clipped_in_the_report() {
+    let long = "é".repeat(MAX_SHOWN);
+    let shown = clipped(&long);
+    assert!(shown.len() < MAX_SHOWN + 40, "{}", shown.len());
+    assert!(shown.ends_with(&format!("… ({} bytes in all)", long.len())));
+    assert_eq!(clipped("short"), "short");
 }

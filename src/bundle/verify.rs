@@ -1,36 +1,32 @@
-//! Checking a bundle offline, member by member.
+//! Checking a bundle offline, member by member: first an index of every
+//! member ([`super::index`]), then each check reading again only the
+//! members it needs, one at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, Read};
+use std::io::{BufReader, Read, Seek};
 
-use super::hashing::Hashing;
+use super::index::{BundleError, Members};
 use super::layout::*;
 use super::report::*;
 use crate::domain::audit::{ChainWalk, Entry, SignedHead, Stored};
 use crate::domain::{Attachment, BlobHash, OfficeId, SignedVersion};
 use crate::identity::{Fingerprint, OfficeVerifier};
 
-/// The input is not a readable bundle at all. Anything wrong inside a
-/// readable bundle is a failure in the [`Report`] instead.
-#[derive(Debug, thiserror::Error)]
-pub enum BundleError {
-    #[error("cannot read the bundle as a tar archive: {0}")]
-    Read(#[source] io::Error),
-    #[error("not a casemesh bundle: {0}")]
-    NotABundle(String),
-}
-
 /// Checks a whole bundle offline: every member against the signed
 /// manifest, every certificate, every version's signature, every file's
 /// hash and size, and the audit excerpt against the chain and the signed
 /// head. With `trusted` non-empty, every office certificate must be one of
 /// those fingerprints.
-pub fn verify(reader: impl Read, trusted: &[Fingerprint]) -> Result<Report, BundleError> {
+///
+/// Memory is bounded by the number of members (their names and hashes)
+/// and [`MAX_MEMBER`], never by their total size: the archive is read
+/// twice, which is why it must be seekable.
+pub fn verify(reader: impl Read + Seek, trusted: &[Fingerprint]) -> Result<Report, BundleError> {
     let mut report = Report {
         trust_given: !trusted.is_empty(),
         ..Report::default()
     };
-    let members = read_members(reader, &mut report.failures)?;
+    let members = Members::read(reader, &mut report.failures)?;
     let mut check = Check {
         members,
         report,
@@ -48,107 +44,16 @@ pub fn verify(reader: impl Read, trusted: &[Fingerprint]) -> Result<Report, Bund
     Ok(check.report)
 }
 
-/// One member as read: its hashes, and its bytes unless it is a file.
-struct Member {
-    size: u64,
-    sha256: [u8; 32],
-    /// BLAKE3 of the bytes, for members under `files/`.
-    blake3: Option<[u8; 32]>,
-    /// The bytes, for every member but files (and none over [`MAX_HELD`]).
-    data: Option<Vec<u8>>,
-}
-
-/// Reads every member in one pass. Damage that stops the archive from
-/// being read further is a failure; only an archive with nothing readable
-/// under [`ROOT`] is an error.
-fn read_members(
-    reader: impl Read,
-    failures: &mut Vec<String>,
-) -> Result<BTreeMap<String, Member>, BundleError> {
-    let mut archive = tar::Archive::new(reader);
-    let entries = archive.entries().map_err(BundleError::Read)?;
-    let mut members = BTreeMap::new();
-    let mut last: Option<String> = None;
-    for entry in entries {
-        let after = || match &last {
-            Some(p) => format!("after {p}"),
-            None => "at its start".to_owned(),
-        };
-        let mut entry = match entry {
-            Ok(e) => e,
-            Err(e) if last.is_none() => return Err(BundleError::Read(e)),
-            Err(e) => {
-                failures.push(format!(
-                    "the archive is damaged {} ({e}); nothing after that could be read",
-                    after()
-                ));
-                break;
-            }
-        };
-        let Ok(path) = String::from_utf8(entry.path_bytes().into_owned()) else {
-            failures.push(format!("a member {} has a name that is not UTF-8", after()));
-            continue;
-        };
-        last = Some(path.clone());
-        let Some(rel) = path.strip_prefix(ROOT).map(str::to_owned) else {
-            failures.push(format!("{path}: lies outside {ROOT}"));
-            continue;
-        };
-        if entry.header().entry_type() != tar::EntryType::Regular {
-            failures.push(format!(
-                "{rel}: is not a regular file ({:?})",
-                entry.header().entry_type()
-            ));
-            continue;
-        }
-        let is_file = rel.starts_with("files/");
-        let keep = !is_file && entry.size() <= MAX_HELD;
-        if !is_file && !keep {
-            failures.push(format!(
-                "{rel}: is {} bytes, more than a bundle member of its kind can be",
-                entry.size()
-            ));
-        }
-        let mut hashing = Hashing::new(&mut entry, is_file);
-        let mut data = keep.then(Vec::new);
-        let mut buf = vec![0u8; BUF];
-        let read = loop {
-            match hashing.read(&mut buf) {
-                Ok(0) => break Ok(()),
-                Ok(n) => {
-                    if let Some(d) = &mut data {
-                        d.extend_from_slice(&buf[..n]);
-                    }
-                }
-                Err(e) => break Err(e),
-            }
-        };
-        if let Err(e) = read {
-            failures.push(format!(
-                "{rel}: the archive is damaged here ({e}); nothing after that could be read"
-            ));
-            break;
-        }
-        let member = Member {
-            size: hashing.count,
-            sha256: hashing.sha256(),
-            blake3: hashing.blake3(),
-            data,
-        };
-        if members.insert(rel.clone(), member).is_some() {
-            failures.push(format!("{rel}: appears twice in the archive"));
-        }
-    }
-    if members.is_empty() {
-        return Err(BundleError::NotABundle(format!(
-            "the archive holds nothing under {ROOT}"
-        )));
-    }
-    Ok(members)
-}
-
 /// (record id, version) → the paths of its canonical bytes and signature.
 type VersionPaths = BTreeMap<(String, u64), [Option<String>; 2]>;
+
+/// An included audit entry's place in the chain: its digest in
+/// `digests.bin`, and the chain hashes before and after it.
+struct Place {
+    digest: [u8; 32],
+    before: [u8; 32],
+    after: [u8; 32],
+}
 
 /// An office certificate found in the bundle.
 enum Cert {
@@ -157,32 +62,43 @@ enum Cert {
     Invalid,
 }
 
-struct Check {
-    members: BTreeMap<String, Member>,
+struct Check<R> {
+    members: Members<R>,
     report: Report,
     certs: BTreeMap<String, Cert>,
     missing_offices: BTreeSet<String>,
     missing_files: BTreeSet<String>,
 }
 
-impl Check {
+impl<R: Read + Seek> Check<R> {
     fn fail(&mut self, failure: String) {
-        self.report.failures.push(failure);
+        self.report.failures.push(clipped(&failure));
     }
 
-    fn data(&self, path: &str) -> Option<&[u8]> {
-        self.members.get(path).and_then(|m| m.data.as_deref())
+    fn note(&mut self, note: String) {
+        self.report.notes.push(clipped(&note));
+    }
+
+    /// A member's bytes, read again: `None` if it is absent, was refused
+    /// unread, or cannot be read again (a failure says so).
+    fn load(&mut self, path: &str) -> Option<Vec<u8>> {
+        self.members.load(path).unwrap_or_else(|failure| {
+            self.fail(failure);
+            None
+        })
     }
 
     /// Parses the manifest and checks every member against it.
     fn manifest(&mut self) -> Option<Manifest> {
-        let Some(bytes) = self.data(MANIFEST) else {
-            self.fail(format!(
-                "{MANIFEST} is missing: the bundle cannot be tied to an exporting office"
-            ));
+        let Some(bytes) = self.load(MANIFEST) else {
+            if self.members.get(MANIFEST).is_none() {
+                self.fail(format!(
+                    "{MANIFEST} is missing: the bundle cannot be tied to an exporting office"
+                ));
+            }
             return None;
         };
-        let manifest: Manifest = match serde_json::from_slice(bytes) {
+        let manifest: Manifest = match serde_json::from_slice(&bytes) {
             Ok(m) => m,
             Err(e) => {
                 self.fail(format!("{MANIFEST} cannot be read ({e})"));
@@ -195,8 +111,8 @@ impl Check {
                 manifest.format
             ));
         }
-        self.report.collection = manifest.collection.clone();
-        self.report.exported_by = manifest.exported_by.clone();
+        self.report.collection = clipped(&manifest.collection);
+        self.report.exported_by = clipped(&manifest.exported_by);
         self.report.exported_at_ms = Some(manifest.exported_at_ms);
         self.missing_offices = manifest.missing_offices.iter().cloned().collect();
         self.missing_files = manifest.missing_files.iter().cloned().collect();
@@ -218,6 +134,10 @@ impl Check {
                 ));
                 continue;
             };
+            // Refused unread: a failure names it already.
+            let Some(sha256) = sha256 else {
+                continue;
+            };
             if size != file.size {
                 self.fail(format!(
                     "{path}: is {size} bytes, but {MANIFEST} says {} (changed)",
@@ -231,7 +151,7 @@ impl Check {
         }
         let unlisted: Vec<String> = self
             .members
-            .keys()
+            .paths()
             .filter(|p| *p != MANIFEST && *p != MANIFEST_SIG && !listed.contains(p.as_str()))
             .cloned()
             .collect();
@@ -246,12 +166,7 @@ impl Check {
     /// Checks every office certificate and, when fingerprints were given,
     /// that each is trusted.
     fn offices(&mut self, trusted: &[Fingerprint]) {
-        let paths: Vec<String> = self
-            .members
-            .keys()
-            .filter(|p| p.starts_with("offices/"))
-            .cloned()
-            .collect();
+        let paths = self.members.paths_under("offices/");
         let mut matched = BTreeSet::new();
         for path in paths {
             let name = path
@@ -267,7 +182,9 @@ impl Check {
                     continue;
                 }
             };
-            let Some(der) = self.data(&path).map(<[u8]>::to_vec) else {
+            let Some(der) = self.load(&path) else {
+                // Refused unread, or unreadable: a failure names it.
+                self.certs.insert(office.to_string(), Cert::Invalid);
                 continue;
             };
             let fp = Fingerprint::of(&der);
@@ -300,7 +217,7 @@ impl Check {
             self.certs.insert(office.to_string(), state);
         }
         for fp in trusted.iter().filter(|fp| !matched.contains(*fp)) {
-            self.report.notes.push(format!(
+            self.note(format!(
                 "the fingerprint {fp} given with --trust matches no certificate in the bundle"
             ));
         }
@@ -330,19 +247,24 @@ impl Check {
 
     fn manifest_signature(&mut self, m: &Manifest) {
         let exporter = m.exported_by.clone();
-        let result = match (self.data(MANIFEST), self.data(MANIFEST_SIG)) {
-            (_, None) => Err(format!("{MANIFEST_SIG} is missing")),
-            (None, _) => return,
-            (Some(json), Some(sig)) => match self.verifier(&exporter) {
-                Ok(v) => v.verify_bytes(json, sig).map_err(|_| {
-                    format!(
-                        "{MANIFEST_SIG}: the signature over {MANIFEST} does not verify against the certificate of office {exporter} (the manifest or its signature was changed)"
-                    )
-                }),
-                Err(reason) => Err(format!(
-                    "{MANIFEST_SIG}: the manifest's signature cannot be checked: {reason}"
-                )),
-            },
+        let Some(sig) = self.load(MANIFEST_SIG) else {
+            if self.members.get(MANIFEST_SIG).is_none() {
+                self.fail(format!("{MANIFEST_SIG} is missing"));
+            }
+            return;
+        };
+        let Some(json) = self.load(MANIFEST) else {
+            return;
+        };
+        let result = match self.verifier(&exporter) {
+            Ok(v) => v.verify_bytes(&json, &sig).map_err(|_| {
+                format!(
+                    "{MANIFEST_SIG}: the signature over {MANIFEST} does not verify against the certificate of office {exporter} (the manifest or its signature was changed)"
+                )
+            }),
+            Err(reason) => Err(format!(
+                "{MANIFEST_SIG}: the manifest's signature cannot be checked: {reason}"
+            )),
         };
         if let Err(f) = result {
             self.fail(f);
@@ -366,7 +288,7 @@ impl Check {
         let mut versions: VersionPaths = BTreeMap::new();
         let mut files: BTreeMap<String, BlobHash> = BTreeMap::new();
         let mut other = Vec::new();
-        for path in self.members.keys() {
+        for path in self.members.paths() {
             if let Some(rest) = path.strip_prefix("records/") {
                 let parsed = rest.rsplit_once('/').and_then(|(id, file)| {
                     let (v, ext) = file.split_once('.')?;
@@ -422,10 +344,11 @@ impl Check {
                 return;
             }
         };
-        let (Some(c), Some(s)) = (self.data(&canonical), self.data(&sig)) else {
+        // One version at a time: at most two members in memory.
+        let (Some(c), Some(s)) = (self.load(&canonical), self.load(&sig)) else {
             return;
         };
-        let signed = match SignedVersion::from_parts(c.to_vec().into(), s.to_vec().into()) {
+        let signed = match SignedVersion::from_parts(c.into(), s.into()) {
             Ok(v) => v,
             Err(e) => {
                 self.fail(format!(
@@ -453,7 +376,7 @@ impl Check {
                 }
             },
             Err(_) if self.missing_offices.contains(&origin) => {
-                self.report.notes.push(format!(
+                self.note(format!(
                     "{item}: signature not checked: the exporting office no longer held the certificate of its origin {origin}"
                 ));
                 Signature::NotCheckedNoCertificate
@@ -467,8 +390,8 @@ impl Check {
             record: id.clone(),
             version,
             origin,
-            collection: r.collection.clone(),
-            title: r.title.clone(),
+            collection: clipped(&r.collection),
+            title: clipped(&r.title),
             updated_at_ms: r.updated_at_ms,
             deleted: r.deleted,
             signature,
@@ -478,8 +401,8 @@ impl Check {
             referenced.insert(a.hash);
             let state = self.attachment(&item, &a);
             finding.attachments.push(AttachmentFinding {
-                file_name: a.file_name,
-                media_type: a.media_type,
+                file_name: clipped(&a.file_name),
+                media_type: clipped(&a.media_type),
                 size: a.size,
                 hash: a.hash.to_string(),
                 state,
@@ -512,7 +435,7 @@ impl Check {
         let path = file_path(&a.hash);
         let Some(m) = self.members.get(&path) else {
             if self.missing_files.contains(&a.hash.to_hex()) {
-                self.report.notes.push(format!(
+                self.note(format!(
                     "{item}: attachment {:?} ({}) was not held by the exporting office and is not in the bundle",
                     a.file_name, a.hash
                 ));
@@ -548,19 +471,26 @@ impl Check {
             .map(str::to_owned)
             .or_else(|| head.as_ref().map(|h| h.office.clone()))
             .unwrap_or_default();
-        let digests = self.digests(head.as_ref());
+        let count = self.digest_count(head.as_ref());
         let entries = self.included_entries();
-        self.report.audit.office = office;
+        self.report.audit.office = clipped(&office);
         self.report.audit.head_seq = head.as_ref().map(|h| h.seq);
         self.report.audit.head_at_ms = head.as_ref().map(|h| h.at_ms);
-        self.walk_chain(head.as_ref(), digests, entries);
+        let places = self.walk_chain(head.as_ref(), count, &entries);
+        for (seq, path) in entries {
+            if let Some(bytes) = self.load(&path) {
+                self.entry(seq, &bytes, places.get(&seq));
+            }
+        }
     }
 
     /// The signed head, checked against the exporting office's certificate.
     fn signed_head(&mut self, exporter: Option<&str>) -> Option<SignedHead> {
-        let head = match self.data(HEAD).map(SignedHead::decode) {
+        let head = match self.load(HEAD).map(|b| SignedHead::decode(&b)) {
             None => {
-                self.fail(format!("{HEAD} is missing"));
+                if self.members.get(HEAD).is_none() {
+                    self.fail(format!("{HEAD} is missing"));
+                }
                 return None;
             }
             Some(Err(e)) => {
@@ -592,24 +522,24 @@ impl Check {
         Some(head)
     }
 
-    /// The digests of every entry up to the head, if whole and as many as
-    /// the head says.
-    fn digests(&mut self, head: Option<&SignedHead>) -> Option<Vec<u8>> {
-        let digests = match self.data(DIGESTS) {
+    /// How many digests `digests.bin` holds, if it is whole; they should
+    /// be as many as the head says.
+    fn digest_count(&mut self, head: Option<&SignedHead>) -> Option<u64> {
+        let size = match self.members.get(DIGESTS) {
             None => {
                 self.fail(format!("{DIGESTS} is missing"));
                 return None;
             }
-            Some(d) if d.len() as u64 % DIGEST_LEN != 0 => {
+            Some(m) if m.size % DIGEST_LEN != 0 => {
                 self.fail(format!(
                     "{DIGESTS}: {} bytes is not a whole number of 32-byte digests",
-                    d.len()
+                    m.size
                 ));
                 return None;
             }
-            Some(d) => d.to_vec(),
+            Some(m) => m.size,
         };
-        let count = digests.len() as u64 / DIGEST_LEN;
+        let count = size / DIGEST_LEN;
         if let Some(h) = head {
             if count != h.seq {
                 self.fail(format!(
@@ -618,17 +548,17 @@ impl Check {
                 ));
             }
         }
-        Some(digests)
+        Some(count)
     }
 
-    /// The entries included in full, by sequence number.
-    fn included_entries(&mut self) -> BTreeMap<u64, Vec<u8>> {
+    /// The entries included in full: their paths by sequence number.
+    fn included_entries(&mut self) -> BTreeMap<u64, String> {
         let mut entries = BTreeMap::new();
         let paths: Vec<String> = self
             .members
-            .keys()
-            .filter(|p| p.starts_with("audit/") && *p != HEAD && *p != DIGESTS)
-            .cloned()
+            .paths_under("audit/")
+            .into_iter()
+            .filter(|p| p != HEAD && p != DIGESTS)
             .collect();
         for path in paths {
             let seq = path
@@ -638,9 +568,7 @@ impl Check {
                 .filter(|s| entry_path(*s) == path);
             match seq {
                 Some(seq) => {
-                    if let Some(bytes) = self.data(&path) {
-                        entries.insert(seq, bytes.to_vec());
-                    }
+                    entries.insert(seq, path);
                 }
                 None => self.fail(format!("{path}: not a member a bundle can hold")),
             }
@@ -648,47 +576,72 @@ impl Check {
         entries
     }
 
-    /// Walks the whole chain by digests, checking each included entry at
-    /// its place, and that the chain ends at the signed head's hash.
+    /// Walks the whole chain by the digests, streamed, noting the place of
+    /// each included entry, and checks that it ends at the signed head's
+    /// hash. An entry the walk does not reach has no place.
     fn walk_chain(
         &mut self,
         head: Option<&SignedHead>,
-        digests: Option<Vec<u8>>,
-        mut entries: BTreeMap<u64, Vec<u8>>,
-    ) {
-        let count = digests.as_ref().map_or(0, |d| d.len() as u64 / DIGEST_LEN);
+        count: Option<u64>,
+        included: &BTreeMap<u64, String>,
+    ) -> BTreeMap<u64, Place> {
         let mut walk = ChainWalk::default();
-        let digests = digests.unwrap_or_default();
-        for (i, digest) in digests.chunks_exact(DIGEST_LEN as usize).enumerate() {
-            let seq = i as u64 + 1;
-            let before = walk.hash;
-            let mut d = [0u8; 32];
-            d.copy_from_slice(digest);
-            if let Err(fault) = walk.step_digest(seq, &d) {
-                self.fail(format!("{DIGESTS}: {fault}"));
-                break;
-            }
-            if let Some(bytes) = entries.remove(&seq) {
-                self.entry(seq, &bytes, Some((&d, &before, &walk.hash)));
+        let mut places = BTreeMap::new();
+        if let Some(count) = count {
+            if let Err(failure) = self.walk_digests(count, included, &mut walk, &mut places) {
+                self.fail(failure);
             }
         }
-        // Entries the digests do not reach.
-        for (seq, bytes) in entries {
-            self.entry(seq, &bytes, None);
-        }
+        let count = count.unwrap_or(0);
         if let Some(h) = head {
-            if count == h.seq && walk.hash != h.hash {
+            if count == h.seq && walk.seq == count && walk.hash != h.hash {
                 self.fail(format!(
                     "{DIGESTS}: the digests do not chain to the hash in {HEAD} at entry {} (a digest, or the head, was changed)",
                     h.seq
                 ));
             }
         }
+        places
     }
 
-    /// Checks one included entry; `place` is its digest in `digests.bin` and
-    /// the chain hashes before and after it, when the digests reach it.
-    fn entry(&mut self, seq: u64, bytes: &[u8], place: Option<(&[u8; 32], &[u8; 32], &[u8; 32])>) {
+    /// Reads `count` digests from `digests.bin`, 32 bytes at a time, and
+    /// steps `walk` through them.
+    fn walk_digests(
+        &mut self,
+        count: u64,
+        included: &BTreeMap<u64, String>,
+        walk: &mut ChainWalk,
+        places: &mut BTreeMap<u64, Place>,
+    ) -> Result<(), String> {
+        let Some(reread) = self.members.reread(DIGESTS)? else {
+            return Ok(());
+        };
+        let mut digests = BufReader::with_capacity(BUF, reread);
+        let mut digest = [0u8; DIGEST_LEN as usize];
+        for seq in 1..=count {
+            if let Err(e) = digests.read_exact(&mut digest) {
+                return Err(digests.get_ref().unreadable(e));
+            }
+            let before = walk.hash;
+            walk.step_digest(seq, &digest)
+                .map_err(|fault| format!("{DIGESTS}: {fault}"))?;
+            if included.contains_key(&seq) {
+                places.insert(
+                    seq,
+                    Place {
+                        digest,
+                        before,
+                        after: walk.hash,
+                    },
+                );
+            }
+        }
+        digests.into_inner().finish()
+    }
+
+    /// Checks one included entry at its place in the chain, when the
+    /// digests reach it.
+    fn entry(&mut self, seq: u64, bytes: &[u8], place: Option<&Place>) {
         let item = format!("audit entry {seq} ({})", entry_path(seq));
         let failures_before = self.report.failures.len();
         let stored = match Stored::split(bytes) {
@@ -702,19 +655,19 @@ impl Check {
             None => self.fail(format!(
                 "{item}: lies beyond the log the digests and signed head cover"
             )),
-            Some((digest, before, after)) => {
-                if stored.body_digest() != *digest {
+            Some(place) => {
+                if stored.body_digest() != place.digest {
                     self.fail(format!(
                         "{item}: its contents differ from the digest the log holds for entry {seq} (the entry was changed)"
                     ));
                 }
-                if stored.prev != *before {
+                if stored.prev != place.before {
                     self.fail(format!(
                         "{item}: the chain hash it holds of entry {} does not match the log",
                         seq - 1
                     ));
                 }
-                if stored.hash != *after {
+                if stored.hash != place.after {
                     self.fail(format!(
                         "{item}: the chain hash stored with it does not match the log"
                     ));
@@ -751,10 +704,10 @@ impl Check {
                 self.report.audit.entries.push(AuditEntryFinding {
                     seq,
                     at_ms: e.at_ms,
-                    actor: e.actor.describe(),
-                    action: e.action.clone(),
-                    target: target.join("; "),
-                    outcome: e.outcome.to_string(),
+                    actor: clipped(&e.actor.describe()),
+                    action: clipped(&e.action),
+                    target: clipped(&target.join("; ")),
+                    outcome: clipped(&e.outcome.to_string()),
                     checks_out: self.report.failures.len() == failures_before,
                 });
             }

@@ -656,7 +656,7 @@ async fn an_export_the_client_abandons_is_logged_as_not_completed() {
 }
 
 fn check(bundle: &[u8], trusted: &[casemesh::identity::Fingerprint]) -> Vec<String> {
-    casemesh::bundle::verify(bundle, trusted)
+    casemesh::bundle::verify(std::io::Cursor::new(bundle), trusted)
         .map(|r| r.failures)
         .unwrap_or_else(|e| vec![format!("unreadable: {e}")])
 }
@@ -703,7 +703,8 @@ async fn a_case_bundle_verifies_offline_and_any_flipped_byte_is_named() {
     .await;
     let bundle = export(phila, "case-9").await;
 
-    let report = casemesh::bundle::verify(&bundle[..], &[]).expect("a readable bundle");
+    let report =
+        casemesh::bundle::verify(std::io::Cursor::new(&bundle), &[]).expect("a readable bundle");
     assert!(report.failures.is_empty(), "{report}");
     let text = report.to_string();
     for expected in [
