@@ -39,7 +39,9 @@
 //! the exporting office (no member can be added, removed or changed), and
 //! the audit excerpt is bound by the hash chain to a head the exporting
 //! office signed. Whose certificates these are is only as good as the
-//! fingerprints compared out of band (`--trust`).
+//! fingerprints compared out of band (`--trust`): without the exporting
+//! office's, a bundle is only self-consistent ([`Verdict::UnknownOffice`]),
+//! never verified.
 //!
 //! # Bounded memory
 //!

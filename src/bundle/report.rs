@@ -18,6 +18,9 @@ pub struct Report {
     pub exported_at_ms: Option<u64>,
     /// Whether fingerprints to trust were given.
     pub trust_given: bool,
+    /// Whether the exporting office's certificate is one of them: only
+    /// then does the bundle prove who made it.
+    pub exporter_trusted: bool,
     pub offices: Vec<OfficeFinding>,
     pub versions: Vec<VersionFinding>,
     pub audit: AuditFinding,
@@ -26,6 +29,21 @@ pub struct Report {
     pub notes: Vec<String>,
     /// Every check that failed, each naming its item first.
     pub failures: Vec<String>,
+}
+
+/// What verification comes to, in one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every check passed, and the exporting office's certificate is one
+    /// given with `--trust`.
+    Verified,
+    /// Every check passed against the certificates the bundle itself
+    /// carries, but the exporting office's was not compared with a known
+    /// fingerprint: anyone could have made such a bundle.
+    UnknownOffice,
+    /// A check failed.
+    Failed,
 }
 
 /// Longest text the report holds of any one item (a title, an audit
@@ -135,8 +153,77 @@ pub struct AuditEntryFinding {
 }
 
 impl Report {
+    pub fn verdict(&self) -> Verdict {
+        if !self.failures.is_empty() {
+            Verdict::Failed
+        } else if !self.exporter_trusted {
+            Verdict::UnknownOffice
+        } else {
+            Verdict::Verified
+        }
+    }
+
+    /// Every check passed and the exporting office is one given with
+    /// `--trust`: `casemesh verify-bundle` exits 0 only then.
     pub fn is_verified(&self) -> bool {
+        self.verdict() == Verdict::Verified
+    }
+
+    /// Every check passed against the certificates the bundle carries,
+    /// whether or not they were compared with known fingerprints.
+    pub fn is_self_consistent(&self) -> bool {
         self.failures.is_empty()
+    }
+
+    /// The `--trust` options that would compare every certificate in the
+    /// bundle with the fingerprint read from it.
+    fn trust_options(&self) -> String {
+        let options: Vec<String> = self
+            .offices
+            .iter()
+            .filter_map(|o| o.fingerprint.as_ref())
+            .map(|fp| format!("--trust {fp}"))
+            .collect();
+        options.join(" ")
+    }
+
+    fn exporter_fingerprint(&self) -> Option<&str> {
+        self.offices
+            .iter()
+            .find(|o| o.office == self.exported_by)
+            .and_then(|o| o.fingerprint.as_deref())
+    }
+
+    fn write_verdict(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.verdict() {
+            Verdict::Verified => writeln!(
+                f,
+                "VERIFIED: every signature, hash, certificate and audit entry above checked out, \
+                 and the certificate of the exporting office {} is one given with --trust.",
+                self.exported_by
+            ),
+            Verdict::UnknownOffice => {
+                let fp = self.exporter_fingerprint().unwrap_or("(none)");
+                writeln!(
+                    f,
+                    "NOT CHECKED AGAINST A KNOWN OFFICE: the bundle is self-consistent (every \
+                     signature, hash, certificate and audit entry above checks out against the \
+                     certificates inside it), but nothing was checked against an office you \
+                     know: whoever made the bundle also chose its certificates. To verify it, \
+                     compare each fingerprint above with its office out of band, as when \
+                     pinning a peer (the exporting office {}'s is {fp}), and run again with:",
+                    self.exported_by
+                )?;
+                writeln!(f, "  {}", self.trust_options())
+            }
+            Verdict::Failed => {
+                writeln!(f, "FAILED: {} check(s) did not pass:", self.failures.len())?;
+                for failure in &self.failures {
+                    writeln!(f, "  - {failure}")?;
+                }
+                Ok(())
+            }
+        }
     }
 }
 
@@ -279,17 +366,6 @@ impl fmt::Display for Report {
             }
         }
         writeln!(f)?;
-        if self.failures.is_empty() {
-            writeln!(
-                f,
-                "VERIFIED: every signature, hash, certificate and audit entry above checked out."
-            )
-        } else {
-            writeln!(f, "FAILED: {} check(s) did not pass:", self.failures.len())?;
-            for failure in &self.failures {
-                writeln!(f, "  - {failure}")?;
-            }
-            Ok(())
-        }
+        self.write_verdict(f)
     }
 }

@@ -281,6 +281,8 @@ fn an_untouched_bundle_verifies_and_says_what_it_holds() {
     let fx = fixture();
     let report = check(&fx.bundle, &fx.trusted());
     assert!(report.is_verified(), "{report}");
+    assert_eq!(report.verdict(), Verdict::Verified);
+    assert!(report.exporter_trusted);
     assert_eq!(report.collection, COLLECTION);
     assert_eq!(report.exported_by, "phila-da");
     assert_eq!(report.exported_at_ms, Some(EXPORTED_AT));
@@ -288,6 +290,7 @@ fn an_untouched_bundle_verifies_and_says_what_it_holds() {
     let text = report.to_string();
     for expected in [
         "VERIFIED",
+        "the certificate of the exporting office phila-da is one given with --trust",
         &fx.home.fingerprint().to_string(),
         &fx.other.fingerprint().to_string(),
         &format!("{} v1  by phila-da", fx.record),
@@ -324,6 +327,50 @@ fn an_untouched_bundle_verifies_and_says_what_it_holds() {
             .any(|n| n.contains(&fx.missing.to_hex())),
         "{report}"
     );
+}
+
+/// Every check passes against the certificates inside the bundle, but
+/// whoever made it chose those too: without the exporting office's
+/// fingerprint nothing ties the bundle to the office it names.
+#[test]
+fn a_self_consistent_bundle_from_an_unknown_office_is_not_verified() {
+    let fx = fixture();
+    let report = check(&fx.bundle, &[]);
+    assert!(report.failures.is_empty(), "{report}");
+    assert!(report.is_self_consistent());
+    assert!(!report.is_verified(), "{report}");
+    assert_eq!(report.verdict(), Verdict::UnknownOffice);
+    assert!(!report.exporter_trusted && !report.trust_given);
+    assert!(
+        report.offices.iter().all(|o| o.trust == Trust::NotCompared),
+        "{report}"
+    );
+
+    let text = report.to_string();
+    assert!(!text.contains("VERIFIED"), "{text}");
+    let (home, other) = (fx.home.fingerprint(), fx.other.fingerprint());
+    for expected in [
+        "out of band",
+        "NOT CHECKED AGAINST A KNOWN OFFICE: the bundle is self-consistent",
+        "nothing was checked against an office you know",
+        &format!("(the exporting office phila-da's is {home})"),
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    // One --trust per certificate, as every one must then be trusted.
+    let last = text.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("  --trust ")
+            && last.contains(&format!("--trust {home}"))
+            && last.contains(&format!("--trust {other}")),
+        "{text}"
+    );
+
+    // Trusting an office that did not export it does not make it verified:
+    // the other office's certificate is then not trusted.
+    let report = check(&fx.bundle, &[other]);
+    assert_eq!(report.verdict(), Verdict::Failed, "{report}");
+    assert!(!report.exporter_trusted);
 }
 
 #[test]

@@ -16,7 +16,8 @@ use crate::identity::{Fingerprint, OfficeVerifier};
 /// manifest, every certificate, every version's signature, every file's
 /// hash and size, and the audit excerpt against the chain and the signed
 /// head. With `trusted` non-empty, every office certificate must be one of
-/// those fingerprints.
+/// those fingerprints; without a trusted exporting office the report is
+/// at best self-consistent ([`Verdict::UnknownOffice`]).
 ///
 /// Memory is bounded by the number of members (their names and hashes)
 /// and [`MAX_MEMBER`], never by their total size: the archive is read
@@ -38,6 +39,7 @@ pub fn verify(reader: impl Read + Seek, trusted: &[Fingerprint]) -> Result<Repor
     check.offices(trusted);
     if let Some(m) = &manifest {
         check.manifest_signature(m);
+        check.exporter_trust(m);
     }
     check.records_and_files();
     check.audit(manifest.as_ref().map(|m| m.exported_by.as_str()));
@@ -269,6 +271,16 @@ impl<R: Read + Seek> Check<R> {
         if let Err(f) = result {
             self.fail(f);
         }
+    }
+
+    /// Whether the exporting office's certificate is one given with
+    /// `--trust`: without that, a bundle is at best self-consistent.
+    fn exporter_trust(&mut self, m: &Manifest) {
+        self.report.exporter_trusted = self
+            .report
+            .offices
+            .iter()
+            .any(|o| o.office == m.exported_by && o.valid && o.trust == Trust::Trusted);
     }
 
     /// Checks every version (signature, name, attachments) and every file.

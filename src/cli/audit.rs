@@ -10,6 +10,7 @@ use tokio::io::AsyncWriteExt;
 use super::ClientOpts;
 use super::errors::CliError;
 use super::{json, output};
+use crate::bundle::Verdict;
 use crate::protocol::pb;
 
 #[derive(Debug, Subcommand)]
@@ -356,7 +357,11 @@ pub async fn export(
             out.display(),
             output::size(written)
         );
-        println!("check it with: casemesh verify-bundle {}", out.display());
+        println!(
+            "check it with: casemesh verify-bundle {} --trust FINGERPRINT \
+             (this office's, as `casemesh fingerprint` prints it, and each origin office's)",
+            out.display()
+        );
     }
     Ok(())
 }
@@ -386,7 +391,8 @@ async fn stream_export(
     Ok(written)
 }
 
-/// `casemesh verify-bundle`: offline; exits non-zero on any failure.
+/// `casemesh verify-bundle`: offline; exits 0 only for a bundle that
+/// checks out and whose exporting office is one given with `--trust`.
 pub fn verify_bundle(file: PathBuf, trust: Vec<String>, json: bool) -> Result<()> {
     let trusted = trust
         .iter()
@@ -404,8 +410,16 @@ pub fn verify_bundle(file: PathBuf, trust: Vec<String>, json: bool) -> Result<()
     } else {
         println!("{report}");
     }
-    if !report.failures.is_empty() {
-        return Err(CliError::Failed(format!("{} check(s) failed", report.failures.len())).into());
+    match report.verdict() {
+        Verdict::Verified => Ok(()),
+        Verdict::UnknownOffice => Err(CliError::Failed(format!(
+            "the bundle is self-consistent but was not checked against a known office: \
+             compare the fingerprint of {} with that office, then pass it with --trust",
+            report.exported_by
+        ))
+        .into()),
+        Verdict::Failed => {
+            Err(CliError::Failed(format!("{} check(s) failed", report.failures.len())).into())
+        }
     }
-    Ok(())
 }

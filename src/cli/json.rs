@@ -204,16 +204,19 @@ pub fn transfer(t: &pb::Transfer) -> Value {
     })
 }
 
-/// What `verify-bundle` found. `verified` says whether every check passed;
-/// `failures` name their item first.
+/// What `verify-bundle` found. `verified` says whether every check passed
+/// and the exporting office was one given with `--trust`; `verdict` says
+/// which of the two failed; `failures` name their item first.
 pub fn bundle_report(r: &crate::bundle::Report) -> Value {
     let word = |v: serde_json::Result<Value>| v.unwrap_or(Value::Null);
     json!({
         "verified": r.is_verified(),
+        "verdict": word(serde_json::to_value(r.verdict())),
         "collection": text(&r.collection),
         "exported_by": text(&r.exported_by),
         "exported_at": r.exported_at_ms.map_or(Value::Null, time),
         "trust_given": r.trust_given,
+        "exporter_trusted": r.exporter_trusted,
         "offices": r.offices.iter().map(|o| json!({
             "office": o.office,
             "fingerprint": o.fingerprint,

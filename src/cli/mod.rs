@@ -110,6 +110,8 @@ pub enum Command {
         file: PathBuf,
         /// An office CA fingerprint (sha256:…) you trust (repeatable); every
         /// office certificate in the bundle must then be one of them.
+        /// Without the exporting office's, a bundle that checks out is only
+        /// self-consistent, and the command exits 1.
         #[arg(long)]
         trust: Vec<String>,
         /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").

@@ -544,7 +544,10 @@ async fn audit_export_and_verify_bundle_through_the_binary() {
         e,
         "--allow-empty",
     ]);
-    assert!(ok(&["verify-bundle", e]).contains("VERIFIED"));
+    // Verified only against the office's fingerprint, as read from it.
+    let fp = ok(&["fingerprint", "--data", d]);
+    let fp = fp.trim();
+    assert!(ok(&["verify-bundle", e, "--trust", fp]).contains("VERIFIED"));
 
     // A collection whose records were all deleted still has a history.
     let gone = ok(&[
@@ -571,7 +574,7 @@ async fn audit_export_and_verify_bundle_through_the_binary() {
         "--out",
         del,
     ]);
-    let report = ok(&["verify-bundle", del]);
+    let report = ok(&["verify-bundle", del, "--trust", fp]);
     assert!(
         report.contains(gone.trim()) && report.contains("VERIFIED"),
         "{report}"
@@ -615,11 +618,19 @@ async fn audit_export_and_verify_bundle_through_the_binary() {
         "{last}"
     );
 
-    let fp = ok(&["fingerprint", "--data", d]);
-    let report = ok(&["verify-bundle", b, "--trust", fp.trim()]);
+    let report = ok(&["verify-bundle", b, "--trust", fp]);
     assert!(
         report.contains("VERIFIED") && report.contains(id),
         "{report}"
+    );
+
+    // Without --trust it checks out, but proves nothing about who made it.
+    let out = casemesh(&["verify-bundle", b]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("NOT CHECKED AGAINST A KNOWN OFFICE") && !text.contains("VERIFIED"),
+        "{text}"
     );
 
     // One changed byte in the record's body: refused, and named.
@@ -630,15 +641,16 @@ async fn audit_export_and_verify_bundle_through_the_binary() {
         .expect("the body is in the bundle");
     bytes[at] = b'N';
     std::fs::write(&bundle, bytes).unwrap();
-    let out = casemesh(&["verify-bundle", b]);
+    let out = casemesh(&["verify-bundle", b, "--trust", fp]);
     assert!(!out.status.success(), "a changed bundle verified");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(id) && text.contains("FAILED"), "{text}");
     // The same findings as data: the version whose bytes changed is named.
-    let out = casemesh(&["verify-bundle", b, "--json"]);
+    let out = casemesh(&["verify-bundle", b, "--trust", fp, "--json"]);
     assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["verified"], false);
+    assert_eq!(report["verdict"], "failed");
     let failures = report["failures"].as_array().unwrap();
     assert!(
         failures
@@ -646,4 +658,97 @@ async fn audit_export_and_verify_bundle_through_the_binary() {
             .any(|f| f.as_str().unwrap().starts_with(&format!("record {id}"))),
         "{report}"
     );
+}
+
+/// A bundle of one record of `office`, written without a node: the file
+/// and the office's fingerprint.
+fn bundle_of(dir: &std::path::Path, office: &str) -> (std::path::PathBuf, String) {
+    use casemesh::bundle::BundleWriter;
+    use casemesh::domain::audit::{GENESIS, SignedHead};
+    use casemesh::domain::{OfficeId, RecordId, RecordVersion, UserName};
+    use casemesh::identity::{OfficeCa, OfficeSigner};
+
+    let id = OfficeId::parse(office).unwrap();
+    let (ca, _) = OfficeCa::create(&id, &[], &UserName::parse("admin").unwrap()).unwrap();
+    let record = RecordId::generate(&id, 1_790_000_000_000, [1; 10]);
+    let signer = OfficeSigner::new(&ca);
+    let version = signer
+        .sign(RecordVersion {
+            id: record.clone(),
+            version: 1,
+            origin: id.clone(),
+            collection: "2026-0042".into(),
+            kind: "statement".into(),
+            title: "Statement".into(),
+            content_type: "text/plain".into(),
+            labels: Default::default(),
+            body: "the agent wore no badge".into(),
+            created_at_ms: 1_790_000_000_000,
+            updated_at_ms: 1_790_000_000_000,
+            deleted: false,
+            attachments: Vec::new(),
+        })
+        .unwrap();
+    let mut head = SignedHead {
+        office: id.to_string(),
+        seq: 0,
+        hash: GENESIS,
+        at_ms: 1_790_000_000_000,
+        signature: Vec::new(),
+    };
+    head.signature = signer.sign_bytes(&head.canonical()).unwrap();
+    let mut w = BundleWriter::new(Vec::new(), "2026-0042", &id, 1_790_000_100_000);
+    w.add_office(&id, &ca.cert_der).unwrap();
+    w.add_version(&version).unwrap();
+    w.add_audit_digests(0, &[][..]).unwrap();
+    w.add_audit_head(&head).unwrap();
+    let path = dir.join(format!("{office}.tar"));
+    std::fs::write(&path, w.finish(&signer).unwrap()).unwrap();
+    (path, ca.fingerprint().to_string())
+}
+
+#[test]
+fn verify_bundle_without_the_exporting_office_trusted_exits_1_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bundle, fp) = bundle_of(tmp.path(), "phila-da");
+    let b = bundle.to_str().unwrap();
+
+    // Self-consistent, but checked against nothing anyone knows.
+    let out = casemesh(&["verify-bundle", b]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "NOT CHECKED AGAINST A KNOWN OFFICE: the bundle is self-consistent",
+        "nothing was checked against an office you know",
+        &format!("(the exporting office phila-da's is {fp})"),
+        &format!("\n  --trust {fp}\n"),
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(!text.contains("VERIFIED"), "{text}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not checked against a known office") && stderr.contains("--trust"),
+        "{stderr}"
+    );
+    let out = casemesh(&["verify-bundle", b, "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["verified"], false, "{report}");
+    assert_eq!(report["verdict"], "unknown_office", "{report}");
+    assert_eq!(report["exporter_trusted"], false, "{report}");
+    assert_eq!(report["failures"].as_array().map(Vec::len), Some(0));
+
+    // Another office's fingerprint: the certificate is not trusted.
+    let (_, other) = bundle_of(tmp.path(), "camden-da");
+    let out = casemesh(&["verify-bundle", b, "--trust", &other]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED"));
+
+    // The fingerprint it names: verified.
+    assert!(ok(&["verify-bundle", b, "--trust", &fp]).contains("VERIFIED"));
+    let report = json(&["verify-bundle", b, "--trust", &fp, "--json"]);
+    assert_eq!(report["verified"], true, "{report}");
+    assert_eq!(report["verdict"], "verified", "{report}");
+    assert_eq!(report["exporter_trusted"], true, "{report}");
 }

@@ -285,10 +285,19 @@ async fn every_documented_json_shape_is_what_the_binary_prints() {
             "--json",
         ]),
     ));
-    samples.push((
+    let fingerprint = |data: &str| json(&["fingerprint", "--data", data, "--json"]);
+    let (phila_fp, nyc_fp) = (fingerprint(p), fingerprint(n));
+    let verified = json(&[
         "verify-bundle",
-        json(&["verify-bundle", bundle.to_str().unwrap(), "--json"]),
-    ));
+        bundle.to_str().unwrap(),
+        "--trust",
+        phila_fp["fingerprint"].as_str().unwrap(),
+        "--trust",
+        nyc_fp["fingerprint"].as_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(verified["verdict"], "verified", "{verified}");
+    samples.push(("verify-bundle", verified));
     samples.push((
         "record delete",
         json(&["record", "delete", &id, "--data", p, "--json"]),
