@@ -382,7 +382,7 @@ fn entries_from_before_and_after_salting_both_verify_in_a_bundle() {
         Stored::split(bytes).unwrap().body[0]
     };
     assert_eq!((version(1), version(3)), (1, 2));
-    let report = check(&fx.bundle, &[]);
+    let report = check(&fx.bundle, &fx.trusted());
     assert!(report.is_verified(), "{report}");
     let checked: Vec<u64> = report
         .audit
