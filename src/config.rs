@@ -124,6 +124,9 @@ pub struct ServerConfig {
     /// connections from it are closed at once (and counted in the audit
     /// log). Default 64.
     pub max_handshakes_per_source: usize,
+    /// Most calls in progress at once on one connection (HTTP/2 streams).
+    /// Default 256.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for ServerConfig {
@@ -132,6 +135,7 @@ impl Default for ServerConfig {
             handshake_timeout_secs: 10,
             max_connections: 1024,
             max_handshakes_per_source: 64,
+            max_streams_per_connection: 256,
         }
     }
 }
@@ -195,6 +199,9 @@ impl Config {
         }
         if cfg.server.max_connections == 0 {
             return Err("server.max_connections must be at least 1".into());
+        }
+        if cfg.server.max_streams_per_connection == 0 {
+            return Err("server.max_streams_per_connection must be at least 1".into());
         }
         if cfg.server.max_handshakes_per_source == 0 {
             return Err("server.max_handshakes_per_source must be at least 1".into());

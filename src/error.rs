@@ -130,6 +130,16 @@ pub enum Error {
     NotOrigin { id: String, origin: String },
     #[error("only peer nodes may {0}")]
     PeersOnly(&'static str),
+    #[error("your office is fetching {limit} files from this node already; wait for one to finish")]
+    TooManyTransfers { limit: usize },
+    #[error(
+        "{what} was answered less than {interval_secs} s ago; ask again in {retry_after_secs} s"
+    )]
+    TooSoon {
+        what: &'static str,
+        interval_secs: u64,
+        retry_after_secs: u64,
+    },
 
     // This node's audit log does not check out.
     #[error("audit entry {seq} cannot be read: {reason}")]

@@ -432,6 +432,7 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
     // rely on to learn at connect time whether their certificate was
     // accepted (`protocol::transport::Primed`). Do not enable HTTP/1.
     let router = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(config.server.max_streams_per_connection))
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .layer(AuthLayer::new(

@@ -59,7 +59,10 @@ pub fn allowed(caller: &Caller, path: &str) -> bool {
         .unwrap_or("");
     match (caller, service) {
         (Caller::Local { .. }, "grpc.health.v1.Health") => true,
-        (Caller::PeerNode { .. }, "grpc.health.v1.Health") => true,
+        // A peer may check, not watch: a watch is a stream that never ends.
+        (Caller::PeerNode { .. }, "grpc.health.v1.Health") => {
+            path == "/grpc.health.v1.Health/Check"
+        }
         (
             Caller::Local { .. },
             "grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection",
@@ -254,6 +257,11 @@ where
                 Ok(status.into_http())
             }),
             Ok((caller, who)) => {
+                let admission = req
+                    .extensions()
+                    .get::<ConnInfo>()
+                    .map(|info| info.admission.clone());
+                let trust = self.trust.clone();
                 let span = tracing::info_span!("rpc", method = %path, caller = %caller);
                 // Health checks and reflection touch no case data.
                 let call = path
@@ -271,6 +279,19 @@ where
                 Box::pin(
                     async move {
                         let mut resp = inner.call(req).await?;
+                        // Checked again before every message of the
+                        // reply: a revocation, an unpinning or the expiry
+                        // of the certificate also ends a stream in progress.
+                        if let Some(admission) = admission {
+                            resp = resp.map(|body| {
+                                tonic::body::Body::new(Rechecked {
+                                    inner: body,
+                                    trust,
+                                    admission,
+                                    ended: false,
+                                })
+                            });
+                        }
                         let refused = Status::from_header_map(resp.headers());
                         if let Some(status) = refused.and_then(|s| {
                             super::status::oversized_request(&s, &path, max_body_bytes)
@@ -308,6 +329,55 @@ where
                 )
             }
         }
+    }
+}
+
+/// A reply whose caller is checked again before each message: once its
+/// certificate is revoked or expired (or its office unpinned), the reply
+/// ends with `PERMISSION_DENIED` instead of its next message.
+struct Rechecked {
+    inner: tonic::body::Body,
+    trust: Arc<TrustStore>,
+    admission: Arc<crate::identity::tls::Admission>,
+    ended: bool,
+}
+
+impl http_body::Body for Rechecked {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            other => return other,
+        };
+        if frame.is_data() {
+            if let Err(e) = self.trust.recheck(&self.admission) {
+                self.ended = true;
+                tracing::warn!(caller = %self.admission.caller, reason = %e, "reply cut off");
+                let status = Status::from(Refused::Certificate(e.to_string()));
+                let mut trailers = http::HeaderMap::new();
+                return Poll::Ready(Some(match status.add_header(&mut trailers) {
+                    Ok(()) => Ok(http_body::Frame::trailers(trailers)),
+                    Err(status) => Err(status),
+                }));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -70,11 +70,24 @@ impl Replication for ReplicationApi {
             ..Target::default()
         });
         let hash = crate::protocol::convert::blob_hash(&r.hash)?;
+        let slot = self
+            .ctx
+            .guards
+            .begin_fetch(&office)
+            .ok_or(Error::TooManyTransfers {
+                limit: crate::sync::guard::MAX_FETCHES_PER_PEER,
+            })?;
         let range = self.blobs.open_for_peer(&office, hash, r.offset)?;
         tracing::info!(peer = %office, %hash, offset = r.offset, "serving a file");
-        Ok(Response::new(super::server_records::blob_stream(
-            self.blobs.stream(range, Some(office)),
-        )))
+        let stream = super::server_records::blob_stream(self.blobs.stream(range, Some(office)));
+        // The transfer's place is freed when its stream ends.
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
+            stream,
+            move |piece| {
+                let _held = &slot;
+                piece
+            },
+        ))))
     }
 
     type ProveAuditStream = Pin<Box<dyn Stream<Item = Result<pb::AuditProof, Status>> + Send>>;
@@ -91,6 +104,15 @@ impl Replication for ReplicationApi {
             detail: "audit log proof".into(),
             ..Target::default()
         });
+        // Each proof walks the whole log: one per interval per peer.
+        self.ctx
+            .guards
+            .may_prove(&office)
+            .map_err(|wait| Error::TooSoon {
+                what: "an audit proof for your office",
+                interval_secs: crate::sync::guard::PROOF_INTERVAL.as_secs(),
+                retry_after_secs: wait.as_secs().max(1),
+            })?;
         let (tx, rx) = mpsc::channel(4);
         self.ctx
             .spawn_feed(crate::sync::witness::prove(self.ctx.audit.clone(), tx));

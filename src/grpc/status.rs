@@ -28,9 +28,10 @@ impl From<Error> for Status {
     fn from(e: Error) -> Self {
         let msg = message(&e);
         match e {
-            Error::Limit(LimitError::TooLarge { .. }) | Error::BlobTooLarge { .. } => {
-                Status::resource_exhausted(msg)
-            }
+            Error::Limit(LimitError::TooLarge { .. })
+            | Error::BlobTooLarge { .. }
+            | Error::TooManyTransfers { .. }
+            | Error::TooSoon { .. } => Status::resource_exhausted(msg),
             Error::InvalidId(_)
             | Error::Limit(_)
             | Error::MissingField(_)

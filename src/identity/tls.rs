@@ -40,6 +40,9 @@ pub struct IssuedUser {
 pub struct Admission {
     pub caller: Caller,
     pub ca: Fingerprint,
+    /// When the caller's certificate expires (ms since the epoch): a call
+    /// on a connection that outlives it is refused.
+    pub not_after_ms: u64,
 }
 
 /// An office CA that a node trusts.
@@ -177,13 +180,25 @@ impl TrustStore {
         let issuer = issuing_ca(&snap, leaf)?;
         let ca = Fingerprint::of(&issuer.der);
         let caller = Self::classify_in(&snap, issuer, leaf)?;
-        Ok(Admission { caller, ca })
+        let not_after_ms = super::pki::expires_at_ms(leaf)?;
+        Ok(Admission {
+            caller,
+            ca,
+            not_after_ms,
+        })
     }
 
     /// Checks, cheaply and on every call, that an admitted caller still may
     /// connect: a local user not revoked since, a peer still pinned with the
     /// same CA.
     pub fn recheck(&self, a: &Admission) -> Result<(), IdentityError> {
+        if crate::domain::now_ms() > a.not_after_ms {
+            return Err(IdentityError::Verify(format!(
+                "the certificate of {} expired at {}",
+                a.caller,
+                crate::domain::format_time(a.not_after_ms)
+            )));
+        }
         let snap = self.snapshot();
         match &a.caller {
             Caller::Local { name, .. } => match snap.users.get(a.caller.fingerprint()) {

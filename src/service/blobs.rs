@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::config::BlobConfig;
 use crate::domain::audit::Target;
-use crate::domain::{Attachment, BlobHash, OfficeId, now_ms};
+use crate::domain::{Attachment, BlobHash, OfficeId, RecordId, SignedVersion, now_ms};
 use crate::error::{Error, Result};
 use crate::service::{Call, Sharing};
 use crate::store::Store;
@@ -20,6 +20,66 @@ use crate::store::blobs::{BlobError, BlobMeta, BlobPin, BlobState, PIECE, Upload
 
 /// Pieces of a blob queued between the store and the network, per reader.
 const READ_AHEAD: usize = 4;
+
+/// How many records listing a file are looked at when a peer asks for it:
+/// always this many lookups, real or standing in, so that a file the node
+/// holds and does not share is refused after the same work as one it does
+/// not hold. (A file is served to a peer through the first records that
+/// list it; a file listed by more than this many records of this office is
+/// served through one of those.)
+pub const CHECKED_RECORDS: usize = 8;
+
+/// The reads that decide whether a peer may fetch a file.
+pub trait FileLookups {
+    fn blob(&self, hash: &BlobHash) -> Result<Option<BlobMeta>>;
+    /// The first records listing `hash`, at most `at_most`.
+    fn listing(&self, hash: &BlobHash, at_most: usize) -> Result<Vec<RecordId>>;
+    fn latest(&self, id: &RecordId) -> Result<Option<SignedVersion>>;
+}
+
+impl FileLookups for Store {
+    fn blob(&self, hash: &BlobHash) -> Result<Option<BlobMeta>> {
+        Ok(Store::blob(self, hash)?)
+    }
+    fn listing(&self, hash: &BlobHash, at_most: usize) -> Result<Vec<RecordId>> {
+        Ok(self.blob_records(hash, at_most)?)
+    }
+    fn latest(&self, id: &RecordId) -> Result<Option<SignedVersion>> {
+        Ok(Store::latest(self, id)?)
+    }
+}
+
+/// The file `hash` if a record of `office` that the peer may see
+/// (`visible`) lists it in its latest version (a file dropped from a
+/// record, or of a deleted one, is not served). The same lookups are made
+/// in the same order whatever the answer: the file's entry, its listing,
+/// and [`CHECKED_RECORDS`] latest versions (a record that cannot exist
+/// stands in for the ones missing), nothing cut short.
+pub fn shared_file(
+    lookups: &impl FileLookups,
+    office: &OfficeId,
+    visible: &impl Fn(&RecordId, &str) -> bool,
+    hash: &BlobHash,
+) -> Result<Option<BlobMeta>> {
+    let meta = lookups.blob(hash)?;
+    let listing = lookups.listing(hash, CHECKED_RECORDS)?;
+    let stand_in = RecordId::parse(&format!("{office}:{}", "0".repeat(32)))
+        .map_err(|e| Error::Internal(format!("the stand-in record id: {e}")))?;
+    let mut shared = false;
+    for slot in 0..CHECKED_RECORDS {
+        let id = listing.get(slot).unwrap_or(&stand_in);
+        let latest = lookups.latest(id)?;
+        let real = slot < listing.len() && id.origin() == *office;
+        let listed = latest.is_some_and(|v| {
+            let r = &v.record;
+            !r.deleted
+                && r.attachments.iter().any(|a| &a.hash == hash)
+                && visible(id, &r.collection)
+        });
+        shared |= real && listed;
+    }
+    Ok(meta.filter(|_| shared))
+}
 
 pub struct BlobService {
     store: Arc<Store>,
@@ -102,36 +162,21 @@ impl BlobService {
     }
 
     /// A range for a peer office: some record shared with it must list the
-    /// blob.
+    /// blob. Decided by [`shared_file`], after the same lookups whether the
+    /// node holds the file or not.
     pub fn open_for_peer(&self, peer: &OfficeId, hash: BlobHash, offset: u64) -> Result<BlobRange> {
         let pin = self.store.pin_blob(hash);
-        let meta = match self.store.blob(&hash)? {
-            Some(meta) if self.shared_with(peer, &hash)? => meta,
-            _ => return Err(not_shared(&hash)),
-        };
-        range(pin, meta, offset, 0)
+        let visible = |id: &RecordId, collection: &str| self.sharing.visible(peer, id, collection);
+        match shared_file(self.store.as_ref(), self.sharing.office(), &visible, &hash)? {
+            Some(meta) => range(pin, meta, offset, 0),
+            None => Err(not_shared(&hash)),
+        }
     }
 
-    /// Whether a record of this office that `peer` may see lists `hash` in
-    /// its latest version (a file dropped from a record, or of a deleted
-    /// one, is no longer served).
+    /// Whether `peer` may still fetch `hash`.
     fn shared_with(&self, peer: &OfficeId, hash: &BlobHash) -> Result<bool> {
-        for id in self.store.blob_records(hash)? {
-            if id.origin() != *self.sharing.office() {
-                continue;
-            }
-            let Some(latest) = self.store.latest(&id)? else {
-                continue;
-            };
-            let r = &latest.record;
-            if !r.deleted
-                && r.attachments.iter().any(|a| &a.hash == hash)
-                && self.sharing.visible(peer, &id, &r.collection)
-            {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        let visible = |id: &RecordId, collection: &str| self.sharing.visible(peer, id, collection);
+        Ok(shared_file(self.store.as_ref(), self.sharing.office(), &visible, hash)?.is_some())
     }
 
     /// Streams the range in order. For a peer, sharing is checked again
@@ -318,6 +363,107 @@ mod tests {
                     "chunk {chunk}, offset {offset}"
                 );
             }
+        }
+    }
+
+    /// Lookups answered from a table, recorded in order.
+    struct Recorded {
+        blob: Option<BlobMeta>,
+        listing: Vec<RecordId>,
+        versions: Vec<SignedVersion>,
+        calls: std::cell::RefCell<Vec<&'static str>>,
+    }
+
+    impl FileLookups for Recorded {
+        fn blob(&self, _: &BlobHash) -> Result<Option<BlobMeta>> {
+            self.calls.borrow_mut().push("blob");
+            Ok(self.blob)
+        }
+        fn listing(&self, _: &BlobHash, at_most: usize) -> Result<Vec<RecordId>> {
+            self.calls.borrow_mut().push("listing");
+            Ok(self.listing.iter().take(at_most).cloned().collect())
+        }
+        fn latest(&self, id: &RecordId) -> Result<Option<SignedVersion>> {
+            self.calls.borrow_mut().push("latest");
+            Ok(self.versions.iter().find(|v| &v.record.id == id).cloned())
+        }
+    }
+
+    fn version_listing(office: &OfficeId, n: u8, hash: BlobHash) -> SignedVersion {
+        let id = RecordId::parse(&format!("{office}:{:032x}", n)).unwrap();
+        let record = crate::domain::RecordVersion {
+            id,
+            version: 1,
+            origin: office.clone(),
+            collection: format!("case-{n}"),
+            kind: "k".into(),
+            title: "t".into(),
+            content_type: String::new(),
+            labels: Default::default(),
+            body: Bytes::new(),
+            created_at_ms: 1,
+            updated_at_ms: 1,
+            deleted: false,
+            attachments: vec![Attachment {
+                hash,
+                size: 3,
+                file_name: "f".into(),
+                media_type: String::new(),
+            }],
+        };
+        SignedVersion {
+            canonical: Bytes::new(),
+            digest: [0; 32],
+            signature: Bytes::new(),
+            record,
+        }
+    }
+
+    /// A file the office does not hold, one it holds but shares with no
+    /// one, and one it shares: decided after the same lookups in the same
+    /// order, so a peer cannot tell the first two apart by the time the
+    /// answer takes.
+    #[test]
+    fn a_file_not_held_and_one_not_shared_take_the_same_lookups() {
+        let office = OfficeId::parse("phila-da").unwrap();
+        let hash = BlobHash([9; 32]);
+        let meta = BlobMeta {
+            storage: 1,
+            size: 3,
+            keep_until_ms: 0,
+            chunk: CHUNK as u32,
+        };
+        let held: Vec<SignedVersion> = (1..=3).map(|n| version_listing(&office, n, hash)).collect();
+        let cases = [
+            ("not held", None, Vec::new(), "case-none", false),
+            (
+                "held, not shared",
+                Some(meta),
+                held.clone(),
+                "case-none",
+                false,
+            ),
+            ("held and shared", Some(meta), held, "case-2", true),
+        ];
+        let mut sequences = Vec::new();
+        for (what, blob, versions, granted, shared) in cases {
+            let lookups = Recorded {
+                blob,
+                listing: versions.iter().map(|v| v.record.id.clone()).collect(),
+                versions,
+                calls: Default::default(),
+            };
+            let visible = |_: &RecordId, collection: &str| collection == granted;
+            let answer = shared_file(&lookups, &office, &visible, &hash).unwrap();
+            assert_eq!(answer.is_some(), shared, "{what}");
+            sequences.push(lookups.calls.into_inner());
+        }
+        let expected: Vec<&str> = ["blob", "listing"]
+            .into_iter()
+            .chain(std::iter::repeat_n("latest", CHECKED_RECORDS))
+            .collect();
+        for calls in &sequences {
+            assert_eq!(calls, &expected);
         }
     }
 }

@@ -369,12 +369,16 @@ impl Store {
         self.trees.refs.any_with(hash)
     }
 
-    /// The records (each once) whose stored versions list `hash`.
-    pub fn blob_records(&self, hash: &BlobHash) -> Result<Vec<RecordId>> {
+    /// The first `at_most` records (each once) whose stored versions list
+    /// `hash`.
+    pub fn blob_records(&self, hash: &BlobHash, at_most: usize) -> Result<Vec<RecordId>> {
         let mut out: Vec<RecordId> = Vec::new();
         for key in self.trees.refs.scan_keys(hash) {
             let (_, id, _) = key?;
             if out.last() != Some(&id) {
+                if out.len() == at_most {
+                    break;
+                }
                 out.push(id);
             }
         }
