@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::identity::tls::TrustStore;
 use crate::identity::{Fingerprint, pki::certs_from_pem};
 use crate::service::audit::Call;
-use crate::store::{ListFilter, Store};
+use crate::store::{ListFilter, PeerRemoval, Store};
 
 /// Live link state the replication runtime reports for a peer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -326,22 +326,39 @@ impl Sharing {
             detail: format!("unpinned; {closed} grants closed; purge replicas: {purge_replicas}"),
             ..Target::default()
         });
-        self.store.unpin_peer(office, &[entry])?;
+        let removal = PeerRemoval { purge_replicas };
+        self.store.unpin_peer(office, removal, &[entry])?;
         self.store.commit().await?;
         self.refresh_trust()?;
         // Wait for the puller, so nothing it applies lands after the purge.
         if let Some(task) = self.runtime().and_then(|rt| rt.peer_removed(office)) {
             let _ = task.await;
         }
-        self.store.forget_peer_feeds(office)?;
-        let purged = if purge_replicas {
-            self.store.purge_replicas_of(office, now, call.actor())?
-        } else {
-            0
-        };
+        let purged = self.finish_removal(office, removal, now, call.actor())?;
         self.store.commit().await?;
         self.grants_changed.notify_one();
         Ok((purged, closed))
+    }
+
+    /// The end of a peer's removal, once it is unpinned and its puller has
+    /// stopped: its feeds are forgotten and, if asked, its replicas purged.
+    /// Recorded as started with the unpin, so a crash in between is
+    /// finished at the next start ([`Sharing::resume_jobs`]).
+    fn finish_removal(
+        &self,
+        office: &OfficeId,
+        removal: PeerRemoval,
+        now: u64,
+        actor: &Actor,
+    ) -> Result<u64> {
+        self.store.forget_peer_feeds(office)?;
+        let purged = if removal.purge_replicas {
+            self.store.purge_replicas_of(office, now, actor)?
+        } else {
+            0
+        };
+        self.store.finish_removal(office)?;
+        Ok(purged)
     }
 
     /// Queues again everything `peer` may see, and the revocations of grants
@@ -581,9 +598,15 @@ impl Sharing {
         Ok(())
     }
 
-    /// Re-runs grant jobs a crash cut short. Called once at start-up.
+    /// Re-runs grant jobs and peer removals a crash cut short. Called once
+    /// at start-up, before anything is served or pulled.
     pub async fn resume_jobs(&self) -> Result<()> {
         let _gate = self.gate.write().await;
+        for (office, removal) in self.store.removals()? {
+            tracing::warn!(peer = %office, ?removal, "finishing an interrupted peer removal");
+            let actor = Actor::node(self.office.as_str());
+            self.finish_removal(&office, removal, now_ms(), &actor)?;
+        }
         for (id, job) in self.store.jobs()? {
             let Some(grant) = self.store.grant(&id)? else {
                 self.store.clear_job(&id)?;

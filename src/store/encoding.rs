@@ -374,6 +374,27 @@ impl Value for GrantJob {
     }
 }
 
+/// A peer's removal, unpinned and not yet finished: its feeds are still to
+/// be forgotten and, if asked, its replicas purged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerRemoval {
+    pub purge_replicas: bool,
+}
+
+impl Value for PeerRemoval {
+    fn encode(&self) -> Vec<u8> {
+        vec![V1, u8::from(self.purge_replicas)]
+    }
+
+    fn decode(bytes: &[u8]) -> Result<PeerRemoval, DecodeError> {
+        let mut r = Reader::new(bytes);
+        expect_version(&mut r)?;
+        let purge_replicas = r.u8()? != 0;
+        r.finish()?;
+        Ok(PeerRemoval { purge_replicas })
+    }
+}
+
 /// A job marked by a version before jobs had their own tree: its raw
 /// kind, as it was kept under `job:<grant id>` in `counters`.
 pub fn legacy_job(raw: &[u8]) -> GrantJob {
@@ -624,6 +645,12 @@ mod tests {
         vec![
             ("grant job", case(GrantJob::Close)),
             (
+                "peer removal",
+                case(PeerRemoval {
+                    purge_replicas: true,
+                }),
+            ),
+            (
                 "peer",
                 case(Peer {
                     office: OfficeId::parse("nyc-da").unwrap(),
@@ -714,8 +741,9 @@ mod tests {
     /// Bytes each encoding wrote when it was frozen. Today's encoder must
     /// write them exactly, and the decoder must read them back to the same
     /// value, so that nothing stored can drift.
-    const FROZEN: [(&str, &str); 12] = [
+    const FROZEN: [(&str, &str); 13] = [
         ("grant job", "0102"),
+        ("peer removal", "0101"),
         (
             "peer",
             "01000000066e79632d64610000000b68747470733a2f2f6e3a310000000201020000000000000005",

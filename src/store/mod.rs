@@ -24,6 +24,7 @@ mod users;
 
 use std::path::Path;
 
+pub use encoding::PeerRemoval;
 pub use records::{ListFilter, ListPage};
 pub use replica::{ApplyItem, ApplyOutcome, PurgeStub};
 pub use sharing::FeedEnds;

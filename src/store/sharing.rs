@@ -2,7 +2,7 @@
 
 use std::ops::Bound;
 
-use super::encoding::legacy_job;
+use super::encoding::{PeerRemoval, legacy_job};
 use super::keys::{GrantRecord, OfficeSeq};
 use super::trees::tree_set;
 use std::collections::BTreeMap;
@@ -104,6 +104,7 @@ tree_set! {
     /// Pinning or unpinning a peer.
     PeerTx {
         peers: OfficeId => Peer,
+        removals: OfficeId => PeerRemoval,
         audit_entries: u64 => Entry,
         audit_head: str => AuditHead,
     }
@@ -148,10 +149,12 @@ tree_set! {
 }
 
 impl Store {
-    /// Pins (or re-pins) a peer and appends `audit`, in one transaction.
+    /// Pins (or re-pins) a peer and appends `audit`, in one transaction. A
+    /// removal of it left unfinished is dropped: it is a peer again.
     pub fn put_peer(&self, peer: &Peer, audit: &[Draft]) -> Result<()> {
         unwrap_tx(PeerTx::run(&self.trees, |t| {
             t.peers.insert(&peer.office, peer)?;
+            t.removals.remove(&peer.office)?;
             super::audit::append_tx(&t.audit_entries, &t.audit_head, &self.office, audit)
         }))?;
         self.audit_appended();
@@ -166,13 +169,32 @@ impl Store {
         self.trees.peers.values().collect()
     }
 
-    /// Unpins a peer and appends `audit`, in one transaction.
-    pub fn unpin_peer(&self, office: &OfficeId, audit: &[Draft]) -> Result<()> {
+    /// Unpins a peer, marks its removal as started (`removal`, finished
+    /// with [`Store::finish_removal`], resumed after a crash) and appends
+    /// `audit`, in one transaction.
+    pub fn unpin_peer(
+        &self,
+        office: &OfficeId,
+        removal: PeerRemoval,
+        audit: &[Draft],
+    ) -> Result<()> {
         unwrap_tx(PeerTx::run(&self.trees, |t| {
             t.peers.remove(office)?;
+            t.removals.insert(office, &removal)?;
             super::audit::append_tx(&t.audit_entries, &t.audit_head, &self.office, audit)
         }))?;
         self.audit_appended();
+        Ok(())
+    }
+
+    /// Peers whose removal was started and not finished.
+    pub fn removals(&self) -> Result<Vec<(OfficeId, PeerRemoval)>> {
+        self.trees.removals.iter().collect()
+    }
+
+    /// The removal of `office` is done.
+    pub fn finish_removal(&self, office: &OfficeId) -> Result<()> {
+        self.trees.removals.remove(office)?;
         Ok(())
     }
 

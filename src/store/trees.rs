@@ -2,7 +2,9 @@
 //! (`key_value`) and says what their keys and values are.
 
 use super::Result;
-use super::encoding::{AuditHead, BlobMeta, Fetch, Head, OurAck, PurgeStub, UserRecord};
+use super::encoding::{
+    AuditHead, BlobMeta, Fetch, Head, OurAck, PeerRemoval, PurgeStub, UserRecord,
+};
 use super::keys::{ChunkKey, CollectionKey, GrantRecord, OfficeSeq, RefKey, VersionKey};
 use super::typed::{Raw, Set, Tree};
 use crate::domain::audit::{Entry, SignedHead};
@@ -25,6 +27,8 @@ pub(super) struct Trees {
     pub user_names: Tree<UserName, Fingerprint>,
     /// Pinned peers.
     pub peers: Tree<OfficeId, Peer>,
+    /// Peers unpinned whose removal is not finished yet.
+    pub removals: Tree<OfficeId, PeerRemoval>,
     pub grants: Tree<GrantId, Grant>,
     /// Grant jobs started and not yet finished.
     pub jobs: Tree<GrantId, GrantJob>,
@@ -77,6 +81,7 @@ impl Trees {
             users: Tree::open(db, "fingerprint_user")?,
             user_names: Tree::open(db, "username_fingerprint")?,
             peers: Tree::open(db, "office_peer")?,
+            removals: Tree::open(db, "office_removal")?,
             grants: Tree::open(db, "grantid_grant")?,
             jobs: Tree::open(db, "grantid_job")?,
             revealed: Tree::open(db, "grantrecord_revealed")?,

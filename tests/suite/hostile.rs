@@ -17,6 +17,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tonic::{Code, Status, Streaming};
 
+use super::blobkit::{MIB, upload};
 use super::cluster::{TestCluster, TestNode, eventually, holdings, of_action};
 use super::scripted::{Say, ScriptedOrigin};
 
@@ -303,6 +304,47 @@ pub fn signed_entry(seq: u64, ca: &OfficeCa, v: RecordVersion) -> pb::FeedEntry 
             signature: s.signature,
         })),
     }
+}
+
+/// Issues a staff user at `node`; returns its certificate and key (PEM).
+async fn issue_staff(node: &TestNode, name: &str) -> (Vec<u8>, Vec<u8>) {
+    let (key_pem, csr) = casemesh::identity::pki::new_csr().unwrap();
+    let issued = node
+        .admin()
+        .await
+        .issue_user(pb::IssueUserRequest {
+            name: name.into(),
+            role: pb::Role::Staff as i32,
+            csr_der: csr.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (issued.certificate_pem.into_bytes(), key_pem.into_bytes())
+}
+
+/// Uploads a file of `size` bytes to `node` and lists it in a record, so
+/// that its users may read it; returns its hash.
+async fn listed_file(node: &TestNode, size: u64) -> Vec<u8> {
+    let info = upload(node, "listed", size).await.unwrap();
+    node.records()
+        .await
+        .put(pb::PutRequest {
+            collection: "case-1".into(),
+            kind: "video".into(),
+            title: "bodycam".into(),
+            attachments: vec![pb::Attachment {
+                hash: info.hash.clone(),
+                size,
+                file_name: "bodycam.mp4".into(),
+                media_type: "video/mp4".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    info.hash.to_vec()
 }
 
 /// Writes `n` records into `collection` at node `i`; returns their ids.
@@ -732,5 +774,181 @@ async fn oversized_requests_leave_small_entries_and_the_log_stays_readable() {
             e.encoded_len()
         );
     }
+    cluster.stop_all().await;
+}
+
+/// Finding 11: `peer remove --purge-replicas` unpinned the peer, then
+/// purged its replicas; a crash in between left them for good. The removal
+/// is now recorded with the unpin and finished when the node starts again.
+#[tokio::test]
+async fn a_peer_removal_cut_short_by_a_crash_is_finished_at_the_next_start() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da"]).await;
+    cluster.pin_all().await;
+    let shared = put_records(&cluster, 0, "case-1", 2).await;
+    cluster.grant_collection(0, 1, "case-1").await;
+    let phila = cluster.nodes[0].office.clone();
+    eventually(
+        Duration::from_secs(30),
+        "the replicas to arrive",
+        || async {
+            let held = holdings(&cluster.nodes[1]).await;
+            shared.iter().all(|id| held.contains_key(id)).then_some(())
+        },
+    )
+    .await;
+    // The state a crash right after the unpin leaves behind.
+    let nyc = &mut cluster.nodes[1];
+    nyc.stop().await;
+    {
+        let options = casemesh::store::StoreOptions {
+            cache_bytes: 1 << 20,
+        };
+        let store = casemesh::store::Store::open(&nyc.paths().store(), "nyc-da", &options).unwrap();
+        let removal = casemesh::store::PeerRemoval {
+            purge_replicas: true,
+        };
+        store.unpin_peer(&phila, removal, &[]).unwrap();
+        store.flush_now().unwrap();
+        assert!(
+            store
+                .latest(&RecordId::parse(&shared[0]).unwrap())
+                .unwrap()
+                .is_some()
+        );
+    }
+    nyc.restart().await;
+    let held = holdings(nyc).await;
+    assert!(shared.iter().all(|id| !held.contains_key(id)), "{held:?}");
+    let purged = of_action(nyc, "replica.purged").await;
+    assert_eq!(purged.len(), 1, "{purged:#?}");
+    assert_eq!(purged[0].records.len(), 2);
+    cluster.stop_all().await;
+}
+
+/// Finding 12: a record moved into a granted case sent only its new
+/// version, though a granted record travels with its whole history.
+#[tokio::test]
+async fn a_record_moved_into_a_granted_case_travels_with_its_history() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da"]).await;
+    cluster.pin(0, 1).await;
+    cluster.grant_collection(0, 1, "case-1").await;
+    let mut records = cluster.nodes[0].records().await;
+    let put = |collection: &str, id: &str, expected: Option<u64>| pb::PutRequest {
+        id: id.into(),
+        expected_version: expected,
+        collection: collection.into(),
+        kind: "note".into(),
+        title: "moving".into(),
+        ..Default::default()
+    };
+    let id = records
+        .put(put("case-2", "", None))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    records.put(put("case-2", &id, Some(1))).await.unwrap();
+    records.put(put("case-1", &id, Some(2))).await.unwrap();
+    let (phila, nyc) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let got = RawPull::open(phila, nyc, 0)
+        .await
+        .until(|g| g.versions.len() >= 3)
+        .await;
+    assert_eq!(
+        got.versions,
+        vec![id.clone(), id.clone(), id],
+        "versions 1, 2 and 3"
+    );
+    cluster.stop_all().await;
+}
+
+/// Finding 5: each Pull was a stream of its own, and a peer could hold as
+/// many as it liked. A new Pull from a peer now replaces its old one (so a
+/// peer restarted after a crash is not locked out by its half-open stream).
+#[tokio::test]
+async fn a_new_pull_from_a_peer_replaces_its_old_one() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da"]).await;
+    cluster.pin(0, 1).await;
+    put_records(&cluster, 0, "case-1", 1).await;
+    cluster.grant_collection(0, 1, "case-1").await;
+    let (phila, nyc) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut first = RawPull::open(phila, nyc, 0).await;
+    first.until_idle().await.unwrap();
+    let mut second = RawPull::open(phila, nyc, 0).await;
+    let got = second.until_idle().await.unwrap();
+    assert_eq!(got.versions.len(), 1, "control: the new stream is served");
+    let ended = first.ending().await;
+    assert_eq!(ended.code(), Code::Aborted, "{ended:?}");
+    assert!(ended.message().contains("replaced"), "{ended:?}");
+    cluster.stop_all().await;
+}
+
+/// Finding 5: each ProveAudit walks the whole log; a peer may have one
+/// per interval.
+#[tokio::test]
+async fn audit_proofs_are_rationed_per_peer() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da"]).await;
+    cluster.pin(0, 1).await;
+    let (phila, nyc) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (cert, key) = nyc.node_identity();
+    let mut peer = ReplicationClient::new(phila.connect_as(&cert, &key).await.unwrap());
+    let mut proof = peer
+        .prove_audit(pb::ProveAuditRequest {})
+        .await
+        .expect("control: the first proof is given")
+        .into_inner();
+    while proof.message().await.unwrap().is_some() {}
+    let again = peer
+        .prove_audit(pb::ProveAuditRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::ResourceExhausted, "{again:?}");
+    assert!(again.message().contains("ask again in"), "{again:?}");
+    cluster.stop_all().await;
+}
+
+/// Finding 12: a revocation did not stop a stream in progress. Every reply
+/// is now checked again before each message: a user revoked while reading
+/// a file gets no further piece of it.
+#[tokio::test]
+async fn a_revoked_user_gets_no_further_piece_of_a_file() {
+    let mut cluster = TestCluster::start(&["phila-da"]).await;
+    let phila = &cluster.nodes[0];
+    let (cert, key) = issue_staff(phila, "reader").await;
+    let size = 16 * MIB;
+    let hash = listed_file(phila, size).await;
+    let mut reader = casemesh::protocol::pb::records_client::RecordsClient::new(
+        phila.connect_as(&cert, &key).await.unwrap(),
+    );
+    let mut stream = reader
+        .get_blob(pb::GetBlobRequest {
+            hash: hash.clone().into(),
+            offset: 0,
+            length: 0,
+        })
+        .await
+        .expect("control: the reader may read")
+        .into_inner();
+    let first = stream.message().await.unwrap().expect("a first piece");
+    assert!(!first.data.is_empty());
+    phila
+        .admin()
+        .await
+        .revoke_user(pb::RevokeUserRequest {
+            name: "reader".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut received = first.data.len();
+    let ended = loop {
+        match stream.message().await {
+            Ok(Some(piece)) => received += piece.data.len(),
+            Ok(None) => panic!("the whole file was read after the revocation"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), Code::PermissionDenied, "{ended:?}");
+    assert!((received as u64) < size, "{received} of {size} bytes");
     cluster.stop_all().await;
 }
