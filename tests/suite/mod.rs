@@ -16,6 +16,7 @@ mod cluster;
 mod federation;
 mod hostile;
 mod layers;
+mod matrix;
 mod memory;
 mod peers;
 mod records;
