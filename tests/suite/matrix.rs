@@ -557,9 +557,7 @@ async fn served_services(ch: Channel) -> BTreeSet<String> {
 
 /// What one cell came to.
 fn outcome(result: Result<(), String>, got: Result<(), Status>) -> Result<Want, String> {
-    if let Err(connect) = result {
-        return Err(connect);
-    }
+    result?;
     match got {
         Ok(()) => Ok(Want::Status(Code::Ok)),
         Err(status) => {
