@@ -399,3 +399,45 @@ pub fn client_config(
     cfg.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(cfg)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::OfficeCa;
+    use crate::identity::pki::certs_from_pem;
+
+    /// A store trusting a new office's CA, with one user issued by it;
+    /// returns the store and the user's certificate.
+    fn store_with_user() -> (TrustStore, CertificateDer<'static>) {
+        let office = OfficeId::parse("phila-da").unwrap();
+        let admin = UserName::parse("admin").unwrap();
+        let (ca, _) = OfficeCa::create(&office, &[], &admin).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let name = UserName::parse("clerk").unwrap();
+        let pem = ca.issue_user(&name, Role::Staff, &key).unwrap();
+        let leaf = certs_from_pem(pem.as_bytes()).unwrap().remove(0);
+        let store = TrustStore::new(office, ca.cert_der.clone(), HashMap::new()).unwrap();
+        let user = IssuedUser {
+            name,
+            role: Role::Staff,
+            revoked: false,
+        };
+        store.set_user(Fingerprint::of(&leaf), user).unwrap();
+        (store, leaf)
+    }
+
+    #[test]
+    fn a_call_after_the_certificate_expired_is_refused() {
+        let (store, leaf) = store_with_user();
+        let admitted = store.admit(&leaf).unwrap();
+        assert!(admitted.not_after_ms > crate::domain::now_ms());
+        store.recheck(&admitted).expect("control: valid now");
+        // The same connection, once the certificate's time is past.
+        let expired = Admission {
+            not_after_ms: crate::domain::now_ms() - 1,
+            ..admitted
+        };
+        let refused = store.recheck(&expired).unwrap_err();
+        assert!(refused.to_string().contains("expired"), "{refused}");
+    }
+}

@@ -952,3 +952,111 @@ async fn a_revoked_user_gets_no_further_piece_of_a_file() {
     assert!((received as u64) < size, "{received} of {size} bytes");
     cluster.stop_all().await;
 }
+
+/// Rewrites a stopped node's store the way the format before finding 9
+/// kept it: one numbering shared by every peer's feed (the peers' entries
+/// interleaved), its end in `counters`' `outbox_seq`, no per-peer ends.
+/// Returns each peer's sequence numbers, in feed order, as now stored.
+fn to_shared_numbering(store: &std::path::Path) -> Vec<(String, Vec<u64>)> {
+    let db = sled::Config::new().path(store).open().unwrap();
+    let outbox = db.open_tree("peerseq_outbox").unwrap();
+    let mut feeds: Vec<(String, Vec<(u64, sled::IVec)>)> = Vec::new();
+    for item in outbox.iter() {
+        let (key, value) = item.unwrap();
+        let zero = key.iter().position(|b| *b == 0).unwrap();
+        let office = String::from_utf8(key[..zero].to_vec()).unwrap();
+        let seq = u64::from_be_bytes(key[zero + 1..].try_into().unwrap());
+        match feeds.iter_mut().find(|(o, _)| *o == office) {
+            Some((_, entries)) => entries.push((seq, value)),
+            None => feeds.push((office, vec![(seq, value)])),
+        }
+    }
+    outbox.clear().unwrap();
+    let mut shared = 0u64;
+    let mut numbered: Vec<(String, Vec<u64>)> =
+        feeds.iter().map(|(o, _)| (o.clone(), Vec::new())).collect();
+    let longest = feeds.iter().map(|(_, e)| e.len()).max().unwrap_or(0);
+    for i in 0..longest {
+        for (f, (office, entries)) in feeds.iter().enumerate() {
+            if let Some((_, value)) = entries.get(i) {
+                shared += 1;
+                let mut key = office.as_bytes().to_vec();
+                key.push(0);
+                key.extend_from_slice(&shared.to_be_bytes());
+                outbox.insert(key, value.clone()).unwrap();
+                numbered[f].1.push(shared);
+            }
+        }
+    }
+    let mut end = vec![1u8];
+    end.extend_from_slice(&shared.to_be_bytes());
+    db.open_tree("counters")
+        .unwrap()
+        .insert("outbox_seq", end)
+        .unwrap();
+    db.open_tree("office_lastseq").unwrap().clear().unwrap();
+    db.flush().unwrap();
+    numbered
+}
+
+/// Finding 9, the upgrade: a store whose feeds share one numbering, with
+/// a peer part-way through its backfill, serves that peer the rest of its
+/// feed from its checkpoint, then new entries numbered after it: nothing
+/// lost, nothing repeated.
+#[tokio::test]
+async fn a_store_with_shared_feed_numbers_upgrades_with_a_peer_part_way_through() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da", "mpls-da"]).await;
+    // One way only: the peers do not pull by themselves, so the feeds
+    // stay as written.
+    cluster.pin(0, 1).await;
+    cluster.pin(0, 2).await;
+    let mut expected = put_records(&cluster, 0, "case-1", 3).await;
+    cluster.grant_collection(0, 1, "case-1").await;
+    cluster.grant_collection(0, 2, "case-2").await;
+    for _ in 0..3 {
+        expected.extend(put_records(&cluster, 0, "case-1", 1).await);
+        put_records(&cluster, 0, "case-2", 2).await;
+    }
+    cluster.nodes[0].stop().await;
+    let numbered = to_shared_numbering(&cluster.nodes[0].paths().store());
+    let nyc_seqs = &numbered
+        .iter()
+        .find(|(o, _)| o == "nyc-da")
+        .expect("nyc-da has a feed")
+        .1;
+    assert_eq!(nyc_seqs.len(), expected.len());
+    assert!(
+        nyc_seqs.windows(2).any(|w| w[1] > w[0] + 1),
+        "control: the shared numbering leaves gaps in nyc-da's feed: {nyc_seqs:?}"
+    );
+    cluster.nodes[0].restart().await;
+
+    let (phila, nyc) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let whole = RawPull::open(phila, nyc, 0)
+        .await
+        .until_idle()
+        .await
+        .unwrap();
+    assert_eq!(whole.seqs, *nyc_seqs, "the feed, as numbered");
+    let mut sorted = whole.versions.clone();
+    sorted.sort();
+    expected.sort();
+    assert_eq!(sorted, expected, "every granted record, once");
+    // nyc-da had applied its first two entries when the node was upgraded.
+    let checkpoint = nyc_seqs[1];
+    let mut pull = RawPull::open(phila, nyc, checkpoint).await;
+    let rest = pull.until_idle().await.unwrap();
+    assert_eq!(rest.seqs, nyc_seqs[2..].to_vec(), "the rest, as numbered");
+    assert_eq!(rest.versions, whole.versions[2..].to_vec());
+    let new = put_records(&cluster, 0, "case-1", 1).await;
+    let more = pull.until(|g| !g.versions.is_empty()).await;
+    assert_eq!(more.versions, new);
+    let last = *nyc_seqs.last().unwrap();
+    let max_shared = numbered.iter().flat_map(|(_, s)| s).max().copied().unwrap();
+    assert_eq!(
+        more.seqs,
+        vec![max_shared + 1],
+        "a new entry is numbered after every entry of the shared numbering (nyc-da's last was {last})"
+    );
+    cluster.stop_all().await;
+}
