@@ -1060,3 +1060,101 @@ async fn a_store_with_shared_feed_numbers_upgrades_with_a_peer_part_way_through(
     );
     cluster.stop_all().await;
 }
+
+/// A TCP connection to `node` from `source` (an address of the loopback
+/// network other than 127.0.0.1) that sends nothing.
+async fn silent_connection(node: &TestNode, source: [u8; 4]) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from((source, 0)))
+        .unwrap();
+    let to = node.endpoint();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], to.port));
+    socket.connect(addr).await.unwrap()
+}
+
+/// Whether the node closed `conn` (refused it) within 5 s; a connection
+/// it kept waits for the handshake for the 60 s this test configures.
+async fn closed_by_node(conn: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut byte)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(_)) => panic!("the node sent bytes before a ClientHello"),
+        Err(_) => false,
+    }
+}
+
+/// Finding 6: handshake slots were taken first come, first served, and
+/// every refused handshake was a permanent audit entry. One address now
+/// holds at most `server.max_handshakes_per_source` handshakes at once;
+/// refusals from one address are logged once, then counted.
+#[tokio::test]
+async fn one_address_cannot_hold_every_handshake_or_fill_the_log() {
+    let mut cluster = TestCluster::start(&["phila-da"]).await;
+    cluster.nodes[0]
+        .configure(|c| {
+            c.server.max_handshakes_per_source = 4;
+            c.server.handshake_timeout_secs = 60;
+        })
+        .await;
+    let node = &cluster.nodes[0];
+    let source = [127, 0, 0, 2];
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(silent_connection(node, source).await);
+    }
+    const REFUSED: usize = 30;
+    for _ in 0..REFUSED {
+        let mut extra = silent_connection(node, source).await;
+        assert!(
+            closed_by_node(&mut extra).await,
+            "a fifth handshake from one address is refused"
+        );
+    }
+    assert!(
+        !closed_by_node(&mut held[0]).await,
+        "control: the four held are still waiting for their handshakes"
+    );
+    node.records()
+        .await
+        .list(pb::ListRequest::default())
+        .await
+        .expect("another address still gets in");
+    let from_source = |entries: Vec<pb::AuditEntry>| -> Vec<pb::AuditEntry> {
+        entries
+            .into_iter()
+            .filter(|e| e.actor_remote.starts_with("127.0.0.2:"))
+            .collect()
+    };
+    let first = eventually(
+        Duration::from_secs(10),
+        "the first refusal to be logged",
+        || async {
+            let got = from_source(of_action(node, "connection.refused").await);
+            (!got.is_empty()).then_some(got)
+        },
+    )
+    .await;
+    assert_eq!(first.len(), 1, "the rest are counted: {first:#?}");
+    assert!(first[0].outcome_message.contains("too many TLS handshakes"));
+    drop(held);
+    // Stopping writes the counts held.
+    cluster.nodes[0].restart().await;
+    let logged = from_source(of_action(&cluster.nodes[0], "connection.refused").await);
+    assert_eq!(logged.len(), 2, "{logged:#?}");
+    let counted: usize = logged[1]
+        .detail
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a count: {:?}", logged[1].detail));
+    // The other refused handshakes, and the four held ones, which failed
+    // when they were dropped.
+    assert!(
+        (1..=REFUSED - 1 + 4).contains(&counted),
+        "{counted} refusals counted"
+    );
+    assert!(logged[1].detail.contains("more refused within 60 s"));
+    cluster.stop_all().await;
+}
