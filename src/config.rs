@@ -104,11 +104,18 @@ pub struct StoreConfig {
     /// sled page cache, in MiB. Default 32: sled holds more than this (see
     /// `deploy/casemesh.example.toml`).
     pub cache_mb: u64,
+    /// Writes that grow the store (records, files, replicas, grants,
+    /// users, peers) are refused while the disk holding the data directory
+    /// has less free space than this, in MiB; 0: never. Default 256.
+    pub min_free_mb: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { cache_mb: 32 }
+        Self {
+            cache_mb: 32,
+            min_free_mb: 256,
+        }
     }
 }
 

@@ -161,6 +161,12 @@ pub enum Error {
     #[error("the bundle could not be written: {0}")]
     BundleNotWritten(String),
 
+    // The node cannot write now: the message says why and what to do.
+    #[error("{0}")]
+    DiskFull(String),
+    #[error("{0}")]
+    StorageFailed(String),
+
     // The node's own fault; details are logged, never sent.
     #[error("storage failure: {0}")]
     Store(StoreError),
@@ -177,6 +183,8 @@ impl From<StoreError> for Error {
             StoreError::MissingBlob { hash, file_name } => {
                 Error::FileNotUploaded { hash, file_name }
             }
+            StoreError::DiskFull { .. } => Error::DiskFull(e.to_string()),
+            StoreError::Failed(_) => Error::StorageFailed(e.to_string()),
             other => Error::Store(other),
         }
     }

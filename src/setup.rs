@@ -152,6 +152,7 @@ pub fn init(
             office.as_str(),
             &StoreOptions {
                 cache_bytes: config.store.cache_mb * 1024 * 1024,
+                reserve_bytes: 0,
             },
         )?;
         let entry = crate::domain::audit::Draft::new(

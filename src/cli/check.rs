@@ -220,6 +220,7 @@ fn check_users_and_peers(paths: &Paths, config: &Config, r: &mut Report) {
     use crate::store::{Store, StoreError, StoreOptions};
     let options = StoreOptions {
         cache_bytes: config.store.cache_mb * 1024 * 1024,
+        reserve_bytes: 0,
     };
     let store = match Store::open_unless_locked(&paths.store(), &config.office, &options) {
         Ok(store) => store,

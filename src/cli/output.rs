@@ -49,20 +49,7 @@ pub fn attachment_state(a: &pb::Attachment) -> String {
     }
 }
 
-/// A byte count for people: `512 B`, `3.0 MiB`.
-pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
+pub use crate::domain::format_size as size;
 
 pub fn record_row(r: &pb::Record) -> Vec<String> {
     vec![

@@ -303,6 +303,14 @@ pub async fn status(client: ClientOpts, json: bool) -> Result<()> {
     println!("records:     {}", s.records);
     println!("versions:    {}", s.versions);
     println!("blobs:       {} ({})", s.blobs, output::size(s.blob_bytes));
+    let free = s
+        .disk_free_bytes
+        .map_or_else(|| "unknown".to_owned(), output::size);
+    let reserve = match s.disk_reserve_bytes {
+        0 => "no reserve".to_owned(),
+        r => format!("{} kept in reserve", output::size(r)),
+    };
+    println!("disk:        {free} free, {reserve}");
     println!("software:    casemesh {}", s.software_version);
     println!(
         "certificate: node until {}, office CA until {}",
@@ -316,6 +324,9 @@ pub async fn status(client: ClientOpts, json: bool) -> Result<()> {
     if !s.transfers.is_empty() {
         println!();
         print_transfers(&s.transfers);
+    }
+    if !s.writes_refused.is_empty() {
+        eprintln!("warning: writes are refused: {}", s.writes_refused);
     }
     for w in &warnings {
         eprintln!("warning: {w}");

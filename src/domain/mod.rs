@@ -18,7 +18,7 @@ pub mod time;
 pub use addr::{AddrError, NodeAddr};
 pub use blob::{Attachment, BlobHash};
 pub use ids::{IdError, OfficeId, RecordId, UserName};
-pub use limits::{LimitError, Limits};
+pub use limits::{LimitError, Limits, format_size};
 pub use record::{Draft, RecordVersion, SignedVersion};
 pub use role::Role;
 pub use time::{MAX_TIME_MS, format_time, now_ms};

@@ -321,7 +321,12 @@ where
                         // reply whose entry cannot be written is not sent.
                         if let Err(e) = audit.finish_call(&call, outcome).await {
                             tracing::error!(error = %e, "could not write the audit entry of a call");
-                            return Ok(Status::from(Refused::AuditUnwritable).into_http());
+                            // A failed store says so, and what to do.
+                            let status = match e {
+                                crate::error::Error::StorageFailed(_) => Status::from(e),
+                                _ => Status::from(Refused::AuditUnwritable),
+                            };
+                            return Ok(status.into_http());
                         }
                         Ok(resp)
                     }

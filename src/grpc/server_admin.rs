@@ -232,7 +232,11 @@ impl Admin for AdminApi {
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let (records, versions) = self.records.counts()?;
         let (blobs, blob_bytes) = self.blobs.totals()?;
+        let storage = self.records.storage();
         Ok(Response::new(pb::StatusResponse {
+            disk_free_bytes: storage.free_bytes,
+            disk_reserve_bytes: storage.reserve_bytes,
+            writes_refused: storage.writes_refused.unwrap_or_default(),
             node_certificate_expires_at_ms: self.node_cert_expires_at_ms,
             office_ca_expires_at_ms: self.ca_expires_at_ms,
             office: self.office.clone(),

@@ -31,7 +31,8 @@ impl From<Error> for Status {
             Error::Limit(LimitError::TooLarge { .. })
             | Error::BlobTooLarge { .. }
             | Error::TooManyTransfers { .. }
-            | Error::TooSoon { .. } => Status::resource_exhausted(msg),
+            | Error::TooSoon { .. }
+            | Error::DiskFull(_) => Status::resource_exhausted(msg),
             Error::InvalidId(_)
             | Error::Limit(_)
             | Error::MissingField(_)
@@ -74,6 +75,7 @@ impl From<Error> for Status {
             Error::RecordBusy { .. }
             | Error::ShuttingDown
             | Error::PeerUnreachable { .. }
+            | Error::StorageFailed(_)
             | Error::BundleNotWritten(_) => Status::unavailable(msg),
             Error::Store(_) | Error::Identity(_) | Error::Internal(_) => {
                 tracing::error!(error = %msg, "internal error");

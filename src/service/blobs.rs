@@ -331,6 +331,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let options = StoreOptions {
             cache_bytes: 8 << 20,
+            reserve_bytes: 0,
         };
         let store = Store::open(dir.path(), "phila-da", &options).unwrap();
         let data: Vec<u8> = (0..PIECE + 3 * V1_CHUNK + 77)

@@ -560,6 +560,7 @@ pub(crate) mod tests {
             "phila-da",
             &StoreOptions {
                 cache_bytes: 8 << 20,
+                reserve_bytes: 0,
             },
         )
         .unwrap()

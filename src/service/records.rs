@@ -70,6 +70,11 @@ impl RecordService {
         Ok(self.store.counts()?)
     }
 
+    /// Free space on the store's disk, and whether writes are accepted.
+    pub fn storage(&self) -> crate::store::Storage {
+        self.store.storage()
+    }
+
     pub fn new(
         office: OfficeId,
         store: Arc<Store>,

@@ -197,6 +197,7 @@ mod tests {
         let (ca, _) = OfficeCa::create(&office, &[], &UserName::parse("admin").unwrap()).unwrap();
         let options = StoreOptions {
             cache_bytes: 1 << 20,
+            reserve_bytes: 0,
         };
         let store = Arc::new(Store::open(dir.path(), "phila-da", &options).unwrap());
         let audit = Arc::new(AuditLog::new(

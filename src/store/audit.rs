@@ -66,10 +66,14 @@ tree_set! {
 impl Store {
     /// Appends entries that describe no stored change (reads, refusals).
     /// Durable after [`Store::commit`].
+    /// Not held to the free-space reserve (reads must go on), but refused
+    /// once the store has failed.
     pub fn audit(&self, drafts: &[Draft]) -> Result<()> {
+        self.space.check_not_failed()?;
         unwrap_tx(AuditTx::run(&self.trees, |t| {
             append_tx(&t.audit_entries, &t.audit_head, &self.office, drafts)
-        }))?;
+        }))
+        .map_err(|e| self.space.note(e))?;
         self.audit_appended();
         Ok(())
     }
@@ -202,6 +206,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let options = StoreOptions {
             cache_bytes: 1 << 20,
+            reserve_bytes: 0,
         };
         let store = Store::open(&dir.path().join("store"), "phila-da", &options).unwrap();
         let old = Entry {

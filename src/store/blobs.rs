@@ -46,6 +46,8 @@ pub use super::encoding::{BlobMeta, Fetch, PIECE, V1_CHUNK};
 /// CHUNK_BYTES`): 1 KiB chunks held 48 MiB, 2 KiB 56, 4 KiB 71, 8 KiB 126,
 /// 16 KiB 332. With a 4 MiB cache, 2 KiB held 36 and 8 KiB still 123.
 pub const CHUNK: usize = 2 * 1024;
+/// An upload checks the disk's free space every this many chunks (1 MiB).
+const SPACE_CHECK_CHUNKS: u64 = (1 << 20) / CHUNK as u64;
 
 const _: () = assert!(PIECE % CHUNK == 0 && PIECE % V1_CHUNK == 0);
 
@@ -194,6 +196,9 @@ impl Upload<'_> {
     }
 
     fn flush_chunk(&mut self) -> Result<()> {
+        if self.next_index % SPACE_CHECK_CHUNKS == 0 {
+            self.store.check_space()?;
+        }
         self.store.trees.chunks.insert(
             (self.storage, self.next_index),
             &Raw(IVec::from(self.buf.as_slice())),
@@ -274,6 +279,7 @@ impl Drop for Upload<'_> {
 impl Store {
     /// Starts an upload of at most `limit` bytes.
     pub fn begin_upload(&self, limit: u64) -> Result<Upload<'_>> {
+        self.check_space()?;
         let storage = self.db.generate_id()?;
         // Doomed until finished: a crash mid-upload leaves nothing behind.
         self.trees.doomed.insert(storage, &())?;
@@ -425,6 +431,7 @@ impl Store {
     /// Stores the next whole chunks of a fetch (the last may be short) at
     /// `received`; returns the new count, or None when the fetch is gone.
     pub fn fetch_append(&self, hash: &BlobHash, at: u64, data: &[u8]) -> Result<Option<u64>> {
+        self.check_space()?;
         unwrap_tx(FetchAppendTx::run(&self.trees, |t| {
             let Some(mut f) = t.fetches.get(hash)? else {
                 return Ok(None);
@@ -649,6 +656,7 @@ mod tests {
     fn open(dir: &tempfile::TempDir) -> Store {
         let options = super::super::StoreOptions {
             cache_bytes: 8 << 20,
+            reserve_bytes: 0,
         };
         Store::open(dir.path(), "minn-da", &options).unwrap()
     }

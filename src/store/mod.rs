@@ -17,6 +17,7 @@ mod keys;
 mod records;
 mod replica;
 mod sharing;
+mod space;
 mod trees;
 mod tx;
 mod typed;
@@ -28,6 +29,7 @@ pub use encoding::PeerRemoval;
 pub use records::{ListFilter, ListPage};
 pub use replica::{ApplyItem, ApplyOutcome, PurgeStub};
 pub use sharing::FeedEnds;
+pub use space::Storage;
 pub use users::UserEntry;
 
 use crate::domain::codec::DecodeError;
@@ -66,6 +68,16 @@ pub enum StoreError {
     #[error("inconsistent store: {0}")]
     Inconsistent(String),
     #[error(
+        "the disk holding the data directory has {} free, less than the {} kept in reserve (store.min_free_mb): writes are refused until space is freed",
+        crate::domain::format_size(*free),
+        crate::domain::format_size(*reserve)
+    )]
+    DiskFull { free: u64, reserve: u64 },
+    #[error(
+        "the store failed ({0}); writes are refused until the node is restarted, once the disk has space again (docs/operating.md)"
+    )]
+    Failed(String),
+    #[error(
         "attachment {file_name:?} ({hash}) is not stored on this node: upload it with PutBlob first"
     )]
     MissingBlob {
@@ -81,6 +93,9 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub struct StoreOptions {
     /// sled's page cache, in bytes.
     pub cache_bytes: u64,
+    /// Writes that grow the store are refused while the disk holding it
+    /// has less free space than this ([`space`]); 0: never.
+    pub reserve_bytes: u64,
 }
 
 /// The node's store: all trees of one sled database.
@@ -103,6 +118,8 @@ pub struct Store {
     /// Applies version writes; the commit thread has a copy.
     writer: records::VersionWriter,
     committer: commit::GroupCommit,
+    /// Free space, checked before writes that grow the store.
+    space: space::Space,
 }
 
 const SCHEMA_KEY: &[u8] = b"schema";
@@ -159,6 +176,7 @@ impl Store {
             committer: commit::GroupCommit::start(db.clone(), writer.clone()),
             writer,
             db,
+            space: space::Space::new(path.to_owned(), options.reserve_bytes),
         };
         store.remove_doomed()?;
         store.init_counts()?;
@@ -169,7 +187,11 @@ impl Store {
     /// Waits until everything written before this call is on disk. Concurrent
     /// callers share one flush.
     pub async fn commit(&self) -> Result<()> {
-        let assigned = self.committer.commit().await?;
+        let assigned = self
+            .committer
+            .commit()
+            .await
+            .map_err(|e| self.space.note(e))?;
         self.watermark_reached(assigned);
         Ok(())
     }
@@ -191,9 +213,22 @@ impl Store {
         self.watermark.subscribe()
     }
 
+    /// Free space and whether writes are accepted.
+    pub fn storage(&self) -> Storage {
+        self.space.storage()
+    }
+
+    /// `Ok` if a write that grows the store may go ahead: the disk has more
+    /// than the reserve free, and the store has not failed.
+    pub fn check_space(&self) -> Result<()> {
+        self.space.check()
+    }
+
     /// Flushes synchronously (used at shutdown).
     pub fn flush_now(&self) -> Result<()> {
-        self.db.flush()?;
+        self.db
+            .flush()
+            .map_err(|e| self.space.note(StoreError::Engine(e)))?;
         Ok(())
     }
 }
@@ -262,6 +297,7 @@ mod tests {
     fn options() -> StoreOptions {
         StoreOptions {
             cache_bytes: 1 << 20,
+            reserve_bytes: 0,
         }
     }
 

@@ -123,9 +123,13 @@ impl Store {
         feed: Vec<(OfficeId, FeedItem)>,
         audit: Vec<crate::domain::audit::Draft>,
     ) -> Result<()> {
+        self.check_space()?;
         let write = VersionWrite::new(v, expected_head, feed, audit);
         let assigned = if v.record.attachments.is_empty() {
-            self.committer.write(write).await?
+            self.committer
+                .write(write)
+                .await
+                .map_err(|e| self.space.note(e))?
         } else {
             // A write that lists files takes the blob gate, which a sweep
             // or a replica batch may hold for a while: it goes on its own,
@@ -134,8 +138,12 @@ impl Store {
             let writer = self.writer.clone();
             tokio::task::spawn_blocking(move || writer.apply_one(&write))
                 .await
-                .map_err(|e| StoreError::Inconsistent(format!("a write's task failed: {e}")))??;
-            self.committer.commit().await?
+                .map_err(|e| StoreError::Inconsistent(format!("a write's task failed: {e}")))?
+                .map_err(|e| self.space.note(e))?;
+            self.committer
+                .commit()
+                .await
+                .map_err(|e| self.space.note(e))?
         };
         self.audit_appended();
         self.watermark_reached(assigned);
@@ -501,6 +509,7 @@ mod tests {
             office.as_str(),
             &StoreOptions {
                 cache_bytes: 8 << 20,
+                reserve_bytes: 0,
             },
         )
         .unwrap();

@@ -241,6 +241,10 @@ impl Store {
         now_ms: u64,
         rejected: &[Draft],
     ) -> Result<ApplyOutcome> {
+        // Versions grow the store; a batch of revocations only shrinks it.
+        if items.iter().any(|i| matches!(i, ApplyItem::Version(_))) {
+            self.check_space()?;
+        }
         let mut revoked = std::collections::HashMap::new();
         let mut attachments = 0;
         for item in items {

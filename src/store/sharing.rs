@@ -152,6 +152,7 @@ impl Store {
     /// Pins (or re-pins) a peer and appends `audit`, in one transaction. A
     /// removal of it left unfinished is dropped: it is a peer again.
     pub fn put_peer(&self, peer: &Peer, audit: &[Draft]) -> Result<()> {
+        self.check_space()?;
         unwrap_tx(PeerTx::run(&self.trees, |t| {
             t.peers.insert(&peer.office, peer)?;
             t.removals.remove(&peer.office)?;
@@ -226,6 +227,10 @@ impl Store {
         job: Option<GrantJob>,
         audit: &[Draft],
     ) -> Result<()> {
+        // A new grant's backfill grows the feeds; closing one must go on.
+        if matches!(job, Some(GrantJob::Backfill)) {
+            self.check_space()?;
+        }
         unwrap_tx(GrantTx::run(&self.trees, |t| {
             t.grants.insert(&grant.id, grant)?;
             if let Some(job) = job {
@@ -442,6 +447,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let options = crate::store::StoreOptions {
             cache_bytes: 1 << 20,
+            reserve_bytes: 0,
         };
         let path = dir.path().join("store");
         {
@@ -500,6 +506,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let options = crate::store::StoreOptions {
             cache_bytes: 1 << 20,
+            reserve_bytes: 0,
         };
         let path = dir.path().join("store");
         let nyc = OfficeId::parse("nyc-da").unwrap();

@@ -40,6 +40,7 @@ impl Store {
     /// be issued again, and the revoked certificate stays on record. `audit`
     /// is appended in the same transaction.
     pub fn insert_user(&self, entry: &UserEntry, audit: &[Draft]) -> Result<()> {
+        self.check_space()?;
         let name = entry.user.name.as_str();
         unwrap_tx(IssueTx::run(&self.trees, |t| {
             if let Some(current) = t.user_names.get(name)? {

@@ -314,6 +314,7 @@ async fn a_file_over_the_limit_is_refused_and_leaves_nothing_behind() {
         "phila-da",
         &casemesh::store::StoreOptions {
             cache_bytes: 8 * MIB,
+            reserve_bytes: 0,
         },
     )
     .unwrap();

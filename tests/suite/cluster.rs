@@ -146,12 +146,18 @@ pub struct TestCluster {
 impl TestCluster {
     /// Creates and starts one node per office id, in this process.
     pub async fn start(offices: &[&str]) -> Self {
+        Self::start_in(&std::env::temp_dir(), offices).await
+    }
+
+    /// [`TestCluster::start`], with the data directories under `parent`
+    /// (a small filesystem, say).
+    pub async fn start_in(parent: &Path, offices: &[&str]) -> Self {
         // Logs show with RUST_LOG=casemesh=debug and --nocapture.
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .try_init();
-        let root = tempfile::tempdir().expect("temp dir");
+        let root = tempfile::tempdir_in(parent).expect("temp dir");
         let mut nodes = Vec::new();
         for office in offices {
             let started = Office::start(root.path(), office)

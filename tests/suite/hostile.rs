@@ -802,6 +802,7 @@ async fn a_peer_removal_cut_short_by_a_crash_is_finished_at_the_next_start() {
     {
         let options = casemesh::store::StoreOptions {
             cache_bytes: 1 << 20,
+            reserve_bytes: 0,
         };
         let store = casemesh::store::Store::open(&nyc.paths().store(), "nyc-da", &options).unwrap();
         let removal = casemesh::store::PeerRemoval {

@@ -29,6 +29,7 @@ const LAYERS: &[(&str, u8)] = &[
 const STORE_LAYERS: &[(&str, u8)] = &[
     ("tx", 0),
     ("typed", 1),
+    ("space", 1),
     ("keys", 2),
     ("encoding", 2),
     ("trees", 3),
