@@ -382,6 +382,38 @@ impl Sharing {
         Ok(())
     }
 
+    /// The records `grant` showed its peer: those it covers that had a
+    /// version inside it dated before it ended (or expired, if that came
+    /// first: the sweep that ends an expired grant may come later, and
+    /// nothing written after the expiry was sent).
+    fn revealed_by(&self, grant: &Grant) -> Result<Vec<RecordId>> {
+        let end = match grant.expires_at_ms {
+            0 => grant.ended_at_ms,
+            expiry => expiry.min(grant.ended_at_ms),
+        };
+        let mut out = Vec::new();
+        for id in self.covered(&grant.target)? {
+            let inside = |v: &crate::domain::RecordVersion| match &grant.target {
+                GrantTarget::Collection(c) => &v.collection == c,
+                GrantTarget::Record(_) => true,
+            };
+            let shown = match self.store.latest(&id)? {
+                Some(latest) if latest.record.updated_at_ms <= end => inside(&latest.record),
+                // Changed since: an earlier version may have been shown.
+                Some(_) => self
+                    .store
+                    .history(&id)?
+                    .iter()
+                    .any(|v| v.record.updated_at_ms <= end && inside(&v.record)),
+                None => false,
+            };
+            if shown {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
     pub fn peers(&self) -> Result<Vec<PeerView>> {
         let mut out = Vec::new();
         for peer in self.store.peers()? {
@@ -578,10 +610,19 @@ impl Sharing {
     /// to the revoked peer.
     fn close(&self, grant: &Grant) -> Result<()> {
         let now = now_ms();
+        // As stored now: a purge acknowledged since the caller looked needs
+        // nothing queued again.
+        let grant = match self.store.grant(&grant.id)? {
+            Some(g) if g.purge_ack.is_some() => return Ok(()),
+            Some(g) => g,
+            None => return Ok(()),
+        };
         let others: Vec<Grant> = self.grants(Some(&grant.peer));
         let revealed = match self.store.revealed(&grant.id)? {
             Some(ids) => ids,
-            None => self.covered(&grant.target)?,
+            // The first close, or a grant closed before revealed sets were
+            // kept.
+            None => self.revealed_by(&grant)?,
         };
         let mut revoke = Vec::new();
         for id in &revealed {
@@ -594,7 +635,7 @@ impl Sharing {
                 revoke.push(id.clone());
             }
         }
-        self.store.close_grant_feed(grant, &revealed, &revoke)?;
+        self.store.close_grant_feed(&grant, &revealed, &revoke)?;
         Ok(())
     }
 
@@ -657,6 +698,9 @@ impl Sharing {
     /// checking it against the peer's pinned key.
     pub async fn record_purge_ack(&self, from: &OfficeId, ack: sharing::PurgeAck) -> Result<()> {
         let _serial = self.acks.lock().await;
+        // Not while a close is being queued: it reads what the grant
+        // revealed, which an acknowledgement lets go.
+        let _gate = self.gate.write().await;
         let mut grant = self
             .store
             .grant(&ack.grant)?

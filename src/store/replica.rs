@@ -412,6 +412,18 @@ impl Store {
         Ok(out)
     }
 
+    /// How many purge acknowledgements this office keeps for `origin`,
+    /// confirmed or not.
+    pub fn ack_count(&self, origin: &OfficeId) -> Result<usize> {
+        let mut n = 0;
+        for ours in self.trees.our_acks.values() {
+            if &ours?.ack.origin == origin {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// The purge acknowledgement this office signed for `grant`, if any.
     pub fn our_ack(&self, grant: &GrantId) -> Result<Option<PurgeAck>> {
         Ok(self.trees.our_acks.get(grant)?.map(|ours| ours.ack))

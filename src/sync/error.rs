@@ -71,6 +71,10 @@ pub enum PullError {
     Refused(tonic::Status),
     #[error("no message or heartbeat for three intervals")]
     Silent,
+    /// A batch no honest origin sends: refused whole, before any of it
+    /// is looked at.
+    #[error("the peer sent a batch of {entries} entries; at most {max} are taken")]
+    BatchTooLarge { entries: usize, max: usize },
     /// A task of this node's own pipeline stopped first.
     #[error("{0} stopped")]
     Stopped(&'static str),
@@ -95,7 +99,7 @@ pub enum Rejection {
     #[error("the peer does not own the record")]
     NotOwner,
     #[error(
-        "too many purge acknowledgements asked for at once (at most 64 a batch, 1,024 unconfirmed)"
+        "too many purge acknowledgements asked for (at most 64 a batch, 4,096 kept for one origin)"
     )]
     TooManyAcks,
     #[error("the grant was acknowledged to another office")]

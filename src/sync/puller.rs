@@ -168,6 +168,12 @@ async fn receive(
         backoff.reset();
         let next = match msg.kind {
             Some(pull_down::Kind::Batch(batch)) => {
+                if batch.entries.len() > MAX_BATCH_ENTRIES {
+                    return Err(PullError::BatchTooLarge {
+                        entries: batch.entries.len(),
+                        max: MAX_BATCH_ENTRIES,
+                    });
+                }
                 // Signature checks dominate the cost of a backfill: run them
                 // on every core, off the async workers.
                 let signed: Vec<(Bytes, Bytes)> = batch
@@ -255,6 +261,8 @@ async fn witness(
         Err(e) => format!("an audit head from {} does not check out: {e}", peer.office),
     };
     tracing::error!(peer = %peer.office, %problem, "audit witness");
+    // Counted per peer: heads cost an origin nothing to send, and the first
+    // entry already shows the conflict.
     let entry = Draft::new(
         Actor::node(ctx.office.as_str()),
         "witness.conflict",
@@ -265,9 +273,7 @@ async fn witness(
         },
         Outcome::failed("CONFLICT", problem.clone()),
     );
-    if let Err(e) = ctx.audit.append(entry).await {
-        tracing::error!(error = %e, "could not log an audit witness conflict");
-    }
+    ctx.refusals.refuse(peer.office.as_str(), entry).await;
 }
 
 /// Applies one batch whose versions were checked (`verified`, in the order
@@ -316,8 +322,14 @@ async fn apply(
 /// Most purge acknowledgements signed for one batch: a real grant closes
 /// with one, and an origin that sends thousands is refused past these.
 const MAX_NEW_ACKS_PER_BATCH: usize = 64;
-/// Most acknowledgements signed for one origin and not yet confirmed by it.
-const MAX_UNDELIVERED_ACKS: usize = 1024;
+/// Most acknowledgements kept for one origin, confirmed by it or not (they
+/// are kept for good): an origin that closed more grants to this office
+/// than this gets no further acknowledgement, and its `share list` shows
+/// their purges as pending.
+const MAX_ACKS_PER_ORIGIN: usize = 4096;
+/// Most entries a batch from an origin may hold: the feed breaks batches
+/// at 1 MiB of versions, and scans 1,024 feed items at a time.
+pub const MAX_BATCH_ENTRIES: usize = 16_384;
 
 /// A batch's entries sorted into what the store applies, the purge
 /// acknowledgements to send (signed for it, or signed before and sent
@@ -345,7 +357,7 @@ fn sort_entries(
     };
     let mut acks = AckBudget {
         signed: 0,
-        undelivered: ctx.store.undelivered_acks(&peer.office)?.len(),
+        kept: ctx.store.ack_count(&peer.office)?,
         seen: std::collections::HashSet::new(),
     };
     for entry in entries {
@@ -389,7 +401,8 @@ fn sort_entries(
 /// What one batch may still have this node sign.
 struct AckBudget {
     signed: usize,
-    undelivered: usize,
+    /// Acknowledgements kept for this origin, with those signed now.
+    kept: usize,
     seen: std::collections::HashSet<GrantId>,
 }
 
@@ -414,11 +427,11 @@ impl AckBudget {
             sorted.acks.push(ack);
             return Ok(Ok(()));
         }
-        if self.signed >= MAX_NEW_ACKS_PER_BATCH || self.undelivered >= MAX_UNDELIVERED_ACKS {
+        if self.signed >= MAX_NEW_ACKS_PER_BATCH || self.kept >= MAX_ACKS_PER_ORIGIN {
             return Ok(Err(Rejection::TooManyAcks));
         }
         self.signed += 1;
-        self.undelivered += 1;
+        self.kept += 1;
         let ack = sign_ack(ctx, peer, grant, now)?;
         sorted.items.push(ApplyItem::Ack(ack.clone()));
         sorted.acks.push(ack);

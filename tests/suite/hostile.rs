@@ -203,6 +203,21 @@ pub async fn impersonate(
     i: usize,
     batches: Vec<pb::Batch>,
 ) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
+    let said = batches
+        .into_iter()
+        .map(|b| pb::PullDown {
+            kind: Some(pb::pull_down::Kind::Batch(b)),
+        })
+        .collect();
+    impersonate_saying(cluster, i, said).await
+}
+
+/// [`impersonate`], saying any messages in turn (then heartbeats).
+pub async fn impersonate_saying(
+    cluster: &mut TestCluster,
+    i: usize,
+    said: Vec<pb::PullDown>,
+) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
     cluster.nodes[i].stop().await;
     let me = &cluster.nodes[i];
     let (node_cert, node_key) = me.node_identity();
@@ -244,15 +259,10 @@ pub async fn impersonate(
         },
     );
     ScriptedOrigin::new(move |say: Say| {
-        let batches = batches.clone();
+        let said = said.clone();
         async move {
-            for batch in batches {
-                let batch = pb::pull_down::Kind::Batch(batch);
-                if say
-                    .send(Ok(pb::PullDown { kind: Some(batch) }))
-                    .await
-                    .is_err()
-                {
+            for msg in said {
+                if say.send(Ok(msg)).await.is_err() {
                     return;
                 }
             }
@@ -486,8 +496,8 @@ async fn a_peers_feed_numbers_do_not_move_with_other_peers_feeds() {
 
 /// Finding 4: every closed grant in an origin's feed made the peer sign
 /// and store a purge acknowledgement, for grants that never existed too.
-/// Now a batch gets at most 64 new signatures, an origin at most 1,024
-/// unconfirmed ones, and the rest is refused (counted in the audit log).
+/// Now a batch gets at most 64 new signatures, an origin at most 4,096
+/// kept ones, and the rest is refused (counted in the audit log).
 #[tokio::test]
 async fn an_origin_cannot_make_a_peer_sign_without_limit() {
     let mut cluster = TestCluster::start(&["phila-da", "nyc-da"]).await;
@@ -1157,5 +1167,240 @@ async fn one_address_cannot_hold_every_handshake_or_fill_the_log() {
         "{counted} refusals counted"
     );
     assert!(logged[1].detail.contains("more refused within 60 s"));
+    cluster.stop_all().await;
+}
+
+/// Every entry of `action` in `node`'s log, all pages.
+async fn count_action(node: &TestNode, action: &str) -> usize {
+    let mut n = 0;
+    let mut token = String::new();
+    loop {
+        let page = node
+            .admin()
+            .await
+            .query_audit(pb::QueryAuditRequest {
+                action: action.into(),
+                page_size: 1000,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        n += page.entries.len();
+        if page.next_page_token.is_empty() {
+            return n;
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// Waits until `node` has applied `peer`'s feed up to `seq`.
+async fn checkpoint_reaches(node: &TestNode, peer: &str, seq: u64) {
+    eventually(
+        Duration::from_secs(60),
+        &format!("the checkpoint in {peer}'s feed to reach {seq}"),
+        || async {
+            let peers = node
+                .admin()
+                .await
+                .list_peers(pb::ListPeersRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .peers;
+            peers
+                .iter()
+                .any(|p| p.office == peer && p.checkpoint >= seq)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// `n` closings of made-up grants, numbered from `first`.
+fn made_up_closings(first: u64, n: u64) -> Vec<pb::FeedEntry> {
+    (first..first + n)
+        .map(|seq| pb::FeedEntry {
+            seq,
+            kind: Some(pb::feed_entry::Kind::GrantClosed(format!("g-{seq:016x}"))),
+        })
+        .collect()
+}
+
+/// Finding 4, from review: the cap counted only acknowledgements the origin
+/// had not confirmed, and an origin confirms them itself; one that did made
+/// the peer sign and keep acknowledgements without limit. The cap now
+/// counts every acknowledgement kept for an origin.
+#[tokio::test]
+async fn an_origin_confirming_each_acknowledgement_still_meets_the_cap() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da"]).await;
+    cluster.pin_all().await;
+    let mut said = Vec::new();
+    let batches = 66;
+    for b in 0..batches {
+        let entries = made_up_closings(b * 64 + 1, 64);
+        let confirmed: Vec<_> = entries
+            .iter()
+            .map(|e| match &e.kind {
+                Some(pb::feed_entry::Kind::GrantClosed(g)) => pb::PullDown {
+                    kind: Some(pb::pull_down::Kind::PurgeAckStored(pb::PurgeAckStored {
+                        grant_id: g.clone(),
+                    })),
+                },
+                _ => unreachable!(),
+            })
+            .collect();
+        said.push(pb::PullDown {
+            kind: Some(pb::pull_down::Kind::Batch(pb::Batch {
+                entries,
+                last_seq: (b + 1) * 64,
+                audit_head: None,
+            })),
+        });
+        said.extend(confirmed);
+    }
+    let server = impersonate_saying(&mut cluster, 0, said).await;
+    let nyc = &cluster.nodes[1];
+    checkpoint_reaches(nyc, "phila-da", batches * 64).await;
+    let signed = count_action(nyc, "purge.acknowledged").await;
+    assert_eq!(signed, 4096, "{} closings sent", batches * 64);
+    server.abort();
+    cluster.stop_all().await;
+}
+
+/// From review: audit heads that did not check out were logged one entry
+/// each, so an origin grew the peer's log at the rate it sent heartbeats.
+/// They are now logged once, then counted, like other refusals.
+#[tokio::test]
+async fn junk_audit_heads_from_an_origin_are_counted_not_logged_one_by_one() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da"]).await;
+    cluster.pin_all().await;
+    let mut said: Vec<pb::PullDown> = (0..2000u64)
+        .map(|n| pb::PullDown {
+            kind: Some(pb::pull_down::Kind::Heartbeat(pb::Heartbeat {
+                now_ms: 0,
+                audit_head: Some(pb::SignedAuditHead {
+                    office: "phila-da".into(),
+                    seq: n,
+                    hash: vec![1u8].into(),
+                    at_ms: 0,
+                    signature: Default::default(),
+                }),
+            })),
+        })
+        .collect();
+    // Applied in order: once this batch is, every head before it was seen.
+    said.push(pb::PullDown {
+        kind: Some(pb::pull_down::Kind::Batch(pb::Batch {
+            entries: made_up_closings(1, 1),
+            last_seq: 1,
+            audit_head: None,
+        })),
+    });
+    let server = impersonate_saying(&mut cluster, 0, said).await;
+    let nyc = &cluster.nodes[1];
+    checkpoint_reaches(nyc, "phila-da", 1).await;
+    let logged = of_action(nyc, "witness.conflict").await;
+    assert_eq!(logged.len(), 1, "the first, at once; the rest counted");
+    assert!(logged[0].outcome_message.contains("does not check out"));
+    server.abort();
+    cluster.stop_all().await;
+}
+
+/// From review: one message of millions of tiny entries made the puller
+/// build an audit draft for each. A batch past what an honest origin sends
+/// is refused whole.
+#[tokio::test]
+async fn a_batch_past_the_entry_cap_is_refused_whole() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da"]).await;
+    cluster.pin_all().await;
+    let n = casemesh::sync::puller::MAX_BATCH_ENTRIES as u64 + 1;
+    let entries: Vec<_> = (1..=n)
+        .map(|seq| pb::FeedEntry {
+            seq,
+            kind: Some(pb::feed_entry::Kind::RevokeRecordId(String::new())),
+        })
+        .collect();
+    let batch = pb::Batch {
+        entries,
+        last_seq: n,
+        audit_head: None,
+    };
+    let server = impersonate(&mut cluster, 0, vec![batch]).await;
+    let nyc = &cluster.nodes[1];
+    let error = eventually(
+        Duration::from_secs(30),
+        "the link to show the refusal",
+        || async {
+            let peers = nyc
+                .admin()
+                .await
+                .list_peers(pb::ListPeersRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .peers;
+            peers
+                .into_iter()
+                .find(|p| p.office == "phila-da" && p.last_error.contains("entries"))
+                .map(|p| p.last_error)
+        },
+    )
+    .await;
+    assert!(error.contains("at most 16384 are taken"), "{error}");
+    assert!(
+        of_action(nyc, "replica.rejected").await.is_empty(),
+        "no entry of it was looked at"
+    );
+    server.abort();
+    cluster.stop_all().await;
+}
+
+/// Finding 1, from review: a closed grant with no stored record of what it
+/// revealed (closed before this build kept one) was closed again from what
+/// its case holds now. It is now closed from what the case held before the
+/// grant ended, read from the records' signed versions.
+#[tokio::test]
+async fn a_grant_closed_before_revealed_sets_were_kept_names_only_what_it_showed() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da"]).await;
+    cluster.pin(0, 1).await;
+    let before = put_records(&cluster, 0, "case-1", 3).await;
+    let grant = cluster.grant_collection(0, 1, "case-1").await;
+    let (phila, nyc) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut pull = RawPull::open(phila, nyc, 0).await;
+    let got = pull.until_idle().await.unwrap();
+    pull.ack(got.last_seq).await;
+    phila.kit().revoke(&grant).await.unwrap();
+    let closed = pull.until(|got| !got.closed.is_empty()).await;
+    ack_all(&pull, phila, nyc, closed.last_seq).await;
+    drop(pull);
+    let after = put_records(&cluster, 0, "case-1", 5).await;
+    // A store written before revealed sets were kept has none.
+    cluster.nodes[0].stop().await;
+    {
+        let db = sled::Config::new()
+            .path(cluster.nodes[0].paths().store())
+            .open()
+            .unwrap();
+        for tree in ["grantrecord_revealed", "grantid_revealedcount"] {
+            let tree = db.open_tree(tree).unwrap();
+            assert!(!tree.is_empty(), "control: {tree:?} held the grant's set");
+            tree.clear().unwrap();
+        }
+        db.flush().unwrap();
+    }
+    cluster.nodes[0].restart().await;
+    let (phila, nyc) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let replay = RawPull::open(phila, nyc, 0)
+        .await
+        .until(|got| !got.closed.is_empty())
+        .await;
+    assert_eq!(
+        replay.revoked.iter().cloned().collect::<BTreeSet<_>>(),
+        before.iter().cloned().collect(),
+        "the records the grant showed, and none added after it ended ({after:?})"
+    );
+    assert_eq!(replay.closed, vec![grant]);
     cluster.stop_all().await;
 }
