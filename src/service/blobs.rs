@@ -12,40 +12,47 @@ use tokio::task::JoinSet;
 
 use crate::config::BlobConfig;
 use crate::domain::audit::Target;
-use crate::domain::{Attachment, BlobHash, OfficeId, RecordId, SignedVersion, now_ms};
+use crate::domain::{Attachment, BlobHash, OfficeId, RecordId, now_ms};
 use crate::error::{Error, Result};
 use crate::service::{Call, Sharing};
 use crate::store::Store;
 use crate::store::blobs::{BlobError, BlobMeta, BlobPin, BlobState, PIECE, Upload};
+use crate::store::encoding::Head;
 
 /// Pieces of a blob queued between the store and the network, per reader.
 const READ_AHEAD: usize = 4;
 
-/// How many records listing a file are looked at when a peer asks for it:
-/// always this many lookups, real or standing in, so that a file the node
-/// holds and does not share is refused after the same work as one it does
-/// not hold. (A file is served to a peer through the first records that
-/// list it; a file listed by more than this many records of this office is
-/// served through one of those.)
-pub const CHECKED_RECORDS: usize = 8;
+/// How many of this office's records listing a file are looked at when a
+/// peer asks for it: always this many lookups, real or standing in, so that
+/// a file the node holds and does not share is refused after the same work
+/// as one it does not hold. (A file listed by more than this many records
+/// of this office is served through the first of them, by record id.)
+pub const CHECKED_RECORDS: usize = 64;
 
-/// The reads that decide whether a peer may fetch a file.
+/// The reads that decide whether a peer may fetch a file: each small and
+/// of a fixed shape (no version is decoded).
 pub trait FileLookups {
     fn blob(&self, hash: &BlobHash) -> Result<Option<BlobMeta>>;
-    /// The first records listing `hash`, at most `at_most`.
-    fn listing(&self, hash: &BlobHash, at_most: usize) -> Result<Vec<RecordId>>;
-    fn latest(&self, id: &RecordId) -> Result<Option<SignedVersion>>;
+    /// The first records of `office` listing `hash` in some version, at
+    /// most `at_most` (replicas from other offices are not looked at).
+    fn listing(&self, hash: &BlobHash, office: &OfficeId, at_most: usize) -> Result<Vec<RecordId>>;
+    fn head(&self, id: &RecordId) -> Result<Option<Head>>;
+    /// Whether version `version` of `id` lists `hash`.
+    fn lists(&self, hash: &BlobHash, id: &RecordId, version: u64) -> Result<bool>;
 }
 
 impl FileLookups for Store {
     fn blob(&self, hash: &BlobHash) -> Result<Option<BlobMeta>> {
         Ok(Store::blob(self, hash)?)
     }
-    fn listing(&self, hash: &BlobHash, at_most: usize) -> Result<Vec<RecordId>> {
-        Ok(self.blob_records(hash, at_most)?)
+    fn listing(&self, hash: &BlobHash, office: &OfficeId, at_most: usize) -> Result<Vec<RecordId>> {
+        Ok(self.blob_records_of(hash, office, at_most)?)
     }
-    fn latest(&self, id: &RecordId) -> Result<Option<SignedVersion>> {
-        Ok(Store::latest(self, id)?)
+    fn head(&self, id: &RecordId) -> Result<Option<Head>> {
+        Ok(Store::head(self, id)?)
+    }
+    fn lists(&self, hash: &BlobHash, id: &RecordId, version: u64) -> Result<bool> {
+        Ok(self.blob_listed_by(hash, id, version)?)
     }
 }
 
@@ -53,8 +60,8 @@ impl FileLookups for Store {
 /// (`visible`) lists it in its latest version (a file dropped from a
 /// record, or of a deleted one, is not served). The same lookups are made
 /// in the same order whatever the answer: the file's entry, its listing,
-/// and [`CHECKED_RECORDS`] latest versions (a record that cannot exist
-/// stands in for the ones missing), nothing cut short.
+/// then for [`CHECKED_RECORDS`] records a head and a reference (a record
+/// that cannot exist stands in for the ones missing), nothing cut short.
 pub fn shared_file(
     lookups: &impl FileLookups,
     office: &OfficeId,
@@ -62,21 +69,16 @@ pub fn shared_file(
     hash: &BlobHash,
 ) -> Result<Option<BlobMeta>> {
     let meta = lookups.blob(hash)?;
-    let listing = lookups.listing(hash, CHECKED_RECORDS)?;
+    let listing = lookups.listing(hash, office, CHECKED_RECORDS)?;
     let stand_in = RecordId::parse(&format!("{office}:{}", "0".repeat(32)))
         .map_err(|e| Error::Internal(format!("the stand-in record id: {e}")))?;
     let mut shared = false;
     for slot in 0..CHECKED_RECORDS {
         let id = listing.get(slot).unwrap_or(&stand_in);
-        let latest = lookups.latest(id)?;
-        let real = slot < listing.len() && id.origin() == *office;
-        let listed = latest.is_some_and(|v| {
-            let r = &v.record;
-            !r.deleted
-                && r.attachments.iter().any(|a| &a.hash == hash)
-                && visible(id, &r.collection)
-        });
-        shared |= real && listed;
+        let head = lookups.head(id)?;
+        let listed = lookups.lists(hash, id, head.as_ref().map_or(0, |h| h.version))?;
+        let real = slot < listing.len();
+        shared |= real && listed && head.is_some_and(|h| !h.deleted && visible(id, &h.collection));
     }
     Ok(meta.filter(|_| shared))
 }
@@ -370,8 +372,8 @@ mod tests {
     /// Lookups answered from a table, recorded in order.
     struct Recorded {
         blob: Option<BlobMeta>,
-        listing: Vec<RecordId>,
-        versions: Vec<SignedVersion>,
+        /// Records listing the file, with the collection each is in.
+        listing: Vec<(RecordId, String)>,
         calls: std::cell::RefCell<Vec<&'static str>>,
     }
 
@@ -380,44 +382,40 @@ mod tests {
             self.calls.borrow_mut().push("blob");
             Ok(self.blob)
         }
-        fn listing(&self, _: &BlobHash, at_most: usize) -> Result<Vec<RecordId>> {
+        fn listing(&self, _: &BlobHash, _: &OfficeId, at_most: usize) -> Result<Vec<RecordId>> {
             self.calls.borrow_mut().push("listing");
-            Ok(self.listing.iter().take(at_most).cloned().collect())
+            Ok(self
+                .listing
+                .iter()
+                .take(at_most)
+                .map(|(id, _)| id.clone())
+                .collect())
         }
-        fn latest(&self, id: &RecordId) -> Result<Option<SignedVersion>> {
-            self.calls.borrow_mut().push("latest");
-            Ok(self.versions.iter().find(|v| &v.record.id == id).cloned())
+        fn head(&self, id: &RecordId) -> Result<Option<Head>> {
+            self.calls.borrow_mut().push("head");
+            Ok(self
+                .listing
+                .iter()
+                .find(|(r, _)| r == id)
+                .map(|(_, collection)| Head {
+                    version: 1,
+                    deleted: false,
+                    collection: collection.clone(),
+                }))
+        }
+        fn lists(&self, _: &BlobHash, id: &RecordId, version: u64) -> Result<bool> {
+            self.calls.borrow_mut().push("lists");
+            Ok(version == 1 && self.listing.iter().any(|(r, _)| r == id))
         }
     }
 
-    fn version_listing(office: &OfficeId, n: u8, hash: BlobHash) -> SignedVersion {
-        let id = RecordId::parse(&format!("{office}:{:032x}", n)).unwrap();
-        let record = crate::domain::RecordVersion {
-            id,
-            version: 1,
-            origin: office.clone(),
-            collection: format!("case-{n}"),
-            kind: "k".into(),
-            title: "t".into(),
-            content_type: String::new(),
-            labels: Default::default(),
-            body: Bytes::new(),
-            created_at_ms: 1,
-            updated_at_ms: 1,
-            deleted: false,
-            attachments: vec![Attachment {
-                hash,
-                size: 3,
-                file_name: "f".into(),
-                media_type: String::new(),
-            }],
-        };
-        SignedVersion {
-            canonical: Bytes::new(),
-            digest: [0; 32],
-            signature: Bytes::new(),
-            record,
-        }
+    fn listing(office: &OfficeId, n: usize) -> Vec<(RecordId, String)> {
+        (1..=n)
+            .map(|i| {
+                let id = RecordId::parse(&format!("{office}:{i:032x}")).unwrap();
+                (id, format!("case-{i}"))
+            })
+            .collect()
     }
 
     /// A file the office does not hold, one it holds but shares with no
@@ -434,24 +432,36 @@ mod tests {
             keep_until_ms: 0,
             chunk: CHUNK as u32,
         };
-        let held: Vec<SignedVersion> = (1..=3).map(|n| version_listing(&office, n, hash)).collect();
         let cases = [
             ("not held", None, Vec::new(), "case-none", false),
             (
                 "held, not shared",
                 Some(meta),
-                held.clone(),
+                listing(&office, 3),
                 "case-none",
                 false,
             ),
-            ("held and shared", Some(meta), held, "case-2", true),
+            (
+                "held and shared",
+                Some(meta),
+                listing(&office, 3),
+                "case-2",
+                true,
+            ),
+            // Shared through the last record the lookups reach.
+            (
+                "listed by many, shared by the last looked at",
+                Some(meta),
+                listing(&office, CHECKED_RECORDS + 10),
+                "case-64",
+                true,
+            ),
         ];
         let mut sequences = Vec::new();
-        for (what, blob, versions, granted, shared) in cases {
+        for (what, blob, listing, granted, shared) in cases {
             let lookups = Recorded {
                 blob,
-                listing: versions.iter().map(|v| v.record.id.clone()).collect(),
-                versions,
+                listing,
                 calls: Default::default(),
             };
             let visible = |_: &RecordId, collection: &str| collection == granted;
@@ -461,7 +471,7 @@ mod tests {
         }
         let expected: Vec<&str> = ["blob", "listing"]
             .into_iter()
-            .chain(std::iter::repeat_n("latest", CHECKED_RECORDS))
+            .chain((0..CHECKED_RECORDS).flat_map(|_| ["head", "lists"]))
             .collect();
         for calls in &sequences {
             assert_eq!(calls, &expected);

@@ -375,11 +375,16 @@ impl Store {
         self.trees.refs.any_with(hash)
     }
 
-    /// The first `at_most` records (each once) whose stored versions list
-    /// `hash`.
-    pub fn blob_records(&self, hash: &BlobHash, at_most: usize) -> Result<Vec<RecordId>> {
+    /// The first `at_most` records of `office` (each once) whose stored
+    /// versions list `hash`.
+    pub fn blob_records_of(
+        &self,
+        hash: &BlobHash,
+        office: &OfficeId,
+        at_most: usize,
+    ) -> Result<Vec<RecordId>> {
         let mut out: Vec<RecordId> = Vec::new();
-        for key in self.trees.refs.scan_keys(hash) {
+        for key in self.trees.refs.scan_keys((hash, office)) {
             let (_, id, _) = key?;
             if out.last() != Some(&id) {
                 if out.len() == at_most {
@@ -389,6 +394,11 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Whether version `version` of record `id` lists `hash`.
+    pub fn blob_listed_by(&self, hash: &BlobHash, id: &RecordId, version: u64) -> Result<bool> {
+        self.trees.refs.contains((hash, id, version))
     }
 
     /// Whether this node holds the bytes of `hash`, or how many of them.

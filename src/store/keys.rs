@@ -259,6 +259,17 @@ impl PrefixOf<RefKey> for &BlobHash {
     }
 }
 
+/// The references of one office's records to a blob (record ids begin
+/// with their origin office and a colon).
+impl PrefixOf<RefKey> for (&BlobHash, &OfficeId) {
+    fn prefix(&self) -> Cow<'_, [u8]> {
+        let mut k = self.0.0.to_vec();
+        k.extend_from_slice(self.1.as_str().as_bytes());
+        k.push(b':');
+        Cow::Owned(k)
+    }
+}
+
 impl Key for RefKey {
     type Owned = (BlobHash, RecordId, u64);
     fn decode(bytes: &[u8]) -> Result<(BlobHash, RecordId, u64), DecodeError> {
