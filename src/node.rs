@@ -482,6 +482,7 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         .layer(AuthLayer::new(
             trust,
             audit.clone(),
+            refusals.clone(),
             config.limits.max_body_bytes,
         ))
         .add_service(records_api)

@@ -28,6 +28,7 @@ use crate::domain::audit::{Actor, Outcome};
 use crate::identity::Caller;
 use crate::identity::tls::TrustStore;
 use crate::protocol::transport::ConnInfo;
+use crate::service::refusals::RefusalLog;
 use crate::service::{AuditLog, Call};
 
 /// Why a call was refused before its handler ran (or could not be
@@ -141,6 +142,28 @@ pub fn code_name(code: tonic::Code) -> String {
     out
 }
 
+/// Whether a peer's call with `outcome` is counted rather than logged on
+/// its own: a refusal, or the opening of a `Pull` stream (which names no
+/// record; what the stream sends is logged batch by batch). Files served
+/// and proofs given are logged one by one.
+fn counted(path: &str, outcome: &Outcome) -> bool {
+    !outcome.is_ok() || path == "/casemesh.v1.Replication/Pull"
+}
+
+/// The source a caller's counted calls are counted under: its certificate,
+/// or its address when it has none.
+fn source_of(who: &Actor) -> String {
+    if who.fingerprint.is_empty() {
+        // By address, not port: the port changes with every connection.
+        who.remote
+            .parse::<SocketAddr>()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_else(|_| who.remote.clone())
+    } else {
+        who.fingerprint.clone()
+    }
+}
+
 /// `Records.Put` for `/casemesh.v1.Records/Put`; other paths as they are.
 fn action_of(path: &str) -> String {
     path.strip_prefix("/casemesh.v1.")
@@ -152,16 +175,25 @@ fn action_of(path: &str) -> String {
 pub struct AuthLayer {
     trust: Arc<TrustStore>,
     audit: Arc<AuditLog>,
+    /// Where calls a caller can repeat at will are counted (see
+    /// [`counted`]).
+    refusals: Arc<RefusalLog>,
     /// `limits.max_body_bytes`, named when a request is refused as too
     /// large before its handler runs.
     max_body_bytes: usize,
 }
 
 impl AuthLayer {
-    pub fn new(trust: Arc<TrustStore>, audit: Arc<AuditLog>, max_body_bytes: usize) -> Self {
+    pub fn new(
+        trust: Arc<TrustStore>,
+        audit: Arc<AuditLog>,
+        refusals: Arc<RefusalLog>,
+        max_body_bytes: usize,
+    ) -> Self {
         Self {
             trust,
             audit,
+            refusals,
             max_body_bytes,
         }
     }
@@ -175,6 +207,7 @@ impl<S> Layer<S> for AuthLayer {
             inner,
             trust: self.trust.clone(),
             audit: self.audit.clone(),
+            refusals: self.refusals.clone(),
             max_body_bytes: self.max_body_bytes,
         }
     }
@@ -185,6 +218,7 @@ pub struct Auth<S> {
     inner: S,
     trust: Arc<TrustStore>,
     audit: Arc<AuditLog>,
+    refusals: Arc<RefusalLog>,
     max_body_bytes: usize,
 }
 
@@ -245,18 +279,23 @@ where
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let path = req.uri().path().to_owned();
         let audit = self.audit.clone();
+        let refusals = self.refusals.clone();
         match authorize(&self.trust, audit.office(), &req) {
+            // Refused before any handler: counted per caller, since a
+            // caller can repeat it as fast as it can send.
             Err(refusal) => Box::pin(async move {
                 let (status, who) = *refusal;
                 let who = who.unwrap_or_else(|| Actor::unauthenticated(String::new()));
+                let source = source_of(&who);
                 let call = Call::new(who, action_of(&path));
                 let outcome = Outcome::failed(code_name(status.code()), status.message());
-                if let Err(e) = audit.finish_call(&call, outcome).await {
-                    tracing::error!(error = %e, "could not log a refused call");
+                if let Some(entry) = call.owed(outcome) {
+                    refusals.refuse(&source, entry).await;
                 }
                 Ok(status.into_http())
             }),
             Ok((caller, who)) => {
+                let peer = matches!(caller, Caller::PeerNode { .. }).then(|| source_of(&who));
                 let admission = req
                     .extensions()
                     .get::<ConnInfo>()
@@ -317,6 +356,12 @@ where
                             }
                             _ => Outcome::ok(),
                         };
+                        if let Some(peer) = peer.filter(|_| counted(&path, &outcome)) {
+                            if let Some(entry) = call.owed(outcome) {
+                                refusals.refuse(&peer, entry).await;
+                            }
+                            return Ok(resp);
+                        }
                         // The entry is durable before the reply leaves; a
                         // reply whose entry cannot be written is not sent.
                         if let Err(e) = audit.finish_call(&call, outcome).await {

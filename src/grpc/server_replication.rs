@@ -105,7 +105,8 @@ impl Replication for ReplicationApi {
             ..Target::default()
         });
         // Each proof walks the whole log: one per interval per peer.
-        self.ctx
+        let slot = self
+            .ctx
             .guards
             .may_prove(&office)
             .map_err(|wait| Error::TooSoon {
@@ -114,8 +115,12 @@ impl Replication for ReplicationApi {
                 retry_after_secs: wait.as_secs().max(1),
             })?;
         let (tx, rx) = mpsc::channel(4);
-        self.ctx
-            .spawn_feed(crate::sync::witness::prove(self.ctx.audit.clone(), tx));
+        self.ctx.spawn_feed(crate::sync::witness::prove(
+            self.ctx.audit.clone(),
+            tx,
+            self.ctx.shutdown.clone(),
+            slot,
+        ));
         Ok(Response::new(statuses(rx)))
     }
 }

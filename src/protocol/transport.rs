@@ -132,6 +132,7 @@ impl Handshaking {
     /// A place for one more handshake from `source`, if it has fewer than
     /// `limit` in progress.
     fn begin(self: &Arc<Self>, source: std::net::IpAddr, limit: usize) -> Option<HandshakeSlot> {
+        let source = source_of(source);
         let mut by_source = self.by_source.lock().unwrap_or_else(|p| p.into_inner());
         let n = by_source.entry(source).or_insert(0);
         if *n >= limit {
@@ -142,6 +143,18 @@ impl Handshaking {
             table: self.clone(),
             source,
         })
+    }
+}
+
+/// The source a handshake is counted under: an IPv4 address, or the /64
+/// network of an IPv6 one (one host is given a whole /64 to pick from).
+fn source_of(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            std::net::IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        v4 => v4,
     }
 }
 
@@ -432,6 +445,23 @@ pub fn connect_lazy(addr: &NodeAddr, tls: Arc<ClientConfig>) -> Result<Channel, 
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn handshakes_from_one_ipv6_network_count_together() {
+        let table = Arc::new(Handshaking::default());
+        let a: std::net::IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: std::net::IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: std::net::IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let first = table.begin(a, 2).unwrap();
+        let _second = table.begin(b, 2).unwrap();
+        assert!(table.begin(a, 2).is_none(), "the /64 holds its 2");
+        assert!(table.begin(other, 2).is_some(), "another /64 is apart");
+        let v4: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+        assert_eq!(source_of(v4), v4);
+        drop(first);
+        assert!(table.begin(b, 2).is_some(), "a place freed");
+    }
+
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -80,7 +80,7 @@ impl Call {
     }
 
     /// The entry still owed when the call ends with `outcome`, if any.
-    fn owed(&self, outcome: Outcome) -> Option<Draft> {
+    pub fn owed(&self, outcome: Outcome) -> Option<Draft> {
         if outcome.is_ok() && self.logged.load(Ordering::Acquire) {
             return None;
         }

@@ -219,14 +219,13 @@ impl BlobService {
                 if let Ok((_, data)) = &piece {
                     offset += data.len() as u64;
                 }
-                tokio::select! {
-                    sent = tx.send(piece) => if sent.is_err() || failed {
-                        return;
-                    },
-                    _ = shutdown.wait_for(|s| *s) => {
+                match super::send_within(&tx, &mut shutdown, piece).await {
+                    super::Sent::Sent if !failed => {}
+                    super::Sent::ShuttingDown => {
                         let _ = tx.try_send(Err(Error::ShuttingDown));
                         return;
                     }
+                    _ => return,
                 }
             }
             drop(pin);

@@ -146,10 +146,13 @@ impl RefusalLog {
             .collect::<Vec<_>>()
             .join("; ");
         let unnamed = w.more - w.details.len() as u64;
+        // Counted calls that went through (a peer's `Pull` opens) are not
+        // refusals.
+        let refused = if d.outcome.is_ok() { "" } else { " refused" };
         let count = match unnamed {
-            0 => format!("{} more refused within {seconds} s", w.more),
+            0 => format!("{} more{refused} within {seconds} s", w.more),
             n => format!(
-                "{} more refused within {seconds} s, {n} of them not named here",
+                "{} more{refused} within {seconds} s, {n} of them not named here",
                 w.more
             ),
         };

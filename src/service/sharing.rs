@@ -248,6 +248,17 @@ impl Sharing {
         if self.store.peer(&office)?.is_some() {
             return Err(Error::PeerAlreadyPinned(office));
         }
+        // A removal of this office left unfinished (its purge failed) is
+        // finished before it is pinned again, so no purge asked for is lost.
+        if let Some((_, removal)) = self
+            .store
+            .removals()?
+            .into_iter()
+            .find(|(o, _)| o == &office)
+        {
+            let actor = Actor::node(self.office.as_str());
+            self.finish_removal(&office, removal, now_ms(), &actor)?;
+        }
         let peer = Peer {
             office,
             endpoint: endpoint.to_owned(),

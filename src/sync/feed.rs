@@ -26,9 +26,6 @@ const BATCH_BYTES: usize = 1024 * 1024;
 const SCAN: usize = 1024;
 /// How long a new stream may take to say where it starts.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a message may wait for a peer that stopped reading before the
-/// stream is given up (it holds a batch in memory meanwhile).
-const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 type Down = mpsc::Sender<Result<pb::PullDown, StreamError>>;
 
@@ -41,21 +38,15 @@ enum Stop {
 }
 
 /// Sends one message unless the node shuts down first or the peer has not
-/// taken it within [`SEND_TIMEOUT`].
+/// taken it within [`SEND_TIMEOUT`](crate::service::SEND_TIMEOUT).
 async fn send(
     down: &Down,
     shutdown: &mut watch::Receiver<bool>,
     msg: Result<pb::PullDown, StreamError>,
 ) -> Result<(), Stop> {
-    tokio::select! {
-        r = tokio::time::timeout(SEND_TIMEOUT, down.send(msg)) => match r {
-            Ok(sent) => sent.map_err(|_| Stop::End),
-            Err(_) => {
-                tracing::warn!("a peer stopped reading its feed; ending the stream");
-                Err(Stop::End)
-            }
-        },
-        _ = shutdown.wait_for(|s| *s) => Err(Stop::End),
+    match crate::service::send_within(down, shutdown, msg).await {
+        crate::service::Sent::Sent => Ok(()),
+        _ => Err(Stop::End),
     }
 }
 

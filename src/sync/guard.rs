@@ -26,6 +26,8 @@ pub const MAX_FETCHES_PER_PEER: usize = 4;
 struct PeerState {
     requeued_at: Option<Instant>,
     proved_at: Option<Instant>,
+    /// An audit proof is being streamed.
+    proving: bool,
     /// The live `Pull` stream: its number, and how to end it.
     pull: Option<(u64, watch::Sender<bool>)>,
     fetches: usize,
@@ -50,10 +52,22 @@ impl PeerGuards {
         self.with(peer, |s| once_per(&mut s.requeued_at, REQUEUE_INTERVAL))
     }
 
-    /// Whether `peer` may have an audit proof now; otherwise how long until
-    /// it may.
-    pub fn may_prove(&self, peer: &OfficeId) -> Result<(), Duration> {
-        self.with(peer, |s| once_per(&mut s.proved_at, PROOF_INTERVAL))
+    /// A place for an audit proof for `peer` now, if none is in progress
+    /// and the last began at least [`PROOF_INTERVAL`] ago; otherwise how
+    /// long until it may ask again.
+    pub fn may_prove(self: &Arc<Self>, peer: &OfficeId) -> Result<ProofSlot, Duration> {
+        self.with(peer, |s| {
+            if s.proving {
+                return Err(PROOF_INTERVAL);
+            }
+            once_per(&mut s.proved_at, PROOF_INTERVAL)?;
+            s.proving = true;
+            Ok(())
+        })?;
+        Ok(ProofSlot {
+            guards: self.clone(),
+            peer: peer.clone(),
+        })
     }
 
     /// Makes the stream about to be served `peer`'s only `Pull`: the one
@@ -134,6 +148,18 @@ impl Drop for PullSlot {
     }
 }
 
+/// An audit proof being streamed to a peer; frees its place when dropped.
+pub struct ProofSlot {
+    guards: Arc<PeerGuards>,
+    peer: OfficeId,
+}
+
+impl Drop for ProofSlot {
+    fn drop(&mut self) {
+        self.guards.with(&self.peer, |s| s.proving = false);
+    }
+}
+
 /// One file transfer to a peer; frees its place when dropped.
 pub struct FetchSlot {
     guards: Arc<PeerGuards>,
@@ -176,14 +202,22 @@ mod tests {
 
     #[test]
     fn requeues_and_proofs_are_rationed_per_peer() {
-        let guards = PeerGuards::default();
+        let guards = Arc::new(PeerGuards::default());
         let (nyc, mpls) = (office("nyc-da"), office("mpls-da"));
         assert!(guards.may_requeue(&nyc).is_ok());
         let wait = guards.may_requeue(&nyc).unwrap_err();
         assert!(wait > Duration::ZERO && wait <= REQUEUE_INTERVAL);
         assert!(guards.may_requeue(&mpls).is_ok());
-        assert!(guards.may_prove(&nyc).is_ok());
+        let proving = guards.may_prove(&nyc).unwrap();
         assert!(guards.may_prove(&nyc).is_err());
+        drop(proving);
+        assert!(guards.may_prove(&nyc).is_err(), "once per interval");
+        // One in progress holds the place past the interval too.
+        guards.with(&mpls, |s| {
+            s.proving = true;
+            s.proved_at = None;
+        });
+        assert!(guards.may_prove(&mpls).is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
 use super::StreamError;
@@ -18,25 +18,32 @@ use crate::error::{Error, Result};
 use crate::identity::OfficeVerifier;
 use crate::protocol::convert::{signed_head, signed_head_from_pb};
 use crate::protocol::pb;
-use crate::service::AuditLog;
 use crate::service::audit::{WitnessCheck, WitnessReport};
+use crate::service::{AuditLog, Sent};
 
 /// Digests per proof message (32 bytes each: 256 KiB).
 const DIGESTS_PER_MESSAGE: usize = 8192;
 
-/// Streams the proof of this office's current log into `tx`.
+/// Streams the proof of this office's current log into `tx`, while
+/// `slot` holds the peer's place; stops if the peer stops reading or the
+/// node shuts down.
 pub async fn prove(
     audit: Arc<AuditLog>,
     tx: mpsc::Sender<std::result::Result<pb::AuditProof, StreamError>>,
+    mut shutdown: watch::Receiver<bool>,
+    slot: super::guard::ProofSlot,
 ) {
+    let _slot = slot;
+    let mut send =
+        async |msg| crate::service::send_within(&tx, &mut shutdown, msg).await == Sent::Sent;
     let head = match audit.sign_head(false).await {
         Ok(Some(h)) => h,
         Ok(None) => {
-            let _ = tx.send(Err(StreamError::EmptyLog)).await;
+            send(Err(StreamError::EmptyLog)).await;
             return;
         }
         Err(e) => {
-            let _ = tx.send(Err(StreamError::from(e))).await;
+            send(Err(StreamError::from(e))).await;
             return;
         }
     };
@@ -52,12 +59,12 @@ pub async fn prove(
         };
         let digests = match digests {
             Ok(d) if d.is_empty() => {
-                let _ = tx.send(Err(StreamError::MissingEntry(after + 1))).await;
+                send(Err(StreamError::MissingEntry(after + 1))).await;
                 return;
             }
             Ok(d) => d,
             Err(e) => {
-                let _ = tx.send(Err(StreamError::from(e))).await;
+                send(Err(StreamError::from(e))).await;
                 return;
             }
         };
@@ -67,7 +74,7 @@ pub async fn prove(
             head: None,
         };
         after += digests.len() as u64;
-        if tx.send(Ok(msg)).await.is_err() {
+        if !send(Ok(msg)).await {
             return;
         }
     }
@@ -76,7 +83,7 @@ pub async fn prove(
         digests: Default::default(),
         head: Some(signed_head(&head)),
     };
-    let _ = tx.send(Ok(last)).await;
+    send(Ok(last)).await;
 }
 
 /// Checks what this node holds of `peer`'s log against its log now.

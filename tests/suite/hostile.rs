@@ -751,6 +751,11 @@ async fn oversized_requests_leave_small_entries_and_the_log_stays_readable() {
         purge_refused[0].detail.len()
     );
 
+    // Refusals a caller repeats are counted, and the counts written at the
+    // latest when the node stops.
+    drop((records, admin, pull));
+    cluster.nodes[0].restart().await;
+    let mut admin = cluster.nodes[0].admin().await;
     // Every entry is small, and the whole log reads page by page with a
     // client's default limits, as `casemesh audit list` reads it.
     let mut token = String::new();
@@ -1402,5 +1407,73 @@ async fn a_grant_closed_before_revealed_sets_were_kept_names_only_what_it_showed
         "the records the grant showed, and none added after it ended ({after:?})"
     );
     assert_eq!(replay.closed, vec![grant]);
+    cluster.stop_all().await;
+}
+
+/// From review: refused calls were logged one entry each, so a pinned peer
+/// (or a revoked user on a connection it kept open) grew the log at the
+/// rate it could call. They are now logged once, then counted per caller.
+#[tokio::test]
+async fn refused_calls_repeated_by_one_caller_are_counted() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da"]).await;
+    cluster.pin(0, 1).await;
+    let (phila, nyc) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (cert, key) = nyc.node_identity();
+    let mut peer = ReplicationClient::new(phila.connect_as(&cert, &key).await.unwrap());
+    let (user_cert, user_key) = issue_staff(phila, "leaver").await;
+    let mut user = casemesh::protocol::pb::records_client::RecordsClient::new(
+        phila.connect_as(&user_cert, &user_key).await.unwrap(),
+    );
+    user.list(pb::ListRequest::default())
+        .await
+        .expect("control: allowed before the revocation");
+    phila
+        .admin()
+        .await
+        .revoke_user(pb::RevokeUserRequest {
+            name: "leaver".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    const TIMES: usize = 50;
+    for _ in 0..TIMES {
+        let refused = peer
+            .fetch_blob(pb::FetchBlobRequest {
+                hash: vec![9u8; 32].into(),
+                offset: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::NotFound);
+        let refused = user.list(pb::ListRequest::default()).await.unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied);
+    }
+    let fetches = of_action(phila, "Replication.FetchBlob").await;
+    assert_eq!(fetches.len(), 1, "{fetches:#?}");
+    let lists: Vec<_> = of_action(phila, "Records.List")
+        .await
+        .into_iter()
+        .filter(|e| !e.outcome_code.is_empty())
+        .collect();
+    assert_eq!(lists.len(), 1, "{lists:#?}");
+    drop((peer, user));
+    cluster.nodes[0].restart().await;
+    let phila = &cluster.nodes[0];
+    for action in ["Replication.FetchBlob", "Records.List"] {
+        let logged: Vec<_> = of_action(phila, action)
+            .await
+            .into_iter()
+            .filter(|e| !e.outcome_code.is_empty())
+            .collect();
+        assert_eq!(logged.len(), 2, "{action}: {logged:#?}");
+        assert!(
+            logged[1]
+                .detail
+                .starts_with(&format!("{} more refused within 60 s", TIMES - 1)),
+            "{action}: {}",
+            logged[1].detail
+        );
+    }
     cluster.stop_all().await;
 }
