@@ -114,6 +114,19 @@ impl Office {
         Ok(office)
     }
 
+    /// Another handle on the same office for calls to its node (which it
+    /// neither runs nor stops): for a client that keeps calling while the
+    /// node is killed and started again.
+    pub fn caller(&self) -> Office {
+        Office {
+            office: self.office.clone(),
+            dir: self.dir.clone(),
+            addr: self.addr,
+            handle: None,
+            process: None,
+        }
+    }
+
     pub fn paths(&self) -> Paths {
         Paths::new(&self.dir)
     }
@@ -137,6 +150,25 @@ impl Office {
         self.addr = process.addr;
         self.process = Some(process);
         self.wait_until_serving(Duration::from_secs(60)).await
+    }
+
+    /// Runs the (stopped) node as a `casemesh serve` process of `bin` on
+    /// the address its configuration names (the port bound when it was
+    /// created), so that its peers find it where they pinned it after every
+    /// restart.
+    pub async fn serve_process_in_place(&mut self, bin: &Path) -> Result<()> {
+        self.stop().await?;
+        let process = ServeProcess::start_with(bin, &self.dir, None, None).await?;
+        self.process = Some(process);
+        self.wait_until_serving(Duration::from_secs(60)).await
+    }
+
+    /// Kills its `casemesh serve` process with SIGKILL, as a crash would.
+    pub fn kill(&mut self) -> Result<()> {
+        match self.process.take() {
+            Some(p) => p.kill(),
+            None => Ok(()),
+        }
     }
 
     /// The process id of a node run by [`Office::start_process`].
@@ -423,17 +455,30 @@ impl ServeProcess {
 
     /// [`ServeProcess::start`], the node's log (stderr) written to `log`.
     pub async fn start_logging(bin: &Path, dir: &Path, log: Option<&Path>) -> Result<Self> {
+        Self::start_with(bin, dir, Some("127.0.0.1:0"), log).await
+    }
+
+    /// Runs `bin serve --data dir`, on `listen` or (`None`) the address
+    /// the configuration names, and waits (bounded) for the line that
+    /// names the address it bound.
+    pub async fn start_with(
+        bin: &Path,
+        dir: &Path,
+        listen: Option<&str>,
+        log: Option<&Path>,
+    ) -> Result<Self> {
         let stderr = match log {
             Some(path) => Stdio::from(
                 std::fs::File::create(path).map_err(io(format!("creating {}", path.display())))?,
             ),
             None => Stdio::inherit(),
         };
-        let mut child = Command::new(bin)
-            .arg("serve")
-            .arg("--data")
-            .arg(dir)
-            .args(["--listen", "127.0.0.1:0"])
+        let mut command = Command::new(bin);
+        command.arg("serve").arg("--data").arg(dir);
+        if let Some(listen) = listen {
+            command.args(["--listen", listen]);
+        }
+        let mut child = command
             .env("RUST_LOG", if log.is_some() { "info" } else { "warn" })
             .stdout(Stdio::piped())
             .stderr(stderr)

@@ -155,6 +155,9 @@ impl PeerRuntime for Replicator {
 
     fn peer_removed(&self, office: &OfficeId) -> Option<JoinHandle<()>> {
         self.ctx.removed.send_modify(|n| *n += 1);
+        // Its live Pull is told to end, and its rations start afresh if
+        // it is pinned again.
+        self.ctx.guards.forget(office);
         let link = self.links().remove(office)?;
         let _ = link.stop.send(true);
         Some(link.task)

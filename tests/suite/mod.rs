@@ -13,6 +13,7 @@ mod cli_interrupt;
 mod cli_json;
 mod cli_users;
 mod cluster;
+mod crashes;
 mod disk_full;
 mod federation;
 mod hostile;
