@@ -20,6 +20,8 @@ mod hostile;
 mod layers;
 mod matrix;
 mod memory;
+mod netfault;
 mod peers;
 mod records;
+mod relay;
 pub mod scripted;
