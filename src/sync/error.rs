@@ -69,7 +69,7 @@ pub enum PullError {
     /// The peer answered the call, or ended the stream, with an error.
     #[error("{}", status_text(.0))]
     Refused(tonic::Status),
-    #[error("no message or heartbeat for three intervals")]
+    #[error("nothing heard for three heartbeat intervals")]
     Silent,
     /// A batch no honest origin sends: refused whole, before any of it
     /// is looked at.

@@ -10,6 +10,7 @@ mod error;
 pub mod feed;
 pub mod fetch;
 pub mod guard;
+mod heard;
 pub mod puller;
 pub mod witness;
 

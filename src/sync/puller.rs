@@ -13,6 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::backoff::Backoff;
 use super::error::{PullError, Rejection, source_chain};
+use super::heard::{Heard, Listening};
 use super::{HEARTBEAT, MAX_MESSAGE, SyncContext};
 use crate::domain::NodeAddr;
 use crate::domain::audit::{Actor, Draft, Outcome, Target};
@@ -74,7 +75,11 @@ async fn pull_once(
     backoff: &mut Backoff,
 ) -> Result<(), PullError> {
     let verifier = OfficeVerifier::from_ca_cert(peer.office.clone(), &peer.ca_der)?;
-    let mut client = connect(ctx, peer).await?;
+    let heard = Heard::now();
+    let mut client =
+        ReplicationClient::new(Listening::new(channel(ctx, peer).await?, heard.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
 
     let (up, up_rx) = mpsc::channel::<pb::PullUp>(64);
     let checkpoint = ctx.store.checkpoint(&peer.office)?;
@@ -105,7 +110,14 @@ async fn pull_once(
     // arrives, applying takes the batches in order. Checking the next batch
     // thus overlaps applying and committing this one.
     let (ready_tx, ready_rx) = mpsc::channel::<Received>(PIPELINE_DEPTH);
-    let receiving = receive(&mut down, verifier.clone(), ready_tx, status, backoff);
+    let receiving = receive(
+        &mut down,
+        &heard,
+        verifier.clone(),
+        ready_tx,
+        status,
+        backoff,
+    );
     let applying = apply_in_order(ctx, peer, &verifier, ready_rx, &up);
     tokio::pin!(receiving, applying);
     tokio::select! {
@@ -124,17 +136,21 @@ pub(super) async fn connect(
     ctx: &SyncContext,
     peer: &Peer,
 ) -> Result<ReplicationClient<tonic::transport::Channel>, PullError> {
+    Ok(ReplicationClient::new(channel(ctx, peer).await?)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE))
+}
+
+/// A channel to `peer` over mutual TLS, as [`connect`] uses.
+async fn channel(ctx: &SyncContext, peer: &Peer) -> Result<tonic::transport::Channel, PullError> {
     let roots = [rustls_pki_types::CertificateDer::from(peer.ca_der.clone())];
     let identity = PemIdentity::from_pem(&ctx.node_cert_pem, &ctx.node_key_pem)?;
     let tls = client_config(&roots, identity)?;
     let addr = NodeAddr::parse(&peer.endpoint)
         .map_err(|e| PullError::Unreachable(format!("{e}: {}", source_chain(&e))))?;
-    let channel = transport::connect(&addr, Arc::new(tls))
+    transport::connect(&addr, Arc::new(tls))
         .await
-        .map_err(|e| PullError::Unreachable(format!("{e}: {}", source_chain(&e))))?;
-    Ok(ReplicationClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE))
+        .map_err(|e| PullError::Unreachable(format!("{e}: {}", source_chain(&e))))
 }
 
 /// Batches whose checks may run ahead of the one being applied.
@@ -150,19 +166,34 @@ enum Received {
 }
 
 /// Reads the stream until it ends, starting verification of each batch.
+/// Gives up once nothing at all arrived for three heartbeat intervals: a
+/// message still arriving, however slowly, is not silence.
 async fn receive(
     down: &mut tonic::Streaming<pb::PullDown>,
+    heard: &Heard,
     verifier: OfficeVerifier,
     ready: mpsc::Sender<Received>,
     status: &Status,
     backoff: &mut Backoff,
 ) -> Result<(), PullError> {
+    let silence = HEARTBEAT * 3;
     loop {
-        let msg = match tokio::time::timeout(HEARTBEAT * 3, down.message()).await {
-            Err(_) => return Err(PullError::Silent),
-            Ok(Err(s)) => return Err(PullError::Refused(s)),
-            Ok(Ok(None)) => return Ok(()),
-            Ok(Ok(Some(m))) => m,
+        // Time spent handing a batch on is not the origin's silence.
+        let listening = std::time::Instant::now();
+        let msg = loop {
+            let quiet = heard.silent_for().min(listening.elapsed());
+            if quiet >= silence {
+                return Err(PullError::Silent);
+            }
+            // `message` keeps what arrived of a message when it times out.
+            if let Ok(msg) = tokio::time::timeout(silence - quiet, down.message()).await {
+                break msg;
+            }
+        };
+        let msg = match msg {
+            Err(s) => return Err(PullError::Refused(s)),
+            Ok(None) => return Ok(()),
+            Ok(Some(m)) => m,
         };
         update(status, |s| s.last_contact_ms = now_ms());
         backoff.reset();

@@ -654,6 +654,38 @@ async fn revocations_made_during_a_partition_are_purged_and_confirmed_once_it_he
     cluster.stop_all().await;
 }
 
+/// A link carrying 120 KiB a second takes over 8 s to carry one batch
+/// (1 MiB of versions), longer than the puller's silence timeout; bytes
+/// keep arriving all the while, so the peer must not give up on it.
+#[tokio::test]
+async fn a_link_too_slow_to_carry_a_batch_within_the_heartbeat_timeout_still_completes_a_backfill()
+{
+    let test = Instant::now();
+    let (mut cluster, relay) = linked().await;
+    let (phila, nyc) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let expected = write(phila, "case-1", 220, 5 * 1024).await;
+    relay.rate(120 * 1024);
+    phila
+        .kit()
+        .grant_collection(&nyc.office, "case-1")
+        .await
+        .unwrap();
+    converge(
+        nyc,
+        &expected,
+        "nyc-da to complete the backfill over the slow link",
+    )
+    .await;
+    let c = relay.counts();
+    eprintln!(
+        "netfault: 120 KiB/s; {} bytes down in {} connections; {:?}",
+        c.down_bytes,
+        c.connections,
+        test.elapsed()
+    );
+    cluster.stop_all().await;
+}
+
 /// How long a client's HTTP/2 keepalive takes at most to give up a
 /// connection whose pings go unanswered (10 s between pings, 5 s to wait).
 const KEEPALIVE: Duration = Duration::from_secs(15);
