@@ -157,8 +157,18 @@ impl Office {
     /// created), so that its peers find it where they pinned it after every
     /// restart.
     pub async fn serve_process_in_place(&mut self, bin: &Path) -> Result<()> {
+        self.serve_process_in_place_with(bin, &[]).await
+    }
+
+    /// [`Office::serve_process_in_place`], with `env` set for the process
+    /// (a fake clock, say).
+    pub async fn serve_process_in_place_with(
+        &mut self,
+        bin: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<()> {
         self.stop().await?;
-        let process = ServeProcess::start_with(bin, &self.dir, None, None).await?;
+        let process = ServeProcess::start_with(bin, &self.dir, None, None, env).await?;
         self.process = Some(process);
         self.wait_until_serving(Duration::from_secs(60)).await
     }
@@ -455,17 +465,18 @@ impl ServeProcess {
 
     /// [`ServeProcess::start`], the node's log (stderr) written to `log`.
     pub async fn start_logging(bin: &Path, dir: &Path, log: Option<&Path>) -> Result<Self> {
-        Self::start_with(bin, dir, Some("127.0.0.1:0"), log).await
+        Self::start_with(bin, dir, Some("127.0.0.1:0"), log, &[]).await
     }
 
     /// Runs `bin serve --data dir`, on `listen` or (`None`) the address
-    /// the configuration names, and waits (bounded) for the line that
-    /// names the address it bound.
+    /// the configuration names, with `env` set, and waits (bounded) for the
+    /// line that names the address it bound.
     pub async fn start_with(
         bin: &Path,
         dir: &Path,
         listen: Option<&str>,
         log: Option<&Path>,
+        env: &[(&str, &str)],
     ) -> Result<Self> {
         let stderr = match log {
             Some(path) => Stdio::from(
@@ -478,6 +489,7 @@ impl ServeProcess {
         if let Some(listen) = listen {
             command.args(["--listen", listen]);
         }
+        command.envs(env.iter().copied());
         let mut child = command
             .env("RUST_LOG", if log.is_some() { "info" } else { "warn" })
             .stdout(Stdio::piped())

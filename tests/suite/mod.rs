@@ -12,6 +12,7 @@ mod cli_init;
 mod cli_interrupt;
 mod cli_json;
 mod cli_users;
+mod clock_skew;
 mod cluster;
 mod crashes;
 mod disk_full;
