@@ -8,7 +8,7 @@ use std::time::Duration;
 use casemesh::cluster::Office;
 use casemesh::protocol::pb;
 
-use super::cluster::eventually;
+use super::cluster::{audit_intact, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_casemesh");
 const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
@@ -177,15 +177,7 @@ async fn peers_hours_ahead_and_behind_replicate_expire_purge_and_verify() {
 
     // Every log verifies; each peer's witnessed heads of the origin agree.
     for office in [&*phila, &*nyc, &*mpls] {
-        let verified = office
-            .admin()
-            .await
-            .unwrap()
-            .verify_audit(pb::VerifyAuditRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(verified.intact, "{}: {verified:?}", office.office);
+        audit_intact(office).await;
     }
     for peer in [&*nyc, &*mpls] {
         let witnessed = peer

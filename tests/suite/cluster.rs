@@ -241,6 +241,57 @@ pub async fn of_action(node: &TestNode, action: &str) -> Vec<pb::AuditEntry> {
         .entries
 }
 
+/// Every entry of `action` in `office`'s log, all pages, oldest first.
+pub async fn all_of_action(office: &Office, action: &str) -> Vec<pb::AuditEntry> {
+    let mut admin = office.admin().await.expect("admin connects");
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = admin
+            .query_audit(pb::QueryAuditRequest {
+                action: action.into(),
+                page_size: 1000,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        out.extend(page.entries);
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// Every (record, version) named by `action` entries of `office`'s log, in
+/// order, repeats included.
+pub async fn audited(office: &Office, action: &str) -> Vec<(String, u64)> {
+    all_of_action(office, action)
+        .await
+        .into_iter()
+        .flat_map(|e| e.records.into_iter().map(|r| (r.record_id, r.version)))
+        .collect()
+}
+
+/// Fails the test unless `office`'s whole audit log verifies.
+pub async fn audit_intact(office: &Office) {
+    let verified = office
+        .admin()
+        .await
+        .expect("admin connects")
+        .verify_audit(pb::VerifyAuditRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        verified.intact,
+        "{}'s audit log: entry {}: {}",
+        office.office, verified.fault_seq, verified.fault
+    );
+}
+
 /// Every record a node lists (all origins), as id → (version, collection).
 pub async fn holdings(node: &TestNode) -> std::collections::BTreeMap<String, (u64, String)> {
     node.inner.holdings().await.expect("list")

@@ -13,7 +13,7 @@ use casemesh::cluster::Office;
 use casemesh::protocol::pb;
 use tokio::sync::watch;
 
-use super::cluster::eventually;
+use super::cluster::{audit_intact, audited, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_casemesh");
 /// Kills in each of the three rounds.
@@ -165,48 +165,6 @@ async fn crash_and_restart(office: &mut Office) {
         .unwrap_or_else(|e| panic!("{} restarts after SIGKILL: {e}", office.office));
 }
 
-async fn replica_applied_twice(nyc: &Office) -> Vec<(String, u64)> {
-    let mut admin = nyc.admin().await.unwrap();
-    let mut seen = BTreeSet::new();
-    let mut twice = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = admin
-            .query_audit(pb::QueryAuditRequest {
-                action: "replica.applied".into(),
-                page_size: 1000,
-                page_token: token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        for e in page.entries {
-            for r in e.records {
-                if !seen.insert((r.record_id.clone(), r.version)) {
-                    twice.push((r.record_id, r.version));
-                }
-            }
-        }
-        if page.next_page_token.is_empty() {
-            return twice;
-        }
-        token = page.next_page_token;
-    }
-}
-
-async fn audit_intact(office: &Office) {
-    let verified = office
-        .admin()
-        .await
-        .unwrap()
-        .verify_audit(pb::VerifyAuditRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(verified.intact, "{}: {verified:?}", office.office);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_killed_60_times_while_replicating_lose_and_repeat_nothing() {
     let root = tempfile::tempdir().unwrap();
@@ -332,7 +290,12 @@ async fn nodes_killed_60_times_while_replicating_lose_and_repeat_nothing() {
         .filter(|(_, (_, c))| c != "case-1")
         .collect();
     assert!(extra.is_empty(), "ungranted records arrived: {extra:?}");
-    let twice = replica_applied_twice(&nyc).await;
+    let mut seen = BTreeSet::new();
+    let twice: Vec<_> = audited(&nyc, "replica.applied")
+        .await
+        .into_iter()
+        .filter(|v| !seen.insert(v.clone()))
+        .collect();
     assert!(twice.is_empty(), "versions applied twice: {twice:?}");
     audit_intact(&phila).await;
     audit_intact(&nyc).await;

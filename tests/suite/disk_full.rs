@@ -13,7 +13,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use super::blobkit::upload;
-use super::cluster::{TestCluster, TestNode, eventually};
+use super::cluster::{TestCluster, TestNode, audit_intact, eventually};
 
 const MIB: u64 = 1 << 20;
 
@@ -117,17 +117,6 @@ async fn status(node: &TestNode) -> pb::StatusResponse {
         .into_inner()
 }
 
-async fn audit_intact(node: &TestNode) {
-    let verified = node
-        .admin()
-        .await
-        .verify_audit(pb::VerifyAuditRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(verified.intact, "{verified:?}");
-}
-
 /// Below the reserve, writes are refused with RESOURCE_EXHAUSTED and a
 /// message; reads go on; status and health say why; once space is freed,
 /// writes are accepted again.
@@ -216,7 +205,7 @@ async fn writes_are_refused_below_the_reserve_and_accepted_once_space_is_freed()
     let ids: Vec<_> = listed.records.iter().map(|r| r.id.clone()).collect();
     assert_eq!(ids.len(), 2, "{ids:?}");
     assert!(ids.contains(&before) && ids.contains(&after));
-    audit_intact(node).await;
+    audit_intact(node.kit()).await;
     cluster.stop_all().await;
 }
 
@@ -278,7 +267,7 @@ async fn a_store_that_fails_on_a_full_disk_loses_nothing_acknowledged_after_a_re
         .filter(|id| !held.contains_key(*id))
         .collect();
     assert!(lost.is_empty(), "{} acknowledged records lost", lost.len());
-    audit_intact(node).await;
+    audit_intact(node.kit()).await;
     put(node, "after the restart").await.unwrap();
     assert!(status(node).await.writes_refused.is_empty());
     cluster.stop_all().await;

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tonic::{Code, Status, Streaming};
 
 use super::blobkit::{MIB, upload};
-use super::cluster::{TestCluster, TestNode, eventually, holdings, of_action};
+use super::cluster::{TestCluster, TestNode, all_of_action, eventually, holdings, of_action};
 use super::scripted::{Say, ScriptedOrigin};
 
 /// A `Pull` stream opened by hand as a pinned peer's node.
@@ -1175,31 +1175,6 @@ async fn one_address_cannot_hold_every_handshake_or_fill_the_log() {
     cluster.stop_all().await;
 }
 
-/// Every entry of `action` in `node`'s log, all pages.
-async fn count_action(node: &TestNode, action: &str) -> usize {
-    let mut n = 0;
-    let mut token = String::new();
-    loop {
-        let page = node
-            .admin()
-            .await
-            .query_audit(pb::QueryAuditRequest {
-                action: action.into(),
-                page_size: 1000,
-                page_token: token.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        n += page.entries.len();
-        if page.next_page_token.is_empty() {
-            return n;
-        }
-        token = page.next_page_token;
-    }
-}
-
 /// Waits until `node` has applied `peer`'s feed up to `seq`.
 async fn checkpoint_reaches(node: &TestNode, peer: &str, seq: u64) {
     eventually(
@@ -1268,7 +1243,7 @@ async fn an_origin_confirming_each_acknowledgement_still_meets_the_cap() {
     let server = impersonate_saying(&mut cluster, 0, said).await;
     let nyc = &cluster.nodes[1];
     checkpoint_reaches(nyc, "phila-da", batches * 64).await;
-    let signed = count_action(nyc, "purge.acknowledged").await;
+    let signed = all_of_action(nyc.kit(), "purge.acknowledged").await.len();
     assert_eq!(signed, 4096, "{} closings sent", batches * 64);
     server.abort();
     cluster.stop_all().await;

@@ -12,7 +12,7 @@ use casemesh::protocol::pb;
 use casemesh::sync::HEARTBEAT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::cluster::{TestCluster, TestNode, eventually, holdings};
+use super::cluster::{TestCluster, TestNode, audit_intact, audited, eventually, holdings};
 use super::relay::{Cut, Dir, Relay, Strike, Then};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -133,53 +133,11 @@ async fn versions(node: &TestNode) -> u64 {
         .versions
 }
 
-/// Every (record, version) named by `action` entries of `node`'s log, in
-/// order, repeats included.
-async fn audited(node: &TestNode, action: &str) -> Vec<(String, u64)> {
-    let mut admin = node.admin().await;
-    let mut out = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = admin
-            .query_audit(pb::QueryAuditRequest {
-                action: action.into(),
-                page_size: 1000,
-                page_token: token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        for e in page.entries {
-            out.extend(e.records.into_iter().map(|r| (r.record_id, r.version)));
-        }
-        if page.next_page_token.is_empty() {
-            return out;
-        }
-        token = page.next_page_token;
-    }
-}
-
 /// Every version of every record in `held`, from 1 to its latest.
 fn all_versions(held: &Holdings) -> BTreeSet<(String, u64)> {
     held.iter()
         .flat_map(|(id, (v, _))| (1..=*v).map(move |k| (id.clone(), k)))
         .collect()
-}
-
-async fn audit_intact(node: &TestNode) {
-    let v = node
-        .admin()
-        .await
-        .verify_audit(pb::VerifyAuditRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        v.intact,
-        "{}'s audit log: entry {}: {}",
-        node.office, v.fault_seq, v.fault
-    );
 }
 
 /// Writes `what` on `s` and reads as many bytes back, within 5 s.
@@ -340,11 +298,11 @@ async fn a_backfill_cut_mid_batch_again_and_again_applies_every_version_once() {
     )
     .await;
 
-    let applied = audited(nyc, "replica.applied").await;
+    let applied = audited(nyc.kit(), "replica.applied").await;
     let once: BTreeSet<_> = applied.iter().cloned().collect();
     assert_eq!(once.len(), applied.len(), "a version was applied twice");
     assert_eq!(once, all_versions(&expected));
-    let served = audited(phila, "feed.versions_served").await;
+    let served = audited(phila.kit(), "feed.versions_served").await;
     assert!(served.iter().cloned().collect::<BTreeSet<_>>() == once);
     let resent = served.len() - once.len();
     assert!(resent > 0, "no version was in flight at any cut");
@@ -634,14 +592,14 @@ async fn revocations_made_during_a_partition_are_purged_and_confirmed_once_it_he
             None => assert_eq!(g.id, g2, "{g:?}"),
         }
     }
-    let purged: BTreeSet<String> = audited(nyc, "replica.purged")
+    let purged: BTreeSet<String> = audited(nyc.kit(), "replica.purged")
         .await
         .into_iter()
         .map(|(id, _)| id)
         .collect();
     assert_eq!(purged, before.keys().cloned().collect());
-    audit_intact(phila).await;
-    audit_intact(nyc).await;
+    audit_intact(phila.kit()).await;
+    audit_intact(nyc.kit()).await;
     let c = relay.counts();
     assert!(c.refused > 0, "nyc-da never dialed during the partition");
     eprintln!(
