@@ -396,11 +396,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Whether version `version` of record `id` lists `hash`.
-    pub fn blob_listed_by(&self, hash: &BlobHash, id: &RecordId, version: u64) -> Result<bool> {
-        self.trees.refs.contains((hash, id, version))
-    }
-
     /// Whether this node holds the bytes of `hash`, or how many of them.
     pub fn blob_state(&self, hash: &BlobHash) -> Result<BlobState> {
         if self.trees.blobs.contains(hash)? {

@@ -169,20 +169,21 @@ async fn a_peer_cannot_tell_an_unshared_blob_from_a_made_up_one() {
     let unknown = fetch(&made_up).await.unwrap_err();
     assert_eq!(unshared.code(), Code::NotFound);
     assert_eq!(unknown.code(), Code::NotFound);
-    // A new version without the file: no longer served, even though the
-    // record is still shared and its history lists the file.
-    c.nodes[0]
-        .records()
-        .await
-        .put(pb::PutRequest {
-            id: shared_id.clone(),
-            collection: "shared".into(),
-            kind: "video".into(),
-            title: "file removed".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    // A new version without the file: still served, since the record is
+    // still shared and its history, which travels with it, lists the file.
+    let mut records = c.nodes[0].records().await;
+    let next = |collection: &str, expected: u64| pb::PutRequest {
+        id: shared_id.clone(),
+        expected_version: Some(expected),
+        collection: collection.into(),
+        kind: "video".into(),
+        title: "file removed".into(),
+        ..Default::default()
+    };
+    records.put(next("shared", 1)).await.unwrap();
+    assert_eq!(fetch(&shared.hash).await.unwrap(), MIB);
+    // Moved out of the shared case: no longer served.
+    records.put(next("internal", 2)).await.unwrap();
     assert_eq!(
         fetch(&shared.hash).await.unwrap_err().code(),
         Code::NotFound
@@ -357,4 +358,74 @@ async fn a_peers_file_over_the_limit_is_not_fetched_again_and_again() {
         served_offsets(&c.nodes[0], &info.hash).await.is_empty(),
         "the origin was never asked for it"
     );
+}
+
+/// A granted record travels with its whole history: when a new version
+/// drops a file, the peer keeps (and fetches) the files of every version it
+/// holds, and does not ask again and again for one it cannot get.
+#[tokio::test]
+async fn a_file_dropped_in_a_new_version_stays_with_the_peer_and_is_not_asked_for_again() {
+    let mut c = two_offices().await;
+    c.grant_collection(0, 1, "shared").await;
+    let first = upload(&c.nodes[0], "first", MIB).await.unwrap();
+    let second = upload(&c.nodes[0], "second", MIB).await.unwrap();
+    let mut records = c.nodes[0].records().await;
+    let id = records
+        .put(pb::PutRequest {
+            collection: "shared".into(),
+            kind: "video".into(),
+            title: "v1".into(),
+            attachments: vec![attachment(&first, "a.mp4")],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    records
+        .put(pb::PutRequest {
+            id: id.clone(),
+            expected_version: Some(1),
+            collection: "shared".into(),
+            kind: "video".into(),
+            title: "v2, another file".into(),
+            attachments: vec![attachment(&second, "b.mp4")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (origin, peer) = (&c.nodes[0], &c.nodes[1]);
+    eventually(
+        Duration::from_secs(30),
+        "the peer to hold the files of both versions",
+        || async {
+            let mut held = 0;
+            for info in [&first, &second] {
+                let got = peer
+                    .records()
+                    .await
+                    .get_blob(pb::GetBlobRequest {
+                        hash: info.hash.clone(),
+                        offset: 0,
+                        length: 1,
+                    })
+                    .await;
+                if got.is_ok() {
+                    held += 1;
+                }
+            }
+            (held == 2).then_some(())
+        },
+    )
+    .await;
+    let refused: Vec<_> = super::cluster::of_action(origin, "Replication.FetchBlob")
+        .await
+        .into_iter()
+        .filter(|e| !e.outcome_code.is_empty())
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "the peer asked for what it may not have: {refused:#?}"
+    );
+    c.stop_all().await;
 }
