@@ -41,6 +41,11 @@ pub enum FetchError {
     TooLarge { size: u64, limit: u64 },
     #[error("office {0} is not a pinned peer")]
     OriginNotPinned(crate::domain::OfficeId),
+    /// The origin says it does not share the file (any more): asking again
+    /// cannot help until something comes from that origin (a new version,
+    /// a grant, a revocation), or the node restarts.
+    #[error("the origin does not share this file with this office: {0}")]
+    NotShared(String),
     /// The origin, the network or the bytes: tried again with backoff.
     #[error("{0}")]
     Transfer(String),
@@ -51,7 +56,7 @@ pub enum FetchError {
 impl FetchError {
     /// Whether trying again (after backoff) may succeed.
     pub fn is_transient(&self) -> bool {
-        !matches!(self, FetchError::TooLarge { .. })
+        !matches!(self, FetchError::TooLarge { .. } | FetchError::NotShared(_))
     }
 }
 

@@ -20,7 +20,7 @@ use super::SyncContext;
 use super::backoff::Backoff;
 use super::error::status_text;
 use super::puller::connect;
-use crate::domain::{BlobHash, now_ms};
+use crate::domain::{BlobHash, OfficeId, now_ms};
 use crate::protocol::pb;
 use crate::store::blobs::{FLUSH_EVERY_BYTES, Fetch, PIECE};
 
@@ -50,8 +50,10 @@ struct Attempt {
     backoff: Backoff,
     retry_at: Instant,
     /// Failed for good (`FetchError::is_transient` said no): not tried
-    /// again while the node runs.
+    /// again while the node runs, or (`until_news`) until something new
+    /// comes from the file's origin.
     gave_up: bool,
+    until_news: Option<OfficeId>,
 }
 
 impl Default for Attempt {
@@ -63,6 +65,7 @@ impl Default for Attempt {
             backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(60)),
             retry_at: Instant::now(),
             gave_up: false,
+            until_news: None,
         }
     }
 }
@@ -76,6 +79,20 @@ pub struct Transfers {
 impl Transfers {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<BlobHash, Attempt>> {
         self.attempts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Something new came from `origin` (or, `None`, from someone: news
+    /// was missed): the files it would not share may be tried again.
+    fn news_from(&self, origin: Option<&OfficeId>) {
+        for a in self.lock().values_mut() {
+            if a.until_news
+                .as_ref()
+                .is_some_and(|o| origin.is_none_or(|n| n == o))
+            {
+                a.gave_up = false;
+                a.until_news = None;
+            }
+        }
     }
 
     /// Every fetch still queued in the node's store, with what is known of
@@ -135,6 +152,7 @@ pub async fn run_fetcher(
         next_free: Mutex::new(Instant::now()),
     });
     let mut running: JoinSet<()> = JoinSet::new();
+    let mut news = ctx.applied.subscribe();
     loop {
         match ctx.store.fetches() {
             Ok(fetches) => {
@@ -168,6 +186,11 @@ pub async fn run_fetcher(
         }
         tokio::select! {
             _ = ctx.store.blob_wake.fetch.notified() => {}
+            heard = news.recv() => match heard {
+                Ok(applied) => transfers.news_from(Some(&applied.origin)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => transfers.news_from(None),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+            },
             Some(_) = running.join_next() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = shutdown.changed() => {
@@ -206,9 +229,12 @@ async fn attempt(
             a.retry_at = Instant::now() + a.backoff.next_delay();
         }
         Err(e) => {
-            tracing::error!(%hash, origin = %fetch.origin, error = %e, "fetching a file failed; not trying again");
+            tracing::error!(%hash, origin = %fetch.origin, error = %e, "fetching a file failed; not trying again until something changes");
             a.last_error = e.to_string();
             a.gave_up = true;
+            if matches!(e, FetchError::NotShared(_)) {
+                a.until_news = Some(fetch.origin.clone());
+            }
         }
     }
     drop(attempts);
@@ -248,7 +274,10 @@ async fn transfer(
                 offset: received,
             })
             .await
-            .map_err(|s| Transfer(status_text(&s)))?
+            .map_err(|s| match s.code() {
+                tonic::Code::NotFound => FetchError::NotShared(status_text(&s)),
+                _ => Transfer(status_text(&s)),
+            })?
             .into_inner();
         tracing::info!(%hash, origin = %fetch.origin, from = received, size = fetch.size, "fetching a file");
         let mut buf: Vec<u8> = Vec::with_capacity(PIECE);

@@ -218,6 +218,31 @@ pub async fn impersonate_saying(
     i: usize,
     said: Vec<pb::PullDown>,
 ) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
+    impersonate_counting(cluster, i, said, Arc::default()).await
+}
+
+/// [`impersonate_saying`], counting the `FetchBlob` calls it answers
+/// (`NOT_FOUND`, every one) into `fetches`.
+pub async fn impersonate_counting(
+    cluster: &mut TestCluster,
+    i: usize,
+    said: Vec<pb::PullDown>,
+    fetches: Arc<std::sync::atomic::AtomicUsize>,
+) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
+    let (_, open) = tokio::sync::watch::channel(true);
+    impersonate_in_two_parts(cluster, i, said, open, Vec::new(), fetches).await
+}
+
+/// [`impersonate_counting`], saying `first`, then `then` once `gate` turns
+/// true (then heartbeats).
+pub async fn impersonate_in_two_parts(
+    cluster: &mut TestCluster,
+    i: usize,
+    first: Vec<pb::PullDown>,
+    gate: tokio::sync::watch::Receiver<bool>,
+    then: Vec<pb::PullDown>,
+    fetches: Arc<std::sync::atomic::AtomicUsize>,
+) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
     cluster.nodes[i].stop().await;
     let me = &cluster.nodes[i];
     let (node_cert, node_key) = me.node_identity();
@@ -259,9 +284,17 @@ pub async fn impersonate_saying(
         },
     );
     ScriptedOrigin::new(move |say: Say| {
-        let said = said.clone();
+        let (first, then, mut gate) = (first.clone(), then.clone(), gate.clone());
         async move {
-            for msg in said {
+            for msg in first {
+                if say.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+            }
+            if gate.wait_for(|open| *open).await.is_err() {
+                return;
+            }
+            for msg in then {
                 if say.send(Ok(msg)).await.is_err() {
                     return;
                 }
@@ -280,6 +313,7 @@ pub async fn impersonate_saying(
             }
         }
     })
+    .counting_fetches(fetches)
     .serve(incoming)
 }
 
@@ -1450,5 +1484,68 @@ async fn refused_calls_repeated_by_one_caller_are_counted() {
             logged[1].detail
         );
     }
+    cluster.stop_all().await;
+}
+
+/// Issue 18: a fetch the origin refuses as not shared was asked for again
+/// about once a minute, for ever, each time a new connection and an entry
+/// in the origin's log. It is now given up, shown in `status`, and tried
+/// again only when something new comes from that origin.
+#[tokio::test]
+async fn a_file_the_origin_will_not_share_is_asked_for_again_only_after_news_from_it() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da"]).await;
+    cluster.pin_all().await;
+    let ca = office_ca(&cluster.nodes[0]);
+    let phila = cluster.nodes[0].office.clone();
+    let mut listing = version(&phila, "lists a file it will not serve");
+    listing.attachments = vec![casemesh::domain::Attachment {
+        hash: casemesh::domain::BlobHash([5; 32]),
+        size: 1000,
+        file_name: "withheld.mp4".into(),
+        media_type: "video/mp4".into(),
+    }];
+    let batch = |seq: u64, entry: pb::FeedEntry| pb::PullDown {
+        kind: Some(pb::pull_down::Kind::Batch(pb::Batch {
+            entries: vec![entry],
+            last_seq: seq,
+            audit_head: None,
+        })),
+    };
+    let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (news, gate) = tokio::sync::watch::channel(false);
+    let first = vec![batch(1, signed_entry(1, &ca, listing))];
+    let then = vec![batch(2, signed_entry(2, &ca, version(&phila, "news")))];
+    let server =
+        impersonate_in_two_parts(&mut cluster, 0, first, gate, then, fetches.clone()).await;
+    let nyc = &cluster.nodes[1];
+    let given_up = eventually(
+        Duration::from_secs(30),
+        "the fetch to be given up",
+        || async {
+            let status = nyc
+                .admin()
+                .await
+                .status(pb::StatusRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            status.transfers.into_iter().find(|t| t.gave_up)
+        },
+    )
+    .await;
+    assert!(
+        given_up.last_error.contains("does not share this file"),
+        "{given_up:?}"
+    );
+    assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // News from the origin: the file is asked for once more.
+    news.send(true).unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the fetch to be tried again",
+        || async { (fetches.load(std::sync::atomic::Ordering::SeqCst) >= 2).then_some(()) },
+    )
+    .await;
+    server.abort();
     cluster.stop_all().await;
 }

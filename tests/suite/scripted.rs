@@ -5,6 +5,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use casemesh::protocol::pb::{self, replication_server};
 use casemesh::protocol::transport::TlsConn;
@@ -22,6 +24,8 @@ pub type Say = mpsc::Sender<Result<pb::PullDown, Status>>;
 /// own, and the stream ends when it returns.
 pub struct ScriptedOrigin<F> {
     script: F,
+    /// `FetchBlob` calls so far (each answered `NOT_FOUND`).
+    fetches: Arc<AtomicUsize>,
 }
 
 impl<F, Fut> ScriptedOrigin<F>
@@ -30,7 +34,16 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     pub fn new(script: F) -> Self {
-        Self { script }
+        Self {
+            script,
+            fetches: Arc::default(),
+        }
+    }
+
+    /// Counts `FetchBlob` calls into `fetches`.
+    pub fn counting_fetches(mut self, fetches: Arc<AtomicUsize>) -> Self {
+        self.fetches = fetches;
+        self
     }
 
     /// Serves the replication service on `incoming` (mutual TLS
@@ -61,7 +74,8 @@ where
         &self,
         _req: Request<pb::FetchBlobRequest>,
     ) -> Result<Response<Self::FetchBlobStream>, Status> {
-        Err(Status::unimplemented("this origin only serves its script"))
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        Err(Status::not_found("this origin shares no file"))
     }
 
     async fn prove_audit(
