@@ -41,6 +41,7 @@ where
     }
 
     /// Counts `FetchBlob` calls into `fetches`.
+    #[allow(dead_code)] // the tests use it; the bench, which shares this file, does not
     pub fn counting_fetches(mut self, fetches: Arc<AtomicUsize>) -> Self {
         self.fetches = fetches;
         self
