@@ -252,10 +252,12 @@ impl Background {
         drop(self.runtime);
         drop(self.replicator);
         // In-flight calls have finished; make everything durable.
+        // Every write was acknowledged only once on disk: a store that had
+        // failed loses nothing acknowledged by stopping. A final flush that
+        // fails for the first time is reported.
+        let failed_before = self.store.has_failed();
         let flushed = match self.store.flush_now() {
-            // Every write was acknowledged only once on disk: a store that
-            // failed loses nothing acknowledged by stopping.
-            Err(e @ crate::store::StoreError::Failed(_)) => {
+            Err(e) if failed_before => {
                 tracing::error!(error = %e, "the store had failed; stopping without a final flush");
                 Ok(())
             }

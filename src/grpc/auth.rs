@@ -150,9 +150,13 @@ fn counted(path: &str, outcome: &Outcome) -> bool {
     !outcome.is_ok() || path == "/casemesh.v1.Replication/Pull"
 }
 
-/// The source a caller's counted calls are counted under: its certificate,
-/// or its address when it has none.
+/// The source a caller's counted calls are counted under: a peer's office
+/// (an office can issue its node new certificates at will), a user's
+/// certificate, or the address of a caller without one.
 fn source_of(who: &Actor) -> String {
+    if who.kind == "peer" {
+        return format!("office {}", who.office);
+    }
     if who.fingerprint.is_empty() {
         // By address, not port: the port changes with every connection.
         who.remote

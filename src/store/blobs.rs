@@ -199,10 +199,14 @@ impl Upload<'_> {
         if self.next_index % SPACE_CHECK_CHUNKS == 0 {
             self.store.check_space()?;
         }
-        self.store.trees.chunks.insert(
-            (self.storage, self.next_index),
-            &Raw(IVec::from(self.buf.as_slice())),
-        )?;
+        self.store
+            .trees
+            .chunks
+            .insert(
+                (self.storage, self.next_index),
+                &Raw(IVec::from(self.buf.as_slice())),
+            )
+            .map_err(|e| self.store.space.note(e))?;
         self.next_index += 1;
         self.buf.clear();
         Ok(())
@@ -469,6 +473,7 @@ impl Store {
             t.fetches.insert(hash, &f)?;
             Ok(Some(f.received))
         }))
+        .map_err(|e| self.space.note(e))
     }
 
     /// Hashes the received bytes of a complete fetch. When they match,

@@ -69,11 +69,11 @@ impl GroupCommit {
         let (reply, answer) = oneshot::channel();
         self.requests
             .as_ref()
-            .ok_or_else(|| StoreError::Flush("the store is closing".into()))?
+            .ok_or_else(|| StoreError::CommitThread("the store is closing".into()))?
             .send(Request { write, reply })
-            .map_err(|_| StoreError::Flush("the commit thread has stopped".into()))?;
+            .map_err(|_| StoreError::CommitThread("the commit thread has stopped".into()))?;
         answer.await.map_err(|_| {
-            StoreError::Flush(
+            StoreError::CommitThread(
                 "the commit thread failed on this request; its write may or may not be applied"
                     .into(),
             )

@@ -54,6 +54,10 @@ pub enum StoreError {
     UserExists(String),
     #[error("flushing to disk failed: {0}")]
     Flush(String),
+    /// The commit thread is gone or failed on a request: this node's own
+    /// fault, not the disk's.
+    #[error("{0}")]
+    CommitThread(String),
     #[error("this data directory belongs to office {found}, not {expected}")]
     WrongOffice { expected: String, found: String },
     #[error(
@@ -211,6 +215,11 @@ impl Store {
     /// Watches how far each feed is on disk.
     pub fn watermark(&self) -> tokio::sync::watch::Receiver<FeedEnds> {
         self.watermark.subscribe()
+    }
+
+    /// Whether the store has failed (it refuses writes until reopened).
+    pub fn has_failed(&self) -> bool {
+        self.space.check_not_failed().is_err()
     }
 
     /// Free space and whether writes are accepted.

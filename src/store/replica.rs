@@ -314,7 +314,8 @@ impl Store {
             drafts.extend_from_slice(rejected);
             super::audit::append_tx(&t.audit_entries, &t.audit_head, &self.office, &drafts)?;
             Ok(out)
-        }))?;
+        }))
+        .map_err(|e| self.space.note(e))?;
         drop(gate);
         self.audit_appended();
         if outcome.fetches_queued > 0 {

@@ -27,13 +27,16 @@ use crate::protocol::pb::{
 };
 use crate::protocol::transport;
 use crate::service::LinkStatus;
-use crate::store::ApplyItem;
+use crate::store::{ApplyItem, StoreError};
 
 type Status = Arc<Mutex<LinkStatus>>;
 
 fn update(status: &Status, f: impl FnOnce(&mut LinkStatus)) {
     f(&mut status.lock().unwrap_or_else(|p| p.into_inner()));
 }
+
+/// How often a puller stopped by a full disk looks for room again.
+const SPACE_POLL: Duration = Duration::from_secs(5);
 
 /// Runs until `stop` is set or the node shuts down.
 pub async fn run(
@@ -50,6 +53,15 @@ pub async fn run(
             _ = stop.changed() => return,
             _ = shutdown.changed() => return,
         };
+        // The disk below its reserve, or the store failed: nothing more
+        // can be applied, and dialing again would only have the origin
+        // serve (and log) the same batch again. Wait for room first.
+        let stalled = matches!(
+            &outcome,
+            Err(PullError::Store(
+                StoreError::DiskFull { .. } | StoreError::Failed(_)
+            ))
+        );
         let err = match outcome {
             Ok(()) => "stream ended".to_owned(),
             Err(e) => e.to_string(),
@@ -59,6 +71,18 @@ pub async fn run(
             s.connected = false;
             s.last_error = err;
         });
+        if stalled {
+            let room = async {
+                while ctx.store.check_space().is_err() {
+                    tokio::time::sleep(SPACE_POLL).await;
+                }
+            };
+            tokio::select! {
+                _ = room => {}
+                _ = stop.changed() => return,
+                _ = shutdown.changed() => return,
+            }
+        }
         let delay = backoff.next_delay();
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
@@ -248,7 +272,7 @@ async fn apply_in_order(
                     .await
                     .map_err(|_| PullError::Stopped("the verification task"))?;
                 witness(ctx, peer, verifier, batch.audit_head.take()).await;
-                for ack in apply(ctx, peer, batch, verified).await? {
+                for ack in apply(ctx, peer, batch, verified, up).await? {
                     let _ = up
                         .send(send(pull_up::Kind::PurgeAck(purge_ack_to_pb(&ack))))
                         .await;
@@ -314,13 +338,32 @@ async fn apply(
     peer: &Peer,
     batch: pb::Batch,
     verified: Vec<Result<SignedVersion, Rejection>>,
+    up: &mpsc::Sender<pb::PullUp>,
 ) -> Result<Vec<PurgeAck>, PullError> {
     let now = now_ms();
     let last_seq = batch.last_seq;
     let sorted = sort_entries(ctx, peer, batch.entries, verified, now)?;
-    let outcome = ctx
-        .store
-        .apply_batch(&peer.office, &sorted.items, last_seq, now, &[])?;
+    let mut kept_applied = false;
+    let outcome = loop {
+        match ctx
+            .store
+            .apply_batch(&peer.office, &sorted.items, last_seq, now, &[])
+        {
+            // Below the disk reserve. Revocations (which shrink the store)
+            // and purge acknowledgements go on at once, without moving the
+            // checkpoint (both may be applied again), and the
+            // acknowledgements go up; the versions wait for room, the
+            // stream held (the origin ends it if it waits too long).
+            Err(StoreError::DiskFull { .. }) => {
+                if !kept_applied {
+                    kept_applied = true;
+                    apply_all_but_versions(ctx, peer, &sorted, now, up).await?;
+                }
+                tokio::time::sleep(SPACE_POLL).await;
+            }
+            other => break other?,
+        }
+    };
     ctx.store.commit().await?;
     // Counted per peer: junk sent as fast as a peer can send it must not
     // grow the log at that rate.
@@ -348,6 +391,35 @@ async fn apply(
         "batch applied"
     );
     Ok(sorted.acks)
+}
+
+/// Applies a batch's revocations and purge acknowledgements without its
+/// versions or its checkpoint, and sends the acknowledgements up.
+async fn apply_all_but_versions(
+    ctx: &SyncContext,
+    peer: &Peer,
+    sorted: &Sorted,
+    now: u64,
+    up: &mpsc::Sender<pb::PullUp>,
+) -> Result<(), PullError> {
+    let kept: Vec<ApplyItem> = sorted
+        .items
+        .iter()
+        .filter(|i| !matches!(i, ApplyItem::Version(_)))
+        .cloned()
+        .collect();
+    if kept.is_empty() {
+        return Ok(());
+    }
+    let at = ctx.store.checkpoint(&peer.office)?;
+    ctx.store.apply_batch(&peer.office, &kept, at, now, &[])?;
+    ctx.store.commit().await?;
+    tracing::warn!(peer = %peer.office, "below the disk reserve: applied revocations, versions wait for room");
+    for ack in &sorted.acks {
+        let kind = pull_up::Kind::PurgeAck(purge_ack_to_pb(ack));
+        let _ = up.send(pb::PullUp { kind: Some(kind) }).await;
+    }
+    Ok(())
 }
 
 /// Most purge acknowledgements signed for one batch: a real grant closes

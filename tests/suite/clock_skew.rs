@@ -92,7 +92,7 @@ async fn peers_hours_ahead_and_behind_replicate_expire_purge_and_verify() {
         .grant_collection(&mpls.office, "case-1")
         .await
         .unwrap();
-    // Expires by the origin's clock, 12 s from now; to the peer ahead by
+    // Expires by the origin's clock, 20 s from now; to the peer ahead by
     // 5 hours it would have expired long ago.
     let expiring = phila
         .admin()
@@ -101,7 +101,7 @@ async fn peers_hours_ahead_and_behind_replicate_expire_purge_and_verify() {
         .grant(pb::GrantRequest {
             peer: nyc.office.to_string(),
             target: Some(pb::grant_request::Target::Collection("case-2".into())),
-            expires_at_ms: casemesh::domain::now_ms() + 12_000,
+            expires_at_ms: casemesh::domain::now_ms() + 20_000,
         })
         .await
         .unwrap()

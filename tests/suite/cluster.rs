@@ -27,7 +27,10 @@ where
     let start = Instant::now();
     let mut pause = Duration::from_millis(5);
     loop {
-        if let Some(v) = check().await {
+        // A check that hangs (a node that stopped answering) counts
+        // against the same deadline.
+        let left = deadline.saturating_sub(start.elapsed());
+        if let Ok(Some(v)) = tokio::time::timeout(left, check()).await {
             return v;
         }
         if start.elapsed() > deadline {

@@ -282,6 +282,19 @@ async fn nodes_killed_60_times_while_replicating_lose_and_repeat_nothing() {
         },
     )
     .await;
+    // Every version of every granted record, each stored once (the
+    // node's own count of versions held).
+    let versions: u64 = granted.values().sum();
+    let held_versions = nyc
+        .admin()
+        .await
+        .unwrap()
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .versions;
+    assert_eq!(held_versions, versions, "versions the peer stores");
     let extra: Vec<_> = nyc
         .holdings()
         .await
