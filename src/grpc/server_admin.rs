@@ -5,9 +5,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::auth::{audit_call, caller};
-use crate::domain::UserName;
 use crate::domain::audit::{Target, clip};
 use crate::domain::sharing::{EndReason, GrantId, GrantTarget};
+use crate::domain::{OfficeId, Role, UserName};
 use crate::error::Error;
 use crate::identity::Fingerprint;
 use crate::protocol::convert;
@@ -34,6 +34,91 @@ pub struct AdminApi {
 
 pub type ExportStream =
     std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ExportChunk, Status>> + Send>>;
+
+/// The query a `QueryAudit` asks for: a time range that does not run
+/// backwards, and a page token as this node writes them.
+pub fn audit_query(r: pb::QueryAuditRequest) -> Result<AuditQuery, Status> {
+    if r.to_ms != 0 && r.to_ms < r.from_ms {
+        return Err(Error::TimeRangeReversed.into());
+    }
+    let after_seq = match r.page_token.as_str() {
+        "" => 0,
+        t => t
+            .parse::<u64>()
+            .map_err(|_| Status::from(Error::BadPageToken))?,
+    };
+    Ok(AuditQuery {
+        from_ms: r.from_ms,
+        to_ms: r.to_ms,
+        actor: r.actor,
+        record: r.record_id,
+        collection: r.collection,
+        peer: r.peer,
+        action: r.action,
+        after_seq,
+        limit: match r.page_size {
+            0 => 100,
+            n => n as usize,
+        },
+        newest_first: r.newest_first,
+    })
+}
+
+/// The user an `IssueUser` names and the role it gives; the request must
+/// carry a CSR, which the user service reads.
+pub fn new_user(r: &pb::IssueUserRequest) -> Result<(UserName, Role), Status> {
+    let name = UserName::parse(&r.name).map_err(Error::from)?;
+    let role = convert::role_from_pb(r.role)?;
+    if r.csr_der.is_empty() {
+        return Err(Error::MissingField("csr_der").into());
+    }
+    Ok((name, role))
+}
+
+/// The user a `RevokeUser` names, and the certificate it expects that
+/// user to hold, if it says.
+pub fn user_to_revoke(r: pb::RevokeUserRequest) -> Result<(String, Option<Fingerprint>), Status> {
+    if r.name.is_empty() {
+        return Err(Error::MissingField("name").into());
+    }
+    Ok((r.name, expected_fingerprint(&r.fingerprint)?))
+}
+
+/// The office an `AddPeer` pins, and the fingerprint its CA must have, if
+/// it says; the endpoint and the certificate are the sharing service's to
+/// check.
+pub fn peer_to_add(r: &pb::AddPeerRequest) -> Result<(OfficeId, Option<Fingerprint>), Status> {
+    let office = convert::office_id("office", &r.office)?;
+    Ok((office, expected_fingerprint(&r.expected_fingerprint)?))
+}
+
+/// An optional fingerprint field: empty for none.
+fn expected_fingerprint(raw: &str) -> Result<Option<Fingerprint>, Error> {
+    match raw {
+        "" => Ok(None),
+        fp => Fingerprint::parse(fp)
+            .map(Some)
+            .map_err(|e| Error::BadFingerprint(e.to_string())),
+    }
+}
+
+/// The peer a `Grant` is for, and what it covers.
+pub fn grant_request(
+    peer: &str,
+    target: Option<pb::grant_request::Target>,
+) -> Result<(OfficeId, GrantTarget), Status> {
+    let peer = convert::office_id("peer", peer)?;
+    let target = match target {
+        Some(pb::grant_request::Target::Collection(c)) => GrantTarget::Collection(c),
+        Some(pb::grant_request::Target::RecordId(id)) => {
+            GrantTarget::Record(convert::record_id(&id)?)
+        }
+        None => {
+            return Err(Error::MissingField("a collection or a record_id to grant").into());
+        }
+    };
+    Ok((peer, target))
+}
 
 impl AdminApi {
     fn peer_list(&self) -> Result<Vec<pb::Peer>, Status> {
@@ -67,30 +152,7 @@ impl Admin for AdminApi {
                 r.from_ms, r.to_ms, r.actor, r.action, r.page_token
             )),
         });
-        if r.to_ms != 0 && r.to_ms < r.from_ms {
-            return Err(Error::TimeRangeReversed.into());
-        }
-        let after_seq = match r.page_token.as_str() {
-            "" => 0,
-            t => t
-                .parse::<u64>()
-                .map_err(|_| Status::from(Error::BadPageToken))?,
-        };
-        let q = AuditQuery {
-            from_ms: r.from_ms,
-            to_ms: r.to_ms,
-            actor: r.actor,
-            record: r.record_id,
-            collection: r.collection,
-            peer: r.peer,
-            action: r.action,
-            after_seq,
-            limit: match r.page_size {
-                0 => 100,
-                n => n as usize,
-            },
-            newest_first: r.newest_first,
-        };
+        let q = audit_query(r)?;
         let (entries, next) = self.audit.query(&q)?;
         Ok(Response::new(pb::QueryAuditResponse {
             entries: entries
@@ -181,11 +243,7 @@ impl Admin for AdminApi {
         let call = audit_call(&req)?;
         let r = req.into_inner();
         call.set_target(Target::detail(format!("user {}", r.name)));
-        let name = UserName::parse(&r.name).map_err(Error::from)?;
-        let role = convert::role_from_pb(r.role)?;
-        if r.csr_der.is_empty() {
-            return Err(Error::MissingField("csr_der").into());
-        }
+        let (name, role) = new_user(&r)?;
         let issued = self.users.issue(name, role, &r.csr_der, &call).await?;
         tracing::info!(%who, user = %issued.entry.user.name, %role, "user issued");
         Ok(Response::new(pb::IssueUserResponse {
@@ -202,15 +260,8 @@ impl Admin for AdminApi {
         let who = caller(&req)?;
         let call = audit_call(&req)?;
         let r = req.into_inner();
-        let name = r.name;
-        call.set_target(Target::detail(format!("user {name}")));
-        if name.is_empty() {
-            return Err(Error::MissingField("name").into());
-        }
-        let expected = match r.fingerprint.as_str() {
-            "" => None,
-            fp => Some(Fingerprint::parse(fp).map_err(|e| Error::BadFingerprint(e.to_string()))?),
-        };
+        call.set_target(Target::detail(format!("user {}", r.name)));
+        let (name, expected) = user_to_revoke(r)?;
         let entry = self.users.revoke(&name, expected.as_ref(), &call).await?;
         tracing::info!(%who, user = %name, "user revoked");
         Ok(Response::new(super::views::user(&entry)))
@@ -284,11 +335,7 @@ impl Admin for AdminApi {
             detail: clip(&format!("endpoint {}", r.endpoint)),
             ..Target::default()
         });
-        let office = convert::office_id("office", &r.office)?;
-        let expected = match r.expected_fingerprint.as_str() {
-            "" => None,
-            fp => Some(Fingerprint::parse(fp).map_err(|e| Error::BadFingerprint(e.to_string()))?),
-        };
+        let (office, expected) = peer_to_add(&r)?;
         let (peer, fingerprint) = self
             .sharing
             .add_peer(office, &r.endpoint, &r.ca_certificate_pem, expected, &call)
@@ -352,16 +399,7 @@ impl Admin for AdminApi {
             None => {}
         }
         call.set_target(t);
-        let peer = convert::office_id("peer", &r.peer)?;
-        let target = match r.target {
-            Some(pb::grant_request::Target::Collection(c)) => GrantTarget::Collection(c),
-            Some(pb::grant_request::Target::RecordId(id)) => {
-                GrantTarget::Record(convert::record_id(&id)?)
-            }
-            None => {
-                return Err(Error::MissingField("a collection or a record_id to grant").into());
-            }
-        };
+        let (peer, target) = grant_request(r.peer.as_str(), r.target)?;
         let g = self
             .sharing
             .grant(peer, target, r.expires_at_ms, &call)

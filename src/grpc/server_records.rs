@@ -35,6 +35,49 @@ pub fn blob_stream(
     )
 }
 
+/// What a `Put` asks the record service to write: the record (none for a
+/// new one), the version it expects, and the draft with its attachments.
+/// The draft's limits are the service's to check.
+pub fn put_command(r: pb::PutRequest) -> Result<PutCommand, Status> {
+    let id = match r.id.as_str() {
+        "" => None,
+        s => Some(convert::record_id(s)?),
+    };
+    Ok(PutCommand {
+        id,
+        expected_version: r.expected_version,
+        draft: Draft {
+            collection: r.collection,
+            kind: r.kind,
+            title: r.title,
+            content_type: r.content_type,
+            labels: r.labels.into_iter().collect(),
+            body: r.body,
+            attachments: r
+                .attachments
+                .into_iter()
+                .map(convert::attachment_from_pb)
+                .collect::<Result<_, _>>()?,
+        },
+    })
+}
+
+/// The page a `List` asks for; its token is the service's to read.
+pub fn page_request(r: pb::ListRequest) -> Result<PageRequest, Status> {
+    let origin = match r.origin.as_str() {
+        "" => None,
+        s => Some(OfficeId::parse(s).map_err(crate::error::Error::from)?),
+    };
+    Ok(PageRequest {
+        filter: ListFilter {
+            collection: (!r.collection.is_empty()).then_some(r.collection),
+            origin,
+        },
+        page_size: r.page_size as usize,
+        page_token: r.page_token,
+    })
+}
+
 impl RecordsApi {
     /// A record with each attachment's state on this node.
     fn with_states(&self, mut r: pb::Record) -> Result<pb::Record, Status> {
@@ -64,27 +107,7 @@ impl Records for RecordsApi {
         let mut target = Target::record(&r.id, 0);
         target.collection = clip(&r.collection);
         call.set_target(target);
-        let id = match r.id.as_str() {
-            "" => None,
-            s => Some(convert::record_id(s)?),
-        };
-        let cmd = PutCommand {
-            id,
-            expected_version: r.expected_version,
-            draft: Draft {
-                collection: r.collection,
-                kind: r.kind,
-                title: r.title,
-                content_type: r.content_type,
-                labels: r.labels.into_iter().collect(),
-                body: r.body,
-                attachments: r
-                    .attachments
-                    .into_iter()
-                    .map(convert::attachment_from_pb)
-                    .collect::<Result<_, _>>()?,
-            },
-        };
+        let cmd = put_command(r)?;
         let v = self.service.put(cmd, call).await?;
         tracing::info!(%who, id = %v.record.id, version = v.record.version, "record written");
         Ok(Response::new(pb::PutResponse {
@@ -142,18 +165,7 @@ impl Records for RecordsApi {
             detail: clip(&format!("origin {:?}, page {:?}", r.origin, r.page_token)),
             ..Target::default()
         });
-        let origin = match r.origin.as_str() {
-            "" => None,
-            s => Some(OfficeId::parse(s).map_err(crate::error::Error::from)?),
-        };
-        let page = PageRequest {
-            filter: ListFilter {
-                collection: (!r.collection.is_empty()).then_some(r.collection),
-                origin,
-            },
-            page_size: r.page_size as usize,
-            page_token: r.page_token,
-        };
+        let page = page_request(r)?;
         let (records, next_page_token) = self.service.list(&page)?;
         call.set_target(Target {
             records: records

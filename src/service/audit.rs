@@ -356,14 +356,7 @@ impl AuditLog {
         verifier: &OfficeVerifier,
         h: &SignedHead,
     ) -> Result<Option<String>> {
-        if h.office != peer.as_str() {
-            return Err(Error::HeadOfAnotherOffice {
-                named: h.office.clone(),
-                peer: peer.clone(),
-            });
-        }
-        verifier.verify_bytes(&h.canonical(), &h.signature)?;
-        crate::domain::limits::check_time("signed head time", h.at_ms)?;
+        check_peer_head(peer, verifier, h)?;
         let latest = self.store.latest_witnessed(peer)?;
         let conflict = match &latest {
             Some(l) if l.seq == h.seq && l.hash != h.hash => Some(format!(
@@ -520,6 +513,24 @@ impl<'a> WitnessCheck<'a> {
             conflict,
         }
     }
+}
+
+/// What a head a peer sent must be before it is kept: a head of that
+/// peer's log, signed by its office key, at a time casemesh keeps.
+pub fn check_peer_head(
+    peer: &crate::domain::OfficeId,
+    verifier: &OfficeVerifier,
+    h: &SignedHead,
+) -> Result<()> {
+    if h.office != peer.as_str() {
+        return Err(Error::HeadOfAnotherOffice {
+            named: h.office.clone(),
+            peer: peer.clone(),
+        });
+    }
+    verifier.verify_bytes(&h.canonical(), &h.signature)?;
+    crate::domain::limits::check_time("signed head time", h.at_ms)?;
+    Ok(())
 }
 
 /// Signs the head when it changes (at most every five seconds) and every ten

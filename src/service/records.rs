@@ -43,6 +43,15 @@ pub struct PageRequest {
     pub page_token: String,
 }
 
+impl PageRequest {
+    /// The last record of the page before, read from the token: none for
+    /// the first page; an error for a token this node did not write for
+    /// these filters.
+    pub fn after(&self) -> Result<Option<RecordId>> {
+        decode_token(&self.page_token, &self.filter)
+    }
+}
+
 pub struct RecordService {
     office: OfficeId,
     store: Arc<Store>,
@@ -373,7 +382,7 @@ impl RecordService {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
         };
-        let after = decode_token(&req.page_token, &req.filter)?;
+        let after = req.after()?;
         let page = self.store.list(&req.filter, after.as_ref(), size)?;
         let token = page
             .next_after

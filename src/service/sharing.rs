@@ -225,17 +225,8 @@ impl Sharing {
         if office == self.office {
             return Err(Error::PinSelf);
         }
-        crate::domain::NodeAddr::parse(endpoint)?;
-        let certs = certs_from_pem(ca_pem.as_bytes())
-            .map_err(|e| Error::BadOfficeCa(format!("ca_certificate_pem: {e}")))?;
-        let [ca] = certs.as_slice() else {
-            return Err(Error::BadOfficeCa(
-                "ca_certificate_pem must hold exactly one certificate: the peer's office-ca.pem"
-                    .into(),
-            ));
-        };
-        check_office_ca(ca, &office)?;
-        let fingerprint = Fingerprint::of(ca);
+        let ca = checked_peer_ca(&office, endpoint, ca_pem)?;
+        let fingerprint = Fingerprint::of(&ca);
         if let Some(expected) = expected {
             if expected != fingerprint {
                 return Err(Error::FingerprintMismatch {
@@ -760,6 +751,26 @@ fn grant_target(g: &Grant) -> Target {
         GrantTarget::Record(r) => t.records = vec![(r.to_string(), 0)],
     }
     t
+}
+
+/// What pinning a peer checks before anything is stored: its endpoint is
+/// a node address, and the PEM holds exactly one certificate, a CA
+/// certificate naming `office`. Returns that certificate.
+pub fn checked_peer_ca(
+    office: &OfficeId,
+    endpoint: &str,
+    ca_pem: &str,
+) -> Result<CertificateDer<'static>> {
+    crate::domain::NodeAddr::parse(endpoint)?;
+    let certs = certs_from_pem(ca_pem.as_bytes())
+        .map_err(|e| Error::BadOfficeCa(format!("ca_certificate_pem: {e}")))?;
+    let [ca] = <[_; 1]>::try_from(certs).map_err(|_| {
+        Error::BadOfficeCa(
+            "ca_certificate_pem must hold exactly one certificate: the peer's office-ca.pem".into(),
+        )
+    })?;
+    check_office_ca(&ca, office)?;
+    Ok(ca)
 }
 
 /// A peer's office CA must be a CA certificate naming that office.

@@ -18,7 +18,7 @@ use super::{HEARTBEAT, MAX_MESSAGE, SyncContext};
 use crate::domain::NodeAddr;
 use crate::domain::audit::{Actor, Draft, Outcome, Target};
 use crate::domain::sharing::{GrantId, Peer, PurgeAck};
-use crate::domain::{RecordId, SignedVersion, now_ms};
+use crate::domain::{OfficeId, RecordId, SignedVersion, now_ms};
 use crate::identity::tls::{PemIdentity, client_config};
 use crate::identity::{OfficeSigner, OfficeVerifier};
 use crate::protocol::convert::purge_ack_to_pb;
@@ -475,9 +475,9 @@ fn sort_entries(
                     }
                 }
             }
-            Some(feed_entry::Kind::RevokeRecordId(id)) => match RecordId::parse(&id) {
-                Ok(id) if id.origin() == peer.office => sorted.items.push(ApplyItem::Revoke(id)),
-                _ => {
+            Some(feed_entry::Kind::RevokeRecordId(id)) => match revocation(&peer.office, &id) {
+                Some(id) => sorted.items.push(ApplyItem::Revoke(id)),
+                None => {
                     tracing::warn!(peer = %peer.office, record = %id, "rejected a revocation of a record the peer does not own");
                     let what = format!("revocation of {id} (feed entry {})", entry.seq);
                     sorted
@@ -499,6 +499,14 @@ fn sort_entries(
         }
     }
     Ok(sorted)
+}
+
+/// The record a revocation from `origin` names, if it is a record of
+/// `origin`'s: an office revokes only what it shared.
+pub fn revocation(origin: &OfficeId, raw: &str) -> Option<RecordId> {
+    RecordId::parse(raw)
+        .ok()
+        .filter(|id| id.origin() == *origin)
 }
 
 /// What one batch may still have this node sign.
@@ -634,7 +642,7 @@ fn verify_all(
 }
 
 /// A version from `verifier`'s office, checked; never stored otherwise.
-fn verify(
+pub fn verify(
     verifier: &OfficeVerifier,
     canonical: Bytes,
     signature: Bytes,
