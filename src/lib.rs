@@ -49,6 +49,9 @@
 //!   their admins make; the demo, the tests and the benchmark use it.
 //! - [`cli`]: the `casemesh` command line.
 //! - [`alloc`]: the allocator of casemesh processes and its options.
+//! - `fuzzing` (hidden from these docs): the entry points of the fuzz
+//!   targets in `fuzz/` and their seeds; at the level of `node`, and not
+//!   part of the interface.
 
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used)]
@@ -61,6 +64,8 @@ pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod identity;
 pub mod node;

@@ -13,6 +13,8 @@ pub mod blobs;
 mod commit;
 pub mod disk;
 pub mod encoding;
+#[doc(hidden)]
+pub mod fuzzing;
 mod keys;
 mod records;
 mod replica;

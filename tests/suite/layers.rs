@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("setup", 5),
     ("grpc", 6),
     ("node", 7),
+    ("fuzzing", 7),
     ("cluster", 8),
     ("cli", 9),
 ];
@@ -33,6 +34,7 @@ const STORE_LAYERS: &[(&str, u8)] = &[
     ("keys", 2),
     ("encoding", 2),
     ("trees", 3),
+    ("fuzzing", 3),
     ("audit", 4),
     ("sharing", 5),
     ("blobs", 5),
