@@ -206,9 +206,15 @@ impl RecordVersion {
         for _ in 0..n {
             let k = r.str("label key")?.to_owned();
             let v = r.str("label value")?.to_owned();
-            if labels.insert(k, v).is_some() {
-                return Err(invalid("labels", "duplicate key".into()));
+            // One content, one encoding: keys in ascending order, as
+            // `canonical` writes them, so no other order decodes too.
+            if labels.last_key_value().is_some_and(|(last, _)| *last >= k) {
+                return Err(invalid(
+                    "labels",
+                    "keys repeated or not in ascending order".into(),
+                ));
             }
+            labels.insert(k, v);
         }
         let body = Bytes::copy_from_slice(r.bytes()?);
         let created_at_ms = r.u64()?;
@@ -407,6 +413,41 @@ mod tests {
             digest,
             "fafcde4f3a9deb9ffc3570a76ef8ec2d8f3b635958492bf6fe454e6e5d2a88fa"
         );
+    }
+
+    /// Found by the `record_canonical` fuzz target (issue 17): labels
+    /// out of order decoded, to a version whose canonical encoding is
+    /// other bytes, so a version had two encodings that verify.
+    #[test]
+    fn labels_out_of_order_are_refused() {
+        let found = hex::decode(
+            "636173656d6573682e7265636f72642e76310000000000286675\
+             7a7a2d64613a3031613063343530366330303033303330333033\
+             3033303330333033303330330000000000000001000000076675\
+             7a7a2d6461000000000000000000000000000000000000000200\
+             000006756e697463790000000000000000000000000000000000\
+             000000400000006e6501a0c4506c0000",
+        )
+        .unwrap();
+        assert!(RecordVersion::from_canonical(&found).is_err());
+
+        let mut v = sample();
+        v.labels.insert("unit".into(), "7".into());
+        let bytes = v.canonical();
+        let agency = b"\0\0\0\x06agency\0\0\0\x03cbp";
+        let unit = b"\0\0\0\x04unit\0\0\0\x017";
+        let at = bytes
+            .windows(agency.len())
+            .position(|w| w == agency)
+            .unwrap();
+        let mut swapped = bytes[..at].to_vec();
+        swapped.extend_from_slice(unit);
+        swapped.extend_from_slice(agency);
+        swapped.extend_from_slice(&bytes[at + agency.len() + unit.len()..]);
+        assert_eq!(swapped.len(), bytes.len());
+        let err = RecordVersion::from_canonical(&swapped).unwrap_err();
+        assert!(err.to_string().contains("ascending order"), "{err}");
+        assert_eq!(RecordVersion::from_canonical(&bytes).unwrap(), v);
     }
 
     #[test]
