@@ -829,6 +829,57 @@ fn no_damage_to_a_bundle_makes_the_verifier_panic() {
     }
 }
 
+/// Any bytes at all: a report or an error, never a panic.
+#[test]
+fn no_bytes_make_the_verifier_panic() {
+    let cases = proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048);
+    proptest::test_runner::TestRunner::default()
+        .run(&cases, |bytes| {
+            if let Ok(report) = verify(Cursor::new(&bytes), &[]) {
+                let _ = report.to_string();
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// Random damage to a real bundle: a few bytes flipped anywhere (headers,
+/// padding, contents) and perhaps the archive cut short. Never a panic,
+/// and a change inside a member's contents never verifies.
+#[test]
+fn random_damage_to_a_real_bundle_is_reported_and_never_panics() {
+    use proptest::prelude::*;
+    let fx = fixture();
+    let contents: Vec<(usize, usize)> = members(&fx.bundle)
+        .iter()
+        .map(|(rel, _)| member_range(&fx.bundle, rel))
+        .collect();
+    let damage = crate::domain::arbitrary::damage();
+    proptest::test_runner::TestRunner::default()
+        .run(&damage, |(flips, cut)| {
+            let bundle = crate::domain::arbitrary::damaged(fx.bundle.clone(), &flips, cut);
+            let changed: Vec<usize> = (0..bundle.len().min(fx.bundle.len()))
+                .filter(|&i| bundle[i] != fx.bundle[i])
+                .collect();
+            let Ok(report) = verify(Cursor::new(&bundle), &fx.trusted()) else {
+                return Ok(());
+            };
+            let _ = report.to_string();
+            let in_contents = changed.iter().any(|&i| {
+                contents
+                    .iter()
+                    .any(|&(at, len)| (at..at + len).contains(&i))
+            });
+            prop_assert!(
+                !in_contents || !report.failures.is_empty(),
+                "a changed member verified: bytes {:?}",
+                changed
+            );
+            Ok(())
+        })
+        .unwrap();
+}
+
 /// An archive of which one stretch is never stored: `head`, then `gap`
 /// zero bytes, then `tail`. Counts the bytes of the gap read, so a test
 /// can tell that a member declared there was never read.

@@ -775,6 +775,55 @@ mod tests {
         assert_eq!(bytes[81..], v1[65..]);
     }
 
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::domain::arbitrary::{bytes, damage, damaged, entry, signed_head};
+
+        proptest! {
+            #[test]
+            fn entries_round_trip_and_store_their_chain_hash(e in entry()) {
+                let stored = e.encode();
+                prop_assert_eq!(Entry::decode(&stored), Ok(e.clone()));
+                prop_assert_eq!(Stored::split(&stored).unwrap().hash, e.hash());
+            }
+
+            /// The chain covers a body's bytes: an entry that decodes
+            /// from them must encode its body as those very bytes.
+            #[test]
+            fn damaged_entries_decode_only_from_their_own_body(
+                e in entry(),
+                (flips, cut) in damage(),
+            ) {
+                let bytes = damaged(e.encode(), &flips, cut);
+                if let Ok(d) = Entry::decode(&bytes) {
+                    prop_assert_eq!(d.body(), bytes[64..].to_vec());
+                }
+                let _ = ChainWalk::default().step_stored(1, &bytes);
+            }
+
+            #[test]
+            fn any_bytes_decode_as_an_entry_or_head_only_from_their_encoding(b in bytes(300)) {
+                if let Ok(d) = Entry::decode(&b) {
+                    prop_assert_eq!(d.body(), b[64..].to_vec());
+                }
+                if let Ok(h) = SignedHead::decode(&b) {
+                    prop_assert_eq!(h.encode(), b);
+                }
+            }
+
+            #[test]
+            fn signed_heads_round_trip(h in signed_head(), (flips, cut) in damage()) {
+                prop_assert_eq!(SignedHead::decode(&h.encode()), Ok(h.clone()));
+                let bytes = damaged(h.encode(), &flips, cut);
+                if let Ok(d) = SignedHead::decode(&bytes) {
+                    prop_assert_eq!(d.encode(), bytes);
+                }
+            }
+        }
+    }
+
     const SALT: [u8; SALT_LEN] = *b"casemesh-salt-16";
 
     const FROZEN_V2: &str = "0000000000000000000000000000000000000000000000000000000000000000\

@@ -5,6 +5,8 @@
 //! Pure code: nothing here does I/O, talks to sled, or knows about gRPC.
 
 pub mod addr;
+#[cfg(test)]
+pub(crate) mod arbitrary;
 pub mod audit;
 pub mod blob;
 pub mod codec;

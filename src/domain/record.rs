@@ -524,4 +524,42 @@ mod tests {
         d.attachments[1].file_name = "copy-for-the-court.mp4".into();
         assert!(d.validate(&Limits::default()).is_ok());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::domain::arbitrary::{bytes, damage, damaged, record_version};
+
+        proptest! {
+            #[test]
+            fn canonical_encoding_round_trips(v in record_version()) {
+                prop_assert_eq!(RecordVersion::from_canonical(&v.canonical()), Ok(v));
+            }
+
+            /// One version, one encoding: bytes that decode are the
+            /// canonical encoding of what they decode to.
+            #[test]
+            fn damaged_encodings_decode_only_as_their_own(
+                v in record_version(),
+                (flips, cut) in damage(),
+            ) {
+                let bytes = damaged(v.canonical(), &flips, cut);
+                if let Ok(d) = RecordVersion::from_canonical(&bytes) {
+                    prop_assert_eq!(d.canonical(), bytes);
+                }
+            }
+
+            #[test]
+            fn any_bytes_decode_only_as_their_own_encoding(b in bytes(256)) {
+                let mut tagged = CANONICAL_V1.to_vec();
+                tagged.extend_from_slice(&b);
+                for bytes in [b, tagged] {
+                    if let Ok(d) = RecordVersion::from_canonical(&bytes) {
+                        prop_assert_eq!(d.canonical(), bytes);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -321,4 +321,45 @@ mod tests {
             assert!(GrantId::parse(bad).is_err(), "{bad}");
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::encoding::*;
+        use super::super::*;
+        use crate::domain::arbitrary::{bytes, damage, damaged, feed_item, purge_ack};
+
+        proptest! {
+            /// Feed items are encoded one way only: what decodes encodes
+            /// to the same bytes.
+            #[test]
+            fn feed_items_round_trip_and_decode_only_from_their_encoding(
+                item in feed_item(),
+                (flips, cut) in damage(),
+            ) {
+                prop_assert_eq!(decode_item(&encode_item(&item)), Ok(item.clone()));
+                let bytes = damaged(encode_item(&item), &flips, cut);
+                if let Ok(d) = decode_item(&bytes) {
+                    prop_assert_eq!(encode_item(&d), bytes);
+                }
+            }
+
+            #[test]
+            fn any_bytes_decode_as_a_feed_item_only_from_its_encoding(b in bytes(96)) {
+                if let Ok(d) = decode_item(&b) {
+                    prop_assert_eq!(encode_item(&d), b);
+                }
+            }
+
+            #[test]
+            fn purge_acks_round_trip(ack in purge_ack()) {
+                let mut w = Writer::default();
+                write_ack(&mut w, &ack);
+                let bytes = w.finish();
+                let mut r = Reader::new(&bytes);
+                prop_assert_eq!(read_ack(&mut r), Ok(ack));
+                prop_assert!(r.finish().is_ok());
+            }
+        }
+    }
 }

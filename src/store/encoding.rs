@@ -876,4 +876,99 @@ mod tests {
             Err(DecodeError::UnknownVersion(_))
         ));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::domain::arbitrary::{
+            bytes, grant, office_id, purge_ack, record_id, record_version, text, user_name,
+        };
+
+        fn round_trips<V: Value + PartialEq + std::fmt::Debug>(v: V) -> Result<(), TestCaseError> {
+            prop_assert_eq!(V::decode(&v.encode()), Ok(v));
+            Ok(())
+        }
+
+        /// A chunk size this code could have written: one that divides
+        /// a piece.
+        fn chunk() -> impl Strategy<Value = u32> {
+            (0u32..=18).prop_map(|shift| 1 << shift)
+        }
+
+        proptest! {
+            #[test]
+            fn signed_versions_round_trip(
+                v in record_version(),
+                digest in any::<[u8; 32]>(),
+                signature in bytes(80),
+            ) {
+                let canonical = bytes::Bytes::from(v.canonical());
+                round_trips(SignedVersion {
+                    record: v,
+                    canonical,
+                    digest,
+                    signature: signature.into(),
+                })?;
+            }
+
+            #[test]
+            fn heads_and_stubs_round_trip(
+                version in any::<u64>(),
+                deleted in any::<bool>(),
+                collection in text(),
+                id in record_id(),
+                digest in any::<[u8; 32]>(),
+                at in any::<u64>(),
+            ) {
+                round_trips(Head { version, deleted, collection })?;
+                round_trips(PurgeStub { id, version, digest, purged_at_ms: at })?;
+                round_trips(AuditHead { seq: version, hash: digest, at_ms: at })?;
+                round_trips(Fingerprint(digest))?;
+                round_trips(version)?;
+            }
+
+            #[test]
+            fn users_and_peers_round_trip(
+                name in user_name(),
+                admin in any::<bool>(),
+                times in any::<(u64, u64)>(),
+                der in bytes(80),
+                office in office_id(),
+                endpoint in text(),
+            ) {
+                let role = if admin { Role::Admin } else { Role::Staff };
+                round_trips(UserRecord {
+                    name,
+                    role,
+                    issued_at_ms: times.0,
+                    revoked_at_ms: times.1,
+                    cert_der: der.clone(),
+                })?;
+                round_trips(Peer { office, endpoint, ca_der: der, added_at_ms: times.0 })?;
+            }
+
+            #[test]
+            fn grants_acks_and_jobs_round_trip(
+                g in grant(),
+                ack in purge_ack(),
+                flag in any::<bool>(),
+            ) {
+                round_trips(g)?;
+                round_trips(OurAck { ack, delivered: flag })?;
+                round_trips(PeerRemoval { purge_replicas: flag })?;
+                round_trips(if flag { GrantJob::Backfill } else { GrantJob::Close })?;
+            }
+
+            #[test]
+            fn blobs_and_fetches_round_trip(
+                n in any::<(u64, u64, u64)>(),
+                chunk in chunk(),
+                origin in office_id(),
+            ) {
+                round_trips(BlobMeta { storage: n.0, size: n.1, keep_until_ms: n.2, chunk })?;
+                round_trips(Fetch { origin, size: n.0, storage: n.1, received: n.2, chunk })?;
+            }
+        }
+    }
 }

@@ -354,4 +354,39 @@ mod tests {
         assert!(<u64 as Key>::decode(&[1, 2]).is_err());
         assert!(RecordId::decode(&[0xff, 0xfe]).is_err());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::domain::arbitrary::{grant_id, office_id, record_id};
+
+        proptest! {
+            /// What a key kind reads back is what it was written from.
+            #[test]
+            fn keys_read_back_as_written(
+                id in record_id(),
+                office in office_id(),
+                grant in grant_id(),
+                n in any::<(u64, u64)>(),
+                hash in any::<[u8; 32]>(),
+                collection in "[^\\x00]{0,16}",
+            ) {
+                let hash = BlobHash(hash);
+                let version = KeyOf::<VersionKey>::key(&(&id, n.0)).into_owned();
+                prop_assert_eq!(VersionKey::decode(&version), Ok((id.clone(), n.0)));
+                let r = KeyOf::<RefKey>::key(&(&hash, &id, n.1)).into_owned();
+                prop_assert_eq!(RefKey::decode(&r), Ok((hash, id.clone(), n.1)));
+                let c = KeyOf::<CollectionKey>::key(&(collection.as_str(), &id)).into_owned();
+                prop_assert_eq!(CollectionKey::decode(&c), Ok(id.clone()));
+                let o = KeyOf::<OfficeSeq>::key(&(&office, n.0)).into_owned();
+                prop_assert_eq!(OfficeSeq::decode(&o), Ok(n.0));
+                let g = KeyOf::<GrantRecord>::key(&(&grant, &id)).into_owned();
+                prop_assert_eq!(GrantRecord::decode(&g), Ok(id.clone()));
+                let chunk = KeyOf::<ChunkKey>::key(&n).into_owned();
+                prop_assert_eq!(ChunkKey::decode(&chunk), Ok(n));
+                prop_assert_eq!(RecordId::decode(KeyOf::<RecordId>::key(&&id).as_ref()), Ok(id));
+            }
+        }
+    }
 }
