@@ -641,6 +641,10 @@ async fn a_link_too_slow_to_carry_a_batch_within_the_heartbeat_timeout_still_com
         c.connections,
         test.elapsed()
     );
+    assert_eq!(
+        c.connections, 1,
+        "one connection carried the whole backfill, never given up as silent"
+    );
     cluster.stop_all().await;
 }
 
