@@ -332,6 +332,7 @@ where
                                     trust,
                                     admission,
                                     ended: false,
+                                    idle: Box::pin(tokio::time::sleep(IDLE_RECHECK)),
                                 })
                             });
                         }
@@ -386,41 +387,63 @@ where
     }
 }
 
-/// A reply whose caller is checked again before each message: once its
-/// certificate is revoked or expired (or its office unpinned), the reply
-/// ends with `PERMISSION_DENIED` instead of its next message.
+/// How often a reply that sends nothing (a health watch, a stalled export)
+/// checks its caller anyway.
+const IDLE_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+type Frame = Poll<Option<Result<http_body::Frame<bytes::Bytes>, Status>>>;
+
+/// A reply whose caller is checked again before each message, and every
+/// [`IDLE_RECHECK`] while it sends none: once its certificate is revoked
+/// or expired (or its office unpinned), the reply ends with
+/// `PERMISSION_DENIED` instead of its next message.
 struct Rechecked {
     inner: tonic::body::Body,
     trust: Arc<TrustStore>,
     admission: Arc<crate::identity::tls::Admission>,
     ended: bool,
+    idle: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Rechecked {
+    /// The trailers that end the reply, if its caller is refused now.
+    fn cut_if_refused(&mut self) -> Option<Frame> {
+        let e = self.trust.recheck(&self.admission).err()?;
+        self.ended = true;
+        tracing::warn!(caller = %self.admission.caller, reason = %e, "reply cut off");
+        let status = Status::from(Refused::Certificate(e.to_string()));
+        let mut trailers = http::HeaderMap::new();
+        Some(Poll::Ready(Some(match status.add_header(&mut trailers) {
+            Ok(()) => Ok(http_body::Frame::trailers(trailers)),
+            Err(status) => Err(status),
+        })))
+    }
 }
 
 impl http_body::Body for Rechecked {
     type Data = bytes::Bytes;
     type Error = Status;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Frame {
         if self.ended {
             return Poll::Ready(None);
+        }
+        if self.idle.as_mut().poll(cx).is_ready() {
+            if let Some(cut) = self.cut_if_refused() {
+                return cut;
+            }
+            let next = tokio::time::Instant::now() + IDLE_RECHECK;
+            self.idle.as_mut().reset(next);
+            // Registers the new deadline with this task.
+            let _ = self.idle.as_mut().poll(cx);
         }
         let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
             other => return other,
         };
         if frame.is_data() {
-            if let Err(e) = self.trust.recheck(&self.admission) {
-                self.ended = true;
-                tracing::warn!(caller = %self.admission.caller, reason = %e, "reply cut off");
-                let status = Status::from(Refused::Certificate(e.to_string()));
-                let mut trailers = http::HeaderMap::new();
-                return Poll::Ready(Some(match status.add_header(&mut trailers) {
-                    Ok(()) => Ok(http_body::Frame::trailers(trailers)),
-                    Err(status) => Err(status),
-                }));
+            if let Some(cut) = self.cut_if_refused() {
+                return cut;
             }
         }
         Poll::Ready(Some(Ok(frame)))

@@ -1549,3 +1549,42 @@ async fn a_file_the_origin_will_not_share_is_asked_for_again_only_after_news_fro
     server.abort();
     cluster.stop_all().await;
 }
+
+/// From review: a reply that sends nothing (here a health watch, which
+/// speaks only when the status changes) was checked again only before its
+/// next message, so a revoked user kept it open. Replies are now checked
+/// on a timer too.
+#[tokio::test]
+async fn a_revoked_users_silent_stream_is_ended_too() {
+    let mut cluster = TestCluster::start(&["phila-da"]).await;
+    let phila = &cluster.nodes[0];
+    let (cert, key) = issue_staff(phila, "watcher").await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        phila.connect_as(&cert, &key).await.unwrap(),
+    );
+    let mut watch = health
+        .watch(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("control: staff may watch")
+        .into_inner();
+    watch
+        .message()
+        .await
+        .unwrap()
+        .expect("the current status, at once");
+    phila
+        .admin()
+        .await
+        .revoke_user(pb::RevokeUserRequest {
+            name: "watcher".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(20), watch.message())
+        .await
+        .expect("the watch ends within 20 s of the revocation");
+    let status = ended.expect_err("ended by a refusal");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    cluster.stop_all().await;
+}
