@@ -293,10 +293,7 @@ async fn services(paths: &Paths, config: &Config, id: &Identity) -> Result<Servi
     let store = Arc::new(Store::open(
         &paths.store(),
         office.as_str(),
-        &StoreOptions {
-            cache_bytes: config.store.cache_mb * 1024 * 1024,
-            reserve_bytes: config.store.min_free_mb * 1024 * 1024,
-        },
+        &StoreOptions::from(&config.store),
     )?);
     let trust = Arc::new(TrustStore::new(
         office.clone(),

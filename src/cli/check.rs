@@ -218,9 +218,10 @@ fn check_expiry(item: &str, der: &[u8], r: &mut Report) {
 /// node holds it.
 fn check_users_and_peers(paths: &Paths, config: &Config, r: &mut Report) {
     use crate::store::{Store, StoreError, StoreOptions};
+    // Only read here: no free space is needed.
     let options = StoreOptions {
-        cache_bytes: config.store.cache_mb * 1024 * 1024,
         reserve_bytes: 0,
+        ..StoreOptions::from(&config.store)
     };
     let store = match Store::open_unless_locked(&paths.store(), &config.office, &options) {
         Ok(store) => store,

@@ -118,7 +118,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show this office, its peers and replication lag (admin only).
+    /// Show this office, its peers and replication lag, the disk's free
+    /// space and whether writes are accepted (admin only).
     Status {
         #[command(flatten)]
         client: ClientOpts,

@@ -104,6 +104,18 @@ pub struct StoreOptions {
     pub reserve_bytes: u64,
 }
 
+impl From<&crate::config::StoreConfig> for StoreOptions {
+    /// The settings of `[store]`, in bytes (a size past what a u64 holds
+    /// is taken as the largest one).
+    fn from(c: &crate::config::StoreConfig) -> Self {
+        const MIB: u64 = 1024 * 1024;
+        Self {
+            cache_bytes: c.cache_mb.saturating_mul(MIB),
+            reserve_bytes: c.min_free_mb.saturating_mul(MIB),
+        }
+    }
+}
+
 /// The node's store: all trees of one sled database.
 pub struct Store {
     db: sled::Db,

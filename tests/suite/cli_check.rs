@@ -207,3 +207,101 @@ fn version_completions_and_man_pages_come_from_the_build_and_the_definitions() {
     let add = std::fs::read_to_string(dir.join("casemesh-peer-add.1")).unwrap();
     assert!(add.contains("peer\\-endpoint"), "{add}");
 }
+
+/// The disk reserve as an admin meets it through the binary: `status`
+/// shows free space against `store.min_free_mb`; with a reserve larger
+/// than the disk, `status` warns that writes are refused (and `--json`
+/// says why), a `record put` fails naming the setting, and reads go on.
+#[tokio::test]
+async fn status_and_put_below_the_disk_reserve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, _) = init_office(&tmp);
+    let d = data.to_str().unwrap();
+    let put = |title: &str| {
+        casemesh(&[
+            "record",
+            "put",
+            "--data",
+            d,
+            "--collection",
+            "c",
+            "--kind",
+            "k",
+            "--title",
+            title,
+        ])
+    };
+    let id = {
+        let _server = serve(&data).await;
+        let text = ok(&["status", "--data", d]);
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("disk:") && l.ends_with("free, 256.0 MiB kept in reserve")),
+            "{text}"
+        );
+        let status = super::bin::json(&["status", "--data", d, "--json"]);
+        assert_eq!(status["disk_reserve_bytes"], 256u64 << 20, "{status}");
+        assert!(status["disk_free_bytes"].as_u64().is_some(), "{status}");
+        assert!(status["writes_refused"].is_null(), "{status}");
+        let out = put("before");
+        assert!(out.status.success(), "control: a put goes in");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+
+    // A reserve larger than any disk (the largest TOML takes: its bytes
+    // saturate): writes are refused from the start.
+    let config = data.join("casemesh.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("min_free_mb = 256"), "{text}");
+    std::fs::write(
+        &config,
+        text.replace("min_free_mb = 256", "min_free_mb = 9223372036854775807"),
+    )
+    .unwrap();
+    ok(&["check-config", "--data", d]);
+    let _server = serve(&data).await;
+    let out = casemesh(&["status", "--data", d]);
+    assert!(out.status.success(), "status still answers");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: writes are refused: the disk holding the data directory has")
+            && stderr.contains("kept in reserve (store.min_free_mb)"),
+        "{stderr}"
+    );
+    let status = super::bin::json(&["status", "--data", d, "--json"]);
+    assert!(
+        status["writes_refused"]
+            .as_str()
+            .is_some_and(|w| w.contains("store.min_free_mb")),
+        "{status}"
+    );
+    let out = put("below the reserve");
+    assert_eq!(out.status.code(), Some(1), "refused, exit 1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("store.min_free_mb") && stderr.contains("RESOURCE_EXHAUSTED"),
+        "{stderr}"
+    );
+    assert!(
+        ok(&["record", "get", &id, "--data", d]).contains("before"),
+        "reads go on"
+    );
+
+    // --help says what status shows.
+    let help = ok(&["status", "--help"]);
+    assert!(
+        help.contains("free space") && help.contains("whether writes are accepted"),
+        "{help}"
+    );
+}
+
+/// `verify-bundle --help` says when it exits 1.
+#[test]
+fn verify_bundle_help_says_when_it_exits_1() {
+    let help = ok(&["verify-bundle", "--help"]);
+    let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains("Without the exporting office's, a bundle that checks out is only self-consistent, and the command exits 1"),
+        "{help}"
+    );
+}
