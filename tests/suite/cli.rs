@@ -534,7 +534,7 @@ async fn audit_export_and_verify_bundle_through_the_binary() {
         "{text}"
     );
     assert!(!empty.exists() && !tmp.path().join("empty.tar.part").exists());
-    ok(&[
+    let exported = ok(&[
         "export",
         "--data",
         d,
@@ -544,6 +544,13 @@ async fn audit_export_and_verify_bundle_through_the_binary() {
         e,
         "--allow-empty",
     ]);
+    // It says how to check it, with the fingerprint to trust.
+    assert!(
+        exported.contains(&format!(
+            "check it with: casemesh verify-bundle {e} --trust FINGERPRINT"
+        )),
+        "{exported}"
+    );
     // Verified only against the office's fingerprint, as read from it.
     let fp = ok(&["fingerprint", "--data", d]);
     let fp = fp.trim();
