@@ -151,8 +151,8 @@ pub fn init(
             &paths.store(),
             office.as_str(),
             &StoreOptions {
-                cache_bytes: config.store.cache_mb * 1024 * 1024,
                 reserve_bytes: 0,
+                ..StoreOptions::from(&config.store)
             },
         )?;
         let entry = crate::domain::audit::Draft::new(

@@ -325,10 +325,7 @@ mod tests {
     #[test]
     fn ranges_read_right_in_either_chunk_size() {
         let dir = tempfile::tempdir().unwrap();
-        let options = StoreOptions {
-            cache_bytes: 8 << 20,
-            reserve_bytes: 0,
-        };
+        let options = StoreOptions::for_tests();
         let store = Store::open(dir.path(), "phila-da", &options).unwrap();
         let data: Vec<u8> = (0..PIECE + 3 * V1_CHUNK + 77)
             .map(|i| (i % 249) as u8)

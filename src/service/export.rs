@@ -555,15 +555,7 @@ pub(crate) mod tests {
     }
 
     fn open(dir: &tempfile::TempDir) -> Store {
-        Store::open(
-            dir.path(),
-            "phila-da",
-            &StoreOptions {
-                cache_bytes: 8 << 20,
-                reserve_bytes: 0,
-            },
-        )
-        .unwrap()
+        Store::open(dir.path(), "phila-da", &StoreOptions::for_tests()).unwrap()
     }
 
     use crate::identity::signing::test_support::signed;

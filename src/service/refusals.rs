@@ -198,10 +198,7 @@ mod tests {
     fn log(dir: &tempfile::TempDir, interval: Duration) -> (Arc<Store>, RefusalLog) {
         let office = OfficeId::parse("phila-da").unwrap();
         let (ca, _) = OfficeCa::create(&office, &[], &UserName::parse("admin").unwrap()).unwrap();
-        let options = StoreOptions {
-            cache_bytes: 1 << 20,
-            reserve_bytes: 0,
-        };
+        let options = StoreOptions::for_tests();
         let store = Arc::new(Store::open(dir.path(), "phila-da", &options).unwrap());
         let audit = Arc::new(AuditLog::new(
             "phila-da".into(),

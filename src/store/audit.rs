@@ -204,10 +204,7 @@ mod tests {
     #[test]
     fn appended_entries_are_salted_and_continue_an_unsalted_log() {
         let dir = tempfile::tempdir().unwrap();
-        let options = StoreOptions {
-            cache_bytes: 1 << 20,
-            reserve_bytes: 0,
-        };
+        let options = StoreOptions::for_tests();
         let store = Store::open(&dir.path().join("store"), "phila-da", &options).unwrap();
         let old = Entry {
             salt: None,

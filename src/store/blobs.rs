@@ -664,10 +664,7 @@ mod tests {
     use super::*;
 
     fn open(dir: &tempfile::TempDir) -> Store {
-        let options = super::super::StoreOptions {
-            cache_bytes: 8 << 20,
-            reserve_bytes: 0,
-        };
+        let options = crate::store::StoreOptions::for_tests();
         Store::open(dir.path(), "minn-da", &options).unwrap()
     }
 

@@ -116,6 +116,17 @@ impl From<&crate::config::StoreConfig> for StoreOptions {
     }
 }
 
+#[cfg(test)]
+impl StoreOptions {
+    /// A 1 MiB cache and no reserve: the unit tests' store.
+    pub(crate) fn for_tests() -> Self {
+        Self {
+            cache_bytes: 1 << 20,
+            reserve_bytes: 0,
+        }
+    }
+}
+
 /// The node's store: all trees of one sled database.
 pub struct Store {
     db: sled::Db,
@@ -317,13 +328,6 @@ mod tests {
     use super::*;
     use crate::domain::OfficeId;
 
-    fn options() -> StoreOptions {
-        StoreOptions {
-            cache_bytes: 1 << 20,
-            reserve_bytes: 0,
-        }
-    }
-
     /// A store written by schema 1 (numbers as 8 bytes alone) opens, reads
     /// them, and is marked as schema 2; a store of a newer schema is
     /// refused with a message that says so, and left as it was.
@@ -333,7 +337,7 @@ mod tests {
         let path = dir.path().join("store");
         let nyc = OfficeId::parse("nyc-da").unwrap();
         {
-            let store = Store::open(&path, "phila-da", &options()).unwrap();
+            let store = Store::open(&path, "phila-da", &StoreOptions::for_tests()).unwrap();
             let raw = |tree: &str, key: &[u8], value: &[u8]| {
                 store
                     .db
@@ -348,7 +352,7 @@ mod tests {
             raw("meta", SCHEMA_KEY, &[1]);
             store.flush_now().unwrap();
         }
-        let store = Store::open(&path, "phila-da", &options()).unwrap();
+        let store = Store::open(&path, "phila-da", &StoreOptions::for_tests()).unwrap();
         // The shared numbering's end is where every feed starts.
         assert_eq!(store.last_seq(&nyc).unwrap(), 5);
         assert_eq!(store.watermark().borrow().of(&nyc), 5);
@@ -368,7 +372,7 @@ mod tests {
         store.flush_now().unwrap();
         drop((meta, stored, store));
 
-        let refused = Store::open(&path, "phila-da", &options());
+        let refused = Store::open(&path, "phila-da", &StoreOptions::for_tests());
         match refused {
             Err(e @ StoreError::NewerSchema { found: 3, known: 2 }) => {
                 assert!(e.to_string().contains("newer casemesh"), "{e}");

@@ -504,15 +504,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let office = OfficeId::parse("phila-da").unwrap();
         let (ca, _) = OfficeCa::create(&office, &[], &UserName::parse("admin").unwrap()).unwrap();
-        let store = Store::open(
-            dir.path(),
-            office.as_str(),
-            &StoreOptions {
-                cache_bytes: 8 << 20,
-                reserve_bytes: 0,
-            },
-        )
-        .unwrap();
+        let store = Store::open(dir.path(), office.as_str(), &StoreOptions::for_tests()).unwrap();
         Fixture {
             _dir: dir,
             store,

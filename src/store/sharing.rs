@@ -445,10 +445,7 @@ mod tests {
     #[test]
     fn job_markers_of_an_earlier_version_move_to_their_own_tree() {
         let dir = tempfile::tempdir().unwrap();
-        let options = crate::store::StoreOptions {
-            cache_bytes: 1 << 20,
-            reserve_bytes: 0,
-        };
+        let options = crate::store::StoreOptions::for_tests();
         let path = dir.path().join("store");
         {
             let store = Store::open(&path, "phila-da", &options).unwrap();
@@ -504,10 +501,7 @@ mod tests {
     #[test]
     fn feeds_of_the_shared_numbering_continue_on_their_own() {
         let dir = tempfile::tempdir().unwrap();
-        let options = crate::store::StoreOptions {
-            cache_bytes: 1 << 20,
-            reserve_bytes: 0,
-        };
+        let options = crate::store::StoreOptions::for_tests();
         let path = dir.path().join("store");
         let nyc = OfficeId::parse("nyc-da").unwrap();
         let mpls = OfficeId::parse("mpls-da").unwrap();

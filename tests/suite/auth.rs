@@ -13,23 +13,6 @@ use tonic::Code;
 
 use super::cluster::{TestCluster, TestNode};
 
-/// Issues a user through the node's Admin service; returns (cert, key) PEM.
-async fn issue(node: &TestNode, name: &str, role: pb::Role) -> (Vec<u8>, Vec<u8>) {
-    let (key_pem, csr) = new_csr().unwrap();
-    let resp = node
-        .admin()
-        .await
-        .issue_user(pb::IssueUserRequest {
-            name: name.into(),
-            role: role as i32,
-            csr_der: csr.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    (resp.certificate_pem.into_bytes(), key_pem.into_bytes())
-}
-
 fn roots(node: &TestNode) -> RootCertStore {
     let mut roots = RootCertStore::empty();
     for c in certs_from_pem(&node.ca_pem()).unwrap() {
@@ -181,7 +164,7 @@ async fn a_certificate_the_node_did_not_issue_is_refused_even_from_the_office_ca
 async fn staff_may_use_records_but_not_admin() {
     let mut cluster = TestCluster::start(&["phila-da"]).await;
     let node = cluster.node(0);
-    let (cert, key) = issue(node, "clerk", pb::Role::Staff).await;
+    let (cert, key) = node.issue_user("clerk", pb::Role::Staff).await;
     let channel = node.connect_as(&cert, &key).await.unwrap();
     let mut records = RecordsClient::new(channel.clone());
     records
@@ -226,7 +209,7 @@ async fn staff_may_use_records_but_not_admin() {
 async fn a_revoked_user_is_refused_on_open_and_new_connections() {
     let mut cluster = TestCluster::start(&["phila-da"]).await;
     let node = cluster.node(0);
-    let (cert, key) = issue(node, "leaver", pb::Role::Admin).await;
+    let (cert, key) = node.issue_user("leaver", pb::Role::Admin).await;
     let channel = node.connect_as(&cert, &key).await.unwrap();
     let mut open = RecordsClient::new(channel);
     open.list(pb::ListRequest::default()).await.unwrap();

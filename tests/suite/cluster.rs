@@ -139,6 +139,24 @@ impl TestNode {
     pub async fn admin(&self) -> AdminClient<Channel> {
         self.inner.admin().await.expect("admin connects")
     }
+
+    /// Issues a user through the node's Admin service; returns its
+    /// certificate and key (PEM).
+    pub async fn issue_user(&self, name: &str, role: pb::Role) -> (Vec<u8>, Vec<u8>) {
+        let (key_pem, csr) = casemesh::identity::pki::new_csr().expect("a key and CSR");
+        let issued = self
+            .admin()
+            .await
+            .issue_user(pb::IssueUserRequest {
+                name: name.into(),
+                role: role as i32,
+                csr_der: csr.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        (issued.certificate_pem.into_bytes(), key_pem.into_bytes())
+    }
 }
 
 pub struct TestCluster {

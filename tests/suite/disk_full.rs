@@ -12,7 +12,7 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use super::blobkit::upload;
+use super::blobkit::{status, upload};
 use super::cluster::{TestCluster, TestNode, audit_intact, eventually};
 
 const MIB: u64 = 1 << 20;
@@ -103,6 +103,16 @@ async fn put(node: &TestNode, title: &str) -> Result<String, tonic::Status> {
         .map(|r| r.into_inner().id)
 }
 
+/// Waits (bounded) until `node`'s health check answers `wanted`.
+async fn health_becomes(node: &TestNode, wanted: ServingStatus) {
+    eventually(
+        Duration::from_secs(10),
+        &format!("health to say {wanted:?}"),
+        || async { (health(node).await == wanted).then_some(()) },
+    )
+    .await;
+}
+
 async fn health(node: &TestNode) -> ServingStatus {
     let reply = HealthClient::new(node.admin_channel().await)
         .check(HealthCheckRequest::default())
@@ -110,15 +120,6 @@ async fn health(node: &TestNode) -> ServingStatus {
         .unwrap()
         .into_inner();
     ServingStatus::try_from(reply.status).unwrap()
-}
-
-async fn status(node: &TestNode) -> pb::StatusResponse {
-    node.admin()
-        .await
-        .status(pb::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner()
 }
 
 /// Below the reserve, writes are refused with RESOURCE_EXHAUSTED and a
@@ -183,21 +184,11 @@ async fn writes_are_refused_below_the_reserve_and_accepted_once_space_is_freed()
     assert!(s.writes_refused.contains("kept in reserve"), "{s:?}");
     assert!(s.disk_free_bytes.unwrap() < 16 * MIB, "{s:?}");
     assert_eq!(s.disk_reserve_bytes, 16 * MIB);
-    eventually(
-        Duration::from_secs(10),
-        "health to say NOT_SERVING",
-        || async { (health(node).await == ServingStatus::NotServing).then_some(()) },
-    )
-    .await;
+    health_becomes(node, ServingStatus::NotServing).await;
 
     std::fs::remove_file(filler).unwrap();
     let after = put(node, "after space was freed").await.unwrap();
-    eventually(
-        Duration::from_secs(10),
-        "health to say SERVING again",
-        || async { (health(node).await == ServingStatus::Serving).then_some(()) },
-    )
-    .await;
+    health_becomes(node, ServingStatus::Serving).await;
     assert!(status(node).await.writes_refused.is_empty());
     let listed = node
         .records()
@@ -254,12 +245,7 @@ async fn a_store_that_fails_on_a_full_disk_loses_nothing_acknowledged_after_a_re
         status_refused.message().contains("restarted"),
         "{status_refused:?}"
     );
-    eventually(
-        Duration::from_secs(10),
-        "health to say NOT_SERVING",
-        || async { (health(node).await == ServingStatus::NotServing).then_some(()) },
-    )
-    .await;
+    health_becomes(node, ServingStatus::NotServing).await;
 
     // The documented recovery: free space, restart.
     std::fs::remove_file(filler).unwrap();

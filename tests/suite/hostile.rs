@@ -350,23 +350,6 @@ pub fn signed_entry(seq: u64, ca: &OfficeCa, v: RecordVersion) -> pb::FeedEntry 
     }
 }
 
-/// Issues a staff user at `node`; returns its certificate and key (PEM).
-async fn issue_staff(node: &TestNode, name: &str) -> (Vec<u8>, Vec<u8>) {
-    let (key_pem, csr) = casemesh::identity::pki::new_csr().unwrap();
-    let issued = node
-        .admin()
-        .await
-        .issue_user(pb::IssueUserRequest {
-            name: name.into(),
-            role: pb::Role::Staff as i32,
-            csr_der: csr.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    (issued.certificate_pem.into_bytes(), key_pem.into_bytes())
-}
-
 /// Uploads a file of `size` bytes to `node` and lists it in a record, so
 /// that its users may read it; returns its hash.
 async fn listed_file(node: &TestNode, size: u64) -> Vec<u8> {
@@ -405,20 +388,17 @@ async fn put_records(cluster: &TestCluster, i: usize, collection: &str, n: usize
     ids
 }
 
-/// Finding 1: after a revocation, a peer that never acknowledges the purge
-/// and makes the origin queue its closed grants again (by acknowledging a
-/// made-up sequence number and coming back from 0) learned the id of every
-/// record added to the case since. Now a closed grant names again exactly
-/// what it named when it closed, and an acknowledgement past what was sent
-/// is refused.
-#[tokio::test]
-async fn a_revoked_peer_never_learns_of_records_added_after_the_revocation() {
-    let mut cluster = TestCluster::start(&["phila-da", "nyc-da"]).await;
-    cluster.pin(0, 1).await; // phila-da serves nyc-da; the test pulls by hand
-    let before = put_records(&cluster, 0, "case-1", 3).await;
+/// phila-da (which serves nyc-da; the test pulls by hand as nyc-da) writes
+/// 3 records into case-1 and grants it; once the stream has delivered and
+/// acknowledged them, the grant is revoked. Returns the records, the grant,
+/// the stream, and what it received up to the grant's closing.
+async fn granted_then_revoked(
+    cluster: &mut TestCluster,
+) -> (Vec<String>, String, RawPull, Received) {
+    cluster.pin(0, 1).await;
+    let before = put_records(cluster, 0, "case-1", 3).await;
     let grant = cluster.grant_collection(0, 1, "case-1").await;
     let (phila, nyc) = (&cluster.nodes[0], &cluster.nodes[1]);
-
     let mut pull = RawPull::open(phila, nyc, 0).await;
     let got = pull.until_idle().await.unwrap();
     assert_eq!(
@@ -429,6 +409,20 @@ async fn a_revoked_peer_never_learns_of_records_added_after_the_revocation() {
     pull.ack(got.last_seq).await;
     phila.kit().revoke(&grant).await.unwrap();
     let closed = pull.until(|got| !got.closed.is_empty()).await;
+    (before, grant, pull, closed)
+}
+
+/// Finding 1: after a revocation, a peer that never acknowledges the purge
+/// and makes the origin queue its closed grants again (by acknowledging a
+/// made-up sequence number and coming back from 0) learned the id of every
+/// record added to the case since. Now a closed grant names again exactly
+/// what it named when it closed, and an acknowledgement past what was sent
+/// is refused.
+#[tokio::test]
+async fn a_revoked_peer_never_learns_of_records_added_after_the_revocation() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da"]).await;
+    let (before, grant, mut pull, closed) = granted_then_revoked(&mut cluster).await;
+    let (phila, nyc) = (&cluster.nodes[0], &cluster.nodes[1]);
     assert_eq!(
         closed.revoked.iter().cloned().collect::<BTreeSet<_>>(),
         before.iter().cloned().collect()
@@ -964,7 +958,7 @@ async fn audit_proofs_are_rationed_per_peer() {
 async fn a_revoked_user_gets_no_further_piece_of_a_file() {
     let mut cluster = TestCluster::start(&["phila-da"]).await;
     let phila = &cluster.nodes[0];
-    let (cert, key) = issue_staff(phila, "reader").await;
+    let (cert, key) = phila.issue_user("reader", pb::Role::Staff).await;
     let size = 16 * MIB;
     let hash = listed_file(phila, size).await;
     let mut reader = casemesh::protocol::pb::records_client::RecordsClient::new(
@@ -1378,15 +1372,8 @@ async fn a_batch_past_the_entry_cap_is_refused_whole() {
 #[tokio::test]
 async fn a_grant_closed_before_revealed_sets_were_kept_names_only_what_it_showed() {
     let mut cluster = TestCluster::start(&["phila-da", "nyc-da"]).await;
-    cluster.pin(0, 1).await;
-    let before = put_records(&cluster, 0, "case-1", 3).await;
-    let grant = cluster.grant_collection(0, 1, "case-1").await;
+    let (before, grant, pull, closed) = granted_then_revoked(&mut cluster).await;
     let (phila, nyc) = (&cluster.nodes[0], &cluster.nodes[1]);
-    let mut pull = RawPull::open(phila, nyc, 0).await;
-    let got = pull.until_idle().await.unwrap();
-    pull.ack(got.last_seq).await;
-    phila.kit().revoke(&grant).await.unwrap();
-    let closed = pull.until(|got| !got.closed.is_empty()).await;
     ack_all(&pull, phila, nyc, closed.last_seq).await;
     drop(pull);
     let after = put_records(&cluster, 0, "case-1", 5).await;
@@ -1429,7 +1416,7 @@ async fn refused_calls_repeated_by_one_caller_are_counted() {
     let (phila, nyc) = (&cluster.nodes[0], &cluster.nodes[1]);
     let (cert, key) = nyc.node_identity();
     let mut peer = ReplicationClient::new(phila.connect_as(&cert, &key).await.unwrap());
-    let (user_cert, user_key) = issue_staff(phila, "leaver").await;
+    let (user_cert, user_key) = phila.issue_user("leaver", pb::Role::Staff).await;
     let mut user = casemesh::protocol::pb::records_client::RecordsClient::new(
         phila.connect_as(&user_cert, &user_key).await.unwrap(),
     );
@@ -1558,7 +1545,7 @@ async fn a_file_the_origin_will_not_share_is_asked_for_again_only_after_news_fro
 async fn a_revoked_users_silent_stream_is_ended_too() {
     let mut cluster = TestCluster::start(&["phila-da"]).await;
     let phila = &cluster.nodes[0];
-    let (cert, key) = issue_staff(phila, "watcher").await;
+    let (cert, key) = phila.issue_user("watcher", pb::Role::Staff).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(
         phila.connect_as(&cert, &key).await.unwrap(),
     );

@@ -603,8 +603,8 @@ async fn every_rpc_answers_every_caller_as_the_table_says() {
     let paths = phila.paths();
     let read = |p: std::path::PathBuf| std::fs::read(p).unwrap();
     let admin_id = (read(paths.admin_cert()), read(paths.admin_key()));
-    let staff_id = issue(&bench.admin, "clerk").await;
-    let revoked_id = issue(&bench.admin, "leaver").await;
+    let staff_id = phila.issue_user("clerk", pb::Role::Staff).await;
+    let revoked_id = phila.issue_user("leaver", pb::Role::Staff).await;
     let nyc_paths = nyc.paths();
     let peer_admin_id = (read(nyc_paths.admin_cert()), read(nyc_paths.admin_key()));
     let (_, boston) = OfficeCa::create(
@@ -746,21 +746,6 @@ async fn every_rpc_answers_every_caller_as_the_table_says() {
          rerun with CASEMESH_BLESS=1 to rewrite it"
     );
     cluster.stop_all().await;
-}
-
-async fn issue(admin: &AdminClient<Channel>, name: &str) -> (Vec<u8>, Vec<u8>) {
-    let (key_pem, csr) = casemesh::identity::pki::new_csr().unwrap();
-    let issued = admin
-        .clone()
-        .issue_user(pb::IssueUserRequest {
-            name: name.into(),
-            role: pb::Role::Staff as i32,
-            csr_der: csr.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    (issued.certificate_pem.into_bytes(), key_pem.into_bytes())
 }
 
 fn render(table: &str, rpcs: usize, cells: usize) -> String {
