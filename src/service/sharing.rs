@@ -320,7 +320,7 @@ impl Sharing {
             self.store
                 .put_grant_with_feed(&g, &[], Some(GrantJob::Close), &[ended])?;
             self.replace_grant(g.clone());
-            self.close(&g)?;
+            self.close(&g, Closing::First)?;
             self.store.clear_job(&g.id)?;
         }
         let entry = call.entry(Target {
@@ -378,7 +378,7 @@ impl Sharing {
             if g.ended_at_ms == 0 {
                 self.backfill(&g, &[])?;
             } else if g.purge_ack.is_none() {
-                self.close(&g)?;
+                self.close(&g, Closing::Again)?;
             }
         }
         Ok(())
@@ -597,7 +597,7 @@ impl Sharing {
             &[call.entry(grant_target(&grant))],
         )?;
         self.replace_grant(grant.clone());
-        self.close(&grant)?;
+        self.close(&grant, Closing::First)?;
         self.store.clear_job(&grant.id)?;
         self.store.commit().await?;
         self.grants_changed.notify_one();
@@ -610,7 +610,7 @@ impl Sharing {
     /// covered then) and replayed as it was whenever the close is queued
     /// again: records added to a case after a revocation are never named
     /// to the revoked peer.
-    fn close(&self, grant: &Grant) -> Result<()> {
+    fn close(&self, grant: &Grant, closing: Closing) -> Result<()> {
         let now = now_ms();
         // As stored now: a purge acknowledged since the caller looked needs
         // nothing queued again.
@@ -620,11 +620,17 @@ impl Sharing {
             None => return Ok(()),
         };
         let others: Vec<Grant> = self.grants(Some(&grant.peer));
-        let revealed = match self.store.revealed(&grant.id)? {
-            Some(ids) => ids,
-            // The first close, or a grant closed before revealed sets were
-            // kept.
-            None => self.revealed_by(&grant)?,
+        let revealed = match (self.store.revealed(&grant.id)?, closing) {
+            (Some(ids), _) => ids,
+            // Ended just now, under the gate: what it covers is what it
+            // showed. (Not so for one that expired before the sweep ended
+            // it: what was written in between was never sent.)
+            (None, Closing::First) if grant.end_reason != Some(EndReason::Expired) => {
+                self.covered(&grant.target)?
+            }
+            // An expired grant, or one closed before revealed sets were
+            // kept: read from the records' signed versions.
+            (None, _) => self.revealed_by(&grant)?,
         };
         let mut revoke = Vec::new();
         for id in &revealed {
@@ -661,7 +667,7 @@ impl Sharing {
                     let others = self.grants(Some(&grant.peer));
                     self.backfill(&grant, &others)?
                 }
-                GrantJob::Close => self.close(&grant)?,
+                GrantJob::Close => self.close(&grant, Closing::First)?,
             }
             self.store.clear_job(&id)?;
         }
@@ -737,6 +743,14 @@ impl Sharing {
         }
         Ok(())
     }
+}
+
+/// Whether a grant's close is queued as it ends (or as its interrupted job
+/// resumes), or again for a peer that lost its state.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    First,
+    Again,
 }
 
 /// What an audit entry about a grant names.
