@@ -460,7 +460,7 @@ fn sort_entries(
     };
     let mut acks = AckBudget {
         signed: 0,
-        kept: ctx.store.ack_count(&peer.office)?,
+        kept: None,
         seen: std::collections::HashSet::new(),
     };
     for entry in entries {
@@ -512,8 +512,9 @@ pub fn revocation(origin: &OfficeId, raw: &str) -> Option<RecordId> {
 /// What one batch may still have this node sign.
 struct AckBudget {
     signed: usize,
-    /// Acknowledgements kept for this origin, with those signed now.
-    kept: usize,
+    /// Acknowledgements kept for this origin, with those signed now;
+    /// counted (a scan) only for a batch that closes a grant.
+    kept: Option<usize>,
     seen: std::collections::HashSet<GrantId>,
 }
 
@@ -538,11 +539,16 @@ impl AckBudget {
             sorted.acks.push(ack);
             return Ok(Ok(()));
         }
-        if self.signed >= MAX_NEW_ACKS_PER_BATCH || self.kept >= MAX_ACKS_PER_ORIGIN {
+        let kept = match self.kept {
+            Some(n) => n,
+            None => ctx.store.ack_count(&peer.office)?,
+        };
+        if self.signed >= MAX_NEW_ACKS_PER_BATCH || kept >= MAX_ACKS_PER_ORIGIN {
+            self.kept = Some(kept);
             return Ok(Err(Rejection::TooManyAcks));
         }
         self.signed += 1;
-        self.kept += 1;
+        self.kept = Some(kept + 1);
         let ack = sign_ack(ctx, peer, grant, now)?;
         sorted.items.push(ApplyItem::Ack(ack.clone()));
         sorted.acks.push(ack);
