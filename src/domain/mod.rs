@@ -9,6 +9,7 @@ pub mod addr;
 pub(crate) mod arbitrary;
 pub mod audit;
 pub mod blob;
+pub mod blobstore;
 pub mod codec;
 pub mod ids;
 pub mod limits;
