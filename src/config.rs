@@ -56,6 +56,13 @@ pub struct BlobConfig {
     pub fetch_concurrency: usize,
     /// Cap on the bytes per second all fetches together take; 0 for none.
     pub fetch_bytes_per_sec: u64,
+    /// How often the node re-hashes every stored file (a scrub); 0 for
+    /// never. Default 168h (weekly).
+    #[serde(with = "humantime_serde_compat")]
+    pub scrub_interval: std::time::Duration,
+    /// Cap on the bytes per second the periodic scrub reads, so it does not
+    /// crowd out transfers; 0 for none. Default 32 MiB/s.
+    pub scrub_bytes_per_sec: u64,
 }
 
 impl Default for BlobConfig {
@@ -65,6 +72,8 @@ impl Default for BlobConfig {
             unreferenced_grace: std::time::Duration::from_secs(24 * 3600),
             fetch_concurrency: 3,
             fetch_bytes_per_sec: 0,
+            scrub_interval: std::time::Duration::from_secs(7 * 24 * 3600),
+            scrub_bytes_per_sec: 32 << 20,
         }
     }
 }
@@ -270,6 +279,10 @@ impl Paths {
     }
     pub fn store(&self) -> PathBuf {
         self.root.join("store")
+    }
+    /// Attached files, when they are kept as files (the default).
+    pub fn blobs(&self) -> PathBuf {
+        self.root.join("blobs")
     }
     /// The address a running node bound (`serve` writes it at start and
     /// removes it at a clean stop): the truth when `listen` names port 0

@@ -161,6 +161,13 @@ pub enum Error {
     #[error("the bundle could not be written: {0}")]
     BundleNotWritten(String),
 
+    // Stored bytes are not what they should be.
+    #[error(
+        "file {hash} failed its integrity check ({}): its stored bytes changed; a replica's copy is fetched again from its origin, and an own file must be uploaded again",
+        crate::domain::format_time(*at_ms)
+    )]
+    BlobDamaged { hash: BlobHash, at_ms: u64 },
+
     // The node cannot write now: the message says why and what to do.
     #[error("{0}")]
     DiskFull(String),

@@ -27,6 +27,9 @@ use crate::service::refusals::{self, RefusalLog};
 use crate::service::{
     AuditLog, BlobService, PeerRuntime, RecordService, Sharing, UserService, users::issued_users,
 };
+use crate::domain::blobstore::BlobStore;
+use crate::store::files::FileBlobs;
+use crate::store::staging::Staging;
 use crate::store::{Store, StoreOptions};
 use crate::sync::fetch::{self, Transfers};
 use crate::sync::{Replicator, SyncContext};
@@ -216,6 +219,7 @@ struct Background {
     storage_watch: JoinHandle<()>,
     fetcher: JoinHandle<()>,
     sweeper: JoinHandle<()>,
+    scrubber: JoinHandle<()>,
     signer: JoinHandle<()>,
     refusals_flusher: JoinHandle<()>,
     accept_loop: JoinHandle<()>,
@@ -241,6 +245,7 @@ impl Background {
         let _ = self.storage_watch.await;
         let _ = self.fetcher.await;
         let _ = self.sweeper.await;
+        let _ = self.scrubber.await;
         // The listener is closed once the accept loop has ended, so the
         // address can be bound again as soon as shutdown returns.
         let _ = self.accept_loop.await;
@@ -284,6 +289,15 @@ struct Services {
     runtime: Arc<dyn PeerRuntime>,
     shutdown_tx: watch::Sender<bool>,
     shutdown_rx: watch::Receiver<bool>,
+}
+
+/// The blob store the configuration names.
+fn open_blob_store(paths: &Paths) -> Result<Arc<dyn BlobStore>, NodeError> {
+    let files = FileBlobs::open(&paths.blobs()).map_err(|source| NodeError::Read {
+        path: paths.blobs(),
+        source,
+    })?;
+    Ok(Arc::new(files))
 }
 
 /// Opens the store and builds every service on it; grant jobs a crash cut
@@ -336,12 +350,19 @@ async fn services(paths: &Paths, config: &Config, id: &Identity) -> Result<Servi
     sharing.set_runtime(Arc::downgrade(&runtime));
     sharing.resume_jobs().await?;
     let users = Arc::new(UserService::new(store.clone(), ca.clone(), trust.clone()));
+    let staging = Staging::open(&paths.root).map_err(|source| NodeError::Read {
+        path: paths.root.join("staging"),
+        source,
+    })?;
     let blobs = Arc::new(BlobService::new(
         store.clone(),
         sharing.clone(),
         config.blobs.clone(),
+        open_blob_store(paths)?,
+        staging,
         shutdown_rx.clone(),
     ));
+    blobs.recover().await?;
     Ok(Services {
         store,
         trust,
@@ -406,6 +427,7 @@ fn servers(
         sync: s.sync_ctx.clone(),
         exporter: Arc::new(crate::service::export::Exporter {
             store: s.store.clone(),
+            blobs: s.blobs.clone(),
             ca: id.ca.clone(),
             office: id.office.clone(),
             audit: s.audit.clone(),
@@ -502,11 +524,21 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         )),
         fetcher: tokio::spawn(fetch::run_fetcher(
             sync_ctx.clone(),
+            blobs.clone(),
             transfers,
             config.blobs.clone(),
             shutdown_rx.clone(),
         )),
-        sweeper: tokio::spawn(fetch::run_sweeper(sync_ctx, shutdown_rx.clone())),
+        sweeper: tokio::spawn(fetch::run_sweeper(
+            sync_ctx,
+            blobs.clone(),
+            shutdown_rx.clone(),
+        )),
+        scrubber: tokio::spawn(crate::service::blobs::run_scrubber(
+            blobs.clone(),
+            config.blobs.clone(),
+            shutdown_rx.clone(),
+        )),
         signer: tokio::spawn(crate::service::audit::run_signer(
             audit,
             shutdown_rx.clone(),

@@ -306,7 +306,7 @@ impl Admin for AdminApi {
             blob_bytes,
             transfers: self
                 .transfers
-                .view(&self.sync)
+                .view(&self.blobs)
                 .map_err(crate::error::Error::from)?
                 .into_iter()
                 .map(|t| pb::Transfer {

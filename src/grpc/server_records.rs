@@ -88,9 +88,9 @@ impl RecordsApi {
                     a.state = pb::AttachmentState::Present as i32;
                     a.bytes_present = a.size;
                 }
-                BlobState::Pending { received } => {
+                BlobState::Pending => {
                     a.state = pb::AttachmentState::Pending as i32;
-                    a.bytes_present = received;
+                    a.bytes_present = self.blobs.received(&hash);
                 }
             }
         }
@@ -220,18 +220,10 @@ impl Records for RecordsApi {
         let call = audit_call(&req)?;
         let mut stream = req.into_inner();
         // Dropped unfinished (an error, or the client going away), the
-        // upload removes what it stored.
+        // upload removes what it staged.
         let mut upload = self.blobs.begin_upload()?;
-        let mut unflushed = 0usize;
         while let Some(msg) = stream.message().await? {
-            upload
-                .write(&msg.data)
-                .map_err(|e| Status::from(crate::error::Error::from(e)))?;
-            unflushed += msg.data.len();
-            if unflushed >= crate::store::blobs::FLUSH_EVERY_BYTES {
-                self.blobs.flush().await?;
-                unflushed = 0;
-            }
+            upload.write(&msg.data)?;
         }
         let (hash, size) = self.blobs.finish_upload(upload, &call).await?;
         tracing::info!(%who, %hash, size, "file stored");

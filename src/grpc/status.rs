@@ -70,6 +70,7 @@ impl From<Error> for Status {
             | Error::EmptyCollection(_) => Status::failed_precondition(msg),
             Error::NotOrigin { .. } | Error::PeersOnly(_) => Status::permission_denied(msg),
             Error::AuditEntryUnreadable { .. }
+            | Error::BlobDamaged { .. }
             | Error::AuditEntryMissing(_)
             | Error::AuditLogBroken(_) => Status::data_loss(msg),
             Error::RecordBusy { .. }

@@ -30,7 +30,6 @@ use crate::domain::{BlobHash, Limits, OfficeId, now_ms};
 use crate::error::{Error, Result};
 use crate::identity::{OfficeCa, OfficeSigner, OfficeVerifier};
 use crate::service::{AuditLog, Call};
-use crate::store::blobs::BlobMeta;
 use crate::store::{Store, StoreError};
 
 /// Audit entries read from the store at a time.
@@ -66,6 +65,7 @@ pub type Pieces = mpsc::Receiver<Result<Bytes>>;
 /// Exporting case bundles of this node's collections.
 pub struct Exporter {
     pub store: Arc<Store>,
+    pub blobs: Arc<super::BlobService>,
     pub ca: Arc<OfficeCa>,
     pub office: OfficeId,
     pub audit: Arc<AuditLog>,
@@ -106,6 +106,7 @@ impl Exporter {
         })?;
         let (tx, rx) = mpsc::channel(4);
         let (store, ca, office) = (self.store.clone(), self.ca.clone(), self.office.clone());
+        let blobs = self.blobs.clone();
         let name = collection.clone();
         let building = tokio::task::spawn_blocking(move || {
             let mut out = PieceWriter {
@@ -113,7 +114,7 @@ impl Exporter {
                 buf: Vec::with_capacity(PIECE),
                 sent: 0,
             };
-            let done = export(&store, &ca, &office, &name, &head, &mut out).and_then(|summary| {
+            let done = export(&store, blobs.as_ref(), &ca, &office, &name, &head, &mut out).and_then(|summary| {
                 out.flush().map_err(|e| write_error(WriteError::Io(e)))?;
                 Ok(summary)
             });
@@ -203,6 +204,7 @@ impl Write for PieceWriter {
 /// the log up to it must check out, or the export fails.
 pub fn export(
     store: &Store,
+    files: &dyn FileSource,
     ca: &OfficeCa,
     office: &OfficeId,
     collection: &str,
@@ -217,7 +219,7 @@ pub fn export(
     let mut w = BundleWriter::new(out, collection, office, now_ms());
     let held = add_versions(store, collection, &mut w, &mut summary)?;
     add_offices(store, ca, office, &held.origins, &mut w, &mut summary)?;
-    add_files(store, &held.attachments, &mut w, &mut summary)?;
+    add_files(store, files, &held.attachments, &mut w, &mut summary)?;
     add_audit_excerpt(store, collection, &held.ids, head, &mut w, &mut summary)?;
     w.finish(&OfficeSigner::new(ca)).map_err(write_error)?;
     Ok(summary)
@@ -303,6 +305,7 @@ fn add_offices<W: Write>(
 /// The attached files this node holds, each pinned while it is copied.
 fn add_files<W: Write>(
     store: &Store,
+    files: &dyn FileSource,
     attachments: &BTreeSet<BlobHash>,
     w: &mut BundleWriter<W>,
     summary: &mut ExportSummary,
@@ -314,12 +317,9 @@ fn add_files<W: Write>(
             summary.missing_files.push(*hash);
             continue;
         };
-        let mut chunks = Chunks::new(store, meta);
-        let added = w.add_file(hash, meta.size, &mut chunks);
-        if let Some(e) = chunks.error {
-            return Err(e);
-        }
-        added.map_err(write_error)?;
+        let mut reader = files.open(hash, meta.size)?;
+        w.add_file(hash, meta.size, &mut reader)
+            .map_err(write_error)?;
         summary.files += 1;
         summary.file_bytes += meta.size;
     }
@@ -386,68 +386,16 @@ fn write_error(e: WriteError) -> Error {
     }
 }
 
-/// Reads a blob's stored chunks in order. A store failure is kept in
-/// `error` (the bundle writer only sees an I/O error).
-struct Chunks<'a> {
-    store: &'a Store,
-    meta: BlobMeta,
-    index: u64,
-    /// The current chunk (copied: the engine's value type stays in the
-    /// store).
-    chunk: Vec<u8>,
-    at: usize,
-    read: u64,
-    error: Option<Error>,
+/// Where a bundle's files are read from.
+pub trait FileSource {
+    /// A reader of the whole file `hash` of `size` bytes; it fails if the
+    /// bytes read do not hash to `hash`.
+    fn open(&self, hash: &BlobHash, size: u64) -> Result<Box<dyn Read + '_>>;
 }
 
-impl<'a> Chunks<'a> {
-    fn new(store: &'a Store, meta: BlobMeta) -> Self {
-        Self {
-            store,
-            meta,
-            index: 0,
-            chunk: Vec::new(),
-            at: 0,
-            read: 0,
-            error: None,
-        }
-    }
-
-    fn fail(&mut self, e: Error) -> io::Error {
-        let io = io::Error::other(e.to_string());
-        self.error = Some(e);
-        io
-    }
-}
-
-impl Read for Chunks<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.read >= self.meta.size || buf.is_empty() {
-            return Ok(0);
-        }
-        if self.at >= self.chunk.len() {
-            let damaged = |what: &str| {
-                Error::Store(StoreError::Inconsistent(format!(
-                    "chunk {} of storage {} is {what}",
-                    self.index, self.meta.storage
-                )))
-            };
-            let next = match self.store.chunk(self.meta.storage, self.index) {
-                Ok(Some(c)) if !c.is_empty() && c.len() as u64 <= self.meta.chunk_len() => c,
-                Ok(Some(_)) => return Err(self.fail(damaged("malformed"))),
-                Ok(None) => return Err(self.fail(damaged("missing"))),
-                Err(e) => return Err(self.fail(e.into())),
-            };
-            self.chunk = next.to_vec();
-            self.at = 0;
-            self.index += 1;
-        }
-        let left = (self.meta.size - self.read).min(usize::MAX as u64) as usize;
-        let n = buf.len().min(self.chunk.len() - self.at).min(left);
-        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
-        self.at += n;
-        self.read += n as u64;
-        Ok(n)
+impl FileSource for super::BlobService {
+    fn open(&self, hash: &BlobHash, size: u64) -> Result<Box<dyn Read + '_>> {
+        Ok(Box::new(self.reader(*hash, size)?))
     }
 }
 
@@ -543,7 +491,16 @@ pub(crate) mod tests {
     use crate::domain::audit::{Actor, Draft, Outcome, Target};
     use crate::domain::sharing::Peer;
     use crate::domain::{Attachment, RecordId, SignedVersion, UserName};
-    use crate::store::blobs::CHUNK;
+
+    /// Files held in memory, for the bundle's logic alone.
+    #[derive(Default)]
+    struct Files(std::collections::HashMap<BlobHash, Vec<u8>>);
+
+    impl FileSource for Files {
+        fn open(&self, hash: &BlobHash, _: u64) -> Result<Box<dyn Read + '_>> {
+            Ok(Box::new(&self.0[hash][..]))
+        }
+    }
     use crate::store::{ApplyItem, StoreOptions};
 
     const CASE: &str = "case-9";
@@ -571,19 +528,10 @@ pub(crate) mod tests {
         store.append_version(v, expected, &[], &[draft]).unwrap();
     }
 
-    fn upload(store: &Store, bytes: &[u8]) -> Attachment {
-        let mut up = store.begin_upload(1 << 20).unwrap();
-        up.write(bytes).unwrap();
-        let (hash, size) = up
-            .finish(60_000, now_ms(), |h, _| {
-                Draft::new(
-                    Actor::node("phila-da"),
-                    "Blobs.Put",
-                    Target::detail(format!("file {h}")),
-                    Outcome::ok(),
-                )
-            })
-            .unwrap();
+    fn upload(store: &Store, files: &mut Files, bytes: &[u8]) -> Attachment {
+        let (hash, size) = (BlobHash::of(bytes), bytes.len() as u64);
+        store.record_blob(&hash, size, now_ms() + 60_000, None).unwrap();
+        files.0.insert(hash, bytes.to_vec());
         Attachment {
             hash,
             size,
@@ -612,6 +560,7 @@ pub(crate) mod tests {
     struct Node {
         _dir: tempfile::TempDir,
         store: Store,
+        files: Files,
         home: OfficeCa,
         home_id: OfficeId,
         camden: OfficeCa,
@@ -629,8 +578,9 @@ pub(crate) mod tests {
 
         let ours = RecordId::generate(&home_id, 1, [1; 10]);
         let elsewhere = RecordId::generate(&home_id, 1, [2; 10]);
-        let bytes: Vec<u8> = (0..3 * CHUNK + 100).map(|i| (i % 251) as u8).collect();
-        let file = upload(&store, &bytes);
+        let bytes: Vec<u8> = (0..3 * 2048 + 100).map(|i| (i % 251) as u8).collect();
+        let mut files = Files::default();
+        let file = upload(&store, &mut files, &bytes);
         put(&store, &signed(&home, &ours, 1, CASE, Vec::new()));
         put(&store, &signed(&home, &ours, 2, CASE, vec![file]));
         put(&store, &signed(&home, &elsewhere, 1, "case-10", Vec::new()));
@@ -676,6 +626,7 @@ pub(crate) mod tests {
             .unwrap();
         Node {
             _dir: dir,
+            files,
             store,
             home,
             home_id,
@@ -691,11 +642,11 @@ pub(crate) mod tests {
         let n = node();
         let head = sign_head(&n.store, &n.home);
         let mut out = Vec::new();
-        let summary = export(&n.store, &n.home, &n.home_id, CASE, &head, &mut out).unwrap();
+        let summary = export(&n.store, &n.files, &n.home, &n.home_id, CASE, &head, &mut out).unwrap();
 
         assert_eq!((summary.records, summary.versions), (3, 4), "{summary:?}");
         assert_eq!(summary.files, 1);
-        assert_eq!(summary.file_bytes, 3 * CHUNK as u64 + 100);
+        assert_eq!(summary.file_bytes, 3 * 2048 + 100);
         assert_eq!(summary.missing_files, [n.not_fetched]);
         assert_eq!(
             summary.missing_offices,
@@ -734,7 +685,7 @@ pub(crate) mod tests {
         head.signature = OfficeSigner::new(&n.home)
             .sign_bytes(&head.canonical())
             .unwrap();
-        let err = export(&n.store, &n.home, &n.home_id, CASE, &head, Vec::new()).unwrap_err();
+        let err = export(&n.store, &n.files, &n.home, &n.home_id, CASE, &head, Vec::new()).unwrap_err();
         assert!(matches!(err, Error::AuditLogBroken(_)), "{err}");
         assert!(err.to_string().contains("not the log it signed"), "{err}");
 
@@ -744,18 +695,18 @@ pub(crate) mod tests {
         head.signature = OfficeSigner::new(&n.home)
             .sign_bytes(&head.canonical())
             .unwrap();
-        let err = export(&n.store, &n.home, &n.home_id, CASE, &head, Vec::new()).unwrap_err();
+        let err = export(&n.store, &n.files, &n.home, &n.home_id, CASE, &head, Vec::new()).unwrap_err();
         assert!(err.to_string().contains("ends at entry"), "{err}");
 
         // A head changed after it was signed.
         let mut head = sign_head(&n.store, &n.home);
         head.at_ms += 1;
-        let err = export(&n.store, &n.home, &n.home_id, CASE, &head, Vec::new()).unwrap_err();
+        let err = export(&n.store, &n.files, &n.home, &n.home_id, CASE, &head, Vec::new()).unwrap_err();
         assert!(err.to_string().contains("signature"), "{err}");
 
         // Another office's head.
         let head = sign_head(&n.store, &n.camden);
-        let err = export(&n.store, &n.home, &n.home_id, CASE, &head, Vec::new()).unwrap_err();
+        let err = export(&n.store, &n.files, &n.home, &n.home_id, CASE, &head, Vec::new()).unwrap_err();
         assert!(err.to_string().contains("camden-da"), "{err}");
     }
 
@@ -765,7 +716,7 @@ pub(crate) mod tests {
         let head = sign_head(&n.store, &n.home);
         put(&n.store, &signed(&n.home, &n.ours, 3, CASE, Vec::new()));
         let mut out = Vec::new();
-        let summary = export(&n.store, &n.home, &n.home_id, CASE, &head, &mut out).unwrap();
+        let summary = export(&n.store, &n.files, &n.home, &n.home_id, CASE, &head, &mut out).unwrap();
         // Version 3 is in, its entry is past the head and not.
         assert_eq!(summary.versions, 5);
         assert_eq!(summary.audit_entries, 4);

@@ -1,89 +1,59 @@
-//! Blobs: the bytes of attached files, named by their BLAKE3 hash.
+//! Blobs: what sled knows of the attached files this node holds, named by
+//! their BLAKE3 hash. The bytes themselves live in the blob store
+//! ([`crate::domain::blobstore`]): files under the data directory, or an
+//! S3-compatible object store.
 //!
-//! A blob's bytes are stored in fixed-size chunks under a *storage id*, a
-//! number sled hands out; the blob's entry maps its hash to that id and
-//! records the chunk size ([`CHUNK`] for everything stored now; blobs and
-//! fetches stored by v1 entries used [`V1_CHUNK`]).
-//! Bytes arrive under a fresh storage id (an upload, or a fetch from a peer)
-//! and become a blob in one step once their hash is known and checked, so a
-//! half-received file is never mistaken for a whole one, and the same bytes
-//! uploaded twice end up stored once.
+//! sled keeps each blob's size and grace time (`blobhash_blob`: present
+//! means whole and verified), the versions that list it (`blobhash_ref`),
+//! the fetches queued from peers (`blobhash_fetch`), the files a scrub
+//! found changed (`blobhash_damaged`), and the hashes whose bytes the blob
+//! store may hold with no entry (`blobhash_unsettled`): marked before a
+//! blob is adopted and in the same transaction as an entry is removed, so a
+//! crash between the two steps is finished at the next start
+//! ([`Store::unsettled`]).
 //!
-//! Every stored record version that lists an attachment holds a reference
-//! (`blobhash_ref`). A blob with no reference is removed by
-//! [`Store::sweep_blobs`] once its grace time has passed, unless someone is
-//! reading or writing it right now (a [`BlobPin`]).
+//! Every stored record version that lists an attachment holds a reference.
+//! A blob with no reference is removed once its grace time has passed,
+//! unless someone is reading or writing it right now (a [`BlobPin`]).
 //!
 //! Invariants:
-//! - A storage id's chunks belong to exactly one of: a blob entry, a fetch
-//!   entry, or `storage_doomed` (an upload in progress, or chunks being
-//!   removed). What is doomed when the store opens is removed then.
-//! - References change, and unreferenced blobs are removed, only while the
-//!   blob gate is held; pins are taken under the same gate.
+//! - References change, and blobs are doomed, only while the blob gate is
+//!   held; pins are taken under the same gate.
+//! - A hash being deleted from the blob store is not adopted again until
+//!   the deletion is over ([`Store::pin_for_write`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sled::IVec;
 
 use super::encoding::AuditHead;
-use super::keys::{ChunkKey, RefKey};
+use super::keys::RefKey;
 use super::trees::tree_set;
-use super::tx::{Tx, abort, unwrap_tx};
+use super::tx::{Tx, unwrap_tx};
 use super::typed::{Raw, TxTree};
 use super::{Result, Store, StoreError};
-use crate::domain::audit::Entry;
+use crate::domain::audit::{Draft, Entry};
 use crate::domain::{BlobHash, OfficeId, RecordId, SignedVersion};
 
-pub use super::encoding::{BlobMeta, Fetch, PIECE, V1_CHUNK};
-
-/// Size of the chunks new blobs are stored in. Small on purpose: sled
-/// holds the values of the leaves it has touched beyond its configured
-/// cache, so what a large file costs in memory grows with the chunk size,
-/// not with the file. Measured with sled alone, writing then reading
-/// 256 MiB with a 32 MiB cache (`cargo run --release --example sledmem --
-/// CHUNK_BYTES`): 1 KiB chunks held 48 MiB, 2 KiB 56, 4 KiB 71, 8 KiB 126,
-/// 16 KiB 332. With a 4 MiB cache, 2 KiB held 36 and 8 KiB still 123.
-pub const CHUNK: usize = 2 * 1024;
-/// An upload checks the disk's free space every this many chunks (1 MiB).
-const SPACE_CHECK_CHUNKS: u64 = (1 << 20) / CHUNK as u64;
-
-const _: () = assert!(PIECE % CHUNK == 0 && PIECE % V1_CHUNK == 0);
-
-/// While a file streams in (uploaded or fetched), what has arrived is made
-/// durable after this many bytes, so sled can write out and evict it and a
-/// restart resumes close to where the transfer stopped.
-pub const FLUSH_EVERY_BYTES: usize = 8 << 20;
+pub use super::encoding::{BlobMeta, Fetch, PIECE, SledChunks, V1_CHUNK};
 
 /// Whether this node holds an attachment's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlobState {
     Present,
-    /// Not (yet) here; `received` bytes of it are.
-    Pending {
-        received: u64,
-    },
-}
-
-/// Why a blob operation refused.
-#[derive(Debug, thiserror::Error)]
-pub enum BlobError {
-    #[error("the file is larger than the limit of {limit} bytes")]
-    TooLarge { limit: u64 },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-fn chunks(size: u64, chunk: u32) -> u64 {
-    size.div_ceil(u64::from(chunk))
+    /// Not (yet) here.
+    Pending,
 }
 
 tree_set! {
-    /// Making uploaded bytes a blob.
-    FinishTx {
+    /// Recording a whole blob (uploaded, fetched or moved out of sled).
+    RecordBlobTx {
         blobs: BlobHash => BlobMeta,
         doomed: u64 => (),
+        unsettled: BlobHash => (),
+        damaged: BlobHash => u64,
         fetches: BlobHash => Fetch,
         audit_entries: u64 => Entry,
         audit_head: str => AuditHead,
@@ -91,43 +61,56 @@ tree_set! {
 }
 
 tree_set! {
-    /// Storing the next bytes of a fetch.
-    FetchAppendTx {
-        fetches: BlobHash => Fetch,
-        chunks: ChunkKey => Raw,
-    }
-}
-
-tree_set! {
-    /// Making a fetch a blob, or starting it again.
-    FetchFinishTx {
-        fetches: BlobHash => Fetch,
-        blobs: BlobHash => BlobMeta,
-        doomed: u64 => (),
-    }
-}
-
-tree_set! {
-    /// Removing a blob, its storage doomed at once.
+    /// Removing a blob's entry; its bytes are deleted next.
     DoomBlobTx {
         blobs: BlobHash => BlobMeta,
-        doomed: u64 => (),
+        unsettled: BlobHash => (),
+        damaged: BlobHash => u64,
     }
 }
 
 tree_set! {
-    /// Removing a fetch, its storage doomed at once.
-    DoomFetchTx {
+    /// A damaged replica's file: removed, and fetched again from `origin`.
+    RefetchTx {
+        blobs: BlobHash => BlobMeta,
+        doomed: u64 => (),
+        unsettled: BlobHash => (),
+        damaged: BlobHash => u64,
+        fetches: BlobHash => Fetch,
+        audit_entries: u64 => Entry,
+        audit_head: str => AuditHead,
+    }
+}
+
+tree_set! {
+    /// A damaged file of this office's own, marked.
+    DamagedTx {
+        damaged: BlobHash => u64,
+        audit_entries: u64 => Entry,
+        audit_head: str => AuditHead,
+    }
+}
+
+tree_set! {
+    /// A fetch moved out of sled: its entry no longer points at chunks,
+    /// which are doomed.
+    FetchMigratedTx {
         fetches: BlobHash => Fetch,
         doomed: u64 => (),
     }
 }
 
-/// Who is reading or writing which blob right now; its lock is the blob
-/// gate.
-pub(super) type Pins = Arc<Mutex<HashMap<BlobHash, usize>>>;
+/// Who is reading or writing which blob right now, and which are being
+/// deleted; its lock is the blob gate.
+#[derive(Default)]
+pub(super) struct PinState {
+    pins: HashMap<BlobHash, usize>,
+    deleting: HashSet<BlobHash>,
+}
 
-pub(super) fn gate(pins: &Pins) -> MutexGuard<'_, HashMap<BlobHash, usize>> {
+pub(super) type Pins = Arc<Mutex<PinState>>;
+
+pub(super) fn gate(pins: &Pins) -> MutexGuard<'_, PinState> {
     pins.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -138,6 +121,8 @@ pub struct Wake {
     pub fetch: tokio::sync::Notify,
     /// References went away: blobs may be unreferenced now.
     pub sweep: tokio::sync::Notify,
+    /// A deletion from the blob store finished.
+    pub deleted: tokio::sync::Notify,
 }
 
 /// Keeps a blob (or its fetch) from being removed while held.
@@ -154,224 +139,149 @@ impl BlobPin {
 
 impl Drop for BlobPin {
     fn drop(&mut self) {
-        let mut pins = gate(&self.pins);
-        if let Some(n) = pins.get_mut(&self.hash) {
+        let mut state = gate(&self.pins);
+        if let Some(n) = state.pins.get_mut(&self.hash) {
             *n -= 1;
             if *n == 0 {
-                pins.remove(&self.hash);
+                state.pins.remove(&self.hash);
             }
         }
     }
 }
 
-/// Bytes being uploaded. Dropping it unfinished removes what was written.
-pub struct Upload<'a> {
-    store: &'a Store,
-    storage: u64,
-    size: u64,
-    next_index: u64,
-    limit: u64,
-    hasher: blake3::Hasher,
-    buf: Vec<u8>,
-    done: bool,
+/// What a sweep took off the books: blobs whose bytes are to be deleted
+/// from the blob store (then [`Store::deleted`]), and fetches whose staged
+/// bytes are to be removed.
+#[derive(Debug, Default)]
+pub struct Doomed {
+    pub blobs: Vec<BlobHash>,
+    pub fetches: Vec<BlobHash>,
 }
 
-impl Upload<'_> {
-    /// Appends bytes; refuses (and the upload is over) past the limit.
-    pub fn write(&mut self, mut data: &[u8]) -> std::result::Result<(), BlobError> {
-        if self.size + data.len() as u64 > self.limit {
-            return Err(BlobError::TooLarge { limit: self.limit });
-        }
-        self.size += data.len() as u64;
-        self.hasher.update(data);
-        while !data.is_empty() {
-            let take = (CHUNK - self.buf.len()).min(data.len());
-            self.buf.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.buf.len() == CHUNK {
-                self.flush_chunk()?;
-            }
-        }
-        Ok(())
-    }
-
-    fn flush_chunk(&mut self) -> Result<()> {
-        if self.next_index % SPACE_CHECK_CHUNKS == 0 {
-            self.store.check_space()?;
-        }
-        self.store
-            .trees
-            .chunks
-            .insert(
-                (self.storage, self.next_index),
-                &Raw(IVec::from(self.buf.as_slice())),
-            )
-            .map_err(|e| self.store.space.note(e))?;
-        self.next_index += 1;
-        self.buf.clear();
-        Ok(())
-    }
-
-    /// Stores the last bytes and makes them a blob (or, if the same bytes are
-    /// stored already, drops this copy). The blob is kept for `grace_ms`
-    /// even if no record lists it. The audit entry `audit` makes of the hash
-    /// and size is stored in the same transaction. Durable after
-    /// [`Store::commit`].
-    pub fn finish(
-        mut self,
-        grace_ms: u64,
-        now_ms: u64,
-        audit: impl Fn(&BlobHash, u64) -> crate::domain::audit::Draft,
-    ) -> Result<(BlobHash, u64)> {
-        if !self.buf.is_empty() {
-            self.flush_chunk()?;
-        }
-        let hash = BlobHash(*self.hasher.finalize().as_bytes());
-        let keep_until_ms = now_ms.saturating_add(grace_ms);
-        let store = self.store;
-        let _gate = gate(&store.blob_pins);
-        let fetched = store.fetch(&hash)?;
-        let entry = [audit(&hash, self.size)];
-        let kept_ours = unwrap_tx(FinishTx::run(&store.trees, |t| {
-            super::audit::append_tx(&t.audit_entries, &t.audit_head, &store.office, &entry)?;
-            // A fetch of the same bytes is no longer needed.
-            if let Some(f) = &fetched {
-                t.fetches.remove(&hash)?;
-                t.doomed.insert(f.storage, &())?;
-            }
-            let ours = match t.blobs.get(&hash)? {
-                Some(mut existing) => {
-                    existing.keep_until_ms = existing.keep_until_ms.max(keep_until_ms);
-                    t.blobs.insert(&hash, &existing)?;
-                    false
-                }
-                None => {
-                    let meta = BlobMeta {
-                        storage: self.storage,
-                        size: self.size,
-                        keep_until_ms,
-                        chunk: CHUNK as u32,
-                    };
-                    t.blobs.insert(&hash, &meta)?;
-                    t.doomed.remove(self.storage)?;
-                    true
-                }
-            };
-            Ok(ours)
-        }))?;
-        self.done = kept_ours;
-        drop(_gate);
-        store.audit_appended();
-        if let Some(f) = fetched {
-            store.remove_storage(f.storage)?;
-        }
-        // When not kept, Drop removes this copy's chunks.
-        Ok((hash, self.size))
-    }
-}
-
-impl Drop for Upload<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            if let Err(e) = self.store.remove_storage(self.storage) {
-                tracing::error!(storage = self.storage, error = %e, "could not remove an unfinished upload; it is removed at the next start");
-            }
-        }
-    }
+/// What a scrub's finding did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DamageAction {
+    /// A replica's file: removed, and queued to be fetched again from its
+    /// origin (whose bytes are to be deleted from the blob store now).
+    Refetch(OfficeId),
+    /// A file this office's own records list: kept marked, never served.
+    Marked,
+    /// No record lists it (any more): left to the sweep.
+    Unlisted,
 }
 
 impl Store {
-    /// Starts an upload of at most `limit` bytes.
-    pub fn begin_upload(&self, limit: u64) -> Result<Upload<'_>> {
-        self.check_space()?;
-        let storage = self.db.generate_id()?;
-        // Doomed until finished: a crash mid-upload leaves nothing behind.
-        self.trees.doomed.insert(storage, &())?;
-        Ok(Upload {
-            store: self,
-            storage,
-            size: 0,
-            next_index: 0,
-            limit,
-            hasher: blake3::Hasher::new(),
-            buf: Vec::with_capacity(CHUNK),
-            done: false,
-        })
-    }
-
-    /// Removes a storage id's chunks, then its doomed mark.
-    fn remove_storage(&self, storage: u64) -> Result<()> {
-        self.trees.doomed.insert(storage, &())?;
-        self.trees.chunks.remove_range(
-            Bound::Included((storage, 0)),
-            Bound::Included((storage, u64::MAX)),
-        )?;
-        self.trees.doomed.remove(storage)?;
-        Ok(())
-    }
-
-    /// Finishes removals a crash interrupted, and drops uploads that were in
-    /// progress. Run at open.
-    pub(super) fn remove_doomed(&self) -> Result<()> {
-        let mut doomed = Vec::new();
-        for storage in self.trees.doomed.keys() {
-            match storage {
-                Ok(storage) => doomed.push(storage),
-                Err(e @ StoreError::Corrupt { .. }) => {
-                    tracing::error!(error = %e, "malformed key in storage_doomed; left alone");
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        for storage in doomed {
-            self.remove_storage(storage)?;
-        }
-        Ok(())
-    }
-
     pub fn blob(&self, hash: &BlobHash) -> Result<Option<BlobMeta>> {
         self.trees.blobs.get(hash)
     }
 
-    /// The stored bytes of chunk `index` of a storage id. Read one by one
-    /// on purpose: a range scan over a large file measured 300 MiB more
-    /// memory through the 256 MiB test.
-    pub fn chunk(&self, storage: u64, index: u64) -> Result<Option<IVec>> {
-        Ok(self
-            .trees
-            .chunks
-            .get((storage, index))?
-            .map(|Raw(bytes)| bytes))
-    }
-
-    /// Stores `data` as a blob in chunks of `chunk` bytes, as stores that
-    /// wrote other chunk sizes hold them.
-    #[cfg(test)]
-    pub(crate) fn store_blob_in_chunks(&self, data: &[u8], chunk: usize) -> Result<BlobMeta> {
-        let storage = self.db.generate_id()?;
-        for (i, piece) in data.chunks(chunk).enumerate() {
-            self.trees
-                .chunks
-                .insert((storage, i as u64), &Raw(IVec::from(piece)))?;
-        }
-        let meta = BlobMeta {
-            storage,
-            size: data.len() as u64,
-            keep_until_ms: 0,
-            chunk: chunk as u32,
-        };
-        let hash = BlobHash(*blake3::hash(data).as_bytes());
-        self.trees.blobs.insert(&hash, &meta)?;
-        Ok(meta)
-    }
-
     /// Keeps `hash` from being removed until the pin is dropped.
     pub fn pin_blob(&self, hash: BlobHash) -> BlobPin {
-        *gate(&self.blob_pins).entry(hash).or_insert(0) += 1;
+        *gate(&self.blob_pins).pins.entry(hash).or_insert(0) += 1;
         BlobPin {
             pins: self.blob_pins.clone(),
             hash,
         }
+    }
+
+    /// A pin on `hash` taken once no deletion of its bytes is under way,
+    /// for putting bytes under that hash into the blob store.
+    pub async fn pin_for_write(&self, hash: BlobHash) -> BlobPin {
+        loop {
+            let deleted = self.blob_wake.deleted.notified();
+            {
+                let mut state = gate(&self.blob_pins);
+                if !state.deleting.contains(&hash) {
+                    *state.pins.entry(hash).or_insert(0) += 1;
+                    return BlobPin {
+                        pins: self.blob_pins.clone(),
+                        hash,
+                    };
+                }
+            }
+            deleted.await;
+        }
+    }
+
+    /// Notes, durably after the next commit, that the blob store is about
+    /// to hold `hash` before sled lists it.
+    pub fn mark_unsettled(&self, hash: &BlobHash) -> Result<()> {
+        self.trees.unsettled.insert(hash, &())
+    }
+
+    /// Hashes whose bytes the blob store may hold with no entry, as a crash
+    /// left them: each is deleted from the blob store, then
+    /// [`Store::deleted`]. Run at start, before anything else touches blobs.
+    pub fn unsettled(&self) -> Result<Vec<BlobHash>> {
+        let mut out = Vec::new();
+        for hash in self.trees.unsettled.keys() {
+            let hash = hash?;
+            if self.trees.blobs.contains(&hash)? {
+                // Adopted and recorded; only the mark was left.
+                self.trees.unsettled.remove(&hash)?;
+            } else {
+                out.push(hash);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The blob store no longer holds `hash`'s bytes.
+    pub fn deleted(&self, hash: &BlobHash) -> Result<()> {
+        let mut state = gate(&self.blob_pins);
+        state.deleting.remove(hash);
+        let settled = match self.trees.blobs.contains(hash) {
+            Ok(true) => Ok(()),
+            Ok(false) => self.trees.unsettled.remove(hash).map(|_| ()),
+            Err(e) => Err(e),
+        };
+        drop(state);
+        self.blob_wake.deleted.notify_waiters();
+        settled
+    }
+
+    /// Records the whole blob `hash` of `size` bytes, now in the blob
+    /// store; kept until `keep_until_ms` even if no record lists it (a blob
+    /// held already keeps the later of the two times). Clears any damage
+    /// mark, and a fetch of the same bytes (returns whether there was one,
+    /// whose staged bytes are then to be removed). `audit`, if any, is
+    /// logged in the same transaction. Durable after [`Store::commit`].
+    pub fn record_blob(
+        &self,
+        hash: &BlobHash,
+        size: u64,
+        keep_until_ms: u64,
+        audit: Option<Draft>,
+    ) -> Result<bool> {
+        let _gate = gate(&self.blob_pins);
+        let entry: Vec<Draft> = audit.into_iter().collect();
+        let (had_fetch, chunks) = unwrap_tx(RecordBlobTx::run(&self.trees, |t| {
+            super::audit::append_tx(&t.audit_entries, &t.audit_head, &self.office, &entry)?;
+            let old = t.blobs.get(hash)?;
+            let keep = old.map_or(keep_until_ms, |o| o.keep_until_ms.max(keep_until_ms));
+            // Bytes held in sled chunks before are not needed any more.
+            let chunks = old.and_then(|o| o.legacy).map(|l| l.storage);
+            if let Some(storage) = chunks {
+                t.doomed.insert(storage, &())?;
+            }
+            let meta = BlobMeta {
+                size,
+                keep_until_ms: keep,
+                legacy: None,
+            };
+            t.blobs.insert(hash, &meta)?;
+            t.unsettled.remove(hash)?;
+            t.damaged.remove(hash)?;
+            Ok((t.fetches.remove(hash)?, chunks))
+        }))
+        .map_err(|e| self.space.note(e))?;
+        if !entry.is_empty() {
+            self.audit_appended();
+        }
+        if let Some(storage) = chunks {
+            self.remove_storage(storage)?;
+        }
+        Ok(had_fetch)
     }
 
     /// Whether any stored version lists `hash`.
@@ -400,13 +310,25 @@ impl Store {
         Ok(out)
     }
 
-    /// Whether this node holds the bytes of `hash`, or how many of them.
-    pub fn blob_state(&self, hash: &BlobHash) -> Result<BlobState> {
-        if self.trees.blobs.contains(hash)? {
-            return Ok(BlobState::Present);
+    /// The offices whose records list `hash` (each once, in order).
+    fn blob_listed_by(&self, hash: &BlobHash) -> Result<Vec<OfficeId>> {
+        let mut out: Vec<OfficeId> = Vec::new();
+        for key in self.trees.refs.scan_keys(hash) {
+            let (_, id, _) = key?;
+            let office = id.origin();
+            if !out.contains(&office) {
+                out.push(office);
+            }
         }
-        let received = self.fetch(hash)?.map(|f| f.received).unwrap_or(0);
-        Ok(BlobState::Pending { received })
+        Ok(out)
+    }
+
+    /// Whether this node holds the bytes of `hash`.
+    pub fn blob_state(&self, hash: &BlobHash) -> Result<BlobState> {
+        Ok(match self.trees.blobs.get(hash)? {
+            Some(m) if m.legacy.is_none() => BlobState::Present,
+            _ => BlobState::Pending,
+        })
     }
 
     /// Number of whole blobs and their total size.
@@ -420,10 +342,88 @@ impl Store {
         Ok((n, bytes))
     }
 
-    /// Number of chunks stored, whatever they belong to (tests use it to
-    /// show that nothing was left behind).
-    pub fn chunk_count(&self) -> usize {
-        self.trees.chunks.len()
+    /// Every whole blob and its size.
+    pub fn blob_list(&self) -> Result<Vec<(BlobHash, u64)>> {
+        self.trees
+            .blobs
+            .iter()
+            .map(|e| e.map(|(hash, m)| (hash, m.size)))
+            .collect()
+    }
+
+    // ---- damage found by a scrub ---------------------------------------
+
+    /// When a scrub found the stored bytes of `hash` changed, if it did.
+    pub fn damaged(&self, hash: &BlobHash) -> Result<Option<u64>> {
+        self.trees.damaged.get(hash)
+    }
+
+    /// Every file marked damaged, with when it was found.
+    pub fn damaged_list(&self) -> Result<Vec<(BlobHash, u64)>> {
+        self.trees.damaged.iter().collect()
+    }
+
+    /// Acts on stored bytes of `hash` that no longer hash to it: a file
+    /// only replicas list is removed and fetched again from the first
+    /// office that lists it; one this office's records list is marked (and
+    /// so never served) until the same bytes are uploaded again. `audit`
+    /// makes the entry that says which, logged in the same transaction.
+    pub fn blob_damaged(
+        &self,
+        hash: &BlobHash,
+        now_ms: u64,
+        audit: impl Fn(&DamageAction) -> Draft,
+    ) -> Result<DamageAction> {
+        let listed = self.blob_listed_by(hash)?;
+        let mut state = gate(&self.blob_pins);
+        let Some(meta) = self.trees.blobs.get(hash)? else {
+            return Ok(DamageAction::Unlisted);
+        };
+        let action = if listed.is_empty() {
+            DamageAction::Unlisted
+        } else if listed.iter().any(|o| o.as_str() == self.office) {
+            DamageAction::Marked
+        } else {
+            DamageAction::Refetch(listed[0].clone())
+        };
+        let entry = [audit(&action)];
+        match &action {
+            DamageAction::Refetch(origin) => {
+                unwrap_tx(RefetchTx::run(&self.trees, |t| {
+                    super::audit::append_tx(&t.audit_entries, &t.audit_head, &self.office, &entry)?;
+                    t.blobs.remove(hash)?;
+                    if let Some(l) = meta.legacy {
+                        t.doomed.insert(l.storage, &())?;
+                    }
+                    t.unsettled.insert(hash, &())?;
+                    t.damaged.remove(hash)?;
+                    let f = Fetch {
+                        origin: origin.clone(),
+                        size: meta.size,
+                        legacy: None,
+                    };
+                    t.fetches.insert(hash, &f)?;
+                    Ok(())
+                }))?;
+                state.deleting.insert(*hash);
+            }
+            DamageAction::Marked | DamageAction::Unlisted => {
+                unwrap_tx(DamagedTx::run(&self.trees, |t| {
+                    super::audit::append_tx(&t.audit_entries, &t.audit_head, &self.office, &entry)?;
+                    t.damaged.insert(hash, &now_ms)?;
+                    Ok(())
+                }))?;
+            }
+        }
+        drop(state);
+        self.audit_appended();
+        if let (DamageAction::Refetch(_), Some(l)) = (&action, meta.legacy) {
+            self.remove_storage(l.storage)?;
+        }
+        if matches!(action, DamageAction::Refetch(_)) {
+            self.blob_wake.fetch.notify_one();
+        }
+        Ok(action)
     }
 
     // ---- fetching from peers -------------------------------------------
@@ -437,149 +437,128 @@ impl Store {
         self.trees.fetches.iter().collect()
     }
 
-    /// Stores the next whole chunks of a fetch (the last may be short) at
-    /// `received`; returns the new count, or None when the fetch is gone.
-    pub fn fetch_append(&self, hash: &BlobHash, at: u64, data: &[u8]) -> Result<Option<u64>> {
-        self.check_space()?;
-        unwrap_tx(FetchAppendTx::run(&self.trees, |t| {
-            let Some(mut f) = t.fetches.get(hash)? else {
-                return Ok(None);
+    /// Takes off the books every blob and fetch that no stored version
+    /// lists, that is past its grace time and that nobody holds a pin on.
+    /// The blobs' hashes stay unsettled (and are not adopted again) until
+    /// their bytes are deleted and [`Store::deleted`] is called.
+    pub fn doom_unreferenced(&self, now_ms: u64) -> Result<Doomed> {
+        let mut doomed = Doomed::default();
+        let mut state = gate(&self.blob_pins);
+        for entry in self.trees.blobs.iter() {
+            let (hash, m) = match entry {
+                Ok(entry) => entry,
+                // One damaged entry must not stop removal of the rest.
+                Err(e @ StoreError::Corrupt { .. }) => {
+                    tracing::error!(error = %e, "skipped a damaged blob entry in the sweep");
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
-            if f.received != at {
-                // The fetch was removed and queued again meanwhile.
-                return Ok(None);
-            }
-            let chunk = f.chunk as usize;
-            let first = f.received / chunk as u64;
-            let whole = data.len() % chunk == 0;
-            let last = f.received + data.len() as u64 == f.size;
-            if f.received % chunk as u64 != 0
-                || !(whole || last)
-                || data.is_empty()
-                || f.received + data.len() as u64 > f.size
+            if m.keep_until_ms > now_ms
+                || m.legacy.is_some()
+                || state.pins.contains_key(&hash)
+                || self.blob_referenced(&hash)?
             {
-                return Err(abort(StoreError::Inconsistent(format!(
-                    "fetch of {hash} got {} bytes at {} of {}",
-                    data.len(),
-                    f.received,
-                    f.size
-                ))));
+                continue;
             }
-            for (i, piece) in data.chunks(chunk).enumerate() {
-                t.chunks
-                    .insert((f.storage, first + i as u64), &Raw(IVec::from(piece)))?;
+            unwrap_tx(DoomBlobTx::run(&self.trees, |t| {
+                t.blobs.remove(&hash)?;
+                t.unsettled.insert(&hash, &())?;
+                t.damaged.remove(&hash)?;
+                Ok(())
+            }))?;
+            state.deleting.insert(hash);
+            doomed.blobs.push(hash);
+        }
+        for (hash, _) in self.fetches()? {
+            if state.pins.contains_key(&hash) || self.blob_referenced(&hash)? {
+                continue;
             }
-            f.received += data.len() as u64;
-            t.fetches.insert(hash, &f)?;
-            Ok(Some(f.received))
-        }))
-        .map_err(|e| self.space.note(e))
+            self.trees.fetches.remove(&hash)?;
+            doomed.fetches.push(hash);
+        }
+        Ok(doomed)
     }
 
-    /// Hashes the received bytes of a complete fetch. When they match,
-    /// the fetch becomes a blob; otherwise its bytes are dropped and it
-    /// starts again from 0. Returns whether they matched.
-    pub fn fetch_finish(&self, hash: &BlobHash) -> Result<bool> {
-        let Some(f) = self.fetch(hash)? else {
-            return Ok(false);
+    /// Marks `hash` as being deleted from the blob store (at start, for
+    /// the unsettled ones), so it is not adopted meanwhile.
+    pub fn deleting(&self, hash: &BlobHash) {
+        gate(&self.blob_pins).deleting.insert(*hash);
+    }
+
+    // ---- blobs stored in sled before the blob store --------------------
+
+    /// Blobs and fetches whose bytes are still in sled chunks.
+    pub fn legacy_blobs(&self) -> Result<(Vec<(BlobHash, BlobMeta)>, Vec<(BlobHash, Fetch)>)> {
+        let mut blobs = Vec::new();
+        for entry in self.trees.blobs.iter() {
+            let (hash, m) = entry?;
+            if m.legacy.is_some() {
+                blobs.push((hash, m));
+            }
+        }
+        let fetches = self
+            .fetches()?
+            .into_iter()
+            .filter(|(_, f)| f.legacy.is_some())
+            .collect();
+        Ok((blobs, fetches))
+    }
+
+    /// The stored bytes of chunk `index` of a storage id.
+    pub fn chunk(&self, storage: u64, index: u64) -> Result<Option<IVec>> {
+        Ok(self
+            .trees
+            .chunks
+            .get((storage, index))?
+            .map(|Raw(bytes)| bytes))
+    }
+
+    /// The fetch of `hash`, its received bytes now staged, no longer
+    /// points at its chunks, which are removed.
+    pub fn fetch_migrated(&self, hash: &BlobHash) -> Result<()> {
+        let Some((SledChunks { storage, .. }, _)) = self.fetch(hash)?.and_then(|f| f.legacy)
+        else {
+            return Ok(());
         };
-        let mut hasher = blake3::Hasher::new();
-        for index in 0..chunks(f.size, f.chunk) {
-            match self.chunk(f.storage, index)? {
-                Some(c) => {
-                    hasher.update(&c);
-                }
-                None => break,
+        unwrap_tx(FetchMigratedTx::run(&self.trees, |t| {
+            if let Some(mut f) = t.fetches.get(hash)? {
+                f.legacy = None;
+                t.fetches.insert(hash, &f)?;
             }
-        }
-        let matched = hasher.finalize().as_bytes() == &hash.0;
-        let fresh = self.db.generate_id()?;
-        let _gate = gate(&self.blob_pins);
-        let discard = unwrap_tx(FetchFinishTx::run(&self.trees, |t| {
-            if matched {
-                t.fetches.remove(hash)?;
-                if t.blobs.contains(hash)? {
-                    // The same bytes were uploaded meanwhile: keep that
-                    // copy (and its grace time), drop ours.
-                    t.doomed.insert(f.storage, &())?;
-                    return Ok(true);
-                }
-                let meta = BlobMeta {
-                    storage: f.storage,
-                    size: f.size,
-                    keep_until_ms: 0,
-                    chunk: f.chunk,
-                };
-                t.blobs.insert(hash, &meta)?;
-                Ok(false)
-            } else {
-                let restart = Fetch {
-                    storage: fresh,
-                    received: 0,
-                    chunk: CHUNK as u32,
-                    ..f.clone()
-                };
-                t.fetches.insert(hash, &restart)?;
-                t.doomed.insert(f.storage, &())?;
-                Ok(true)
-            }
+            t.doomed.insert(storage, &())?;
+            Ok(())
         }))?;
-        drop(_gate);
-        if discard {
-            self.remove_storage(f.storage)?;
-        }
-        Ok(matched)
+        self.remove_storage(storage)
     }
 
-    /// Removes every blob and fetch that no stored version lists, that is
-    /// past its grace time and that nobody holds a pin on. Returns how many
-    /// blobs and fetches were removed.
-    pub fn sweep_blobs(&self, now_ms: u64) -> Result<(usize, usize)> {
-        let mut storages = Vec::new();
-        let (mut blobs_removed, mut fetches_removed) = (0, 0);
-        {
-            let pins = gate(&self.blob_pins);
-            for entry in self.trees.blobs.iter() {
-                let (hash, m) = match entry {
-                    Ok(entry) => entry,
-                    // One damaged entry must not stop removal of the rest.
-                    Err(e @ StoreError::Corrupt { .. }) => {
-                        tracing::error!(error = %e, "skipped a damaged blob entry in the sweep");
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                if m.keep_until_ms > now_ms
-                    || pins.contains_key(&hash)
-                    || self.blob_referenced(&hash)?
-                {
-                    continue;
+    /// Removes a storage id's chunks, then its doomed mark.
+    fn remove_storage(&self, storage: u64) -> Result<()> {
+        self.trees.doomed.insert(storage, &())?;
+        self.trees.chunks.remove_range(
+            Bound::Included((storage, 0)),
+            Bound::Included((storage, u64::MAX)),
+        )?;
+        self.trees.doomed.remove(storage)?;
+        Ok(())
+    }
+
+    /// Finishes removals of chunks a crash interrupted. Run at open.
+    pub(super) fn remove_doomed(&self) -> Result<()> {
+        let mut doomed = Vec::new();
+        for storage in self.trees.doomed.keys() {
+            match storage {
+                Ok(storage) => doomed.push(storage),
+                Err(e @ StoreError::Corrupt { .. }) => {
+                    tracing::error!(error = %e, "malformed key in storage_doomed; left alone");
                 }
-                unwrap_tx(DoomBlobTx::run(&self.trees, |t| {
-                    t.blobs.remove(&hash)?;
-                    t.doomed.insert(m.storage, &())?;
-                    Ok(())
-                }))?;
-                storages.push(m.storage);
-                blobs_removed += 1;
-            }
-            for (hash, f) in self.fetches()? {
-                if pins.contains_key(&hash) || self.blob_referenced(&hash)? {
-                    continue;
-                }
-                unwrap_tx(DoomFetchTx::run(&self.trees, |t| {
-                    t.fetches.remove(&hash)?;
-                    t.doomed.insert(f.storage, &())?;
-                    Ok(())
-                }))?;
-                storages.push(f.storage);
-                fetches_removed += 1;
+                Err(e) => return Err(e),
             }
         }
-        for storage in storages {
+        for storage in doomed {
             self.remove_storage(storage)?;
         }
-        Ok((blobs_removed, fetches_removed))
+        Ok(())
     }
 }
 
@@ -616,15 +595,14 @@ pub(super) fn add_local_refs_tx(
 }
 
 /// Inside a replica's transaction: records that the version lists its
-/// attachments, and queues fetches from `origin` of those this node lacks
-/// (storage ids from `fresh`). Returns how many were queued.
+/// attachments, and queues fetches from `origin` of those this node lacks.
+/// Returns how many were queued.
 pub(super) fn add_replica_refs_tx(
     refs: &TxTree<'_, RefKey, ()>,
     blobs: &TxTree<'_, BlobHash, BlobMeta>,
     fetches: &TxTree<'_, BlobHash, Fetch>,
     v: &crate::domain::RecordVersion,
     origin: &OfficeId,
-    fresh: &mut impl Iterator<Item = u64>,
 ) -> Tx<usize> {
     let mut queued = 0;
     for a in &v.attachments {
@@ -632,17 +610,10 @@ pub(super) fn add_replica_refs_tx(
         if blobs.contains(&a.hash)? || fetches.contains(&a.hash)? {
             continue;
         }
-        let Some(storage) = fresh.next() else {
-            return Err(abort(StoreError::Inconsistent(
-                "fewer storage ids than attachments".into(),
-            )));
-        };
         let f = Fetch {
             origin: origin.clone(),
             size: a.size,
-            storage,
-            received: 0,
-            chunk: CHUNK as u32,
+            legacy: None,
         };
         fetches.insert(&a.hash, &f)?;
         queued += 1;
@@ -668,79 +639,45 @@ mod tests {
         Store::open(dir.path(), "minn-da", &options).unwrap()
     }
 
-    fn read_all(store: &Store, meta: &BlobMeta) -> Vec<u8> {
-        let mut out = Vec::new();
-        for index in 0..chunks(meta.size, meta.chunk) {
-            out.extend_from_slice(&store.chunk(meta.storage, index).unwrap().unwrap());
-        }
-        out
+    /// A sweep dooms a blob no record lists; until its bytes are deleted
+    /// the hash stays unsettled and a writer waits; then both clear.
+    #[tokio::test]
+    async fn a_doomed_blob_is_unsettled_until_deleted_and_writers_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(open(&dir));
+        let hash = BlobHash([3; 32]);
+        store.record_blob(&hash, 10, 0, None).unwrap();
+        let doomed = store.doom_unreferenced(1).unwrap();
+        assert_eq!(doomed.blobs, vec![hash]);
+        assert_eq!(store.blob(&hash).unwrap(), None);
+        assert_eq!(store.unsettled().unwrap(), vec![hash]);
+
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move { store.pin_for_write(hash).await.hash() })
+        };
+        tokio::task::yield_now().await;
+        assert!(!writer.is_finished(), "a writer waits out the deletion");
+        store.deleted(&hash).unwrap();
+        let pinned = tokio::time::timeout(std::time::Duration::from_secs(10), writer)
+            .await
+            .expect("the writer goes on once the deletion is over")
+            .unwrap();
+        assert_eq!(pinned, hash);
+        assert!(store.unsettled().unwrap().is_empty());
     }
 
-    /// A fetch stored by a v1 entry, part-way through in 8 KiB chunks,
-    /// resumes in 8 KiB chunks and becomes a blob that says so.
+    /// A blob recorded while its hash was marked for adoption leaves no
+    /// mark behind, and keeps the later grace time.
     #[test]
-    fn a_v1_fetch_resumes_in_its_own_chunk_size() {
+    fn recording_a_blob_settles_it_and_keeps_the_later_grace() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
-        let data: Vec<u8> = (0..3 * V1_CHUNK + 100).map(|i| (i % 251) as u8).collect();
-        let hash = BlobHash(*blake3::hash(&data).as_bytes());
-        let received = 2 * V1_CHUNK;
-        let chunks = &store.trees.chunks;
-        chunks
-            .insert((40, 0), &Raw(IVec::from(&data[..V1_CHUNK])))
-            .unwrap();
-        chunks
-            .insert((40, 1), &Raw(IVec::from(&data[V1_CHUNK..received])))
-            .unwrap();
-        // A fetch entry as v1 wrote it, without the chunk size.
-        let mut w = crate::domain::codec::Writer::default();
-        w.u8(1)
-            .str("phila-da")
-            .u64(data.len() as u64)
-            .u64(40)
-            .u64(received as u64);
-        store
-            .trees
-            .fetches
-            .raw()
-            .insert(hash.0, w.finish())
-            .unwrap();
-        assert_eq!(store.fetch(&hash).unwrap().unwrap().chunk, V1_CHUNK as u32);
-
-        let at = received as u64;
-        assert_eq!(
-            store.fetch_append(&hash, at, &data[received..]).unwrap(),
-            Some(data.len() as u64)
-        );
-        assert!(store.fetch_finish(&hash).unwrap());
-        let meta = store.blob(&hash).unwrap().unwrap();
-        assert_eq!((meta.storage, meta.chunk), (40, V1_CHUNK as u32));
-        assert_eq!(store.chunk(40, 2).unwrap().unwrap().len(), V1_CHUNK);
-        assert_eq!(read_all(&store, &meta), data);
-    }
-
-    /// New uploads are stored in [`CHUNK`]s, and say so.
-    #[test]
-    fn uploads_are_stored_in_small_chunks() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let data: Vec<u8> = (0..3 * CHUNK + 100).map(|i| (i % 253) as u8).collect();
-        let mut up = store.begin_upload(1 << 20).unwrap();
-        up.write(&data).unwrap();
-        let (hash, _) = up
-            .finish(60_000, 0, |_, _| {
-                use crate::domain::audit::{Actor, Draft, Outcome, Target};
-                Draft::new(
-                    Actor::node("minn-da"),
-                    "Records.PutBlob",
-                    Target::detail("test"),
-                    Outcome::ok(),
-                )
-            })
-            .unwrap();
-        let meta = store.blob(&hash).unwrap().unwrap();
-        assert_eq!(meta.chunk, CHUNK as u32);
-        assert_eq!(store.chunk_count(), 4);
-        assert_eq!(read_all(&store, &meta), data);
+        let hash = BlobHash([4; 32]);
+        store.mark_unsettled(&hash).unwrap();
+        store.record_blob(&hash, 10, 500, None).unwrap();
+        store.record_blob(&hash, 10, 100, None).unwrap();
+        assert!(store.unsettled().unwrap().is_empty());
+        assert_eq!(store.blob(&hash).unwrap().unwrap().keep_until_ms, 500);
     }
 }

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use std::ops::Bound;
 
 use super::audit::AuditHead;
+use super::encoding::{BlobMeta, Fetch, SledChunks};
 use super::trees::Trees;
+use super::typed::Raw;
+use crate::domain::{BlobHash, OfficeId};
 use super::{Result, StoreError};
 
 pub struct OnDisk {
@@ -93,6 +96,48 @@ impl OnDisk {
     /// How many blob chunks are stored.
     pub fn chunk_count(&self) -> Result<usize> {
         Ok(self.trees.chunks.len())
+    }
+
+    /// Stores `data` as a blob in sled chunks of `chunk` bytes, the way
+    /// stores before the blob store held them (a fetch, if `fetch` says
+    /// from whom and how far it got).
+    pub fn write_legacy_blob(
+        &self,
+        data: &[u8],
+        chunk: usize,
+        fetch: Option<(OfficeId, u64)>,
+    ) -> Result<BlobHash> {
+        let storage = self.db.generate_id()?;
+        let stored = fetch.as_ref().map_or(data.len(), |(_, n)| *n as usize);
+        for (i, piece) in data[..stored].chunks(chunk).enumerate() {
+            self.trees
+                .chunks
+                .insert((storage, i as u64), &Raw(sled::IVec::from(piece)))?;
+        }
+        let legacy = SledChunks {
+            storage,
+            chunk: chunk as u32,
+        };
+        let hash = BlobHash::of(data);
+        match fetch {
+            None => {
+                let meta = BlobMeta {
+                    size: data.len() as u64,
+                    keep_until_ms: 0,
+                    legacy: Some(legacy),
+                };
+                self.trees.blobs.insert(&hash, &meta)?;
+            }
+            Some((origin, received)) => {
+                let f = Fetch {
+                    origin,
+                    size: data.len() as u64,
+                    legacy: Some((legacy, received)),
+                };
+                self.trees.fetches.insert(&hash, &f)?;
+            }
+        }
+        Ok(hash)
     }
 
     /// Makes every change durable.

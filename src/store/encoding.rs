@@ -467,46 +467,57 @@ impl Value for SignedHead {
     }
 }
 
-/// Size of the pieces blobs are streamed in: a whole number of chunks of
-/// every size ever stored.
+/// Size of the pieces legacy chunk stores were written in: a whole number
+/// of chunks of every size ever stored.
 pub const PIECE: usize = 256 * 1024;
 
 /// The chunk size of blobs and fetches stored before the size was recorded.
 pub const V1_CHUNK: usize = 8 * 1024;
 
-/// A whole blob: where its chunks are, and until when it is kept even with
-/// no record listing it.
+/// Blob and fetch entries from v3 on: the bytes live in the blob store.
+const V3: u8 = 3;
+
+/// Where a blob or fetch written before v3 keeps its bytes: in sled, in
+/// chunks of `chunk` bytes under the storage id `storage`. Moved into the
+/// blob store when the node starts (`service::blobs::migrate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlobMeta {
+pub struct SledChunks {
     pub storage: u64,
-    pub size: u64,
-    pub keep_until_ms: u64,
-    /// Bytes per stored chunk (the last may be shorter).
     pub chunk: u32,
 }
 
-impl BlobMeta {
+impl SledChunks {
     pub fn chunk_len(&self) -> u64 {
         u64::from(self.chunk)
     }
 }
 
-/// A blob a replica lists that is still being fetched from its origin.
+/// A whole blob this node holds: its size, and until when it is kept even
+/// with no record listing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobMeta {
+    pub size: u64,
+    pub keep_until_ms: u64,
+    /// Set only for a blob still in sled chunks, not yet migrated.
+    pub legacy: Option<SledChunks>,
+}
+
+/// A blob a replica lists that is still being fetched from its origin. The
+/// bytes received so far are in the node's staging directory, not here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetch {
     pub origin: OfficeId,
     pub size: u64,
-    pub storage: u64,
-    /// Bytes stored so far: always a whole number of chunks, or `size`.
-    pub received: u64,
-    /// Bytes per stored chunk.
-    pub chunk: u32,
+    /// Set only for a fetch begun in sled chunks, not yet migrated:
+    /// where its bytes are and how many arrived.
+    pub legacy: Option<(SledChunks, u64)>,
 }
 
-/// The version byte of a blob or fetch entry (v1 had no chunk size).
+/// The version byte of a blob or fetch entry (v1 had no chunk size, v3
+/// keeps no bytes in sled).
 fn blob_version(r: &mut Reader<'_>) -> Result<u8, DecodeError> {
     match r.u8()? {
-        v @ (V1 | V2) => Ok(v),
+        v @ (V1 | V2 | V3) => Ok(v),
         other => Err(DecodeError::UnknownVersion(vec![other])),
     }
 }
@@ -530,40 +541,62 @@ fn chunk_field(r: &mut Reader<'_>, version: u8) -> Result<u32, DecodeError> {
 impl Value for BlobMeta {
     fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
-        w.u8(V2)
-            .u64(self.storage)
-            .u64(self.size)
-            .u64(self.keep_until_ms)
-            .u32(self.chunk);
+        match self.legacy {
+            None => {
+                w.u8(V3).u64(self.size).u64(self.keep_until_ms);
+            }
+            Some(l) => {
+                w.u8(V2)
+                    .u64(l.storage)
+                    .u64(self.size)
+                    .u64(self.keep_until_ms)
+                    .u32(l.chunk);
+            }
+        }
         w.finish()
     }
 
     fn decode(bytes: &[u8]) -> Result<BlobMeta, DecodeError> {
         let mut r = Reader::new(bytes);
         let v = blob_version(&mut r)?;
-        let storage = r.u64()?;
-        let size = r.u64()?;
-        let keep_until_ms = r.u64()?;
-        let chunk = chunk_field(&mut r, v)?;
+        let meta = if v == V3 {
+            BlobMeta {
+                size: r.u64()?,
+                keep_until_ms: r.u64()?,
+                legacy: None,
+            }
+        } else {
+            let storage = r.u64()?;
+            let size = r.u64()?;
+            let keep_until_ms = r.u64()?;
+            let chunk = chunk_field(&mut r, v)?;
+            BlobMeta {
+                size,
+                keep_until_ms,
+                legacy: Some(SledChunks { storage, chunk }),
+            }
+        };
         r.finish()?;
-        Ok(BlobMeta {
-            storage,
-            size,
-            keep_until_ms,
-            chunk,
-        })
+        Ok(meta)
     }
 }
 
 impl Value for Fetch {
     fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
-        w.u8(V2)
-            .str(self.origin.as_str())
-            .u64(self.size)
-            .u64(self.storage)
-            .u64(self.received)
-            .u32(self.chunk);
+        match &self.legacy {
+            None => {
+                w.u8(V3).str(self.origin.as_str()).u64(self.size);
+            }
+            Some((l, received)) => {
+                w.u8(V2)
+                    .str(self.origin.as_str())
+                    .u64(self.size)
+                    .u64(l.storage)
+                    .u64(*received)
+                    .u32(l.chunk);
+            }
+        }
         w.finish()
     }
 
@@ -572,16 +605,19 @@ impl Value for Fetch {
         let v = blob_version(&mut r)?;
         let origin = OfficeId::parse(r.str("origin")?).map_err(|e| invalid("origin", e))?;
         let size = r.u64()?;
-        let storage = r.u64()?;
-        let received = r.u64()?;
-        let chunk = chunk_field(&mut r, v)?;
+        let legacy = if v == V3 {
+            None
+        } else {
+            let storage = r.u64()?;
+            let received = r.u64()?;
+            let chunk = chunk_field(&mut r, v)?;
+            Some((SledChunks { storage, chunk }, received))
+        };
         r.finish()?;
         Ok(Fetch {
             origin,
             size,
-            storage,
-            received,
-            chunk,
+            legacy,
         })
     }
 }
@@ -719,10 +755,9 @@ mod tests {
             (
                 "blob",
                 case(BlobMeta {
-                    storage: 7,
                     size: 300_000,
                     keep_until_ms: 9,
-                    chunk: 2048,
+                    legacy: None,
                 }),
             ),
             (
@@ -730,9 +765,32 @@ mod tests {
                 case(Fetch {
                     origin: OfficeId::parse("phila-da").unwrap(),
                     size: 5,
-                    storage: 2,
-                    received: 0,
-                    chunk: 2048,
+                    legacy: None,
+                }),
+            ),
+            (
+                "blob in chunks",
+                case(BlobMeta {
+                    size: 300_000,
+                    keep_until_ms: 9,
+                    legacy: Some(SledChunks {
+                        storage: 7,
+                        chunk: 2048,
+                    }),
+                }),
+            ),
+            (
+                "fetch in chunks",
+                case(Fetch {
+                    origin: OfficeId::parse("phila-da").unwrap(),
+                    size: 5,
+                    legacy: Some((
+                        SledChunks {
+                            storage: 2,
+                            chunk: 2048,
+                        },
+                        0,
+                    )),
                 }),
             ),
         ]
@@ -741,7 +799,7 @@ mod tests {
     /// Bytes each encoding wrote when it was frozen. Today's encoder must
     /// write them exactly, and the decoder must read them back to the same
     /// value, so that nothing stored can drift.
-    const FROZEN: [(&str, &str); 13] = [
+    const FROZEN: [(&str, &str); 15] = [
         ("grant job", "0102"),
         ("peer removal", "0101"),
         (
@@ -778,12 +836,17 @@ mod tests {
             "010505050505050505050505050505050505050505050505050505050505050505",
         ),
         (
-            "blob",
+            "blob in chunks",
             "02000000000000000700000000000493e0000000000000000900000800",
         ),
         (
-            "fetch",
+            "fetch in chunks",
             "02000000087068696c612d646100000000000000050000000000000002000000000000000000000800",
+        ),
+        ("blob", "0300000000000493e00000000000000009"),
+        (
+            "fetch",
+            "03000000087068696c612d64610000000000000005",
         ),
     ];
 
@@ -829,10 +892,12 @@ mod tests {
         assert_eq!(
             BlobMeta::decode(&hex::decode(v1_meta).unwrap()).unwrap(),
             BlobMeta {
-                storage: 7,
                 size: 300_000,
                 keep_until_ms: 9,
-                chunk: V1_CHUNK as u32,
+                legacy: Some(SledChunks {
+                    storage: 7,
+                    chunk: V1_CHUNK as u32
+                }),
             }
         );
         let v1_fetch = "01000000087068696c612d6461000000000000000500000000000000020000000000000000";
@@ -841,9 +906,13 @@ mod tests {
             Fetch {
                 origin: OfficeId::parse("phila-da").unwrap(),
                 size: 5,
-                storage: 2,
-                received: 0,
-                chunk: V1_CHUNK as u32,
+                legacy: Some((
+                    SledChunks {
+                        storage: 2,
+                        chunk: V1_CHUNK as u32
+                    },
+                    0
+                )),
             }
         );
     }
@@ -859,7 +928,7 @@ mod tests {
                 .unwrap(),
             )
         };
-        assert_eq!(meta("00000800").unwrap().chunk, 2048);
+        assert_eq!(meta("00000800").unwrap().legacy.unwrap().chunk, 2048);
         for bad in ["00000000", "00000bb8", "00080000"] {
             assert!(meta(bad).is_err(), "chunk size {bad} accepted");
         }
@@ -872,7 +941,7 @@ mod tests {
             Err(DecodeError::UnknownVersion(_))
         ));
         assert!(matches!(
-            BlobMeta::decode(&[3, 0, 0]),
+            BlobMeta::decode(&[4, 0, 0]),
             Err(DecodeError::UnknownVersion(_))
         ));
     }
@@ -966,8 +1035,11 @@ mod tests {
                 chunk in chunk(),
                 origin in office_id(),
             ) {
-                round_trips(BlobMeta { storage: n.0, size: n.1, keep_until_ms: n.2, chunk })?;
-                round_trips(Fetch { origin, size: n.0, storage: n.1, received: n.2, chunk })?;
+                let legacy = SledChunks { storage: n.0, chunk };
+                round_trips(BlobMeta { size: n.1, keep_until_ms: n.2, legacy: None })?;
+                round_trips(BlobMeta { size: n.1, keep_until_ms: n.2, legacy: Some(legacy) })?;
+                round_trips(Fetch { origin: origin.clone(), size: n.0, legacy: None })?;
+                round_trips(Fetch { origin, size: n.0, legacy: Some((legacy, n.2)) })?;
             }
         }
     }

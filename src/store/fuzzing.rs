@@ -180,10 +180,9 @@ pub fn samples() -> Vec<(&'static str, Vec<u8>)> {
         (
             "blob",
             BlobMeta {
-                storage: 7,
                 size: 300_000,
                 keep_until_ms: 9,
-                chunk: 2048,
+                legacy: None,
             }
             .encode(),
         ),
@@ -192,9 +191,7 @@ pub fn samples() -> Vec<(&'static str, Vec<u8>)> {
             Fetch {
                 origin: office.clone(),
                 size: 5,
-                storage: 2,
-                received: 0,
-                chunk: 2048,
+                legacy: None,
             }
             .encode(),
         ),

@@ -10,6 +10,8 @@
 
 pub mod audit;
 pub mod blobs;
+pub mod files;
+pub mod staging;
 mod commit;
 pub mod disk;
 pub mod encoding;

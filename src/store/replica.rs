@@ -132,22 +132,21 @@ struct RecordTrees<'a, 't> {
 }
 
 /// What the files of applied versions need: the blobs known and the
-/// fetches queued, and storage ids for new ones.
-struct FileTrees<'a, 't, I> {
+/// fetches queued.
+struct FileTrees<'a, 't> {
     blobs: &'a TxTree<'t, BlobHash, BlobMeta>,
     fetches: &'a TxTree<'t, BlobHash, Fetch>,
-    storage_ids: I,
 }
 
 impl RecordTrees<'_, '_> {
     /// Stores a peer's version unless it is held already; moves the head
     /// and the collection index when it is the newest. Returns whether it
     /// was stored (not held already).
-    fn apply_version<I: Iterator<Item = u64>>(
+    fn apply_version(
         &self,
         v: &SignedVersion,
         peer: &OfficeId,
-        files: &mut FileTrees<'_, '_, I>,
+        files: &FileTrees<'_, '_>,
         out: &mut ApplyOutcome,
         counts: &mut CountDelta,
     ) -> Tx<bool> {
@@ -164,7 +163,6 @@ impl RecordTrees<'_, '_> {
             files.fetches,
             &v.record,
             peer,
-            &mut files.storage_ids,
         )?;
         self.purged.remove(id)?;
         let old = self.heads.get(id)?;
@@ -246,20 +244,11 @@ impl Store {
             self.check_space()?;
         }
         let mut revoked = std::collections::HashMap::new();
-        let mut attachments = 0;
         for item in items {
-            match item {
-                ApplyItem::Revoke(id) => {
-                    revoked.insert(id.clone(), self.stored_versions(id)?);
-                }
-                ApplyItem::Version(v) => attachments += v.record.attachments.len(),
-                ApplyItem::Ack(_) => {}
+            if let ApplyItem::Revoke(id) = item {
+                revoked.insert(id.clone(), self.stored_versions(id)?);
             }
         }
-        // Storage ids for fetches this batch may queue.
-        let storage_ids: Vec<u64> = (0..attachments)
-            .map(|_| self.db.generate_id())
-            .collect::<std::result::Result<_, _>>()?;
         let gate = blobs::gate(&self.blob_pins);
         let outcome = unwrap_tx(ApplyTx::run(&self.trees, |t| {
             let record = RecordTrees {
@@ -269,10 +258,9 @@ impl Store {
                 purged: &t.purged,
                 refs: &t.refs,
             };
-            let mut files = FileTrees {
+            let files = FileTrees {
                 blobs: &t.blobs,
                 fetches: &t.fetches,
-                storage_ids: storage_ids.iter().copied(),
             };
             let mut out = ApplyOutcome::default();
             let mut counts = CountDelta::default();
@@ -284,7 +272,7 @@ impl Store {
             for item in items {
                 match item {
                     ApplyItem::Version(v) => {
-                        if record.apply_version(v, peer, &mut files, &mut out, &mut counts)? {
+                        if record.apply_version(v, peer, &files, &mut out, &mut counts)? {
                             let id = &v.record.id;
                             fresh.entry(id).or_default().push(v.record.version);
                             log.applied.push((id.to_string(), v.record.version));

@@ -52,11 +52,17 @@ pub(super) struct Trees {
     pub purged: Tree<RecordId, PurgeStub>,
     /// Grant id → the purge acknowledgement this office signed.
     pub our_acks: Tree<GrantId, OurAck>,
-    /// Blob hash → where its chunks are ([`super::blobs`]).
+    /// Blob hash → a whole blob this node holds ([`super::blobs`]).
     pub blobs: Tree<BlobHash, BlobMeta>,
-    /// A storage id's chunks, as stored.
+    /// Blobs the blob store may hold with no entry in `blobs`: being
+    /// adopted, or being deleted. Settled at start.
+    pub unsettled: Set<BlobHash>,
+    /// Blob hash → when a scrub found its stored bytes changed.
+    pub damaged: Tree<BlobHash, u64>,
+    /// A storage id's chunks, as stored before blobs moved out of sled
+    /// (read only to move them).
     pub chunks: Tree<ChunkKey, Raw>,
-    /// Storage ids whose chunks are being removed, or uploads in progress.
+    /// Storage ids whose chunks are being removed.
     pub doomed: Set<u64>,
     /// Blob hash → a fetch from a peer in progress.
     pub fetches: Tree<BlobHash, Fetch>,
@@ -94,6 +100,8 @@ impl Trees {
             purged: Tree::open(db, "recordid_purged")?,
             our_acks: Tree::open(db, "grantid_ourack")?,
             blobs: Tree::open(db, "blobhash_blob")?,
+            unsettled: Tree::open(db, "blobhash_unsettled")?,
+            damaged: Tree::open(db, "blobhash_damaged")?,
             chunks: Tree::open(db, "storage_chunk")?,
             doomed: Tree::open(db, "storage_doomed")?,
             fetches: Tree::open(db, "blobhash_fetch")?,

@@ -51,6 +51,9 @@ pub enum FetchError {
     Transfer(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// Keeping the bytes failed here (staging, the blob store).
+    #[error(transparent)]
+    Here(#[from] crate::error::Error),
 }
 
 impl FetchError {

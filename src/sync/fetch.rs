@@ -4,9 +4,10 @@
 //! A replica applied here may list files this node lacks; the store queues
 //! a fetch for each (in the same transaction as the version). The fetcher
 //! runs a few fetches at a time, so one large video does not hold up every
-//! small file; each resumes from the bytes already stored, stores whole
-//! chunks as they arrive, and checks the hash before the file counts as
-//! present. A failed attempt is retried with backoff.
+//! small file. Each writes into a staged file, resumes from the bytes
+//! already there (hashing them again), and hands the file to the blob store
+//! only once the whole hashes to its name: no byte counts as present
+//! before. A failed attempt is retried with backoff.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,7 +23,13 @@ use super::error::status_text;
 use super::puller::connect;
 use crate::domain::{BlobHash, OfficeId, now_ms};
 use crate::protocol::pb;
-use crate::store::blobs::{FLUSH_EVERY_BYTES, Fetch, PIECE};
+use crate::service::BlobService;
+use crate::service::blobs::PIECE;
+use crate::store::blobs::Fetch;
+
+/// While bytes stream in, whether the fetch is still wanted is checked
+/// after this many.
+const RECHECK_EVERY_BYTES: u64 = 64 << 20;
 
 /// A transfer whose origin sends nothing for this long is dropped (and
 /// retried later), so a stalled origin does not hold a fetch slot.
@@ -97,10 +104,9 @@ impl Transfers {
 
     /// Every fetch still queued in the node's store, with what is known of
     /// its attempts.
-    pub fn view(&self, ctx: &super::SyncContext) -> crate::store::Result<Vec<TransferView>> {
+    pub fn view(&self, blobs: &BlobService) -> crate::error::Result<Vec<TransferView>> {
         let attempts = self.lock();
-        Ok(ctx
-            .store
+        Ok(blobs
             .fetches()?
             .into_iter()
             .map(|(hash, f)| {
@@ -109,7 +115,7 @@ impl Transfers {
                     hash,
                     origin: f.origin.to_string(),
                     size: f.size,
-                    received: f.received,
+                    received: blobs.received(&hash),
                     resumed_from: a.map(|a| a.resumed_from).unwrap_or(0),
                     active: a.is_some_and(|a| a.active),
                     last_error: a.map(|a| a.last_error.clone()).unwrap_or_default(),
@@ -143,6 +149,7 @@ impl RateLimit {
 /// Runs fetches until shutdown.
 pub async fn run_fetcher(
     ctx: Arc<SyncContext>,
+    blobs: Arc<BlobService>,
     transfers: Arc<Transfers>,
     config: crate::config::BlobConfig,
     mut shutdown: watch::Receiver<bool>,
@@ -170,10 +177,11 @@ pub async fn run_fetcher(
                         continue;
                     }
                     a.active = true;
-                    a.resumed_from = fetch.received;
+                    a.resumed_from = blobs.received(&hash);
                     free -= 1;
                     running.spawn(attempt(
                         ctx.clone(),
+                        blobs.clone(),
                         transfers.clone(),
                         limit.clone(),
                         config.max_blob_bytes,
@@ -204,16 +212,14 @@ pub async fn run_fetcher(
 /// One attempt at one fetch; records its outcome in `transfers`.
 async fn attempt(
     ctx: Arc<SyncContext>,
+    blobs: Arc<BlobService>,
     transfers: Arc<Transfers>,
     limit: Arc<RateLimit>,
     max_bytes: u64,
     hash: BlobHash,
     fetch: Fetch,
 ) {
-    let outcome = transfer(&ctx, &limit, max_bytes, hash, &fetch).await;
-    if let Err(e) = ctx.store.commit().await {
-        tracing::error!(%hash, error = %e, "could not make fetched bytes durable");
-    }
+    let outcome = transfer(&ctx, &blobs, &limit, max_bytes, hash, &fetch).await;
     let mut attempts = transfers.lock();
     let a = attempts.entry(hash).or_default();
     a.active = false;
@@ -243,6 +249,7 @@ async fn attempt(
 
 async fn transfer(
     ctx: &SyncContext,
+    blobs: &BlobService,
     limit: &RateLimit,
     max_bytes: u64,
     hash: BlobHash,
@@ -251,14 +258,20 @@ async fn transfer(
     use FetchError::Transfer;
     // Not removed while this runs, even if its records are purged meanwhile.
     let _pin = ctx.store.pin_blob(hash);
-    let mut received = fetch.received;
     if fetch.size > max_bytes {
         return Err(FetchError::TooLarge {
             size: fetch.size,
             limit: max_bytes,
         });
     }
-    if received < fetch.size {
+    let size = fetch.size;
+    let staging = blobs.staging().clone();
+    let mut staged = tokio::task::spawn_blocking(move || staging.resume_fetch(&hash, size))
+        .await
+        .map_err(|e| Transfer(format!("opening the staged file failed to run: {e}")))?
+        .map_err(|e| Transfer(format!("the staged file: {e}")))?;
+    if staged.len() < size {
+        ctx.store.check_space()?;
         let peer = ctx
             .store
             .peer(&fetch.origin)?
@@ -271,7 +284,7 @@ async fn transfer(
         let mut stream = client
             .fetch_blob(pb::FetchBlobRequest {
                 hash: bytes::Bytes::copy_from_slice(&hash.0),
-                offset: received,
+                offset: staged.len(),
             })
             .await
             .map_err(|s| match s.code() {
@@ -279,85 +292,73 @@ async fn transfer(
                 _ => Transfer(status_text(&s)),
             })?
             .into_inner();
-        tracing::info!(%hash, origin = %fetch.origin, from = received, size = fetch.size, "fetching a file");
-        let mut buf: Vec<u8> = Vec::with_capacity(PIECE);
-        let mut unflushed = 0usize;
-        while received < fetch.size {
+        tracing::info!(%hash, origin = %fetch.origin, from = staged.len(), size, "fetching a file");
+        let mut next_check = staged.len() + RECHECK_EVERY_BYTES;
+        while staged.len() < size {
             let next = tokio::time::timeout(IDLE, stream.message())
                 .await
                 .map_err(|_| Transfer(format!("the origin sent nothing for {IDLE:?}")))?;
             let Some(piece) = next.map_err(|s| Transfer(status_text(&s)))? else {
                 return Err(Transfer(format!(
-                    "the origin ended the transfer at {} of {} bytes",
-                    received + buf.len() as u64,
-                    fetch.size
+                    "the origin ended the transfer at {} of {size} bytes",
+                    staged.len()
                 )));
             };
-            if piece.offset != received + buf.len() as u64 {
+            if piece.offset != staged.len() {
                 return Err(Transfer(format!(
                     "the origin sent bytes at {}, expected {}",
                     piece.offset,
-                    received + buf.len() as u64
+                    staged.len()
                 )));
             }
+            if piece.data.len() as u64 > size - staged.len() {
+                return Err(Transfer("the origin sent more bytes than the file has".into()));
+            }
             tokio::time::sleep(limit.reserve(piece.data.len())).await;
-            let mut data = &piece.data[..];
-            while !data.is_empty() {
-                let room = (PIECE - buf.len()).min((fetch.size - received) as usize - buf.len());
-                if room == 0 {
-                    return Err(Transfer(
-                        "the origin sent more bytes than the file has".into(),
-                    ));
-                }
-                let take = room.min(data.len());
-                buf.extend_from_slice(&data[..take]);
-                data = &data[take..];
-                let last = received + buf.len() as u64 == fetch.size;
-                if buf.len() == PIECE || last {
-                    match ctx.store.fetch_append(&hash, received, &buf)? {
-                        Some(n) => received = n,
-                        // Removed: no record lists it any more.
-                        None => return Ok(()),
-                    }
-                    unflushed += buf.len();
-                    buf.clear();
-                    if unflushed >= FLUSH_EVERY_BYTES {
-                        unflushed = 0;
-                        ctx.store.commit().await?;
-                        if !ctx.store.blob_referenced(&hash)? {
-                            return Ok(());
-                        }
-                    }
+            staged
+                .write(&piece.data)
+                .map_err(|e| Transfer(format!("writing the staged file: {e}")))?;
+            if staged.len() >= next_check {
+                next_check = staged.len() + RECHECK_EVERY_BYTES;
+                ctx.store.check_space()?;
+                if ctx.store.fetch(&hash)?.is_none() {
+                    // Not wanted any more (no record lists it, or the same
+                    // bytes were uploaded here).
+                    return Ok(());
                 }
             }
         }
     }
-    let store = ctx.store.clone();
-    let matched = tokio::task::spawn_blocking(move || store.fetch_finish(&hash))
-        .await
-        .map_err(|e| Transfer(format!("hash check failed to run: {e}")))??;
-    ctx.store.commit().await?;
-    if !matched {
+    if staged.hash() != hash {
+        staged
+            .restart()
+            .map_err(|e| Transfer(format!("emptying the staged file: {e}")))?;
         return Err(Transfer(format!(
             "the bytes received do not hash to {hash}; starting again"
         )));
     }
-    tracing::info!(%hash, origin = %fetch.origin, size = fetch.size, at = now_ms(), "file fetched and checked");
+    if ctx.store.fetch(&hash)?.is_none() {
+        return Ok(());
+    }
+    blobs.keep(staged, 0, None).await?;
+    tracing::info!(%hash, origin = %fetch.origin, size, at = now_ms(), "file fetched and checked");
     Ok(())
 }
 
 /// Removes unreferenced blobs when references go away, and every minute
 /// (uploads whose grace time ran out).
-pub async fn run_sweeper(ctx: Arc<SyncContext>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_sweeper(
+    ctx: Arc<SyncContext>,
+    blobs: Arc<BlobService>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
-        let store = ctx.store.clone();
-        match tokio::task::spawn_blocking(move || store.sweep_blobs(now_ms())).await {
-            Ok(Ok((0, 0))) => {}
-            Ok(Ok((blobs, fetches))) => {
+        match blobs.sweep().await {
+            Ok((0, 0)) => {}
+            Ok((blobs, fetches)) => {
                 tracing::info!(blobs, fetches, "removed files no record lists");
             }
-            Ok(Err(e)) => tracing::error!(error = %e, "removing unreferenced files failed"),
-            Err(e) => tracing::error!(error = %e, "the file sweeper failed to run"),
+            Err(e) => tracing::error!(error = %e, "removing unreferenced files failed"),
         }
         tokio::select! {
             _ = ctx.store.blob_wake.sweep.notified() => {}

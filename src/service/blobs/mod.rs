@@ -1,8 +1,17 @@
-//! Attached files: uploading, reading ranges, and who may read which.
+//! Attached files: uploading, reading ranges, and who may read which; and
+//! keeping the bytes whole (scrubbing, settling what a crash left, moving
+//! blobs out of sled).
 //!
 //! Local users may read a blob that some record on this node lists; a peer
 //! may fetch a blob only while a record shared with its office lists it, and
 //! is told the same thing for any other blob as for one that does not exist.
+//!
+//! The bytes live in the blob store ([`BlobStore`]); sled knows which blobs
+//! are whole ([`crate::store::blobs`]). Bytes arriving are staged in a local
+//! file, hashed as they come, fsynced, and only then adopted by the blob
+//! store and recorded in sled ([`BlobService::keep`]).
+
+mod maintain;
 
 use std::sync::{Arc, Mutex};
 
@@ -11,16 +20,26 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::BlobConfig;
-use crate::domain::audit::Target;
+use crate::domain::audit::{Draft, Target};
+use crate::domain::blobstore::{BlobStore, BlobStoreError};
 use crate::domain::{Attachment, BlobHash, OfficeId, RecordId, now_ms};
 use crate::error::{Error, Result};
 use crate::service::{Call, Sharing};
 use crate::store::Store;
-use crate::store::blobs::{BlobError, BlobMeta, BlobPin, BlobState, PIECE, Upload};
+use crate::store::blobs::{BlobMeta, BlobPin, BlobState};
 use crate::store::encoding::Head;
+use crate::store::staging::{StagedFile, Staging};
+
+pub use maintain::{ScrubFinding, ScrubReport, run_scrubber};
+
+/// Size of the pieces files are read and streamed in.
+pub const PIECE: usize = 1 << 20;
 
 /// Pieces of a blob queued between the store and the network, per reader.
 const READ_AHEAD: usize = 4;
+
+/// An upload checks the disk's free space every this many bytes.
+const SPACE_CHECK_BYTES: u64 = 1 << 20;
 
 /// How many of this office's records listing a file are looked at when a
 /// peer asks for it: always this many lookups, real or standing in, so that
@@ -82,40 +101,84 @@ pub struct BlobService {
     store: Arc<Store>,
     sharing: Arc<Sharing>,
     config: BlobConfig,
+    /// Where the bytes are.
+    bytes: Arc<dyn BlobStore>,
+    staging: Staging,
     /// Set when the node shuts down: streams in progress end.
     shutdown: watch::Receiver<bool>,
     /// Streams in progress, joined at shutdown so none outlives the store.
     streams: Mutex<JoinSet<()>>,
 }
 
-/// An open range of a blob: pinned (so it is not removed while read), with
-/// the stored location of its bytes.
+/// An open range of a blob: pinned (so it is not removed while read).
 pub struct BlobRange {
     pin: BlobPin,
-    meta: BlobMeta,
+    size: u64,
     offset: u64,
     end: u64,
 }
 
-impl BlobService {
-    /// How many files this node holds, and their bytes.
-    pub fn totals(&self) -> Result<(u64, u64)> {
-        Ok(self.store.blob_totals()?)
-    }
+/// Bytes being uploaded, staged in a local file. Dropping it unfinished
+/// removes them.
+pub struct Upload {
+    staged: StagedFile,
+    limit: u64,
+    store: Arc<Store>,
+    next_space_check: u64,
+}
 
+impl Upload {
+    /// Appends bytes; refuses (and the upload is over) past the limit, or
+    /// when the disk is down to its reserve.
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        let len = self.staged.len() + data.len() as u64;
+        if len > self.limit {
+            return Err(Error::BlobTooLarge { limit: self.limit });
+        }
+        if len >= self.next_space_check {
+            self.store.check_space()?;
+            self.next_space_check = len + SPACE_CHECK_BYTES;
+        }
+        self.staged.write(data).map_err(staging_failed)
+    }
+}
+
+impl BlobService {
     pub fn new(
         store: Arc<Store>,
         sharing: Arc<Sharing>,
         config: BlobConfig,
+        bytes: Arc<dyn BlobStore>,
+        staging: Staging,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
             store,
             sharing,
             config,
+            bytes,
+            staging,
             shutdown,
             streams: Mutex::new(JoinSet::new()),
         }
+    }
+
+    /// How many files this node holds, and their bytes.
+    pub fn totals(&self) -> Result<(u64, u64)> {
+        Ok(self.store.blob_totals()?)
+    }
+
+    /// Where the bytes are, as `casemesh status` says it.
+    pub fn describe(&self) -> String {
+        self.bytes.describe()
+    }
+
+    pub fn staging(&self) -> &Staging {
+        &self.staging
+    }
+
+    pub fn bytes(&self) -> &Arc<dyn BlobStore> {
+        &self.bytes
     }
 
     /// Waits for every stream to end (they end on shutdown).
@@ -125,26 +188,78 @@ impl BlobService {
         while streams.join_next().await.is_some() {}
     }
 
-    pub fn begin_upload(&self) -> Result<Upload<'_>> {
-        Ok(self.store.begin_upload(self.config.max_blob_bytes)?)
+    pub fn begin_upload(&self) -> Result<Upload> {
+        self.store.check_space()?;
+        Ok(Upload {
+            staged: self.staging.upload().map_err(staging_failed)?,
+            limit: self.config.max_blob_bytes,
+            store: self.store.clone(),
+            next_space_check: SPACE_CHECK_BYTES,
+        })
     }
 
-    pub async fn flush(&self) -> Result<()> {
-        Ok(self.store.commit().await?)
-    }
-
-    /// Makes the uploaded bytes a blob; durable when this returns.
-    pub async fn finish_upload(&self, upload: Upload<'_>, call: &Call) -> Result<(BlobHash, u64)> {
+    /// Makes the uploaded bytes a blob, kept for the grace time even if no
+    /// record lists it; durable when this returns.
+    pub async fn finish_upload(&self, upload: Upload, call: &Call) -> Result<(BlobHash, u64)> {
         let grace = self.config.unreferenced_grace.as_millis() as u64;
-        let stored = upload.finish(grace, now_ms(), |hash, size| {
-            call.entry(Target::detail(format!("file {hash}, {size} bytes")))
-        })?;
+        let (hash, size) = (upload.staged.hash(), upload.staged.len());
+        let audit = call.entry(Target::detail(format!("file {hash}, {size} bytes")));
+        self.keep(upload.staged, now_ms().saturating_add(grace), Some(audit))
+            .await
+    }
+
+    /// Makes whole staged bytes the blob they hash to: fsynced, adopted by
+    /// the blob store (unless it holds them already), then recorded in
+    /// sled with `audit`; durable when this returns. A fetch of the same
+    /// bytes is then done with.
+    pub async fn keep(
+        &self,
+        staged: StagedFile,
+        keep_until_ms: u64,
+        audit: Option<Draft>,
+    ) -> Result<(BlobHash, u64)> {
+        let (hash, size) = (staged.hash(), staged.len());
+        let staged = tokio::task::spawn_blocking(move || staged.sync().map(|()| staged))
+            .await
+            .map_err(|e| Error::Internal(format!("fsync of a staged file failed to run: {e}")))?
+            .map_err(staging_failed)?;
+        let _pin = self.store.pin_for_write(hash).await;
+        let held = self
+            .store
+            .blob(&hash)?
+            .is_some_and(|m| m.legacy.is_none())
+            && self.store.damaged(&hash)?.is_none();
+        if held {
+            drop(staged);
+        } else {
+            self.store.mark_unsettled(&hash)?;
+            self.store.commit().await?;
+            let path = staged.keep();
+            let adopted = self.bytes.adopt(&hash, &path, size).await;
+            if adopted.is_err() {
+                let _ = crate::store::staging::remove_if_there(&path);
+            }
+            adopted.map_err(blob_store_failed)?;
+        }
+        if self.store.record_blob(&hash, size, keep_until_ms, audit)? {
+            self.staging.drop_fetch(&hash).map_err(staging_failed)?;
+        }
         self.store.commit().await?;
-        Ok(stored)
+        Ok((hash, size))
     }
 
     pub fn state(&self, hash: &BlobHash) -> Result<BlobState> {
         Ok(self.store.blob_state(hash)?)
+    }
+
+    /// Every fetch still queued.
+    pub fn fetches(&self) -> Result<Vec<(BlobHash, crate::store::blobs::Fetch)>> {
+        Ok(self.store.fetches()?)
+    }
+
+    /// Bytes of `hash` fetched so far and staged here.
+    pub fn received(&self, hash: &BlobHash) -> u64 {
+        self.staging.fetched(hash)
     }
 
     /// A range for a local user: the blob must be listed by a record here.
@@ -155,6 +270,7 @@ impl BlobService {
         if !self.store.blob_referenced(&hash)? {
             return Err(not_found());
         }
+        self.refuse_damaged(&hash)?;
         range(pin, meta, offset, length)
     }
 
@@ -165,8 +281,18 @@ impl BlobService {
         let pin = self.store.pin_blob(hash);
         let visible = |id: &RecordId, collection: &str| self.sharing.visible(peer, id, collection);
         match shared_file(self.store.as_ref(), self.sharing.office(), &visible, &hash)? {
-            Some(meta) => range(pin, meta, offset, 0),
+            Some(meta) => {
+                self.refuse_damaged(&hash)?;
+                range(pin, meta, offset, 0)
+            }
             None => Err(not_shared(&hash)),
+        }
+    }
+
+    fn refuse_damaged(&self, hash: &BlobHash) -> Result<()> {
+        match self.store.damaged(hash)? {
+            Some(at_ms) => Err(Error::BlobDamaged { hash: *hash, at_ms }),
+            None => Ok(()),
         }
     }
 
@@ -177,7 +303,10 @@ impl BlobService {
     }
 
     /// Streams the range in order. For a peer, sharing is checked again
-    /// before every piece, so a revoke stops a transfer in progress.
+    /// before every piece, so a revoke stops a transfer in progress. A
+    /// whole file is hashed as it goes: if its bytes no longer match, the
+    /// last piece is not sent, the stream fails, and the file is dealt with
+    /// as a scrub would ([`BlobService::damaged`]).
     pub fn stream(
         self: &Arc<Self>,
         range: BlobRange,
@@ -191,16 +320,18 @@ impl BlobService {
         streams.spawn(async move {
             let BlobRange {
                 pin,
-                meta,
+                size,
                 mut offset,
                 end,
             } = range;
+            let hash = pin.hash();
+            let mut whole = (offset == 0 && end == size).then(blake3::Hasher::new);
             while offset < end {
                 if let Some(peer) = &peer {
-                    match service.shared_with(peer, &pin.hash()) {
+                    match service.shared_with(peer, &hash) {
                         Ok(true) => {}
                         Ok(false) => {
-                            let _ = tx.send(Err(not_shared(&pin.hash()))).await;
+                            let _ = tx.send(Err(not_shared(&hash))).await;
                             return;
                         }
                         Err(e) => {
@@ -209,7 +340,24 @@ impl BlobService {
                         }
                     }
                 }
-                let piece = read_piece(&service.store, &meta, offset, end);
+                let want = (end - offset).min(PIECE as u64) as usize;
+                let piece = match service.bytes.read(&hash, offset, want).await {
+                    Ok(data) if data.len() == want => Ok((offset, data)),
+                    Ok(data) => Err(service.damaged(&hash, &format!("it ends at {} bytes, not {size}", offset + data.len() as u64)).await),
+                    Err(BlobStoreError::NotFound(_)) => Err(service.damaged(&hash, "it is missing from the blob store").await),
+                    Err(e) => Err(blob_store_failed(e)),
+                };
+                let piece = match (piece, whole.as_mut()) {
+                    (Ok((at, data)), Some(hasher)) => {
+                        hasher.update(&data);
+                        if at + data.len() as u64 == end && hasher.finalize().as_bytes() != &hash.0 {
+                            Err(service.damaged(&hash, "its bytes no longer hash to its name").await)
+                        } else {
+                            Ok((at, data))
+                        }
+                    }
+                    (piece, _) => piece,
+                };
                 let failed = piece.is_err();
                 if let Ok((_, data)) = &piece {
                     offset += data.len() as u64;
@@ -226,6 +374,71 @@ impl BlobService {
             drop(pin);
         });
         rx
+    }
+
+    /// A blocking reader of a whole blob, for code that runs off the async
+    /// threads (writing a court bundle). Each read waits on the blob store.
+    pub fn reader(&self, hash: BlobHash, size: u64) -> Result<BlobReader> {
+        self.refuse_damaged(&hash)?;
+        Ok(BlobReader {
+            bytes: self.bytes.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            hash,
+            size,
+            at: 0,
+            piece: Bytes::new(),
+            hasher: blake3::Hasher::new(),
+        })
+    }
+}
+
+/// Reads a blob in order through the blob store, checking at the end that
+/// the bytes hash to its name (a changed file fails the read).
+pub struct BlobReader {
+    bytes: Arc<dyn BlobStore>,
+    runtime: tokio::runtime::Handle,
+    hash: BlobHash,
+    size: u64,
+    at: u64,
+    piece: Bytes,
+    hasher: blake3::Hasher,
+}
+
+impl std::io::Read for BlobReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.piece.is_empty() {
+            if self.at >= self.size {
+                return Ok(0);
+            }
+            let want = (self.size - self.at).min(PIECE as u64) as usize;
+            let piece = self
+                .runtime
+                .block_on(self.bytes.read(&self.hash, self.at, want))
+                .map_err(std::io::Error::other)?;
+            if piece.len() != want {
+                return Err(std::io::Error::other(format!(
+                    "file {} ends at {} bytes, not {}",
+                    self.hash,
+                    self.at + piece.len() as u64,
+                    self.size
+                )));
+            }
+            self.hasher.update(&piece);
+            self.at += piece.len() as u64;
+            if self.at == self.size && self.hasher.finalize().as_bytes() != &self.hash.0 {
+                return Err(std::io::Error::other(format!(
+                    "file {} no longer hashes to its name: run `casemesh blob scrub`",
+                    self.hash
+                )));
+            }
+            self.piece = piece;
+        }
+        let n = buf.len().min(self.piece.len());
+        buf[..n].copy_from_slice(&self.piece.split_to(n));
+        Ok(n)
     }
 }
 
@@ -270,95 +483,31 @@ fn range(pin: BlobPin, meta: BlobMeta, offset: u64, length: u64) -> Result<BlobR
     };
     Ok(BlobRange {
         pin,
-        meta,
+        size: meta.size,
         offset,
         end,
     })
 }
 
-/// Up to [`PIECE`] bytes from `offset`, ending at a piece boundary or `end`.
-fn read_piece(store: &Store, meta: &BlobMeta, offset: u64, end: u64) -> Result<(u64, Bytes)> {
-    let stop = ((offset / PIECE as u64 + 1) * PIECE as u64).min(end);
-    let mut out = Vec::with_capacity((stop - offset) as usize);
-    let mut at = offset;
-    let chunk_len = meta.chunk_len();
-    while at < stop {
-        let index = at / chunk_len;
-        let damaged = |what: &str| {
-            Error::Store(crate::store::StoreError::Inconsistent(format!(
-                "chunk {index} of storage {} is {what}",
-                meta.storage
-            )))
-        };
-        let chunk = store
-            .chunk(meta.storage, index)?
-            .ok_or_else(|| damaged("missing"))?;
-        let from = (at - index * chunk_len) as usize;
-        let to = ((stop - index * chunk_len) as usize).min(chunk.len());
-        if from >= to {
-            return Err(damaged("short"));
-        }
-        out.extend_from_slice(&chunk[from..to]);
-        at += (to - from) as u64;
+fn staging_failed(e: std::io::Error) -> Error {
+    if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) {
+        Error::DiskFull(format!("the disk is full: staging a file failed: {e}"))
+    } else {
+        Error::StorageFailed(format!("staging a file failed: {e}"))
     }
-    Ok((offset, Bytes::from(out)))
 }
 
-impl From<BlobError> for Error {
-    fn from(e: BlobError) -> Self {
-        match e {
-            BlobError::TooLarge { limit } => Error::BlobTooLarge { limit },
-            BlobError::Store(e) => e.into(),
-        }
+pub(crate) fn blob_store_failed(e: BlobStoreError) -> Error {
+    match e {
+        BlobStoreError::NotFound(hash) => Error::BlobNotStored(hash),
+        BlobStoreError::Full(m) => Error::DiskFull(format!("the blob store is full: {m}")),
+        BlobStoreError::Failed(m) => Error::StorageFailed(format!("the blob store failed: {m}")),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoreOptions;
-    use crate::store::blobs::{CHUNK, V1_CHUNK};
-
-    /// Any range of a blob reads back right, whatever size of chunks it is
-    /// stored in (blobs stored before the chunk size was recorded use
-    /// 8 KiB).
-    #[test]
-    fn ranges_read_right_in_either_chunk_size() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = StoreOptions::for_tests();
-        let store = Store::open(dir.path(), "phila-da", &options).unwrap();
-        let data: Vec<u8> = (0..PIECE + 3 * V1_CHUNK + 77)
-            .map(|i| (i % 249) as u8)
-            .collect();
-        let size = data.len() as u64;
-        for chunk in [CHUNK, V1_CHUNK] {
-            let meta = store.store_blob_in_chunks(&data, chunk).unwrap();
-            for offset in [
-                0,
-                1,
-                CHUNK as u64 - 1,
-                V1_CHUNK as u64 + 3,
-                PIECE as u64 - 5,
-                size - 1,
-                size,
-            ] {
-                let mut got = Vec::new();
-                let mut at = offset;
-                while at < size {
-                    let (from, piece) = read_piece(&store, &meta, at, size).unwrap();
-                    assert_eq!(from, at);
-                    assert!(!piece.is_empty() && piece.len() <= PIECE);
-                    at += piece.len() as u64;
-                    got.extend_from_slice(&piece);
-                }
-                assert_eq!(
-                    got,
-                    &data[offset as usize..],
-                    "chunk {chunk}, offset {offset}"
-                );
-            }
-        }
-    }
 
     /// Lookups answered from a table, recorded in order.
     struct Recorded {
@@ -414,10 +563,9 @@ mod tests {
         let office = OfficeId::parse("phila-da").unwrap();
         let hash = BlobHash([9; 32]);
         let meta = BlobMeta {
-            storage: 1,
             size: 3,
             keep_until_ms: 0,
-            chunk: CHUNK as u32,
+            legacy: None,
         };
         let cases = [
             ("not held", None, Vec::new(), "case-none", false),

@@ -1,0 +1,326 @@
+//! Keeping stored files whole over the years: finishing at start what a
+//! crash interrupted, moving blobs out of sled chunks, removing files no
+//! record lists, and scrubbing (re-hashing every stored file).
+
+use std::time::{Duration, Instant};
+
+use crate::domain::BlobHash;
+use crate::domain::audit::{Actor, Draft, Outcome, Target};
+use crate::domain::blobstore::BlobStoreError;
+use crate::domain::now_ms;
+use crate::error::{Error, Result};
+use crate::store::blobs::{DamageAction, SledChunks};
+use crate::store::staging::{StagedName, remove_if_there};
+
+use super::{BlobService, PIECE, blob_store_failed, staging_failed};
+
+/// What a scrub found.
+#[derive(Debug, Default, Clone)]
+pub struct ScrubReport {
+    /// Files checked, and their bytes.
+    pub files: u64,
+    pub bytes: u64,
+    pub damaged: Vec<ScrubFinding>,
+}
+
+/// One file whose stored bytes were not what their name says.
+#[derive(Debug, Clone)]
+pub struct ScrubFinding {
+    pub hash: BlobHash,
+    pub size: u64,
+    /// What was wrong (`its bytes no longer hash to its name`, …).
+    pub problem: String,
+    /// What was done: `fetching again from <office>`, `marked damaged`.
+    pub action: String,
+}
+
+impl BlobService {
+    fn node_entry(&self, what: &str, detail: String, outcome: Outcome) -> Draft {
+        Draft::new(
+            Actor::node(self.sharing.office().as_str()),
+            what,
+            Target::detail(detail),
+            outcome,
+        )
+    }
+
+    /// Deals with a file whose stored bytes are not what its name says: a
+    /// replica's is removed and fetched again from its origin, one of this
+    /// office's own is marked and never served (until uploaded again);
+    /// either way the audit log says so. Returns the error a reader of the
+    /// file gets.
+    pub(super) async fn damaged(&self, hash: &BlobHash, problem: &str) -> Error {
+        match self.handle_damage(hash, problem).await {
+            Ok(_) => Error::BlobDamaged {
+                hash: *hash,
+                at_ms: now_ms(),
+            },
+            Err(e) => e,
+        }
+    }
+
+    async fn handle_damage(&self, hash: &BlobHash, problem: &str) -> Result<String> {
+        tracing::error!(%hash, problem, "a stored file is damaged");
+        let action = self.store.blob_damaged(hash, now_ms(), |action| {
+            let (detail, code) = match action {
+                DamageAction::Refetch(origin) => {
+                    (format!("fetching it again from {origin}"), "DATA_LOSS")
+                }
+                DamageAction::Marked => (
+                    "this office's own file: marked damaged, not served; upload the original again".into(),
+                    "DATA_LOSS",
+                ),
+                DamageAction::Unlisted => ("no record lists it".into(), "DATA_LOSS"),
+            };
+            self.node_entry(
+                "Node.BlobDamaged",
+                format!("file {hash}: {problem}; {detail}"),
+                Outcome::failed(code, problem),
+            )
+        })?;
+        self.store.commit().await?;
+        Ok(match action {
+            DamageAction::Refetch(origin) => {
+                let deleted = self.bytes.delete(hash).await;
+                self.store.deleted(hash)?;
+                deleted.map_err(blob_store_failed)?;
+                format!("fetching again from {origin}")
+            }
+            DamageAction::Marked => "marked damaged; upload the original file again".into(),
+            DamageAction::Unlisted => "marked damaged; no record lists it".into(),
+        })
+    }
+
+    /// Re-hashes every stored file, at most `bytes_per_sec` (0: as fast as
+    /// the store reads), and deals with each that does not match.
+    pub async fn scrub(&self, bytes_per_sec: u64) -> Result<ScrubReport> {
+        let mut report = ScrubReport::default();
+        let started = Instant::now();
+        for (hash, size) in self.store.blob_list()? {
+            if *self.shutdown.borrow() {
+                return Err(Error::ShuttingDown);
+            }
+            let _pin = self.store.pin_blob(hash);
+            if self.store.blob(&hash)?.is_none_or(|m| m.legacy.is_some())
+                || self.store.damaged(&hash)?.is_some()
+            {
+                continue;
+            }
+            let problem = self.check(&hash, size, bytes_per_sec, started, &mut report).await?;
+            report.files += 1;
+            if let Some(problem) = problem {
+                let action = self.handle_damage(&hash, &problem).await?;
+                report.damaged.push(ScrubFinding {
+                    hash,
+                    size,
+                    problem,
+                    action,
+                });
+            }
+        }
+        Ok(report)
+    }
+
+    /// What is wrong with the stored bytes of `hash`, if anything.
+    async fn check(
+        &self,
+        hash: &BlobHash,
+        size: u64,
+        bytes_per_sec: u64,
+        started: Instant,
+        report: &mut ScrubReport,
+    ) -> Result<Option<String>> {
+        let mut hasher = blake3::Hasher::new();
+        let mut at = 0;
+        while at < size {
+            let want = (size - at).min(PIECE as u64) as usize;
+            let piece = match self.bytes.read(hash, at, want).await {
+                Ok(piece) => piece,
+                Err(BlobStoreError::NotFound(_)) => {
+                    return Ok(Some("it is missing from the blob store".into()));
+                }
+                Err(e) => return Err(blob_store_failed(e)),
+            };
+            if piece.len() != want {
+                return Ok(Some(format!(
+                    "it ends at {} bytes, not {size}",
+                    at + piece.len() as u64
+                )));
+            }
+            hasher.update(&piece);
+            at += want as u64;
+            report.bytes += want as u64;
+            if bytes_per_sec > 0 {
+                let due = Duration::from_secs_f64(report.bytes as f64 / bytes_per_sec as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+        Ok((hasher.finalize().as_bytes() != &hash.0)
+            .then(|| "its bytes no longer hash to its name".into()))
+    }
+
+    /// Removes the files no record lists (past their grace time) and the
+    /// fetches no record wants. Returns how many of each.
+    pub async fn sweep(&self) -> Result<(usize, usize)> {
+        let doomed = self.store.doom_unreferenced(now_ms())?;
+        self.store.commit().await?;
+        for hash in &doomed.fetches {
+            self.staging.drop_fetch(hash).map_err(staging_failed)?;
+        }
+        let mut failed = None;
+        for hash in &doomed.blobs {
+            let deleted = self.bytes.delete(hash).await;
+            self.store.deleted(hash)?;
+            if let Err(e) = deleted {
+                // Unsettled still: deleted again at the next start.
+                tracing::error!(%hash, error = %e, "could not delete a file no record lists");
+                failed = Some(e);
+            }
+        }
+        match failed {
+            Some(e) => Err(blob_store_failed(e)),
+            None => Ok((doomed.blobs.len(), doomed.fetches.len())),
+        }
+    }
+
+    /// Run once at start, before the node serves: deletes the bytes a crash
+    /// left unrecorded, removes staged files nothing will resume, and moves
+    /// any blobs still in sled chunks into the blob store.
+    pub async fn recover(&self) -> Result<()> {
+        for hash in self.store.unsettled()? {
+            self.store.deleting(&hash);
+            let deleted = self.bytes.delete(&hash).await;
+            self.store.deleted(&hash)?;
+            deleted.map_err(blob_store_failed)?;
+        }
+        self.tidy_staging()?;
+        self.migrate().await
+    }
+
+    fn tidy_staging(&self) -> Result<()> {
+        for (path, name) in self.staging.entries().map_err(staging_failed)? {
+            let keep = match name {
+                StagedName::Fetch(hash) => self
+                    .store
+                    .fetch(&hash)?
+                    .is_some_and(|f| f.legacy.is_none()),
+                StagedName::Upload | StagedName::Migrate => false,
+                StagedName::Other => {
+                    tracing::warn!(path = %path.display(), "a file in the staging directory that casemesh did not write; left alone");
+                    true
+                }
+            };
+            if !keep {
+                remove_if_there(&path).map_err(staging_failed)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves every blob still stored in sled chunks (written before the
+    /// blob store) into the blob store, one at a time: staged, checked
+    /// against its hash, adopted, and only then removed from sled. A crash
+    /// part-way redoes the blob it was moving. A fetch begun in chunks
+    /// goes on from its bytes, now staged.
+    async fn migrate(&self) -> Result<()> {
+        let (blobs, fetches) = self.store.legacy_blobs()?;
+        if blobs.is_empty() && fetches.is_empty() {
+            return Ok(());
+        }
+        let total: u64 = blobs.iter().map(|(_, m)| m.size).sum();
+        tracing::info!(
+            files = blobs.len(),
+            bytes = total,
+            fetches = fetches.len(),
+            to = %self.bytes.describe(),
+            "moving files out of the record store"
+        );
+        for (hash, meta) in blobs {
+            let Some(chunks) = meta.legacy else { continue };
+            if self.store.damaged(&hash)?.is_some() {
+                continue;
+            }
+            let mut staged = self.staging.migrate(&hash).map_err(staging_failed)?;
+            self.copy_chunks(chunks, meta.size, &mut staged)?;
+            if staged.hash() != hash {
+                drop(staged);
+                let problem = "its bytes in the record store no longer hash to its name";
+                self.handle_damage(&hash, problem).await?;
+                continue;
+            }
+            // Recording it in the blob store dooms its chunks.
+            self.keep(staged, meta.keep_until_ms, None).await?;
+        }
+        for (hash, fetch) in fetches {
+            let Some((chunks, received)) = fetch.legacy else {
+                continue;
+            };
+            let mut staged = self
+                .staging
+                .resume_fetch(&hash, 0)
+                .map_err(staging_failed)?;
+            self.copy_chunks(chunks, received.min(fetch.size), &mut staged)?;
+            staged.sync().map_err(staging_failed)?;
+            self.store.fetch_migrated(&hash)?;
+        }
+        self.store.commit().await?;
+        tracing::info!("files moved out of the record store");
+        Ok(())
+    }
+
+    /// Appends the first `len` bytes of legacy chunks to `staged`.
+    fn copy_chunks(
+        &self,
+        chunks: SledChunks,
+        len: u64,
+        staged: &mut crate::store::staging::StagedFile,
+    ) -> Result<()> {
+        let mut index = 0;
+        while staged.len() < len {
+            let chunk = self.store.chunk(chunks.storage, index)?.ok_or_else(|| {
+                Error::StorageFailed(format!(
+                    "chunk {index} of storage {} is missing",
+                    chunks.storage
+                ))
+            })?;
+            let take = (len - staged.len()).min(chunk.len() as u64) as usize;
+            staged.write(&chunk[..take]).map_err(staging_failed)?;
+            index += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Scrubs every stored file each `scrub_interval` (none when zero), at
+/// most `scrub_bytes_per_sec`, until shutdown. The first scrub starts one
+/// interval after the node does.
+pub async fn run_scrubber(
+    blobs: std::sync::Arc<BlobService>,
+    config: crate::config::BlobConfig,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    if config.scrub_interval.is_zero() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(config.scrub_interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        let scrub = blobs.scrub(config.scrub_bytes_per_sec);
+        tokio::select! {
+            done = scrub => match done {
+                Ok(report) => tracing::info!(
+                    files = report.files,
+                    bytes = report.bytes,
+                    damaged = report.damaged.len(),
+                    "scrubbed the stored files"
+                ),
+                Err(e) => tracing::error!(error = %e, "scrubbing the stored files failed"),
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
