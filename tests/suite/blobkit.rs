@@ -141,3 +141,35 @@ pub async fn two_offices() -> TestCluster {
     c.pin_all().await;
     c
 }
+
+/// The files in a node's blob store on disk (`<data dir>/blobs`), by hash,
+/// with their sizes.
+pub fn stored_files(node: &TestNode) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let root = node.paths().blobs();
+    let Ok(first) = std::fs::read_dir(&root) else {
+        return out;
+    };
+    for a in first.flatten() {
+        for b in std::fs::read_dir(a.path()).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(b.path()).into_iter().flatten().flatten() {
+                let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                out.push((f.file_name().to_string_lossy().into_owned(), size));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The names in a node's staging directory (bytes on their way in).
+pub fn staged_files(node: &TestNode) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(node.paths().root.join("staging"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    out
+}

@@ -32,14 +32,6 @@ async fn served_offsets(node: &TestNode, hash: &[u8]) -> Vec<u64> {
         .collect()
 }
 
-/// The chunks in a stopped node's store, counted on disk.
-fn stored_chunks(node: &TestNode) -> usize {
-    assert!(!node.is_running(), "count chunks of a stopped node");
-    casemesh::store::disk::OnDisk::open(&node.paths().store())
-        .and_then(|d| d.chunk_count())
-        .expect("the store's chunks")
-}
-
 /// Stopping the origin part-way, and then restarting the peer part-way,
 /// each time the transfer resumes from the bytes already stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,11 +209,10 @@ async fn one_file_on_two_records_is_stored_once_and_removed_with_the_last() {
     wait_present(&c.nodes[1], &b, Duration::from_secs(30)).await;
     let peer = status(&c.nodes[1]).await;
     assert_eq!((peer.blobs, peer.blob_bytes), (1, 3 * MIB));
-    // On disk, at the peer too: once.
-    let once = (3 * MIB).div_ceil(casemesh::store::blobs::CHUNK as u64) as usize;
-    c.node(1).stop().await;
-    assert_eq!(stored_chunks(&c.nodes[1]), once);
-    c.node(1).restart().await;
+    // On disk, at the peer too: once, and nothing left staged.
+    let once = vec![(hex::encode(&first.hash), 3 * MIB)];
+    assert_eq!(stored_files(&c.nodes[1]), once);
+    assert!(staged_files(&c.nodes[1]).is_empty());
 
     let revoke = async |grant: &str| {
         c.nodes[0]
@@ -267,8 +258,9 @@ async fn one_file_on_two_records_is_stored_once_and_removed_with_the_last() {
 
     // On disk: the origin holds the bytes once, the peer not at all.
     c.stop_all().await;
-    assert_eq!(stored_chunks(&c.nodes[0]), once);
-    assert_eq!(stored_chunks(&c.nodes[1]), 0);
+    assert_eq!(stored_files(&c.nodes[0]), once);
+    assert!(stored_files(&c.nodes[1]).is_empty());
+    assert!(staged_files(&c.nodes[0]).is_empty() && staged_files(&c.nodes[1]).is_empty());
 }
 
 /// Over the size limit: refused while streaming, and nothing is kept.
@@ -308,21 +300,13 @@ async fn a_file_over_the_limit_is_refused_and_leaves_nothing_behind() {
     let s = status(&c.nodes[0]).await;
     assert_eq!((s.records, s.blobs, s.blob_bytes), (0, 1, 2 * MIB));
 
-    // In the store itself: the chunks of the file that fits, nothing else.
+    // On disk: the file that fits, nothing else (nothing staged either).
     c.node(0).stop().await;
-    let store = casemesh::store::Store::open(
-        &c.nodes[0].paths().store(),
-        "phila-da",
-        &casemesh::store::StoreOptions {
-            cache_bytes: 8 * MIB,
-            reserve_bytes: 0,
-        },
-    )
-    .unwrap();
     assert_eq!(
-        store.chunk_count() as u64,
-        2 * MIB / casemesh::store::blobs::CHUNK as u64
+        stored_files(&c.nodes[0]),
+        vec![(hex::encode(&at_limit.hash), 2 * MIB)]
     );
+    assert!(staged_files(&c.nodes[0]).is_empty());
 }
 
 /// A peer's file over this node's limit cannot arrive by trying again: the
