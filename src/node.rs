@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, Paths};
+use crate::domain::blobstore::BlobStore;
 use crate::grpc::auth::AuthLayer;
 use crate::grpc::server_admin::AdminApi;
 use crate::grpc::server_records::RecordsApi;
@@ -27,7 +28,6 @@ use crate::service::refusals::{self, RefusalLog};
 use crate::service::{
     AuditLog, BlobService, PeerRuntime, RecordService, Sharing, UserService, users::issued_users,
 };
-use crate::domain::blobstore::BlobStore;
 use crate::store::files::FileBlobs;
 use crate::store::staging::Staging;
 use crate::store::{Store, StoreOptions};

@@ -1,5 +1,6 @@
 //! Attached files from the command line: uploading the files that
-//! `record put --attach` names, and `casemesh blob get`.
+//! `record put --attach` names, `casemesh blob get`, and `casemesh blob
+//! scrub`.
 //!
 //! Files are streamed in pieces and never read into memory whole. A download
 //! is written to `FILE.part`, resumes from it when interrupted, and becomes
@@ -20,7 +21,7 @@ use crate::domain::{Attachment, BlobHash};
 use crate::protocol::pb::{self, records_client::RecordsClient};
 
 /// Bytes per upload message, and per read from disk.
-const PIECE: usize = 256 * 1024;
+const PIECE: usize = 1024 * 1024;
 
 #[derive(Debug, Subcommand)]
 pub enum BlobCommand {
@@ -43,10 +44,25 @@ pub enum BlobCommand {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Re-hash every file the node stores and report any that changed.
+    ///
+    /// A replica's damaged file is removed and fetched again from its
+    /// origin; one of this office's own is marked damaged and no longer
+    /// served until the original is uploaded again (`record put --attach`
+    /// of the same file). Exits with status 1 if any file was damaged.
+    /// The node also scrubs on its own, every `blobs.scrub_interval`.
+    Scrub {
+        /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
 }
 
 pub async fn run(cmd: BlobCommand) -> Result<()> {
     match cmd {
+        BlobCommand::Scrub { json, client } => scrub(&client, json).await,
         BlobCommand::Get {
             hash,
             out,
@@ -362,4 +378,52 @@ mod tests {
             PathBuf::from("out/clip.mp4.part")
         );
     }
+}
+
+async fn scrub(client: &ClientOpts, json: bool) -> Result<()> {
+    let r = client
+        .admin()
+        .await?
+        .scrub_blobs(pb::ScrubBlobsRequest {})
+        .await?
+        .into_inner();
+    if json {
+        super::json::print(&serde_json::json!({
+            "files": r.files,
+            "bytes": r.bytes,
+            "damaged": r.damaged.iter().map(|f| serde_json::json!({
+                "hash": hex::encode(&f.hash),
+                "size": f.size,
+                "problem": f.problem,
+                "action": f.action,
+            })).collect::<Vec<_>>(),
+        }));
+    } else {
+        println!(
+            "checked {} files ({}): {}",
+            r.files,
+            output::size(r.bytes),
+            match r.damaged.len() {
+                0 => "all intact".to_owned(),
+                n => format!("{n} DAMAGED"),
+            }
+        );
+        for f in &r.damaged {
+            println!(
+                "  {} ({}): {}; {}",
+                hex::encode(&f.hash),
+                output::size(f.size),
+                f.problem,
+                f.action
+            );
+        }
+    }
+    if !r.damaged.is_empty() {
+        return Err(super::errors::CliError::Failed(format!(
+            "{} stored files were damaged",
+            r.damaged.len()
+        ))
+        .into());
+    }
+    Ok(())
 }

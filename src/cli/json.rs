@@ -269,6 +269,11 @@ pub fn status(s: &pb::StatusResponse, warnings: &[String]) -> Value {
         "versions": s.versions,
         "blobs": s.blobs,
         "blob_bytes": s.blob_bytes,
+        "blob_store": s.blob_store,
+        "damaged_files": s.damaged_files.iter().map(|d| json!({
+            "hash": hex::encode(&d.hash),
+            "found_at": time(d.found_at_ms),
+        })).collect::<Vec<_>>(),
         "node_certificate_expires_at": time(s.node_certificate_expires_at_ms),
         "office_ca_expires_at": time(s.office_ca_expires_at_ms),
         "disk_free_bytes": s.disk_free_bytes,

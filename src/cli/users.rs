@@ -303,6 +303,7 @@ pub async fn status(client: ClientOpts, json: bool) -> Result<()> {
     println!("records:     {}", s.records);
     println!("versions:    {}", s.versions);
     println!("blobs:       {} ({})", s.blobs, output::size(s.blob_bytes));
+    println!("blob store:  {}", s.blob_store);
     let free = s
         .disk_free_bytes
         .map_or_else(|| "unknown".to_owned(), output::size);
@@ -327,6 +328,13 @@ pub async fn status(client: ClientOpts, json: bool) -> Result<()> {
     }
     if !s.writes_refused.is_empty() {
         eprintln!("warning: writes are refused: {}", s.writes_refused);
+    }
+    for d in &s.damaged_files {
+        eprintln!(
+            "warning: file {} failed its integrity check ({}) and is not served: upload the original again",
+            hex::encode(&d.hash),
+            output::time(d.found_at_ms)
+        );
     }
     for w in &warnings {
         eprintln!("warning: {w}");

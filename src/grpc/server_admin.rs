@@ -184,6 +184,34 @@ impl Admin for AdminApi {
         }))
     }
 
+    async fn scrub_blobs(
+        &self,
+        req: Request<pb::ScrubBlobsRequest>,
+    ) -> Result<Response<pb::ScrubBlobsResponse>, Status> {
+        let call = audit_call(&req)?;
+        let report = self.blobs.scrub(0).await?;
+        call.set_target(Target::detail(format!(
+            "{} files, {} bytes checked; {} damaged",
+            report.files,
+            report.bytes,
+            report.damaged.len()
+        )));
+        Ok(Response::new(pb::ScrubBlobsResponse {
+            files: report.files,
+            bytes: report.bytes,
+            damaged: report
+                .damaged
+                .into_iter()
+                .map(|f| pb::ScrubFinding {
+                    hash: bytes::Bytes::copy_from_slice(&f.hash.0),
+                    size: f.size,
+                    problem: f.problem,
+                    action: f.action,
+                })
+                .collect(),
+        }))
+    }
+
     async fn witness_audit(
         &self,
         req: Request<pb::WitnessAuditRequest>,
@@ -288,6 +316,16 @@ impl Admin for AdminApi {
             disk_free_bytes: storage.free_bytes,
             disk_reserve_bytes: storage.reserve_bytes,
             writes_refused: storage.writes_refused.unwrap_or_default(),
+            blob_store: self.blobs.describe(),
+            damaged_files: self
+                .blobs
+                .damaged_files()?
+                .into_iter()
+                .map(|(hash, at)| pb::DamagedFile {
+                    hash: bytes::Bytes::copy_from_slice(&hash.0),
+                    found_at_ms: at,
+                })
+                .collect(),
             node_certificate_expires_at_ms: self.node_cert_expires_at_ms,
             office_ca_expires_at_ms: self.ca_expires_at_ms,
             office: self.office.clone(),

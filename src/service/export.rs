@@ -114,10 +114,11 @@ impl Exporter {
                 buf: Vec::with_capacity(PIECE),
                 sent: 0,
             };
-            let done = export(&store, blobs.as_ref(), &ca, &office, &name, &head, &mut out).and_then(|summary| {
-                out.flush().map_err(|e| write_error(WriteError::Io(e)))?;
-                Ok(summary)
-            });
+            let done = export(&store, blobs.as_ref(), &ca, &office, &name, &head, &mut out)
+                .and_then(|summary| {
+                    out.flush().map_err(|e| write_error(WriteError::Io(e)))?;
+                    Ok(summary)
+                });
             // The caller gets the error as it is (the gRPC layer hides
             // internal details); the audit log keeps its text.
             let done = done.map_err(|e| {
@@ -530,7 +531,9 @@ pub(crate) mod tests {
 
     fn upload(store: &Store, files: &mut Files, bytes: &[u8]) -> Attachment {
         let (hash, size) = (BlobHash::of(bytes), bytes.len() as u64);
-        store.record_blob(&hash, size, now_ms() + 60_000, None).unwrap();
+        store
+            .record_blob(&hash, size, now_ms() + 60_000, None)
+            .unwrap();
         files.0.insert(hash, bytes.to_vec());
         Attachment {
             hash,
@@ -642,7 +645,10 @@ pub(crate) mod tests {
         let n = node();
         let head = sign_head(&n.store, &n.home);
         let mut out = Vec::new();
-        let summary = export(&n.store, &n.files, &n.home, &n.home_id, CASE, &head, &mut out).unwrap();
+        let summary = export(
+            &n.store, &n.files, &n.home, &n.home_id, CASE, &head, &mut out,
+        )
+        .unwrap();
 
         assert_eq!((summary.records, summary.versions), (3, 4), "{summary:?}");
         assert_eq!(summary.files, 1);
@@ -685,7 +691,16 @@ pub(crate) mod tests {
         head.signature = OfficeSigner::new(&n.home)
             .sign_bytes(&head.canonical())
             .unwrap();
-        let err = export(&n.store, &n.files, &n.home, &n.home_id, CASE, &head, Vec::new()).unwrap_err();
+        let err = export(
+            &n.store,
+            &n.files,
+            &n.home,
+            &n.home_id,
+            CASE,
+            &head,
+            Vec::new(),
+        )
+        .unwrap_err();
         assert!(matches!(err, Error::AuditLogBroken(_)), "{err}");
         assert!(err.to_string().contains("not the log it signed"), "{err}");
 
@@ -695,18 +710,45 @@ pub(crate) mod tests {
         head.signature = OfficeSigner::new(&n.home)
             .sign_bytes(&head.canonical())
             .unwrap();
-        let err = export(&n.store, &n.files, &n.home, &n.home_id, CASE, &head, Vec::new()).unwrap_err();
+        let err = export(
+            &n.store,
+            &n.files,
+            &n.home,
+            &n.home_id,
+            CASE,
+            &head,
+            Vec::new(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("ends at entry"), "{err}");
 
         // A head changed after it was signed.
         let mut head = sign_head(&n.store, &n.home);
         head.at_ms += 1;
-        let err = export(&n.store, &n.files, &n.home, &n.home_id, CASE, &head, Vec::new()).unwrap_err();
+        let err = export(
+            &n.store,
+            &n.files,
+            &n.home,
+            &n.home_id,
+            CASE,
+            &head,
+            Vec::new(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("signature"), "{err}");
 
         // Another office's head.
         let head = sign_head(&n.store, &n.camden);
-        let err = export(&n.store, &n.files, &n.home, &n.home_id, CASE, &head, Vec::new()).unwrap_err();
+        let err = export(
+            &n.store,
+            &n.files,
+            &n.home,
+            &n.home_id,
+            CASE,
+            &head,
+            Vec::new(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("camden-da"), "{err}");
     }
 
@@ -716,7 +758,10 @@ pub(crate) mod tests {
         let head = sign_head(&n.store, &n.home);
         put(&n.store, &signed(&n.home, &n.ours, 3, CASE, Vec::new()));
         let mut out = Vec::new();
-        let summary = export(&n.store, &n.files, &n.home, &n.home_id, CASE, &head, &mut out).unwrap();
+        let summary = export(
+            &n.store, &n.files, &n.home, &n.home_id, CASE, &head, &mut out,
+        )
+        .unwrap();
         // Version 3 is in, its entry is past the head and not.
         assert_eq!(summary.versions, 5);
         assert_eq!(summary.audit_entries, 4);

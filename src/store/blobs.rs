@@ -517,8 +517,7 @@ impl Store {
     /// The fetch of `hash`, its received bytes now staged, no longer
     /// points at its chunks, which are removed.
     pub fn fetch_migrated(&self, hash: &BlobHash) -> Result<()> {
-        let Some((SledChunks { storage, .. }, _)) = self.fetch(hash)?.and_then(|f| f.legacy)
-        else {
+        let Some((SledChunks { storage, .. }, _)) = self.fetch(hash)?.and_then(|f| f.legacy) else {
             return Ok(());
         };
         unwrap_tx(FetchMigratedTx::run(&self.trees, |t| {

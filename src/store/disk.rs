@@ -12,8 +12,8 @@ use super::audit::AuditHead;
 use super::encoding::{BlobMeta, Fetch, SledChunks};
 use super::trees::Trees;
 use super::typed::Raw;
-use crate::domain::{BlobHash, OfficeId};
 use super::{Result, StoreError};
+use crate::domain::{BlobHash, OfficeId};
 
 pub struct OnDisk {
     db: sled::Db,

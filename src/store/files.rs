@@ -86,7 +86,9 @@ impl FileBlobs {
                         Some(Ok(hash)) if self.path_of(&hash) == file => {
                             out.push((hash, fs::metadata(&file)?.len()));
                         }
-                        _ => tracing::warn!(path = %file.display(), "a file in the blob store that is not a blob; left alone"),
+                        _ => {
+                            tracing::warn!(path = %file.display(), "a file in the blob store that is not a blob; left alone")
+                        }
                     }
                 }
             }
@@ -216,13 +218,23 @@ mod tests {
         f.sync().unwrap();
         let hash = f.hash();
         let staged = f.keep();
-        blobs.adopt(&hash, &staged, data.len() as u64).await.unwrap();
+        blobs
+            .adopt(&hash, &staged, data.len() as u64)
+            .await
+            .unwrap();
         assert!(!staged.exists(), "the staged file moved");
         let hex = hash.to_hex();
-        assert!(blobs.path_of(&hash).ends_with(format!("{}/{}/{hex}", &hex[..2], &hex[2..4])));
+        assert!(
+            blobs
+                .path_of(&hash)
+                .ends_with(format!("{}/{}/{hex}", &hex[..2], &hex[2..4]))
+        );
 
         assert_eq!(blobs.read(&hash, 0, 10).await.unwrap(), &data[..10]);
-        assert_eq!(blobs.read(&hash, 99_990, 100).await.unwrap(), &data[99_990..]);
+        assert_eq!(
+            blobs.read(&hash, 99_990, 100).await.unwrap(),
+            &data[99_990..]
+        );
         assert!(blobs.read(&hash, 100_000, 10).await.unwrap().is_empty());
         assert_eq!(blobs.list().await.unwrap(), vec![(hash, 100_000)]);
 

@@ -10,11 +10,10 @@
 
 pub mod audit;
 pub mod blobs;
-pub mod files;
-pub mod staging;
 mod commit;
 pub mod disk;
 pub mod encoding;
+pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 mod keys;
@@ -22,6 +21,7 @@ mod records;
 mod replica;
 mod sharing;
 mod space;
+pub mod staging;
 mod trees;
 mod tx;
 mod typed;

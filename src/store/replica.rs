@@ -157,13 +157,8 @@ impl RecordTrees<'_, '_> {
         }
         self.versions.insert((id, v.record.version), v)?;
         counts.versions += 1;
-        out.fetches_queued += blobs::add_replica_refs_tx(
-            self.refs,
-            files.blobs,
-            files.fetches,
-            &v.record,
-            peer,
-        )?;
+        out.fetches_queued +=
+            blobs::add_replica_refs_tx(self.refs, files.blobs, files.fetches, &v.record, peer)?;
         self.purged.remove(id)?;
         let old = self.heads.get(id)?;
         counts.records += i64::from(old.is_none());

@@ -276,7 +276,10 @@ mod tests {
             StagedName::Fetch(hash)
         );
         assert_eq!(StagedName::parse("upload-00ff"), StagedName::Upload);
-        assert_eq!(StagedName::parse(&format!("migrate-{hash}")), StagedName::Migrate);
+        assert_eq!(
+            StagedName::parse(&format!("migrate-{hash}")),
+            StagedName::Migrate
+        );
         assert_eq!(StagedName::parse("fetch-nothex"), StagedName::Other);
         assert_eq!(StagedName::parse("notes.txt"), StagedName::Other);
     }

@@ -312,7 +312,9 @@ async fn transfer(
                 )));
             }
             if piece.data.len() as u64 > size - staged.len() {
-                return Err(Transfer("the origin sent more bytes than the file has".into()));
+                return Err(Transfer(
+                    "the origin sent more bytes than the file has".into(),
+                ));
             }
             tokio::time::sleep(limit.reserve(piece.data.len())).await;
             staged

@@ -143,6 +143,8 @@ async fn writes_are_refused_below_the_reserve_and_accepted_once_space_is_freed()
     // node's own files take it the rest of the way.
     let filler = disk.fill(24 * MIB);
     let mut uploaded = 0;
+    // A refused upload's staged bytes are removed at once, leaving the
+    // disk less than one file above the reserve.
     let refused = loop {
         assert!(uploaded < 64, "64 MiB uploaded past the reserve");
         match upload(node, &format!("fill-{uploaded}"), MIB).await {
@@ -161,6 +163,14 @@ async fn writes_are_refused_below_the_reserve_and_accepted_once_space_is_freed()
             .contains("kept in reserve (store.min_free_mb)"),
         "{refused:?}"
     );
+    assert!(
+        disk.free() < 17 * MIB,
+        "within one file of the reserve: {}",
+        disk.free()
+    );
+    // The other program writes on, below the reserve.
+    let below = disk.path().join("more");
+    std::fs::write(&below, vec![0u8; MIB as usize]).unwrap();
     let put_refused = put(node, "below the reserve").await.unwrap_err();
     assert_eq!(
         put_refused.code(),
@@ -187,6 +197,7 @@ async fn writes_are_refused_below_the_reserve_and_accepted_once_space_is_freed()
     health_becomes(node, ServingStatus::NotServing).await;
 
     std::fs::remove_file(filler).unwrap();
+    std::fs::remove_file(below).unwrap();
     let after = put(node, "after space was freed").await.unwrap();
     health_becomes(node, ServingStatus::Serving).await;
     assert!(status(node).await.writes_refused.is_empty());

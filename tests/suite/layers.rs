@@ -31,6 +31,8 @@ const STORE_LAYERS: &[(&str, u8)] = &[
     ("tx", 0),
     ("typed", 1),
     ("space", 1),
+    ("staging", 1),
+    ("files", 2),
     ("keys", 2),
     ("encoding", 2),
     ("trees", 3),

@@ -67,7 +67,8 @@ impl BlobService {
                     (format!("fetching it again from {origin}"), "DATA_LOSS")
                 }
                 DamageAction::Marked => (
-                    "this office's own file: marked damaged, not served; upload the original again".into(),
+                    "this office's own file: marked damaged, not served; upload the original again"
+                        .into(),
                     "DATA_LOSS",
                 ),
                 DamageAction::Unlisted => ("no record lists it".into(), "DATA_LOSS"),
@@ -106,7 +107,9 @@ impl BlobService {
             {
                 continue;
             }
-            let problem = self.check(&hash, size, bytes_per_sec, started, &mut report).await?;
+            let problem = self
+                .check(&hash, size, bytes_per_sec, started, &mut report)
+                .await?;
             report.files += 1;
             if let Some(problem) = problem {
                 let action = self.handle_damage(&hash, &problem).await?;
@@ -202,10 +205,9 @@ impl BlobService {
     fn tidy_staging(&self) -> Result<()> {
         for (path, name) in self.staging.entries().map_err(staging_failed)? {
             let keep = match name {
-                StagedName::Fetch(hash) => self
-                    .store
-                    .fetch(&hash)?
-                    .is_some_and(|f| f.legacy.is_none()),
+                StagedName::Fetch(hash) => {
+                    self.store.fetch(&hash)?.is_some_and(|f| f.legacy.is_none())
+                }
                 StagedName::Upload | StagedName::Migrate => false,
                 StagedName::Other => {
                     tracing::warn!(path = %path.display(), "a file in the staging directory that casemesh did not write; left alone");

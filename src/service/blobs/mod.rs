@@ -224,10 +224,7 @@ impl BlobService {
             .map_err(|e| Error::Internal(format!("fsync of a staged file failed to run: {e}")))?
             .map_err(staging_failed)?;
         let _pin = self.store.pin_for_write(hash).await;
-        let held = self
-            .store
-            .blob(&hash)?
-            .is_some_and(|m| m.legacy.is_none())
+        let held = self.store.blob(&hash)?.is_some_and(|m| m.legacy.is_none())
             && self.store.damaged(&hash)?.is_none();
         if held {
             drop(staged);
@@ -250,6 +247,11 @@ impl BlobService {
 
     pub fn state(&self, hash: &BlobHash) -> Result<BlobState> {
         Ok(self.store.blob_state(hash)?)
+    }
+
+    /// Files a scrub found changed, with when.
+    pub fn damaged_files(&self) -> Result<Vec<(BlobHash, u64)>> {
+        Ok(self.store.damaged_list()?)
     }
 
     /// Every fetch still queued.
@@ -343,15 +345,28 @@ impl BlobService {
                 let want = (end - offset).min(PIECE as u64) as usize;
                 let piece = match service.bytes.read(&hash, offset, want).await {
                     Ok(data) if data.len() == want => Ok((offset, data)),
-                    Ok(data) => Err(service.damaged(&hash, &format!("it ends at {} bytes, not {size}", offset + data.len() as u64)).await),
-                    Err(BlobStoreError::NotFound(_)) => Err(service.damaged(&hash, "it is missing from the blob store").await),
+                    Ok(data) => Err(service
+                        .damaged(
+                            &hash,
+                            &format!(
+                                "it ends at {} bytes, not {size}",
+                                offset + data.len() as u64
+                            ),
+                        )
+                        .await),
+                    Err(BlobStoreError::NotFound(_)) => Err(service
+                        .damaged(&hash, "it is missing from the blob store")
+                        .await),
                     Err(e) => Err(blob_store_failed(e)),
                 };
                 let piece = match (piece, whole.as_mut()) {
                     (Ok((at, data)), Some(hasher)) => {
                         hasher.update(&data);
-                        if at + data.len() as u64 == end && hasher.finalize().as_bytes() != &hash.0 {
-                            Err(service.damaged(&hash, "its bytes no longer hash to its name").await)
+                        if at + data.len() as u64 == end && hasher.finalize().as_bytes() != &hash.0
+                        {
+                            Err(service
+                                .damaged(&hash, "its bytes no longer hash to its name")
+                                .await)
                         } else {
                             Ok((at, data))
                         }
