@@ -356,30 +356,6 @@ async fn get(client: &ClientOpts, hash: &str, out: &Path, force: bool, json: boo
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn media_types_come_from_the_extension() {
-        assert_eq!(media_type(Path::new("bodycam-0412.MP4")), "video/mp4");
-        assert_eq!(media_type(Path::new("scan.jpeg")), "image/jpeg");
-        assert_eq!(media_type(Path::new("notes")), "application/octet-stream");
-        assert_eq!(
-            media_type(Path::new("a.tar.gz")),
-            "application/octet-stream"
-        );
-    }
-
-    #[test]
-    fn a_download_collects_its_bytes_next_to_the_file() {
-        assert_eq!(
-            part_path(Path::new("out/clip.mp4")),
-            PathBuf::from("out/clip.mp4.part")
-        );
-    }
-}
-
 async fn scrub(client: &ClientOpts, json: bool) -> Result<()> {
     let r = client
         .admin()
@@ -426,4 +402,28 @@ async fn scrub(client: &ClientOpts, json: bool) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types_come_from_the_extension() {
+        assert_eq!(media_type(Path::new("bodycam-0412.MP4")), "video/mp4");
+        assert_eq!(media_type(Path::new("scan.jpeg")), "image/jpeg");
+        assert_eq!(media_type(Path::new("notes")), "application/octet-stream");
+        assert_eq!(
+            media_type(Path::new("a.tar.gz")),
+            "application/octet-stream"
+        );
+    }
+
+    #[test]
+    fn a_download_collects_its_bytes_next_to_the_file() {
+        assert_eq!(
+            part_path(Path::new("out/clip.mp4")),
+            PathBuf::from("out/clip.mp4.part")
+        );
+    }
 }

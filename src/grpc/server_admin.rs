@@ -344,8 +344,7 @@ impl Admin for AdminApi {
             blob_bytes,
             transfers: self
                 .transfers
-                .view(&self.blobs)
-                .map_err(crate::error::Error::from)?
+                .view(&self.blobs)?
                 .into_iter()
                 .map(|t| pb::Transfer {
                     hash: bytes::Bytes::copy_from_slice(&t.hash.0),

@@ -158,6 +158,12 @@ pub struct Doomed {
     pub fetches: Vec<BlobHash>,
 }
 
+/// Blobs and fetches whose bytes are still in sled chunks.
+pub struct Legacy {
+    pub blobs: Vec<(BlobHash, BlobMeta)>,
+    pub fetches: Vec<(BlobHash, Fetch)>,
+}
+
 /// What a scrub's finding did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DamageAction {
@@ -426,6 +432,19 @@ impl Store {
         Ok(action)
     }
 
+    /// The stored bytes of `hash` check out again: the mark goes, logged
+    /// with `audit`.
+    pub fn damage_cleared(&self, hash: &BlobHash, audit: Draft) -> Result<()> {
+        let entry = [audit];
+        unwrap_tx(DamagedTx::run(&self.trees, |t| {
+            super::audit::append_tx(&t.audit_entries, &t.audit_head, &self.office, &entry)?;
+            t.damaged.remove(hash)?;
+            Ok(())
+        }))?;
+        self.audit_appended();
+        Ok(())
+    }
+
     // ---- fetching from peers -------------------------------------------
 
     pub fn fetch(&self, hash: &BlobHash) -> Result<Option<Fetch>> {
@@ -489,7 +508,7 @@ impl Store {
     // ---- blobs stored in sled before the blob store --------------------
 
     /// Blobs and fetches whose bytes are still in sled chunks.
-    pub fn legacy_blobs(&self) -> Result<(Vec<(BlobHash, BlobMeta)>, Vec<(BlobHash, Fetch)>)> {
+    pub fn legacy_blobs(&self) -> Result<Legacy> {
         let mut blobs = Vec::new();
         for entry in self.trees.blobs.iter() {
             let (hash, m) = entry?;
@@ -502,7 +521,7 @@ impl Store {
             .into_iter()
             .filter(|(_, f)| f.legacy.is_some())
             .collect();
-        Ok((blobs, fetches))
+        Ok(Legacy { blobs, fetches })
     }
 
     /// The stored bytes of chunk `index` of a storage id.

@@ -140,6 +140,21 @@ impl OnDisk {
         Ok(hash)
     }
 
+    /// Drops the entry of a whole blob (its bytes stay where they are).
+    pub fn remove_blob_entry(&self, hash: &BlobHash) -> Result<()> {
+        self.trees.blobs.remove(hash)?;
+        Ok(())
+    }
+
+    /// Blobs whose bytes are still in sled chunks, and chunk count.
+    pub fn legacy_counts(&self) -> Result<(usize, usize)> {
+        let mut legacy = 0;
+        for m in self.trees.blobs.values() {
+            legacy += usize::from(m?.legacy.is_some());
+        }
+        Ok((legacy, self.trees.chunks.len()))
+    }
+
     /// Makes every change durable.
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;

@@ -70,6 +70,11 @@ impl TestNode {
         &self.inner
     }
 
+    /// The kit's office, to run it as a process, kill it, and so on.
+    pub fn kit_mut(&mut self) -> &mut Office {
+        &mut self.inner
+    }
+
     pub fn paths(&self) -> Paths {
         self.inner.paths()
     }

@@ -16,6 +16,7 @@ mod clock_skew;
 mod cluster;
 mod crashes;
 mod disk_full;
+mod evidence;
 mod federation;
 mod hostile;
 mod layers;

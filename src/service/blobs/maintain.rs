@@ -102,15 +102,38 @@ impl BlobService {
                 return Err(Error::ShuttingDown);
             }
             let _pin = self.store.pin_blob(hash);
-            if self.store.blob(&hash)?.is_none_or(|m| m.legacy.is_some())
-                || self.store.damaged(&hash)?.is_some()
-            {
+            if self.store.blob(&hash)?.is_none_or(|m| m.legacy.is_some()) {
                 continue;
             }
+            let marked = self.store.damaged(&hash)?;
             let problem = self
                 .check(&hash, size, bytes_per_sec, started, &mut report)
                 .await?;
             report.files += 1;
+            if let Some(since) = marked {
+                match problem {
+                    // Put back (from a backup, say): served again.
+                    None => {
+                        let entry = self.node_entry(
+                            "Node.BlobRestored",
+                            format!("file {hash}: its stored bytes hash to its name again"),
+                            Outcome::ok(),
+                        );
+                        self.store.damage_cleared(&hash, entry)?;
+                        self.store.commit().await?;
+                    }
+                    Some(problem) => report.damaged.push(ScrubFinding {
+                        hash,
+                        size,
+                        problem,
+                        action: format!(
+                            "still marked damaged (since {}); upload the original file again",
+                            crate::domain::format_time(since)
+                        ),
+                    }),
+                }
+                continue;
+            }
             if let Some(problem) = problem {
                 let action = self.handle_damage(&hash, &problem).await?;
                 report.damaged.push(ScrubFinding {
@@ -227,7 +250,7 @@ impl BlobService {
     /// part-way redoes the blob it was moving. A fetch begun in chunks
     /// goes on from its bytes, now staged.
     async fn migrate(&self) -> Result<()> {
-        let (blobs, fetches) = self.store.legacy_blobs()?;
+        let crate::store::blobs::Legacy { blobs, fetches } = self.store.legacy_blobs()?;
         if blobs.is_empty() && fetches.is_empty() {
             return Ok(());
         }
