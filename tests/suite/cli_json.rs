@@ -260,6 +260,10 @@ async fn every_documented_json_shape_is_what_the_binary_prints() {
         json(&["audit", "verify", "--data", p, "--json"]),
     ));
 
+    samples.push((
+        "blob scrub",
+        json(&["blob", "scrub", "--data", p, "--json"]),
+    ));
     let status = json(&["status", "--data", p, "--json"]);
     samples.push(("peer", status["peers"][0].clone()));
     samples.push(("status", status));

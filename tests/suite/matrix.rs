@@ -468,6 +468,9 @@ impl Bench<'_> {
                 })
                 .await
                 .map(ok),
+            "/casemesh.v1.Admin/ScrubBlobs" => {
+                admin.scrub_blobs(pb::ScrubBlobsRequest {}).await.map(ok)
+            }
             "/casemesh.v1.Admin/Export" => admin
                 .export(pb::ExportRequest {
                     collection: shared.collection,
