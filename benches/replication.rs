@@ -1,10 +1,12 @@
 //! `cargo bench --bench replication [-- --quick]`
 //!
-//! Real casemesh nodes in this process (one measure in a child process),
-//! real mutual TLS on loopback, and the raw ceilings measured in the same
-//! run: sled batch ingest, sled insert-then-flush, a raw tonic mTLS stream of
-//! the same payload, and a raw mTLS byte stream. Each figure is the median
-//! of several repetitions; results print as one Markdown table with the
+//! Real casemesh nodes in this process (the memory measure's origin and the
+//! `blobs` phase's two nodes in `casemesh serve` child processes), real
+//! mutual TLS on loopback, and the raw ceilings measured in the same run:
+//! sled batch ingest, sled insert-then-flush, a raw tonic mTLS stream of the
+//! same payload, and a raw mTLS byte stream; for files, a tonic mTLS stream
+//! of 1 MiB messages, the same written to a file and fsynced, and BLAKE3.
+//! Each figure is the median of several repetitions; results print as one Markdown table with the
 //! ratios the targets are stated in. `--quick` shrinks everything to a smoke
 //! test of the harness (for CI), not a measurement.
 
@@ -35,6 +37,7 @@ static ALLOC: casemesh::alloc::Allocator = casemesh::alloc::Allocator {};
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const RECORD: usize = 1024;
+const MIB: usize = 1 << 20;
 
 #[derive(Clone, Copy)]
 struct Sizes {
@@ -49,6 +52,10 @@ struct Sizes {
     puts_1: usize,
     puts_32: usize,
     idle_records: usize,
+    /// The `blobs` phase's large file, in bytes.
+    blob: usize,
+    /// The `blobs` phase's files of 1 MiB.
+    small_files: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -63,6 +70,8 @@ const FULL: Sizes = Sizes {
     puts_1: 3_000,
     puts_32: 40_000,
     idle_records: 1_000_000,
+    blob: 1 << 30,
+    small_files: 100,
 };
 
 const QUICK: Sizes = Sizes {
@@ -77,6 +86,8 @@ const QUICK: Sizes = Sizes {
     puts_1: 200,
     puts_32: 2_000,
     idle_records: 5_000,
+    blob: 64 << 20,
+    small_files: 10,
 };
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -250,8 +261,12 @@ async fn grpc_stream(pki: &Pki, n: usize) -> Res<f64> {
 }
 
 /// Answers every `Put` at once and stores nothing: the cost of a unary call
-/// over mutual TLS, the transport's own share of a durable put.
-struct NoopRecords;
+/// over mutual TLS, the transport's own share of a durable put. `GetBlob`
+/// streams `blob` from memory in 1 MiB messages, whatever the hash asked
+/// for: the transport's share of moving a file.
+struct NoopRecords {
+    blob: bytes::Bytes,
+}
 
 #[tonic::async_trait]
 impl records_server::Records for NoopRecords {
@@ -303,24 +318,39 @@ impl records_server::Records for NoopRecords {
         &self,
         _: Request<pb::GetBlobRequest>,
     ) -> Result<Response<Self::GetBlobStream>, Status> {
-        Err(Status::unimplemented("this server only takes puts"))
+        let chunks = pieces(&self.blob).map(|(offset, data)| Ok(pb::BlobChunk { offset, data }));
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 }
 
-/// Unary `Put` calls with the records' payload against [`NoopRecords`],
-/// `n` in all from `clients` connections: (calls/s for 1 client, for
-/// `clients`).
-async fn grpc_unary(pki: &Pki, n_1: usize, n: usize, clients: usize) -> Res<(f64, f64)> {
-    let (port, incoming) = mtls_listener(pki, clients + 1).await?;
+/// [`NoopRecords`] serving `blob` on a loopback port over mutual TLS, as a
+/// node accepts connections; abort the task when done.
+async fn noop_records(
+    pki: &Pki,
+    blob: bytes::Bytes,
+    max_connections: usize,
+) -> Res<(
+    NodeAddr,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+)> {
+    let (port, incoming) = mtls_listener(pki, max_connections).await?;
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(records_server::RecordsServer::new(NoopRecords))
+            .add_service(records_server::RecordsServer::new(NoopRecords { blob }))
             .serve_with_incoming(incoming),
     );
     let node = NodeAddr {
         host: "127.0.0.1".into(),
         port,
     };
+    Ok((node, server))
+}
+
+/// Unary `Put` calls with the records' payload against [`NoopRecords`],
+/// `n` in all from `clients` connections: (calls/s for 1 client, for
+/// `clients`).
+async fn grpc_unary(pki: &Pki, n_1: usize, n: usize, clients: usize) -> Res<(f64, f64)> {
+    let (node, server) = noop_records(pki, bytes::Bytes::new(), clients + 1).await?;
     let connect = async |count: usize| -> Res<Vec<RecordsClient<Channel>>> {
         let mut v = Vec::with_capacity(count);
         for _ in 0..count {
@@ -377,6 +407,95 @@ async fn tls_bytes(pki: &Pki, total: usize) -> Res<f64> {
     let secs = start.elapsed().as_secs_f64();
     server.await??;
     Ok(total as f64 / secs / 1e6)
+}
+
+// ---- file ceilings ----------------------------------------------------
+
+/// `n` random bytes (BLAKE3's output stream from `seed`): nothing a store
+/// could compress or find twice.
+fn random_bytes(seed: &str, n: usize) -> bytes::Bytes {
+    let mut b = vec![0; n];
+    blake3::Hasher::new()
+        .update(seed.as_bytes())
+        .finalize_xof()
+        .fill(&mut b);
+    b.into()
+}
+
+/// `bytes` in pieces of 1 MiB, each with its offset (no copies).
+fn pieces(bytes: &bytes::Bytes) -> impl Iterator<Item = (u64, bytes::Bytes)> + Send + 'static {
+    let bytes = bytes.clone();
+    (0..bytes.len())
+        .step_by(MIB)
+        .map(move |at| (at as u64, bytes.slice(at..(at + MIB).min(bytes.len()))))
+}
+
+fn mb_per_s(bytes: usize, took: Duration) -> f64 {
+    bytes as f64 / took.as_secs_f64() / 1e6
+}
+
+/// Takes a blob stream to its end, each piece checked against `expected`
+/// as it arrives (the downloads and the ceilings do the same work per
+/// byte), and with `file`, writes the bytes there and fsyncs at the end.
+async fn receive(
+    down: &mut Streaming<pb::BlobChunk>,
+    expected: &[u8],
+    mut file: Option<tokio::fs::File>,
+) -> Res<()> {
+    let mut at = 0;
+    while let Some(piece) = down.message().await? {
+        let end = at + piece.data.len();
+        if piece.offset != at as u64 || expected.get(at..end) != Some(&piece.data[..]) {
+            return Err(format!("the bytes at offset {at} are not the ones sent").into());
+        }
+        if let Some(f) = &mut file {
+            f.write_all(&piece.data).await?;
+        }
+        at = end;
+    }
+    if at != expected.len() {
+        return Err(format!("{at} of {} bytes came back", expected.len()).into());
+    }
+    if let Some(f) = &mut file {
+        f.sync_all().await?;
+    }
+    Ok(())
+}
+
+/// Ceilings (a) and (b): a `GetBlob` stream of `blob` from [`NoopRecords`]
+/// in 1 MiB messages, received as the downloads are, and with `into`,
+/// written to that file and fsynced; MB/s.
+async fn grpc_blob(pki: &Pki, blob: &bytes::Bytes, into: Option<&Path>) -> Res<f64> {
+    let (node, server) = noop_records(pki, blob.clone(), 2).await?;
+    let mut client = RecordsClient::new(transport::connect(&node, pki.client.clone()).await?);
+    let file = match into {
+        Some(path) => Some(tokio::fs::File::create(path).await?),
+        None => None,
+    };
+    let start = Instant::now();
+    let mut down = client
+        .get_blob(pb::GetBlobRequest::default())
+        .await?
+        .into_inner();
+    receive(&mut down, blob, file).await?;
+    let rate = mb_per_s(blob.len(), start.elapsed());
+    server.abort();
+    if let Some(path) = into {
+        std::fs::remove_file(path)?;
+    }
+    Ok(rate)
+}
+
+/// Ceiling (c): BLAKE3 over `blob` on one thread, in 1 MiB pieces; MB/s
+/// and the hash.
+fn blake3_rate(blob: &bytes::Bytes) -> (f64, blake3::Hash) {
+    let start = Instant::now();
+    let mut h = blake3::Hasher::new();
+    for (_, piece) in pieces(blob) {
+        h.update(&piece);
+    }
+    let hash = h.finalize();
+    (mb_per_s(blob.len(), start.elapsed()), hash)
 }
 
 // ---- nodes ------------------------------------------------------------
@@ -622,6 +741,301 @@ async fn memory(s: Sizes) -> Res<Memory> {
     })
 }
 
+// ---- blobs (two nodes, each a `casemesh serve` process) ---------------
+
+/// How long a file may take to reach the peer before the phase fails.
+const BLOB_WAIT: Duration = Duration::from_secs(300);
+
+/// One repetition of the `blobs` phase: the ceilings, then a fresh pair of
+/// nodes. Rates in MB/s; growths in MiB; disk per byte of the file.
+struct BlobRun {
+    stream: f64,
+    into_file: f64,
+    blake3: f64,
+    upload: f64,
+    replicate: f64,
+    download: f64,
+    small: f64,
+    rss_origin: f64,
+    rss_peer: f64,
+    disk_origin: f64,
+    disk_peer: f64,
+}
+
+/// `PutBlob` of `bytes` from memory in 1 MiB messages, through the Records
+/// API as the CLI uploads a file (in messages of 256 KiB).
+async fn put_blob(records: &mut RecordsClient<Channel>, bytes: &bytes::Bytes) -> Res<pb::BlobInfo> {
+    let stream = tokio_stream::iter(pieces(bytes).map(|(_, data)| pb::PutBlobRequest { data }));
+    Ok(records.put_blob(stream).await?.into_inner())
+}
+
+/// A record in `collection` that lists the file `info`.
+async fn attach(
+    records: &mut RecordsClient<Channel>,
+    collection: &str,
+    info: &pb::BlobInfo,
+) -> Res<()> {
+    records
+        .put(pb::PutRequest {
+            collection: collection.into(),
+            kind: "video".into(),
+            title: "bodycam".into(),
+            attachments: vec![pb::Attachment {
+                hash: info.hash.clone(),
+                file_name: "bodycam.mp4".into(),
+                media_type: "video/mp4".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await?;
+    Ok(())
+}
+
+/// Polls a node's status until it holds `files` whole files of `bytes` in
+/// all; fails after `limit`.
+async fn wait_blobs(
+    admin: &mut pb::admin_client::AdminClient<Channel>,
+    files: u64,
+    bytes: u64,
+    limit: Duration,
+) -> Res<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let s = tokio::time::timeout(left, admin.status(pb::StatusRequest {}))
+            .await
+            .map_err(|_| format!("the peer's status did not answer within {limit:?}"))??
+            .into_inner();
+        if s.blobs >= files && s.blob_bytes >= bytes {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "after {limit:?} the peer holds {} of {files} files, {} of {bytes} bytes",
+                s.blobs, s.blob_bytes
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Bytes the files under `dir` take on disk, as `du` counts them
+/// (allocated blocks).
+fn disk_use(dir: &Path) -> Res<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                // Removed by the node since it was listed.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            total += meta.blocks() * 512;
+            if meta.is_dir() {
+                dirs.push(entry.path());
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// How far the resident memory of processes grows over a stretch of work,
+/// each above what it held at the start: VmRSS sampled every 50 ms, and the
+/// kernel's high-water mark (reset at the start) for a peak between samples.
+struct RssWatch {
+    pids: Vec<u32>,
+    base: Vec<u64>,
+    hwm_reset: bool,
+    stop: std::sync::mpsc::Sender<()>,
+    sampler: std::thread::JoinHandle<Result<Vec<u64>, String>>,
+}
+
+impl RssWatch {
+    fn start(pids: &[u32]) -> Res<Self> {
+        // Should the kernel refuse the reset, only the samples count.
+        let hwm_reset = pids
+            .iter()
+            .all(|pid| std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok());
+        let base = pids
+            .iter()
+            .map(|&pid| cluster::proc_kib(pid, "VmRSS:"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let watched = pids.to_vec();
+        let sampler = std::thread::spawn(move || {
+            let mut peak = vec![0; watched.len()];
+            loop {
+                for (p, &pid) in peak.iter_mut().zip(&watched) {
+                    let kib = cluster::proc_kib(pid, "VmRSS:").map_err(|e| e.to_string())?;
+                    *p = kib.max(*p);
+                }
+                match stopped.recv_timeout(Duration::from_millis(50)) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return Ok(peak),
+                }
+            }
+        });
+        Ok(Self {
+            pids: pids.to_vec(),
+            base,
+            hwm_reset,
+            stop,
+            sampler,
+        })
+    }
+
+    /// Each process's growth, in MiB.
+    fn finish(self) -> Res<Vec<f64>> {
+        drop(self.stop);
+        let mut peak = self
+            .sampler
+            .join()
+            .map_err(|_| "the RSS sampler panicked")??;
+        if self.hwm_reset {
+            for (p, &pid) in peak.iter_mut().zip(&self.pids) {
+                *p = cluster::proc_kib(pid, "VmHWM:")?.max(*p);
+            }
+        }
+        Ok(peak
+            .iter()
+            .zip(&self.base)
+            .map(|(peak, base)| peak.saturating_sub(*base) as f64 / 1024.0)
+            .collect())
+    }
+}
+
+/// The ceilings, then on two fresh nodes: the large file uploaded,
+/// replicated to a peer granted its case, downloaded (memory and disk
+/// watched throughout), then the small files replicated after one grant.
+async fn blob_run(pki: &Pki, big: &bytes::Bytes, small: &[bytes::Bytes]) -> Res<BlobRun> {
+    // The ceiling's file and the nodes' data on the same filesystem.
+    let root = tempfile::tempdir()?;
+    let stream = grpc_blob(pki, big, None).await?;
+    let into_file = grpc_blob(pki, big, Some(&root.path().join("ceiling"))).await?;
+    let hashed = big.clone();
+    let (blake3, hash) = tokio::task::spawn_blocking(move || blake3_rate(&hashed)).await?;
+    eprintln!(
+        "  ceilings: stream {stream:.0} MB/s, into a file {into_file:.0} MB/s, BLAKE3 {blake3:.0} MB/s"
+    );
+
+    let bin = Path::new(env!("CARGO_BIN_EXE_casemesh"));
+    let mut origin = Office::start_process(root.path(), "origin-da", bin).await?;
+    let mut peer = Office::start_process(root.path(), "peer-da", bin).await?;
+    pin_both(&origin, &peer).await?;
+    let mut records = origin.records().await?;
+    let mut peer_admin = peer.admin().await?;
+    let pids = [origin.pid(), peer.pid()]
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or("a node is not a process")?;
+    let disk_before = [disk_use(&origin.dir)?, disk_use(&peer.dir)?];
+    let rss = RssWatch::start(&pids)?;
+
+    let start = Instant::now();
+    let info = put_blob(&mut records, big).await?;
+    let upload = mb_per_s(big.len(), start.elapsed());
+    if info.hash != hash.as_bytes()[..] || info.size != big.len() as u64 {
+        return Err("the node's hash or size of the upload is not the file's".into());
+    }
+    attach(&mut records, "blob-case", &info).await?;
+    let start = Instant::now();
+    origin.grant_collection(&peer.office, "blob-case").await?;
+    wait_blobs(&mut peer_admin, 1, big.len() as u64, BLOB_WAIT).await?;
+    let replicate = mb_per_s(big.len(), start.elapsed());
+    let start = Instant::now();
+    let mut down = records
+        .get_blob(pb::GetBlobRequest {
+            hash: info.hash.clone(),
+            offset: 0,
+            length: 0,
+        })
+        .await?
+        .into_inner();
+    receive(&mut down, big, None).await?;
+    let download = mb_per_s(big.len(), start.elapsed());
+    let rss = rss.finish()?;
+    let disk = |dir: &Path, before: u64| -> Res<f64> {
+        Ok(disk_use(dir)?.saturating_sub(before) as f64 / big.len() as f64)
+    };
+    let (disk_origin, disk_peer) = (
+        disk(&origin.dir, disk_before[0])?,
+        disk(&peer.dir, disk_before[1])?,
+    );
+    eprintln!(
+        "  upload {upload:.0} MB/s, replicate {replicate:.0} MB/s, download {download:.0} MB/s; RSS growth {:.0} / {:.0} MiB, disk {disk_origin:.2} / {disk_peer:.2} × the file (origin / peer)",
+        rss[0], rss[1]
+    );
+
+    let mut total = 0;
+    for file in small {
+        let info = put_blob(&mut records, file).await?;
+        attach(&mut records, "small-case", &info).await?;
+        total += file.len();
+    }
+    let start = Instant::now();
+    origin.grant_collection(&peer.office, "small-case").await?;
+    let files = 1 + small.len() as u64;
+    wait_blobs(
+        &mut peer_admin,
+        files,
+        (big.len() + total) as u64,
+        BLOB_WAIT,
+    )
+    .await?;
+    let small_rate = mb_per_s(total, start.elapsed());
+    eprintln!(
+        "  {} × 1 MiB after one grant: {small_rate:.0} MB/s",
+        small.len()
+    );
+    origin.stop().await?;
+    peer.stop().await?;
+    Ok(BlobRun {
+        stream,
+        into_file,
+        blake3,
+        upload,
+        replicate,
+        download,
+        small: small_rate,
+        rss_origin: rss[0],
+        rss_peer: rss[1],
+        disk_origin,
+        disk_peer,
+    })
+}
+
+/// The `blobs` phase: each measure the median of `s.reps` runs.
+async fn blobs(s: Sizes, pki: &Pki) -> Res<BlobRun> {
+    let big = random_bytes("the large file", s.blob);
+    let small: Vec<_> = (0..s.small_files)
+        .map(|i| random_bytes(&format!("small file {i}"), MIB))
+        .collect();
+    let mut runs = Vec::new();
+    for _ in 0..s.reps {
+        runs.push(blob_run(pki, &big, &small).await?);
+    }
+    let m = |f: fn(&BlobRun) -> f64| median(runs.iter().map(f).collect());
+    Ok(BlobRun {
+        stream: m(|r| r.stream),
+        into_file: m(|r| r.into_file),
+        blake3: m(|r| r.blake3),
+        upload: m(|r| r.upload),
+        replicate: m(|r| r.replicate),
+        download: m(|r| r.download),
+        small: m(|r| r.small),
+        rss_origin: m(|r| r.rss_origin),
+        rss_peer: m(|r| r.rss_peer),
+        disk_origin: m(|r| r.disk_origin),
+        disk_peer: m(|r| r.disk_peer),
+    })
+}
+
 // ---- report -----------------------------------------------------------
 
 fn ms(d: Duration) -> String {
@@ -647,10 +1061,10 @@ fn ratio(value: f64, base: f64, of: &str) -> String {
     }
 }
 
-const PHASES: [&str; 5] = ["ceilings", "puts", "backfill", "fanout", "memory"];
+const PHASES: [&str; 6] = ["ceilings", "puts", "backfill", "fanout", "memory", "blobs"];
 
 /// Phases to run: all, or those named by `--only a,b` (ceilings, puts,
-/// backfill, fanout, memory) — for profiling one at a time.
+/// backfill, fanout, memory, blobs) — for profiling one at a time.
 struct Only(Option<Vec<String>>);
 
 impl Only {
@@ -754,6 +1168,14 @@ async fn run(s: Sizes, only: Only) -> Res<()> {
             idle_mib: f64::NAN,
             idle_records: 0,
         }
+    };
+    if only.has("blobs") {
+        eprintln!("blobs (two `casemesh serve` processes)…");
+    }
+    let blob_medians = if only.has("blobs") {
+        Some(blobs(s, &pki).await?)
+    } else {
+        None
     };
 
     println!();
@@ -884,6 +1306,78 @@ async fn run(s: Sizes, only: Only) -> Res<()> {
             format!("{:.0} MiB", mem.idle_mib),
             String::new(),
             "≤ 300 MiB",
+        );
+    }
+    if let Some(b) = &blob_medians {
+        let mib = s.blob / MIB;
+        for (what, value) in [
+            ("(a) tonic mTLS stream, 1 MiB messages", b.stream),
+            ("(b) the same into a file, fsynced", b.into_file),
+            ("(c) BLAKE3, 1 thread, 1 MiB pieces", b.blake3),
+        ] {
+            row(
+                &format!("ceiling: {what}"),
+                format!("{value:.0} MB/s"),
+                "1.00".into(),
+                "",
+            );
+        }
+        // The ceiling of a file moved to or between nodes: the transport,
+        // or the disk behind it, whichever is slower.
+        let ceiling = b.stream.min(b.into_file);
+        let of = "ceiling (lower of a, b)";
+        for (what, value, base, of, target) in [
+            (
+                format!("upload (PutBlob) of {mib} MiB"),
+                b.upload,
+                ceiling,
+                of,
+                "≥ 0.5",
+            ),
+            (
+                format!("replicate {mib} MiB to 1 peer, grant → present"),
+                b.replicate,
+                ceiling,
+                of,
+                "≥ 0.5",
+            ),
+            (
+                format!("download (GetBlob) of {mib} MiB"),
+                b.download,
+                b.stream,
+                "ceiling (a)",
+                "≥ 0.7",
+            ),
+            (
+                format!("{} × 1 MiB files, one grant → all present", s.small_files),
+                b.small,
+                ceiling,
+                of,
+                "≥ 0.3",
+            ),
+        ] {
+            row(
+                &what,
+                format!("{value:.0} MB/s"),
+                ratio(value, base, of),
+                target,
+            );
+        }
+        row(
+            &format!("RSS growth through the {mib} MiB file: origin / peer"),
+            format!("{:.0} / {:.0} MiB", b.rss_origin, b.rss_peer),
+            String::new(),
+            "≤ 32 MiB",
+        );
+        row(
+            &format!("disk used for the {mib} MiB file: origin / peer"),
+            format!(
+                "{:.0} / {:.0} MiB",
+                b.disk_origin * mib as f64,
+                b.disk_peer * mib as f64
+            ),
+            format!("{:.2} / {:.2} × the file", b.disk_origin, b.disk_peer),
+            "≤ 1.05",
         );
     }
     println!();
