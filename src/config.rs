@@ -284,6 +284,11 @@ impl Paths {
     pub fn blobs(&self) -> PathBuf {
         self.root.join("blobs")
     }
+    /// Attached files on their way in (uploads, fetches), whichever store
+    /// keeps them once whole.
+    pub fn staging(&self) -> PathBuf {
+        self.root.join("staging")
+    }
     /// The address a running node bound (`serve` writes it at start and
     /// removes it at a clean stop): the truth when `listen` names port 0
     /// or `--listen` overrode it.

@@ -26,7 +26,7 @@ pub struct FileBlobs {
 impl FileBlobs {
     /// Opens (creating if needed) the store at `root` (`<data dir>/blobs`).
     pub fn open(root: &Path) -> io::Result<Self> {
-        fs::create_dir_all(root)?;
+        super::staging::private_dir(root)?;
         Ok(Self {
             root: root.to_owned(),
         })
@@ -181,7 +181,7 @@ fn make_dirs(root: &Path, dir: &Path) -> io::Result<()> {
     }
     if let Some(parent) = dir.parent().filter(|p| p.starts_with(root) && *p != dir) {
         make_dirs(root, parent)?;
-        match fs::create_dir(dir) {
+        match super::staging::private_dir(dir) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
             _ => {}
         }

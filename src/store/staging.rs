@@ -62,7 +62,7 @@ impl Staging {
     /// Opens (creating if needed) the staging directory under `data_dir`.
     pub fn open(data_dir: &Path) -> io::Result<Self> {
         let dir = data_dir.join("staging");
-        fs::create_dir_all(&dir)?;
+        private_dir(&dir)?;
         Ok(Self { dir })
     }
 
@@ -219,6 +219,16 @@ impl Drop for StagedFile {
             }
         }
     }
+}
+
+/// Creates `dir` (and missing parents) readable by the node's user only,
+/// as the rest of the data directory.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 pub fn remove_if_there(path: &Path) -> io::Result<()> {
