@@ -8,17 +8,16 @@ use std::time::Duration;
 use super::blobkit::*;
 use super::cluster::{TestCluster, proc_kib};
 
-/// How much either node may grow through the file, in MiB.
+/// How much either node may grow through the file, in MiB: the issue's
+/// target for a 1 GiB file, held here for 256 MiB.
 ///
-/// Measured on the 2-core machine (debug build, 2 KiB chunks, the default
-/// 32 MiB cache): each node grew by 83–104 MiB through a 256 MiB file, and
-/// by 84 and 111 MiB through a 1 GiB one, so the growth does not follow the
-/// file's size. About 30 MiB of it is sled's cache filling (62–68 MiB with
-/// a 4 MiB cache); most of the rest is sled too, which holds values beyond
-/// its cache in proportion to their size. With 8 KiB chunks each node grew
-/// by 134–146 MiB, and with 256 KiB chunks by the whole file; the bound
+/// Since files live outside sled (staged, then in the blob store) the
+/// growth is a few MiB whatever the file's size: `cargo bench --bench
+/// replication -- --only blobs` measured 6–9 MiB through 1 GiB (release
+/// build). With the bytes in sled, in 2 KiB chunks, each node grew by
+/// 83–111 MiB, and with 256 KiB chunks by the whole file; the bound
 /// catches both.
-const BOUND_MIB: u64 = 128;
+const BOUND_MIB: u64 = 32;
 
 /// A 256 MiB file goes up, comes back, and reaches a granted peer
 /// byte-identical, while neither node grows by more than [`BOUND_MIB`].
