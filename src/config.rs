@@ -63,6 +63,70 @@ pub struct BlobConfig {
     /// Cap on the bytes per second the periodic scrub reads, so it does not
     /// crowd out transfers; 0 for none. Default 32 MiB/s.
     pub scrub_bytes_per_sec: u64,
+    /// Where whole files are kept: `files` (under the data directory, the
+    /// default) or `s3` (the bucket `[blobs.s3]` names).
+    pub store: BlobStoreKind,
+    /// `[blobs.s3]`: the S3-compatible bucket, for `store = "s3"` (and for
+    /// `casemesh blob move` to or from it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Config>,
+}
+
+/// Which blob store keeps whole files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobStoreKind {
+    #[default]
+    Files,
+    S3,
+}
+
+impl std::fmt::Display for BlobStoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Files => "files",
+            Self::S3 => "s3",
+        })
+    }
+}
+
+/// `[blobs.s3]`: where files are kept in an S3-compatible object store.
+/// Holds no secret: the access key comes from `credentials_file` or the
+/// environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// The server's URL (`https://s3.example.org`, `http://127.0.0.1:9000`)
+    /// for a server that is not AWS (MinIO, Ceph, Garage); buckets are then
+    /// addressed by path (`<endpoint>/<bucket>/<key>`). Absent: AWS itself,
+    /// in `region`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The bucket; it must exist (this node never creates one).
+    pub bucket: String,
+    /// The region requests are signed for. Default `us-east-1`, which most
+    /// servers that are not AWS accept.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// A folder inside the bucket for this node's objects, so that several
+    /// offices can share one bucket (`minn-da/` or `minn-da`: the same).
+    /// Default: the bucket's top level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// A file holding the access key, in the format of AWS's own
+    /// credentials file. Absent: `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`, if set) from the
+    /// environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<PathBuf>,
+    /// Allow an `http://` endpoint (no TLS: keys are not sent, but every
+    /// byte of every file is). Default false; for tests on loopback.
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
 }
 
 impl Default for BlobConfig {
@@ -74,6 +138,8 @@ impl Default for BlobConfig {
             fetch_bytes_per_sec: 0,
             scrub_interval: std::time::Duration::from_secs(7 * 24 * 3600),
             scrub_bytes_per_sec: 32 << 20,
+            store: BlobStoreKind::Files,
+            s3: None,
         }
     }
 }
@@ -198,6 +264,12 @@ impl Config {
         if cfg.limits.max_body_bytes > crate::domain::limits::MAX_BODY_BYTES_CAP {
             return Err(
                 "limits.max_body_bytes may be at most 64 MiB (use attachments for larger files)"
+                    .into(),
+            );
+        }
+        if cfg.blobs.store == BlobStoreKind::S3 && cfg.blobs.s3.is_none() {
+            return Err(
+                "blobs.store = \"s3\" needs a [blobs.s3] table naming the bucket (deploy/casemesh.example.toml shows one)"
                     .into(),
             );
         }
