@@ -6,7 +6,8 @@
 //! touches more than one, and group commit ([`commit`]): a write is durable when
 //! [`Store::commit`] returns, and many concurrent writers share one fsync
 //! (and version writes that list no files one transaction as well,
-//! [`Store::write_version`]).
+//! [`Store::write_version`]). Attachment bytes in an S3 bucket instead of
+//! files: `s3` (feature `s3`), which names no sled.
 
 pub mod audit;
 pub mod blobs;
@@ -19,6 +20,8 @@ pub mod fuzzing;
 mod keys;
 mod records;
 mod replica;
+#[cfg(feature = "s3")]
+pub mod s3;
 mod sharing;
 mod space;
 pub mod staging;

@@ -29,6 +29,7 @@ const LAYERS: &[(&str, u8)] = &[
 /// module uses only those below it.
 const STORE_LAYERS: &[(&str, u8)] = &[
     ("tx", 0),
+    ("s3", 0),
     ("typed", 1),
     ("space", 1),
     ("staging", 1),
