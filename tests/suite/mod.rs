@@ -26,4 +26,8 @@ mod netfault;
 mod peers;
 mod records;
 mod relay;
+#[cfg(feature = "s3")]
+mod s3server;
+#[cfg(feature = "s3")]
+mod s3store;
 pub mod scripted;
