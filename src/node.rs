@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, Paths};
+use crate::config::{BlobStoreKind, Config, Paths};
 use crate::domain::blobstore::BlobStore;
 use crate::grpc::auth::AuthLayer;
 use crate::grpc::server_admin::AdminApi;
@@ -59,6 +59,8 @@ pub enum NodeError {
     Reflection(String),
     #[error("the server task failed: {0}")]
     Join(String),
+    #[error("the blob store: {0}")]
+    BlobStore(String),
 }
 
 fn read(path: &Path) -> Result<String, NodeError> {
@@ -291,13 +293,41 @@ struct Services {
     shutdown_rx: watch::Receiver<bool>,
 }
 
-/// The blob store the configuration names.
-fn open_blob_store(paths: &Paths) -> Result<Arc<dyn BlobStore>, NodeError> {
-    let files = FileBlobs::open(&paths.blobs()).map_err(|source| NodeError::Read {
-        path: paths.blobs(),
-        source,
+/// The blob store `config` names: files under the data directory, or an
+/// S3 bucket (checked reachable before the node serves).
+pub async fn open_blob_store(
+    paths: &Paths,
+    config: &crate::config::BlobConfig,
+    kind: BlobStoreKind,
+) -> Result<Arc<dyn BlobStore>, NodeError> {
+    match kind {
+        BlobStoreKind::Files => {
+            let files = FileBlobs::open(&paths.blobs()).map_err(|source| NodeError::Read {
+                path: paths.blobs(),
+                source,
+            })?;
+            Ok(Arc::new(files))
+        }
+        BlobStoreKind::S3 => open_s3(config).await,
+    }
+}
+
+#[cfg(feature = "s3")]
+async fn open_s3(config: &crate::config::BlobConfig) -> Result<Arc<dyn BlobStore>, NodeError> {
+    let s3 = config.s3.as_ref().ok_or_else(|| {
+        NodeError::BlobStore("blobs.store = \"s3\" needs a [blobs.s3] table".into())
     })?;
-    Ok(Arc::new(files))
+    let store = crate::store::s3::S3Blobs::open(s3)
+        .await
+        .map_err(|e| NodeError::BlobStore(e.to_string()))?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "s3"))]
+async fn open_s3(_: &crate::config::BlobConfig) -> Result<Arc<dyn BlobStore>, NodeError> {
+    Err(NodeError::BlobStore(
+        "this casemesh was built without S3 support (cargo feature `s3`); rebuild with it, or set blobs.store = \"files\"".into(),
+    ))
 }
 
 /// Opens the store and builds every service on it; grant jobs a crash cut
@@ -358,7 +388,7 @@ async fn services(paths: &Paths, config: &Config, id: &Identity) -> Result<Servi
         store.clone(),
         sharing.clone(),
         config.blobs.clone(),
-        open_blob_store(paths)?,
+        open_blob_store(paths, &config.blobs, config.blobs.store).await?,
         staging,
         shutdown_rx.clone(),
     ));

@@ -17,7 +17,7 @@
 //! secret. Only ring does TLS and request signing: aws-lc-rs is not built.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,49 +27,12 @@ use object_store::path::Path as Key;
 use object_store::{
     ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart,
 };
-use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio_stream::StreamExt;
 
+pub use crate::config::S3Config;
 use crate::domain::BlobHash;
 use crate::domain::blobstore::{BlobResult, BlobStore, BlobStoreError, BoxFuture};
-
-/// Where blobs are kept in S3: `[blobs.s3]` of `casemesh.toml` once the
-/// node reads it. Holds no secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct S3Config {
-    /// The server's URL (`https://s3.example.org`, `http://127.0.0.1:9000`)
-    /// for a server that is not AWS (MinIO, Ceph, Garage); buckets are then
-    /// addressed by path (`<endpoint>/<bucket>/<key>`). Absent: AWS itself,
-    /// in `region`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
-    /// The bucket; it must exist (this node never creates one).
-    pub bucket: String,
-    /// The region requests are signed for. Default `us-east-1`, which most
-    /// servers that are not AWS accept.
-    #[serde(default = "default_region")]
-    pub region: String,
-    /// A folder inside the bucket for this node's objects, so that several
-    /// offices can share one bucket (`minn-da/` or `minn-da`: the same).
-    /// Default: the bucket's top level.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prefix: Option<String>,
-    /// A file holding the access key (see [`Credentials::parse`]). Absent:
-    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (and
-    /// `AWS_SESSION_TOKEN`, if set) from the environment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credentials_file: Option<PathBuf>,
-    /// Allow an `http://` endpoint (no TLS: keys are not sent, but every
-    /// byte of every file is). Default false; for tests on loopback.
-    #[serde(default)]
-    pub allow_http: bool,
-}
-
-fn default_region() -> String {
-    "us-east-1".to_owned()
-}
 
 /// Parts of a multipart upload are at least this big (S3 wants 5 MiB but
 /// for the last).

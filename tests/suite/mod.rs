@@ -27,7 +27,10 @@ mod peers;
 mod records;
 mod relay;
 #[cfg(feature = "s3")]
+mod s3nodes;
+#[cfg(feature = "s3")]
 mod s3server;
 #[cfg(feature = "s3")]
 mod s3store;
+
 pub mod scripted;
