@@ -58,10 +58,132 @@ pub enum BlobCommand {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Copy every stored file into the other blob store, on a stopped node.
+    ///
+    /// `--to s3` copies from `blobs/` in the data directory into the bucket
+    /// `[blobs.s3]` of casemesh.toml names; `--to files` copies back. Each
+    /// file is checked against its hash on the way; a run cut short goes on
+    /// where it stopped. The files stay where they were: once it reports
+    /// success, set `store` under `[blobs]` in casemesh.toml, start the
+    /// node, and remove the old copies when you are satisfied.
+    Move {
+        /// The store to copy into.
+        #[arg(long, value_enum)]
+        to: StoreChoice,
+        /// The office's data directory (its node must be stopped).
+        #[arg(long)]
+        data: PathBuf,
+        /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A blob store, as `blob move --to` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreChoice {
+    Files,
+    S3,
+}
+
+impl From<StoreChoice> for crate::config::BlobStoreKind {
+    fn from(c: StoreChoice) -> Self {
+        match c {
+            StoreChoice::Files => Self::Files,
+            StoreChoice::S3 => Self::S3,
+        }
+    }
+}
+
+async fn move_files(to: StoreChoice, data: &Path, json: bool) -> Result<()> {
+    use crate::config::{BlobStoreKind, Config, Paths};
+    use crate::store::{Store, StoreError, StoreOptions};
+    use super::errors::CliError;
+    let paths = Paths::new(data);
+    let config = Config::load(&paths.config())?;
+    let to = BlobStoreKind::from(to);
+    let from = match to {
+        BlobStoreKind::Files => BlobStoreKind::S3,
+        BlobStoreKind::S3 => BlobStoreKind::Files,
+    };
+    if to == BlobStoreKind::S3 && config.blobs.s3.is_none() {
+        return Err(CliError::Usage(format!(
+            "{} has no [blobs.s3] table naming the bucket to copy into (deploy/casemesh.example.toml shows one)",
+            paths.config().display()
+        ))
+        .into());
+    }
+    if from == BlobStoreKind::S3 && config.blobs.s3.is_none() {
+        return Err(CliError::Usage(format!(
+            "{} has no [blobs.s3] table naming the bucket to copy from",
+            paths.config().display()
+        ))
+        .into());
+    }
+    let options = StoreOptions {
+        reserve_bytes: 0,
+        ..StoreOptions::from(&config.store)
+    };
+    let store = match Store::open_unless_locked(&paths.store(), &config.office, &options) {
+        Err(StoreError::Locked(_)) => {
+            return Err(CliError::Usage(
+                "the node is running (it holds the store): stop it, then move the files".into(),
+            )
+            .into());
+        }
+        other => other?,
+    };
+    let staging = crate::store::staging::Staging::open(&paths.root)
+        .with_context(|| format!("the staging directory in {}", data.display()))?;
+    let source = crate::node::open_blob_store(&paths, &config.blobs, from).await?;
+    let target = crate::node::open_blob_store(&paths, &config.blobs, to).await?;
+    let report =
+        crate::service::blobs::copy_store(&store, &staging, source.as_ref(), target.as_ref())
+            .await?;
+    if json {
+        super::json::print(&serde_json::json!({
+            "from": source.describe(),
+            "to": target.describe(),
+            "copied": report.copied,
+            "bytes": report.bytes,
+            "already": report.already,
+            "failed": report.failed.iter().map(|(h, why)| serde_json::json!({
+                "hash": h.to_hex(),
+                "problem": why,
+            })).collect::<Vec<_>>(),
+        }));
+    } else {
+        println!(
+            "copied {} files ({}) from {} to {}; {} were there already",
+            report.copied,
+            output::size(report.bytes),
+            source.describe(),
+            target.describe(),
+            report.already
+        );
+        for (hash, why) in &report.failed {
+            println!("  NOT copied: {hash}: {why}");
+        }
+    }
+    if !report.failed.is_empty() {
+        return Err(CliError::Failed(format!(
+            "{} files could not be copied whole: start the node on the old store and run `casemesh blob scrub`",
+            report.failed.len()
+        ))
+        .into());
+    }
+    if !json {
+        eprintln!(
+            "next: set `store = \"{to}\"` under [blobs] in {}, start the node, and remove the old copies once you are satisfied",
+            paths.config().display()
+        );
+    }
+    Ok(())
 }
 
 pub async fn run(cmd: BlobCommand) -> Result<()> {
     match cmd {
+        BlobCommand::Move { to, data, json } => move_files(to, &data, json).await,
         BlobCommand::Scrub { json, client } => scrub(&client, json).await,
         BlobCommand::Get {
             hash,

@@ -349,3 +349,80 @@ pub async fn run_scrubber(
         }
     }
 }
+
+/// What copying every file into another blob store did.
+#[derive(Debug, Default, Clone)]
+pub struct CopyReport {
+    /// Files copied now, and their bytes.
+    pub copied: u64,
+    pub bytes: u64,
+    /// Files the destination held already (an earlier run, say).
+    pub already: u64,
+    /// Files that could not be copied whole, and why.
+    pub failed: Vec<(BlobHash, String)>,
+}
+
+/// Copies every whole file `store` lists from `from` into `to`, each read
+/// into a staged file, checked against its hash, then adopted; files `to`
+/// holds already at their size are skipped, so a run cut short goes on.
+/// For a stopped node (`casemesh blob move`); `from` is left as it was.
+pub async fn copy_store(
+    store: &crate::store::Store,
+    staging: &crate::store::staging::Staging,
+    from: &dyn crate::domain::blobstore::BlobStore,
+    to: &dyn crate::domain::blobstore::BlobStore,
+) -> Result<CopyReport> {
+    let legacy = store.legacy_blobs()?;
+    if !legacy.blobs.is_empty() || !legacy.fetches.is_empty() {
+        return Err(Error::StorageFailed(
+            "some files are still kept in the record store, as earlier versions kept them: start the node once so that it moves them, stop it, then move the files".into(),
+        ));
+    }
+    let held: std::collections::HashMap<BlobHash, u64> =
+        to.list().await.map_err(blob_store_failed)?.into_iter().collect();
+    let mut report = CopyReport::default();
+    for (hash, size) in store.blob_list()? {
+        if held.get(&hash) == Some(&size) {
+            report.already += 1;
+            continue;
+        }
+        let mut staged = staging.migrate(&hash).map_err(staging_failed)?;
+        let mut at = 0;
+        let mut problem = None;
+        while at < size {
+            let want = (size - at).min(PIECE as u64) as usize;
+            match from.read(&hash, at, want).await {
+                Ok(piece) if piece.len() == want => {
+                    staged.write(&piece).map_err(staging_failed)?;
+                    at += want as u64;
+                }
+                Ok(piece) => {
+                    problem = Some(format!("it ends at {} bytes, not {size}", at + piece.len() as u64));
+                    break;
+                }
+                Err(BlobStoreError::NotFound(_)) => {
+                    problem = Some("it is missing from the blob store".into());
+                    break;
+                }
+                Err(e) => return Err(blob_store_failed(e)),
+            }
+        }
+        if problem.is_none() && staged.hash() != hash {
+            problem = Some("its bytes no longer hash to its name".into());
+        }
+        if let Some(problem) = problem {
+            report.failed.push((hash, problem));
+            continue;
+        }
+        staged.sync().map_err(staging_failed)?;
+        let path = staged.keep();
+        let adopted = to.adopt(&hash, &path, size).await;
+        if adopted.is_err() {
+            let _ = remove_if_there(&path);
+        }
+        adopted.map_err(blob_store_failed)?;
+        report.copied += 1;
+        report.bytes += size;
+    }
+    Ok(report)
+}

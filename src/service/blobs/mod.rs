@@ -30,7 +30,7 @@ use crate::store::blobs::{BlobMeta, BlobPin, BlobState};
 use crate::store::encoding::Head;
 use crate::store::staging::{StagedFile, Staging};
 
-pub use maintain::{ScrubFinding, ScrubReport, run_scrubber};
+pub use maintain::{CopyReport, ScrubFinding, ScrubReport, copy_store, run_scrubber};
 
 /// Size of the pieces files are read and streamed in.
 pub const PIECE: usize = 1 << 20;
