@@ -168,7 +168,9 @@ impl Credentials {
 pub struct S3Blobs {
     store: Arc<AmazonS3>,
     bucket: String,
-    /// `s3://bucket/prefix/blobs at endpoint`, for messages.
+    /// The endpoint, or `AWS <region>`: for messages.
+    server: String,
+    /// `s3://bucket/prefix/blobs at <server>`, for messages.
     place: String,
     /// The folder of blob objects: `<prefix>/blobs`.
     dir: Key,
@@ -187,10 +189,14 @@ impl S3Blobs {
             None => (Credentials::from_env()?, "environment".to_owned()),
         };
         let dir = blob_dir(config.prefix.as_deref()).map_err(failed)?;
-        let place = match &config.endpoint {
-            Some(endpoint) => format!("s3://{}/{dir} at {endpoint}", config.bucket),
-            None => format!("s3://{}/{dir} in AWS {}", config.bucket, config.region),
+        // `http://host:9000/` and `http://host:9000` are one server; the
+        // slash would double in path-style URLs.
+        let endpoint = config.endpoint.as_deref().map(|e| e.trim_end_matches('/'));
+        let server = match endpoint {
+            Some(endpoint) => endpoint.to_owned(),
+            None => format!("AWS {}", config.region),
         };
+        let place = format!("s3://{}/{dir} at {server}", config.bucket);
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&config.bucket)
             .with_region(&config.region)
@@ -217,7 +223,7 @@ impl S3Blobs {
         if let Some(token) = &credentials.session_token {
             builder = builder.with_token(token);
         }
-        if let Some(endpoint) = &config.endpoint {
+        if let Some(endpoint) = endpoint {
             check_endpoint(endpoint, config.allow_http).map_err(failed)?;
             builder = builder
                 .with_endpoint(endpoint)
@@ -233,6 +239,7 @@ impl S3Blobs {
         let blobs = Self {
             store: Arc::new(store),
             bucket: config.bucket.clone(),
+            server,
             place,
             dir,
         };
@@ -286,9 +293,9 @@ impl S3Blobs {
     /// blob's object, and why it failed.
     fn failed(&self, doing: &str, key: &Key, e: object_store::Error) -> BlobStoreError {
         BlobStoreError::Failed(format!(
-            "{doing} s3://{}/{key} failed ({}): {}",
+            "{doing} s3://{}/{key} at {} failed: {}",
             self.bucket,
-            self.place,
+            self.server,
             with_causes(&e)
         ))
     }
@@ -320,7 +327,9 @@ impl S3Blobs {
                 .await
                 .map_err(|e| self.failed("starting the upload of", &key, e))?;
             let mut writer = WriteMultipart::new_with_chunk_size(upload, part);
-            let sent = self.send_parts(&mut writer, &mut file, part, &key).await;
+            let sent = self
+                .send_parts(&mut writer, &mut file, staged, part, &key)
+                .await;
             if let Err(e) = sent {
                 if let Err(abort) = writer.abort().await {
                     tracing::warn!(key = %key, error = %abort, "could not abort a failed multipart upload; the bucket's lifecycle rules must clear it");
@@ -347,6 +356,7 @@ impl S3Blobs {
         &self,
         writer: &mut WriteMultipart,
         file: &mut tokio::fs::File,
+        staged: &Path,
         part: usize,
         key: &Key,
     ) -> BlobResult<()> {
@@ -356,7 +366,10 @@ impl S3Blobs {
                 .await
                 .map_err(|e| self.failed("uploading a part of", key, e))?;
             let bytes = read_part(file, part).await.map_err(|e| {
-                BlobStoreError::Failed(format!("reading the staged file for {key}: {e}"))
+                BlobStoreError::Failed(format!(
+                    "reading staged file {} for {key}: {e}",
+                    staged.display()
+                ))
             })?;
             if bytes.is_empty() {
                 return Ok(());
