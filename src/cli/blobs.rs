@@ -96,9 +96,9 @@ impl From<StoreChoice> for crate::config::BlobStoreKind {
 }
 
 async fn move_files(to: StoreChoice, data: &Path, json: bool) -> Result<()> {
+    use super::errors::CliError;
     use crate::config::{BlobStoreKind, Config, Paths};
     use crate::store::{Store, StoreError, StoreOptions};
-    use super::errors::CliError;
     let paths = Paths::new(data);
     let config = Config::load(&paths.config())?;
     let to = BlobStoreKind::from(to);

@@ -10,7 +10,7 @@ mod cli_errors;
 mod cli_federation;
 mod cli_init;
 mod cli_interrupt;
-mod cli_json;
+pub mod cli_json;
 mod cli_users;
 mod clock_skew;
 mod cluster;

@@ -181,3 +181,92 @@ async fn s3_a_large_file_replicates_from_files_to_s3_resuming_and_goes_when_revo
     assert_eq!(status(&c.nodes[1]).await.blobs, 0);
     c.stop_all().await;
 }
+
+/// `casemesh blob move`, as `docs/operating.md` tells an admin to use it:
+/// refused while the node runs; on the stopped node, every file copied into
+/// the bucket (again: nothing left to copy); the node started on S3 serves
+/// them and scrubs clean; and the same way back to files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_blob_move_takes_an_office_from_files_to_s3_and_back() {
+    let Some(server) =
+        S3Server::start_or_skip("s3_blob_move_takes_an_office_from_files_to_s3_and_back")
+    else {
+        return;
+    };
+    let mut c = TestCluster::start(&["phila-da"]).await;
+    let s3 = server.config(Some("phila-da"));
+    c.node(0).configure(|cfg| cfg.blobs.s3 = Some(s3)).await;
+    let a = upload(&c.nodes[0], "interview", 9 * MIB).await.unwrap();
+    let b = upload(&c.nodes[0], "photo", 300_000).await.unwrap();
+    put_with(
+        &c.nodes[0],
+        "case-1",
+        vec![attachment(&a, "i.mp4"), attachment(&b, "p.jpg")],
+    )
+    .await;
+    let data = c.nodes[0].dir.display().to_string();
+    let running = super::bin::fails(2, &["blob", "move", "--to", "s3", "--data", &data]);
+    assert!(running.contains("the node is running"), "{running}");
+
+    c.node(0).stop().await;
+    let moved = ok(&["blob", "move", "--to", "s3", "--data", &data]);
+    assert!(moved.contains("copied 2 files"), "{moved}");
+    let again = super::bin::json(&["blob", "move", "--to", "s3", "--data", &data, "--json"]);
+    assert_eq!(
+        (again["copied"].as_u64(), again["already"].as_u64()),
+        (Some(0), Some(2)),
+        "{again}"
+    );
+    let shape: std::collections::BTreeSet<String> =
+        super::cli_json::documented_shapes()["blob move"]
+            .iter()
+            .cloned()
+            .collect();
+    assert_eq!(
+        super::cli_json::keys(&again),
+        shape,
+        "docs/cli.md's shape of blob move"
+    );
+    let mut listed = vec![
+        (hex::encode(&a.hash), 9 * MIB),
+        (hex::encode(&b.hash), 300_000),
+    ];
+    listed.sort();
+    assert_eq!(objects(&server, "phila-da"), listed);
+
+    // The admin switches the store, starts the node, and removes the old
+    // copies once satisfied.
+    c.node(0)
+        .configure(|cfg| cfg.blobs.store = BlobStoreKind::S3)
+        .await;
+    std::fs::remove_dir_all(c.nodes[0].paths().blobs()).unwrap();
+    let mut records = c.nodes[0].records().await;
+    assert_eq!(
+        download(&mut records, &a.hash).await.unwrap().0,
+        hash_of("interview", 9 * MIB)
+    );
+    assert_eq!(
+        download(&mut records, &b.hash).await.unwrap().0,
+        hash_of("photo", 300_000)
+    );
+    let scrubbed = ok(&["blob", "scrub", "--data", &data]);
+    assert!(
+        scrubbed.contains("checked 2 files") && scrubbed.contains("all intact"),
+        "{scrubbed}"
+    );
+
+    // And back.
+    c.node(0).stop().await;
+    let back = ok(&["blob", "move", "--to", "files", "--data", &data]);
+    assert!(back.contains("copied 2 files"), "{back}");
+    c.node(0)
+        .configure(|cfg| cfg.blobs.store = BlobStoreKind::Files)
+        .await;
+    assert_eq!(stored_files(&c.nodes[0]), listed);
+    let mut records = c.nodes[0].records().await;
+    assert_eq!(
+        download(&mut records, &a.hash).await.unwrap().0,
+        hash_of("interview", 9 * MIB)
+    );
+    c.stop_all().await;
+}

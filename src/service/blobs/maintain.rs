@@ -378,8 +378,12 @@ pub async fn copy_store(
             "some files are still kept in the record store, as earlier versions kept them: start the node once so that it moves them, stop it, then move the files".into(),
         ));
     }
-    let held: std::collections::HashMap<BlobHash, u64> =
-        to.list().await.map_err(blob_store_failed)?.into_iter().collect();
+    let held: std::collections::HashMap<BlobHash, u64> = to
+        .list()
+        .await
+        .map_err(blob_store_failed)?
+        .into_iter()
+        .collect();
     let mut report = CopyReport::default();
     for (hash, size) in store.blob_list()? {
         if held.get(&hash) == Some(&size) {
@@ -397,7 +401,10 @@ pub async fn copy_store(
                     at += want as u64;
                 }
                 Ok(piece) => {
-                    problem = Some(format!("it ends at {} bytes, not {size}", at + piece.len() as u64));
+                    problem = Some(format!(
+                        "it ends at {} bytes, not {size}",
+                        at + piece.len() as u64
+                    ));
                     break;
                 }
                 Err(BlobStoreError::NotFound(_)) => {
