@@ -391,6 +391,7 @@ mod tests {
         );
         assert_eq!(cfg.store, StoreConfig::default());
         assert_eq!(cfg.server, ServerConfig::default());
+        assert_eq!(cfg.blobs, BlobConfig::default());
     }
 
     #[test]
