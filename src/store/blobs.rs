@@ -209,6 +209,13 @@ impl Store {
         }
     }
 
+    /// Deleting `hash`'s bytes failed: it stays unsettled (deleted again at
+    /// the next start), and writers of the same bytes wait no longer.
+    pub fn delete_failed(&self, hash: &BlobHash) {
+        gate(&self.blob_pins).deleting.remove(hash);
+        self.blob_wake.deleted.notify_waiters();
+    }
+
     /// Notes, durably after the next commit, that the blob store is about
     /// to hold `hash` before sled lists it.
     pub fn mark_unsettled(&self, hash: &BlobHash) -> Result<()> {
@@ -683,6 +690,29 @@ mod tests {
             .unwrap();
         assert_eq!(pinned, hash);
         assert!(store.unsettled().unwrap().is_empty());
+    }
+
+    /// A deletion that failed lets writers go on, and leaves the hash
+    /// unsettled so that the next start deletes it again.
+    #[tokio::test]
+    async fn a_failed_deletion_frees_writers_and_stays_unsettled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(open(&dir));
+        let hash = BlobHash([5; 32]);
+        store.record_blob(&hash, 10, 0, None).unwrap();
+        assert_eq!(store.doom_unreferenced(1).unwrap().blobs, vec![hash]);
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move { store.pin_for_write(hash).await.hash() })
+        };
+        tokio::task::yield_now().await;
+        assert!(!writer.is_finished());
+        store.delete_failed(&hash);
+        tokio::time::timeout(std::time::Duration::from_secs(10), writer)
+            .await
+            .expect("the writer goes on")
+            .unwrap();
+        assert_eq!(store.unsettled().unwrap(), vec![hash]);
     }
 
     /// A blob recorded while its hash was marked for adoption leaves no

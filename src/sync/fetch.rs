@@ -316,7 +316,10 @@ async fn transfer(
                     "the origin sent more bytes than the file has".into(),
                 ));
             }
-            tokio::time::sleep(limit.reserve(piece.data.len())).await;
+            let wait = limit.reserve(piece.data.len());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
             staged
                 .write(&piece.data)
                 .map_err(|e| Transfer(format!("writing the staged file: {e}")))?;

@@ -79,17 +79,42 @@ impl BlobService {
                 Outcome::failed(code, problem),
             )
         })?;
-        self.store.commit().await?;
-        Ok(match action {
-            DamageAction::Refetch(origin) => {
-                let deleted = self.bytes.delete(hash).await;
-                self.store.deleted(hash)?;
-                deleted.map_err(blob_store_failed)?;
-                format!("fetching again from {origin}")
+        let committed = self.store.commit().await;
+        if matches!(action, DamageAction::Refetch(_)) {
+            if committed.is_ok() {
+                self.delete_doomed(&[*hash]).await?;
+            } else {
+                self.store.delete_failed(hash);
             }
+        }
+        committed?;
+        Ok(match action {
+            DamageAction::Refetch(origin) => format!("fetching again from {origin}"),
             DamageAction::Marked => "marked damaged; upload the original file again".into(),
             DamageAction::Unlisted => "marked damaged; no record lists it".into(),
         })
+    }
+
+    /// Deletes from the blob store the bytes of hashes taken off the books
+    /// (each marked as being deleted). A hash whose bytes are gone is
+    /// settled; one whose deletion failed stays unsettled, to be deleted
+    /// again at the next start. Either way no writer waits on it any more.
+    async fn delete_doomed(&self, hashes: &[BlobHash]) -> Result<()> {
+        let mut first_error = None;
+        for hash in hashes {
+            let outcome = match self.bytes.delete(hash).await {
+                Ok(()) => self.store.deleted(hash).map_err(Error::from),
+                Err(e) => {
+                    tracing::error!(%hash, error = %e, "could not delete a file's bytes; deleted again at the next start");
+                    self.store.delete_failed(hash);
+                    Err(blob_store_failed(e))
+                }
+            };
+            if let Err(e) = outcome {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Re-hashes every stored file, at most `bytes_per_sec` (0: as fast as
@@ -191,36 +216,28 @@ impl BlobService {
     /// fetches no record wants. Returns how many of each.
     pub async fn sweep(&self) -> Result<(usize, usize)> {
         let doomed = self.store.doom_unreferenced(now_ms())?;
-        self.store.commit().await?;
+        if let Err(e) = self.store.commit().await {
+            for hash in &doomed.blobs {
+                self.store.delete_failed(hash);
+            }
+            return Err(e.into());
+        }
         for hash in &doomed.fetches {
             self.staging.drop_fetch(hash).map_err(staging_failed)?;
         }
-        let mut failed = None;
-        for hash in &doomed.blobs {
-            let deleted = self.bytes.delete(hash).await;
-            self.store.deleted(hash)?;
-            if let Err(e) = deleted {
-                // Unsettled still: deleted again at the next start.
-                tracing::error!(%hash, error = %e, "could not delete a file no record lists");
-                failed = Some(e);
-            }
-        }
-        match failed {
-            Some(e) => Err(blob_store_failed(e)),
-            None => Ok((doomed.blobs.len(), doomed.fetches.len())),
-        }
+        self.delete_doomed(&doomed.blobs).await?;
+        Ok((doomed.blobs.len(), doomed.fetches.len()))
     }
 
     /// Run once at start, before the node serves: deletes the bytes a crash
     /// left unrecorded, removes staged files nothing will resume, and moves
     /// any blobs still in sled chunks into the blob store.
     pub async fn recover(&self) -> Result<()> {
-        for hash in self.store.unsettled()? {
-            self.store.deleting(&hash);
-            let deleted = self.bytes.delete(&hash).await;
-            self.store.deleted(&hash)?;
-            deleted.map_err(blob_store_failed)?;
+        let unsettled = self.store.unsettled()?;
+        for hash in &unsettled {
+            self.store.deleting(hash);
         }
+        self.delete_doomed(&unsettled).await?;
         self.tidy_staging()?;
         self.migrate().await
     }
@@ -304,12 +321,10 @@ impl BlobService {
     ) -> Result<()> {
         let mut index = 0;
         while staged.len() < len {
-            let chunk = self.store.chunk(chunks.storage, index)?.ok_or_else(|| {
-                Error::StorageFailed(format!(
-                    "chunk {index} of storage {} is missing",
-                    chunks.storage
-                ))
-            })?;
+            // A missing chunk leaves the file short: its hash tells.
+            let Some(chunk) = self.store.chunk(chunks.storage, index)? else {
+                break;
+            };
             let take = (len - staged.len()).min(chunk.len() as u64) as usize;
             staged.write(&chunk[..take]).map_err(staging_failed)?;
             index += 1;
