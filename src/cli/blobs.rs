@@ -167,7 +167,7 @@ async fn move_files(to: StoreChoice, data: &Path, json: bool) -> Result<()> {
     }
     if !report.failed.is_empty() {
         return Err(CliError::Failed(format!(
-            "{} files could not be copied whole: start the node on the old store and run `casemesh blob scrub`",
+            "{} files could not be copied whole: start the node on the old store and run `casemesh blob scrub`, which fetches a replica's file again from its origin; an own file must be uploaded again",
             report.failed.len()
         ))
         .into());

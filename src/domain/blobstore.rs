@@ -67,7 +67,13 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Removes the blob; a blob that is not there is not an error.
     fn delete<'a>(&'a self, hash: &'a BlobHash) -> BoxFuture<'a, BlobResult<()>>;
 
-    /// Every stored blob and its size in bytes, in no set order (scrubbing,
-    /// and finding what a crash left behind).
+    /// Every stored blob and its size in bytes, in no set order (what
+    /// `casemesh blob move` finds already copied).
     fn list(&self) -> BoxFuture<'_, BlobResult<Vec<(BlobHash, u64)>>>;
+
+    /// Whether the bytes go to the disk of the data directory (so that
+    /// moving files there needs room on that disk).
+    fn on_local_disk(&self) -> bool {
+        false
+    }
 }

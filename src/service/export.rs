@@ -319,8 +319,11 @@ fn add_files<W: Write>(
             continue;
         };
         let mut reader = files.open(hash, meta.size)?;
-        w.add_file(hash, meta.size, &mut reader)
-            .map_err(write_error)?;
+        let added = w.add_file(hash, meta.size, &mut reader);
+        if let Some(e) = reader.error() {
+            return Err(e);
+        }
+        added.map_err(write_error)?;
         summary.files += 1;
         summary.file_bytes += meta.size;
     }
@@ -391,12 +394,25 @@ fn write_error(e: WriteError) -> Error {
 pub trait FileSource {
     /// A reader of the whole file `hash` of `size` bytes; it fails if the
     /// bytes read do not hash to `hash`.
-    fn open(&self, hash: &BlobHash, size: u64) -> Result<Box<dyn Read + '_>>;
+    fn open(&self, hash: &BlobHash, size: u64) -> Result<Box<dyn FileReader + '_>>;
+}
+
+/// A file's bytes for a bundle, and why reading them failed.
+pub trait FileReader: Read {
+    /// Why the last read failed, as the node's error (the bundle writer
+    /// sees only an I/O error).
+    fn error(&mut self) -> Option<Error>;
 }
 
 impl FileSource for super::BlobService {
-    fn open(&self, hash: &BlobHash, size: u64) -> Result<Box<dyn Read + '_>> {
+    fn open(&self, hash: &BlobHash, size: u64) -> Result<Box<dyn FileReader + '_>> {
         Ok(Box::new(self.reader(*hash, size)?))
+    }
+}
+
+impl FileReader for super::blobs::BlobReader<'_> {
+    fn error(&mut self) -> Option<Error> {
+        super::blobs::BlobReader::error(self)
     }
 }
 
@@ -498,8 +514,14 @@ pub(crate) mod tests {
     struct Files(std::collections::HashMap<BlobHash, Vec<u8>>);
 
     impl FileSource for Files {
-        fn open(&self, hash: &BlobHash, _: u64) -> Result<Box<dyn Read + '_>> {
+        fn open(&self, hash: &BlobHash, _: u64) -> Result<Box<dyn FileReader + '_>> {
             Ok(Box::new(&self.0[hash][..]))
+        }
+    }
+
+    impl FileReader for &[u8] {
+        fn error(&mut self) -> Option<Error> {
+            None
         }
     }
     use crate::store::{ApplyItem, StoreOptions};

@@ -377,10 +377,16 @@ impl Store {
     }
 
     /// Acts on stored bytes of `hash` that no longer hash to it: a file
-    /// only replicas list is removed and fetched again from the first
+    /// only replicas list is taken off the books and fetched again from an
     /// office that lists it; one this office's records list is marked (and
     /// so never served) until the same bytes are uploaded again. `audit`
     /// makes the entry that says which, logged in the same transaction.
+    ///
+    /// The damaged bytes of a replica are not deleted here: the fetch
+    /// replaces them when it adopts the good ones, and the hash stays
+    /// unsettled meanwhile (so a start deletes them if no fetch did).
+    /// Deleting them now could race an upload of the same bytes and delete
+    /// the good copy it just recorded.
     pub fn blob_damaged(
         &self,
         hash: &BlobHash,
@@ -388,7 +394,7 @@ impl Store {
         audit: impl Fn(&DamageAction) -> Draft,
     ) -> Result<DamageAction> {
         let listed = self.blob_listed_by(hash)?;
-        let mut state = gate(&self.blob_pins);
+        let _gate = gate(&self.blob_pins);
         let Some(meta) = self.trees.blobs.get(hash)? else {
             return Ok(DamageAction::Unlisted);
         };
@@ -397,7 +403,13 @@ impl Store {
         } else if listed.iter().any(|o| o.as_str() == self.office) {
             DamageAction::Marked
         } else {
-            DamageAction::Refetch(listed[0].clone())
+            // Any office listing the file holds its bytes; picking one at
+            // random keeps a peer that lists it and will not send it from
+            // being the only one ever asked.
+            let mut pick = [0u8; 8];
+            crate::domain::random_bytes(&mut pick);
+            let at = (u64::from_le_bytes(pick) % listed.len() as u64) as usize;
+            DamageAction::Refetch(listed[at].clone())
         };
         let entry = [audit(&action)];
         match &action {
@@ -418,7 +430,6 @@ impl Store {
                     t.fetches.insert(hash, &f)?;
                     Ok(())
                 }))?;
-                state.deleting.insert(*hash);
             }
             DamageAction::Marked | DamageAction::Unlisted => {
                 unwrap_tx(DamagedTx::run(&self.trees, |t| {
@@ -428,7 +439,7 @@ impl Store {
                 }))?;
             }
         }
-        drop(state);
+        drop(_gate);
         self.audit_appended();
         if let (DamageAction::Refetch(_), Some(l)) = (&action, meta.legacy) {
             self.remove_storage(l.storage)?;
@@ -470,6 +481,25 @@ impl Store {
     pub fn doom_unreferenced(&self, now_ms: u64) -> Result<Doomed> {
         let mut doomed = Doomed::default();
         let mut state = gate(&self.blob_pins);
+        let outcome = self.doom_under_gate(&mut state, now_ms, &mut doomed);
+        if outcome.is_err() {
+            // Those doomed so far stay unsettled (a start deletes them);
+            // no writer may wait on them meanwhile.
+            for hash in &doomed.blobs {
+                state.deleting.remove(hash);
+            }
+            drop(state);
+            self.blob_wake.deleted.notify_waiters();
+        }
+        outcome.map(|()| doomed)
+    }
+
+    fn doom_under_gate(
+        &self,
+        state: &mut PinState,
+        now_ms: u64,
+        doomed: &mut Doomed,
+    ) -> Result<()> {
         for entry in self.trees.blobs.iter() {
             let (hash, m) = match entry {
                 Ok(entry) => entry,
@@ -496,14 +526,22 @@ impl Store {
             state.deleting.insert(hash);
             doomed.blobs.push(hash);
         }
-        for (hash, _) in self.fetches()? {
+        for entry in self.trees.fetches.keys() {
+            let hash = match entry {
+                Ok(hash) => hash,
+                Err(e @ StoreError::Corrupt { .. }) => {
+                    tracing::error!(error = %e, "skipped a damaged fetch entry in the sweep");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if state.pins.contains_key(&hash) || self.blob_referenced(&hash)? {
                 continue;
             }
             self.trees.fetches.remove(&hash)?;
             doomed.fetches.push(hash);
         }
-        Ok(doomed)
+        Ok(())
     }
 
     /// Marks `hash` as being deleted from the blob store (at start, for

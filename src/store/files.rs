@@ -113,6 +113,10 @@ impl BlobStore for FileBlobs {
         format!("files in {}", self.root.display())
     }
 
+    fn on_local_disk(&self) -> bool {
+        true
+    }
+
     fn adopt<'a>(
         &'a self,
         hash: &'a BlobHash,
@@ -194,9 +198,18 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// The entries of `dir`; none when it is missing or not a directory (a
+/// stray file, `lost+found` the node may not read).
 fn read_dir_if_any(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
     match fs::read_dir(dir) {
         Ok(entries) => entries.map(|e| e.map(|e| e.path())).collect(),
+        Err(e) if dir.parent().is_some() && e.kind() == io::ErrorKind::PermissionDenied => {
+            tracing::warn!(path = %dir.display(), "a directory in the blob store the node may not read; left alone");
+            Ok(Vec::new())
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(e),
     }

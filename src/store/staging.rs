@@ -203,6 +203,12 @@ impl StagedFile {
         Ok(())
     }
 
+    /// Whether a later attempt resumes from this file (a fetch's), rather
+    /// than it being removed when dropped (an upload's).
+    pub fn resumable(&self) -> bool {
+        self.keep
+    }
+
     /// Keeps the file on drop: it is someone else's to move or remove now
     /// (the blob store adopts it).
     pub fn keep(mut self) -> PathBuf {

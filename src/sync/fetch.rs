@@ -264,6 +264,9 @@ async fn transfer(
             limit: max_bytes,
         });
     }
+    if ctx.store.fetch(&hash)?.is_none() {
+        return not_wanted(blobs, &hash);
+    }
     let size = fetch.size;
     let staging = blobs.staging().clone();
     let mut staged = tokio::task::spawn_blocking(move || staging.resume_fetch(&hash, size))
@@ -329,7 +332,7 @@ async fn transfer(
                 if ctx.store.fetch(&hash)?.is_none() {
                     // Not wanted any more (no record lists it, or the same
                     // bytes were uploaded here).
-                    return Ok(());
+                    return not_wanted(blobs, &hash);
                 }
             }
         }
@@ -343,11 +346,19 @@ async fn transfer(
         )));
     }
     if ctx.store.fetch(&hash)?.is_none() {
-        return Ok(());
+        return not_wanted(blobs, &hash);
     }
     blobs.keep(staged, 0, None).await?;
     tracing::info!(%hash, origin = %fetch.origin, size, at = now_ms(), "file fetched and checked");
     Ok(())
+}
+
+/// A fetch no longer wanted: its staged bytes go.
+fn not_wanted(blobs: &BlobService, hash: &BlobHash) -> Result<(), FetchError> {
+    blobs
+        .staging()
+        .drop_fetch(hash)
+        .map_err(|e| FetchError::Transfer(format!("removing the staged file: {e}")))
 }
 
 /// Removes unreferenced blobs when references go away, and every minute

@@ -344,3 +344,35 @@ async fn a_node_killed_mid_upload_mid_fetch_and_mid_migration_keeps_only_whole_f
     c.nodes[1].kit_mut().stop().await.unwrap();
     assert_eq!(legacy_counts(&c.nodes[0]), (0, 0));
 }
+
+/// A file store that is not there (a volume not mounted) is not taken for
+/// every file damaged: the scrub stops and says so, nothing is marked, and
+/// once the files are back all is well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrub_of_an_empty_store_stops_instead_of_marking_every_file() {
+    let mut c = super::cluster::TestCluster::start(&["phila-da"]).await;
+    let info = upload(&c.nodes[0], "report", MIB).await.unwrap();
+    put_with(&c.nodes[0], "case-1", vec![attachment(&info, "r.pdf")]).await;
+    c.node(0).stop().await;
+    let blobs = c.nodes[0].paths().blobs();
+    let aside = c.nodes[0].dir.join("blobs-unmounted");
+    std::fs::rename(&blobs, &aside).unwrap();
+    c.node(0).restart().await;
+
+    let out = casemesh(&["blob", "scrub", "--data", &data(&c.nodes[0])]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("holds no files at all") && stderr.contains("mounted"),
+        "{stderr}"
+    );
+    assert!(status(&c.nodes[0]).await.damaged_files.is_empty());
+
+    c.node(0).stop().await;
+    std::fs::remove_dir_all(&blobs).unwrap();
+    std::fs::rename(&aside, &blobs).unwrap();
+    c.node(0).restart().await;
+    let scrubbed = ok(&["blob", "scrub", "--data", &data(&c.nodes[0])]);
+    assert!(scrubbed.contains("all intact"), "{scrubbed}");
+    c.stop_all().await;
+}

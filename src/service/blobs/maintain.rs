@@ -79,15 +79,7 @@ impl BlobService {
                 Outcome::failed(code, problem),
             )
         })?;
-        let committed = self.store.commit().await;
-        if matches!(action, DamageAction::Refetch(_)) {
-            if committed.is_ok() {
-                self.delete_doomed(&[*hash]).await?;
-            } else {
-                self.store.delete_failed(hash);
-            }
-        }
-        committed?;
+        self.store.commit().await?;
         Ok(match action {
             DamageAction::Refetch(origin) => format!("fetching again from {origin}"),
             DamageAction::Marked => "marked damaged; upload the original file again".into(),
@@ -122,7 +114,25 @@ impl BlobService {
     pub async fn scrub(&self, bytes_per_sec: u64) -> Result<ScrubReport> {
         let mut report = ScrubReport::default();
         let started = Instant::now();
-        for (hash, size) in self.store.blob_list()? {
+        let listed = self.store.blob_list()?;
+        // A store that holds nothing at all while sled lists files is more
+        // likely unmounted or misnamed (bucket, prefix) than emptied: not
+        // treated as every file damaged.
+        if !listed.is_empty()
+            && self
+                .bytes
+                .list()
+                .await
+                .map_err(blob_store_failed)?
+                .is_empty()
+        {
+            return Err(Error::StorageFailed(format!(
+                "{} holds no files at all, while {} are listed: is it mounted, are the bucket and prefix right? Nothing was changed",
+                self.bytes.describe(),
+                listed.len()
+            )));
+        }
+        for (hash, size) in listed {
             if *self.shutdown.borrow() {
                 return Err(Error::ShuttingDown);
             }
@@ -222,10 +232,14 @@ impl BlobService {
             }
             return Err(e.into());
         }
+        let deleted = self.delete_doomed(&doomed.blobs).await;
         for hash in &doomed.fetches {
-            self.staging.drop_fetch(hash).map_err(staging_failed)?;
+            if let Err(e) = self.staging.drop_fetch(hash) {
+                // Removed at the next start (no fetch wants it).
+                tracing::error!(%hash, error = %e, "could not remove a staged fetch");
+            }
         }
-        self.delete_doomed(&doomed.blobs).await?;
+        deleted?;
         Ok((doomed.blobs.len(), doomed.fetches.len()))
     }
 
@@ -272,6 +286,7 @@ impl BlobService {
             return Ok(());
         }
         let total: u64 = blobs.iter().map(|(_, m)| m.size).sum();
+        self.room_to_migrate(&blobs, &fetches)?;
         tracing::info!(
             files = blobs.len(),
             bytes = total,
@@ -309,6 +324,44 @@ impl BlobService {
         }
         self.store.commit().await?;
         tracing::info!("files moved out of the record store");
+        Ok(())
+    }
+
+    /// Refuses to start moving files out of sled when the disk cannot take
+    /// them: each is written out whole before its chunks go (and sled does
+    /// not give their space back while it runs), so the disk needs room for
+    /// all of them (for an S3 store, for the largest, staged on the way).
+    /// Refusing before the first file keeps the data directory readable by
+    /// the previous version.
+    fn room_to_migrate(
+        &self,
+        blobs: &[(BlobHash, crate::store::blobs::BlobMeta)],
+        fetches: &[(BlobHash, crate::store::blobs::Fetch)],
+    ) -> Result<()> {
+        let sizes = blobs.iter().map(|(_, m)| m.size).chain(
+            fetches
+                .iter()
+                .filter_map(|(_, f)| f.legacy.map(|(_, received)| received.min(f.size))),
+        );
+        let need = if self.bytes.on_local_disk() {
+            sizes.sum::<u64>()
+        } else {
+            sizes.max().unwrap_or(0)
+        };
+        let storage = self.store.storage();
+        let Some(free) = storage.free_bytes else {
+            return Ok(());
+        };
+        let wanted = need.saturating_add(storage.reserve_bytes);
+        if free < wanted {
+            return Err(Error::DiskFull(format!(
+                "moving the attached files out of the record store needs {} free on the data directory's disk ({} of files plus the {} reserve); {} are free. Free space (or grow the disk) and start the node again; nothing has been changed",
+                crate::domain::format_size(wanted),
+                crate::domain::format_size(need),
+                crate::domain::format_size(storage.reserve_bytes),
+                crate::domain::format_size(free)
+            )));
+        }
         Ok(())
     }
 
@@ -388,7 +441,13 @@ pub async fn copy_store(
     to: &dyn crate::domain::blobstore::BlobStore,
 ) -> Result<CopyReport> {
     let legacy = store.legacy_blobs()?;
-    if !legacy.blobs.is_empty() || !legacy.fetches.is_empty() {
+    let mut unmoved = Vec::new();
+    for (hash, _) in &legacy.blobs {
+        if store.damaged(hash)?.is_none() {
+            unmoved.push(*hash);
+        }
+    }
+    if !unmoved.is_empty() || !legacy.fetches.is_empty() {
         return Err(Error::StorageFailed(
             "some files are still kept in the record store, as earlier versions kept them: start the node once so that it moves them, stop it, then move the files".into(),
         ));
@@ -403,6 +462,13 @@ pub async fn copy_store(
     for (hash, size) in store.blob_list()? {
         if held.get(&hash) == Some(&size) {
             report.already += 1;
+            continue;
+        }
+        if let Some(since) = store.damaged(&hash)? {
+            let when = crate::domain::format_time(since);
+            report
+                .failed
+                .push((hash, format!("marked damaged since {when}")));
             continue;
         }
         let mut staged = staging.migrate(&hash).map_err(staging_failed)?;

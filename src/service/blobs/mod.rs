@@ -231,9 +231,12 @@ impl BlobService {
         } else {
             self.store.mark_unsettled(&hash)?;
             self.store.commit().await?;
+            let resumable = staged.resumable();
             let path = staged.keep();
             let adopted = self.bytes.adopt(&hash, &path, size).await;
-            if adopted.is_err() {
+            // A fetch's whole, checked bytes stay for the next attempt to
+            // adopt without fetching them again.
+            if adopted.is_err() && !resumable {
                 let _ = crate::store::staging::remove_if_there(&path);
             }
             adopted.map_err(blob_store_failed)?;
@@ -373,6 +376,16 @@ impl BlobService {
                     }
                     (piece, _) => piece,
                 };
+                // A peer learns that the read failed, not where the bytes are.
+                let piece = match (piece, &peer) {
+                    (Err(Error::StorageFailed(detail)), Some(peer)) => {
+                        tracing::error!(%hash, %peer, error = %detail, "reading a file for a peer failed");
+                        Err(Error::StorageFailed(
+                            "this node could not read the file just now; try again later".into(),
+                        ))
+                    }
+                    (piece, _) => piece,
+                };
                 let failed = piece.is_err();
                 if let Ok((_, data)) = &piece {
                     offset += data.len() as u64;
@@ -393,33 +406,58 @@ impl BlobService {
 
     /// A blocking reader of a whole blob, for code that runs off the async
     /// threads (writing a court bundle). Each read waits on the blob store.
-    pub fn reader(&self, hash: BlobHash, size: u64) -> Result<BlobReader> {
+    pub fn reader(&self, hash: BlobHash, size: u64) -> Result<BlobReader<'_>> {
         self.refuse_damaged(&hash)?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| Error::Internal(format!("reading a file outside the runtime: {e}")))?;
         Ok(BlobReader {
-            bytes: self.bytes.clone(),
-            runtime: tokio::runtime::Handle::current(),
+            service: self,
+            runtime,
             hash,
             size,
             at: 0,
             piece: Bytes::new(),
             hasher: blake3::Hasher::new(),
+            error: None,
         })
     }
 }
 
 /// Reads a blob in order through the blob store, checking at the end that
-/// the bytes hash to its name (a changed file fails the read).
-pub struct BlobReader {
-    bytes: Arc<dyn BlobStore>,
+/// the bytes hash to its name. A changed or missing file fails the read and
+/// is dealt with as a scrub would; [`BlobReader::error`] says why.
+pub struct BlobReader<'a> {
+    service: &'a BlobService,
     runtime: tokio::runtime::Handle,
     hash: BlobHash,
     size: u64,
     at: u64,
     piece: Bytes,
     hasher: blake3::Hasher,
+    error: Option<Error>,
 }
 
-impl std::io::Read for BlobReader {
+impl BlobReader<'_> {
+    /// Why the last read failed, as the node's error.
+    pub fn error(&mut self) -> Option<Error> {
+        self.error.take()
+    }
+
+    fn fail(&mut self, e: Error) -> std::io::Error {
+        let io = std::io::Error::other(e.to_string());
+        self.error = Some(e);
+        io
+    }
+
+    fn damaged(&mut self, problem: &str) -> std::io::Error {
+        let e = self
+            .runtime
+            .block_on(self.service.damaged(&self.hash, problem));
+        self.fail(e)
+    }
+}
+
+impl std::io::Read for BlobReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
@@ -429,25 +467,24 @@ impl std::io::Read for BlobReader {
                 return Ok(0);
             }
             let want = (self.size - self.at).min(PIECE as u64) as usize;
-            let piece = self
+            let piece = match self
                 .runtime
-                .block_on(self.bytes.read(&self.hash, self.at, want))
-                .map_err(std::io::Error::other)?;
+                .block_on(self.service.bytes.read(&self.hash, self.at, want))
+            {
+                Ok(piece) => piece,
+                Err(BlobStoreError::NotFound(_)) => {
+                    return Err(self.damaged("it is missing from the blob store"));
+                }
+                Err(e) => return Err(self.fail(blob_store_failed(e))),
+            };
             if piece.len() != want {
-                return Err(std::io::Error::other(format!(
-                    "file {} ends at {} bytes, not {}",
-                    self.hash,
-                    self.at + piece.len() as u64,
-                    self.size
-                )));
+                let end = self.at + piece.len() as u64;
+                return Err(self.damaged(&format!("it ends at {end} bytes, not {}", self.size)));
             }
             self.hasher.update(&piece);
             self.at += piece.len() as u64;
             if self.at == self.size && self.hasher.finalize().as_bytes() != &self.hash.0 {
-                return Err(std::io::Error::other(format!(
-                    "file {} no longer hashes to its name: run `casemesh blob scrub`",
-                    self.hash
-                )));
+                return Err(self.damaged("its bytes no longer hash to its name"));
             }
             self.piece = piece;
         }
