@@ -21,6 +21,7 @@ use super::SyncContext;
 use super::backoff::Backoff;
 use super::error::status_text;
 use super::puller::connect;
+use crate::domain::sharing::Peer;
 use crate::domain::{BlobHash, OfficeId, now_ms};
 use crate::protocol::pb;
 use crate::service::BlobService;
@@ -126,6 +127,41 @@ impl Transfers {
     }
 }
 
+/// One connection per origin, shared by its fetches (HTTP/2 carries them
+/// side by side), so that a case of many small files does not pay a TLS
+/// handshake per file. Made again after a failed transfer, or when the
+/// peer's pin (endpoint, CA) changed.
+#[derive(Default)]
+struct Links(Mutex<HashMap<OfficeId, (Peer, Client)>>);
+
+type Client = pb::replication_client::ReplicationClient<tonic::transport::Channel>;
+
+impl Links {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<OfficeId, (Peer, Client)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn client(&self, ctx: &SyncContext, peer: &Peer) -> Result<Client, FetchError> {
+        if let Some((pinned, client)) = self.lock().get(&peer.office) {
+            if pinned == peer {
+                return Ok(client.clone());
+            }
+        }
+        // One piece per message: no need for the feed's large limit.
+        let client = connect(ctx, peer)
+            .await
+            .map_err(|e| FetchError::Transfer(e.to_string()))?
+            .max_decoding_message_size(2 * PIECE);
+        self.lock()
+            .insert(peer.office.clone(), (peer.clone(), client.clone()));
+        Ok(client)
+    }
+
+    fn forget(&self, office: &OfficeId) {
+        self.lock().remove(office);
+    }
+}
+
 /// Shares a byte rate among all transfers: each piece waits its turn.
 struct RateLimit {
     bytes_per_sec: u64,
@@ -160,6 +196,7 @@ pub async fn run_fetcher(
     });
     let mut running: JoinSet<()> = JoinSet::new();
     let mut news = ctx.applied.subscribe();
+    let links = Arc::new(Links::default());
     loop {
         match ctx.store.fetches() {
             Ok(fetches) => {
@@ -182,6 +219,7 @@ pub async fn run_fetcher(
                     running.spawn(attempt(
                         ctx.clone(),
                         blobs.clone(),
+                        links.clone(),
                         transfers.clone(),
                         limit.clone(),
                         config.max_blob_bytes,
@@ -213,13 +251,17 @@ pub async fn run_fetcher(
 async fn attempt(
     ctx: Arc<SyncContext>,
     blobs: Arc<BlobService>,
+    links: Arc<Links>,
     transfers: Arc<Transfers>,
     limit: Arc<RateLimit>,
     max_bytes: u64,
     hash: BlobHash,
     fetch: Fetch,
 ) {
-    let outcome = transfer(&ctx, &blobs, &limit, max_bytes, hash, &fetch).await;
+    let outcome = transfer(&ctx, &blobs, &links, &limit, max_bytes, hash, &fetch).await;
+    if outcome.is_err() {
+        links.forget(&fetch.origin);
+    }
     let mut attempts = transfers.lock();
     let a = attempts.entry(hash).or_default();
     a.active = false;
@@ -250,6 +292,7 @@ async fn attempt(
 async fn transfer(
     ctx: &SyncContext,
     blobs: &BlobService,
+    links: &Links,
     limit: &RateLimit,
     max_bytes: u64,
     hash: BlobHash,
@@ -279,11 +322,7 @@ async fn transfer(
             .store
             .peer(&fetch.origin)?
             .ok_or_else(|| FetchError::OriginNotPinned(fetch.origin.clone()))?;
-        // One piece per message: no need for the feed's large limit.
-        let mut client = connect(ctx, &peer)
-            .await
-            .map_err(|e| Transfer(e.to_string()))?
-            .max_decoding_message_size(2 * PIECE);
+        let mut client = links.client(ctx, &peer).await?;
         let mut stream = client
             .fetch_blob(pb::FetchBlobRequest {
                 hash: bytes::Bytes::copy_from_slice(&hash.0),
