@@ -190,13 +190,19 @@ pub async fn run_fetcher(
     config: crate::config::BlobConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let limit = Arc::new(RateLimit {
-        bytes_per_sec: config.fetch_bytes_per_sec,
-        next_free: Mutex::new(Instant::now()),
+    let shared = Arc::new(Shared {
+        ctx: ctx.clone(),
+        blobs: blobs.clone(),
+        links: Links::default(),
+        transfers: transfers.clone(),
+        limit: RateLimit {
+            bytes_per_sec: config.fetch_bytes_per_sec,
+            next_free: Mutex::new(Instant::now()),
+        },
+        max_bytes: config.max_blob_bytes,
     });
     let mut running: JoinSet<()> = JoinSet::new();
     let mut news = ctx.applied.subscribe();
-    let links = Arc::new(Links::default());
     loop {
         match ctx.store.fetches() {
             Ok(fetches) => {
@@ -216,16 +222,7 @@ pub async fn run_fetcher(
                     a.active = true;
                     a.resumed_from = blobs.received(&hash);
                     free -= 1;
-                    running.spawn(attempt(
-                        ctx.clone(),
-                        blobs.clone(),
-                        links.clone(),
-                        transfers.clone(),
-                        limit.clone(),
-                        config.max_blob_bytes,
-                        hash,
-                        fetch,
-                    ));
+                    running.spawn(attempt(shared.clone(), hash, fetch));
                 }
             }
             Err(e) => tracing::error!(error = %e, "listing fetches failed"),
@@ -247,22 +244,24 @@ pub async fn run_fetcher(
     }
 }
 
-/// One attempt at one fetch; records its outcome in `transfers`.
-async fn attempt(
+/// What every fetch attempt shares.
+struct Shared {
     ctx: Arc<SyncContext>,
     blobs: Arc<BlobService>,
-    links: Arc<Links>,
+    links: Links,
     transfers: Arc<Transfers>,
-    limit: Arc<RateLimit>,
+    limit: RateLimit,
     max_bytes: u64,
-    hash: BlobHash,
-    fetch: Fetch,
-) {
-    let outcome = transfer(&ctx, &blobs, &links, &limit, max_bytes, hash, &fetch).await;
+}
+
+/// One attempt at one fetch; records its outcome in `transfers`.
+async fn attempt(shared: Arc<Shared>, hash: BlobHash, fetch: Fetch) {
+    let outcome = transfer(&shared, hash, &fetch).await;
     if outcome.is_err() {
-        links.forget(&fetch.origin);
+        shared.links.forget(&fetch.origin);
     }
-    let mut attempts = transfers.lock();
+    let ctx = &shared.ctx;
+    let mut attempts = shared.transfers.lock();
     let a = attempts.entry(hash).or_default();
     a.active = false;
     match outcome {
@@ -289,16 +288,17 @@ async fn attempt(
     ctx.store.blob_wake.fetch.notify_one();
 }
 
-async fn transfer(
-    ctx: &SyncContext,
-    blobs: &BlobService,
-    links: &Links,
-    limit: &RateLimit,
-    max_bytes: u64,
-    hash: BlobHash,
-    fetch: &Fetch,
-) -> Result<(), FetchError> {
+async fn transfer(shared: &Shared, hash: BlobHash, fetch: &Fetch) -> Result<(), FetchError> {
     use FetchError::Transfer;
+    let Shared {
+        ctx,
+        blobs,
+        links,
+        limit,
+        max_bytes,
+        ..
+    } = shared;
+    let max_bytes = *max_bytes;
     // Not removed while this runs, even if its records are purged meanwhile.
     let _pin = ctx.store.pin_blob(hash);
     if fetch.size > max_bytes {
@@ -335,45 +335,18 @@ async fn transfer(
             })?
             .into_inner();
         tracing::info!(%hash, origin = %fetch.origin, from = staged.len(), size, "fetching a file");
-        let mut next_check = staged.len() + RECHECK_EVERY_BYTES;
-        while staged.len() < size {
-            let next = tokio::time::timeout(IDLE, stream.message())
-                .await
-                .map_err(|_| Transfer(format!("the origin sent nothing for {IDLE:?}")))?;
-            let Some(piece) = next.map_err(|s| Transfer(status_text(&s)))? else {
-                return Err(Transfer(format!(
-                    "the origin ended the transfer at {} of {size} bytes",
-                    staged.len()
-                )));
-            };
-            if piece.offset != staged.len() {
-                return Err(Transfer(format!(
-                    "the origin sent bytes at {}, expected {}",
-                    piece.offset,
-                    staged.len()
-                )));
-            }
-            if piece.data.len() as u64 > size - staged.len() {
-                return Err(Transfer(
-                    "the origin sent more bytes than the file has".into(),
-                ));
-            }
-            let wait = limit.reserve(piece.data.len());
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-            }
-            staged
-                .write(&piece.data)
-                .map_err(|e| Transfer(format!("writing the staged file: {e}")))?;
-            if staged.len() >= next_check {
-                next_check = staged.len() + RECHECK_EVERY_BYTES;
-                ctx.store.check_space()?;
-                if ctx.store.fetch(&hash)?.is_none() {
-                    // Not wanted any more (no record lists it, or the same
-                    // bytes were uploaded here).
-                    return not_wanted(blobs, &hash);
-                }
-            }
+        // The bytes are written and hashed on a thread of their own while
+        // the next pieces arrive.
+        let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(WRITE_AHEAD);
+        let writer = tokio::task::spawn_blocking(move || write_pieces(staged, rx));
+        let received = receive(ctx, blobs, limit, &hash, size, &mut stream, tx).await;
+        staged = writer
+            .await
+            .map_err(|e| Transfer(format!("the writer failed to run: {e}")))?
+            .map_err(|e| Transfer(format!("writing the staged file: {e}")))?;
+        match received? {
+            Received::All => {}
+            Received::NotWanted => return not_wanted(blobs, &hash),
         }
     }
     if staged.hash() != hash {
@@ -390,6 +363,84 @@ async fn transfer(
     blobs.keep(staged, 0, None).await?;
     tracing::info!(%hash, origin = %fetch.origin, size, at = now_ms(), "file fetched and checked");
     Ok(())
+}
+
+/// Pieces queued between receiving and writing, per fetch.
+const WRITE_AHEAD: usize = 4;
+
+/// How receiving a file's bytes ended, when it did not fail.
+enum Received {
+    All,
+    /// The fetch was dropped meanwhile.
+    NotWanted,
+}
+
+/// Receives pieces from `stream` until `size` bytes have come (checking
+/// each is where it belongs) and hands them to the writer.
+async fn receive(
+    ctx: &SyncContext,
+    blobs: &BlobService,
+    limit: &RateLimit,
+    hash: &BlobHash,
+    size: u64,
+    stream: &mut tonic::Streaming<pb::BlobChunk>,
+    to_writer: tokio::sync::mpsc::Sender<bytes::Bytes>,
+) -> Result<Received, FetchError> {
+    use FetchError::Transfer;
+    let mut at = blobs.received(hash);
+    let mut next_check = at + RECHECK_EVERY_BYTES;
+    while at < size {
+        let next = tokio::time::timeout(IDLE, stream.message())
+            .await
+            .map_err(|_| Transfer(format!("the origin sent nothing for {IDLE:?}")))?;
+        let Some(piece) = next.map_err(|s| Transfer(status_text(&s)))? else {
+            return Err(Transfer(format!(
+                "the origin ended the transfer at {at} of {size} bytes"
+            )));
+        };
+        if piece.offset != at {
+            return Err(Transfer(format!(
+                "the origin sent bytes at {}, expected {at}",
+                piece.offset
+            )));
+        }
+        if piece.data.len() as u64 > size - at {
+            return Err(Transfer(
+                "the origin sent more bytes than the file has".into(),
+            ));
+        }
+        let wait = limit.reserve(piece.data.len());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        at += piece.data.len() as u64;
+        if to_writer.send(piece.data).await.is_err() {
+            // The writer stopped: its error says why.
+            return Ok(Received::All);
+        }
+        if at >= next_check {
+            next_check = at + RECHECK_EVERY_BYTES;
+            ctx.store.check_space()?;
+            if ctx.store.fetch(hash)?.is_none() {
+                // Not wanted any more (no record lists it, or the same
+                // bytes were uploaded here).
+                return Ok(Received::NotWanted);
+            }
+        }
+    }
+    Ok(Received::All)
+}
+
+/// Writes and hashes pieces as they come; returns the staged file once
+/// the sender is done.
+fn write_pieces(
+    mut staged: crate::store::staging::StagedFile,
+    mut pieces: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+) -> std::io::Result<crate::store::staging::StagedFile> {
+    while let Some(piece) = pieces.blocking_recv() {
+        staged.write(&piece)?;
+    }
+    Ok(staged)
 }
 
 /// A fetch no longer wanted: its staged bytes go.
