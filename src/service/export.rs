@@ -594,6 +594,11 @@ pub(crate) mod tests {
         not_fetched: BlobHash,
     }
 
+    /// The node's case bundle up to `head`, written to `out`.
+    fn export_of(n: &Node, head: &SignedHead, out: impl Write) -> Result<ExportSummary> {
+        export(&n.store, &n.files, &n.home, &n.home_id, CASE, head, out)
+    }
+
     fn node() -> Node {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
@@ -667,10 +672,7 @@ pub(crate) mod tests {
         let n = node();
         let head = sign_head(&n.store, &n.home);
         let mut out = Vec::new();
-        let summary = export(
-            &n.store, &n.files, &n.home, &n.home_id, CASE, &head, &mut out,
-        )
-        .unwrap();
+        let summary = export_of(&n, &head, &mut out).unwrap();
 
         assert_eq!((summary.records, summary.versions), (3, 4), "{summary:?}");
         assert_eq!(summary.files, 1);
@@ -713,16 +715,7 @@ pub(crate) mod tests {
         head.signature = OfficeSigner::new(&n.home)
             .sign_bytes(&head.canonical())
             .unwrap();
-        let err = export(
-            &n.store,
-            &n.files,
-            &n.home,
-            &n.home_id,
-            CASE,
-            &head,
-            Vec::new(),
-        )
-        .unwrap_err();
+        let err = export_of(&n, &head, Vec::new()).unwrap_err();
         assert!(matches!(err, Error::AuditLogBroken(_)), "{err}");
         assert!(err.to_string().contains("not the log it signed"), "{err}");
 
@@ -732,45 +725,18 @@ pub(crate) mod tests {
         head.signature = OfficeSigner::new(&n.home)
             .sign_bytes(&head.canonical())
             .unwrap();
-        let err = export(
-            &n.store,
-            &n.files,
-            &n.home,
-            &n.home_id,
-            CASE,
-            &head,
-            Vec::new(),
-        )
-        .unwrap_err();
+        let err = export_of(&n, &head, Vec::new()).unwrap_err();
         assert!(err.to_string().contains("ends at entry"), "{err}");
 
         // A head changed after it was signed.
         let mut head = sign_head(&n.store, &n.home);
         head.at_ms += 1;
-        let err = export(
-            &n.store,
-            &n.files,
-            &n.home,
-            &n.home_id,
-            CASE,
-            &head,
-            Vec::new(),
-        )
-        .unwrap_err();
+        let err = export_of(&n, &head, Vec::new()).unwrap_err();
         assert!(err.to_string().contains("signature"), "{err}");
 
         // Another office's head.
         let head = sign_head(&n.store, &n.camden);
-        let err = export(
-            &n.store,
-            &n.files,
-            &n.home,
-            &n.home_id,
-            CASE,
-            &head,
-            Vec::new(),
-        )
-        .unwrap_err();
+        let err = export_of(&n, &head, Vec::new()).unwrap_err();
         assert!(err.to_string().contains("camden-da"), "{err}");
     }
 
@@ -780,10 +746,7 @@ pub(crate) mod tests {
         let head = sign_head(&n.store, &n.home);
         put(&n.store, &signed(&n.home, &n.ours, 3, CASE, Vec::new()));
         let mut out = Vec::new();
-        let summary = export(
-            &n.store, &n.files, &n.home, &n.home_id, CASE, &head, &mut out,
-        )
-        .unwrap();
+        let summary = export_of(&n, &head, &mut out).unwrap();
         // Version 3 is in, its entry is past the head and not.
         assert_eq!(summary.versions, 5);
         assert_eq!(summary.audit_entries, 4);

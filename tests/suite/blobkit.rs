@@ -173,3 +173,27 @@ pub fn staged_files(node: &TestNode) -> Vec<String> {
     out.sort();
     out
 }
+
+/// Waits (bounded) for a transfer on `node` that `pick` accepts.
+pub async fn transfer_where(
+    node: &TestNode,
+    what: &str,
+    pick: impl Fn(&pb::Transfer) -> bool,
+) -> pb::Transfer {
+    eventually(Duration::from_secs(60), what, || async {
+        status(node).await.transfers.into_iter().find(|t| pick(t))
+    })
+    .await
+}
+
+/// After a restart part-way through a fetch that had `part` received, the
+/// fetch goes on from at least there, not from 0.
+pub async fn resumes_from(node: &TestNode, part: &pb::Transfer) {
+    let resumed = transfer_where(node, "the fetch to resume", |t| t.active).await;
+    assert!(
+        resumed.resumed_from >= part.received,
+        "resumed at {} after {} had arrived",
+        resumed.resumed_from,
+        part.received
+    );
+}

@@ -258,34 +258,14 @@ async fn a_node_killed_mid_upload_mid_fetch_and_mid_migration_keeps_only_whole_f
     c.grant_collection(0, 1, "case-9").await;
     let info = upload(&c.nodes[0], "video", 40 * MIB).await.unwrap();
     let id = put_with(&c.nodes[0], "case-9", vec![attachment(&info, "v.mp4")]).await;
-    let part = eventually(Duration::from_secs(60), "8 MiB fetched", || async {
-        status(&c.nodes[1])
-            .await
-            .transfers
-            .into_iter()
-            .find(|t| t.received >= 8 * MIB)
-    })
-    .await;
+    let part = transfer_where(&c.nodes[1], "8 MiB fetched", |t| t.received >= 8 * MIB).await;
     c.nodes[1].kit_mut().kill().unwrap();
     c.nodes[1]
         .kit_mut()
         .serve_process_in_place(bin)
         .await
         .unwrap();
-    let resumed = eventually(Duration::from_secs(60), "the fetch to resume", || async {
-        status(&c.nodes[1])
-            .await
-            .transfers
-            .into_iter()
-            .find(|t| t.active)
-    })
-    .await;
-    assert!(
-        resumed.resumed_from >= part.received,
-        "resumed at {} after {} had arrived",
-        resumed.resumed_from,
-        part.received
-    );
+    resumes_from(&c.nodes[1], &part).await;
     wait_present(&c.nodes[1], &id, Duration::from_secs(120)).await;
     no_orphans(&c.nodes[1]).await;
     let mut remote = c.nodes[1].records().await;

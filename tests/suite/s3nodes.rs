@@ -135,29 +135,12 @@ async fn s3_a_large_file_replicates_from_files_to_s3_resuming_and_goes_when_revo
     let info = upload(&c.nodes[0], "bodycam", SIZE).await.unwrap();
     let id = put_with(&c.nodes[0], "case-9", vec![attachment(&info, "cam.mp4")]).await;
 
-    let part = eventually(Duration::from_secs(60), "32 MiB at the peer", || async {
-        status(&c.nodes[1])
-            .await
-            .transfers
-            .into_iter()
-            .find(|t| t.received >= 32 * MIB)
+    let part = transfer_where(&c.nodes[1], "32 MiB at the peer", |t| {
+        t.received >= 32 * MIB
     })
     .await;
     c.node(1).restart().await;
-    let resumed = eventually(Duration::from_secs(60), "the fetch to resume", || async {
-        status(&c.nodes[1])
-            .await
-            .transfers
-            .into_iter()
-            .find(|t| t.active)
-    })
-    .await;
-    assert!(
-        resumed.resumed_from >= part.received,
-        "resumed at {} after {}",
-        resumed.resumed_from,
-        part.received
-    );
+    resumes_from(&c.nodes[1], &part).await;
     wait_present(&c.nodes[1], &id, Duration::from_secs(180)).await;
     let hex = hex::encode(&info.hash);
     assert_eq!(objects(&server, "minn-da"), vec![(hex.clone(), SIZE)]);
