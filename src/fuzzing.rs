@@ -741,7 +741,12 @@ fn sample_requests(
         ),
         (
             "Replication.FetchBlob",
-            pb::FetchBlobRequest { hash, offset: 3 }.encode_to_vec(),
+            pb::FetchBlobRequest {
+                hash,
+                offset: 3,
+                max_piece_bytes: 0,
+            }
+            .encode_to_vec(),
         ),
     ];
     let mut out: Vec<(&'static str, Vec<u8>)> = messages

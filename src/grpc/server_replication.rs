@@ -77,7 +77,8 @@ impl Replication for ReplicationApi {
             .ok_or(Error::TooManyTransfers {
                 limit: crate::sync::guard::MAX_FETCHES_PER_PEER,
             })?;
-        let range = self.blobs.open_for_peer(&office, hash, r.offset)?;
+        let piece = crate::service::blobs::peer_piece(r.max_piece_bytes);
+        let range = self.blobs.open_for_peer(&office, hash, r.offset, piece)?;
         tracing::info!(peer = %office, %hash, offset = r.offset, "serving a file");
         let stream = super::server_records::blob_stream(self.blobs.stream(range, Some(office)));
         // The transfer's place is freed when its stream ends.

@@ -327,6 +327,7 @@ async fn transfer(shared: &Shared, hash: BlobHash, fetch: &Fetch) -> Result<(), 
             .fetch_blob(pb::FetchBlobRequest {
                 hash: bytes::Bytes::copy_from_slice(&hash.0),
                 offset: staged.len(),
+                max_piece_bytes: PIECE as u32,
             })
             .await
             .map_err(|s| match s.code() {

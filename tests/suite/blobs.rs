@@ -145,6 +145,7 @@ async fn a_peer_cannot_tell_an_unshared_blob_from_a_made_up_one() {
             .fetch_blob(pb::FetchBlobRequest {
                 hash: hash.to_vec().into(),
                 offset: 0,
+                ..Default::default()
             })
             .await?
             .into_inner();
@@ -156,6 +157,21 @@ async fn a_peer_cannot_tell_an_unshared_blob_from_a_made_up_one() {
     };
     // Positive control: the shared one comes.
     assert_eq!(fetch(&shared.hash).await.unwrap(), MIB);
+    // In the pieces asked for: 256 KiB to a peer that does not say (as
+    // peers before the field could take no more), at most 1 MiB.
+    for (asked, piece) in [(0, 256 << 10), (128 << 10, 128 << 10), (64 << 20, 1 << 20)] {
+        let mut s = ReplicationClient::new(c.nodes[0].connect_as(&cert, &key).await.unwrap())
+            .fetch_blob(pb::FetchBlobRequest {
+                hash: shared.hash.clone(),
+                offset: 0,
+                max_piece_bytes: asked,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let first = s.message().await.unwrap().unwrap();
+        assert_eq!(first.data.len(), piece, "asked for {asked}");
+    }
     let made_up = [7u8; 32];
     let unshared = fetch(&secret.hash).await.unwrap_err();
     let unknown = fetch(&made_up).await.unwrap_err();

@@ -689,6 +689,7 @@ async fn oversized_requests_leave_small_entries_and_the_log_stays_readable() {
             peer.fetch_blob(pb::FetchBlobRequest {
                 hash: hash.into(),
                 offset: 0,
+                ..Default::default()
             })
             .await
             .map(|_| ())
@@ -1438,6 +1439,7 @@ async fn refused_calls_repeated_by_one_caller_are_counted() {
             .fetch_blob(pb::FetchBlobRequest {
                 hash: vec![9u8; 32].into(),
                 offset: 0,
+                ..Default::default()
             })
             .await
             .unwrap_err();

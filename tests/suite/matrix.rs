@@ -488,6 +488,7 @@ impl Bench<'_> {
                 .fetch_blob(pb::FetchBlobRequest {
                     hash: shared.hash.into(),
                     offset: 0,
+                    ..Default::default()
                 })
                 .await
                 .map(ok),

@@ -35,6 +35,20 @@ pub use maintain::{CopyReport, ScrubFinding, ScrubReport, copy_store, run_scrubb
 /// Size of the pieces files are read and streamed in.
 pub const PIECE: usize = 1 << 20;
 
+/// The pieces a peer gets when it does not say what it takes (peers from
+/// before `FetchBlobRequest.max_piece_bytes` decode at most 512 KiB), and
+/// the smallest it may ask for.
+pub const LEGACY_PEER_PIECE: usize = 256 << 10;
+const MIN_PIECE: usize = 64 << 10;
+
+/// The piece size for a peer that asked for `asked` bytes (0: not said).
+pub fn peer_piece(asked: u32) -> usize {
+    match asked as usize {
+        0 => LEGACY_PEER_PIECE,
+        n => n.clamp(MIN_PIECE, PIECE),
+    }
+}
+
 /// Pieces of a blob queued between the store and the network, per reader.
 const READ_AHEAD: usize = 4;
 
@@ -116,6 +130,8 @@ pub struct BlobRange {
     size: u64,
     offset: u64,
     end: u64,
+    /// Bytes per piece sent.
+    piece: usize,
 }
 
 /// Bytes being uploaded, staged in a local file. Dropping it unfinished
@@ -226,12 +242,12 @@ impl BlobService {
         let _pin = self.store.pin_for_write(hash).await;
         let held = self.store.blob(&hash)?.is_some_and(|m| m.legacy.is_none())
             && self.store.damaged(&hash)?.is_none();
+        let resumable = staged.resumable();
         if held {
             drop(staged);
         } else {
             self.store.mark_unsettled(&hash)?;
             self.store.commit().await?;
-            let resumable = staged.resumable();
             let path = staged.keep();
             let adopted = self.bytes.adopt(&hash, &path, size).await;
             // A fetch's whole, checked bytes stay for the next attempt to
@@ -241,7 +257,9 @@ impl BlobService {
             }
             adopted.map_err(blob_store_failed)?;
         }
-        if self.store.record_blob(&hash, size, keep_until_ms, audit)? {
+        // A fetch of these bytes is done with (this one, or another the
+        // same bytes just made needless): its staged file goes.
+        if self.store.record_blob(&hash, size, keep_until_ms, audit)? || resumable {
             self.staging.drop_fetch(&hash).map_err(staging_failed)?;
         }
         self.store.commit().await?;
@@ -282,13 +300,21 @@ impl BlobService {
     /// A range for a peer office: some record shared with it must list the
     /// blob. Decided by [`shared_file`], after the same lookups whether the
     /// node holds the file or not.
-    pub fn open_for_peer(&self, peer: &OfficeId, hash: BlobHash, offset: u64) -> Result<BlobRange> {
+    pub fn open_for_peer(
+        &self,
+        peer: &OfficeId,
+        hash: BlobHash,
+        offset: u64,
+        piece: usize,
+    ) -> Result<BlobRange> {
         let pin = self.store.pin_blob(hash);
         let visible = |id: &RecordId, collection: &str| self.sharing.visible(peer, id, collection);
         match shared_file(self.store.as_ref(), self.sharing.office(), &visible, &hash)? {
             Some(meta) => {
                 self.refuse_damaged(&hash)?;
-                range(pin, meta, offset, 0)
+                let mut range = range(pin, meta, offset, 0)?;
+                range.piece = piece;
+                Ok(range)
             }
             None => Err(not_shared(&hash)),
         }
@@ -328,6 +354,7 @@ impl BlobService {
                 size,
                 mut offset,
                 end,
+                piece: piece_len,
             } = range;
             let hash = pin.hash();
             let mut whole = (offset == 0 && end == size).then(blake3::Hasher::new);
@@ -345,7 +372,7 @@ impl BlobService {
                         }
                     }
                 }
-                let want = (end - offset).min(PIECE as u64) as usize;
+                let want = (end - offset).min(piece_len as u64) as usize;
                 let piece = match service.bytes.read(&hash, offset, want).await {
                     Ok(data) if data.len() == want => Ok((offset, data)),
                     Ok(data) => Err(service
@@ -538,6 +565,7 @@ fn range(pin: BlobPin, meta: BlobMeta, offset: u64, length: u64) -> Result<BlobR
         size: meta.size,
         offset,
         end,
+        piece: PIECE,
     })
 }
 
