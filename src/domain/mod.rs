@@ -13,6 +13,7 @@ pub mod blobstore;
 pub mod codec;
 pub mod ids;
 pub mod limits;
+pub mod merkle;
 pub mod record;
 pub mod role;
 pub mod sharing;
