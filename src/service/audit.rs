@@ -334,6 +334,7 @@ impl AuditLog {
         if head.seq == 0 || (!always && last.as_ref().is_some_and(|l| l.seq == head.seq)) {
             return Ok(last);
         }
+        self.extend_tree().await;
         let mut signed = SignedHead {
             office: self.office.clone(),
             seq: head.seq,
@@ -345,6 +346,20 @@ impl AuditLog {
         self.store.put_signed_head(&signed)?;
         self.store.commit().await?;
         Ok(Some(signed))
+    }
+
+    /// Brings the log's Merkle tree up to its head (made durable with the
+    /// signed head). The tree is not signed yet, so a failure here is
+    /// logged and does not stop the signing.
+    async fn extend_tree(&self) {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.extend_audit_tree(u64::MAX)).await {
+            Ok(Ok((size, root))) => {
+                tracing::debug!(size, root = %hex::encode(root), "audit tree extended");
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "extending the audit tree failed"),
+            Err(e) => tracing::error!(error = %e, "extending the audit tree failed to run"),
+        }
     }
 
     /// Keeps a head a peer sent, after checking its signature; returns a

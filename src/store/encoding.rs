@@ -153,6 +153,28 @@ impl Value for UserRecord {
     }
 }
 
+/// The root of a perfect subtree of the audit log's Merkle tree:
+/// `[1] hash(32)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeHash(pub [u8; 32]);
+
+impl Value for NodeHash {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(33);
+        w.u8(V1).raw(&self.0);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<NodeHash, DecodeError> {
+        let mut r = Reader::new(bytes);
+        expect_version(&mut r)?;
+        let mut h = [0u8; 32];
+        h.copy_from_slice(r.raw(32)?);
+        r.finish()?;
+        Ok(NodeHash(h))
+    }
+}
+
 /// The certificate a user name points to: `[1] fingerprint(32)`; first
 /// stored as the 32 bytes alone.
 impl Value for Fingerprint {
@@ -751,6 +773,7 @@ mod tests {
                 }),
             ),
             ("number", case(9u64)),
+            ("tree node", case(NodeHash([4; 32]))),
             ("fingerprint", case(Fingerprint([5; 32]))),
             (
                 "blob",
@@ -799,7 +822,7 @@ mod tests {
     /// Bytes each encoding wrote when it was frozen. Today's encoder must
     /// write them exactly, and the decoder must read them back to the same
     /// value, so that nothing stored can drift.
-    const FROZEN: [(&str, &str); 15] = [
+    const FROZEN: [(&str, &str); 16] = [
         ("grant job", "0102"),
         ("peer removal", "0101"),
         (
@@ -831,6 +854,10 @@ mod tests {
             "01000000000000000403030303030303030303030303030303030303030303030303030303030303030000000000000006",
         ),
         ("number", "010000000000000009"),
+        (
+            "tree node",
+            "010404040404040404040404040404040404040404040404040404040404040404",
+        ),
         (
             "fingerprint",
             "010505050505050505050505050505050505050505050505050505050505050505",

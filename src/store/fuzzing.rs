@@ -12,7 +12,7 @@ use std::fmt::Debug;
 use super::encoding::{
     AuditHead, BlobMeta, Fetch, Head, OurAck, PeerRemoval, PurgeStub, UserRecord,
 };
-use super::keys::{ChunkKey, CollectionKey, GrantRecord, OfficeSeq, RefKey, VersionKey};
+use super::keys::{CollectionKey, GrantRecord, OfficeSeq, PairKey, RefKey, VersionKey};
 use super::typed::{Key, KeyOf, Raw, Value};
 use crate::domain::audit::{Entry, SignedHead};
 use crate::domain::sharing::{FeedItem, Grant, GrantId, GrantJob, Peer};
@@ -106,8 +106,8 @@ fn keys(bytes: &[u8]) {
             "reference",
         );
     }
-    if let Ok(parts) = ChunkKey::decode(bytes) {
-        same_key(&KeyOf::<ChunkKey>::key(&parts), bytes, "chunk");
+    if let Ok(parts) = PairKey::decode(bytes) {
+        same_key(&KeyOf::<PairKey>::key(&parts), bytes, "chunk");
     }
     // These read back only the part after the separator (the caller
     // chose the rest), so only their decoding is checked.

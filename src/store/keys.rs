@@ -282,10 +282,11 @@ impl Key for RefKey {
     }
 }
 
-/// `storage id ‖ chunk index`: one chunk of stored bytes.
-pub(super) struct ChunkKey;
+/// Two numbers, `u64 ‖ u64`: a chunk of stored bytes (storage id, chunk
+/// index), or a node of the audit log's Merkle tree (level, index).
+pub(super) struct PairKey;
 
-impl KeyOf<ChunkKey> for (u64, u64) {
+impl KeyOf<PairKey> for (u64, u64) {
     fn key(&self) -> Cow<'_, [u8]> {
         let mut k = [0u8; 16];
         k[..8].copy_from_slice(&self.0.to_be_bytes());
@@ -294,18 +295,18 @@ impl KeyOf<ChunkKey> for (u64, u64) {
     }
 }
 
-impl Key for ChunkKey {
+impl Key for PairKey {
     type Owned = (u64, u64);
     fn decode(bytes: &[u8]) -> Result<(u64, u64), DecodeError> {
         if bytes.len() != 16 {
             return Err(invalid(
-                "chunk key",
+                "pair key",
                 format!("{} bytes, not 16", bytes.len()),
             ));
         }
         Ok((
-            be_u64(&bytes[..8], "storage id")?,
-            be_u64(&bytes[8..], "chunk index")?,
+            be_u64(&bytes[..8], "first number")?,
+            be_u64(&bytes[8..], "second number")?,
         ))
     }
 }
@@ -340,9 +341,9 @@ mod tests {
         let o = KeyOf::<OfficeSeq>::key(&(&office, 9)).into_owned();
         assert_eq!(hex::encode(&o), "6e79632d6461000000000000000009");
         assert_eq!(OfficeSeq::decode(&o).unwrap(), 9);
-        let chunk = KeyOf::<ChunkKey>::key(&(1, 2)).into_owned();
+        let chunk = KeyOf::<PairKey>::key(&(1, 2)).into_owned();
         assert_eq!(hex::encode(&chunk), "00000000000000010000000000000002");
-        assert_eq!(ChunkKey::decode(&chunk).unwrap(), (1, 2));
+        assert_eq!(PairKey::decode(&chunk).unwrap(), (1, 2));
     }
 
     #[test]
@@ -350,7 +351,7 @@ mod tests {
         assert!(VersionKey::decode(b"no separator").is_err());
         assert!(VersionKey::decode(b"phila-da:x\0\0\0").is_err());
         assert!(RefKey::decode(&[0; 10]).is_err());
-        assert!(ChunkKey::decode(&[0; 15]).is_err());
+        assert!(PairKey::decode(&[0; 15]).is_err());
         assert!(<u64 as Key>::decode(&[1, 2]).is_err());
         assert!(RecordId::decode(&[0xff, 0xfe]).is_err());
     }
@@ -383,8 +384,8 @@ mod tests {
                 prop_assert_eq!(OfficeSeq::decode(&o), Ok(n.0));
                 let g = KeyOf::<GrantRecord>::key(&(&grant, &id)).into_owned();
                 prop_assert_eq!(GrantRecord::decode(&g), Ok(id.clone()));
-                let chunk = KeyOf::<ChunkKey>::key(&n).into_owned();
-                prop_assert_eq!(ChunkKey::decode(&chunk), Ok(n));
+                let chunk = KeyOf::<PairKey>::key(&n).into_owned();
+                prop_assert_eq!(PairKey::decode(&chunk), Ok(n));
                 prop_assert_eq!(RecordId::decode(KeyOf::<RecordId>::key(&&id).as_ref()), Ok(id));
             }
         }

@@ -18,6 +18,7 @@ pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 mod keys;
+mod merkle;
 mod records;
 mod replica;
 #[cfg(feature = "s3")]

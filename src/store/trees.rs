@@ -3,9 +3,9 @@
 
 use super::Result;
 use super::encoding::{
-    AuditHead, BlobMeta, Fetch, Head, OurAck, PeerRemoval, PurgeStub, UserRecord,
+    AuditHead, BlobMeta, Fetch, Head, NodeHash, OurAck, PeerRemoval, PurgeStub, UserRecord,
 };
-use super::keys::{ChunkKey, CollectionKey, GrantRecord, OfficeSeq, RefKey, VersionKey};
+use super::keys::{CollectionKey, GrantRecord, OfficeSeq, PairKey, RefKey, VersionKey};
 use super::typed::{Raw, Set, Tree};
 use crate::domain::audit::{Entry, SignedHead};
 use crate::domain::sharing::{FeedItem, Grant, GrantId, GrantJob, Peer};
@@ -61,13 +61,16 @@ pub(super) struct Trees {
     pub damaged: Tree<BlobHash, u64>,
     /// A storage id's chunks, as stored before blobs moved out of sled
     /// (read only to move them).
-    pub chunks: Tree<ChunkKey, Raw>,
+    pub chunks: Tree<PairKey, Raw>,
     /// Storage ids whose chunks are being removed.
     pub doomed: Set<u64>,
     /// Blob hash → a fetch from a peer in progress.
     pub fetches: Tree<BlobHash, Fetch>,
     /// Versions that list a blob.
     pub refs: Set<RefKey>,
+    /// The audit log's Merkle tree: `(level, index)` → the root of a
+    /// perfect subtree ([`super::merkle`]).
+    pub audit_nodes: Tree<PairKey, NodeHash>,
     /// The audit log, by sequence number ([`crate::domain::audit`]).
     pub audit_entries: Tree<u64, Entry>,
     /// `head` → the last entry's seq, chain hash and time.
@@ -106,6 +109,7 @@ impl Trees {
             doomed: Tree::open(db, "storage_doomed")?,
             fetches: Tree::open(db, "blobhash_fetch")?,
             refs: Tree::open(db, "blobhash_ref")?,
+            audit_nodes: Tree::open(db, "levelindex_auditnode")?,
             audit_entries: Tree::open(db, "auditseq_entry")?,
             audit_head: Tree::open(db, "audit_head")?,
             signed_heads: Tree::open(db, "auditseq_signedhead")?,

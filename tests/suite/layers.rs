@@ -39,6 +39,7 @@ const STORE_LAYERS: &[(&str, u8)] = &[
     ("trees", 3),
     ("fuzzing", 3),
     ("audit", 4),
+    ("merkle", 5),
     ("sharing", 5),
     ("blobs", 5),
     ("users", 5),
