@@ -356,3 +356,31 @@ async fn a_scrub_of_an_empty_store_stops_instead_of_marking_every_file() {
     assert!(scrubbed.contains("all intact"), "{scrubbed}");
     c.stop_all().await;
 }
+
+/// `blob move` and `blob scrub` as an admin first meets them: their help,
+/// and a move to S3 with no bucket named, refused before anything is read.
+#[tokio::test]
+async fn blob_move_without_a_bucket_is_refused_and_the_help_says_how() {
+    let help = ok(&["blob", "move", "--help"]);
+    assert!(
+        help.contains("stopped node") && help.contains("--to"),
+        "{help}"
+    );
+    let help = ok(&["blob", "scrub", "--help"]);
+    assert!(
+        help.contains("re-hash") || help.contains("Re-hash"),
+        "{help}"
+    );
+    let mut c = super::cluster::TestCluster::start(&["phila-da"]).await;
+    c.node(0).stop().await;
+    let err = super::bin::fails(
+        2,
+        &["blob", "move", "--to", "s3", "--data", &data(&c.nodes[0])],
+    );
+    assert!(err.contains("no [blobs.s3] table"), "{err}");
+    let err = super::bin::fails(
+        2,
+        &["blob", "move", "--to", "tape", "--data", &data(&c.nodes[0])],
+    );
+    assert!(err.contains("files") && err.contains("s3"), "{err}");
+}
