@@ -46,9 +46,9 @@ pub enum BlobCommand {
     },
     /// Re-hash every file the node stores and report any that changed.
     ///
-    /// A replica's damaged file is removed and fetched again from its
-    /// origin; one of this office's own is marked damaged and no longer
-    /// served until the original is uploaded again (`record put --attach`
+    /// A replica's damaged file is fetched again from its origin; one of
+    /// this office's own is marked damaged and no longer served until the
+    /// original is uploaded again (`record put --attach`
     /// of the same file). Exits with status 1 if any file was damaged.
     /// The node also scrubs on its own, every `blobs.scrub_interval`.
     Scrub {

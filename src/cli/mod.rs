@@ -118,8 +118,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show this office, its peers and replication lag, the disk's free
-    /// space and whether writes are accepted (admin only).
+    /// Show this office, its peers and replication lag, where its files
+    /// are kept and any found damaged, the disk's free space and whether
+    /// writes are accepted (admin only).
     Status {
         #[command(flatten)]
         client: ClientOpts,

@@ -103,8 +103,16 @@ async fn a_changed_file_is_found_by_scrub_never_served_and_a_replica_fetched_aga
     assert_eq!(s.damaged_files.len(), 1, "{s:?}");
     assert_eq!(s.damaged_files[0].hash, info.hash);
     let shown = super::bin::casemesh(&["status", "--data", &data(&c.nodes[0])]);
-    let stderr = String::from_utf8_lossy(&shown.stderr);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&shown.stdout),
+        String::from_utf8_lossy(&shown.stderr),
+    );
+    assert!(shown.status.success(), "{stderr}");
+    assert!(stdout.contains("blob store:  files in "), "{stdout}");
     assert!(stderr.contains("failed its integrity check"), "{stderr}");
+    let shown = super::bin::json(&["status", "--data", &data(&c.nodes[0]), "--json"]);
+    let damaged = &shown["damaged_files"][0]["hash"];
+    assert_eq!(damaged, &hex::encode(&info.hash), "{shown}");
     let again = scrub_finds_damage(&c.nodes[0]);
     assert!(again.contains("still marked damaged"), "{again}");
     let logged = all_of_action(c.nodes[0].kit(), "Node.BlobDamaged").await;
@@ -378,6 +386,20 @@ async fn blob_move_without_a_bucket_is_refused_and_the_help_says_how() {
         &["blob", "move", "--to", "s3", "--data", &data(&c.nodes[0])],
     );
     assert!(err.contains("no [blobs.s3] table"), "{err}");
+    let err = super::bin::fails(
+        2,
+        &[
+            "blob",
+            "move",
+            "--to",
+            "files",
+            "--data",
+            &data(&c.nodes[0]),
+        ],
+    );
+    assert!(err.contains("naming the bucket to copy from"), "{err}");
+    let help = ok(&["status", "--help"]);
+    assert!(help.contains("where its files"), "{help}");
     let err = super::bin::fails(
         2,
         &["blob", "move", "--to", "tape", "--data", &data(&c.nodes[0])],
