@@ -508,12 +508,6 @@ pub struct SledChunks {
     pub chunk: u32,
 }
 
-impl SledChunks {
-    pub fn chunk_len(&self) -> u64 {
-        u64::from(self.chunk)
-    }
-}
-
 /// A whole blob this node holds: its size, and until when it is kept even
 /// with no record listing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

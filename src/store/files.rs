@@ -206,7 +206,7 @@ fn read_dir_if_any(dir: &Path) -> io::Result<Vec<PathBuf>> {
     }
     match fs::read_dir(dir) {
         Ok(entries) => entries.map(|e| e.map(|e| e.path())).collect(),
-        Err(e) if dir.parent().is_some() && e.kind() == io::ErrorKind::PermissionDenied => {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
             tracing::warn!(path = %dir.display(), "a directory in the blob store the node may not read; left alone");
             Ok(Vec::new())
         }

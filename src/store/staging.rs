@@ -66,10 +66,6 @@ impl Staging {
         Ok(Self { dir })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// A new, empty file for an upload; removed when dropped unfinished.
     pub fn upload(&self) -> io::Result<StagedFile> {
         let mut id = [0u8; 12];
@@ -179,10 +175,6 @@ impl StagedFile {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// The hash of the bytes written so far.

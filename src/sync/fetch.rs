@@ -339,8 +339,9 @@ async fn transfer(shared: &Shared, hash: BlobHash, fetch: &Fetch) -> Result<(), 
         // The bytes are written and hashed on a thread of their own while
         // the next pieces arrive.
         let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(WRITE_AHEAD);
+        let span = staged.len()..size;
         let writer = tokio::task::spawn_blocking(move || write_pieces(staged, rx));
-        let received = receive(ctx, blobs, limit, &hash, size, &mut stream, tx).await;
+        let received = receive(ctx, limit, &hash, span, &mut stream, tx).await;
         staged = writer
             .await
             .map_err(|e| Transfer(format!("the writer failed to run: {e}")))?
@@ -376,19 +377,18 @@ enum Received {
     NotWanted,
 }
 
-/// Receives pieces from `stream` until `size` bytes have come (checking
-/// each is where it belongs) and hands them to the writer.
+/// Receives the bytes `span` of the file from `stream` (checking each
+/// piece is where it belongs) and hands them to the writer.
 async fn receive(
     ctx: &SyncContext,
-    blobs: &BlobService,
     limit: &RateLimit,
     hash: &BlobHash,
-    size: u64,
+    span: std::ops::Range<u64>,
     stream: &mut tonic::Streaming<pb::BlobChunk>,
     to_writer: tokio::sync::mpsc::Sender<bytes::Bytes>,
 ) -> Result<Received, FetchError> {
     use FetchError::Transfer;
-    let mut at = blobs.received(hash);
+    let (mut at, size) = (span.start, span.end);
     let mut next_check = at + RECHECK_EVERY_BYTES;
     while at < size {
         let next = tokio::time::timeout(IDLE, stream.message())

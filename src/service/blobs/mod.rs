@@ -193,10 +193,6 @@ impl BlobService {
         &self.staging
     }
 
-    pub fn bytes(&self) -> &Arc<dyn BlobStore> {
-        &self.bytes
-    }
-
     /// Waits for every stream to end (they end on shutdown).
     pub async fn join_streams(&self) {
         let mut streams =
