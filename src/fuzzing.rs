@@ -540,6 +540,7 @@ fn sample_version(office: &OfficeId, attachments: Vec<Attachment>) -> RecordVers
 fn sample_log(ca: &OfficeCa) -> Result<(Vec<Vec<u8>>, SignedHead), String> {
     let mut prev = crate::domain::audit::GENESIS;
     let mut stored = Vec::new();
+    let mut tree = crate::domain::merkle::Frontier::default();
     for seq in 1..=2u64 {
         let draft = Draft {
             at_ms: 1_790_000_000_000 + seq,
@@ -555,12 +556,14 @@ fn sample_log(ca: &OfficeCa) -> Result<(Vec<Vec<u8>>, SignedHead), String> {
             e.salt = None;
         }
         prev = e.hash();
+        tree.push(crate::domain::merkle::leaf_hash(&prev));
         stored.push(e.encode());
     }
     let mut head = SignedHead {
         office: ca.office.to_string(),
         seq: 2,
         hash: prev,
+        root: Some(tree.root()),
         at_ms: 1_790_000_000_100,
         signature: Vec::new(),
     };
@@ -584,14 +587,11 @@ fn sample_bundle(
     let a = &v.record.attachments[0];
     w.add_file(&a.hash, a.size, &b"footage"[..])
         .map_err(failed)?;
-    let digests: Vec<u8> = entries
-        .iter()
-        .filter_map(|e| crate::domain::audit::Stored::split(e).ok())
-        .flat_map(|s| s.body_digest())
-        .collect();
-    w.add_audit_digests(head.seq, &digests[..])
+    // Entry 2's proof in a tree of two: the leaf of entry 1.
+    let first = crate::domain::audit::Stored::split(&entries[0]).map_err(|e| e.to_string())?;
+    let proof = [crate::domain::merkle::leaf_hash(&first.hash)];
+    w.add_audit_entry(head.seq, 2, &entries[1], &proof)
         .map_err(failed)?;
-    w.add_audit_entry(2, &entries[1]).map_err(failed)?;
     w.add_audit_head(head).map_err(failed)?;
     w.finish(&OfficeSigner::new(ca)).map_err(failed)
 }

@@ -4,14 +4,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::BlobHash;
 
-/// The value of `format` in a version 1 manifest.
-pub const FORMAT: &str = "casemesh-bundle-v1";
+/// The value of `format` in the manifest of bundles written now: the audit
+/// excerpt carries inclusion proofs (`audit/excerpt/<n>.bin`).
+pub const FORMAT: &str = "casemesh-bundle-v2";
+/// The first format: the audit excerpt is bound to the head by the digest
+/// of every entry of the log (`audit/digests.bin`). Still verified.
+pub const FORMAT_V1: &str = "casemesh-bundle-v1";
 /// The directory every member lies in.
 pub const ROOT: &str = "casemesh-bundle/";
 
 pub(super) const MANIFEST: &str = "manifest.json";
 pub(super) const MANIFEST_SIG: &str = "manifest.sig";
 pub(super) const DIGESTS: &str = "audit/digests.bin";
+pub(super) const EXCERPT_DIR: &str = "audit/excerpt/";
 pub(super) const HEAD: &str = "audit/head.bin";
 pub(super) const DIGEST_LEN: u64 = 32;
 /// Largest member the verifier reads into memory, one at a time: every
@@ -75,6 +80,11 @@ pub(super) fn file_path(hash: &BlobHash) -> String {
 
 pub(super) fn entry_path(seq: u64) -> String {
     format!("audit/entries/{seq}.bin")
+}
+
+/// Piece `n` (from 1) of the audit excerpt.
+pub(super) fn excerpt_path(n: u64) -> String {
+    format!("{EXCERPT_DIR}{n}.bin")
 }
 
 // ---------------------------------------------------------------------------

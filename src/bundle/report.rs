@@ -4,7 +4,6 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::layout::FORMAT;
 use crate::domain::audit::format_time;
 
 /// What [`verify`] found: what the bundle holds, item by item, and every
@@ -13,6 +12,7 @@ use crate::domain::audit::format_time;
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     /// From the manifest; empty when it could not be read.
+    pub format: String,
     pub collection: String,
     pub exported_by: String,
     pub exported_at_ms: Option<u64>,
@@ -298,7 +298,7 @@ impl fmt::Display for Report {
                 s.to_owned()
             }
         };
-        writeln!(f, "casemesh case bundle ({FORMAT})")?;
+        writeln!(f, "casemesh case bundle ({})", unknown(&self.format))?;
         writeln!(f, "  collection:  {}", unknown(&self.collection))?;
         writeln!(f, "  exported by: {}", unknown(&self.exported_by))?;
         match self.exported_at_ms {

@@ -10,6 +10,7 @@ use super::*;
 use crate::domain::audit::{
     Actor, Draft, Entry, GENESIS, Outcome, SignedHead, Stored, Target, format_time,
 };
+use crate::domain::merkle::{self, Frontier, Hash, Leaves};
 use crate::domain::{Attachment, BlobHash, OfficeId, RecordId, RecordVersion, UserName};
 use crate::identity::{Fingerprint, OfficeCa, OfficeSigner};
 
@@ -92,11 +93,63 @@ fn audit_log(ca: &OfficeCa, record: &RecordId) -> (Vec<Vec<u8>>, SignedHead) {
         office: ca.office.to_string(),
         seq: 3,
         hash: prev,
+        root: Some(leaves(&stored).root()),
         at_ms: 1_790_000_090_000,
         signature: Vec::new(),
     };
     head.signature = OfficeSigner::new(ca).sign_bytes(&head.canonical()).unwrap();
     (stored, head)
+}
+
+/// The log's tree over its stored entries.
+fn leaves(stored: &[Vec<u8>]) -> Frontier {
+    let mut tree = Frontier::default();
+    for e in stored {
+        tree.push(merkle::leaf_hash(&Stored::split(e).unwrap().hash));
+    }
+    tree
+}
+
+/// Entry `seq`'s inclusion proof in the tree of all of `stored`.
+fn proof(stored: &[Vec<u8>], seq: u64) -> Vec<Hash> {
+    let hashes = stored
+        .iter()
+        .map(|e| merkle::leaf_hash(&Stored::split(e).unwrap().hash))
+        .collect();
+    merkle::inclusion_proof(&Leaves(hashes), seq - 1, stored.len() as u64).unwrap()
+}
+
+/// The same head as a node signed it before the log kept a tree.
+fn without_root(head: &SignedHead, ca: &OfficeCa) -> SignedHead {
+    let mut old = SignedHead {
+        root: None,
+        ..head.clone()
+    };
+    old.signature = OfficeSigner::new(ca).sign_bytes(&old.canonical()).unwrap();
+    old
+}
+
+/// Adds the excerpt of `entries` (1 and 3 concern the case) and the head.
+fn add_excerpt(w: &mut BundleWriter<Vec<u8>>, entries: &[Vec<u8>], head: &SignedHead) {
+    for seq in [1, 3] {
+        let e = &entries[seq as usize - 1];
+        w.add_audit_entry(3, seq, e, &proof(entries, seq)).unwrap();
+    }
+    w.add_audit_head(head).unwrap();
+}
+
+/// Adds the excerpt as bundles of the first format held it: the digest of
+/// every entry, the entries that concern the case, and a head without a
+/// root.
+fn add_first_format_excerpt(w: &mut BundleWriter<Vec<u8>>, entries: &[Vec<u8>], head: &SignedHead) {
+    let digests: Vec<u8> = entries
+        .iter()
+        .flat_map(|e| Stored::split(e).unwrap().body_digest())
+        .collect();
+    w.append_bytes(DIGESTS, &digests).unwrap();
+    w.append_bytes(&entry_path(1), &entries[0]).unwrap();
+    w.append_bytes(&entry_path(3), &entries[2]).unwrap();
+    w.add_audit_head(head).unwrap();
 }
 
 struct Fixture {
@@ -124,6 +177,11 @@ impl Fixture {
 /// with a file), and a replica from camden-da whose file phila-da does
 /// not hold.
 fn fixture() -> Fixture {
+    fixture_in(FORMAT)
+}
+
+/// [`fixture`] in the given format.
+fn fixture_in(format: &str) -> Fixture {
     let (home, home_id) = office("phila-da");
     let (other, other_id) = office("camden-da");
     let record = RecordId::generate(&home_id, 1_790_000_000_000, [1; 10]);
@@ -152,12 +210,9 @@ fn fixture() -> Fixture {
             .unwrap(),
     ];
     let (entries, head) = audit_log(&home, &record);
-    let digests: Vec<u8> = entries
-        .iter()
-        .flat_map(|e| Stored::split(e).unwrap().body_digest())
-        .collect();
 
     let mut w = BundleWriter::new(Vec::new(), COLLECTION, &home_id, EXPORTED_AT);
+    w.manifest.format = format.into();
     w.add_office(&home_id, &home.cert_der).unwrap();
     w.add_office(&other_id, &other.cert_der).unwrap();
     for v in &signed {
@@ -165,10 +220,11 @@ fn fixture() -> Fixture {
     }
     w.add_file(&footage.hash, footage.size, FOOTAGE).unwrap();
     w.add_missing_file(&absent.hash);
-    w.add_audit_digests(3, &digests[..]).unwrap();
-    w.add_audit_entry(1, &entries[0]).unwrap();
-    w.add_audit_entry(3, &entries[2]).unwrap();
-    w.add_audit_head(&head).unwrap();
+    if format == FORMAT_V1 {
+        add_first_format_excerpt(&mut w, &entries, &without_root(&head, &home));
+    } else {
+        add_excerpt(&mut w, &entries, &head);
+    }
     let bundle = w.finish(&OfficeSigner::new(&home)).unwrap();
     Fixture {
         bundle,
@@ -373,15 +429,26 @@ fn a_self_consistent_bundle_from_an_unknown_office_is_not_verified() {
     assert!(!report.exporter_trusted);
 }
 
+/// The bytes of the excerpt's first piece.
+fn excerpt(bundle: &[u8]) -> Vec<u8> {
+    let all = members(bundle);
+    all.into_iter()
+        .find(|(p, _)| *p == excerpt_path(1))
+        .unwrap()
+        .1
+}
+
 #[test]
 fn entries_from_before_and_after_salting_both_verify_in_a_bundle() {
     let fx = fixture();
-    let all = members(&fx.bundle);
-    let version = |seq: u64| {
-        let (_, bytes) = all.iter().find(|(p, _)| *p == entry_path(seq)).unwrap();
-        Stored::split(bytes).unwrap().body[0]
-    };
-    assert_eq!((version(1), version(3)), (1, 2));
+    let piece = excerpt(&fx.bundle);
+    let (size, entries) = super::excerpt::read_piece(&piece).unwrap();
+    assert_eq!(size, 3);
+    let versions: Vec<(u64, u8)> = entries
+        .iter()
+        .map(|e| (e.seq, Stored::split(e.stored).unwrap().body[0]))
+        .collect();
+    assert_eq!(versions, [(1, 1), (3, 2)]);
     let report = check(&fx.bundle, &fx.trusted());
     assert!(report.is_verified(), "{report}");
     let checked: Vec<u64> = report
@@ -392,6 +459,48 @@ fn entries_from_before_and_after_salting_both_verify_in_a_bundle() {
         .map(|e| e.seq)
         .collect();
     assert_eq!(checked, [1, 3], "{report}");
+}
+
+/// A bundle exported before the log kept a tree (its excerpt bound by
+/// the digest of every entry, its head without a root) still verifies,
+/// and each kind of damage to its excerpt is still named.
+#[test]
+fn a_bundle_of_the_first_format_still_verifies_and_its_damage_is_named() {
+    let fx = fixture_in(FORMAT_V1);
+    let report = check(&fx.bundle, &fx.trusted());
+    assert!(report.is_verified(), "{report}");
+    assert_eq!(report.format, FORMAT_V1);
+    assert!(report.to_string().contains("(casemesh-bundle-v1)"));
+    let checked: Vec<u64> = report.audit.entries.iter().map(|e| e.seq).collect();
+    assert_eq!(checked, [1, 3], "{report}");
+    let held: Vec<String> = members(&fx.bundle).into_iter().map(|(p, _)| p).collect();
+    assert!(held.contains(&DIGESTS.to_owned()) && !held.contains(&excerpt_path(1)));
+
+    let cases: [(String, usize, &str); 4] = [
+        // A byte of the actor's kind, past the version byte and the salt.
+        (
+            entry_path(3),
+            116,
+            "audit entry 3 (audit/entries/3.bin): its contents differ",
+        ),
+        (
+            entry_path(3),
+            5,
+            "audit entry 3 (audit/entries/3.bin): the chain hash it holds of entry 2",
+        ),
+        (
+            entry_path(3),
+            40,
+            "audit entry 3 (audit/entries/3.bin): the chain hash stored with it",
+        ),
+        // Entry 2's digest: entry 2 is not in the bundle, so only the
+        // chain up to the signed head can tell.
+        (DIGESTS.into(), 32 + 5, DIGESTS),
+    ];
+    for (rel, at, needle) in cases {
+        let changed = repack(&fx.bundle, Some(&fx.home), |all| flip_member(all, &rel, at));
+        assert_names(&check(&changed, &[]), &format!("{rel} at {at}"), needle);
+    }
 }
 
 #[test]
@@ -422,8 +531,10 @@ fn members_have_fixed_metadata_and_the_manifest_lists_every_other_member() {
     assert_eq!(listed, held);
     assert_eq!(manifest.missing_files, [fx.missing.to_hex()]);
     assert!(held.contains(&file_path(&fx.file).as_str()));
-    assert!(held.contains(&"audit/entries/3.bin"));
-    assert!(!held.contains(&"audit/entries/2.bin"));
+    // The whole excerpt is one piece; no digest of every entry.
+    assert!(held.contains(&"audit/excerpt/1.bin"));
+    assert!(!held.contains(&"audit/excerpt/2.bin"));
+    assert!(!held.contains(&DIGESTS));
 }
 
 #[test]
@@ -435,8 +546,7 @@ fn a_flipped_byte_in_any_member_fails_verification_and_names_the_member() {
         file_path(&fx.file),
         office_path("phila-da"),
         office_path("camden-da"),
-        entry_path(3),
-        DIGESTS.into(),
+        excerpt_path(1),
         HEAD.into(),
         MANIFEST.into(),
         MANIFEST_SIG.into(),
@@ -479,6 +589,17 @@ fn a_change_under_a_re_signed_manifest_is_still_caught_by_the_item_itself() {
         .unwrap();
     let record_v1 = format!("record {} version 1", fx.record);
     let record_v2 = format!("record {} version 2", fx.record);
+    // Where entry 3's stored bytes and entry 1's proof lie in the piece:
+    // after the header (9 bytes), entry 1's sequence number (8) and length
+    // (4), its bytes, and its proof's length (1) and first node's tag (1).
+    let piece = excerpt(&fx.bundle);
+    let (_, entries) = super::excerpt::read_piece(&piece).unwrap();
+    let len1 = entries[0].stored.len();
+    let proof1 = 9 + 12 + len1 + 1 + 1;
+    let entry3 = 9 + 12 + len1 + 1 + 2 * 33 + 12;
+    let entry3_changed = "audit entry 3 (audit/excerpt/1.bin): its contents do not hash".to_owned();
+    let proof1_changed =
+        "audit entry 1 (audit/excerpt/1.bin): its proof does not lead to the tree root".to_owned();
     let cases: [(String, usize, &str); 11] = [
         (fx.canonical(1), 0, &record_v1),
         (fx.canonical(1), 60, &record_v1),
@@ -494,37 +615,29 @@ fn a_change_under_a_re_signed_manifest_is_still_caught_by_the_item_itself() {
             cert.len() - 3,
             "office camden-da (offices/camden-da.der): the certificate",
         ),
-        // A byte of the actor's kind, past the version byte and the salt.
-        (
-            entry_path(3),
-            116,
-            "audit entry 3 (audit/entries/3.bin): its contents differ",
-        ),
-        (
-            entry_path(3),
-            5,
-            "audit entry 3 (audit/entries/3.bin): the chain hash it holds of entry 2",
-        ),
-        (
-            entry_path(3),
-            40,
-            "audit entry 3 (audit/entries/3.bin): the chain hash stored with it",
-        ),
-        // Entry 2's digest: entry 2 is not in the bundle, so only the
-        // chain up to the signed head can tell.
-        (DIGESTS.into(), 32 + 5, DIGESTS),
+        // In the excerpt: a byte of entry 3's actor kind (past the
+        // version byte and the salt), of the chain hash it holds of entry
+        // 2, of its own chain hash, and of entry 1's proof.
+        (excerpt_path(1), entry3 + 116, &entry3_changed),
+        (excerpt_path(1), entry3 + 5, &entry3_changed),
+        (excerpt_path(1), entry3 + 40, &entry3_changed),
+        (excerpt_path(1), proof1 + 5, &proof1_changed),
         (HEAD.into(), 20, HEAD),
     ];
     for (rel, at, needle) in cases {
         let changed = repack(&fx.bundle, Some(&fx.home), |all| flip_member(all, &rel, at));
         let report = check(&changed, &[]);
         assert_names(&report, &format!("{rel} at {at}"), needle);
-        if rel == entry_path(3) {
+        if let Some(seq) = [(3, &entry3_changed), (1, &proof1_changed)]
+            .iter()
+            .find(|(_, n)| needle == n.as_str())
+            .map(|(seq, _)| *seq)
+        {
             let marked = report
                 .audit
                 .entries
                 .iter()
-                .any(|e| e.seq == 3 && !e.checks_out);
+                .any(|e| e.seq == seq && !e.checks_out);
             assert!(marked, "{report}");
         }
         assert!(
@@ -598,9 +711,9 @@ fn members_added_or_removed_without_the_manifest_fail() {
     });
     assert_names(&check(&added, &[]), "added", "records/extra/1.canonical");
 
-    let entry = entry_path(1);
-    let removed = repack(&fx.bundle, None, |all| all.retain(|(p, _)| *p != entry));
-    assert_names(&check(&removed, &[]), "removed entry", &entry);
+    let piece = excerpt_path(1);
+    let removed = repack(&fx.bundle, None, |all| all.retain(|(p, _)| *p != piece));
+    assert_names(&check(&removed, &[]), "removed excerpt", &piece);
 
     let sig = version_path(fx.record.as_str(), 1, "sig");
     let removed = repack(&fx.bundle, Some(&fx.home), |all| {
@@ -623,10 +736,6 @@ fn an_origin_no_longer_pinned_is_reported_but_a_certificate_dropped_silently_fai
         ))
         .unwrap();
     let (entries, head) = audit_log(&home, &record);
-    let digests: Vec<u8> = entries
-        .iter()
-        .flat_map(|e| Stored::split(e).unwrap().body_digest())
-        .collect();
     let build = |declare: bool| {
         let mut w = BundleWriter::new(Vec::new(), COLLECTION, &home_id, EXPORTED_AT);
         w.add_office(&home_id, &home.cert_der).unwrap();
@@ -634,8 +743,7 @@ fn an_origin_no_longer_pinned_is_reported_but_a_certificate_dropped_silently_fai
             w.add_missing_office(&gone_id);
         }
         w.add_version(&replica).unwrap();
-        w.add_audit_digests(3, &digests[..]).unwrap();
-        w.add_audit_head(&head).unwrap();
+        add_excerpt(&mut w, &entries, &head);
         w.finish(&OfficeSigner::new(&home)).unwrap()
     };
     let report = check(&build(true), &[home.fingerprint()]);
@@ -793,6 +901,7 @@ fn a_bundle_with_times_past_year_9999_verifies_and_prints() {
         office: home_id.to_string(),
         seq: 0,
         hash: GENESIS,
+        root: Some(merkle::empty_root()),
         at_ms: u64::MAX,
         signature: Vec::new(),
     };
@@ -1052,16 +1161,10 @@ fn a_bundle_with_long_member_names_verifies() {
         .sign(version(&record, 1, "long names", Vec::new()))
         .unwrap();
     let (entries, head) = audit_log(&home, &record);
-    let digests: Vec<u8> = entries
-        .iter()
-        .flat_map(|e| Stored::split(e).unwrap().body_digest())
-        .collect();
     let mut w = BundleWriter::new(Vec::new(), COLLECTION, &home_id, EXPORTED_AT);
     w.add_office(&home_id, &home.cert_der).unwrap();
     w.add_version(&signed).unwrap();
-    w.add_audit_digests(3, &digests[..]).unwrap();
-    w.add_audit_entry(1, &entries[0]).unwrap();
-    w.add_audit_head(&head).unwrap();
+    add_excerpt(&mut w, &entries, &head);
     let bundle = w.finish(&OfficeSigner::new(&home)).unwrap();
     let report = check(&bundle, &[home.fingerprint()]);
     assert!(report.is_verified(), "{report}");

@@ -5,10 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufReader, Read, Seek};
 
+use super::excerpt::read_piece;
 use super::index::{BundleError, Members};
 use super::layout::*;
 use super::report::*;
-use crate::domain::audit::{ChainWalk, Entry, SignedHead, Stored};
+use crate::domain::audit::{ChainWalk, Entry, SignedHead, Stored, chain_hash};
+use crate::domain::merkle;
 use crate::domain::{Attachment, BlobHash, OfficeId, SignedVersion};
 use crate::identity::{Fingerprint, OfficeVerifier};
 
@@ -107,12 +109,13 @@ impl<R: Read + Seek> Check<R> {
                 return None;
             }
         };
-        if manifest.format != FORMAT {
+        if manifest.format != FORMAT && manifest.format != FORMAT_V1 {
             self.fail(format!(
-                "{MANIFEST}: format is {:?}, not {FORMAT:?}",
+                "{MANIFEST}: format is {:?}, not {FORMAT:?} or {FORMAT_V1:?}",
                 manifest.format
             ));
         }
+        self.report.format = clipped(&manifest.format);
         self.report.collection = clipped(&manifest.collection);
         self.report.exported_by = clipped(&manifest.exported_by);
         self.report.exported_at_ms = Some(manifest.exported_at_ms);
@@ -475,20 +478,146 @@ impl<R: Read + Seek> Check<R> {
         }
     }
 
-    /// Checks the audit excerpt: the signed head, the digests chained up to
-    /// it, and every included entry against its place in the chain.
+    /// Checks the audit excerpt against the signed head: by the inclusion
+    /// proofs of `audit/excerpt/` in bundles of today's format, or by the
+    /// digests of the whole log in bundles of the first
+    /// ([`FORMAT_V1`], `audit/digests.bin`).
     fn audit(&mut self, exporter: Option<&str>) {
         let head = self.signed_head(exporter);
         let office = exporter
             .map(str::to_owned)
             .or_else(|| head.as_ref().map(|h| h.office.clone()))
             .unwrap_or_default();
-        let count = self.digest_count(head.as_ref());
-        let entries = self.included_entries();
         self.report.audit.office = clipped(&office);
         self.report.audit.head_seq = head.as_ref().map(|h| h.seq);
         self.report.audit.head_at_ms = head.as_ref().map(|h| h.at_ms);
-        let places = self.walk_chain(head.as_ref(), count, &entries);
+        let first_format = match self.report.format.as_str() {
+            FORMAT_V1 => true,
+            FORMAT => false,
+            // The manifest is unreadable: the members say which.
+            _ => self.members.get(DIGESTS).is_some(),
+        };
+        if first_format {
+            self.audit_by_digests(head.as_ref());
+        } else {
+            self.audit_by_proofs(head.as_ref());
+        }
+    }
+
+    /// Checks every entry of the excerpt by its inclusion proof against
+    /// the tree root in the signed head.
+    fn audit_by_proofs(&mut self, head: Option<&SignedHead>) {
+        let mut pieces = Vec::new();
+        for path in self.members.paths_under("audit/") {
+            if path == HEAD {
+                continue;
+            }
+            let n = path
+                .strip_prefix(EXCERPT_DIR)
+                .and_then(|s| s.strip_suffix(".bin"))
+                .and_then(|s| s.parse::<u64>().ok())
+                .filter(|n| excerpt_path(*n) == path);
+            match n {
+                Some(n) => pieces.push(n),
+                None => self.fail(format!("{path}: not a member a bundle can hold")),
+            }
+        }
+        pieces.sort_unstable();
+        if let Some(gap) = (1..).zip(&pieces).find(|(want, n)| *want != **n) {
+            self.fail(format!(
+                "{}: is missing (the excerpt's pieces are numbered from 1 without gaps)",
+                excerpt_path(gap.0)
+            ));
+        }
+        let tree = head.and_then(|h| match h.root {
+            Some(root) => Some((h.seq, root)),
+            None => {
+                self.fail(format!(
+                    "{HEAD}: carries no tree root, so the excerpt's proofs cannot be checked"
+                ));
+                None
+            }
+        });
+        let mut last = 0;
+        for n in pieces {
+            let path = excerpt_path(n);
+            let Some(bytes) = self.load(&path) else {
+                continue;
+            };
+            let (size, entries) = match read_piece(&bytes) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.fail(format!("{path}: cannot be read ({e})"));
+                    continue;
+                }
+            };
+            if let Some((seq, _)) = tree.filter(|(seq, _)| *seq != size) {
+                self.fail(format!(
+                    "{path}: holds proofs for a log of {size} entries, but {HEAD} is signed at entry {seq}"
+                ));
+            }
+            for e in entries {
+                let item = format!("audit entry {} ({path})", e.seq);
+                let failures_before = self.report.failures.len();
+                if e.seq <= last {
+                    self.fail(format!(
+                        "{item}: comes after entry {last} (entries must be in ascending order, each once)"
+                    ));
+                    continue;
+                }
+                last = e.seq;
+                self.proven(&item, e.seq, e.stored, &e.proof, tree);
+                self.describe_entry(&item, e.seq, e.stored, failures_before);
+            }
+        }
+    }
+
+    /// Checks one entry's proof: its chain hash, recomputed from its bytes,
+    /// is leaf `seq - 1` of the tree the head signed.
+    fn proven(
+        &mut self,
+        item: &str,
+        seq: u64,
+        bytes: &[u8],
+        proof: &[merkle::Hash],
+        tree: Option<(u64, merkle::Hash)>,
+    ) {
+        let stored = match Stored::split(bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                self.fail(format!("{item}: cannot be read ({e})"));
+                return;
+            }
+        };
+        let hash = chain_hash(&stored.prev, seq, &stored.body_digest());
+        if hash != stored.hash {
+            self.fail(format!(
+                "{item}: its contents do not hash to the chain hash stored with it (the entry was changed)"
+            ));
+            return;
+        }
+        let Some((size, root)) = tree else {
+            return;
+        };
+        if seq == 0 || seq > size {
+            self.fail(format!(
+                "{item}: lies beyond the log the signed head covers (entry {size})"
+            ));
+        } else if !merkle::verify_inclusion(&merkle::leaf_hash(&hash), seq - 1, size, proof, &root)
+        {
+            self.fail(format!(
+                "{item}: its proof does not lead to the tree root in {HEAD} (the entry, its proof or the head was changed)"
+            ));
+        }
+    }
+
+    /// Checks the excerpt of a bundle of the first format: the signed head,
+    /// the digests chained up to it, and every included entry against its
+    /// place in the chain.
+    fn audit_by_digests(&mut self, head: Option<&SignedHead>) {
+        let count = self.digest_count(head);
+        let entries = self.included_entries();
+        let places = self.walk_chain(head, count, &entries);
         for (seq, path) in entries {
             if let Some(bytes) = self.load(&path) {
                 self.entry(seq, &bytes, places.get(&seq));
@@ -686,6 +815,12 @@ impl<R: Read + Seek> Check<R> {
                 }
             }
         }
+        self.describe_entry(&item, seq, bytes, failures_before);
+    }
+
+    /// Adds an included entry to the report, marked as checking out when
+    /// no failure was found since `failures_before`.
+    fn describe_entry(&mut self, item: &str, seq: u64, bytes: &[u8], failures_before: usize) {
         match Entry::decode(bytes) {
             Ok(e) => {
                 if e.seq != seq {

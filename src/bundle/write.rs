@@ -3,9 +3,11 @@
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
 
+use super::excerpt::{PIECE_BYTES, PieceWriter};
 use super::hashing::Hashing;
 use super::layout::*;
 use crate::domain::audit::SignedHead;
+use crate::domain::merkle::Hash;
 use crate::domain::{BlobHash, OfficeId, SignedVersion};
 use crate::identity::{IdentityError, OfficeSigner};
 
@@ -27,13 +29,17 @@ pub enum WriteError {
 }
 
 /// Writes a bundle member by member; [`BundleWriter::finish`] adds the
-/// signed manifest last. Nothing is held in memory but the manifest.
+/// signed manifest last. Nothing is held in memory but the manifest and
+/// one piece of the audit excerpt (about 1 MiB).
 pub struct BundleWriter<W: Write> {
     tar: tar::Builder<W>,
-    manifest: Manifest,
+    pub(super) manifest: Manifest,
     /// Export time in seconds: every member's modification time.
     mtime: u64,
     paths: BTreeSet<String>,
+    /// The audit excerpt's piece being filled, and how many were written.
+    piece: Option<PieceWriter>,
+    pieces: u64,
 }
 
 impl<W: Write> BundleWriter<W> {
@@ -58,6 +64,8 @@ impl<W: Write> BundleWriter<W> {
             mtime: manifest.exported_at_ms / 1000,
             manifest,
             paths: BTreeSet::new(),
+            piece: None,
+            pieces: 0,
         }
     }
 
@@ -112,37 +120,38 @@ impl<W: Write> BundleWriter<W> {
         self.manifest.missing_files.push(hash.to_hex());
     }
 
-    /// The body digests of audit entries `1..=entries`, 32 bytes each, in
-    /// order, streamed from `digests`.
-    pub fn add_audit_digests(
+    /// One audit entry, as stored, with its inclusion proof in the tree of
+    /// `tree_size` entries (the signed head's); entries in ascending order.
+    pub fn add_audit_entry(
         &mut self,
-        entries: u64,
-        digests: impl Read,
+        tree_size: u64,
+        seq: u64,
+        stored: &[u8],
+        proof: &[Hash],
     ) -> Result<(), WriteError> {
-        let size = entries
-            .checked_mul(DIGEST_LEN)
-            .ok_or(WriteError::TooManyEntries(entries))?;
-        let mut reader = Hashing::new(digests.take(size), false);
-        self.append(DIGESTS, size, &mut reader)?;
-        if reader.count != size {
-            return Err(WriteError::Io(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "{} bytes of audit digests were given for {entries} entries",
-                    reader.count
-                ),
-            )));
+        let piece = self
+            .piece
+            .get_or_insert_with(|| PieceWriter::new(tree_size));
+        piece.push(seq, stored, proof);
+        if piece.len() >= PIECE_BYTES {
+            self.end_piece()?;
         }
         Ok(())
     }
 
-    /// One audit entry, as stored.
-    pub fn add_audit_entry(&mut self, seq: u64, stored: &[u8]) -> Result<(), WriteError> {
-        self.append_bytes(&entry_path(seq), stored)
+    fn end_piece(&mut self) -> Result<(), WriteError> {
+        match self.piece.take() {
+            Some(piece) if !piece.is_empty() => {
+                self.pieces += 1;
+                self.append_bytes(&excerpt_path(self.pieces), &piece.finish())
+            }
+            _ => Ok(()),
+        }
     }
 
-    /// The signed head the digests lead to.
+    /// The signed head the excerpt's proofs lead to; ends the excerpt.
     pub fn add_audit_head(&mut self, head: &SignedHead) -> Result<(), WriteError> {
+        self.end_piece()?;
         self.append_bytes(HEAD, &head.encode())
     }
 

@@ -215,6 +215,7 @@ pub async fn run(c: AuditCommand) -> Result<()> {
                     "heads_checked": r.heads_checked,
                     "current": r.current.as_ref().map(json::signed_head),
                     "conflict": json::text(&r.conflict),
+                    "proof_bytes": r.proof_bytes,
                 }));
             } else if r.agreed {
                 let now = r
@@ -228,8 +229,8 @@ pub async fn run(c: AuditCommand) -> Result<()> {
                     })
                     .unwrap_or_default();
                 println!(
-                    "{peer}'s log agrees with the {} heads this node witnessed{now}",
-                    r.heads_checked
+                    "{peer}'s log agrees with the {} heads this node witnessed{now} ({} bytes of proof)",
+                    r.heads_checked, r.proof_bytes
                 );
             } else {
                 println!("CONFLICT with {peer}'s audit log: {}", r.conflict);

@@ -187,6 +187,7 @@ pub fn signed_head(h: &pb::SignedAuditHead) -> Value {
         "office": h.office,
         "seq": h.seq,
         "hash": hex::encode(&h.hash),
+        "root": (!h.root.is_empty()).then(|| hex::encode(&h.root)),
         "signed_at": time(h.at_ms),
     })
 }
@@ -212,6 +213,7 @@ pub fn bundle_report(r: &crate::bundle::Report) -> Value {
     json!({
         "verified": r.is_verified(),
         "verdict": word(serde_json::to_value(r.verdict())),
+        "format": text(&r.format),
         "collection": text(&r.collection),
         "exported_by": text(&r.exported_by),
         "exported_at": r.exported_at_ms.map_or(Value::Null, time),

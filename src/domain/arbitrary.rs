@@ -132,13 +132,15 @@ pub fn signed_head() -> impl Strategy<Value = SignedHead> {
         text(),
         any::<u64>(),
         any::<[u8; 32]>(),
+        proptest::option::of(any::<[u8; 32]>()),
         any::<u64>(),
         bytes(80),
     )
-        .prop_map(|(office, seq, hash, at_ms, signature)| SignedHead {
+        .prop_map(|(office, seq, hash, root, at_ms, signature)| SignedHead {
             office,
             seq,
             hash,
+            root,
             at_ms,
             signature,
         })

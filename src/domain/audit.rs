@@ -19,7 +19,12 @@
 //! walk and re-encode to the very bytes that were hashed.
 //!
 //! A signed head is the office's ECDSA signature over
-//! `"casemesh.audit.head.v1\0" ‖ office ‖ seq ‖ hash ‖ at_ms`.
+//! `"casemesh.audit.treehead.v1\0" ‖ office ‖ seq ‖ hash ‖ root ‖ at_ms`,
+//! where `root` is the RFC 9162 Merkle tree hash of the chain hashes of
+//! entries `1..=seq` ([`super::merkle`]). Heads signed before the tree
+//! existed carry no root and were signed over
+//! `"casemesh.audit.head.v1\0" ‖ office ‖ seq ‖ hash ‖ at_ms`; they still
+//! verify.
 
 use super::codec::{DecodeError, Reader, Writer};
 
@@ -28,8 +33,9 @@ pub const GENESIS: [u8; 32] = [0; 32];
 
 const CHAIN_TAG: &[u8] = b"casemesh.audit.chain.v1\0";
 const HEAD_TAG: &[u8] = b"casemesh.audit.head.v1\0";
+const TREE_HEAD_TAG: &[u8] = b"casemesh.audit.treehead.v1\0";
 const V1: u8 = 1;
-/// Entry bodies with a salt (signed heads are still version 1).
+/// Entry bodies with a salt; signed heads with a tree root.
 const V2: u8 = 2;
 
 /// Random bytes in a version 2 entry body.
@@ -404,49 +410,73 @@ pub fn chain_hash(prev: &[u8; 32], seq: u64, body_digest: &[u8; 32]) -> [u8; 32]
     *h.finalize().as_bytes()
 }
 
-/// An office's signed statement: "my log has `seq` entries ending in `hash`".
+/// An office's signed statement: "my log has `seq` entries ending in
+/// `hash`, and its Merkle tree over them has `root`" — a signed tree head
+/// in RFC 9162's sense, with the chain hash beside the root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedHead {
     pub office: String,
+    /// The tree size: how many entries the log had.
     pub seq: u64,
     pub hash: [u8; 32],
+    /// The Merkle tree hash over entries `1..=seq`; `None` in heads signed
+    /// before the log kept a tree.
+    pub root: Option<[u8; 32]>,
     pub at_ms: u64,
     /// ECDSA P-256/SHA-256 (DER) by the office key over [`Self::canonical`].
     pub signature: Vec<u8>,
 }
 
 impl SignedHead {
+    /// The bytes the office signs.
     pub fn canonical(&self) -> Vec<u8> {
         let mut w = Writer::default();
-        w.raw(HEAD_TAG)
-            .str(&self.office)
-            .u64(self.seq)
-            .raw(&self.hash)
-            .u64(self.at_ms);
+        match &self.root {
+            Some(root) => w
+                .raw(TREE_HEAD_TAG)
+                .str(&self.office)
+                .u64(self.seq)
+                .raw(&self.hash)
+                .raw(root)
+                .u64(self.at_ms),
+            None => w
+                .raw(HEAD_TAG)
+                .str(&self.office)
+                .u64(self.seq)
+                .raw(&self.hash)
+                .u64(self.at_ms),
+        };
         w.finish()
     }
 
+    /// Version 2 with a root, version 1 (the first layout) without.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
-        w.u8(V1)
+        w.u8(if self.root.is_some() { V2 } else { V1 })
             .str(&self.office)
             .u64(self.seq)
-            .raw(&self.hash)
-            .u64(self.at_ms)
-            .bytes(&self.signature);
+            .raw(&self.hash);
+        if let Some(root) = &self.root {
+            w.raw(root);
+        }
+        w.u64(self.at_ms).bytes(&self.signature);
         w.finish()
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let v = r.u8()?;
-        if v != V1 {
+        if v != V1 && v != V2 {
             return Err(DecodeError::UnknownVersion(vec![v]));
         }
         let office = r.str("office")?.to_owned();
         let seq = r.u64()?;
-        let mut hash = [0u8; 32];
-        hash.copy_from_slice(r.raw(32)?);
+        let hash = r.array::<32>()?;
+        let root = if v == V2 {
+            Some(r.array::<32>()?)
+        } else {
+            None
+        };
         let at_ms = r.u64()?;
         let signature = r.bytes()?.to_vec();
         r.finish()?;
@@ -454,6 +484,7 @@ impl SignedHead {
             office,
             seq,
             hash,
+            root,
             at_ms,
             signature,
         })

@@ -97,6 +97,13 @@ impl<'a> Reader<'a> {
         Ok(self.raw(1)?[0])
     }
 
+    /// `N` raw bytes, as an array.
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.raw(N)?);
+        Ok(out)
+    }
+
     pub fn u32(&mut self) -> Result<u32, DecodeError> {
         let mut b = [0u8; 4];
         b.copy_from_slice(self.raw(4)?);

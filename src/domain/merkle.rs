@@ -308,34 +308,37 @@ pub fn verify_consistency(
     s_n == 0 && fr == *old_root && sr == *new_root
 }
 
+/// Perfect subtrees computed from a list of leaf hashes: a stand-in for a
+/// store in tests.
+#[cfg(test)]
+pub(crate) struct Leaves(pub Vec<Hash>);
+
+#[cfg(test)]
+impl NodeSource for Leaves {
+    type Error = std::convert::Infallible;
+    fn node(&self, level: u32, index: u64) -> Result<Hash, Self::Error> {
+        let start = (index << level) as usize;
+        Ok(naive_root(&self.0[start..start + (1 << level)]))
+    }
+}
+
+/// `MTH` as RFC 9162 defines it, recursively.
+#[cfg(test)]
+pub(crate) fn naive_root(leaves: &[Hash]) -> Hash {
+    match leaves.len() {
+        0 => empty_root(),
+        1 => leaves[0],
+        n => {
+            let k = split(n as u64) as usize;
+            node_hash(&naive_root(&leaves[..k]), &naive_root(&leaves[k..]))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    /// Perfect subtrees computed from a list of leaf hashes (the test's
-    /// stand-in for a store).
-    struct Leaves(Vec<Hash>);
-
-    impl NodeSource for Leaves {
-        type Error = std::convert::Infallible;
-        fn node(&self, level: u32, index: u64) -> Result<Hash, Self::Error> {
-            let start = (index << level) as usize;
-            Ok(naive_root(&self.0[start..start + (1 << level)]))
-        }
-    }
-
-    /// `MTH` as RFC 9162 defines it, recursively.
-    fn naive_root(leaves: &[Hash]) -> Hash {
-        match leaves.len() {
-            0 => empty_root(),
-            1 => leaves[0],
-            n => {
-                let k = split(n as u64) as usize;
-                node_hash(&naive_root(&leaves[..k]), &naive_root(&leaves[k..]))
-            }
-        }
-    }
 
     fn tree(n: usize) -> (Vec<Hash>, Frontier) {
         let mut f = Frontier::default();
@@ -465,6 +468,75 @@ mod tests {
             }
             if old < new as u64 {
                 prop_assert!(!verify_consistency(old, new as u64, &old_root, &old_root, &proof));
+            }
+        }
+    }
+
+    /// The same leaves in `ct-merkle`, an independent RFC 6962/9162
+    /// implementation: every root, inclusion proof and consistency proof
+    /// casemesh makes is byte for byte the one it makes, and each side's
+    /// verifier accepts the other's proofs.
+    #[test]
+    fn roots_and_proofs_match_an_independent_implementation() {
+        use ct_merkle::mem_backed_tree::MemoryBackedTree;
+        use ct_merkle::{ConsistencyProof, InclusionProof, RootHash};
+        use sha2::Sha256;
+
+        let data = |i: u64| i.to_be_bytes().to_vec();
+        let mut theirs = MemoryBackedTree::<Sha256, Vec<u8>>::new();
+        let mut ours = Frontier::default();
+        let mut leaves = Vec::new();
+        let mut roots = vec![empty_root()];
+        let sizes: Vec<u64> = (1..=70)
+            .chain([127, 128, 129, 255, 256, 257, 1000])
+            .collect();
+        for size in 1..=1000u64 {
+            theirs.push(data(size - 1));
+            leaves.push(leaf_hash(&data(size - 1)));
+            ours.push(leaf_hash(&data(size - 1)));
+            roots.push(ours.root());
+            assert_eq!(
+                theirs.root().as_bytes().as_slice(),
+                ours.root(),
+                "size {size}"
+            );
+            if !sizes.contains(&size) {
+                continue;
+            }
+            let nodes = Leaves(leaves.clone());
+            let their_root = theirs.root();
+            for index in 0..size {
+                let proof = inclusion_proof(&nodes, index, size).unwrap();
+                let theirs_proof = theirs.prove_inclusion(index as usize);
+                assert_eq!(theirs_proof.as_bytes(), proof.concat(), "{index} in {size}");
+                assert!(verify_inclusion(
+                    &leaves[index as usize],
+                    index,
+                    size,
+                    &proof,
+                    &roots[size as usize]
+                ));
+                their_root
+                    .verify_inclusion(
+                        &data(index),
+                        index,
+                        &InclusionProof::from_bytes(proof.concat()),
+                    )
+                    .unwrap();
+            }
+            for old in 1..=size {
+                let proof = consistency_proof(&nodes, old, size).unwrap();
+                let theirs_proof = theirs.prove_consistency((size - old) as usize);
+                assert_eq!(theirs_proof.as_bytes(), proof.concat(), "{old} to {size}");
+                let (old_root, new_root) = (roots[old as usize], roots[size as usize]);
+                assert!(verify_consistency(old, size, &old_root, &new_root, &proof));
+                let old_root = RootHash::<Sha256>::new(old_root.into(), old);
+                their_root
+                    .verify_consistency(
+                        &old_root,
+                        &ConsistencyProof::try_from_bytes(proof.concat()).unwrap(),
+                    )
+                    .unwrap();
             }
         }
     }

@@ -237,6 +237,7 @@ impl Admin for AdminApi {
             heads_checked: report.heads_checked,
             current: report.current.as_ref().map(convert::signed_head),
             conflict: report.conflict.unwrap_or_default(),
+            proof_bytes: report.proof_bytes,
         }))
     }
 

@@ -105,7 +105,8 @@ impl Replication for ReplicationApi {
             detail: "audit log proof".into(),
             ..Target::default()
         });
-        // Each proof walks the whole log: one per interval per peer.
+        // A digest answer walks the whole log: one proof per interval per
+        // peer.
         let slot = self
             .ctx
             .guards
@@ -118,6 +119,7 @@ impl Replication for ReplicationApi {
         let (tx, rx) = mpsc::channel(4);
         self.ctx.spawn_feed(crate::sync::witness::prove(
             self.ctx.audit.clone(),
+            req.into_inner(),
             tx,
             self.ctx.shutdown.clone(),
             slot,

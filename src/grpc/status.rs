@@ -95,7 +95,7 @@ impl From<crate::sync::StreamError> for Status {
             E::NotAPeer => Status::permission_denied(msg),
             E::AheadOfFeed { .. } => Status::failed_precondition(msg),
             E::RequeueTooSoon { .. } => Status::resource_exhausted(msg),
-            E::AckBeyondSent { .. } => Status::invalid_argument(msg),
+            E::AckBeyondSent { .. } | E::BadProofRange(_) => Status::invalid_argument(msg),
             E::Replaced => Status::aborted(msg),
             // The log a peer witnesses is not whole: its own data is lost.
             E::EmptyLog | E::MissingEntry(_) => Status::data_loss(msg),

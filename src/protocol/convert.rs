@@ -217,6 +217,10 @@ pub fn signed_head(h: &crate::domain::audit::SignedHead) -> pb::SignedAuditHead 
         hash: bytes::Bytes::copy_from_slice(&h.hash),
         at_ms: h.at_ms,
         signature: bytes::Bytes::copy_from_slice(&h.signature),
+        root: h
+            .root
+            .map(|r| bytes::Bytes::copy_from_slice(&r))
+            .unwrap_or_default(),
     }
 }
 
@@ -228,10 +232,20 @@ pub fn signed_head_from_pb(
         .as_ref()
         .try_into()
         .map_err(|_| bad("an audit head hash must be 32 bytes"))?;
+    let root = match h.root.len() {
+        0 => None,
+        _ => Some(
+            h.root
+                .as_ref()
+                .try_into()
+                .map_err(|_| bad("an audit head's tree root must be 32 bytes or empty"))?,
+        ),
+    };
     Ok(crate::domain::audit::SignedHead {
         office: h.office.clone(),
         seq: h.seq,
         hash,
+        root,
         at_ms: h.at_ms,
         signature: h.signature.to_vec(),
     })

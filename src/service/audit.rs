@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::domain::audit::{
     Actor, ChainWalk, Draft, Entry, Fault, Outcome, SignedHead, Stored, Target, format_time,
 };
+use crate::domain::merkle::{self, Frontier};
 use crate::domain::now_ms;
 use crate::error::{Error, Result};
 use crate::identity::{OfficeCa, OfficeSigner, OfficeVerifier};
@@ -135,6 +136,12 @@ impl AuditQuery {
 /// An entry and its chain hash.
 pub type Hashed = (Entry, [u8; 32]);
 
+/// The proofs [`AuditLog::range_proof`] makes, RFC 9162 node hashes each.
+pub struct RangeProof {
+    pub consistency: Vec<[u8; 32]>,
+    pub inclusion: Vec<[u8; 32]>,
+}
+
 /// What [`AuditLog::verify`] found.
 #[derive(Debug, Clone)]
 pub struct VerifyReport {
@@ -152,6 +159,8 @@ pub struct WitnessReport {
     pub current: Option<SignedHead>,
     /// The first disagreement, if any.
     pub conflict: Option<String>,
+    /// Bytes of proof the peer sent.
+    pub proof_bytes: u64,
 }
 
 /// The node's audit log.
@@ -159,11 +168,18 @@ pub struct AuditLog {
     office: String,
     store: Arc<Store>,
     ca: Arc<OfficeCa>,
+    /// Held while a head is signed (and the tree extended for it).
+    signing: tokio::sync::Mutex<()>,
 }
 
 impl AuditLog {
     pub fn new(office: String, store: Arc<Store>, ca: Arc<OfficeCa>) -> Self {
-        Self { office, store, ca }
+        Self {
+            office,
+            store,
+            ca,
+            signing: tokio::sync::Mutex::new(()),
+        }
     }
 
     pub fn office(&self) -> &str {
@@ -261,6 +277,10 @@ impl AuditLog {
         // Heads are read alongside the entries, never all at once.
         let mut heads = self.store.signed_heads_raw().peekable();
         let mut walk = ChainWalk::default();
+        // The Merkle tree over the entries walked, to check each signed
+        // root and the tree the node keeps.
+        let mut tree = Frontier::default();
+        let tree_size = self.store.audit_tree_size()?;
         let mut report = VerifyReport {
             entries: 0,
             signed_heads: 0,
@@ -279,6 +299,16 @@ impl AuditLog {
                 if let Err(f) = walk.step_stored(seq, &bytes) {
                     return fail(report, f);
                 }
+                tree.push(merkle::leaf_hash(&walk.hash));
+                if seq == tree_size && self.store.audit_tree_root(seq)? != tree.root() {
+                    return fail(
+                        report,
+                        Fault {
+                            seq,
+                            reason: "the log's Merkle tree up to here does not match its entries (tree nodes were changed)".into(),
+                        },
+                    );
+                }
                 report.entries += 1;
                 while let Some(Ok((hseq, _))) = heads
                     .peek()
@@ -288,7 +318,7 @@ impl AuditLog {
                     let Some((_, raw)) = heads.next().transpose()? else {
                         break;
                     };
-                    if let Err(f) = check_head(&verifier, hseq, &raw, &walk) {
+                    if let Err(f) = check_head(&verifier, hseq, &raw, &walk, &tree) {
                         return fail(report, f);
                     }
                     report.signed_heads += 1;
@@ -327,18 +357,25 @@ impl AuditLog {
     }
 
     /// Signs the current head if it changed since the last signed one, or
-    /// if `always`; returns the newest signed head.
+    /// if `always`; returns the newest signed head. The log's Merkle tree is
+    /// first brought up to the head, and the head carries its root.
     pub async fn sign_head(&self, always: bool) -> Result<Option<SignedHead>> {
+        // One signer at a time: the tree is extended by one writer.
+        let _signing = self.signing.lock().await;
         let head = self.store.audit_head()?;
         let last = self.store.latest_signed_head()?;
-        if head.seq == 0 || (!always && last.as_ref().is_some_and(|l| l.seq == head.seq)) {
+        let unchanged = last
+            .as_ref()
+            .is_some_and(|l| l.seq == head.seq && l.root.is_some());
+        if head.seq == 0 || (!always && unchanged) {
             return Ok(last);
         }
-        self.extend_tree().await;
+        let root = self.extend_tree(head.seq).await?;
         let mut signed = SignedHead {
             office: self.office.clone(),
             seq: head.seq,
             hash: head.hash,
+            root: Some(root),
             at_ms: now_ms(),
             signature: Vec::new(),
         };
@@ -348,18 +385,28 @@ impl AuditLog {
         Ok(Some(signed))
     }
 
-    /// Brings the log's Merkle tree up to its head (made durable with the
-    /// signed head). The tree is not signed yet, so a failure here is
-    /// logged and does not stop the signing.
-    async fn extend_tree(&self) {
+    /// Brings the log's Merkle tree up to entry `seq` (made durable with
+    /// the signed head); returns its root there.
+    async fn extend_tree(&self, seq: u64) -> Result<[u8; 32]> {
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.extend_audit_tree(u64::MAX)).await {
-            Ok(Ok((size, root))) => {
-                tracing::debug!(size, root = %hex::encode(root), "audit tree extended");
-            }
-            Ok(Err(e)) => tracing::error!(error = %e, "extending the audit tree failed"),
-            Err(e) => tracing::error!(error = %e, "extending the audit tree failed to run"),
-        }
+        let root = tokio::task::spawn_blocking(move || {
+            store.extend_audit_tree(seq)?;
+            store.audit_tree_root(seq)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("extending the audit tree stopped: {e}")))??;
+        Ok(root)
+    }
+
+    /// The proofs that the log of `old` entries is a prefix of the log of
+    /// `new` (RFC 9162 consistency) and that entry `old` is in the tree of
+    /// `new` (inclusion of leaf `old - 1`). Both sizes within the signed
+    /// tree.
+    pub fn range_proof(&self, old: u64, new: u64) -> Result<RangeProof> {
+        Ok(RangeProof {
+            consistency: self.store.audit_consistency_proof(old, new)?,
+            inclusion: self.store.audit_inclusion_proof(old, new)?,
+        })
     }
 
     /// Keeps a head a peer sent, after checking its signature; returns a
@@ -388,8 +435,12 @@ impl AuditLog {
             None => self.store.put_witnessed(peer, h)?,
             Some(l) if h.seq > l.seq => {
                 self.store.put_witnessed(peer, h)?;
-                // One head per interval is kept, the newest of each.
-                if l.at_ms / WITNESS_KEEP_EVERY_MS == h.at_ms / WITNESS_KEEP_EVERY_MS {
+                // One head per interval is kept, the newest of each; the
+                // head the last check proved stays, as the next check
+                // starts from it.
+                let same_interval =
+                    l.at_ms / WITNESS_KEEP_EVERY_MS == h.at_ms / WITNESS_KEEP_EVERY_MS;
+                if same_interval && self.store.witness_proven(peer)? != l.seq {
                     self.store.forget_witnessed(peer, l.seq)?;
                 }
             }
@@ -426,12 +477,13 @@ fn bad_entry(seq: u64, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Checks one signed head against the chain walked up to it.
+/// Checks one signed head against the chain, and the tree, walked up to it.
 fn check_head(
     verifier: &OfficeVerifier,
     seq: u64,
     raw: &[u8],
     walk: &ChainWalk,
+    tree: &Frontier,
 ) -> std::result::Result<(), Fault> {
     let fault = |reason: String| Fault { seq, reason };
     let h = SignedHead::decode(raw)
@@ -450,7 +502,8 @@ fn check_head(
                 "the head signed at {when} does not carry a valid office signature"
             ))
         })?;
-    if walk.seq == seq && walk.hash != h.hash {
+    let rewritten = walk.hash != h.hash || h.root.is_some_and(|r| r != tree.root());
+    if walk.seq == seq && rewritten {
         return Err(fault(format!(
             "the log up to here is not the log the office signed at {when}: entries up to {seq} were rewritten"
         )));
@@ -526,6 +579,7 @@ impl<'a> WitnessCheck<'a> {
             heads_checked: self.next as u64,
             current: Some(current),
             conflict,
+            proof_bytes: 0,
         }
     }
 }

@@ -5,15 +5,14 @@
 //! of any origin (replicas included), the files they attach that this node
 //! holds, the CA certificate of this office and of every origin it still
 //! pins, and this office's audit entries that concern the collection or its
-//! records, bound to a signed head by the body digests of every entry up to
-//! it.
+//! records, each bound by its inclusion proof to the tree root in a signed
+//! head.
 //!
 //! [`Exporter::start`] is the use case behind `Admin.Export`: it logs the
 //! export, signs the audit head, builds the bundle on a blocking thread into
 //! pieces the caller streams, and logs how it ended (`export.finished`).
-//! [`export`] itself is synchronous and streaming: files and the audit
-//! digests are copied through, never held whole, and nothing is written to
-//! the store.
+//! [`export`] itself is synchronous and streaming: files are copied
+//! through, never held whole, and nothing is written to the store.
 
 use std::collections::{BTreeSet, HashSet};
 use std::io::{self, Read, Write};
@@ -24,8 +23,9 @@ use tokio::sync::mpsc;
 
 use crate::bundle::{BundleWriter, WriteError};
 use crate::domain::audit::{
-    ChainWalk, Draft, Entry, Outcome, SignedHead, Stored, Target, format_time,
+    Draft, Entry, Outcome, SignedHead, Stored, Target, chain_hash, format_time,
 };
+use crate::domain::merkle;
 use crate::domain::{BlobHash, Limits, OfficeId, now_ms};
 use crate::error::{Error, Result};
 use crate::identity::{OfficeCa, OfficeSigner, OfficeVerifier};
@@ -330,8 +330,10 @@ fn add_files<W: Write>(
     Ok(())
 }
 
-/// Every digest up to the head, then the entries that concern the
-/// collection or its records, then the head.
+/// The entries that concern the collection or its records, each with its
+/// inclusion proof in the tree the head signed, then the head. Each proof
+/// is checked before it is written, so a damaged entry or tree node fails
+/// the export instead of making a bundle that fails verification.
 fn add_audit_excerpt<W: Write>(
     store: &Store,
     collection: &str,
@@ -340,39 +342,94 @@ fn add_audit_excerpt<W: Write>(
     w: &mut BundleWriter<W>,
     summary: &mut ExportSummary,
 ) -> Result<()> {
-    let names: HashSet<&str> = ids.iter().map(|id| id.as_str()).collect();
-    let mut scan = AuditScan::new(store, head.seq, |e: &Entry| {
-        e.target.collection == collection
-            || e.target
-                .records
-                .iter()
-                .any(|(r, _)| names.contains(r.as_str()))
-    });
-    let added = w.add_audit_digests(head.seq, &mut scan);
-    if let Some(e) = scan.error.take() {
-        return Err(e);
+    let root = match head.root {
+        Some(root) => root,
+        None => {
+            return Err(Error::Internal(format!(
+                "the audit head at entry {} carries no tree root: sign a new head to export",
+                head.seq
+            )));
+        }
+    };
+    let log = store.audit_head()?;
+    if log.seq < head.seq {
+        return Err(Error::AuditLogBroken(format!(
+            "this office's audit log ends at entry {}, before its signed head at entry {}",
+            log.seq, head.seq
+        )));
     }
-    added.map_err(write_error)?;
-    if scan.walk.seq != head.seq || scan.walk.hash != head.hash {
+    let hash_there = match head.seq {
+        0 => crate::domain::audit::GENESIS,
+        seq => store
+            .audit_entry(seq)?
+            .ok_or_else(|| broken(seq, "it is missing"))?
+            .hash(),
+    };
+    let signed_tree =
+        store.audit_tree_size()? >= head.seq && store.audit_tree_root(head.seq)? == root;
+    if hash_there != head.hash || !signed_tree {
         return Err(Error::AuditLogBroken(format!(
             "this office's audit log up to entry {} is not the log it signed at {}: run `casemesh audit verify`",
             head.seq,
             format_time(head.at_ms)
         )));
     }
-    for (seq, hash) in std::mem::take(&mut scan.kept) {
+    for seq in concerning_entries(store, collection, ids, head.seq)? {
         let stored = match store.audit_raw(seq - 1, 1)?.pop() {
             Some((s, bytes)) if s == seq => bytes,
-            _ => return Err(broken(seq, "it disappeared during the export")),
+            _ => return Err(broken(seq, "it is missing")),
         };
         let parts = Stored::split(&stored).map_err(|e| broken(seq, e))?;
-        if parts.hash != hash {
-            return Err(broken(seq, "it changed during the export"));
+        let hash = chain_hash(&parts.prev, seq, &parts.body_digest());
+        let proof = store.audit_inclusion_proof(seq, head.seq)?;
+        if hash != parts.hash
+            || !merkle::verify_inclusion(
+                &merkle::leaf_hash(&hash),
+                seq - 1,
+                head.seq,
+                &proof,
+                &root,
+            )
+        {
+            return Err(broken(seq, "it is not the entry the signed tree holds"));
         }
-        w.add_audit_entry(seq, &stored).map_err(write_error)?;
+        w.add_audit_entry(head.seq, seq, &stored, &proof)
+            .map_err(write_error)?;
         summary.audit_entries += 1;
     }
     w.add_audit_head(head).map_err(write_error)
+}
+
+/// The entries up to `upto` that concern the collection or one of its
+/// records, in order.
+fn concerning_entries(
+    store: &Store,
+    collection: &str,
+    ids: &[crate::domain::RecordId],
+    upto: u64,
+) -> Result<Vec<u64>> {
+    let names: HashSet<&str> = ids.iter().map(|id| id.as_str()).collect();
+    let mut found = Vec::new();
+    let mut after = 0;
+    while after < upto {
+        let page = store.audit_raw(after, (upto - after).min(AUDIT_PAGE as u64) as usize)?;
+        let Some((last, _)) = page.last() else {
+            return Err(broken(after + 1, "it is missing"));
+        };
+        after = *last;
+        for (seq, bytes) in page {
+            let e = Entry::decode(&bytes).map_err(|e| broken(seq, e))?;
+            let concerns = e.target.collection == collection
+                || e.target
+                    .records
+                    .iter()
+                    .any(|(r, _)| names.contains(r.as_str()));
+            if concerns && seq <= upto {
+                found.push(seq);
+            }
+        }
+    }
+    Ok(found)
 }
 
 fn broken(seq: u64, why: impl std::fmt::Display) -> Error {
@@ -413,90 +470,6 @@ impl FileSource for super::BlobService {
 impl FileReader for super::blobs::BlobReader<'_> {
     fn error(&mut self) -> Option<Error> {
         super::blobs::BlobReader::error(self)
-    }
-}
-
-/// Reads the body digests of entries `1..=upto` from the store, walking the
-/// chain as it goes, and notes the entries `concerns` picks (by sequence
-/// number and chain hash, so they can be read again and compared).
-struct AuditScan<'a, F> {
-    store: &'a Store,
-    upto: u64,
-    concerns: F,
-    walk: ChainWalk,
-    page: std::vec::IntoIter<(u64, Vec<u8>)>,
-    digest: [u8; 32],
-    /// Bytes of `digest` already handed out (32: none pending).
-    at: usize,
-    kept: Vec<(u64, [u8; 32])>,
-    error: Option<Error>,
-}
-
-impl<'a, F: Fn(&Entry) -> bool> AuditScan<'a, F> {
-    fn new(store: &'a Store, upto: u64, concerns: F) -> Self {
-        Self {
-            store,
-            upto,
-            concerns,
-            walk: ChainWalk::default(),
-            page: Vec::new().into_iter(),
-            digest: [0; 32],
-            at: 32,
-            kept: Vec::new(),
-            error: None,
-        }
-    }
-
-    fn fail(&mut self, e: Error) -> io::Error {
-        let io = io::Error::other(e.to_string());
-        self.error = Some(e);
-        io
-    }
-
-    /// Takes the next entry into the walk.
-    fn next_entry(&mut self) -> Result<()> {
-        let (seq, bytes) = match self.page.next() {
-            Some(e) => e,
-            None => {
-                let want = (self.upto - self.walk.seq).min(AUDIT_PAGE as u64) as usize;
-                self.page = self.store.audit_raw(self.walk.seq, want)?.into_iter();
-                self.page.next().ok_or_else(|| {
-                    Error::AuditLogBroken(format!(
-                        "this office's audit log ends at entry {}, before its signed head at entry {}",
-                        self.walk.seq, self.upto
-                    ))
-                })?
-            }
-        };
-        let entry = self.walk.step_stored(seq, &bytes).map_err(|fault| {
-            Error::AuditLogBroken(format!(
-                "this office's audit log does not check out: {fault}; run `casemesh audit verify`"
-            ))
-        })?;
-        let parts = Stored::split(&bytes).map_err(|e| broken(seq, e))?;
-        if (self.concerns)(&entry) {
-            self.kept.push((seq, parts.hash));
-        }
-        self.digest = parts.body_digest();
-        self.at = 0;
-        Ok(())
-    }
-}
-
-impl<F: Fn(&Entry) -> bool> Read for AuditScan<'_, F> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.at >= self.digest.len() {
-            if self.walk.seq >= self.upto || buf.is_empty() {
-                return Ok(0);
-            }
-            if let Err(e) = self.next_entry() {
-                return Err(self.fail(e));
-            }
-        }
-        let n = buf.len().min(self.digest.len() - self.at);
-        buf[..n].copy_from_slice(&self.digest[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
     }
 }
 
@@ -567,10 +540,12 @@ pub(crate) mod tests {
 
     fn sign_head(store: &Store, ca: &OfficeCa) -> SignedHead {
         let h = store.audit_head().unwrap();
+        let (_, root) = store.extend_audit_tree(h.seq).unwrap();
         let mut head = SignedHead {
             office: ca.office.to_string(),
             seq: h.seq,
             hash: h.hash,
+            root: Some(root),
             at_ms: now_ms(),
             signature: Vec::new(),
         };

@@ -168,6 +168,15 @@ impl Store {
             .collect()
     }
 
+    /// The size of `peer`'s newest head a witness check proved (0: none).
+    pub fn witness_proven(&self, peer: &OfficeId) -> Result<u64> {
+        Ok(self.trees.witness_proven.get(peer)?.unwrap_or(0))
+    }
+
+    pub fn set_witness_proven(&self, peer: &OfficeId, size: u64) -> Result<()> {
+        self.trees.witness_proven.insert(peer, &size)
+    }
+
     pub fn latest_witnessed(&self, peer: &OfficeId) -> Result<Option<SignedHead>> {
         self.trees
             .witnessed

@@ -84,6 +84,14 @@ impl OnDisk {
         Ok(())
     }
 
+    /// Drops the audit log's Merkle tree, as a store written before it was
+    /// kept has none.
+    pub fn clear_audit_tree(&self) -> Result<()> {
+        self.trees.audit_nodes.raw().clear()?;
+        self.trees.counters.remove(super::merkle::TREE_SIZE)?;
+        Ok(())
+    }
+
     /// Drops the record and version counts, as a store written before they
     /// were kept has none.
     pub fn forget_counts(&self) -> Result<()> {

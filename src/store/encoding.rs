@@ -754,6 +754,18 @@ mod tests {
                     office: "phila-da".into(),
                     seq: 4,
                     hash: [3; 32],
+                    root: None,
+                    at_ms: 6,
+                    signature: vec![0xcc],
+                }),
+            ),
+            (
+                "signed tree head",
+                case(SignedHead {
+                    office: "phila-da".into(),
+                    seq: 4,
+                    hash: [3; 32],
+                    root: Some([7; 32]),
                     at_ms: 6,
                     signature: vec![0xcc],
                 }),
@@ -816,7 +828,7 @@ mod tests {
     /// Bytes each encoding wrote when it was frozen. Today's encoder must
     /// write them exactly, and the decoder must read them back to the same
     /// value, so that nothing stored can drift.
-    const FROZEN: [(&str, &str); 16] = [
+    const FROZEN: [(&str, &str); 17] = [
         ("grant job", "0102"),
         ("peer removal", "0101"),
         (
@@ -842,6 +854,10 @@ mod tests {
         (
             "signed head",
             "01000000087068696c612d646100000000000000040303030303030303030303030303030303030303030303030303030303030303000000000000000600000001cc",
+        ),
+        (
+            "signed tree head",
+            "02000000087068696c612d6461000000000000000403030303030303030303030303030303030303030303030303030303030303030707070707070707070707070707070707070707070707070707070707070707000000000000000600000001cc",
         ),
         (
             "audit head",

@@ -11,10 +11,11 @@
 
 use super::encoding::NodeHash;
 use super::{Result, Store, StoreError};
+use crate::domain::audit::{GENESIS, Stored, chain_hash};
 use crate::domain::merkle::{self, Frontier, Hash, NodeSource, ProofError};
 
 /// The counter holding how many entries the tree covers.
-const TREE_SIZE: &str = "audit_tree_size";
+pub(super) const TREE_SIZE: &str = "audit_tree_size";
 
 /// Entries read and added between two writes of the tree's size.
 const STEP: u64 = 4096;
@@ -34,6 +35,10 @@ impl NodeSource for Nodes<'_> {
     }
 }
 
+fn missing(seq: u64) -> StoreError {
+    StoreError::Inconsistent(format!("audit entry {seq} is missing"))
+}
+
 fn proof_error(e: ProofError<StoreError>) -> StoreError {
     match e {
         ProofError::Source(e) => e,
@@ -49,24 +54,43 @@ impl Store {
 
     /// Extends the audit tree to cover every entry up to `upto` (at most
     /// the log's head); returns its size and root. Durable after
-    /// [`Store::commit`].
+    /// [`Store::commit`]. Each entry's chain hash is recomputed from its
+    /// bytes and must follow the one before it: a log whose chain is broken
+    /// is not extended past the break.
     pub fn extend_audit_tree(&self, upto: u64) -> Result<(u64, Hash)> {
         let upto = upto.min(self.audit_head()?.seq);
         let mut size = self.audit_tree_size()?;
         let mut frontier = Frontier::at(size, &Nodes(self))?;
+        let mut prev = match size {
+            0 => GENESIS,
+            n => self.audit_entry(n)?.ok_or_else(|| missing(n))?.hash(),
+        };
         while size < upto {
-            let stop = upto.min(size + STEP);
-            for seq in size + 1..=stop {
-                let entry = self.audit_entry(seq)?.ok_or_else(|| {
-                    StoreError::Inconsistent(format!("audit entry {seq} is missing"))
+            let page = self.audit_raw(size, (upto - size).min(STEP) as usize)?;
+            if page.is_empty() {
+                return Err(missing(size + 1));
+            }
+            for (seq, raw) in page {
+                if seq != size + 1 {
+                    return Err(missing(size + 1));
+                }
+                let parts = Stored::split(&raw).map_err(|e| {
+                    StoreError::Inconsistent(format!("audit entry {seq} cannot be read: {e}"))
                 })?;
-                for (level, index, hash) in frontier.push(merkle::leaf_hash(&entry.hash())) {
+                let hash = chain_hash(&parts.prev, seq, &parts.body_digest());
+                if parts.prev != prev || parts.hash != hash {
+                    return Err(StoreError::Inconsistent(format!(
+                        "audit entry {seq} does not follow entry {size} in the chain"
+                    )));
+                }
+                prev = hash;
+                for (level, index, node) in frontier.push(merkle::leaf_hash(&hash)) {
                     self.trees
                         .audit_nodes
-                        .insert((u64::from(level), index), &NodeHash(hash))?;
+                        .insert((u64::from(level), index), &NodeHash(node))?;
                 }
+                size = seq;
             }
-            size = stop;
             self.trees.counters.insert(TREE_SIZE, &size)?;
         }
         Ok((size, frontier.root()))

@@ -79,6 +79,8 @@ pub(super) struct Trees {
     pub signed_heads: Tree<u64, SignedHead>,
     /// Heads of peers' logs they signed, witnessed here.
     pub witnessed: Tree<OfficeSeq, SignedHead>,
+    /// Peer → the size of its newest head a witness check proved.
+    pub witness_proven: Tree<OfficeId, u64>,
 }
 
 impl Trees {
@@ -114,6 +116,7 @@ impl Trees {
             audit_head: Tree::open(db, "audit_head")?,
             signed_heads: Tree::open(db, "auditseq_signedhead")?,
             witnessed: Tree::open(db, "officeseq_witnessed")?,
+            witness_proven: Tree::open(db, "office_witnessproven")?,
         })
     }
 }

@@ -23,6 +23,8 @@ pub enum StreamError {
     EmptyLog,
     #[error("entry {0} is missing from this node's audit log")]
     MissingEntry(u64),
+    #[error("{0}")]
+    BadProofRange(String),
     /// Details are logged here, never sent.
     #[error("internal error")]
     Internal,

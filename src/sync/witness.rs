@@ -1,12 +1,21 @@
 //! Peers as witnesses of each other's audit logs.
 //!
-//! Serving side: `ProveAudit` streams the body digest of every entry of this
-//! office's log, then its newest signed head. Checking side: [`check`]
-//! recomputes the peer's chain from those digests and compares it, head by
-//! head, with every head this node kept from the peer's `Pull` streams.
+//! Serving side: `ProveAudit` answers with this office's newest signed tree
+//! head and, for each range of tree sizes asked, an RFC 9162 consistency
+//! proof and the inclusion proof of the older size's last entry: a few
+//! hundred bytes per range, whatever the log's length. Callers from before
+//! tree heads still get the body digest of every entry.
+//!
+//! Checking side: [`check`] proves every head this node kept from the
+//! peer's `Pull` streams since the last check against the next one (each
+//! head against the next that carries a tree root, the last against the
+//! peer's current head), then keeps the current head and remembers it as
+//! proven, so the next check starts there. A peer that still answers with
+//! digests is checked the old way, from the first entry.
 
 use std::sync::Arc;
 
+use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
@@ -14,21 +23,28 @@ use super::StreamError;
 
 use super::SyncContext;
 use crate::domain::OfficeId;
+use crate::domain::audit::{SignedHead, format_time};
+use crate::domain::merkle;
 use crate::error::{Error, Result};
 use crate::identity::OfficeVerifier;
 use crate::protocol::convert::{signed_head, signed_head_from_pb};
 use crate::protocol::pb;
-use crate::service::audit::{WitnessCheck, WitnessReport};
+use crate::service::audit::{WitnessCheck, WitnessReport, check_peer_head};
 use crate::service::{AuditLog, Sent};
 
 /// Digests per proof message (32 bytes each: 256 KiB).
 const DIGESTS_PER_MESSAGE: usize = 8192;
+
+/// Most ranges one `ProveAudit` call may ask (about 1.5 KiB of proof each
+/// in a log of millions of entries: under 2 MiB in all).
+pub const MAX_RANGES: usize = 1024;
 
 /// Streams the proof of this office's current log into `tx`, while
 /// `slot` holds the peer's place; stops if the peer stops reading or the
 /// node shuts down.
 pub async fn prove(
     audit: Arc<AuditLog>,
+    req: pb::ProveAuditRequest,
     tx: mpsc::Sender<std::result::Result<pb::AuditProof, StreamError>>,
     mut shutdown: watch::Receiver<bool>,
     slot: super::guard::ProofSlot,
@@ -47,6 +63,24 @@ pub async fn prove(
             return;
         }
     };
+    if req.tree_proofs {
+        let answer = {
+            let (audit, head) = (audit.clone(), head.clone());
+            tokio::task::spawn_blocking(move || range_proofs(&audit, &head, &req.ranges))
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "proving the audit log stopped");
+                    Err(StreamError::Internal)
+                })
+        };
+        let msg = answer.map(|proofs| pb::AuditProof {
+            head: Some(signed_head(&head)),
+            proofs,
+            ..pb::AuditProof::default()
+        });
+        send(msg).await;
+        return;
+    }
     let mut after = 0;
     while after < head.seq {
         let digests = {
@@ -71,7 +105,7 @@ pub async fn prove(
         let msg = pb::AuditProof {
             first_seq: after + 1,
             digests: digests.concat().into(),
-            head: None,
+            ..pb::AuditProof::default()
         };
         after += digests.len() as u64;
         if !send(Ok(msg)).await {
@@ -80,10 +114,47 @@ pub async fn prove(
     }
     let last = pb::AuditProof {
         first_seq: head.seq + 1,
-        digests: Default::default(),
         head: Some(signed_head(&head)),
+        ..pb::AuditProof::default()
     };
     send(Ok(last)).await;
+}
+
+/// The proofs of each range asked, against `head`.
+fn range_proofs(
+    audit: &AuditLog,
+    head: &SignedHead,
+    ranges: &[pb::AuditProofRange],
+) -> std::result::Result<Vec<pb::AuditRangeProof>, StreamError> {
+    if ranges.len() > MAX_RANGES {
+        return Err(StreamError::BadProofRange(format!(
+            "{} ranges were asked; at most {MAX_RANGES} at a time",
+            ranges.len()
+        )));
+    }
+    let hashes = |h: Vec<[u8; 32]>| h.iter().map(|n| bytes::Bytes::copy_from_slice(n)).collect();
+    ranges
+        .iter()
+        .map(|r| {
+            let new = match r.new_size {
+                0 => head.seq,
+                n => n,
+            };
+            if r.old_size == 0 || r.old_size > new || new > head.seq {
+                return Err(StreamError::BadProofRange(format!(
+                    "the range from {} to {} entries is not within this office's log of {} entries (sizes run from 1 to the current head's, the older first)",
+                    r.old_size, r.new_size, head.seq
+                )));
+            }
+            let proof = audit.range_proof(r.old_size, new)?;
+            Ok(pb::AuditRangeProof {
+                old_size: r.old_size,
+                new_size: new,
+                consistency: hashes(proof.consistency),
+                inclusion: hashes(proof.inclusion),
+            })
+        })
+        .collect()
 }
 
 /// Checks what this node holds of `peer`'s log against its log now.
@@ -93,6 +164,7 @@ pub async fn check(ctx: &SyncContext, audit: &AuditLog, peer: &OfficeId) -> Resu
         .peer(peer)?
         .ok_or_else(|| Error::PeerNotPinned(peer.clone()))?;
     let held = ctx.store.witnessed(peer)?;
+    let proven = ctx.store.witness_proven(peer)?;
     let verifier = OfficeVerifier::from_ca_cert(peer.clone(), &pinned.ca_der)?;
     let mut client =
         super::puller::connect(ctx, &pinned)
@@ -101,29 +173,211 @@ pub async fn check(ctx: &SyncContext, audit: &AuditLog, peer: &OfficeId) -> Resu
                 peer: peer.clone(),
                 reason: e.to_string(),
             })?;
+    // The heads since the last check (the last one proven included): each
+    // is proven against the next one that carries a root, or the current.
+    let pending: Vec<&SignedHead> = held.iter().filter(|h| h.seq >= proven).collect();
+    let skipped = pending.len().saturating_sub(MAX_RANGES);
+    let pending = &pending[skipped..];
+    let ranges: Vec<pb::AuditProofRange> = pending
+        .iter()
+        .enumerate()
+        .map(|(i, h)| pb::AuditProofRange {
+            old_size: h.seq,
+            new_size: pending[i + 1..]
+                .iter()
+                .find(|n| n.root.is_some())
+                .map_or(0, |n| n.seq),
+        })
+        .collect();
     let mut proof = client
-        .prove_audit(pb::ProveAuditRequest {})
+        .prove_audit(pb::ProveAuditRequest {
+            tree_proofs: true,
+            ranges: ranges.clone(),
+        })
         .await
         .map_err(|s| unavailable(peer, &s))?
         .into_inner();
-    let mut walk = WitnessCheck::new(&held);
-    loop {
-        let msg = match proof.message().await {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                return Ok(conflict(
-                    held.len(),
-                    format!("{peer} ended its proof without a signed head"),
-                ));
+    let first = match proof.message().await {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            return Ok(conflict(
+                held.len(),
+                format!("{peer} ended its proof without a signed head"),
+            ));
+        }
+        Err(s) if s.code() == tonic::Code::DataLoss => {
+            return Ok(conflict(held.len(), format!("{peer}: {}", s.message())));
+        }
+        Err(s) => return Err(unavailable(peer, &s)),
+    };
+    if first.head.is_none() || !first.digests.is_empty() {
+        // A peer from before tree heads: every digest, from the first.
+        return by_digests(audit, peer, &verifier, &held, first, &mut proof).await;
+    }
+    let current = match first.head.as_ref().map(signed_head_from_pb) {
+        Some(Ok(h)) => h,
+        _ => {
+            return Ok(conflict(
+                held.len(),
+                format!("{peer} sent a malformed signed head"),
+            ));
+        }
+    };
+    if let Err(e) = check_peer_head(peer, &verifier, &current) {
+        return Ok(conflict(
+            held.len(),
+            format!("{peer}'s current head does not check out: {e}"),
+        ));
+    }
+    let mut report = TreeCheck {
+        peer,
+        pending,
+        current: &current,
+    }
+    .check(&ranges, &first.proofs);
+    if report.conflict.is_none() {
+        match audit.witness(peer, &verifier, &current) {
+            Ok(None) => ctx.store.set_witness_proven(peer, current.seq)?,
+            Ok(Some(c)) => report.conflict = Some(c),
+            Err(e) => {
+                report.conflict = Some(format!("{peer}'s current head does not check out: {e}"))
             }
-            // The peer says its own log is not whole (it answers
-            // `StreamError::EmptyLog` or `MissingEntry` as DATA_LOSS):
-            // that is the answer.
-            Err(s) if s.code() == tonic::Code::DataLoss => {
-                return Ok(conflict(held.len(), format!("{peer}: {}", s.message())));
-            }
-            Err(s) => return Err(unavailable(peer, &s)),
+        }
+    }
+    if skipped > 0 && report.conflict.is_none() {
+        tracing::warn!(%peer, skipped, "older witnessed heads were not checked");
+    }
+    report.proof_bytes = first.encoded_len() as u64;
+    report.current = Some(current);
+    Ok(report)
+}
+
+/// Checks a tree answer against the heads it was asked about.
+struct TreeCheck<'a> {
+    peer: &'a OfficeId,
+    pending: &'a [&'a SignedHead],
+    current: &'a SignedHead,
+}
+
+impl TreeCheck<'_> {
+    fn check(
+        &self,
+        asked: &[pb::AuditProofRange],
+        proofs: &[pb::AuditRangeProof],
+    ) -> WitnessReport {
+        let mut report = WitnessReport {
+            heads_checked: self.pending.len() as u64,
+            current: None,
+            conflict: None,
+            proof_bytes: 0,
         };
+        if proofs.len() != asked.len() {
+            report.conflict = Some(format!(
+                "{} answered {} proofs for the {} heads asked about",
+                self.peer,
+                proofs.len(),
+                asked.len()
+            ));
+            return report;
+        }
+        for ((head, range), proof) in self.pending.iter().zip(asked).zip(proofs) {
+            if let Err(why) = self.one(head, range, proof) {
+                report.conflict = Some(why);
+                break;
+            }
+        }
+        report
+    }
+
+    /// Checks that `head` is in the log of the range's newer head.
+    fn one(
+        &self,
+        head: &SignedHead,
+        range: &pb::AuditProofRange,
+        proof: &pb::AuditRangeProof,
+    ) -> std::result::Result<(), String> {
+        let peer = self.peer;
+        let newer = match range.new_size {
+            0 => self.current,
+            n => self
+                .pending
+                .iter()
+                .find(|h| h.seq == n)
+                .copied()
+                .unwrap_or(self.current),
+        };
+        let malformed = |what: &str| format!("{peer} sent a malformed proof: {what}");
+        if proof.old_size != head.seq || proof.new_size != newer.seq {
+            return Err(malformed("its sizes are not the ones asked"));
+        }
+        let Some(new_root) = newer.root else {
+            return Err(malformed("its current head carries no tree root"));
+        };
+        let nodes = |list: &[bytes::Bytes]| -> std::result::Result<Vec<[u8; 32]>, String> {
+            list.iter()
+                .map(|b| {
+                    <[u8; 32]>::try_from(b.as_ref())
+                        .map_err(|_| malformed("a node is not 32 bytes"))
+                })
+                .collect()
+        };
+        let (consistency, inclusion) = (nodes(&proof.consistency)?, nodes(&proof.inclusion)?);
+        let changed = || {
+            format!(
+                "the head it signed at entry {} ({}) is not in its log at entry {}: entries up to {} were changed",
+                head.seq,
+                format_time(head.at_ms),
+                newer.seq,
+                head.seq
+            )
+        };
+        let leaf = merkle::leaf_hash(&head.hash);
+        if !merkle::verify_inclusion(&leaf, head.seq - 1, newer.seq, &inclusion, &new_root) {
+            return Err(changed());
+        }
+        if let Some(old_root) = head.root {
+            if !merkle::verify_consistency(head.seq, newer.seq, &old_root, &new_root, &consistency)
+            {
+                return Err(changed());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a peer that answers with the digest of every entry.
+async fn by_digests(
+    audit: &AuditLog,
+    peer: &OfficeId,
+    verifier: &OfficeVerifier,
+    held: &[SignedHead],
+    first: pb::AuditProof,
+    proof: &mut tonic::Streaming<pb::AuditProof>,
+) -> Result<WitnessReport> {
+    let mut walk = WitnessCheck::new(held);
+    let mut next = Some(first);
+    let mut bytes = 0u64;
+    loop {
+        let msg = match next.take() {
+            Some(m) => m,
+            None => match proof.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => {
+                    return Ok(conflict(
+                        held.len(),
+                        format!("{peer} ended its proof without a signed head"),
+                    ));
+                }
+                // The peer says its own log is not whole (it answers
+                // `StreamError::EmptyLog` or `MissingEntry` as DATA_LOSS):
+                // that is the answer.
+                Err(s) if s.code() == tonic::Code::DataLoss => {
+                    return Ok(conflict(held.len(), format!("{peer}: {}", s.message())));
+                }
+                Err(s) => return Err(unavailable(peer, &s)),
+            },
+        };
+        bytes += msg.encoded_len() as u64;
         if let Err(e) = walk.digests(msg.first_seq, &msg.digests) {
             return Ok(conflict(
                 held.len(),
@@ -140,13 +394,15 @@ pub async fn check(ctx: &SyncContext, audit: &AuditLog, peer: &OfficeId) -> Resu
                     ));
                 }
             };
-            if let Err(e) = audit.witness(peer, &verifier, &head) {
+            if let Err(e) = audit.witness(peer, verifier, &head) {
                 return Ok(conflict(
                     held.len(),
                     format!("{peer}'s current head does not check out: {e}"),
                 ));
             }
-            return Ok(walk.finish(head));
+            let mut report = walk.finish(head);
+            report.proof_bytes = bytes;
+            return Ok(report);
         }
     }
 }
@@ -163,5 +419,6 @@ fn conflict(held: usize, why: String) -> WitnessReport {
         heads_checked: held as u64,
         current: None,
         conflict: Some(why),
+        proof_bytes: 0,
     }
 }

@@ -554,8 +554,9 @@ async fn a_rewritten_log_no_longer_matches_the_heads_its_peer_witnessed() {
     assert!(agreed.conflict.is_empty());
 
     // phila-da rewrites its history consistently: a changed entry, the whole
-    // chain after it recomputed, and its own signed heads dropped, so that
-    // its own verification passes.
+    // chain after it recomputed, its own signed heads and its Merkle tree
+    // dropped (it is rebuilt from the rewritten entries), so that its own
+    // verification passes.
     cluster.nodes[0].stop().await;
     {
         let disk = on_disk(&cluster.nodes[0]);
@@ -573,6 +574,7 @@ async fn a_rewritten_log_no_longer_matches_the_heads_its_peer_witnessed() {
         }
         disk.set_audit_head(last.0, last.1, last.2).unwrap();
         disk.clear_signed_heads().unwrap();
+        disk.clear_audit_tree().unwrap();
         disk.flush().unwrap();
     }
     cluster.nodes[0].restart().await;

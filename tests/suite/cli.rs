@@ -700,6 +700,7 @@ fn bundle_of(dir: &std::path::Path, office: &str) -> (std::path::PathBuf, String
         office: id.to_string(),
         seq: 0,
         hash: GENESIS,
+        root: Some(casemesh::domain::merkle::empty_root()),
         at_ms: 1_790_000_000_000,
         signature: Vec::new(),
     };
@@ -707,7 +708,6 @@ fn bundle_of(dir: &std::path::Path, office: &str) -> (std::path::PathBuf, String
     let mut w = BundleWriter::new(Vec::new(), "2026-0042", &id, 1_790_000_100_000);
     w.add_office(&id, &ca.cert_der).unwrap();
     w.add_version(&version).unwrap();
-    w.add_audit_digests(0, &[][..]).unwrap();
     w.add_audit_head(&head).unwrap();
     let path = dir.join(format!("{office}.tar"));
     std::fs::write(&path, w.finish(&signer).unwrap()).unwrap();

@@ -938,13 +938,13 @@ async fn audit_proofs_are_rationed_per_peer() {
     let (cert, key) = nyc.node_identity();
     let mut peer = ReplicationClient::new(phila.connect_as(&cert, &key).await.unwrap());
     let mut proof = peer
-        .prove_audit(pb::ProveAuditRequest {})
+        .prove_audit(pb::ProveAuditRequest::default())
         .await
         .expect("control: the first proof is given")
         .into_inner();
     while proof.message().await.unwrap().is_some() {}
     let again = peer
-        .prove_audit(pb::ProveAuditRequest {})
+        .prove_audit(pb::ProveAuditRequest::default())
         .await
         .unwrap_err();
     assert_eq!(again.code(), Code::ResourceExhausted, "{again:?}");
@@ -1295,6 +1295,7 @@ async fn junk_audit_heads_from_an_origin_are_counted_not_logged_one_by_one() {
                     hash: vec![1u8].into(),
                     at_ms: 0,
                     signature: Default::default(),
+                    root: Default::default(),
                 }),
             })),
         })

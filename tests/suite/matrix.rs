@@ -492,9 +492,10 @@ impl Bench<'_> {
                 })
                 .await
                 .map(ok),
-            "/casemesh.v1.Replication/ProveAudit" => {
-                peer.prove_audit(pb::ProveAuditRequest {}).await.map(ok)
-            }
+            "/casemesh.v1.Replication/ProveAudit" => peer
+                .prove_audit(pb::ProveAuditRequest::default())
+                .await
+                .map(ok),
             "/grpc.health.v1.Health/Check" => HealthClient::new(ch)
                 .check(tonic_health::pb::HealthCheckRequest::default())
                 .await
