@@ -92,6 +92,43 @@ impl OnDisk {
         Ok(())
     }
 
+    /// Makes every head this office signed, and every head it witnessed,
+    /// a head as signed before the log kept a tree: no root, signed again
+    /// by `sign` (given the head's office and the canonical bytes); and
+    /// forgets which witnessed heads were proven. With
+    /// [`OnDisk::clear_audit_tree`], a store as an older version left it.
+    pub fn strip_tree_roots(&self, sign: &dyn Fn(&str, &[u8]) -> Vec<u8>) -> Result<()> {
+        let strip = |h: &mut crate::domain::audit::SignedHead| {
+            h.root = None;
+            h.signature = sign(&h.office, &h.canonical());
+        };
+        let signed: Vec<_> = self.trees.signed_heads.iter().collect::<Result<_>>()?;
+        for (seq, mut h) in signed {
+            strip(&mut h);
+            self.trees.signed_heads.insert(seq, &h)?;
+        }
+        // Witnessed heads are keyed by office and seq; rewritten in place.
+        let witnessed: Vec<_> = self
+            .trees
+            .witnessed
+            .raw()
+            .iter()
+            .collect::<sled::Result<_>>()?;
+        for (key, bytes) in witnessed {
+            let mut h = crate::domain::audit::SignedHead::decode(&bytes)
+                .map_err(|e| StoreError::Inconsistent(e.to_string()))?;
+            strip(&mut h);
+            self.trees.witnessed.raw().insert(key, h.encode())?;
+        }
+        self.trees.witness_proven.raw().clear()?;
+        Ok(())
+    }
+
+    /// How many heads of peers' logs are held.
+    pub fn witnessed_count(&self) -> Result<usize> {
+        Ok(self.trees.witnessed.raw().len())
+    }
+
     /// Drops the record and version counts, as a store written before they
     /// were kept has none.
     pub fn forget_counts(&self) -> Result<()> {

@@ -588,6 +588,80 @@ async fn a_rewritten_log_no_longer_matches_the_heads_its_peer_witnessed() {
     cluster.stop_all().await;
 }
 
+/// A log begun before the audit log kept a Merkle tree: the office's heads
+/// and the heads its peer witnessed carry no root. After the upgrade the
+/// office builds the tree from its first entry and signs tree heads; the
+/// peer proves every old head it kept against the new tree head (by the
+/// inclusion of each old head's last entry), with a few hundred bytes.
+#[tokio::test]
+async fn heads_witnessed_before_the_tree_are_proven_after_the_upgrade() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da"]).await;
+    cluster.pin_all().await;
+    cluster.grant_collection(0, 1, "case-1").await;
+    let mut records = cluster.nodes[0].records().await;
+    for i in 0..3 {
+        records.put(rec("case-1", &format!("r{i}"))).await.unwrap();
+    }
+    drop(records);
+    eventually(DEADLINE, "nyc-da to hold phila-da's records", || async {
+        (super::cluster::holdings(&cluster.nodes[1]).await.len() == 3).then_some(())
+    })
+    .await;
+    let first = witness(&cluster.nodes[1]).await;
+    assert!(first.agreed, "{first:?}");
+
+    // Both stores as the version before the tree left them.
+    let phila_key = {
+        let paths = cluster.nodes[0].paths();
+        let office = casemesh::domain::OfficeId::parse("phila-da").unwrap();
+        casemesh::identity::OfficeCa::load(
+            &office,
+            &std::fs::read_to_string(paths.office_ca()).unwrap(),
+            &std::fs::read_to_string(paths.office_key()).unwrap(),
+        )
+        .unwrap()
+    };
+    let sign = |office: &str, bytes: &[u8]| {
+        assert_eq!(office, "phila-da", "only phila-da's heads are re-signed");
+        casemesh::identity::OfficeSigner::new(&phila_key)
+            .sign_bytes(bytes)
+            .unwrap()
+    };
+    cluster.nodes[0].stop().await;
+    cluster.nodes[1].stop().await;
+    let held_before = {
+        let phila = on_disk(&cluster.nodes[0]);
+        phila.clear_audit_tree().unwrap();
+        phila.strip_tree_roots(&sign).unwrap();
+        phila.flush().unwrap();
+        let nyc = on_disk(&cluster.nodes[1]);
+        // nyc-da's own heads are not touched: it signs none of phila-da's.
+        nyc.strip_tree_roots(&|office, bytes| {
+            if office == "phila-da" {
+                sign(office, bytes)
+            } else {
+                Vec::new()
+            }
+        })
+        .unwrap();
+        nyc.flush().unwrap();
+        nyc.witnessed_count().unwrap()
+    };
+    assert!(held_before >= 1);
+    cluster.nodes[0].restart().await;
+    cluster.nodes[1].restart().await;
+
+    // The old heads verify in phila-da's own log beside the new ones.
+    assert!(verify(&cluster.nodes[0]).await.intact);
+    let r = witness(&cluster.nodes[1]).await;
+    assert!(r.agreed, "{r:?}");
+    assert!(r.heads_checked >= 1, "{r:?}");
+    let current = r.current.as_ref().expect("a current head");
+    assert_eq!(current.root.len(), 32, "a tree head after the upgrade");
+    assert!(r.proof_bytes > 0 && r.proof_bytes < 4096, "{r:?}");
+    cluster.stop_all().await;
+}
+
 /// Runs `Admin.Export` and collects the archive.
 async fn export(node: &TestNode, collection: &str) -> Vec<u8> {
     let mut stream = node

@@ -952,6 +952,34 @@ async fn audit_proofs_are_rationed_per_peer() {
     cluster.stop_all().await;
 }
 
+/// A tree proof asked for sizes the log does not have is refused with a
+/// precise status, not answered with a proof of something else.
+#[tokio::test]
+async fn audit_proof_ranges_outside_the_log_are_refused() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da"]).await;
+    cluster.pin(0, 1).await;
+    let (phila, nyc) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (cert, key) = nyc.node_identity();
+    let mut peer = ReplicationClient::new(phila.connect_as(&cert, &key).await.unwrap());
+    let asked = pb::ProveAuditRequest {
+        tree_proofs: true,
+        ranges: vec![pb::AuditProofRange {
+            old_size: 1_000_000,
+            new_size: 0,
+        }],
+    };
+    let refused = match peer.prove_audit(asked).await {
+        Err(s) => s,
+        Ok(stream) => stream.into_inner().message().await.unwrap_err(),
+    };
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("not within this office's log"),
+        "{refused:?}"
+    );
+    cluster.stop_all().await;
+}
+
 /// Finding 12: a revocation did not stop a stream in progress. Every reply
 /// is now checked again before each message: a user revoked while reading
 /// a file gets no further piece of it.
