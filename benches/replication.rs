@@ -26,6 +26,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
+#[path = "replication/scale.rs"]
+mod scale;
 #[path = "../tests/suite/scripted.rs"]
 mod scripted;
 use scripted::{Say, ScriptedOrigin};
@@ -1061,10 +1063,13 @@ fn ratio(value: f64, base: f64, of: &str) -> String {
     }
 }
 
-const PHASES: [&str; 6] = ["ceilings", "puts", "backfill", "fanout", "memory", "blobs"];
+const PHASES: [&str; 7] = [
+    "ceilings", "puts", "backfill", "fanout", "memory", "blobs", "scale",
+];
 
 /// Phases to run: all, or those named by `--only a,b` (ceilings, puts,
-/// backfill, fanout, memory, blobs) — for profiling one at a time.
+/// backfill, fanout, memory, blobs) — for profiling one at a time. The
+/// `scale` phase runs only when named, and alone (`--only scale`).
 struct Only(Option<Vec<String>>);
 
 impl Only {
@@ -1420,6 +1425,27 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if only
+        .0
+        .as_ref()
+        .is_some_and(|v| v.iter().any(|p| p == "scale"))
+    {
+        let steps = if quick { scale::QUICK } else { scale::FULL };
+        eprintln!("scale (a node filled through the store, measured at each size)…");
+        match runtime.block_on(scale::run(&steps)) {
+            Ok(points) => {
+                println!();
+                println!("| measure | result | ratio | target |");
+                println!("|---|---|---|---|");
+                scale::print(&points);
+            }
+            Err(e) => {
+                eprintln!("benchmark failed: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     if let Err(e) = runtime.block_on(run(sizes, only)) {
         eprintln!("benchmark failed: {e}");
         std::process::exit(1);
