@@ -223,6 +223,8 @@ struct Background {
     sweeper: JoinHandle<()>,
     scrubber: JoinHandle<()>,
     signer: JoinHandle<()>,
+    /// Indexes audit entries written before the index existed.
+    indexer: JoinHandle<()>,
     refusals_flusher: JoinHandle<()>,
     accept_loop: JoinHandle<()>,
     refusals: Arc<RefusalLog>,
@@ -248,6 +250,7 @@ impl Background {
         let _ = self.fetcher.await;
         let _ = self.sweeper.await;
         let _ = self.scrubber.await;
+        let _ = self.indexer.await;
         // The listener is closed once the accept loop has ended, so the
         // address can be bound again as soon as shutdown returns.
         let _ = self.accept_loop.await;
@@ -567,6 +570,10 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         scrubber: tokio::spawn(crate::service::blobs::run_scrubber(
             blobs.clone(),
             config.blobs.clone(),
+            shutdown_rx.clone(),
+        )),
+        indexer: tokio::spawn(crate::service::audit::run_indexer(
+            audit.clone(),
             shutdown_rx.clone(),
         )),
         signer: tokio::spawn(crate::service::audit::run_signer(

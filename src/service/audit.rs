@@ -18,7 +18,7 @@ use crate::domain::merkle::{self, Frontier};
 use crate::domain::now_ms;
 use crate::error::{Error, Result};
 use crate::identity::{OfficeCa, OfficeSigner, OfficeVerifier};
-use crate::store::Store;
+use crate::store::{AuditField, Store};
 
 /// Entries read from the store at a time.
 const PAGE: usize = 4096;
@@ -133,6 +133,95 @@ impl AuditQuery {
     }
 }
 
+impl AuditQuery {
+    /// The filters the index can answer, the likeliest to be rare first
+    /// (a record's entries are few; an action's, many).
+    fn indexed<'q>(&'q self, store: &Store) -> Vec<(AuditField, &'q str)> {
+        [
+            (AuditField::Record, &self.record),
+            (AuditField::Collection, &self.collection),
+            (AuditField::Peer, &self.peer),
+            (AuditField::Actor, &self.actor),
+            (AuditField::Action, &self.action),
+        ]
+        .into_iter()
+        .filter(|(field, value)| !value.is_empty() && store.audit_term_indexed(*field, value))
+        .map(|(field, value)| (field, value.as_str()))
+        .collect()
+    }
+}
+
+/// Where a query's walk is at `at` (inside `lo..=hi`): whether it must
+/// read every entry there (`unindexed`, the entries `(after, upto]` the
+/// index does not hold yet) or may follow the index, and the far end of
+/// that stretch in the walk's direction.
+fn segment(
+    at: u64,
+    lo: u64,
+    hi: u64,
+    unindexed: Option<(u64, u64)>,
+    newest_first: bool,
+) -> (bool, u64) {
+    let Some((after, upto)) = unindexed else {
+        return (false, if newest_first { lo } else { hi });
+    };
+    let scanned = after < at && at <= upto;
+    let edge = match (newest_first, scanned) {
+        (false, true) => upto.min(hi),
+        (false, false) if at <= after => after.min(hi),
+        (false, false) => hi,
+        (true, true) => (after + 1).max(lo),
+        (true, false) if at > upto => (upto + 1).max(lo),
+        (true, false) => lo,
+    };
+    (scanned, edge)
+}
+
+/// The sequence number after `seq` in the walk's direction.
+fn step(seq: u64, newest_first: bool) -> Option<u64> {
+    if newest_first {
+        seq.checked_sub(1)
+    } else {
+        seq.checked_add(1)
+    }
+}
+
+#[cfg(test)]
+mod query_tests;
+
+/// Entries indexed per transaction while a log written before the index
+/// is indexed: small enough that writes waiting on the same trees are not
+/// held up for long.
+const INDEX_BATCH: usize = 2048;
+
+/// Indexes a log written before the index existed, a batch at a time, off
+/// the async workers, until done or shut down (it resumes where it stopped
+/// when the node starts again). Queries scan what it has not reached yet.
+pub async fn run_indexer(log: Arc<AuditLog>, shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut indexed = 0u64;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let store = log.store.clone();
+        match tokio::task::spawn_blocking(move || store.index_audit_step(INDEX_BATCH)).await {
+            Ok(Ok(true)) => indexed += INDEX_BATCH as u64,
+            Ok(Ok(false)) => break,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "indexing the audit log failed; queries scan the rest");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the audit indexing task failed");
+                return;
+            }
+        }
+    }
+    if indexed > 0 {
+        tracing::info!("the audit log written before its index is indexed");
+    }
+}
+
 /// An entry and its chain hash.
 pub type Hashed = (Entry, [u8; 32]);
 
@@ -205,7 +294,132 @@ impl AuditLog {
     /// One page of entries matching `q`, each with its chain hash, and the
     /// page token: the sequence number to continue after (oldest first) or
     /// before (newest first); 0 when the end was reached.
+    ///
+    /// With a filter the index holds ([`AuditQuery::indexed`]), only the
+    /// entries that carry every such filter's term are read (the index's
+    /// keys are walked together, each jumping to the next the others
+    /// agree on), so a page costs what it returns, not the log; entries
+    /// written before the index and not indexed yet are scanned. Without
+    /// one, entries are scanned in order, at most [`SCAN_LIMIT`] a page.
     pub fn query(&self, q: &AuditQuery) -> Result<(Vec<Hashed>, u64)> {
+        let indexed = q.indexed(&self.store);
+        if indexed.is_empty() {
+            return self.scan(q);
+        }
+        let limit = q.limit.clamp(1, 1000);
+        let Some((lo, hi)) = self.window(q)? else {
+            return Ok((Vec::new(), 0));
+        };
+        let unindexed = self.store.audit_unindexed()?;
+        let token = |seq: u64| if q.newest_first && seq <= 1 { 0 } else { seq };
+        let mut out = Vec::new();
+        let (mut looked, mut page_bytes) = (0, 0);
+        // The next sequence number to look at, walking from `lo` up (from
+        // `hi` down, newest first); `None` past the far end.
+        let mut cursor = Some(if q.newest_first { hi } else { lo });
+        while let Some(at) = cursor.filter(|at| (lo..=hi).contains(at)) {
+            // Entries are read one by one only where the index is not
+            // written yet; elsewhere the index says which to read.
+            let (scanned, edge) = segment(at, lo, hi, unindexed, q.newest_first);
+            let next = if scanned {
+                Some(at)
+            } else {
+                self.next_hit(&indexed, at, edge, q.newest_first)?
+            };
+            let Some(seq) = next else {
+                cursor = step(edge, q.newest_first);
+                continue;
+            };
+            cursor = step(seq, q.newest_first);
+            looked += 1;
+            let Some(raw) = self.store.audit_raw_at(seq)? else {
+                continue;
+            };
+            let parts = Stored::split(&raw).map_err(|e| bad_entry(seq, e))?;
+            let e = Entry::decode(&raw).map_err(|e| bad_entry(seq, e))?;
+            if q.matches(&e) && e.at_ms >= q.from_ms && (q.to_ms == 0 || e.at_ms <= q.to_ms) {
+                page_bytes += raw.len();
+                out.push((e, parts.hash));
+                if out.len() >= limit || page_bytes >= PAGE_BYTES {
+                    return Ok((out, token(seq)));
+                }
+            }
+            if looked >= SCAN_LIMIT {
+                return Ok((out, token(seq)));
+            }
+        }
+        Ok((out, 0))
+    }
+
+    /// The sequence numbers `lo..=hi` a query may return: after (or
+    /// before) its page token, and inside its time window (entry times
+    /// never decrease, so the window is a range of sequence numbers).
+    /// `None` when the range is empty.
+    fn window(&self, q: &AuditQuery) -> Result<Option<(u64, u64)>> {
+        let head = self.store.audit_head()?.seq;
+        let mut lo = if q.from_ms > 0 {
+            self.store.audit_seq_at(q.from_ms)?
+        } else {
+            1
+        };
+        let mut hi = if q.to_ms > 0 {
+            self.store
+                .audit_seq_at(q.to_ms.saturating_add(1))?
+                .saturating_sub(1)
+                .min(head)
+        } else {
+            head
+        };
+        if q.after_seq > 0 {
+            if q.newest_first {
+                hi = hi.min(q.after_seq - 1);
+            } else {
+                lo = lo.max(q.after_seq.saturating_add(1));
+            }
+        }
+        Ok((lo.max(1) <= hi).then_some((lo.max(1), hi)))
+    }
+
+    /// The first entry from `at` towards `edge` (both included) that
+    /// carries every term of `indexed`: each term's keys jump to where the
+    /// others are, until all agree.
+    fn next_hit(
+        &self,
+        indexed: &[(AuditField, &str)],
+        at: u64,
+        edge: u64,
+        newest_first: bool,
+    ) -> Result<Option<u64>> {
+        let mut target = at;
+        loop {
+            let mut agreed = true;
+            for &(field, value) in indexed {
+                let (lo, hi) = if newest_first {
+                    (edge, target)
+                } else {
+                    (target, edge)
+                };
+                match self
+                    .store
+                    .audit_term_seek(field, value, lo, hi, newest_first)?
+                {
+                    None => return Ok(None),
+                    Some(seq) if seq != target => {
+                        target = seq;
+                        agreed = false;
+                    }
+                    Some(_) => {}
+                }
+            }
+            if agreed {
+                return Ok(Some(target));
+            }
+        }
+    }
+
+    /// [`query`](Self::query) without an indexed filter: every entry in
+    /// order, at most [`SCAN_LIMIT`] looked at per page.
+    fn scan(&self, q: &AuditQuery) -> Result<(Vec<Hashed>, u64)> {
         let limit = q.limit.clamp(1, 1000);
         // The cursor is the last sequence number looked at; the window's
         // far end stops the walk.

@@ -7,6 +7,7 @@
 
 use std::ops::Bound;
 
+use super::keys::AuditTerm;
 use super::trees::tree_set;
 use super::tx::{Tx, unwrap_tx};
 use super::typed::TxTree;
@@ -26,11 +27,13 @@ const EMPTY: AuditHead = AuditHead {
     at_ms: 0,
 };
 
-/// Appends entries inside a transaction that also holds `entries` and
-/// `head`; returns the new head.
+/// Appends entries inside a transaction that also holds `entries`,
+/// `head` and `terms` (each entry is indexed as it is appended:
+/// [`super::audit_index`]); returns the new head.
 pub(super) fn append_tx(
     entries: &TxTree<'_, u64, Entry>,
     head: &TxTree<'_, str, AuditHead>,
+    terms: &TxTree<'_, AuditTerm, ()>,
     node: &str,
     drafts: &[Draft],
 ) -> Tx<Option<AuditHead>> {
@@ -45,6 +48,7 @@ pub(super) fn append_tx(
         d.at_ms = d.at_ms.max(h.at_ms);
         let e = Entry::from_draft(d, h.seq + 1, node, h.hash);
         entries.insert(e.seq, &e)?;
+        super::audit_index::index_tx(terms, &e, node)?;
         h = AuditHead {
             seq: e.seq,
             hash: e.hash(),
@@ -60,6 +64,7 @@ tree_set! {
     AuditTx {
         audit_entries: u64 => Entry,
         audit_head: str => AuditHead,
+        audit_terms: super::keys::AuditTerm => (),
     }
 }
 
@@ -71,7 +76,13 @@ impl Store {
     pub fn audit(&self, drafts: &[Draft]) -> Result<()> {
         self.space.check_not_failed()?;
         unwrap_tx(AuditTx::run(&self.trees, |t| {
-            append_tx(&t.audit_entries, &t.audit_head, &self.office, drafts)
+            append_tx(
+                &t.audit_entries,
+                &t.audit_head,
+                &t.audit_terms,
+                &self.office,
+                drafts,
+            )
         }))
         .map_err(|e| self.space.note(e))?;
         self.audit_appended();

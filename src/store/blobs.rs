@@ -57,6 +57,7 @@ tree_set! {
         fetches: BlobHash => Fetch,
         audit_entries: u64 => Entry,
         audit_head: str => AuditHead,
+        audit_terms: super::keys::AuditTerm => (),
     }
 }
 
@@ -79,6 +80,7 @@ tree_set! {
         fetches: BlobHash => Fetch,
         audit_entries: u64 => Entry,
         audit_head: str => AuditHead,
+        audit_terms: super::keys::AuditTerm => (),
     }
 }
 
@@ -88,6 +90,7 @@ tree_set! {
         damaged: BlobHash => u64,
         audit_entries: u64 => Entry,
         audit_head: str => AuditHead,
+        audit_terms: super::keys::AuditTerm => (),
     }
 }
 
@@ -269,7 +272,13 @@ impl Store {
         let _gate = gate(&self.blob_pins);
         let entry: Vec<Draft> = audit.into_iter().collect();
         let (had_fetch, chunks) = unwrap_tx(RecordBlobTx::run(&self.trees, |t| {
-            super::audit::append_tx(&t.audit_entries, &t.audit_head, &self.office, &entry)?;
+            super::audit::append_tx(
+                &t.audit_entries,
+                &t.audit_head,
+                &t.audit_terms,
+                &self.office,
+                &entry,
+            )?;
             let old = t.blobs.get(hash)?;
             let keep = old.map_or(keep_until_ms, |o| o.keep_until_ms.max(keep_until_ms));
             // Bytes held in sled chunks before are not needed any more.
@@ -415,7 +424,13 @@ impl Store {
         match &action {
             DamageAction::Refetch(origin) => {
                 unwrap_tx(RefetchTx::run(&self.trees, |t| {
-                    super::audit::append_tx(&t.audit_entries, &t.audit_head, &self.office, &entry)?;
+                    super::audit::append_tx(
+                        &t.audit_entries,
+                        &t.audit_head,
+                        &t.audit_terms,
+                        &self.office,
+                        &entry,
+                    )?;
                     t.blobs.remove(hash)?;
                     if let Some(l) = meta.legacy {
                         t.doomed.insert(l.storage, &())?;
@@ -433,7 +448,13 @@ impl Store {
             }
             DamageAction::Marked | DamageAction::Unlisted => {
                 unwrap_tx(DamagedTx::run(&self.trees, |t| {
-                    super::audit::append_tx(&t.audit_entries, &t.audit_head, &self.office, &entry)?;
+                    super::audit::append_tx(
+                        &t.audit_entries,
+                        &t.audit_head,
+                        &t.audit_terms,
+                        &self.office,
+                        &entry,
+                    )?;
                     t.damaged.insert(hash, &now_ms)?;
                     Ok(())
                 }))?;
@@ -455,7 +476,13 @@ impl Store {
     pub fn damage_cleared(&self, hash: &BlobHash, audit: Draft) -> Result<()> {
         let entry = [audit];
         unwrap_tx(DamagedTx::run(&self.trees, |t| {
-            super::audit::append_tx(&t.audit_entries, &t.audit_head, &self.office, &entry)?;
+            super::audit::append_tx(
+                &t.audit_entries,
+                &t.audit_head,
+                &t.audit_terms,
+                &self.office,
+                &entry,
+            )?;
             t.damaged.remove(hash)?;
             Ok(())
         }))?;

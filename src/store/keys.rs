@@ -311,6 +311,60 @@ impl Key for PairKey {
     }
 }
 
+/// `field ‖ length (u16) ‖ term ‖ seq`: an audit entry found by one of
+/// its terms ([`super::audit_index`]). Prefix: the field, length and term,
+/// every entry with that term, oldest first. A term longer than
+/// [`MAX_TERM`] is cut there on both sides (when indexed and when looked
+/// up), so equal terms always meet; a longer one only finds candidates,
+/// which the query checks against the entry itself.
+pub(super) struct AuditTerm;
+
+/// Longest term kept in a key, in bytes (entries are clipped to far less
+/// since they were clipped at all; older ones may hold more).
+pub(super) const MAX_TERM: usize = 1024;
+
+fn term_prefix(field: u8, term: &str) -> Vec<u8> {
+    let term = &term.as_bytes()[..term.len().min(MAX_TERM)];
+    let mut k = Vec::with_capacity(3 + term.len() + 8);
+    k.push(field);
+    // At most MAX_TERM, so it fits.
+    k.extend_from_slice(&(term.len() as u16).to_be_bytes());
+    k.extend_from_slice(term);
+    k
+}
+
+impl KeyOf<AuditTerm> for (u8, &str, u64) {
+    fn key(&self) -> Cow<'_, [u8]> {
+        let mut k = term_prefix(self.0, self.1);
+        k.extend_from_slice(&self.2.to_be_bytes());
+        Cow::Owned(k)
+    }
+}
+
+impl PrefixOf<AuditTerm> for (u8, &str) {
+    fn prefix(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(term_prefix(self.0, self.1))
+    }
+}
+
+impl Key for AuditTerm {
+    type Owned = u64;
+    /// The entry's sequence number (the caller chose the term).
+    fn decode(bytes: &[u8]) -> Result<u64, DecodeError> {
+        let len = match bytes {
+            [_, hi, lo, ..] => usize::from(u16::from_be_bytes([*hi, *lo])),
+            _ => return Err(invalid("audit term key", "shorter than its header")),
+        };
+        if bytes.len() != 3 + len + 8 {
+            return Err(invalid(
+                "audit term key",
+                format!("{} bytes for a term of {len}", bytes.len()),
+            ));
+        }
+        be_u64(&bytes[3 + len..], "seq")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,6 +395,13 @@ mod tests {
         let o = KeyOf::<OfficeSeq>::key(&(&office, 9)).into_owned();
         assert_eq!(hex::encode(&o), "6e79632d6461000000000000000009");
         assert_eq!(OfficeSeq::decode(&o).unwrap(), 9);
+        let term = KeyOf::<AuditTerm>::key(&(b'r', "ab", 5)).into_owned();
+        assert_eq!(hex::encode(&term), "72000261620000000000000005");
+        assert_eq!(AuditTerm::decode(&term).unwrap(), 5);
+        let long = "x".repeat(MAX_TERM + 10);
+        let cut = KeyOf::<AuditTerm>::key(&(b'a', long.as_str(), 1)).into_owned();
+        assert_eq!(cut.len(), 3 + MAX_TERM + 8);
+        assert!(cut.starts_with(&PrefixOf::<AuditTerm>::prefix(&(b'a', &long[..MAX_TERM]))));
         let chunk = KeyOf::<PairKey>::key(&(1, 2)).into_owned();
         assert_eq!(hex::encode(&chunk), "00000000000000010000000000000002");
         assert_eq!(PairKey::decode(&chunk).unwrap(), (1, 2));
@@ -352,6 +413,8 @@ mod tests {
         assert!(VersionKey::decode(b"phila-da:x\0\0\0").is_err());
         assert!(RefKey::decode(&[0; 10]).is_err());
         assert!(PairKey::decode(&[0; 15]).is_err());
+        assert!(AuditTerm::decode(&[b'r', 0]).is_err());
+        assert!(AuditTerm::decode(&[b'r', 0, 2, b'a', 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
         assert!(<u64 as Key>::decode(&[1, 2]).is_err());
         assert!(RecordId::decode(&[0xff, 0xfe]).is_err());
     }
@@ -386,6 +449,8 @@ mod tests {
                 prop_assert_eq!(GrantRecord::decode(&g), Ok(id.clone()));
                 let chunk = KeyOf::<PairKey>::key(&n).into_owned();
                 prop_assert_eq!(PairKey::decode(&chunk), Ok(n));
+                let term = KeyOf::<AuditTerm>::key(&(b'c', collection.as_str(), n.0)).into_owned();
+                prop_assert_eq!(AuditTerm::decode(&term), Ok(n.0));
                 prop_assert_eq!(RecordId::decode(KeyOf::<RecordId>::key(&&id).as_ref()), Ok(id));
             }
         }

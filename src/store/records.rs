@@ -334,6 +334,7 @@ tree_set! {
         blobs: BlobHash => BlobMeta,
         audit_entries: u64 => Entry,
         audit_head: str => AuditHead,
+        audit_terms: super::keys::AuditTerm => (),
     }
 }
 
@@ -479,7 +480,13 @@ impl VersionWriter {
             },
         )?;
         super::sharing::push_feed(self.feed_floor, &t.last_seqs, &t.outbox, &w.feed)?;
-        super::audit::append_tx(&t.audit_entries, &t.audit_head, &self.office, &w.audit)?;
+        super::audit::append_tx(
+            &t.audit_entries,
+            &t.audit_head,
+            &t.audit_terms,
+            &self.office,
+            &w.audit,
+        )?;
         Ok(())
     }
 }

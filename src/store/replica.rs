@@ -103,6 +103,7 @@ tree_set! {
         counters: str => u64,
         audit_entries: u64 => Entry,
         audit_head: str => AuditHead,
+        audit_terms: super::keys::AuditTerm => (),
     }
 }
 
@@ -117,6 +118,7 @@ tree_set! {
         counters: str => u64,
         audit_entries: u64 => Entry,
         audit_head: str => AuditHead,
+        audit_terms: super::keys::AuditTerm => (),
     }
 }
 
@@ -295,7 +297,13 @@ impl Store {
             add_counts_tx(&t.counters, counts)?;
             let mut drafts = log.drafts(&self.office, peer, now_ms);
             drafts.extend_from_slice(rejected);
-            super::audit::append_tx(&t.audit_entries, &t.audit_head, &self.office, &drafts)?;
+            super::audit::append_tx(
+                &t.audit_entries,
+                &t.audit_head,
+                &t.audit_terms,
+                &self.office,
+                &drafts,
+            )?;
             Ok(out)
         }))
         .map_err(|e| self.space.note(e))?;
@@ -355,6 +363,7 @@ impl Store {
                     super::audit::append_tx(
                         &t.audit_entries,
                         &t.audit_head,
+                        &t.audit_terms,
                         &self.office,
                         &[draft],
                     )?;

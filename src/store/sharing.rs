@@ -107,6 +107,7 @@ tree_set! {
         removals: OfficeId => PeerRemoval,
         audit_entries: u64 => Entry,
         audit_head: str => AuditHead,
+        audit_terms: super::keys::AuditTerm => (),
     }
 }
 
@@ -119,6 +120,7 @@ tree_set! {
         outbox: OfficeSeq => FeedItem,
         audit_entries: u64 => Entry,
         audit_head: str => AuditHead,
+        audit_terms: super::keys::AuditTerm => (),
     }
 }
 
@@ -156,7 +158,13 @@ impl Store {
         unwrap_tx(PeerTx::run(&self.trees, |t| {
             t.peers.insert(&peer.office, peer)?;
             t.removals.remove(&peer.office)?;
-            super::audit::append_tx(&t.audit_entries, &t.audit_head, &self.office, audit)
+            super::audit::append_tx(
+                &t.audit_entries,
+                &t.audit_head,
+                &t.audit_terms,
+                &self.office,
+                audit,
+            )
         }))?;
         self.audit_appended();
         Ok(())
@@ -182,7 +190,13 @@ impl Store {
         unwrap_tx(PeerTx::run(&self.trees, |t| {
             t.peers.remove(office)?;
             t.removals.insert(office, &removal)?;
-            super::audit::append_tx(&t.audit_entries, &t.audit_head, &self.office, audit)
+            super::audit::append_tx(
+                &t.audit_entries,
+                &t.audit_head,
+                &t.audit_terms,
+                &self.office,
+                audit,
+            )
         }))?;
         self.audit_appended();
         Ok(())
@@ -236,7 +250,13 @@ impl Store {
             if let Some(job) = job {
                 t.jobs.insert(&grant.id, &job)?;
             }
-            super::audit::append_tx(&t.audit_entries, &t.audit_head, &self.office, audit)?;
+            super::audit::append_tx(
+                &t.audit_entries,
+                &t.audit_head,
+                &t.audit_terms,
+                &self.office,
+                audit,
+            )?;
             push_feed(self.feed_floor, &t.last_seqs, &t.outbox, feed)
         }))?;
         self.audit_appended();

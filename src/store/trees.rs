@@ -5,7 +5,7 @@ use super::Result;
 use super::encoding::{
     AuditHead, BlobMeta, Fetch, Head, NodeHash, OurAck, PeerRemoval, PurgeStub, UserRecord,
 };
-use super::keys::{CollectionKey, GrantRecord, OfficeSeq, PairKey, RefKey, VersionKey};
+use super::keys::{AuditTerm, CollectionKey, GrantRecord, OfficeSeq, PairKey, RefKey, VersionKey};
 use super::typed::{Raw, Set, Tree};
 use crate::domain::audit::{Entry, SignedHead};
 use crate::domain::sharing::{FeedItem, Grant, GrantId, GrantJob, Peer};
@@ -75,6 +75,10 @@ pub(super) struct Trees {
     pub audit_entries: Tree<u64, Entry>,
     /// `head` → the last entry's seq, chain hash and time.
     pub audit_head: Tree<str, AuditHead>,
+    /// The audit log's entries by term (record, actor, collection, peer,
+    /// action; [`super::audit_index`]): written with each entry, so a
+    /// query reads what it returns, not the log.
+    pub audit_terms: Set<AuditTerm>,
     /// Audit seq → a head of this office's log, signed.
     pub signed_heads: Tree<u64, SignedHead>,
     /// Heads of peers' logs they signed, witnessed here.
@@ -114,6 +118,7 @@ impl Trees {
             audit_nodes: Tree::open(db, "levelindex_auditnode")?,
             audit_entries: Tree::open(db, "auditseq_entry")?,
             audit_head: Tree::open(db, "audit_head")?,
+            audit_terms: Tree::open(db, "auditterm_seq")?,
             signed_heads: Tree::open(db, "auditseq_signedhead")?,
             witnessed: Tree::open(db, "officeseq_witnessed")?,
             witness_proven: Tree::open(db, "office_witnessproven")?,

@@ -15,6 +15,7 @@ tree_set! {
         user_names: UserName => Fingerprint,
         audit_entries: u64 => Entry,
         audit_head: str => AuditHead,
+        audit_terms: super::keys::AuditTerm => (),
     }
 }
 
@@ -24,6 +25,7 @@ tree_set! {
         users: Fingerprint => UserRecord,
         audit_entries: u64 => Entry,
         audit_head: str => AuditHead,
+        audit_terms: super::keys::AuditTerm => (),
     }
 }
 
@@ -54,7 +56,13 @@ impl Store {
             }
             t.user_names.insert(name, &entry.fingerprint)?;
             t.users.insert(&entry.fingerprint, &entry.user)?;
-            super::audit::append_tx(&t.audit_entries, &t.audit_head, &self.office, audit)?;
+            super::audit::append_tx(
+                &t.audit_entries,
+                &t.audit_head,
+                &t.audit_terms,
+                &self.office,
+                audit,
+            )?;
             Ok(())
         }))?;
         self.audit_appended();
@@ -88,7 +96,13 @@ impl Store {
         }
         unwrap_tx(RevokeTx::run(&self.trees, |t| {
             t.users.insert(&entry.fingerprint, &entry.user)?;
-            super::audit::append_tx(&t.audit_entries, &t.audit_head, &self.office, audit)?;
+            super::audit::append_tx(
+                &t.audit_entries,
+                &t.audit_head,
+                &t.audit_terms,
+                &self.office,
+                audit,
+            )?;
             Ok(())
         }))?;
         self.audit_appended();
