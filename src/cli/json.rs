@@ -134,6 +134,7 @@ pub fn peer(p: &pb::Peer) -> Value {
         "last_contact_at": time(p.last_contact_ms),
         "checkpoint": p.checkpoint,
         "outbox_pending": p.outbox_pending,
+        "replicas": p.replicas,
         "last_error": text(&p.last_error),
     })
 }
@@ -281,6 +282,7 @@ pub fn status(s: &pb::StatusResponse, warnings: &[String]) -> Value {
         "disk_free_bytes": s.disk_free_bytes,
         "disk_reserve_bytes": s.disk_reserve_bytes,
         "writes_refused": text(&s.writes_refused),
+        "audit_entries_unindexed": s.audit_entries_unindexed,
         "peers": s.peers.iter().map(peer).collect::<Vec<_>>(),
         "transfers": s.transfers.iter().map(transfer).collect::<Vec<_>>(),
         "warnings": warnings,

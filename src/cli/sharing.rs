@@ -215,6 +215,7 @@ pub fn print_peers(peers: &[pb::Peer]) {
                 output::time(p.last_contact_ms),
                 p.checkpoint.to_string(),
                 p.outbox_pending.to_string(),
+                p.replicas.to_string(),
                 p.last_error.clone(),
             ]
         })
@@ -227,6 +228,7 @@ pub fn print_peers(peers: &[pb::Peer]) {
             "last contact",
             "checkpoint",
             "outbox",
+            "replicas",
             "last error",
         ],
         &rows,

@@ -326,6 +326,13 @@ pub async fn status(client: ClientOpts, json: bool) -> Result<()> {
         println!();
         print_transfers(&s.transfers);
     }
+    if s.audit_entries_unindexed > 0 {
+        println!();
+        println!(
+            "audit index: {} entries written before the upgrade still to index (audit list by record, actor, collection, peer or action is slower until then)",
+            s.audit_entries_unindexed
+        );
+    }
     if !s.writes_refused.is_empty() {
         eprintln!("warning: writes are refused: {}", s.writes_refused);
     }

@@ -318,6 +318,7 @@ impl Admin for AdminApi {
             disk_reserve_bytes: storage.reserve_bytes,
             writes_refused: storage.writes_refused.unwrap_or_default(),
             blob_store: self.blobs.describe(),
+            audit_entries_unindexed: self.audit.unindexed()?,
             damaged_files: self
                 .blobs
                 .damaged_files()?

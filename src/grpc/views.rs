@@ -26,6 +26,7 @@ pub fn peer(v: &PeerView) -> pb::Peer {
         last_contact_ms: v.link.last_contact_ms,
         checkpoint: v.checkpoint,
         outbox_pending: v.outbox_pending,
+        replicas: v.replicas,
         last_error: v.link.last_error.clone(),
         ca_expires_at_ms: crate::identity::pki::expires_at_ms(&v.peer.ca_der).unwrap_or(0),
     }

@@ -351,6 +351,14 @@ impl AuditLog {
         Ok((out, 0))
     }
 
+    /// How many entries written before the index are not indexed yet.
+    pub fn unindexed(&self) -> Result<u64> {
+        Ok(self
+            .store
+            .audit_unindexed()?
+            .map_or(0, |(done, end)| end - done))
+    }
+
     /// The sequence numbers `lo..=hi` a query may return: after (or
     /// before) its page token, and inside its time window (entry times
     /// never decrease, so the window is a range of sequence numbers).

@@ -51,6 +51,8 @@ pub struct PeerView {
     pub link: LinkStatus,
     pub checkpoint: u64,
     pub outbox_pending: u64,
+    /// Records of the peer's office held here.
+    pub replicas: u64,
 }
 
 pub struct Sharing {
@@ -427,6 +429,7 @@ impl Sharing {
                 fingerprint: Fingerprint::of(&peer.ca_der),
                 checkpoint: self.store.checkpoint(&peer.office)?,
                 outbox_pending: self.store.outbox_pending(&peer.office)?,
+                replicas: self.store.records_of(&peer.office)?,
                 link,
                 peer,
             });

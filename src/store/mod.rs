@@ -14,6 +14,7 @@ mod audit_index;
 mod audit_search;
 pub mod blobs;
 mod commit;
+mod counts;
 pub mod disk;
 pub mod encoding;
 pub mod files;
@@ -22,6 +23,7 @@ pub mod fuzzing;
 mod keys;
 mod merkle;
 mod records;
+mod recount;
 mod replica;
 #[cfg(feature = "s3")]
 pub mod s3;
@@ -38,6 +40,7 @@ use std::path::Path;
 pub use audit_index::AuditField;
 pub use encoding::PeerRemoval;
 pub use records::{ListFilter, ListPage};
+pub use recount::{CountDiff, StoreCounts};
 pub use replica::{ApplyItem, ApplyOutcome, PurgeStub};
 pub use sharing::FeedEnds;
 pub use space::Storage;
@@ -222,6 +225,7 @@ impl Store {
         };
         store.remove_doomed()?;
         store.init_counts()?;
+        store.init_office_counts()?;
         store.init_audit_index()?;
         store.move_legacy_jobs()?;
         Ok(store)

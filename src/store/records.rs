@@ -39,19 +39,41 @@ pub(super) const COUNT_KEYS: [&str; 2] = [RECORD_COUNT, VERSION_COUNT];
 
 /// What a transaction changed in the counts. Made inside the transaction's
 /// closure, so that a retried transaction starts again from zero.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct CountDelta {
     pub records: i64,
     pub versions: i64,
+    /// Records added (removed: negative) per origin office
+    /// ([`super::counts`]).
+    pub origins: Vec<(OfficeId, i64)>,
+}
+
+impl CountDelta {
+    /// One record of `id`'s origin more (`n` = 1) or less (-1).
+    pub(super) fn record(&mut self, id: &RecordId, n: i64) {
+        self.records += n;
+        let origin = id.origin();
+        match self.origins.iter_mut().find(|(o, _)| *o == origin) {
+            Some((_, d)) => *d += n,
+            None => self.origins.push((origin, n)),
+        }
+    }
 }
 
 /// Applies `d` to the counts, in the transaction that made the change.
-pub(super) fn add_counts_tx(counters: &TxTree<'_, str, u64>, d: CountDelta) -> Tx<()> {
+pub(super) fn add_counts_tx(counters: &TxTree<'_, str, u64>, d: &CountDelta) -> Tx<()> {
     for (key, delta) in [(RECORD_COUNT, d.records), (VERSION_COUNT, d.versions)] {
         if delta != 0 {
             let now = counters.get(key)?.unwrap_or(0);
             counters.insert(key, &now.saturating_add_signed(delta))?;
         }
+    }
+    for (origin, delta) in &d.origins {
+        super::counts::add_tx(
+            counters,
+            &super::counts::origin_key(origin.as_str()),
+            *delta,
+        )?;
     }
     Ok(())
 }
@@ -472,14 +494,21 @@ impl VersionWriter {
             .versions
             .insert_encoded((id, w.version.version), &w.value)?;
         t.heads.insert_encoded(id, &w.head_value)?;
-        add_counts_tx(
+        let mut counts = CountDelta {
+            versions: (!replaced).into(),
+            ..CountDelta::default()
+        };
+        if old.is_none() {
+            counts.record(id, 1);
+        }
+        add_counts_tx(&t.counters, &counts)?;
+        super::sharing::push_feed(
+            self.feed_floor,
+            &t.last_seqs,
+            &t.outbox,
             &t.counters,
-            CountDelta {
-                records: old.is_none().into(),
-                versions: (!replaced).into(),
-            },
+            &w.feed,
         )?;
-        super::sharing::push_feed(self.feed_floor, &t.last_seqs, &t.outbox, &w.feed)?;
         super::audit::append_tx(
             &t.audit_entries,
             &t.audit_head,

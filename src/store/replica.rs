@@ -163,7 +163,9 @@ impl RecordTrees<'_, '_> {
             blobs::add_replica_refs_tx(self.refs, files.blobs, files.fetches, &v.record, peer)?;
         self.purged.remove(id)?;
         let old = self.heads.get(id)?;
-        counts.records += i64::from(old.is_none());
+        if old.is_none() {
+            counts.record(id, 1);
+        }
         if old.as_ref().is_none_or(|h| h.version < v.record.version) {
             if let Some(old) = old {
                 self.collections.remove((old.collection.as_str(), id))?;
@@ -206,7 +208,7 @@ impl RecordTrees<'_, '_> {
         }
         self.collections.remove((head.collection.as_str(), id))?;
         self.heads.remove(id)?;
-        counts.records -= 1;
+        counts.record(id, -1);
         let stub = PurgeStub {
             id: id.clone(),
             version: head.version,
@@ -294,7 +296,7 @@ impl Store {
                 }
             }
             t.checkpoints.insert(peer, &checkpoint)?;
-            add_counts_tx(&t.counters, counts)?;
+            add_counts_tx(&t.counters, &counts)?;
             let mut drafts = log.drafts(&self.office, peer, now_ms);
             drafts.extend_from_slice(rejected);
             super::audit::append_tx(
@@ -368,7 +370,7 @@ impl Store {
                         &[draft],
                     )?;
                 }
-                add_counts_tx(&t.counters, counts)?;
+                add_counts_tx(&t.counters, &counts)?;
                 Ok(n)
             }))?;
         }

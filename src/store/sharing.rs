@@ -73,11 +73,13 @@ pub(super) fn feed_ends(trees: &Trees, floor: u64) -> Result<FeedEnds> {
 }
 
 /// Appends feed items inside a transaction, each peer's numbered on from
-/// its own last sequence number (`floor` for a feed that has none yet).
+/// its own last sequence number (`floor` for a feed that has none yet),
+/// and counts them into each peer's pending entries (`counters`).
 pub(super) fn push_feed(
     floor: u64,
     last_seqs: &TxTree<'_, OfficeId, u64>,
     outbox: &TxTree<'_, OfficeSeq, FeedItem>,
+    counters: &TxTree<'_, str, u64>,
     feed: &[(OfficeId, FeedItem)],
 ) -> Tx<()> {
     let mut ends: BTreeMap<&OfficeId, u64> = BTreeMap::new();
@@ -95,7 +97,13 @@ pub(super) fn push_feed(
         ends.insert(peer, seq);
     }
     for (peer, seq) in ends {
+        let added = seq - last_seqs.get(peer)?.unwrap_or(floor);
         last_seqs.insert(peer, &seq)?;
+        super::counts::add_tx(
+            counters,
+            &super::counts::outbox_key(peer.as_str()),
+            added as i64,
+        )?;
     }
     Ok(())
 }
@@ -118,6 +126,7 @@ tree_set! {
         jobs: GrantId => GrantJob,
         last_seqs: OfficeId => u64,
         outbox: OfficeSeq => FeedItem,
+        counters: str => u64,
         audit_entries: u64 => Entry,
         audit_head: str => AuditHead,
         audit_terms: super::keys::AuditTerm => (),
@@ -129,6 +138,15 @@ tree_set! {
     FeedTx {
         last_seqs: OfficeId => u64,
         outbox: OfficeSeq => FeedItem,
+        counters: str => u64,
+    }
+}
+
+tree_set! {
+    /// Removing entries a peer applied from its outbox.
+    OutboxGcTx {
+        outbox: OfficeSeq => FeedItem,
+        counters: str => u64,
     }
 }
 
@@ -139,6 +157,7 @@ tree_set! {
         revealed_counts: GrantId => u64,
         last_seqs: OfficeId => u64,
         outbox: OfficeSeq => FeedItem,
+        counters: str => u64,
     }
 }
 
@@ -257,7 +276,7 @@ impl Store {
                 &self.office,
                 audit,
             )?;
-            push_feed(self.feed_floor, &t.last_seqs, &t.outbox, feed)
+            push_feed(self.feed_floor, &t.last_seqs, &t.outbox, &t.counters, feed)
         }))?;
         self.audit_appended();
         Ok(())
@@ -267,7 +286,7 @@ impl Store {
     pub fn push_feed(&self, feed: &[(OfficeId, FeedItem)]) -> Result<()> {
         for chunk in feed.chunks(2048) {
             unwrap_tx(FeedTx::run(&self.trees, |t| {
-                push_feed(self.feed_floor, &t.last_seqs, &t.outbox, chunk)
+                push_feed(self.feed_floor, &t.last_seqs, &t.outbox, &t.counters, chunk)
             }))?;
         }
         Ok(())
@@ -313,16 +332,40 @@ impl Store {
         self.trees.acked.insert(peer, &seq)
     }
 
+    /// Removes `peer`'s outbox entries up to `upto`, a bounded batch per
+    /// transaction, each taking what it removed off the peer's count.
     fn gc_outbox(&self, peer: &OfficeId, upto: u64) -> Result<()> {
-        self.trees
-            .outbox
-            .remove_range(Bound::Included((peer, 0)), Bound::Included((peer, upto)))?;
-        Ok(())
+        const BATCH: usize = 4096;
+        let key = super::counts::outbox_key(peer.as_str());
+        loop {
+            let seqs: Vec<u64> = self
+                .trees
+                .outbox
+                .range_raw(Bound::Included((peer, 0)), Bound::Included((peer, upto)))
+                .take(BATCH)
+                .map(|kv| kv.map(|(seq, _)| seq))
+                .collect::<Result<_>>()?;
+            if seqs.is_empty() {
+                return Ok(());
+            }
+            unwrap_tx(OutboxGcTx::run(&self.trees, |t| {
+                let mut removed = 0i64;
+                for &seq in &seqs {
+                    removed += i64::from(t.outbox.remove((peer, seq))?);
+                }
+                super::counts::add_tx(&t.counters, &key, -removed)
+            }))?;
+            if seqs.len() < BATCH {
+                return Ok(());
+            }
+        }
     }
 
-    /// How many outbox entries wait for `peer`.
+    /// How many outbox entries wait for `peer` (kept in the transactions
+    /// that add and remove them: [`super::counts`]).
     pub fn outbox_pending(&self, peer: &OfficeId) -> Result<u64> {
-        Ok(self.trees.outbox.scan_keys(peer).count() as u64)
+        let key = super::counts::outbox_key(peer.as_str());
+        Ok(self.trees.counters.get(key.as_str())?.unwrap_or(0))
     }
 
     /// Records `revealed`, the records `grant` covered when it closed, and
@@ -367,7 +410,7 @@ impl Store {
         unwrap_tx(RevealTx::run(&self.trees, |t| {
             let mut feed = last.to_vec();
             feed.push(closed.clone());
-            push_feed(self.feed_floor, &t.last_seqs, &t.outbox, &feed)?;
+            push_feed(self.feed_floor, &t.last_seqs, &t.outbox, &t.counters, &feed)?;
             t.revealed_counts
                 .insert(&grant.id, &(revealed.len() as u64))?;
             Ok(())

@@ -40,6 +40,7 @@ const STORE_LAYERS: &[(&str, u8)] = &[
     ("fuzzing", 3),
     ("audit_index", 3),
     ("audit", 4),
+    ("counts", 4),
     ("audit_search", 5),
     ("merkle", 5),
     ("sharing", 5),
@@ -49,6 +50,7 @@ const STORE_LAYERS: &[(&str, u8)] = &[
     ("replica", 7),
     ("commit", 7),
     ("disk", 8),
+    ("recount", 8),
 ];
 
 /// The top-level modules a source file names through `crate::…`.
