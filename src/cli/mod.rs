@@ -5,6 +5,7 @@
 mod audit;
 mod blobs;
 mod check;
+mod check_store;
 mod client;
 mod demo;
 pub mod errors;
@@ -139,6 +140,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Count again, in full, what `status` and `peer list` show from kept
+    /// counts (records, versions, records per office, outbox entries per
+    /// peer) in this office's store, and name every kept count that
+    /// differs. The node must be stopped. Exits 1 when a count differs
+    /// (unless --fix stored the counted values).
+    CheckStore {
+        /// The office's data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Store the counted values in place of the kept ones that differ.
+        #[arg(long)]
+        fix: bool,
+        /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
+        #[arg(long)]
+        json: bool,
+    },
     /// Print shell completions for casemesh (e.g. `casemesh completions
     /// bash > /etc/bash_completion.d/casemesh`).
     Completions {
@@ -237,6 +254,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         | Command::Fingerprint { .. }
         | Command::VerifyBundle { .. }
         | Command::CheckConfig { .. }
+        | Command::CheckStore { .. }
         | Command::Completions { .. }
         | Command::Man { .. }) => dispatch(command).await,
         command => interruptible(INTERRUPTED, dispatch(command)).await,
@@ -264,6 +282,7 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::VerifyBundle { file, trust, json } => audit::verify_bundle(file, trust, json),
         Command::Status { client, json } => users::status(client, json).await,
         Command::CheckConfig { data, json } => check::run(&data, json).await,
+        Command::CheckStore { data, fix, json } => check_store::run(&data, json, fix),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "casemesh", &mut std::io::stdout());

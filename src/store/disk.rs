@@ -138,6 +138,12 @@ impl OnDisk {
         Ok(())
     }
 
+    /// Sets the kept count `name` (`count:records`, `count:outbox:<peer>`,
+    /// …) to `value`: a count damaged on disk, for `check-store`'s tests.
+    pub fn set_count(&self, name: &str, value: u64) -> Result<()> {
+        self.trees.counters.insert(name, &value)
+    }
+
     /// How many blob chunks are stored.
     pub fn chunk_count(&self) -> Result<usize> {
         Ok(self.trees.chunks.len())

@@ -106,6 +106,9 @@ async fn every_documented_json_shape_is_what_the_binary_prints() {
     samples.push(("fingerprint", json(&["fingerprint", "--data", p, "--json"])));
     let checked = json(&["check-config", "--data", p, "--json"]);
     samples.push(("check-config", checked));
+    let counted = json(&["check-store", "--data", p, "--json"]);
+    assert_eq!(counted["ok"], true, "{counted}");
+    samples.push(("check-store", counted));
 
     let servers = (serve(&phila).await, serve(&nyc).await);
     let peer = json(&[

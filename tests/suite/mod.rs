@@ -19,6 +19,7 @@ mod disk_full;
 mod evidence;
 mod federation;
 mod hostile;
+mod indexes;
 mod layers;
 mod matrix;
 mod memory;
