@@ -40,6 +40,28 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub blobs: BlobConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// How often every pinned peer's audit log is checked against the
+    /// heads kept from it (`audit witness` on its own): each check proves
+    /// the heads kept since the last one with a few hundred bytes per head.
+    /// Default 10m; at least 10s (a peer answers one proof per 10 s).
+    #[serde(with = "humantime_serde_compat")]
+    pub witness_interval: std::time::Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            witness_interval: std::time::Duration::from_secs(600),
+        }
+    }
 }
 
 /// `[blobs]`: attached files.
@@ -234,6 +256,7 @@ impl Config {
             limits: Limits::default(),
             server: ServerConfig::default(),
             blobs: BlobConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 
@@ -284,6 +307,12 @@ impl Config {
         }
         if cfg.blobs.fetch_concurrency == 0 {
             return Err("blobs.fetch_concurrency must be at least 1".into());
+        }
+        if cfg.audit.witness_interval < std::time::Duration::from_secs(10) {
+            return Err(
+                "audit.witness_interval must be at least 10s: a peer answers one proof of its log per 10 s"
+                    .into(),
+            );
         }
         if cfg.server.max_connections == 0 {
             return Err("server.max_connections must be at least 1".into());
@@ -392,6 +421,22 @@ mod tests {
         assert_eq!(cfg.store, StoreConfig::default());
         assert_eq!(cfg.server, ServerConfig::default());
         assert_eq!(cfg.blobs, BlobConfig::default());
+        assert_eq!(cfg.audit, AuditConfig::default());
+    }
+
+    #[test]
+    fn a_witness_interval_under_a_peers_proof_interval_is_refused() {
+        let base = "office = \"phila-da\"\nlisten = \"127.0.0.1:1\"\n[audit]\n";
+        let err = Config::parse(&format!("{base}witness_interval = \"5s\"\n")).unwrap_err();
+        assert!(
+            err.contains("audit.witness_interval must be at least 10s"),
+            "{err}"
+        );
+        let cfg = Config::parse(&format!("{base}witness_interval = \"1h\"\n")).unwrap();
+        assert_eq!(
+            cfg.audit.witness_interval,
+            std::time::Duration::from_secs(3600)
+        );
     }
 
     #[test]

@@ -225,6 +225,8 @@ struct Background {
     signer: JoinHandle<()>,
     /// Indexes audit entries written before the index existed.
     indexer: JoinHandle<()>,
+    /// Checks pinned peers' audit logs against the heads kept from them.
+    witnesses: JoinHandle<()>,
     refusals_flusher: JoinHandle<()>,
     accept_loop: JoinHandle<()>,
     refusals: Arc<RefusalLog>,
@@ -251,6 +253,7 @@ impl Background {
         let _ = self.sweeper.await;
         let _ = self.scrubber.await;
         let _ = self.indexer.await;
+        let _ = self.witnesses.await;
         // The listener is closed once the accept loop has ended, so the
         // address can be bound again as soon as shutdown returns.
         let _ = self.accept_loop.await;
@@ -563,7 +566,7 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
             shutdown_rx.clone(),
         )),
         sweeper: tokio::spawn(fetch::run_sweeper(
-            sync_ctx,
+            sync_ctx.clone(),
             blobs.clone(),
             shutdown_rx.clone(),
         )),
@@ -574,6 +577,12 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         )),
         indexer: tokio::spawn(crate::service::audit::run_indexer(
             audit.clone(),
+            shutdown_rx.clone(),
+        )),
+        witnesses: tokio::spawn(crate::sync::witness::run_checks(
+            sync_ctx,
+            audit.clone(),
+            config.audit.witness_interval,
             shutdown_rx.clone(),
         )),
         signer: tokio::spawn(crate::service::audit::run_signer(

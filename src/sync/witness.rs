@@ -11,7 +11,10 @@
 //! head against the next that carries a tree root, the last against the
 //! peer's current head), then keeps the current head and remembers it as
 //! proven, so the next check starts there. A peer that still answers with
-//! digests is checked the old way, from the first entry.
+//! digests is checked the old way, from the first entry. [`run_checks`]
+//! makes that check of every pinned peer on its own, at the interval
+//! `[audit] witness_interval` sets, so each head kept is proven against
+//! the next without an admin asking.
 
 use std::sync::Arc;
 
@@ -420,5 +423,67 @@ fn conflict(held: usize, why: String) -> WitnessReport {
         current: None,
         conflict: Some(why),
         proof_bytes: 0,
+    }
+}
+
+/// Checks every pinned peer's log every `every` (the first time one
+/// interval after start), until shutdown. A conflict is logged, and
+/// written to the audit log as `witness.conflict` (counted per peer, as
+/// for heads that do not check out); a peer that cannot be reached, or
+/// asks to be asked later, is tried at the next interval.
+pub async fn run_checks(
+    ctx: Arc<SyncContext>,
+    audit: Arc<AuditLog>,
+    every: std::time::Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let peers = match ctx.store.peers() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "listing peers to witness failed");
+                continue;
+            }
+        };
+        for peer in peers {
+            let office = peer.office;
+            let checked = tokio::select! {
+                r = check(&ctx, &audit, &office) => r,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            let conflict = match checked {
+                Ok(r) => match r.conflict {
+                    Some(c) => c,
+                    None => {
+                        tracing::debug!(peer = %office, heads = r.heads_checked, "audit witness agreed");
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    tracing::debug!(peer = %office, error = %e, "audit witness not made");
+                    continue;
+                }
+            };
+            tracing::error!(peer = %office, problem = %conflict, "audit witness");
+            let entry = crate::domain::audit::Draft::new(
+                crate::domain::audit::Actor::node(ctx.office.as_str()),
+                "witness.conflict",
+                crate::domain::audit::Target {
+                    peer: office.to_string(),
+                    detail: crate::domain::audit::clip(&conflict),
+                    ..Default::default()
+                },
+                crate::domain::audit::Outcome::failed("CONFLICT", conflict.clone()),
+            );
+            // Counted apart from the heads the peer's streams bring, so
+            // that a conflict this check finds is logged even when those
+            // were found already.
+            let source = format!("{office} (witness check)");
+            ctx.refusals.refuse(&source, entry).await;
+        }
     }
 }

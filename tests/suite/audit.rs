@@ -523,6 +523,29 @@ async fn a_changed_removed_or_reordered_entry_is_named_by_verify() {
     cluster.stop_all().await;
 }
 
+/// Rewrites a stopped node's history consistently: entry 2 changed, the
+/// whole chain after it recomputed, its signed heads and its Merkle tree
+/// dropped (the tree is rebuilt from the rewritten entries), so that its
+/// own verification passes.
+fn rewrite_history(disk: &OnDisk) {
+    let mut prev = GENESIS;
+    let mut last = (0, GENESIS, 0);
+    for (seq, bytes) in disk.audit_entries().unwrap() {
+        let mut e = Entry::decode(&bytes).unwrap();
+        if e.seq == 2 {
+            e.outcome.message = "never happened".into();
+        }
+        e.prev = prev;
+        prev = e.hash();
+        last = (e.seq, prev, e.at_ms);
+        disk.put_audit_entry(seq, &e.encode()).unwrap();
+    }
+    disk.set_audit_head(last.0, last.1, last.2).unwrap();
+    disk.clear_signed_heads().unwrap();
+    disk.clear_audit_tree().unwrap();
+    disk.flush().unwrap();
+}
+
 async fn witness(node: &TestNode) -> pb::WitnessAuditResponse {
     node.admin()
         .await
@@ -553,30 +576,9 @@ async fn a_rewritten_log_no_longer_matches_the_heads_its_peer_witnessed() {
     .await;
     assert!(agreed.conflict.is_empty());
 
-    // phila-da rewrites its history consistently: a changed entry, the whole
-    // chain after it recomputed, its own signed heads and its Merkle tree
-    // dropped (it is rebuilt from the rewritten entries), so that its own
-    // verification passes.
+    // phila-da rewrites its history consistently.
     cluster.nodes[0].stop().await;
-    {
-        let disk = on_disk(&cluster.nodes[0]);
-        let mut prev = GENESIS;
-        let mut last = (0, GENESIS, 0);
-        for (seq, bytes) in disk.audit_entries().unwrap() {
-            let mut e = Entry::decode(&bytes).unwrap();
-            if e.seq == 2 {
-                e.outcome.message = "never happened".into();
-            }
-            e.prev = prev;
-            prev = e.hash();
-            last = (e.seq, prev, e.at_ms);
-            disk.put_audit_entry(seq, &e.encode()).unwrap();
-        }
-        disk.set_audit_head(last.0, last.1, last.2).unwrap();
-        disk.clear_signed_heads().unwrap();
-        disk.clear_audit_tree().unwrap();
-        disk.flush().unwrap();
-    }
+    rewrite_history(&on_disk(&cluster.nodes[0]));
     cluster.nodes[0].restart().await;
     assert!(
         verify(&cluster.nodes[0]).await.intact,
@@ -585,6 +587,51 @@ async fn a_rewritten_log_no_longer_matches_the_heads_its_peer_witnessed() {
     let r = witness(&cluster.nodes[1]).await;
     assert!(!r.agreed, "{r:?}");
     assert!(r.conflict.contains("not in its log"), "{r:?}");
+    cluster.stop_all().await;
+}
+
+/// A peer checks the heads it keeps on its own (`[audit]
+/// witness_interval`): once the office rewrites its log, the peer's
+/// audit log names the conflict without anyone running `audit witness`.
+#[tokio::test]
+async fn a_peer_finds_a_rewritten_log_on_its_own() {
+    let mut cluster = TestCluster::start(&["phila-da", "nyc-da"]).await;
+    cluster.nodes[1]
+        .configure(|c| c.audit.witness_interval = Duration::from_secs(10))
+        .await;
+    cluster.pin_all().await;
+    cluster.grant_collection(0, 1, "case-1").await;
+    let mut records = cluster.nodes[0].records().await;
+    for i in 0..3 {
+        records.put(rec("case-1", &format!("r{i}"))).await.unwrap();
+    }
+    drop(records);
+    eventually(DEADLINE, "nyc-da to hold phila-da's records", || async {
+        (super::cluster::holdings(&cluster.nodes[1]).await.len() == 3).then_some(())
+    })
+    .await;
+    // nyc-da holds a head past entry 2 (the heads a pull stream brings
+    // may all be older: phila-da signs one per 5 s at most).
+    assert!(witness(&cluster.nodes[1]).await.agreed);
+    cluster.nodes[0].stop().await;
+    rewrite_history(&on_disk(&cluster.nodes[0]));
+    cluster.nodes[0].restart().await;
+    // Two intervals and some: the check runs every 10 s (and a peer
+    // answers one proof per 10 s).
+    let found = eventually(
+        Duration::from_secs(60),
+        "nyc-da's own check to find the rewrite",
+        || async {
+            // Heads the stream brings may show the rewrite first (the same
+            // entry signed twice); the check's own finding says more.
+            let conflicts = of_action(&cluster.nodes[1], "witness.conflict").await;
+            conflicts
+                .into_iter()
+                .find(|e| e.outcome_message.contains("not in its log"))
+        },
+    )
+    .await;
+    assert_eq!(found.peer, "phila-da", "{found:?}");
     cluster.stop_all().await;
 }
 
