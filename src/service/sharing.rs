@@ -2,16 +2,48 @@
 //! peers' feeds.
 //!
 //! Consistency: every record write computes its feed entries and commits
-//! them in the same transaction as the version, under a shared `gate`;
-//! grant changes hold the gate exclusively while they store the grant and
-//! queue their backfill or revocations. So no write can slip between a
-//! grant and its backfill. Grant jobs (backfill, revocation) are marked in
-//! the store before they start and re-run at start-up if a crash cut them
-//! short; re-running is harmless because applying is idempotent.
+//! them in the same transaction as the version, under a shared `gate`. A
+//! grant change holds the gate exclusively only to store the grant (or its
+//! end) and put it in force, a few milliseconds whatever the grant covers;
+//! the work that grows with the grant — queueing a backfill, or the
+//! revocations of a close — runs afterwards, with writes going on, as a
+//! grant job (marked in the store with the grant, run to its end even if
+//! the caller goes away, and re-run at start-up if a crash cut it short).
+//! Why that loses nothing and reveals nothing:
+//!
+//! - **Backfill.** From the moment a grant is in force, every write queues
+//!   its own version for the peer. The backfill walks the records the
+//!   grant covers in id order, a bounded batch at a time, and queues each
+//!   one's history up to the head it reads then; a batch and the cursor
+//!   saying how far it got are one transaction, so a crash resumes after
+//!   the last batch and loses none. A version written meanwhile is queued
+//!   by its write, by the backfill, or by both (applying is idempotent). A
+//!   write does not rely on a backfill still running to carry a record's
+//!   history (the record may leave the case before the backfill reaches
+//!   it): while any grant that showed the record is still being
+//!   backfilled, the write queues the whole history itself. A backfill
+//!   skips records the peer already sees only through grants whose own
+//!   backfill is complete, and it stops as soon as its grant ends: what it
+//!   queued is checked against the sharing rule when sent
+//!   ([`crate::sync`]), so nothing it queued reaches a peer no longer
+//!   granted.
+//! - **Close** (revoke, expiry). The revocations must name exactly the
+//!   records the grant covered when it ended: none added to the case later.
+//!   While a close is queued, writes that move a record into or out of its
+//!   case note where the record stood when the grant ended (the first move
+//!   tells), and a record leaving the case gets its revocation from the
+//!   write itself (durable with the version). The close reads the case as
+//!   it is, then takes those notes: records moved in are left out, records
+//!   moved out are put back. A revocation is not sent if the record is
+//!   visible to the peer again by the time it is sent (granted anew, or
+//!   moved into a case still granted): its versions follow in the feed.
+//!   A close resumed after a crash (the notes are gone) reads what the
+//!   grant showed from the records' signed versions and their times; the
+//!   end is stamped a millisecond before any write that follows it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use rustls_pki_types::CertificateDer;
 
@@ -24,7 +56,15 @@ use crate::error::{Error, Result};
 use crate::identity::tls::TrustStore;
 use crate::identity::{Fingerprint, pki::certs_from_pem};
 use crate::service::audit::Call;
-use crate::store::{ListFilter, PeerRemoval, Store};
+use crate::store::{ListFilter, PeerRemoval, Store, StoreError};
+
+/// Records a backfill reads per batch: each batch is one short transaction,
+/// so that writes, which share sled's one-transaction-at-a-time, never wait
+/// long behind it.
+const BACKFILL_BATCH: usize = 256;
+/// Records queued by a backfill between two commits (each commit lets the
+/// queued entries be served).
+const BACKFILL_COMMIT: usize = 4096;
 
 /// Live link state the replication runtime reports for a peer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -71,8 +111,106 @@ pub struct Sharing {
     /// generation is rebuilt before it is sent.
     generation: AtomicU64,
     /// Serializes storing purge acknowledgements (they touch only ended
-    /// grants, so they need not hold writes back).
+    /// grants, so they need not hold writes back) with queueing closes,
+    /// which read what a grant revealed (an acknowledgement lets it go).
     acks: tokio::sync::Mutex<()>,
+    /// Grant jobs running now, and what writes that race them note for
+    /// them.
+    running: Mutex<Running>,
+}
+
+/// Grant jobs running outside the gate (see the module docs).
+#[derive(Default)]
+struct Running {
+    /// Grants whose backfill is being queued, counted (a peer's re-queue
+    /// may run beside a grant's own backfill).
+    backfilling: HashMap<GrantId, usize>,
+    /// Grants of a case whose close is being queued.
+    closing: HashMap<GrantId, CaseAtEnd>,
+}
+
+/// For a grant of a case whose close is being queued: where each record
+/// that moved into or out of the case since the grant ended stood when it
+/// ended (`true`: in the case).
+struct CaseAtEnd {
+    peer: OfficeId,
+    collection: String,
+    moved: HashMap<RecordId, bool>,
+}
+
+/// Which backfill: a grant's own, that skips records the peer already sees
+/// through grants already backfilled; or again, for a peer that lost its
+/// state, that skips nothing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Backfill {
+    New,
+    Again,
+}
+
+/// Counts a backfill as running while it lives.
+struct BackfillRun {
+    sharing: Arc<Sharing>,
+    grant: GrantId,
+}
+
+impl BackfillRun {
+    fn start(sharing: &Arc<Sharing>, grant: &GrantId) -> Self {
+        *sharing
+            .running()
+            .backfilling
+            .entry(grant.clone())
+            .or_default() += 1;
+        Self {
+            sharing: sharing.clone(),
+            grant: grant.clone(),
+        }
+    }
+}
+
+impl Drop for BackfillRun {
+    fn drop(&mut self) {
+        let mut running = self.sharing.running();
+        if let Some(n) = running.backfilling.get_mut(&self.grant) {
+            *n -= 1;
+            if *n == 0 {
+                running.backfilling.remove(&self.grant);
+            }
+        }
+    }
+}
+
+/// Runs a grant job to its end in a task of its own, even if the caller
+/// goes away (a cancelled call, a deadline).
+async fn to_completion<T: Send + 'static>(
+    job: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(job).await.map_err(|e| {
+        Error::Store(StoreError::Inconsistent(format!(
+            "a grant job's task failed: {e}"
+        )))
+    })?
+}
+
+/// Runs blocking store work of a grant job off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        Error::Store(StoreError::Inconsistent(format!(
+            "a grant job's batch failed: {e}"
+        )))
+    })?
+}
+
+/// Waits (a few milliseconds at most) until the clock is past `ms`, so
+/// that every write after a grant's end carries a later time than the end.
+async fn past(ms: u64) {
+    for _ in 0..5 {
+        if now_ms() > ms {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
 }
 
 impl Sharing {
@@ -101,6 +239,7 @@ impl Sharing {
             runtime: OnceLock::new(),
             generation: AtomicU64::new(0),
             acks: tokio::sync::Mutex::new(()),
+            running: Mutex::new(Running::default()),
         })
     }
 
@@ -148,6 +287,19 @@ impl Sharing {
         self.grants.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Taken after `grants` when both are held.
+    fn running(&self) -> std::sync::MutexGuard<'_, Running> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether grant `id` is in force now (not ended, not expired).
+    fn in_force(&self, id: &GrantId) -> bool {
+        let now = now_ms();
+        self.grants_read()
+            .iter()
+            .any(|g| &g.id == id && g.is_active(now))
+    }
+
     /// The sharing rule for one peer, now.
     pub fn visible(&self, peer: &OfficeId, id: &RecordId, collection: &str) -> bool {
         let grants = self.grants_read();
@@ -167,7 +319,9 @@ impl Sharing {
 
     /// Feed entries for a write that turns `prev` (id, collection) into
     /// `next`: the new version for every peer that sees the record now, and
-    /// a revocation for a peer that saw it before but no longer does.
+    /// a revocation for a peer that saw it before but no longer does. Notes
+    /// a move into or out of the case of a grant whose close is being
+    /// queued (see the module docs).
     pub fn feed_for_write(
         &self,
         prev_collection: Option<&str>,
@@ -175,25 +329,45 @@ impl Sharing {
     ) -> Vec<(OfficeId, FeedItem)> {
         let now = now_ms();
         let grants = self.grants_read();
-        let peers: BTreeSet<&OfficeId> = grants
+        let mut running = self.running();
+        // Peers of closing grants whose case held this record when they
+        // ended, and which it leaves now.
+        let mut leaving: BTreeSet<OfficeId> = BTreeSet::new();
+        for case in running.closing.values_mut() {
+            let was_in = prev_collection == Some(case.collection.as_str());
+            let is_in = next.collection == case.collection;
+            if was_in != is_in {
+                let at_end = *case.moved.entry(next.id.clone()).or_insert(was_in);
+                if at_end && !is_in {
+                    leaving.insert(case.peer.clone());
+                }
+            }
+        }
+        let mut peers: BTreeSet<OfficeId> = grants
             .iter()
             .filter(|g| g.is_active(now))
-            .map(|g| &g.peer)
+            .map(|g| g.peer.clone())
             .collect();
+        peers.extend(leaving.iter().cloned());
         let mut feed = Vec::new();
         for peer in peers {
-            let mine = || grants.iter().filter(|g| &g.peer == peer);
+            let mine = || grants.iter().filter(|g| g.peer == peer);
             let after = sharing::visible(mine(), &self.office, &next.id, &next.collection, now);
             // "Before" counts grants that expired but are not swept yet: the
             // peer may still hold the record, and the sweep's revocations
             // only look at current membership.
-            let before = prev_collection
-                .is_some_and(|c| mine().any(|g| g.ended_at_ms == 0 && g.covers(&next.id, c)));
+            let before = leaving.contains(&peer)
+                || prev_collection
+                    .is_some_and(|c| mine().any(|g| g.ended_at_ms == 0 && g.covers(&next.id, c)));
             if after {
                 // A record the peer could not see before (moved into a
-                // granted case) travels with its whole history.
-                let saw = prev_collection
-                    .is_some_and(|c| sharing::visible(mine(), &self.office, &next.id, c, now));
+                // granted case) travels with its whole history; so does one
+                // it saw only through grants still being backfilled, which
+                // may never reach it.
+                let backfilled = || mine().filter(|g| !running.backfilling.contains_key(&g.id));
+                let saw = prev_collection.is_some_and(|c| {
+                    sharing::visible(backfilled(), &self.office, &next.id, c, now)
+                });
                 feed.push((
                     peer.clone(),
                     FeedItem::Versions {
@@ -217,7 +391,7 @@ impl Sharing {
     // ---- peers -------------------------------------------------------
 
     pub async fn add_peer(
-        &self,
+        self: &Arc<Self>,
         office: OfficeId,
         endpoint: &str,
         ca_pem: &str,
@@ -237,7 +411,7 @@ impl Sharing {
                 });
             }
         }
-        let _gate = self.gate.write().await;
+        let gate = self.gate.write().await;
         if self.store.peer(&office)?.is_some() {
             return Err(Error::PeerAlreadyPinned(office));
         }
@@ -264,10 +438,10 @@ impl Sharing {
             ..Target::default()
         });
         self.store.put_peer(&peer, &[entry])?;
+        drop(gate);
         // A peer pinned again gets the revocations of grants that ended
         // while it was not pinned, so it does not keep those copies.
-        self.requeue_locked(&peer.office)?;
-        self.store.commit().await?;
+        self.requeue(&peer.office).await?;
         self.refresh_trust()?;
         if let Some(rt) = self.runtime() {
             rt.peer_added(&peer);
@@ -322,7 +496,7 @@ impl Sharing {
             self.store
                 .put_grant_with_feed(&g, &[], Some(GrantJob::Close), &[ended])?;
             self.replace_grant(g.clone());
-            self.close(&g, Closing::First)?;
+            self.close(&g, Closing::UnderGate)?;
             self.store.clear_job(&g.id)?;
         }
         let entry = call.entry(Target {
@@ -367,22 +541,20 @@ impl Sharing {
 
     /// Queues again everything `peer` may see, and the revocations of grants
     /// it never confirmed purging: for a peer that lost its state (it
-    /// re-pinned this office, or was restored from a backup).
-    pub async fn requeue(&self, peer: &OfficeId) -> Result<()> {
-        let _gate = self.gate.write().await;
-        self.requeue_locked(peer)?;
-        self.store.commit().await?;
-        Ok(())
-    }
-
-    fn requeue_locked(&self, peer: &OfficeId) -> Result<()> {
+    /// re-pinned this office, or was restored from a backup). Writes go on
+    /// meanwhile (see the module docs).
+    pub async fn requeue(self: &Arc<Self>, peer: &OfficeId) -> Result<()> {
         for g in self.grants(Some(peer)) {
             if g.ended_at_ms == 0 {
-                self.backfill(&g, &[])?;
+                let run = BackfillRun::start(self, &g.id);
+                let this = self.clone();
+                to_completion(async move { this.backfill(g, Backfill::Again, run).await }).await?;
             } else if g.purge_ack.is_none() {
-                self.close(&g, Closing::Again)?;
+                let this = self.clone();
+                to_completion(async move { this.close_job(g, Closing::Again).await }).await?;
             }
         }
+        self.store.commit().await?;
         Ok(())
     }
 
@@ -482,7 +654,7 @@ impl Sharing {
     }
 
     pub async fn grant(
-        &self,
+        self: &Arc<Self>,
         peer: OfficeId,
         target: GrantTarget,
         expires_at_ms: u64,
@@ -513,98 +685,213 @@ impl Sharing {
                 }
             }
         }
-        let _gate = self.gate.write().await;
-        if self.store.peer(&peer)?.is_none() {
-            return Err(Error::PeerNotPinned(peer));
-        }
-        let mut random = [0u8; 8];
-        crate::domain::random_bytes(&mut random);
-        let grant = Grant {
-            id: GrantId::generate(random),
-            peer,
-            target,
-            created_at_ms: now,
-            expires_at_ms,
-            ended_at_ms: 0,
-            end_reason: None,
-            purge_ack: None,
+        let (grant, run) = {
+            let _gate = self.gate.write().await;
+            if self.store.peer(&peer)?.is_none() {
+                return Err(Error::PeerNotPinned(peer));
+            }
+            let mut random = [0u8; 8];
+            crate::domain::random_bytes(&mut random);
+            let grant = Grant {
+                id: GrantId::generate(random),
+                peer,
+                target,
+                created_at_ms: now,
+                expires_at_ms,
+                ended_at_ms: 0,
+                end_reason: None,
+                purge_ack: None,
+            };
+            self.store.put_grant_with_feed(
+                &grant,
+                &[],
+                Some(GrantJob::Backfill),
+                &[call.entry(grant_target(&grant))],
+            )?;
+            // Counted as backfilling before any write sees it in force.
+            let run = BackfillRun::start(self, &grant.id);
+            self.replace_grant(grant.clone());
+            (grant, run)
         };
-        self.store.put_grant_with_feed(
-            &grant,
-            &[],
-            Some(GrantJob::Backfill),
-            &[call.entry(grant_target(&grant))],
-        )?;
-        let visible_before: Vec<Grant> = self.grants(Some(&grant.peer));
-        self.replace_grant(grant.clone());
-        self.backfill(&grant, &visible_before)?;
-        self.store.clear_job(&grant.id)?;
-        self.store.commit().await?;
+        // In force: writes from now on queue for it themselves.
+        let this = self.clone();
+        let job = grant.clone();
+        to_completion(async move { this.backfill(job, Backfill::New, run).await }).await?;
         self.grants_changed.notify_one();
         Ok(grant)
     }
 
-    /// Queues every record the grant newly makes visible.
-    fn backfill(&self, grant: &Grant, others: &[Grant]) -> Result<()> {
-        let now = now_ms();
-        let mut feed = Vec::new();
-        for id in self.covered(&grant.target)? {
-            let Some(head) = self.store.head(&id)? else {
-                continue;
-            };
-            let already = sharing::visible(
-                others.iter().filter(|g| g.id != grant.id),
-                &self.office,
-                &id,
-                &head.collection,
-                now,
-            );
-            if !already {
-                // A granted record travels with its whole history.
-                feed.push((
-                    grant.peer.clone(),
-                    FeedItem::Versions {
-                        id,
-                        from: 1,
-                        to: head.version,
-                    },
-                ));
+    /// Queues, a batch at a time and with writes going on, the history of
+    /// every record `grant` covers, and stops if the grant ends meanwhile.
+    /// A grant's own backfill resumes from its cursor in the store, and
+    /// ends its job.
+    async fn backfill(
+        self: Arc<Self>,
+        grant: Grant,
+        kind: Backfill,
+        run: BackfillRun,
+    ) -> Result<()> {
+        let _run = run;
+        let mut after = match kind {
+            Backfill::New => self.store.backfill_cursor(&grant.id)?,
+            Backfill::Again => None,
+        };
+        let mut uncommitted = 0;
+        loop {
+            let this = self.clone();
+            let job = grant.clone();
+            let from = after.clone();
+            let step = blocking(move || this.backfill_batch(&job, from.as_ref(), kind)).await?;
+            // None: the grant ended; what is queued is not sent.
+            let Some((queued, next)) = step else { break };
+            let Some(next) = next else { break };
+            after = Some(next);
+            uncommitted += queued;
+            if uncommitted >= BACKFILL_COMMIT {
+                self.store.commit().await?;
+                uncommitted = 0;
             }
         }
-        self.store.push_feed(&feed)?;
+        if kind == Backfill::New {
+            self.store.finish_backfill(&grant.id)?;
+        }
+        self.store.commit().await?;
         Ok(())
     }
 
-    pub async fn revoke(&self, id: &GrantId, reason: EndReason, call: &Call) -> Result<Grant> {
-        let _gate = self.gate.write().await;
-        let mut grant = self
-            .store
-            .grant(id)?
-            .ok_or_else(|| Error::GrantNotFound(id.clone()))?;
-        if grant.ended_at_ms != 0 {
-            return Err(Error::GrantEnded {
-                id: id.clone(),
-                reason: grant
-                    .end_reason
-                    .map(EndReason::as_str)
-                    .unwrap_or("ended")
-                    .to_owned(),
-            });
+    /// One batch of a backfill: the records `grant` covers after `after`.
+    /// Returns how many it queued and where the next batch starts (`None`
+    /// when there is no more), or `None` if the grant is no longer in force.
+    fn backfill_batch(
+        &self,
+        grant: &Grant,
+        after: Option<&RecordId>,
+        kind: Backfill,
+    ) -> Result<Option<(usize, Option<RecordId>)>> {
+        if !self.in_force(&grant.id) {
+            return Ok(None);
         }
-        grant.ended_at_ms = now_ms();
-        grant.end_reason = Some(reason);
-        self.store.put_grant_with_feed(
-            &grant,
-            &[],
-            Some(GrantJob::Close),
-            &[call.entry(grant_target(&grant))],
-        )?;
-        self.replace_grant(grant.clone());
-        self.close(&grant, Closing::First)?;
-        self.store.clear_job(&grant.id)?;
-        self.store.commit().await?;
+        let (ids, last, more) = match &grant.target {
+            GrantTarget::Collection(c) => {
+                let page = self
+                    .store
+                    .collection_page(c, &self.office, after, BACKFILL_BATCH)?;
+                (page.ids, page.last, page.more)
+            }
+            GrantTarget::Record(id) if after.is_none() => {
+                (vec![id.clone()], Some(id.clone()), false)
+            }
+            GrantTarget::Record(_) => (Vec::new(), None, false),
+        };
+        let mut heads = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(head) = self.store.head(&id)? {
+                heads.push((id, head));
+            }
+        }
+        let now = now_ms();
+        let feed: Vec<(OfficeId, FeedItem)> = {
+            let grants = self.grants_read();
+            let running = self.running();
+            // Grants that already queued all they cover for this peer.
+            let backfilled = || {
+                grants.iter().filter(|g| {
+                    g.peer == grant.peer
+                        && g.id != grant.id
+                        && !running.backfilling.contains_key(&g.id)
+                })
+            };
+            heads
+                .into_iter()
+                .filter(|(id, head)| {
+                    kind == Backfill::Again
+                        || !sharing::visible(backfilled(), &self.office, id, &head.collection, now)
+                })
+                // A granted record travels with its whole history.
+                .map(|(id, head)| {
+                    let item = FeedItem::Versions {
+                        id,
+                        from: 1,
+                        to: head.version,
+                    };
+                    (grant.peer.clone(), item)
+                })
+                .collect()
+        };
+        match (&last, kind) {
+            (Some(last), Backfill::New) => self.store.queue_backfill(&grant.id, &feed, last)?,
+            _ => self.store.push_feed(&feed)?,
+        }
+        Ok(Some((feed.len(), if more { last } else { None })))
+    }
+
+    pub async fn revoke(
+        self: &Arc<Self>,
+        id: &GrantId,
+        reason: EndReason,
+        call: &Call,
+    ) -> Result<Grant> {
+        let grant = {
+            let _gate = self.gate.write().await;
+            let mut grant = self
+                .store
+                .grant(id)?
+                .ok_or_else(|| Error::GrantNotFound(id.clone()))?;
+            if grant.ended_at_ms != 0 {
+                return Err(Error::GrantEnded {
+                    id: id.clone(),
+                    reason: grant
+                        .end_reason
+                        .map(EndReason::as_str)
+                        .unwrap_or("ended")
+                        .to_owned(),
+                });
+            }
+            grant.ended_at_ms = now_ms();
+            grant.end_reason = Some(reason);
+            self.store.put_grant_with_feed(
+                &grant,
+                &[],
+                Some(GrantJob::Close),
+                &[call.entry(grant_target(&grant))],
+            )?;
+            // From now on, writes note moves into and out of its case.
+            if let GrantTarget::Collection(c) = &grant.target {
+                let case = CaseAtEnd {
+                    peer: grant.peer.clone(),
+                    collection: c.clone(),
+                    moved: HashMap::new(),
+                };
+                self.running().closing.insert(grant.id.clone(), case);
+            }
+            self.replace_grant(grant.clone());
+            // Every write after the end carries a later time, for a close
+            // resumed after a crash (it reads what was shown from times).
+            past(grant.ended_at_ms).await;
+            grant
+        };
+        let this = self.clone();
+        let job = grant.clone();
+        to_completion(async move { this.close_job(job, Closing::Tracked).await }).await?;
         self.grants_changed.notify_one();
         Ok(grant)
+    }
+
+    /// Queues a grant's close with writes going on; a close that is the
+    /// grant's job (not one queued again) ends it.
+    async fn close_job(self: Arc<Self>, grant: Grant, closing: Closing) -> Result<()> {
+        let _serial = self.acks.lock().await;
+        let this = self.clone();
+        blocking(move || {
+            this.close(&grant, closing)?;
+            if closing != Closing::Again {
+                this.store.clear_job(&grant.id)?;
+            }
+            Ok(())
+        })
+        .await?;
+        self.store.commit().await?;
+        Ok(())
     }
 
     /// Queues a revocation for every record the ended grant revealed and no
@@ -615,24 +902,60 @@ impl Sharing {
     /// to the revoked peer.
     fn close(&self, grant: &Grant, closing: Closing) -> Result<()> {
         let now = now_ms();
+        let forget_case = || {
+            if closing == Closing::Tracked {
+                self.running().closing.remove(&grant.id);
+            }
+        };
         // As stored now: a purge acknowledged since the caller looked needs
         // nothing queued again.
         let grant = match self.store.grant(&grant.id)? {
-            Some(g) if g.purge_ack.is_some() => return Ok(()),
+            Some(g) if g.purge_ack.is_some() => {
+                forget_case();
+                return Ok(());
+            }
             Some(g) => g,
-            None => return Ok(()),
+            None => {
+                forget_case();
+                return Ok(());
+            }
         };
         let others: Vec<Grant> = self.grants(Some(&grant.peer));
+        let expired = grant.end_reason == Some(EndReason::Expired);
         let revealed = match (self.store.revealed(&grant.id)?, closing) {
-            (Some(ids), _) => ids,
-            // Ended just now, under the gate: what it covers is what it
-            // showed. (Not so for one that expired before the sweep ended
-            // it: what was written in between was never sent.)
-            (None, Closing::First) if grant.end_reason != Some(EndReason::Expired) => {
-                self.covered(&grant.target)?
+            (Some(ids), _) => {
+                forget_case();
+                ids
             }
-            // An expired grant, or one closed before revealed sets were
-            // kept: read from the records' signed versions.
+            // Ended under the gate: what it covers is what it showed. (Not
+            // so for one that expired before the sweep ended it: what was
+            // written in between was never sent.)
+            (None, Closing::UnderGate) if !expired => self.covered(&grant.target)?,
+            // Ended under the gate, let go since: what it covers now, with
+            // the moves writes noted since it ended undone. Read before the
+            // notes are taken, so that a move it sees is noted.
+            (None, Closing::Tracked) => {
+                let mut shown: BTreeSet<RecordId> = if expired {
+                    self.revealed_by(&grant)?
+                } else {
+                    self.covered(&grant.target)?
+                }
+                .into_iter()
+                .collect();
+                if let Some(case) = self.running().closing.remove(&grant.id) {
+                    shown.retain(|id| case.moved.get(id).copied().unwrap_or(true));
+                    shown.extend(
+                        case.moved
+                            .into_iter()
+                            .filter(|&(_, was_in)| was_in)
+                            .map(|(id, _)| id),
+                    );
+                }
+                shown.into_iter().collect()
+            }
+            // An expired grant, a close resumed after a crash, or one
+            // closed before revealed sets were kept: read from the records'
+            // signed versions.
             (None, _) => self.revealed_by(&grant)?,
         };
         let mut revoke = Vec::new();
@@ -652,34 +975,40 @@ impl Sharing {
 
     /// Re-runs grant jobs and peer removals a crash cut short. Called once
     /// at start-up, before anything is served or pulled.
-    pub async fn resume_jobs(&self) -> Result<()> {
-        let _gate = self.gate.write().await;
-        for (office, removal) in self.store.removals()? {
-            tracing::warn!(peer = %office, ?removal, "finishing an interrupted peer removal");
-            let actor = Actor::node(self.office.as_str());
-            self.finish_removal(&office, removal, now_ms(), &actor)?;
+    pub async fn resume_jobs(self: &Arc<Self>) -> Result<()> {
+        {
+            let _gate = self.gate.write().await;
+            for (office, removal) in self.store.removals()? {
+                tracing::warn!(peer = %office, ?removal, "finishing an interrupted peer removal");
+                let actor = Actor::node(self.office.as_str());
+                self.finish_removal(&office, removal, now_ms(), &actor)?;
+            }
         }
+        self.store.drop_stale_cursors()?;
+        let mut jobs = Vec::new();
         for (id, job) in self.store.jobs()? {
             let Some(grant) = self.store.grant(&id)? else {
                 self.store.clear_job(&id)?;
                 continue;
             };
             tracing::warn!(grant = %id, ?job, "resuming an interrupted grant job");
-            match job {
-                GrantJob::Backfill => {
-                    let others = self.grants(Some(&grant.peer));
-                    self.backfill(&grant, &others)?
-                }
-                GrantJob::Close => self.close(&grant, Closing::First)?,
+            // Every interrupted backfill counts as running before any of
+            // them runs: none may skip a record for another.
+            let run = (job == GrantJob::Backfill).then(|| BackfillRun::start(self, &grant.id));
+            jobs.push((grant, run));
+        }
+        for (grant, run) in jobs {
+            match run {
+                Some(run) => self.clone().backfill(grant, Backfill::New, run).await?,
+                None => self.clone().close_job(grant, Closing::Resumed).await?,
             }
-            self.store.clear_job(&id)?;
         }
         self.store.commit().await?;
         Ok(())
     }
 
     /// Ends every grant whose expiry has passed; returns the next expiry.
-    pub async fn expire_due(&self) -> Result<Option<u64>> {
+    pub async fn expire_due(self: &Arc<Self>) -> Result<Option<u64>> {
         let now = now_ms();
         let due: Vec<GrantId> = self
             .grants_read()
@@ -748,11 +1077,17 @@ impl Sharing {
     }
 }
 
-/// Whether a grant's close is queued as it ends (or as its interrupted job
-/// resumes), or again for a peer that lost its state.
+/// How a grant's close finds what the grant revealed, when that is not
+/// stored yet.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Closing {
-    First,
+    /// Ended just now under the gate, which is still held.
+    UnderGate,
+    /// Ended under the gate, let go since: writes note moves for it.
+    Tracked,
+    /// Its job resumed after a crash cut it short.
+    Resumed,
+    /// Queued again for a peer that lost its state.
     Again,
 }
 
@@ -809,4 +1144,300 @@ fn check_office_ca(ca: &CertificateDer<'_>, office: &OfficeId) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::UserName;
+    use crate::identity::OfficeCa;
+    use crate::identity::signing::test_support::signed;
+    use crate::store::StoreOptions;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        ca: OfficeCa,
+        office: OfficeId,
+        peer: Peer,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let office = OfficeId::parse("phila-da").unwrap();
+            let nyc = OfficeId::parse("nyc-da").unwrap();
+            let admin = UserName::parse("admin").unwrap();
+            let (ca, _) = OfficeCa::create(&office, &[], &admin).unwrap();
+            let (nyc_ca, _) = OfficeCa::create(&nyc, &[], &admin).unwrap();
+            Self {
+                dir: tempfile::tempdir().unwrap(),
+                ca,
+                office,
+                peer: Peer {
+                    office: nyc,
+                    endpoint: "https://127.0.0.1:1".into(),
+                    ca_der: nyc_ca.cert_der.to_vec(),
+                    added_at_ms: 1,
+                },
+            }
+        }
+
+        /// The store and the sharing service over it, as a node opens them.
+        fn open(&self) -> (Arc<Store>, Arc<Sharing>) {
+            let store = Store::open(
+                &self.dir.path().join("store"),
+                self.office.as_str(),
+                &StoreOptions::for_tests(),
+            )
+            .unwrap();
+            let store = Arc::new(store);
+            if store.peer(&self.peer.office).unwrap().is_none() {
+                store.put_peer(&self.peer, &[]).unwrap();
+            }
+            let trust = TrustStore::new(
+                self.office.clone(),
+                self.ca.cert_der.clone(),
+                Default::default(),
+            )
+            .unwrap();
+            let sharing = Sharing::new(
+                self.office.clone(),
+                store.clone(),
+                Arc::new(trust),
+                Limits::default(),
+            )
+            .unwrap();
+            (store, Arc::new(sharing))
+        }
+
+        fn id(&self, n: u32) -> RecordId {
+            let mut random = [0u8; 10];
+            random[..4].copy_from_slice(&n.to_be_bytes());
+            RecordId::generate(&self.office, 1_000, random)
+        }
+
+        /// Writes version `version` of `id` into `collection` with the
+        /// feed the sharing service computes for it, as a local write does.
+        async fn write(
+            &self,
+            store: &Store,
+            sharing: &Sharing,
+            id: &RecordId,
+            version: u64,
+            collection: &str,
+        ) -> Vec<(OfficeId, FeedItem)> {
+            let prev = store.head(id).unwrap().map(|h| h.collection);
+            let v = signed(&self.ca, id, version, collection, Vec::new());
+            let feed = sharing.feed_for_write(prev.as_deref(), &v.record);
+            let expected = (version > 1).then(|| version - 1);
+            store
+                .write_version(&v, expected, feed.clone(), Vec::new())
+                .await
+                .unwrap();
+            feed
+        }
+    }
+
+    fn call() -> Call {
+        Call::new(Actor::node("phila-da"), "test")
+    }
+
+    /// Every entry of `peer`'s feed.
+    fn feed_of(store: &Store, peer: &OfficeId) -> Vec<FeedItem> {
+        let end = store.last_seq(peer).unwrap();
+        store
+            .outbox_after(peer, 0, end, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|(_, item)| item)
+            .collect()
+    }
+
+    /// A crash part way through a grant's backfill: the batches queued
+    /// before it and the cursor saying how far they got are on disk, the
+    /// rest is not. At the next start the backfill goes on after the
+    /// cursor: every record the grant covers is queued exactly once, and
+    /// the job and its cursor are gone.
+    #[tokio::test]
+    async fn a_backfill_cut_short_resumes_after_its_cursor() {
+        let f = Fixture::new();
+        let n = 3 * BACKFILL_BATCH as u32 + 17;
+        let grant = Grant {
+            id: GrantId::parse("g-0123456789abcdef").unwrap(),
+            peer: f.peer.office.clone(),
+            target: GrantTarget::Collection("case-1".into()),
+            created_at_ms: 1,
+            expires_at_ms: 0,
+            ended_at_ms: 0,
+            end_reason: None,
+            purge_ack: None,
+        };
+        let mut ids: Vec<RecordId> = (0..n).map(|i| f.id(i)).collect();
+        ids.sort();
+        {
+            let (store, sharing) = f.open();
+            for id in &ids {
+                f.write(&store, &sharing, id, 1, "case-1").await;
+            }
+            // Not covered: another case.
+            f.write(&store, &sharing, &f.id(n + 1), 1, "case-2").await;
+            store
+                .put_grant_with_feed(&grant, &[], Some(GrantJob::Backfill), &[])
+                .unwrap();
+            let done = BACKFILL_BATCH + 40;
+            let first: Vec<(OfficeId, FeedItem)> = ids[..done]
+                .iter()
+                .map(|id| {
+                    let item = FeedItem::Versions {
+                        id: id.clone(),
+                        from: 1,
+                        to: 1,
+                    };
+                    (f.peer.office.clone(), item)
+                })
+                .collect();
+            store
+                .queue_backfill(&grant.id, &first, &ids[done - 1])
+                .unwrap();
+            store.flush_now().unwrap();
+        }
+        let (store, sharing) = f.open();
+        sharing.resume_jobs().await.unwrap();
+        let mut queued: Vec<RecordId> = feed_of(&store, &f.peer.office)
+            .into_iter()
+            .map(|item| match item {
+                FeedItem::Versions { id, from: 1, to: 1 } => id,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(queued.len(), ids.len(), "each record queued once");
+        queued.sort();
+        assert_eq!(queued, ids);
+        assert!(store.jobs().unwrap().is_empty());
+        assert_eq!(store.backfill_cursor(&grant.id).unwrap(), None);
+    }
+
+    /// While a grant's close is being queued, writes move records into and
+    /// out of its case. The close revokes exactly what the case held when
+    /// the grant ended: a record moved out is revoked (by its write at
+    /// once, and in the revealed set), a record moved in is never named.
+    #[tokio::test]
+    async fn a_close_names_what_the_case_held_when_the_grant_ended() {
+        let f = Fixture::new();
+        let (store, sharing) = f.open();
+        let peer = f.peer.office.clone();
+        let (a, b, c, d) = (f.id(1), f.id(2), f.id(3), f.id(4));
+        for id in [&a, &b, &c] {
+            f.write(&store, &sharing, id, 1, "case-1").await;
+        }
+        f.write(&store, &sharing, &d, 1, "case-2").await;
+        let grant = sharing
+            .grant(
+                peer.clone(),
+                GrantTarget::Collection("case-1".into()),
+                0,
+                &call(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(feed_of(&store, &peer).len(), 3, "a, b and c backfilled");
+        // What revoke does under the gate, without the close that follows.
+        let mut ended = grant.clone();
+        ended.ended_at_ms = now_ms();
+        ended.end_reason = Some(EndReason::Revoked);
+        store
+            .put_grant_with_feed(&ended, &[], Some(GrantJob::Close), &[])
+            .unwrap();
+        sharing.running().closing.insert(
+            ended.id.clone(),
+            CaseAtEnd {
+                peer: peer.clone(),
+                collection: "case-1".into(),
+                moved: HashMap::new(),
+            },
+        );
+        sharing.replace_grant(ended.clone());
+        // b leaves the case, then comes back and leaves again; d joins it.
+        let out = f.write(&store, &sharing, &b, 2, "case-2").await;
+        assert_eq!(
+            out,
+            vec![(peer.clone(), FeedItem::Revoke { id: b.clone() })]
+        );
+        assert!(f.write(&store, &sharing, &b, 3, "case-1").await.is_empty());
+        let out = f.write(&store, &sharing, &b, 4, "case-2").await;
+        assert_eq!(
+            out,
+            vec![(peer.clone(), FeedItem::Revoke { id: b.clone() })]
+        );
+        assert!(f.write(&store, &sharing, &d, 2, "case-1").await.is_empty());
+        sharing.close(&ended, Closing::Tracked).unwrap();
+        let mut revealed = store.revealed(&ended.id).unwrap().unwrap();
+        revealed.sort();
+        let mut expected = vec![a.clone(), b.clone(), c.clone()];
+        expected.sort();
+        assert_eq!(revealed, expected);
+        let feed = feed_of(&store, &peer);
+        let revoked: BTreeSet<&RecordId> = feed
+            .iter()
+            .filter_map(|item| match item {
+                FeedItem::Revoke { id } => Some(id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(revoked, [&a, &b, &c].into_iter().collect());
+        assert!(
+            !feed.iter().any(|item| match item {
+                FeedItem::Revoke { id } | FeedItem::Versions { id, .. } => id == &d,
+                FeedItem::GrantClosed { .. } => false,
+            }),
+            "d, moved in after the end, is never named: {feed:?}"
+        );
+        assert!(matches!(feed.last(), Some(FeedItem::GrantClosed { .. })));
+        assert!(sharing.running().closing.is_empty(), "the notes are taken");
+        // Once closed, writes note nothing more.
+        assert!(f.write(&store, &sharing, &c, 2, "case-2").await.is_empty());
+    }
+
+    /// A write to a record the peer sees only through a grant still being
+    /// backfilled carries the record's whole history: the backfill may
+    /// never reach it (it may leave that case first).
+    #[tokio::test]
+    async fn a_write_during_a_backfill_carries_the_whole_history() {
+        let f = Fixture::new();
+        let (store, sharing) = f.open();
+        let peer = f.peer.office.clone();
+        let a = f.id(1);
+        f.write(&store, &sharing, &a, 1, "case-1").await;
+        let grant = Grant {
+            id: GrantId::parse("g-0123456789abcdef").unwrap(),
+            peer: peer.clone(),
+            target: GrantTarget::Collection("case-1".into()),
+            created_at_ms: 1,
+            expires_at_ms: 0,
+            ended_at_ms: 0,
+            end_reason: None,
+            purge_ack: None,
+        };
+        let run = BackfillRun::start(&sharing, &grant.id);
+        sharing.replace_grant(grant.clone());
+        let full = FeedItem::Versions {
+            id: a.clone(),
+            from: 1,
+            to: 2,
+        };
+        assert_eq!(
+            f.write(&store, &sharing, &a, 2, "case-1").await,
+            vec![(peer.clone(), full)]
+        );
+        drop(run);
+        let next = FeedItem::Versions {
+            id: a.clone(),
+            from: 3,
+            to: 3,
+        };
+        assert_eq!(
+            f.write(&store, &sharing, &a, 3, "case-1").await,
+            vec![(peer, next)],
+            "once backfilled, only the new version"
+        );
+    }
 }

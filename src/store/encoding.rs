@@ -417,6 +417,31 @@ impl Value for PeerRemoval {
     }
 }
 
+/// How far a grant's backfill has queued: every record of this office it
+/// covers up to `after` (in id order) is in the peer's feed. Kept with the
+/// batch it completes, so a backfill cut short resumes after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackfillCursor {
+    pub after: RecordId,
+}
+
+/// Version 1: the version byte, then the record id.
+impl Value for BackfillCursor {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(1 + 4 + self.after.as_str().len());
+        w.u8(V1).str(self.after.as_str());
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<BackfillCursor, DecodeError> {
+        let mut r = Reader::new(bytes);
+        expect_version(&mut r)?;
+        let after = RecordId::parse(r.str("after")?).map_err(|e| invalid("after", e))?;
+        r.finish()?;
+        Ok(BackfillCursor { after })
+    }
+}
+
 /// A job marked by a version before jobs had their own tree: its raw
 /// kind, as it was kept under `job:<grant id>` in `counters`.
 pub fn legacy_job(raw: &[u8]) -> GrantJob {

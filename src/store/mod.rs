@@ -12,6 +12,7 @@
 pub mod audit;
 mod audit_index;
 mod audit_search;
+mod backfill;
 pub mod blobs;
 mod commit;
 mod counts;
@@ -38,6 +39,7 @@ mod users;
 use std::path::Path;
 
 pub use audit_index::AuditField;
+pub use backfill::CollectionPage;
 pub use encoding::PeerRemoval;
 pub use records::{ListFilter, ListPage};
 pub use recount::{CountDiff, StoreCounts};

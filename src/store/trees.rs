@@ -3,7 +3,8 @@
 
 use super::Result;
 use super::encoding::{
-    AuditHead, BlobMeta, Fetch, Head, NodeHash, OurAck, PeerRemoval, PurgeStub, UserRecord,
+    AuditHead, BackfillCursor, BlobMeta, Fetch, Head, NodeHash, OurAck, PeerRemoval, PurgeStub,
+    UserRecord,
 };
 use super::keys::{AuditTerm, CollectionKey, GrantRecord, OfficeSeq, PairKey, RefKey, VersionKey};
 use super::typed::{Raw, Set, Tree};
@@ -32,6 +33,8 @@ pub(super) struct Trees {
     pub grants: Tree<GrantId, Grant>,
     /// Grant jobs started and not yet finished.
     pub jobs: Tree<GrantId, GrantJob>,
+    /// Grant id → how far its backfill has queued ([`super::backfill`]).
+    pub backfill_cursors: Tree<GrantId, BackfillCursor>,
     /// The records each closed grant revealed, until its purge is
     /// acknowledged: what its revocations name, every time they are sent.
     pub revealed: Set<GrantRecord>,
@@ -99,6 +102,7 @@ impl Trees {
             removals: Tree::open(db, "office_removal")?,
             grants: Tree::open(db, "grantid_grant")?,
             jobs: Tree::open(db, "grantid_job")?,
+            backfill_cursors: Tree::open(db, "grantid_backfillcursor")?,
             revealed: Tree::open(db, "grantrecord_revealed")?,
             revealed_counts: Tree::open(db, "grantid_revealedcount")?,
             outbox: Tree::open(db, "peerseq_outbox")?,

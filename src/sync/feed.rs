@@ -2,7 +2,10 @@
 //!
 //! Only what the peer may see is ever sent: each version entry is checked
 //! against the sharing rule when its batch is built, and the batch is
-//! rebuilt if any grant changed before it goes out. Only entries at or below
+//! rebuilt if any grant changed before it goes out. A revocation of a record
+//! the peer may see again by then is not sent (grant changes queue their
+//! work with writes going on, so a revocation may be queued after the
+//! versions of a record that became visible again meanwhile). Only entries at or below
 //! the durable watermark leave the node, and a version entry never reaches
 //! past the head it was queued with, so a peer never holds a version that a
 //! crash here could undo. The caller's office is passed in from its verified
@@ -284,11 +287,23 @@ async fn send_pending(
                 }
             }
             FeedItem::Revoke { id } => {
-                served.revoked.push((id.to_string(), 0));
-                batch.push(pb::FeedEntry {
-                    seq,
-                    kind: Some(feed_entry::Kind::RevokeRecordId(id.to_string())),
-                })
+                // Visible again by now (granted anew, or moved into a case
+                // still granted, since this was queued): the peer keeps it,
+                // and the versions it may see follow in the feed.
+                let shown = match ctx.store.head(&id) {
+                    Ok(head) => head.is_some_and(|h| ctx.sharing.visible(peer, &id, &h.collection)),
+                    Err(e) => {
+                        let _ = send(down, shutdown, internal(&e)).await;
+                        return Err(Stop::End);
+                    }
+                };
+                if !shown {
+                    served.revoked.push((id.to_string(), 0));
+                    batch.push(pb::FeedEntry {
+                        seq,
+                        kind: Some(feed_entry::Kind::RevokeRecordId(id.to_string())),
+                    })
+                }
             }
             FeedItem::GrantClosed { grant } => batch.push(pb::FeedEntry {
                 seq,

@@ -47,6 +47,7 @@ const STORE_LAYERS: &[(&str, u8)] = &[
     ("blobs", 5),
     ("users", 5),
     ("records", 6),
+    ("backfill", 6),
     ("replica", 7),
     ("commit", 7),
     ("disk", 8),
