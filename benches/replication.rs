@@ -590,6 +590,49 @@ async fn wait_applied(
 struct FanOut {
     backfill_per_peer: Vec<f64>,
     live: Vec<Duration>,
+    /// Latencies of local writes made while the grants were queued, sorted.
+    grant_writes: Vec<Duration>,
+}
+
+/// Local writers that keep putting into a case no grant covers, each on its
+/// own connection, until stopped: what a grant change may hold back.
+struct WritesDuring {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<Result<Vec<Duration>, Status>>>,
+}
+
+impl WritesDuring {
+    async fn start(origin: &Office, count: usize) -> Res<Self> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        for (c, mut rc) in writers(origin, count).await?.into_iter().enumerate() {
+            let stopped = stopped.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut i = 0;
+                while !*stopped.borrow() {
+                    let t = Instant::now();
+                    rc.put(put_req("unshared", 90_000_000 + c * 1_000_000 + i))
+                        .await?;
+                    lat.push(t.elapsed());
+                    i += 1;
+                }
+                Ok(lat)
+            }));
+        }
+        Ok(Self { stop, tasks })
+    }
+
+    /// Stops the writers; returns their latencies, sorted.
+    async fn stop(self) -> Res<Vec<Duration>> {
+        self.stop.send(true)?;
+        let mut all = Vec::new();
+        for t in self.tasks {
+            all.extend(t.await??);
+        }
+        all.sort();
+        Ok(all)
+    }
 }
 
 /// One origin and `peers` peers: backfill of `n` records, then live writes.
@@ -608,11 +651,21 @@ async fn fan_out(s: Sizes, peers: usize, live: bool) -> Res<FanOut> {
         .map(Office::subscribe_applied)
         .collect::<Option<_>>()
         .ok_or("node not running")?;
+    // Four local writers keep writing while the grants are queued.
+    let during = WritesDuring::start(&origin, 4).await?;
     let start = Instant::now();
     for p in &nodes {
         origin.grant_collection(&p.office, "big-case").await?;
     }
-    eprintln!("  grants queued in {:?}", start.elapsed());
+    let queued = start.elapsed();
+    let grant_writes = during.stop().await?;
+    eprintln!(
+        "  grants queued in {queued:?}; {} local writes meanwhile, p50 {} p99 {} max {}",
+        grant_writes.len(),
+        ms(percentile(&grant_writes, 0.5)),
+        ms(percentile(&grant_writes, 0.99)),
+        ms(*grant_writes.last().unwrap_or(&Duration::ZERO))
+    );
     let mut waits = Vec::new();
     for rx in receivers {
         waits.push(tokio::spawn(wait_applied(
@@ -639,6 +692,7 @@ async fn fan_out(s: Sizes, peers: usize, live: bool) -> Res<FanOut> {
     Ok(FanOut {
         backfill_per_peer: per_peer,
         live: latencies,
+        grant_writes,
     })
 }
 
@@ -1136,12 +1190,14 @@ async fn run(s: Sizes, only: Only) -> Res<()> {
     }
     let mut b1 = Vec::new();
     let mut live1 = Vec::new();
+    let mut grant1 = Vec::new();
     for rep in 0..if only.has("backfill") { reps } else { 0 } {
         let f = fan_out(s, 1, rep == 0).await?;
         eprintln!("  backfill {:.0}/s", f.backfill_per_peer[0]);
         b1.push(f.backfill_per_peer[0]);
         if rep == 0 {
             live1 = f.live;
+            grant1 = f.grant_writes;
         }
     }
     let b1 = nan(b1);
@@ -1154,6 +1210,7 @@ async fn run(s: Sizes, only: Only) -> Res<()> {
         FanOut {
             backfill_per_peer: vec![f64::NAN],
             live: Vec::new(),
+            grant_writes: Vec::new(),
         }
     };
     let b8 = median(f8.backfill_per_peer.clone());
@@ -1383,6 +1440,25 @@ async fn run(s: Sizes, only: Only) -> Res<()> {
             ),
             format!("{:.2} / {:.2} × the file", b.disk_origin, b.disk_peer),
             "≤ 1.05",
+        );
+    }
+    for (phase, grants, lat) in [("backfill", 1, &grant1), ("fanout", 8, &f8.grant_writes)] {
+        if !only.has(phase) {
+            continue;
+        }
+        row(
+            &format!(
+                "local writes (4 writers) while {grants} grant(s) of {} records are queued: p50 / p99 / max",
+                s.backfill
+            ),
+            format!(
+                "{} / {} / {}",
+                ms(percentile(lat, 0.5)),
+                ms(percentile(lat, 0.99)),
+                ms(*lat.last().unwrap_or(&Duration::ZERO))
+            ),
+            format!("{} writes", lat.len()),
+            "p99 ≤ 20 ms",
         );
     }
     println!();

@@ -882,14 +882,33 @@ impl Sharing {
     async fn close_job(self: Arc<Self>, grant: Grant, closing: Closing) -> Result<()> {
         let _serial = self.acks.lock().await;
         let this = self.clone();
-        blocking(move || {
-            this.close(&grant, closing)?;
-            if closing != Closing::Again {
-                this.store.clear_job(&grant.id)?;
+        let job = grant.clone();
+        let plan = blocking(move || this.close_plan(&job, closing)).await?;
+        if let Some(plan) = plan {
+            // A batch per transaction, each off the async workers on its
+            // own, so that writes get their turn in between.
+            let id = plan.grant.id.clone();
+            let peer = plan.grant.peer.clone();
+            for chunk in plan.revealed.chunks(BACKFILL_BATCH) {
+                let (store, id, chunk) = (self.store.clone(), id.clone(), chunk.to_vec());
+                blocking(move || Ok(store.add_revealed(&id, &chunk)?)).await?;
             }
-            Ok(())
-        })
-        .await?;
+            let cut = plan.revoke.len().saturating_sub(1) / BACKFILL_BATCH * BACKFILL_BATCH;
+            let (rest, last) = plan.revoke.split_at(cut);
+            for chunk in rest.chunks(BACKFILL_BATCH) {
+                let store = self.store.clone();
+                let feed: Vec<(OfficeId, FeedItem)> = chunk
+                    .iter()
+                    .map(|r| (peer.clone(), FeedItem::Revoke { id: r.clone() }))
+                    .collect();
+                blocking(move || Ok(store.push_feed(&feed)?)).await?;
+            }
+            let (store, last, count) = (self.store.clone(), last.to_vec(), plan.revealed.len());
+            blocking(move || Ok(store.finish_close(&id, &peer, &last, count as u64)?)).await?;
+        }
+        if closing != Closing::Again {
+            self.store.clear_job(&grant.id)?;
+        }
         self.store.commit().await?;
         Ok(())
     }
@@ -901,6 +920,16 @@ impl Sharing {
     /// again: records added to a case after a revocation are never named
     /// to the revoked peer.
     fn close(&self, grant: &Grant, closing: Closing) -> Result<()> {
+        if let Some(plan) = self.close_plan(grant, closing)? {
+            self.store
+                .close_grant_feed(&plan.grant, &plan.revealed, &plan.revoke)?;
+        }
+        Ok(())
+    }
+
+    /// What [`close`](Self::close) queues, or `None` when there is nothing
+    /// to queue (the purge is acknowledged, or the grant is gone).
+    fn close_plan(&self, grant: &Grant, closing: Closing) -> Result<Option<ClosePlan>> {
         let now = now_ms();
         let forget_case = || {
             if closing == Closing::Tracked {
@@ -912,12 +941,12 @@ impl Sharing {
         let grant = match self.store.grant(&grant.id)? {
             Some(g) if g.purge_ack.is_some() => {
                 forget_case();
-                return Ok(());
+                return Ok(None);
             }
             Some(g) => g,
             None => {
                 forget_case();
-                return Ok(());
+                return Ok(None);
             }
         };
         let others: Vec<Grant> = self.grants(Some(&grant.peer));
@@ -969,8 +998,11 @@ impl Sharing {
                 revoke.push(id.clone());
             }
         }
-        self.store.close_grant_feed(&grant, &revealed, &revoke)?;
-        Ok(())
+        Ok(Some(ClosePlan {
+            grant,
+            revealed,
+            revoke,
+        }))
     }
 
     /// Re-runs grant jobs and peer removals a crash cut short. Called once
@@ -1075,6 +1107,14 @@ impl Sharing {
         }
         Ok(())
     }
+}
+
+/// What a close queues: the records the grant revealed, and those of them
+/// no other grant still shows the peer.
+struct ClosePlan {
+    grant: Grant,
+    revealed: Vec<RecordId>,
+    revoke: Vec<RecordId>,
 }
 
 /// How a grant's close finds what the grant revealed, when that is not

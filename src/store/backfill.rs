@@ -1,5 +1,5 @@
-//! A grant's backfill, queued a bounded batch at a time, with a durable
-//! cursor.
+//! A grant job's work in bounded batches: a backfill, with a durable
+//! cursor; a close, its revealed set and revocations.
 //!
 //! Each batch's feed items and the cursor that says how far the backfill
 //! got are written in one transaction, so a backfill cut short by a crash
@@ -28,7 +28,17 @@ tree_set! {
     }
 }
 
-use super::keys::OfficeSeq;
+use super::keys::{GrantRecord, OfficeSeq};
+
+tree_set! {
+    /// One batch of a close's revealed set, or its last batch.
+    CloseTx {
+        revealed: GrantRecord => (),
+        revealed_counts: GrantId => u64,
+        last_seqs: OfficeId => u64,
+        outbox: OfficeSeq => FeedItem,
+    }
+}
 
 /// One page of a collection's index, for a backfill.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -104,6 +114,42 @@ impl Store {
             if t.jobs.get(grant)? == Some(GrantJob::Backfill) {
                 t.jobs.remove(grant)?;
             }
+            Ok(())
+        }))
+    }
+
+    /// Adds `ids` to what closing `grant` revealed (one batch; the set
+    /// counts as complete only with [`Store::finish_close`]).
+    pub fn add_revealed(&self, grant: &GrantId, ids: &[RecordId]) -> Result<()> {
+        unwrap_tx(CloseTx::run(&self.trees, |t| {
+            for id in ids {
+                t.revealed.insert((grant, id), &())?;
+            }
+            Ok(())
+        }))
+    }
+
+    /// The last batch of `grant`'s close: its last revocations, then its
+    /// closing marker, and its revealed set (of `revealed` records) marked
+    /// complete, in one transaction.
+    pub fn finish_close(
+        &self,
+        grant: &GrantId,
+        peer: &OfficeId,
+        revoke: &[RecordId],
+        revealed: u64,
+    ) -> Result<()> {
+        let mut feed: Vec<(OfficeId, FeedItem)> = revoke
+            .iter()
+            .map(|id| (peer.clone(), FeedItem::Revoke { id: id.clone() }))
+            .collect();
+        let closed = FeedItem::GrantClosed {
+            grant: grant.clone(),
+        };
+        feed.push((peer.clone(), closed));
+        unwrap_tx(CloseTx::run(&self.trees, |t| {
+            push_feed(self.feed_floor, &t.last_seqs, &t.outbox, &feed)?;
+            t.revealed_counts.insert(grant, &revealed)?;
             Ok(())
         }))
     }

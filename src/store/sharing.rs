@@ -18,6 +18,11 @@ use crate::domain::{OfficeId, RecordId};
 
 use super::encoding::AuditHead;
 
+/// Feed items (or revealed records) per transaction when many are queued
+/// at once: sled runs one transaction at a time, and a longer one holds
+/// every write back.
+const FEED_CHUNK: usize = 256;
+
 /// Where job markers were kept before they had their own tree.
 const LEGACY_JOB_PREFIX: &[u8] = b"job:";
 
@@ -284,7 +289,7 @@ impl Store {
 
     /// Appends feed items (in transactions of bounded size).
     pub fn push_feed(&self, feed: &[(OfficeId, FeedItem)]) -> Result<()> {
-        for chunk in feed.chunks(2048) {
+        for chunk in feed.chunks(FEED_CHUNK) {
             unwrap_tx(FeedTx::run(&self.trees, |t| {
                 push_feed(self.feed_floor, &t.last_seqs, &t.outbox, &t.counters, chunk)
             }))?;
@@ -379,7 +384,7 @@ impl Store {
         revealed: &[RecordId],
         revoke: &[RecordId],
     ) -> Result<()> {
-        const CHUNK: usize = 2048;
+        const CHUNK: usize = FEED_CHUNK;
         let peer = &grant.peer;
         for ids in revealed.chunks(CHUNK) {
             unwrap_tx(RevealTx::run(&self.trees, |t| {

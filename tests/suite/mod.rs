@@ -18,6 +18,7 @@ mod crashes;
 mod disk_full;
 mod evidence;
 mod federation;
+mod grants;
 mod hostile;
 mod indexes;
 mod layers;

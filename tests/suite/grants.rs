@@ -1,0 +1,366 @@
+//! Grants without stalls: a grant of a large case, and its revocation,
+//! while local writers keep writing. Each write's latency is recorded and
+//! bounded, and the peer ends up holding exactly what was granted (and,
+//! after the revocation, none of it).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use casemesh::cluster::Office;
+use casemesh::domain::{RecordId, RecordVersion, now_ms};
+use casemesh::identity::OfficeSigner;
+use casemesh::protocol::pb;
+use casemesh::store::{Store, StoreOptions};
+use tokio::sync::watch;
+
+use super::cluster::{TestCluster, TestNode, audited, eventually, holdings};
+use super::hostile::office_ca;
+
+/// Records in the granted case, written through the store directly.
+const SEEDED: usize = 100_000;
+/// Concurrent local writers.
+const WRITERS: usize = 4;
+/// The bound on a write's p99 latency while a grant or its revocation
+/// runs. The target is 20 ms in a release build (measured by `cargo bench
+/// --bench replication`); this is the debug build of the whole test
+/// binary, on two cores shared with the peer and the writers, where a
+/// quiet put alone takes several milliseconds. Holding writes back for the
+/// whole queueing, as grants used to, stalls them for seconds here.
+const P99_BOUND: Duration = Duration::from_millis(150);
+
+/// Writes `n` records into `collection` of a stopped node's store, signed
+/// with its office key, as a local write stores them (no grant exists yet,
+/// so no feed entries).
+async fn seed(node: &TestNode, collection: &str, n: usize) {
+    let ca = Arc::new(office_ca(node));
+    let office = node.office.clone();
+    let collection = collection.to_owned();
+    let versions = tokio::task::spawn_blocking(move || {
+        let signer = OfficeSigner::new(&ca);
+        let now = now_ms();
+        (0..n)
+            .map(|i| {
+                let mut random = [0u8; 10];
+                random[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                let record = RecordVersion {
+                    id: RecordId::generate(&office, now, random),
+                    version: 1,
+                    origin: office.clone(),
+                    collection: collection.clone(),
+                    kind: "report".into(),
+                    title: format!("seeded {i}"),
+                    content_type: "text/plain".into(),
+                    labels: Default::default(),
+                    body: bytes::Bytes::from(vec![b'x'; 256]),
+                    created_at_ms: now,
+                    updated_at_ms: now,
+                    deleted: false,
+                    attachments: Vec::new(),
+                };
+                signer.sign(record).unwrap()
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let options = StoreOptions {
+        cache_bytes: 64 << 20,
+        reserve_bytes: 0,
+    };
+    let store =
+        Arc::new(Store::open(&node.paths().store(), node.office.as_str(), &options).unwrap());
+    let mut writes = tokio::task::JoinSet::new();
+    for chunk in versions.chunks(n.div_ceil(64)) {
+        let store = store.clone();
+        let chunk = chunk.to_vec();
+        writes.spawn(async move {
+            for v in chunk {
+                store
+                    .write_version(&v, None, Vec::new(), Vec::new())
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(done) = writes.join_next().await {
+        done.unwrap();
+    }
+    store.flush_now().unwrap();
+}
+
+/// One write: when it started, how long it took, and what it wrote.
+#[derive(Clone)]
+struct Write {
+    at: Instant,
+    took: Duration,
+    id: String,
+    version: u64,
+}
+
+type Writes = Arc<Mutex<Vec<Write>>>;
+
+/// Writers, each on its own connection, writing until stopped: new
+/// records into `big-case` (the granted case) and `private` (never
+/// granted), and new versions of earlier ones.
+struct Writers {
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    writes: Writes,
+}
+
+impl Writers {
+    fn start(origin: &Office, writes: &Writes) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let tasks = (0..WRITERS)
+            .map(|n| {
+                let origin = origin.caller();
+                let writes = writes.clone();
+                let stopped = stopped.clone();
+                tokio::spawn(async move { keep_writing(origin, n, writes, stopped).await })
+            })
+            .collect();
+        Self {
+            stop,
+            tasks,
+            writes: writes.clone(),
+        }
+    }
+
+    /// Waits until `n` more writes are done than now.
+    async fn more(&self, n: usize) {
+        let from = self.writes.lock().unwrap().len();
+        eventually(Duration::from_secs(120), "more writes", || async {
+            (self.writes.lock().unwrap().len() >= from + n).then_some(())
+        })
+        .await;
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+    }
+}
+
+async fn keep_writing(origin: Office, n: usize, writes: Writes, mut stop: watch::Receiver<bool>) {
+    let mut records = origin.records().await.unwrap();
+    let mut mine: Vec<(String, u64)> = Vec::new();
+    let mut i = 0usize;
+    while !*stop.borrow_and_update() {
+        i += 1;
+        let update = (i % 3 == 0 && !mine.is_empty()).then(|| i / 3 % mine.len());
+        let (id, expected) = match update {
+            Some(k) => (mine[k].0.clone(), Some(mine[k].1)),
+            None => (String::new(), None),
+        };
+        let collection = if (i + n) % 2 == 0 {
+            "big-case"
+        } else {
+            "private"
+        };
+        let request = pb::PutRequest {
+            id,
+            expected_version: expected,
+            collection: collection.into(),
+            kind: "note".into(),
+            title: format!("writer {n} write {i}"),
+            body: vec![b'y'; 256].into(),
+            ..Default::default()
+        };
+        let at = Instant::now();
+        let reply = records.put(request).await.expect("a local write succeeds");
+        let took = at.elapsed();
+        let v = reply.into_inner();
+        match update {
+            Some(k) => mine[k].1 = v.version,
+            None => mine.push((v.id.clone(), v.version)),
+        }
+        writes.lock().unwrap().push(Write {
+            at,
+            took,
+            id: v.id,
+            version: v.version,
+        });
+    }
+}
+
+/// Latencies of the writes that started between `from` and `to`, sorted.
+fn during(writes: &Writes, from: Instant, to: Instant) -> Vec<Duration> {
+    let mut out: Vec<Duration> = writes
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|w| w.at >= from && w.at <= to)
+        .map(|w| w.took)
+        .collect();
+    out.sort();
+    out
+}
+
+fn p(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn report(what: &str, lat: &[Duration]) {
+    eprintln!(
+        "writes {what}: {} writes, p50 {:?}, p99 {:?}, max {:?}",
+        lat.len(),
+        p(lat, 0.5),
+        p(lat, 0.99),
+        lat.last().unwrap()
+    );
+}
+
+/// Origin records in `collection`: id → (version, collection).
+async fn records_in(node: &TestNode, collection: &str) -> BTreeMap<String, (u64, String)> {
+    holdings(node)
+        .await
+        .into_iter()
+        .filter(|(id, (_, c))| c == collection && id.starts_with("phila-da:"))
+        .collect()
+}
+
+/// A grant of 100,000 records and then its revocation, with four writers
+/// writing all along: no write waits behind either (p99 bounded), the peer
+/// receives exactly the granted case at its latest versions (writes that
+/// raced the backfill included, nothing of the private case), and after
+/// the revocation it holds none of it and no version written after it
+/// arrives.
+///
+/// The peer is a `casemesh serve` process of its own: sled runs one
+/// transaction at a time per process, so a peer in this process would hold
+/// the origin's writes back while it applies and purges, which a peer
+/// never does to an origin in the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_large_grant_and_its_revocation_hold_no_write_back() {
+    let mut cluster = TestCluster::start(&["phila-da"]).await;
+    let root = tempfile::tempdir().unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_casemesh"));
+    let mut peer = Office::start_process(root.path(), "nyc-da", bin)
+        .await
+        .expect("the peer starts");
+    cluster.nodes[0]
+        .kit()
+        .pin(&peer)
+        .await
+        .expect("pin the peer");
+    peer.pin(cluster.nodes[0].kit())
+        .await
+        .expect("pin the origin");
+    cluster.nodes[0].stop().await;
+    let seeding = Instant::now();
+    seed(&cluster.nodes[0], "big-case", SEEDED).await;
+    eprintln!("seeded {SEEDED} records in {:?}", seeding.elapsed());
+    cluster.nodes[0].restart().await;
+    let writes: Writes = Arc::default();
+    let nyc = peer.office.clone();
+
+    // The grant, with writers writing before, during and after it.
+    let writers = Writers::start(cluster.nodes[0].kit(), &writes);
+    let quiet_from = Instant::now();
+    writers.more(200).await;
+    let quiet = during(&writes, quiet_from, Instant::now());
+    let granting = Instant::now();
+    let grant = cluster.nodes[0]
+        .kit()
+        .grant_collection(&nyc, "big-case")
+        .await
+        .expect("grant");
+    let granted = Instant::now();
+    writers.more(200).await;
+    let written = Instant::now();
+    writers.stop().await;
+    // The peer holds exactly the case as it is now: every record at its
+    // latest version, writes that raced the backfill included.
+    let case = records_in(&cluster.nodes[0], "big-case").await;
+    assert!(
+        case.len() > SEEDED,
+        "writes into the case: {}",
+        case.len() - SEEDED
+    );
+    eventually(
+        Duration::from_secs(600),
+        "the peer to hold the case",
+        || async { (peer.holdings().await.ok()? == case).then_some(()) },
+    )
+    .await;
+    let caught_up = Instant::now();
+
+    // The revocation, with writers writing before, during and after it.
+    let writers = Writers::start(cluster.nodes[0].kit(), &writes);
+    writers.more(100).await;
+    let revoking = Instant::now();
+    cluster.nodes[0]
+        .kit()
+        .revoke(&grant.id)
+        .await
+        .expect("revoke");
+    let revoked = Instant::now();
+    writers.more(200).await;
+    writers.stop().await;
+
+    let in_grant = during(&writes, granting, granted);
+    let after_grant = during(&writes, granted, written);
+    let in_revoke = during(&writes, revoking, revoked);
+    report("before the grant", &quiet);
+    report("while the grant ran", &in_grant);
+    report("after the grant, the peer catching up", &after_grant);
+    report("while the revocation ran", &in_revoke);
+    eprintln!(
+        "grant took {:?}, the peer caught up {:?} after it, revoke took {:?}",
+        granted - granting,
+        caught_up - granted,
+        revoked - revoking
+    );
+    for (what, lat) in [
+        ("while granting", &in_grant),
+        ("while the peer caught up", &after_grant),
+        ("while revoking", &in_revoke),
+    ] {
+        assert!(
+            lat.len() >= 20,
+            "too few writes {what} to measure: {}",
+            lat.len()
+        );
+        assert!(p(lat, 0.99) <= P99_BOUND, "p99 {what}: {:?}", p(lat, 0.99));
+    }
+
+    // The peer purges the whole case and confirms it.
+    eventually(
+        Duration::from_secs(300),
+        "the peer to purge the case",
+        || async {
+            let grants = cluster.nodes[0].kit().grants().await.ok()?;
+            let acked = grants
+                .iter()
+                .any(|g| g.id == grant.id && g.purge_ack.is_some());
+            let held = peer.holdings().await.ok()?;
+            (acked && held.is_empty()).then_some(())
+        },
+    )
+    .await;
+    // No version written after the revocation ever reached it.
+    let late: BTreeSet<(String, u64)> = writes
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|w| w.at >= revoked)
+        .map(|w| (w.id.clone(), w.version))
+        .collect();
+    assert!(late.len() >= 100);
+    let applied: BTreeSet<(String, u64)> = audited(&peer, "replica.applied")
+        .await
+        .into_iter()
+        .collect();
+    assert!(applied.len() > SEEDED, "{} applied", applied.len());
+    let arrived: Vec<_> = late.intersection(&applied).collect();
+    assert!(
+        arrived.is_empty(),
+        "written after the revocation, reached the peer: {arrived:?}"
+    );
+    peer.stop().await.expect("the peer stops");
+    cluster.stop_all().await;
+}
