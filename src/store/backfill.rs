@@ -25,6 +25,7 @@ tree_set! {
         outbox: OfficeSeq => FeedItem,
         backfill_cursors: GrantId => BackfillCursor,
         jobs: GrantId => GrantJob,
+        counters: str => u64,
     }
 }
 
@@ -37,6 +38,7 @@ tree_set! {
         revealed_counts: GrantId => u64,
         last_seqs: OfficeId => u64,
         outbox: OfficeSeq => FeedItem,
+        counters: str => u64,
     }
 }
 
@@ -94,7 +96,7 @@ impl Store {
             after: after.clone(),
         };
         unwrap_tx(BackfillTx::run(&self.trees, |t| {
-            push_feed(self.feed_floor, &t.last_seqs, &t.outbox, feed)?;
+            push_feed(self.feed_floor, &t.last_seqs, &t.outbox, &t.counters, feed)?;
             t.backfill_cursors.insert(grant, &cursor)?;
             Ok(())
         }))
@@ -148,7 +150,7 @@ impl Store {
         };
         feed.push((peer.clone(), closed));
         unwrap_tx(CloseTx::run(&self.trees, |t| {
-            push_feed(self.feed_floor, &t.last_seqs, &t.outbox, &feed)?;
+            push_feed(self.feed_floor, &t.last_seqs, &t.outbox, &t.counters, &feed)?;
             t.revealed_counts.insert(grant, &revealed)?;
             Ok(())
         }))
