@@ -619,29 +619,43 @@ fn verify_all(
         .unwrap_or(1)
         .min(versions.len() / PER_THREAD_MIN)
         .max(1);
-    if threads == 1 {
-        return versions
-            .into_iter()
-            .map(|(c, s)| verify(verifier, c, s))
-            .collect();
+    in_parts(
+        &versions,
+        threads,
+        |(c, s)| verify(verifier, c.clone(), s.clone()),
+        || Err(Rejection::VerifierPanicked),
+    )
+}
+
+/// `f` of every item, in order, computed in `threads` parts on threads of
+/// their own (one part: on this thread). Exactly one result per item,
+/// whatever happens: the items of a part whose thread panicked get
+/// `failed()`, and the parts after it keep their places, since results
+/// are matched to entries by position.
+fn in_parts<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+    failed: impl Fn() -> R,
+) -> Vec<R> {
+    if threads <= 1 || items.len() < 2 {
+        return items.iter().map(&f).collect();
     }
-    let chunk = versions.len().div_ceil(threads);
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
     std::thread::scope(|scope| {
-        let handles: Vec<_> = versions
+        let handles: Vec<_> = items
             .chunks(chunk)
             .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|(c, s)| verify(verifier, c.clone(), s.clone()))
-                        .collect::<Vec<_>>()
-                })
+                let handle = scope.spawn(move || part.iter().map(f).collect::<Vec<_>>());
+                (part.len(), handle)
             })
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| vec![Err(Rejection::VerifierPanicked)])
+            .flat_map(|(len, h)| match h.join() {
+                Ok(results) if results.len() == len => results,
+                _ => std::iter::repeat_with(&failed).take(len).collect(),
             })
             .collect()
     })
@@ -659,4 +673,39 @@ pub fn verify(
     // not put values here that local writes could never have made.
     signed.record.check_replica_shape()?;
     Ok(signed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_parts;
+
+    /// Results keep their entries' places across parts, and a part whose
+    /// thread panics fails each of its own items, no more and no fewer:
+    /// the versions after it are still matched to their own checks.
+    #[test]
+    fn a_panicking_part_fails_its_own_items_and_keeps_the_rest_in_place() {
+        let items: Vec<u32> = (0..100).collect();
+        let doubled = in_parts(&items, 4, |x| Some(x * 2), || None);
+        assert_eq!(doubled, (0..100).map(|x| Some(x * 2)).collect::<Vec<_>>());
+
+        // Parts of 25: the second (25..50) panics.
+        let got = in_parts(
+            &items,
+            4,
+            |&x| {
+                assert!(!(25..50).contains(&x), "a verifier bug");
+                Some(x)
+            },
+            || None,
+        );
+        assert_eq!(got.len(), 100);
+        for (i, r) in got.iter().enumerate() {
+            let i = i as u32;
+            if (25..50).contains(&i) {
+                assert_eq!(*r, None, "item {i}");
+            } else {
+                assert_eq!(*r, Some(i), "item {i}");
+            }
+        }
+    }
 }
