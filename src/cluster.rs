@@ -114,6 +114,23 @@ impl Office {
         Ok(office)
     }
 
+    /// [`Office::start_process`], the node's log (at `info`) written to
+    /// `log`: for a benchmark that reads what the node reports.
+    pub async fn start_process_logging(
+        root: &Path,
+        name: &str,
+        bin: &Path,
+        log: &Path,
+    ) -> Result<Self> {
+        let (mut office, listener) = Self::create(root, name).await?;
+        drop(listener);
+        let process = ServeProcess::start_logging(bin, &office.dir, Some(log)).await?;
+        office.addr = process.addr;
+        office.process = Some(process);
+        office.wait_until_serving(Duration::from_secs(60)).await?;
+        Ok(office)
+    }
+
     /// Another handle on the same office for calls to its node (which it
     /// neither runs nor stops): for a client that keeps calling while the
     /// node is killed and started again.
@@ -140,6 +157,11 @@ impl Office {
         &self,
     ) -> Option<tokio::sync::broadcast::Receiver<crate::sync::Applied>> {
         self.handle.as_ref().map(NodeHandle::subscribe_applied)
+    }
+
+    /// Versions its feeds served and read, for a node in this process.
+    pub fn feed_counts(&self) -> Option<crate::sync::version_cache::Counts> {
+        self.handle.as_ref().map(NodeHandle::feed_counts)
     }
 
     /// Runs the (stopped) node again, as a `casemesh serve` process of

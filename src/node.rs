@@ -77,6 +77,7 @@ pub struct NodeHandle {
     shutdown: Option<watch::Sender<bool>>,
     task: JoinHandle<Result<(), NodeError>>,
     applied: tokio::sync::broadcast::Sender<crate::sync::Applied>,
+    versions: Arc<crate::sync::version_cache::VersionCache>,
 }
 
 impl NodeHandle {
@@ -97,6 +98,12 @@ impl NodeHandle {
     /// Replicas applied from now on, as each batch becomes durable.
     pub fn subscribe_applied(&self) -> tokio::sync::broadcast::Receiver<crate::sync::Applied> {
         self.applied.subscribe()
+    }
+
+    /// How many versions this node's feeds served, and how many of them
+    /// were read from the store (the rest were shared between streams).
+    pub fn feed_counts(&self) -> crate::sync::version_cache::Counts {
+        self.versions.counts()
     }
 
     /// Waits until the node stops by itself (it does not, unless it fails).
@@ -380,6 +387,7 @@ async fn services(paths: &Paths, config: &Config, id: &Identity) -> Result<Servi
         feeds: std::sync::Mutex::new(tokio::task::JoinSet::new()),
         applied: tokio::sync::broadcast::Sender::new(4096),
         guards: Default::default(),
+        versions: Default::default(),
     });
     let replicator = Arc::new(Replicator::new(sync_ctx.clone()));
     let runtime: Arc<dyn PeerRuntime> = replicator.clone();
@@ -505,6 +513,7 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
     } = s;
     let (office, ca) = (id.office, id.ca);
     let applied = sync_ctx.applied.clone();
+    let versions = sync_ctx.versions.clone();
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<RecordsServer<RecordsApi>>().await;
@@ -619,5 +628,6 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         shutdown: Some(shutdown_tx),
         task,
         applied,
+        versions,
     })
 }

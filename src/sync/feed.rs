@@ -89,6 +89,8 @@ pub async fn serve(
         let _ = send(&down, &mut shutdown, Err(e)).await;
         return;
     }
+    // Versions are kept for other streams only while there are some.
+    let _open = ctx.versions.stream();
     let mut cursor = start.after_seq;
     if let Err(e) = ctx.store.ack_outbox(&peer, cursor) {
         tracing::error!(%peer, error = %e, "outbox cleanup failed");
@@ -116,6 +118,13 @@ pub async fn serve(
     reader.abort();
     let _ = reader.await;
     drop(slot);
+    let counts = ctx.versions.counts();
+    tracing::info!(
+        %peer,
+        node_versions_served = counts.served,
+        node_versions_read = counts.read,
+        "feed stream ended"
+    );
 }
 
 /// Checks where a stream says it starts against this feed: past its end is
@@ -255,7 +264,9 @@ async fn send_pending(
                 // The sharing rule: not visible now, not sent.
                 if let Some(head) = head.filter(|h| ctx.sharing.visible(peer, &id, &h.collection)) {
                     for version in from.max(1)..=to.min(head.version) {
-                        let v = match ctx.store.version(&id, version) {
+                        // Visible to this peer now (above); only the read is
+                        // shared with the other peers' streams.
+                        let v = match ctx.versions.get(&ctx.store, &id, version) {
                             Ok(Some(v)) => v,
                             Ok(None) => continue,
                             Err(e) => {

@@ -1,5 +1,6 @@
 //! Replication at run time: one puller per pinned peer ([`puller`]), the
-//! serving side of `Pull` ([`feed`]), and the expiry sweeper.
+//! serving side of `Pull` ([`feed`]) with the versions its streams share
+//! ([`version_cache`]), and the expiry sweeper.
 //!
 //! The wire types come from `protocol::pb` and connections from
 //! `protocol::transport`; the gRPC servers call in here, never the other
@@ -12,6 +13,7 @@ pub mod fetch;
 pub mod guard;
 mod heard;
 pub mod puller;
+pub mod version_cache;
 pub mod witness;
 
 use std::collections::HashMap;
@@ -65,6 +67,8 @@ pub struct SyncContext {
     pub refusals: Arc<crate::service::refusals::RefusalLog>,
     /// What each peer may ask at once, and how often.
     pub guards: Arc<guard::PeerGuards>,
+    /// Versions recently read for a feed, shared by every feed stream.
+    pub versions: Arc<version_cache::VersionCache>,
 }
 
 /// Versions from one peer's batch that are now durable and readable here.
