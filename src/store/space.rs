@@ -3,14 +3,24 @@
 //! that would grow the store are refused while the disk holding it has less
 //! free space than a reserve (`store.min_free_mb`), before it is full.
 //! Removals (revocations, purges, unpinning) and audit entries are not
-//! checked: they must go on working, and they are small. If the store fails
-//! anyway, the failure is kept here so the node can say why until it is
-//! restarted.
+//! checked against the reserve: they must go on working, and they are
+//! small. If the store fails anyway, the failure is kept here so the node
+//! can say why until it is restarted.
+//!
+//! Below [`FLOOR`] of free space every write, audit entries included, is
+//! taken as a failure of the store before sled is asked to write: sled
+//! 0.34 can leave a flush waiting forever once the disk is full (measured:
+//! the commit thread blocked in `make_stable` with no error raised), which
+//! would hang every writer instead of failing them.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use super::{Result, StoreError};
+
+/// Free space below which the store is failed rather than written: a few
+/// of sled's 512 KiB log segments' worth of margin.
+pub(super) const FLOOR: u64 = 1024 * 1024;
 
 /// What the store can write, as the node reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,11 +67,17 @@ impl Space {
             .clone()
     }
 
-    /// `Ok` unless the store has failed.
+    /// `Ok` unless the store has failed, or the disk is down to its last
+    /// [`FLOOR`] of free space (the store is then failed).
     pub(super) fn check_not_failed(&self) -> Result<()> {
-        match self.failure() {
-            Some(why) => Err(StoreError::Failed(why)),
-            None => Ok(()),
+        if let Some(why) = self.failure() {
+            return Err(StoreError::Failed(why));
+        }
+        match self.free_bytes() {
+            Some(free) if free < FLOOR => Err(self.note(StoreError::Flush(format!(
+                "the disk holding the store is full ({free} bytes free, less than the {FLOOR} it must keep to write safely)"
+            )))),
+            _ => Ok(()),
         }
     }
 
