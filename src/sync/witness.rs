@@ -200,18 +200,9 @@ pub async fn check(ctx: &SyncContext, audit: &AuditLog, peer: &OfficeId) -> Resu
         .await
         .map_err(|s| unavailable(peer, &s))?
         .into_inner();
-    let first = match proof.message().await {
-        Ok(Some(m)) => m,
-        Ok(None) => {
-            return Ok(conflict(
-                held.len(),
-                format!("{peer} ended its proof without a signed head"),
-            ));
-        }
-        Err(s) if s.code() == tonic::Code::DataLoss => {
-            return Ok(conflict(held.len(), format!("{peer}: {}", s.message())));
-        }
-        Err(s) => return Err(unavailable(peer, &s)),
+    let first = match next_proof(&mut proof, peer, held.len()).await? {
+        Ok(m) => m,
+        Err(report) => return Ok(report),
     };
     if first.head.is_none() || !first.digests.is_empty() {
         // A peer from before tree heads: every digest, from the first.
@@ -363,21 +354,9 @@ async fn by_digests(
     loop {
         let msg = match next.take() {
             Some(m) => m,
-            None => match proof.message().await {
-                Ok(Some(m)) => m,
-                Ok(None) => {
-                    return Ok(conflict(
-                        held.len(),
-                        format!("{peer} ended its proof without a signed head"),
-                    ));
-                }
-                // The peer says its own log is not whole (it answers
-                // `StreamError::EmptyLog` or `MissingEntry` as DATA_LOSS):
-                // that is the answer.
-                Err(s) if s.code() == tonic::Code::DataLoss => {
-                    return Ok(conflict(held.len(), format!("{peer}: {}", s.message())));
-                }
-                Err(s) => return Err(unavailable(peer, &s)),
+            None => match next_proof(proof, peer, held.len()).await? {
+                Ok(m) => m,
+                Err(report) => return Ok(report),
             },
         };
         bytes += msg.encoded_len() as u64;
@@ -407,6 +386,28 @@ async fn by_digests(
             report.proof_bytes = bytes;
             return Ok(report);
         }
+    }
+}
+
+/// The next message of a peer's proof; `Ok(Err(report))` when the peer's
+/// answer already settles the check (it ended without a head, or says its
+/// own log is not whole: `StreamError::EmptyLog` or `MissingEntry`,
+/// answered as DATA_LOSS).
+async fn next_proof(
+    proof: &mut tonic::Streaming<pb::AuditProof>,
+    peer: &OfficeId,
+    held: usize,
+) -> Result<std::result::Result<pb::AuditProof, WitnessReport>> {
+    match proof.message().await {
+        Ok(Some(m)) => Ok(Ok(m)),
+        Ok(None) => Ok(Err(conflict(
+            held,
+            format!("{peer} ended its proof without a signed head"),
+        ))),
+        Err(s) if s.code() == tonic::Code::DataLoss => {
+            Ok(Err(conflict(held, format!("{peer}: {}", s.message()))))
+        }
+        Err(s) => Err(unavailable(peer, &s)),
     }
 }
 

@@ -523,6 +523,22 @@ async fn a_changed_removed_or_reordered_entry_is_named_by_verify() {
     cluster.stop_all().await;
 }
 
+/// phila-da shares case-1 with nyc-da and writes three records into it;
+/// returns once nyc-da holds them.
+async fn replicate_a_case(cluster: &mut TestCluster) {
+    cluster.pin_all().await;
+    cluster.grant_collection(0, 1, "case-1").await;
+    let mut records = cluster.nodes[0].records().await;
+    for i in 0..3 {
+        records.put(rec("case-1", &format!("r{i}"))).await.unwrap();
+    }
+    drop(records);
+    eventually(DEADLINE, "nyc-da to hold phila-da's records", || async {
+        (super::cluster::holdings(&cluster.nodes[1]).await.len() == 3).then_some(())
+    })
+    .await;
+}
+
 /// Rewrites a stopped node's history consistently: entry 2 changed, the
 /// whole chain after it recomputed, its signed heads and its Merkle tree
 /// dropped (the tree is rebuilt from the rewritten entries), so that its
@@ -599,17 +615,7 @@ async fn a_peer_finds_a_rewritten_log_on_its_own() {
     cluster.nodes[1]
         .configure(|c| c.audit.witness_interval = Duration::from_secs(10))
         .await;
-    cluster.pin_all().await;
-    cluster.grant_collection(0, 1, "case-1").await;
-    let mut records = cluster.nodes[0].records().await;
-    for i in 0..3 {
-        records.put(rec("case-1", &format!("r{i}"))).await.unwrap();
-    }
-    drop(records);
-    eventually(DEADLINE, "nyc-da to hold phila-da's records", || async {
-        (super::cluster::holdings(&cluster.nodes[1]).await.len() == 3).then_some(())
-    })
-    .await;
+    replicate_a_case(&mut cluster).await;
     // nyc-da holds a head past entry 2 (the heads a pull stream brings
     // may all be older: phila-da signs one per 5 s at most).
     assert!(witness(&cluster.nodes[1]).await.agreed);
@@ -643,17 +649,7 @@ async fn a_peer_finds_a_rewritten_log_on_its_own() {
 #[tokio::test]
 async fn heads_witnessed_before_the_tree_are_proven_after_the_upgrade() {
     let mut cluster = TestCluster::start(&["phila-da", "nyc-da"]).await;
-    cluster.pin_all().await;
-    cluster.grant_collection(0, 1, "case-1").await;
-    let mut records = cluster.nodes[0].records().await;
-    for i in 0..3 {
-        records.put(rec("case-1", &format!("r{i}"))).await.unwrap();
-    }
-    drop(records);
-    eventually(DEADLINE, "nyc-da to hold phila-da's records", || async {
-        (super::cluster::holdings(&cluster.nodes[1]).await.len() == 3).then_some(())
-    })
-    .await;
+    replicate_a_case(&mut cluster).await;
     let first = witness(&cluster.nodes[1]).await;
     assert!(first.agreed, "{first:?}");
 
