@@ -123,6 +123,9 @@ pub async fn run(steps: &[Step]) -> Res<Vec<Point>> {
         written = now;
         store.commit().await?;
         drop(store);
+        // What the fill left for the kernel to write back is written now,
+        // not while the node is measured.
+        rustix::fs::sync();
         let fill_secs = t.elapsed().as_secs_f64();
         eprintln!(
             "  filled to {} records, {} entries in {fill_secs:.0} s",
@@ -131,7 +134,7 @@ pub async fn run(steps: &[Step]) -> Res<Vec<Point>> {
         // The office's node runs as a process of its own: sled serializes
         // transactions across a whole process, so the peer applying here
         // must not share one with it.
-        phila.serve_process(bin).await?;
+        phila.serve_process_in_place(bin).await?;
         if n == 0 {
             pin_both(&phila, &nyc).await?;
         }
@@ -314,8 +317,12 @@ async fn measure(
     // last step's check); it proves it against the current one. The first
     // check of all only fetches a head.
     let mut nyc_admin = nyc.admin().await?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (witness_bytes, witness_took) = loop {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    // Three checks, 11 s apart (a peer answers one proof per 10 s): the
+    // bytes of the first (every head kept since the last step), the
+    // median time.
+    let mut checks: Vec<(u64, Duration)> = Vec::new();
+    while checks.len() < 3 {
         let t = Instant::now();
         let asked = nyc_admin
             .witness_audit(pb::WitnessAuditRequest {
@@ -330,17 +337,30 @@ async fn measure(
                     return Err(format!("witness disagreed: {}", r.conflict).into());
                 }
                 if r.heads_checked > 0 {
-                    break (r.proof_bytes, took);
+                    checks.push((r.proof_bytes, took));
                 }
             }
             Err(s) if s.message().contains("ask again") => {}
             Err(s) => return Err(s.into()),
         }
         if Instant::now() > deadline {
-            return Err("the peer held no head to witness within 60 s".into());
+            return Err("three witness checks did not complete within 90 s".into());
         }
-        tokio::time::sleep(Duration::from_secs(11)).await;
-    };
+        if checks.len() < 3 {
+            tokio::time::sleep(Duration::from_secs(11)).await;
+        }
+    }
+    let witness_bytes = checks[0].0;
+    let mut times: Vec<Duration> = checks.iter().map(|c| c.1).collect();
+    times.sort();
+    let witness_took = times[1];
+    eprintln!(
+        "    witness checks: {:?}",
+        checks
+            .iter()
+            .map(|(b, t)| format!("{b} B in {:.1} ms", t.as_secs_f64() * 1e3))
+            .collect::<Vec<_>>()
+    );
 
     eprintln!("    witnessed; exporting the case");
     // The case bundle's audit excerpt.
@@ -565,7 +585,7 @@ pub fn print(points: &[Point]) {
             "≤ 4 KiB",
         );
         row(
-            &format!("scale: `audit witness` time, {at}"),
+            &format!("scale: `audit witness` time (median of 3), {at}"),
             ms(p.witness),
             times(d(p.witness), d(small.witness)),
             "≤ 50 ms",
