@@ -178,7 +178,8 @@ pub async fn check(ctx: &SyncContext, audit: &AuditLog, peer: &OfficeId) -> Resu
             })?;
     // The heads since the last check (the last one proven included): each
     // is proven against the next one that carries a root, or the current.
-    let pending: Vec<&SignedHead> = held.iter().filter(|h| h.seq >= proven).collect();
+    // A head of an empty log (size 0) proves nothing and has no leaf.
+    let pending: Vec<&SignedHead> = held.iter().filter(|h| h.seq >= proven.max(1)).collect();
     let skipped = pending.len().saturating_sub(MAX_RANGES);
     let pending = &pending[skipped..];
     let ranges: Vec<pb::AuditProofRange> = pending
