@@ -20,8 +20,6 @@ pub enum WriteError {
     Duplicate { path: String },
     #[error("file {hash}: {reason}")]
     File { hash: BlobHash, reason: String },
-    #[error("the audit log has too many entries for one bundle ({0})")]
-    TooManyEntries(u64),
     #[error("signing the manifest failed: {0}")]
     Sign(#[from] IdentityError),
     #[error("the manifest cannot be encoded: {0}")]
