@@ -61,8 +61,11 @@ pub enum AuditCommand {
         #[command(flatten)]
         client: ClientOpts,
     },
-    /// Check the heads this node witnessed from a peer against that peer's
-    /// log now. Exits non-zero on a conflict.
+    /// Prove the heads this node kept from a peer since the last check
+    /// against that peer's log now (RFC 9162 consistency proofs: a few
+    /// hundred bytes per head, whatever the length of its log). The node
+    /// also does this on its own every `audit.witness_interval`. Exits
+    /// non-zero on a conflict.
     Witness {
         /// The peer office whose log to check.
         #[arg(long)]

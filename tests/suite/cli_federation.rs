@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::bin::{casemesh, json, ok, serve};
+use super::bin::{casemesh, fails, json, ok, serve};
 use super::cluster::eventually;
 
 /// Replication between separate processes on a busy 2-core machine.
@@ -306,6 +306,94 @@ async fn three_offices_federate_through_the_binary_alone() {
     holds_exactly(&nyc, &phila, &case_42, "nyc-da to hold case 2026-0042").await;
     let only_for_mpls = BTreeSet::from([for_mpls.clone()]);
     holds_exactly(&mpls, &phila, &only_for_mpls, "mpls-da to hold its record").await;
+
+    // nyc-da lists the records it holds of phila-da by peer, …
+    let peers = ok(&["peer", "list", "--data", nyc.data()]);
+    let header = [
+        "PEER",
+        "ENDPOINT",
+        "LINK",
+        "LAST CONTACT",
+        "CHECKPOINT",
+        "OUTBOX",
+        "REPLICAS",
+        "LAST ERROR",
+    ];
+    let row = table(&peers, &header)
+        .into_iter()
+        .find(|r| r[0] == "phila-da")
+        .unwrap_or_else(|| panic!("phila-da in peer list:\n{peers}"));
+    assert_eq!(row[6], case_42.len().to_string(), "{peers}");
+    // … and proves the heads it kept of phila-da's log against it.
+    let help = ok(&["audit", "witness", "--help"]);
+    assert!(
+        help.contains("consistency proofs") && help.contains("audit.witness_interval"),
+        "{help}"
+    );
+    let agreed = ok(&[
+        "audit",
+        "witness",
+        "--peer",
+        "phila-da",
+        "--data",
+        nyc.data(),
+    ]);
+    assert!(
+        agreed.starts_with("phila-da's log agrees with the ")
+            && agreed.contains(" bytes of proof)"),
+        "{agreed}"
+    );
+    let unpinned = fails(
+        1,
+        &[
+            "audit",
+            "witness",
+            "--peer",
+            "boston-da",
+            "--data",
+            nyc.data(),
+        ],
+    );
+    assert!(
+        unpinned.contains("peer boston-da is not pinned"),
+        "{unpinned}"
+    );
+    let malformed = fails(
+        1,
+        &[
+            "audit",
+            "witness",
+            "--peer",
+            "Not An Office",
+            "--data",
+            nyc.data(),
+        ],
+    );
+    assert!(malformed.contains("INVALID_ARGUMENT"), "{malformed}");
+
+    // phila-da's bundle of the case: today's format, its audit excerpt
+    // proven against a signed tree head.
+    let bundle = tmp.path().join("case-42.tar");
+    ok(&[
+        "export",
+        "--collection",
+        "2026-0042",
+        "--out",
+        bundle.to_str().unwrap(),
+        "--data",
+        phila.data(),
+    ]);
+    let verified = ok(&[
+        "verify-bundle",
+        bundle.to_str().unwrap(),
+        "--trust",
+        &phila.fingerprint,
+    ]);
+    assert!(
+        verified.starts_with("casemesh case bundle (casemesh-bundle-v2)")
+            && verified.contains("VERIFIED"),
+        "{verified}"
+    );
     for r in held(&nyc, &phila) {
         assert_eq!(r["collection"], "2026-0042", "{r}");
         assert_eq!(r["version"], 1, "{r}");

@@ -173,6 +173,22 @@ async fn a_query_by_record_reads_its_entries_not_the_log_also_after_an_upgrade()
     // The same log as a version before the index left it: no index.
     open_store(&c.nodes[0]).forget_audit_index().unwrap();
     c.node(0).restart().await;
+    // `status` says so while it lasts: the text read while entries were
+    // still left after it (the count only falls) was printed while they were.
+    let data = c.nodes[0].dir.to_str().unwrap().to_owned();
+    // Off the test's runtime, which serves the node.
+    let text = tokio::task::spawn_blocking(move || ok(&["status", "--data", &data]))
+        .await
+        .unwrap();
+    let left = status(&c.nodes[0]).await.audit_entries_unindexed;
+    assert!(
+        left > 0,
+        "every entry was indexed before `status` ran: the log is too short to see it"
+    );
+    assert!(
+        text.contains("audit index: ") && text.contains("still to index"),
+        "{text}"
+    );
     // Right while it is indexed (what is not yet is scanned) …
     assert_eq!(by_record(&c.nodes[0], &x.id, 2, false).await, expected);
     // … and once it is.
