@@ -415,11 +415,7 @@ fn concerning_entries(
         .map(|id| (AuditField::Record, id.as_str()))
         .chain([(AuditField::Collection, collection)]);
     for (field, value) in terms {
-        let mut from = 1;
-        while let Some(seq) = store.audit_term_seek(field, value, from, upto, false)? {
-            found.insert(seq);
-            from = seq + 1;
-        }
+        found.extend(store.audit_term_seqs(field, value, upto)?);
     }
     if let Some((done, end)) = store.audit_unindexed()? {
         let names: HashSet<&str> = ids.iter().map(|id| id.as_str()).collect();

@@ -120,6 +120,19 @@ impl Store {
         hit.map(|kv| kv.map(|(seq, ())| seq)).transpose()
     }
 
+    /// Every sequence number up to `hi` of an indexed entry with `value` in
+    /// `field`, in order: one range of the index.
+    pub fn audit_term_seqs(&self, field: AuditField, value: &str, hi: u64) -> Result<Vec<u64>> {
+        self.trees
+            .audit_terms
+            .range(
+                Bound::Included((field.tag(), value, 0)),
+                Bound::Included((field.tag(), value, hi)),
+            )
+            .map(|kv| kv.map(|(seq, ())| seq))
+            .collect()
+    }
+
     /// Drops the index and its marks, as a store written before the index
     /// existed has none: the next open marks the log for indexing. For
     /// tests of the upgrade.
