@@ -21,7 +21,8 @@ pub enum UserCommand {
         /// The user's name: lower-case letters, digits, '.', '_' and '-'.
         #[arg(long)]
         name: String,
-        /// admin or staff.
+        /// admin (everything), staff (records and files) or auditor (the
+        /// audit log and the node's state, read only).
         #[arg(long)]
         role: Role,
         /// Directory to write NAME-cert.pem, NAME-key.pem and ca.pem into.

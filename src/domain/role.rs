@@ -11,6 +11,10 @@ pub enum Role {
     Admin,
     /// The Records service only.
     Staff,
+    /// Reads the audit log and the node's state, never records or files,
+    /// and changes nothing: the separation of duties that audit review
+    /// asks for.
+    Auditor,
 }
 
 impl Role {
@@ -18,6 +22,7 @@ impl Role {
         match self {
             Role::Admin => "admin",
             Role::Staff => "staff",
+            Role::Auditor => "auditor",
         }
     }
 }
@@ -35,7 +40,10 @@ impl FromStr for Role {
         match s {
             "admin" => Ok(Role::Admin),
             "staff" => Ok(Role::Staff),
-            other => Err(format!("unknown role {other:?}: use `admin` or `staff`")),
+            "auditor" => Ok(Role::Auditor),
+            other => Err(format!(
+                "unknown role {other:?}: use `admin`, `staff` or `auditor`"
+            )),
         }
     }
 }

@@ -50,6 +50,19 @@ pub enum Refused {
     AuditUnwritable,
 }
 
+/// The Admin calls an auditor may make: the audit log and the node's
+/// state, read only. Not `Export` (a bundle carries records and files) nor
+/// `ScrubBlobs` (it reads every file and may quarantine some).
+pub const AUDITOR_READS: [&str; 7] = [
+    "/casemesh.v1.Admin/Status",
+    "/casemesh.v1.Admin/ListPeers",
+    "/casemesh.v1.Admin/ListGrants",
+    "/casemesh.v1.Admin/ListUsers",
+    "/casemesh.v1.Admin/QueryAudit",
+    "/casemesh.v1.Admin/VerifyAudit",
+    "/casemesh.v1.Admin/WitnessAudit",
+];
+
 /// Which callers may use which service. The one place roles are checked.
 #[allow(clippy::match_like_matches_macro)] // a table reads better as a match
 pub fn allowed(caller: &Caller, path: &str) -> bool {
@@ -81,6 +94,13 @@ pub fn allowed(caller: &Caller, path: &str) -> bool {
             },
             "casemesh.v1.Admin",
         ) => true,
+        (
+            Caller::Local {
+                role: Role::Auditor,
+                ..
+            },
+            "casemesh.v1.Admin",
+        ) => AUDITOR_READS.contains(&path),
         (Caller::PeerNode { .. }, "casemesh.v1.Replication") => true,
         _ => false,
     }
@@ -476,6 +496,13 @@ mod tests {
     fn policy_matches_the_design() {
         let admin = local(Role::Admin);
         let staff = local(Role::Staff);
+        let auditor = local(Role::Auditor);
+        assert!(allowed(&auditor, "/casemesh.v1.Admin/QueryAudit"));
+        assert!(allowed(&auditor, "/casemesh.v1.Admin/Status"));
+        assert!(!allowed(&auditor, "/casemesh.v1.Admin/Export"));
+        assert!(!allowed(&auditor, "/casemesh.v1.Admin/Grant"));
+        assert!(!allowed(&auditor, "/casemesh.v1.Records/Get"));
+        assert!(!allowed(&auditor, "/casemesh.v1.Records/List"));
         let peer = Caller::PeerNode {
             office: OfficeId::parse("nyc-da").unwrap(),
             fingerprint: Fingerprint([0; 32]),

@@ -89,6 +89,7 @@ pub fn role_to_pb(role: Role) -> pb::Role {
     match role {
         Role::Admin => pb::Role::Admin,
         Role::Staff => pb::Role::Staff,
+        Role::Auditor => pb::Role::Auditor,
     }
 }
 
@@ -96,7 +97,8 @@ pub fn role_from_pb(value: i32) -> Result<Role, BadMessage> {
     match pb::Role::try_from(value) {
         Ok(pb::Role::Admin) => Ok(Role::Admin),
         Ok(pb::Role::Staff) => Ok(Role::Staff),
-        _ => Err(bad("role must be ROLE_ADMIN or ROLE_STAFF")),
+        Ok(pb::Role::Auditor) => Ok(Role::Auditor),
+        _ => Err(bad("role must be ROLE_ADMIN, ROLE_STAFF or ROLE_AUDITOR")),
     }
 }
 

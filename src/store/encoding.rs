@@ -115,6 +115,7 @@ fn role_byte(role: Role) -> u8 {
     match role {
         Role::Admin => 1,
         Role::Staff => 2,
+        Role::Auditor => 3,
     }
 }
 
@@ -137,6 +138,7 @@ impl Value for UserRecord {
         let role = match r.u8()? {
             1 => Role::Admin,
             2 => Role::Staff,
+            3 => Role::Auditor,
             b => return Err(invalid("role", format!("unknown role byte {b}"))),
         };
         let issued_at_ms = r.u64()?;

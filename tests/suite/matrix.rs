@@ -32,6 +32,7 @@ use super::cluster::{TestCluster, TestNode};
 enum Who {
     Admin,
     Staff,
+    Auditor,
     /// A user revoked while its connection stays open.
     RevokedOpen,
     /// The same user connecting again after the revocation.
@@ -42,9 +43,10 @@ enum Who {
     OwnNode,
 }
 
-const CALLERS: [Who; 8] = [
+const CALLERS: [Who; 9] = [
     Who::Admin,
     Who::Staff,
+    Who::Auditor,
     Who::RevokedOpen,
     Who::RevokedNew,
     Who::PeerNode,
@@ -58,6 +60,7 @@ impl Who {
         match self {
             Who::Admin => "admin",
             Who::Staff => "staff",
+            Who::Auditor => "auditor",
             Who::RevokedOpen => "revoked user, open connection",
             Who::RevokedNew => "revoked user, new connection",
             Who::PeerNode => "pinned peer's node",
@@ -138,6 +141,21 @@ fn service_of(path: &str) -> &str {
         .map_or("", |(s, _)| s)
 }
 
+/// The Admin calls an auditor may make: reads of the audit log and of the
+/// node's state; never a bundle (it carries records) nor a change.
+fn auditor_reads(path: &str) -> bool {
+    matches!(
+        path,
+        "/casemesh.v1.Admin/Status"
+            | "/casemesh.v1.Admin/ListPeers"
+            | "/casemesh.v1.Admin/ListGrants"
+            | "/casemesh.v1.Admin/ListUsers"
+            | "/casemesh.v1.Admin/QueryAudit"
+            | "/casemesh.v1.Admin/VerifyAudit"
+            | "/casemesh.v1.Admin/WitnessAudit"
+    )
+}
+
 /// Whether the RPC names something a grant covers.
 fn targeted(path: &str) -> bool {
     matches!(
@@ -166,7 +184,7 @@ fn want(path: &str, who: Who, target: Target) -> Want {
     }
     let may = match audience(path) {
         Audience::Users => matches!(who, Who::Admin | Who::Staff),
-        Audience::Admins => who == Who::Admin,
+        Audience::Admins => who == Who::Admin || (who == Who::Auditor && auditor_reads(path)),
         Audience::Peers => who == Who::PeerNode,
         Audience::Health => who != Who::PeerNode || path == "/grpc.health.v1.Health/Check",
         Audience::Reflection => who != Who::PeerNode,
@@ -462,12 +480,31 @@ impl Bench<'_> {
             "/casemesh.v1.Admin/VerifyAudit" => {
                 admin.verify_audit(pb::VerifyAuditRequest {}).await.map(ok)
             }
-            "/casemesh.v1.Admin/WitnessAudit" => admin
-                .witness_audit(pb::WitnessAuditRequest {
-                    peer: self.nyc_office.clone(),
-                })
-                .await
-                .map(ok),
+            "/casemesh.v1.Admin/WitnessAudit" => {
+                // The peer gives one proof per interval: a second caller
+                // permitted to witness waits its turn (bounded), so the
+                // cell shows what the caller may do, not the peer's limit.
+                let deadline = std::time::Instant::now()
+                    + casemesh::sync::guard::PROOF_INTERVAL
+                    + std::time::Duration::from_secs(10);
+                loop {
+                    let got = admin
+                        .witness_audit(pb::WitnessAuditRequest {
+                            peer: self.nyc_office.clone(),
+                        })
+                        .await;
+                    match got {
+                        Err(s)
+                            if s.code() == Code::Unavailable
+                                && s.message().contains("again in")
+                                && std::time::Instant::now() < deadline =>
+                        {
+                            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                        }
+                        other => break other.map(ok),
+                    }
+                }
+            }
             "/casemesh.v1.Admin/ScrubBlobs" => {
                 admin.scrub_blobs(pb::ScrubBlobsRequest {}).await.map(ok)
             }
@@ -609,6 +646,7 @@ async fn every_rpc_answers_every_caller_as_the_table_says() {
     let read = |p: std::path::PathBuf| std::fs::read(p).unwrap();
     let admin_id = (read(paths.admin_cert()), read(paths.admin_key()));
     let staff_id = phila.issue_user("clerk", pb::Role::Staff).await;
+    let auditor_id = phila.issue_user("reviewer", pb::Role::Auditor).await;
     let revoked_id = phila.issue_user("leaver", pb::Role::Staff).await;
     let nyc_paths = nyc.paths();
     let peer_admin_id = (read(nyc_paths.admin_cert()), read(nyc_paths.admin_key()));
@@ -626,6 +664,7 @@ async fn every_rpc_answers_every_caller_as_the_table_says() {
     let identity = |who: Who| match who {
         Who::Admin => admin_id.clone(),
         Who::Staff => staff_id.clone(),
+        Who::Auditor => auditor_id.clone(),
         Who::RevokedOpen | Who::RevokedNew => revoked_id.clone(),
         Who::PeerNode => nyc.node_identity(),
         Who::PeerAdmin => peer_admin_id.clone(),
@@ -652,7 +691,7 @@ async fn every_rpc_answers_every_caller_as_the_table_says() {
         .await
         .unwrap();
     let mut open = std::collections::HashMap::new();
-    for who in [Who::Admin, Who::Staff, Who::PeerNode] {
+    for who in [Who::Admin, Who::Staff, Who::Auditor, Who::PeerNode] {
         let (cert, key) = identity(who);
         open.insert(who, phila.connect_as(&cert, &key).await.unwrap());
     }
@@ -760,7 +799,7 @@ fn render(table: &str, rpcs: usize, cells: usize) -> String {
          `every_rpc_answers_every_caller_as_the_table_says` checks every cell \
          against real nodes over mTLS, then compares this file with what it \
          checked). {rpcs} RPCs, {cells} cells.\n\n\
-         Callers: the office's admin and a staff user; a user revoked while its \
+         Callers: the office's admin, a staff user and an auditor; a user revoked while its \
          connection stays open, and the same user connecting again; a pinned \
          peer office's node and that office's admin; the node of an office not \
          pinned; this office's own node certificate. The target is a record and \
