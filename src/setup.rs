@@ -1,8 +1,13 @@
 //! `casemesh init`: creating an office's data directory.
 //!
-//! Everything is written into a temporary directory beside the target and
-//! renamed into place at the end, so a failed init leaves nothing behind and
-//! an existing office is never touched.
+//! Everything is written into a temporary directory and moved into place at
+//! the end, so a failed init leaves nothing behind and an existing office is
+//! never touched. A data directory that does not exist yet is assembled
+//! beside its place and renamed there whole. One that exists (it must be
+//! empty) is assembled inside itself and its entries moved up, because it may
+//! be a mount point — a container's volume, a disk of its own — which
+//! rename(2) cannot replace (EBUSY), and whose parent the user running init
+//! may not be allowed to write (a container's non-root user and /var/lib).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -90,6 +95,38 @@ pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), SetupErr
     f.sync_all().map_err(io(path))
 }
 
+fn set_mode(path: &Path, mode: u32) -> Result<(), SetupError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))
+}
+
+/// Moves every entry of `from` into `to` (a directory on the same file
+/// system), `casemesh.toml` last: a directory that has one holds a whole
+/// office. If a move fails, what was moved already is removed again, so
+/// `to` is left as empty as it was.
+fn move_entries(from: &Path, to: &Path) -> Result<(), SetupError> {
+    let mut names = std::fs::read_dir(from)
+        .map_err(io(from))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io(from))?;
+    let config = Paths::new(from).config();
+    // `false` sorts first: every other entry, then the configuration.
+    names.sort_by_key(|n| Some(n.as_os_str()) == config.file_name());
+    let mut moved = Vec::new();
+    for name in names {
+        let target = to.join(&name);
+        if let Err(e) = std::fs::rename(from.join(&name), &target) {
+            for done in moved {
+                let _ = std::fs::remove_dir_all(&done).or_else(|_| std::fs::remove_file(&done));
+            }
+            return Err(io(&target)(e));
+        }
+        moved.push(target);
+    }
+    Ok(())
+}
+
 /// Creates a directory (and any missing parents). A directory it creates
 /// gets exactly `mode`, whatever the umask; one that exists is left as it
 /// is.
@@ -115,7 +152,8 @@ pub fn init(
     for host in hosts {
         check_host(host)?;
     }
-    if data_dir.exists() {
+    let existing = data_dir.exists();
+    let build_in = if existing {
         let empty = std::fs::read_dir(data_dir)
             .map_err(io(data_dir))?
             .next()
@@ -123,16 +161,23 @@ pub fn init(
         if !empty {
             return Err(SetupError::AlreadyExists(data_dir.to_owned()));
         }
-    }
-    let parent = match data_dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
+        // The mode the directory would have been renamed into place with;
+        // set first, so that a directory its user may not change fails
+        // before anything is written.
+        set_mode(data_dir, 0o700)?;
+        data_dir.to_owned()
+    } else {
+        let parent = match data_dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        make_dir(&parent, 0o755)?;
+        parent
     };
-    make_dir(&parent, 0o755)?;
     let tmp = tempfile::Builder::new()
         .prefix(".casemesh-init-")
-        .tempdir_in(&parent)
-        .map_err(io(&parent))?;
+        .tempdir_in(&build_in)
+        .map_err(io(&build_in))?;
     let paths = Paths::new(tmp.path());
     let admin = UserName::parse(FIRST_ADMIN)?;
     let (_, m) = OfficeCa::create(office, hosts, &admin)?;
@@ -180,9 +225,15 @@ pub fn init(
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io(&dir))?;
     }
 
-    // rename(2) replaces an empty directory atomically.
-    std::fs::rename(tmp.path(), data_dir).map_err(io(data_dir))?;
-    let _ = tmp.keep();
+    if existing {
+        move_entries(tmp.path(), data_dir)?;
+        let built = tmp.path().to_owned();
+        tmp.close().map_err(io(&built))?;
+    } else {
+        // rename(2) puts the whole directory in place atomically.
+        std::fs::rename(tmp.path(), data_dir).map_err(io(data_dir))?;
+        let _ = tmp.keep();
+    }
     Ok(InitReport {
         data_dir: data_dir.to_owned(),
         fingerprint: m.fingerprint,
