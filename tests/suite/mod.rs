@@ -15,6 +15,7 @@ mod cli_users;
 mod clock_skew;
 mod cluster;
 mod crashes;
+mod deploy_files;
 mod disk_full;
 mod evidence;
 mod federation;
