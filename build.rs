@@ -34,7 +34,8 @@ fn git(args: &[&str]) -> Option<String> {
 }
 
 /// Sets `CASEMESH_COMMIT` to the commit checked out (marked `-dirty` when
-/// tracked files differ from it), or to a sentence saying there was none.
+/// tracked files differ from it), or the one `CASEMESH_BUILD_COMMIT` names,
+/// or to a sentence saying there was none.
 /// Re-runs when the checked-out commit moves or the sources change; only
 /// paths that exist are watched (cargo takes a missing one as changed, and
 /// would rebuild every time).
@@ -52,7 +53,13 @@ fn record_commit() {
             println!("cargo:rerun-if-changed={}", path.display());
         }
     }
-    let text = match git(&["rev-parse", "--short=12", "HEAD"]) {
+    // A build without the repository (a container's build stage, which
+    // is given the sources but not .git) is told the commit instead.
+    println!("cargo:rerun-if-env-changed=CASEMESH_BUILD_COMMIT");
+    let given = std::env::var("CASEMESH_BUILD_COMMIT")
+        .ok()
+        .filter(|c| !c.trim().is_empty());
+    let text = match given.or_else(|| git(&["rev-parse", "--short=12", "HEAD"])) {
         Some(c) => {
             let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some();
             format!("commit {c}{}", if dirty { "-dirty" } else { "" })
