@@ -5,7 +5,8 @@ deploy/container-check.sh on a machine where containers may not reach any
 network (and no registry is reachable).
 
 What is taken from compose.yaml as written: every service, its image
-(replaced by --image), user, entrypoint, command, environment and volumes
+(replaced by --image), user, capabilities, security options, read-only root
+and tmpfs, entrypoint, command, environment and volumes
 (named volumes become podman volumes of the project; `./compose` binds the
 directory beside compose.yaml), the depends_on conditions
 (service_completed_successfully, service_healthy, service_started), and the
@@ -108,6 +109,16 @@ class Pod:
                 "-v", f"{self.hosts}:/etc/hosts:ro"]
         if "user" in s:
             args += ["--user", str(s["user"])]
+        for cap in s.get("cap_drop", []) or []:
+            args += ["--cap-drop", cap]
+        for cap in s.get("cap_add", []) or []:
+            args += ["--cap-add", cap]
+        for opt in s.get("security_opt", []) or []:
+            args += ["--security-opt", opt]
+        if s.get("read_only"):
+            args += ["--read-only"]
+        for path in s.get("tmpfs", []) or []:
+            args += ["--tmpfs", path]
         env = dict(s.get("environment", {}) or {})
         office = self.office_of(service)
         if office in self.ports and service not in self.nodes:
@@ -180,7 +191,9 @@ class Pod:
                     deps = {d: {"condition": "service_started"} for d in deps}
                 if all(satisfied(d, c.get("condition", "service_started")) for d, c in deps.items()):
                     self.p("rm", "-f", self.name(service))
-                    code, out = self.p(*self.run_args(service))
+                    args = self.run_args(service)
+                    print("   $ podman " + shlex.join(args), flush=True)
+                    code, out = self.p(*args)
                     if code != 0:
                         failures.append(f"{service}: podman run failed: {out}")
                         print(f"   {service}: podman run failed:\n{out}", flush=True)
