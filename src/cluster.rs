@@ -159,6 +159,14 @@ impl Office {
         self.handle.as_ref().map(NodeHandle::subscribe_applied)
     }
 
+    /// Where its node serves `/metrics` and the status page, for a node in
+    /// this process whose `casemesh.toml` asks for them.
+    pub fn web_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        self.handle
+            .as_ref()
+            .map_or((None, None), |h| (h.metrics_addr, h.status_page_addr))
+    }
+
     /// Versions its feeds served and read, for a node in this process.
     pub fn feed_counts(&self) -> Option<crate::sync::version_cache::Counts> {
         self.handle.as_ref().map(NodeHandle::feed_counts)

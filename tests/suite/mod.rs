@@ -25,6 +25,7 @@ mod layers;
 mod matrix;
 mod memory;
 mod netfault;
+mod ops_metrics;
 mod peers;
 mod records;
 mod relay;
@@ -34,5 +35,6 @@ mod s3nodes;
 mod s3server;
 #[cfg(feature = "s3")]
 mod s3store;
+mod webkit;
 
 pub mod scripted;
