@@ -42,6 +42,43 @@ pub struct Config {
     pub blobs: BlobConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub status_page: StatusPageConfig,
+}
+
+/// `[metrics]`: the Prometheus endpoint, `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where to serve it; absent: not served. On a loopback address it is
+    /// plain HTTP (for a Prometheus on the same machine); on any other, it
+    /// is HTTPS (TLS 1.3) and asks for a client certificate of role
+    /// `admin` or `auditor`. Also serves `/healthz`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[status_page]`: the read-only web page of the node's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatusPageConfig {
+    /// Where to serve it, always HTTPS (TLS 1.3) with a client certificate
+    /// of role `admin` or `auditor`; absent: not served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// How often the page reloads itself, in seconds. Default 10.
+    pub refresh_secs: u64,
+}
+
+impl Default for StatusPageConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            refresh_secs: 10,
+        }
+    }
 }
 
 /// `[audit]`: the audit log.
@@ -257,6 +294,8 @@ impl Config {
             server: ServerConfig::default(),
             blobs: BlobConfig::default(),
             audit: AuditConfig::default(),
+            metrics: MetricsConfig::default(),
+            status_page: StatusPageConfig::default(),
         }
     }
 
@@ -322,6 +361,23 @@ impl Config {
         }
         if cfg.server.max_handshakes_per_source == 0 {
             return Err("server.max_handshakes_per_source must be at least 1".into());
+        }
+        if cfg.status_page.refresh_secs == 0 {
+            return Err("status_page.refresh_secs must be at least 1".into());
+        }
+        let listeners = [
+            ("listen", Some(cfg.listen)),
+            ("metrics.listen", cfg.metrics.listen),
+            ("status_page.listen", cfg.status_page.listen),
+        ];
+        for (i, (a, x)) in listeners.iter().enumerate() {
+            for (b, y) in &listeners[i + 1..] {
+                if let (Some(x), Some(y)) = (x, y) {
+                    if x == y && x.port() != 0 {
+                        return Err(format!("{a} and {b} are both {x}: each needs its own port"));
+                    }
+                }
+            }
         }
         Ok(cfg)
     }
@@ -422,6 +478,8 @@ mod tests {
         assert_eq!(cfg.server, ServerConfig::default());
         assert_eq!(cfg.blobs, BlobConfig::default());
         assert_eq!(cfg.audit, AuditConfig::default());
+        assert_eq!(cfg.metrics, MetricsConfig::default());
+        assert_eq!(cfg.status_page, StatusPageConfig::default());
     }
 
     #[test]

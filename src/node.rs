@@ -20,7 +20,8 @@ use crate::grpc::server_admin::AdminApi;
 use crate::grpc::server_records::RecordsApi;
 use crate::grpc::server_replication::ReplicationApi;
 use crate::identity::OfficeCa;
-use crate::identity::tls::{PemIdentity, TrustStore, server_config};
+use crate::identity::tls::{PemIdentity, TrustStore, server_config, web_server_config};
+use crate::metrics::Metrics;
 use crate::protocol::pb::replication_server::ReplicationServer;
 use crate::protocol::pb::{admin_server::AdminServer, records_server::RecordsServer};
 use crate::protocol::{pb, transport};
@@ -61,6 +62,13 @@ pub enum NodeError {
     Join(String),
     #[error("the blob store: {0}")]
     BlobStore(String),
+    #[error("{what} could not listen on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn read(path: &Path) -> Result<String, NodeError> {
@@ -73,6 +81,10 @@ fn read(path: &Path) -> Result<String, NodeError> {
 /// A running node.
 pub struct NodeHandle {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served (`[metrics] listen`), once bound.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Where the status page is served (`[status_page] listen`), once bound.
+    pub status_page_addr: Option<SocketAddr>,
     pub config: Config,
     shutdown: Option<watch::Sender<bool>>,
     task: JoinHandle<Result<(), NodeError>>,
@@ -114,11 +126,17 @@ impl NodeHandle {
     }
 }
 
-/// Writes connections refused at the handshake to the audit log.
-fn refusals_to(refusals: Arc<RefusalLog>) -> transport::RefusalHook {
+/// Writes connections refused at the handshake to the audit log, and
+/// counts them under `listener`.
+fn refusals_to(
+    refusals: Arc<RefusalLog>,
+    metrics: Arc<Metrics>,
+    listener: &'static str,
+) -> transport::RefusalHook {
     use crate::domain::audit::{Actor, Draft, Outcome, Target};
     Arc::new(move |remote, reason| {
         let refusals = refusals.clone();
+        metrics.handshake_refused(listener);
         Box::pin(async move {
             let entry = Draft::new(
                 Actor::unauthenticated(remote.to_string()),
@@ -236,6 +254,8 @@ struct Background {
     witnesses: JoinHandle<()>,
     refusals_flusher: JoinHandle<()>,
     accept_loop: JoinHandle<()>,
+    /// The metrics and status page listeners, and the lag notes.
+    web: Vec<JoinHandle<()>>,
     refusals: Arc<RefusalLog>,
     records: Arc<RecordService>,
     blobs: Arc<BlobService>,
@@ -261,6 +281,9 @@ impl Background {
         let _ = self.scrubber.await;
         let _ = self.indexer.await;
         let _ = self.witnesses.await;
+        for task in self.web {
+            let _ = task.await;
+        }
         // The listener is closed once the accept loop has ended, so the
         // address can be bound again as soon as shutdown returns.
         let _ = self.accept_loop.await;
@@ -302,6 +325,7 @@ struct Services {
     sync_ctx: Arc<SyncContext>,
     replicator: Arc<Replicator>,
     runtime: Arc<dyn PeerRuntime>,
+    metrics: Arc<Metrics>,
     shutdown_tx: watch::Sender<bool>,
     shutdown_rx: watch::Receiver<bool>,
 }
@@ -373,7 +397,9 @@ async fn services(paths: &Paths, config: &Config, id: &Identity) -> Result<Servi
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let audit = Arc::new(AuditLog::new(office.to_string(), store.clone(), ca.clone()));
     let refusals = Arc::new(RefusalLog::new(audit.clone()));
+    let metrics = Arc::new(Metrics::new(crate::protocol::rpc_paths()));
     let sync_ctx = Arc::new(SyncContext {
+        metrics: metrics.clone(),
         audit: audit.clone(),
         refusals: refusals.clone(),
         office: office.clone(),
@@ -419,6 +445,7 @@ async fn services(paths: &Paths, config: &Config, id: &Identity) -> Result<Servi
         sync_ctx,
         replicator,
         runtime,
+        metrics,
         shutdown_tx,
         shutdown_rx,
     })
@@ -483,6 +510,92 @@ fn servers(
     Ok((records, admin, replication))
 }
 
+/// The web listeners `[metrics]` and `[status_page]` ask for, bound
+/// before anything is served so that a port in use stops the start.
+struct WebListeners {
+    metrics: Option<TcpListener>,
+    status_page: Option<TcpListener>,
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| NodeError::Bind { what, addr, source })
+}
+
+impl WebListeners {
+    async fn bind(config: &Config) -> Result<Self, NodeError> {
+        Ok(Self {
+            metrics: match config.metrics.listen {
+                Some(a) => Some(bind("the metrics endpoint ([metrics] listen)", a).await?),
+                None => None,
+            },
+            status_page: match config.status_page.listen {
+                Some(a) => Some(bind("the status page ([status_page] listen)", a).await?),
+                None => None,
+            },
+        })
+    }
+
+    fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    fn status_page_addr(&self) -> Option<SocketAddr> {
+        self.status_page.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves each bound listener: metrics as plain HTTP on a loopback
+    /// address, HTTPS elsewhere; the status page always over HTTPS. The
+    /// lag notes run only while something can read them.
+    fn spawn(
+        self,
+        web: Arc<crate::web::Web>,
+        tls: Arc<rustls::ServerConfig>,
+        hook: impl Fn(&'static str) -> transport::RefusalHook,
+        options: transport::AcceptOptions,
+        shutdown: &watch::Receiver<bool>,
+        lag_notes: JoinHandle<()>,
+    ) -> Vec<JoinHandle<()>> {
+        use crate::web::{Routes, listener_name, plain_allowed, serve_plain, serve_tls};
+        let mut tasks = Vec::new();
+        let listeners = [
+            (self.metrics, Routes::Metrics),
+            (self.status_page, Routes::StatusPage),
+        ];
+        for (listener, routes) in listeners {
+            let Some(listener) = listener else { continue };
+            let addr = listener.local_addr().ok();
+            let plain = routes == Routes::Metrics && addr.is_some_and(plain_allowed);
+            tracing::info!(
+                listener = listener_name(routes),
+                addr = ?addr,
+                scheme = if plain { "http" } else { "https" },
+                "web listener serving"
+            );
+            tasks.push(if plain {
+                tokio::spawn(serve_plain(web.clone(), listener, routes, shutdown.clone()))
+            } else {
+                tokio::spawn(serve_tls(
+                    web.clone(),
+                    listener,
+                    tls.clone(),
+                    routes,
+                    hook(listener_name(routes)),
+                    options.clone(),
+                    shutdown.clone(),
+                ))
+            });
+        }
+        if tasks.is_empty() {
+            lag_notes.abort();
+        } else {
+            tasks.push(lag_notes);
+        }
+        tasks
+    }
+}
+
 /// Loads the node's identity and state from `data_dir` and serves on
 /// `listener`.
 pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle, NodeError> {
@@ -496,6 +609,31 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
     )?);
     let transfers = Arc::new(Transfers::default());
     let (records_api, admin_api, replication_api) = servers(&s, &config, &id, transfers.clone())?;
+    let web = WebListeners::bind(&config).await?;
+    let observer = Arc::new(crate::web::observe::Observer {
+        office: id.office.clone(),
+        fingerprint: id.ca.fingerprint().to_string(),
+        store: s.store.clone(),
+        sharing: s.sharing.clone(),
+        blobs: s.blobs.clone(),
+        transfers: transfers.clone(),
+        audit: s.audit.clone(),
+        node_cert_expires_at_ms: id.node_cert_expires_at_ms,
+        ca_expires_at_ms: crate::identity::pki::expires_at_ms(&id.ca.cert_der)?,
+        lag: Default::default(),
+    });
+    let web_state = Arc::new(crate::web::Web::new(
+        observer.clone(),
+        s.metrics.clone(),
+        s.audit.clone(),
+        s.trust.clone(),
+        s.refusals.clone(),
+        config.status_page.refresh_secs,
+    ));
+    let web_tls = Arc::new(web_server_config(
+        PemIdentity::from_pem(id.node_cert_pem.as_bytes(), id.node_key_pem.as_bytes())?,
+        &s.trust,
+    )?);
     let Services {
         store,
         trust,
@@ -507,6 +645,7 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         sync_ctx,
         replicator,
         runtime,
+        metrics,
         shutdown_tx,
         shutdown_rx,
         ..
@@ -527,16 +666,17 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         path: "listener".into(),
         source,
     })?;
+    let accept_options = transport::AcceptOptions {
+        handshake_timeout: Duration::from_secs(config.server.handshake_timeout_secs),
+        max_connections: config.server.max_connections,
+        max_handshakes_per_source: config.server.max_handshakes_per_source,
+    };
     let (incoming, accept_loop) = transport::incoming(
         listener,
         tls,
         trust.clone(),
-        refusals_to(refusals.clone()),
-        transport::AcceptOptions {
-            handshake_timeout: Duration::from_secs(config.server.handshake_timeout_secs),
-            max_connections: config.server.max_connections,
-            max_handshakes_per_source: config.server.max_handshakes_per_source,
-        },
+        refusals_to(refusals.clone(), metrics.clone(), "grpc"),
+        accept_options.clone(),
     );
     // HTTP/2 only (tonic's default): the server speaks first, which clients
     // rely on to learn at connect time whether their certificate was
@@ -550,6 +690,7 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
             audit.clone(),
             refusals.clone(),
             config.limits.max_body_bytes,
+            metrics.clone(),
         ))
         .add_service(records_api)
         .add_service(admin_api)
@@ -559,6 +700,15 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         .add_service(reflection_alpha);
 
     tracing::info!(%office, %addr, fingerprint = %ca.fingerprint(), "node serving");
+    let (metrics_addr, status_page_addr) = (web.metrics_addr(), web.status_page_addr());
+    let web_tasks = web.spawn(
+        web_state,
+        web_tls,
+        |listener| refusals_to(refusals.clone(), metrics.clone(), listener),
+        accept_options,
+        &shutdown_rx,
+        tokio::spawn(crate::web::run_lag_notes(observer, shutdown_rx.clone())),
+    );
     replicator.start_all()?;
     let background = Background {
         expiry: tokio::spawn(crate::sync::run_expiry(sharing, shutdown_rx.clone())),
@@ -603,6 +753,7 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
             shutdown_rx.clone(),
         )),
         accept_loop,
+        web: web_tasks,
         refusals,
         records,
         blobs,
@@ -624,6 +775,8 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
     });
     Ok(NodeHandle {
         addr,
+        metrics_addr,
+        status_page_addr,
         config,
         shutdown: Some(shutdown_tx),
         task,

@@ -9,6 +9,7 @@ mod check_store;
 mod client;
 mod demo;
 pub mod errors;
+mod health;
 pub mod json;
 mod output;
 mod records;
@@ -75,16 +76,18 @@ pub enum Command {
     /// Download files attached to records.
     #[command(subcommand)]
     Blob(blobs::BlobCommand),
-    /// Issue, revoke and list user certificates (admin only).
+    /// Issue, revoke and list user certificates (admin only; an auditor may
+    /// list).
     #[command(subcommand)]
     User(users::UserCommand),
-    /// Pin, list and remove peer offices (admin only).
+    /// Pin, list and remove peer offices (admin only; an auditor may list).
     #[command(subcommand)]
     Peer(sharing::PeerCommand),
-    /// Grant, revoke and list what peers receive (admin only).
+    /// Grant, revoke and list what peers receive (admin only; an auditor may
+    /// list).
     #[command(subcommand)]
     Share(sharing::ShareCommand),
-    /// Query and check the audit log (admin only).
+    /// Query and check the audit log (admin or auditor).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
     /// Write a case bundle of one collection for court (admin only).
@@ -121,7 +124,7 @@ pub enum Command {
     },
     /// Show this office, its peers and replication lag, where its files
     /// are kept and any found damaged, the disk's free space and whether
-    /// writes are accepted (admin only).
+    /// writes are accepted (admin or auditor).
     Status {
         #[command(flatten)]
         client: ClientOpts,
@@ -155,6 +158,16 @@ pub enum Command {
         /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
         #[arg(long)]
         json: bool,
+    },
+    /// Exit 0 if the node on this machine accepts writes, 1 if it says it
+    /// does not (and why), 3 if it does not answer. Reads /healthz on the
+    /// node's plain-HTTP metrics endpoint (`[metrics] listen`, a loopback
+    /// address), so it needs no certificate: for container and supervisor
+    /// health checks.
+    Healthcheck {
+        /// The node's `[metrics] listen` address.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        addr: SocketAddr,
     },
     /// Print shell completions for casemesh (e.g. `casemesh completions
     /// bash > /etc/bash_completion.d/casemesh`).
@@ -255,6 +268,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         | Command::VerifyBundle { .. }
         | Command::CheckConfig { .. }
         | Command::CheckStore { .. }
+        | Command::Healthcheck { .. }
         | Command::Completions { .. }
         | Command::Man { .. }) => dispatch(command).await,
         command => interruptible(INTERRUPTED, dispatch(command)).await,
@@ -283,6 +297,7 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Status { client, json } => users::status(client, json).await,
         Command::CheckConfig { data, json } => check::run(&data, json).await,
         Command::CheckStore { data, fix, json } => check_store::run(&data, json, fix),
+        Command::Healthcheck { addr } => health::run(addr),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "casemesh", &mut std::io::stdout());
@@ -349,6 +364,19 @@ async fn serve(a: ServeArgs) -> Result<()> {
     let addr_file = paths.serve_addr();
     if let Err(e) = std::fs::write(&addr_file, node.addr.to_string()) {
         tracing::warn!(file = %addr_file.display(), error = %e, "could not record the listen address");
+    }
+    // The web listeners first: the last line names the gRPC address
+    // (scripts read it as the sign that the node serves).
+    if let Some(addr) = node.metrics_addr {
+        let scheme = if crate::web::plain_allowed(addr) {
+            "http"
+        } else {
+            "https"
+        };
+        println!("serving /metrics on {scheme}://{addr}/metrics");
+    }
+    if let Some(addr) = node.status_page_addr {
+        println!("serving the status page on https://{addr}/");
     }
     println!(
         "casemesh node for office {} listening on {}",

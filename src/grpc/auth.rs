@@ -27,6 +27,7 @@ use crate::domain::Role;
 use crate::domain::audit::{Actor, Outcome};
 use crate::identity::Caller;
 use crate::identity::tls::TrustStore;
+use crate::metrics::Metrics;
 use crate::protocol::transport::ConnInfo;
 use crate::service::refusals::RefusalLog;
 use crate::service::{AuditLog, Call};
@@ -205,6 +206,8 @@ pub struct AuthLayer {
     /// `limits.max_body_bytes`, named when a request is refused as too
     /// large before its handler runs.
     max_body_bytes: usize,
+    /// Calls answered, by method and code, and how long they took.
+    metrics: Arc<Metrics>,
 }
 
 impl AuthLayer {
@@ -213,12 +216,14 @@ impl AuthLayer {
         audit: Arc<AuditLog>,
         refusals: Arc<RefusalLog>,
         max_body_bytes: usize,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             trust,
             audit,
             refusals,
             max_body_bytes,
+            metrics,
         }
     }
 }
@@ -233,6 +238,7 @@ impl<S> Layer<S> for AuthLayer {
             audit: self.audit.clone(),
             refusals: self.refusals.clone(),
             max_body_bytes: self.max_body_bytes,
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -244,6 +250,7 @@ pub struct Auth<S> {
     audit: Arc<AuditLog>,
     refusals: Arc<RefusalLog>,
     max_body_bytes: usize,
+    metrics: Arc<Metrics>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -304,15 +311,19 @@ where
         let path = req.uri().path().to_owned();
         let audit = self.audit.clone();
         let refusals = self.refusals.clone();
+        let metrics = self.metrics.clone();
+        let started = std::time::Instant::now();
         match authorize(&self.trust, audit.office(), &req) {
             // Refused before any handler: counted per caller, since a
             // caller can repeat it as fast as it can send.
             Err(refusal) => Box::pin(async move {
                 let (status, who) = *refusal;
+                let code = code_name(status.code());
+                metrics.rpc(&path, &code, started.elapsed().as_secs_f64());
                 let who = who.unwrap_or_else(|| Actor::unauthenticated(String::new()));
                 let source = source_of(&who);
                 let call = Call::new(who, action_of(&path));
-                let outcome = Outcome::failed(code_name(status.code()), status.message());
+                let outcome = Outcome::failed(code, status.message());
                 if let Some(entry) = call.owed(outcome) {
                     refusals.refuse(&source, entry).await;
                 }
@@ -338,7 +349,6 @@ where
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 let max_body_bytes = self.max_body_bytes;
-                let started = std::time::Instant::now();
                 Box::pin(
                     async move {
                         let mut resp = inner.call(req).await?;
@@ -368,7 +378,9 @@ where
                         let code = Status::from_header_map(resp.headers())
                             .map(|s| code_name(s.code()))
                             .unwrap_or_else(|| "OK".into());
-                        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+                        let elapsed = started.elapsed().as_secs_f64();
+                        metrics.rpc(&path, &code, elapsed);
+                        let elapsed_ms = elapsed * 1000.0;
                         if call.is_some() {
                             tracing::info!(%code, elapsed_ms, "call answered");
                         } else {

@@ -369,16 +369,34 @@ impl PemIdentity {
 
 const ALPN_H2: &[u8] = b"h2";
 
-/// The node's TLS server configuration.
+/// The node's TLS server configuration (gRPC over HTTP/2).
 pub fn server_config(
     identity: PemIdentity,
     trust: &Arc<TrustStore>,
+) -> Result<ServerConfig, IdentityError> {
+    server_config_for(identity, trust, ALPN_H2)
+}
+
+/// The TLS server configuration of the node's web listeners (the status
+/// page, metrics): the same certificates and client verification, over
+/// HTTP/1.1.
+pub fn web_server_config(
+    identity: PemIdentity,
+    trust: &Arc<TrustStore>,
+) -> Result<ServerConfig, IdentityError> {
+    server_config_for(identity, trust, b"http/1.1")
+}
+
+fn server_config_for(
+    identity: PemIdentity,
+    trust: &Arc<TrustStore>,
+    alpn: &[u8],
 ) -> Result<ServerConfig, IdentityError> {
     let mut cfg = ServerConfig::builder_with_provider(trust.provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(trust.client_verifier())
         .with_single_cert(identity.chain, identity.key)?;
-    cfg.alpn_protocols = vec![ALPN_H2.to_vec()];
+    cfg.alpn_protocols = vec![alpn.to_vec()];
     Ok(cfg)
 }
 

@@ -259,6 +259,9 @@ pub struct AuditLog {
     ca: Arc<OfficeCa>,
     /// Held while a head is signed (and the tree extended for it).
     signing: tokio::sync::Mutex<()>,
+    /// When [`AuditLog::verify`] last found the whole log sound (0: not
+    /// since the node started).
+    verified_at_ms: std::sync::atomic::AtomicU64,
 }
 
 impl AuditLog {
@@ -268,7 +271,15 @@ impl AuditLog {
             store,
             ca,
             signing: tokio::sync::Mutex::new(()),
+            verified_at_ms: Default::default(),
         }
+    }
+
+    /// When `verify` last passed on this node since it started (0: not
+    /// yet).
+    pub fn verified_at_ms(&self) -> u64 {
+        self.verified_at_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn office(&self) -> &str {
@@ -492,6 +503,16 @@ impl AuditLog {
     /// Walks the whole chain and every signed head; reports the first entry
     /// or head that does not check out.
     pub fn verify(&self) -> Result<VerifyReport> {
+        let started = crate::domain::time::now_ms();
+        let report = self.verify_walk()?;
+        if report.fault.is_none() {
+            self.verified_at_ms
+                .fetch_max(started, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(report)
+    }
+
+    fn verify_walk(&self) -> Result<VerifyReport> {
         let verifier = OfficeVerifier::from_ca_cert(
             crate::domain::OfficeId::parse(&self.office)?,
             &self.ca.cert_der,

@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use super::records::{VersionWrite, VersionWriter, transaction_groups};
 use super::sharing::FeedEnds;
 use super::{Result, StoreError};
+use crate::metrics::CommitStats;
 
 /// Answered with the ends of the feeds that the flush covered.
 type Reply = oneshot::Sender<Result<FeedEnds>>;
@@ -33,12 +34,12 @@ pub(super) struct GroupCommit {
 }
 
 impl GroupCommit {
-    pub(super) fn start(db: sled::Db, writer: VersionWriter) -> Self {
+    pub(super) fn start(db: sled::Db, writer: VersionWriter, stats: CommitStats) -> Self {
         let (tx, rx) = mpsc::channel::<Request>();
         // The thread ends when the store (the only sender) is dropped.
         let spawned = std::thread::Builder::new()
             .name("casemesh-commit".into())
-            .spawn(move || run(db, writer, rx));
+            .spawn(move || run(db, writer, rx, stats));
         let thread = match spawned {
             Ok(t) => Some(t),
             Err(e) => {
@@ -81,14 +82,16 @@ impl GroupCommit {
     }
 }
 
-fn run(db: sled::Db, writer: VersionWriter, rx: mpsc::Receiver<Request>) {
+fn run(db: sled::Db, writer: VersionWriter, rx: mpsc::Receiver<Request>, stats: CommitStats) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
+        stats.batch_size.observe(batch.len() as f64);
         // A panic fails this batch's requests (their replies are dropped,
         // so their writers hear of it), not every later one.
-        let handled =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(&db, &writer, batch)));
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            handle(&db, &writer, batch, &stats)
+        }));
         if handled.is_err() {
             tracing::error!(
                 "the commit thread panicked; the requests it held failed, their writes may or may not be applied"
@@ -99,7 +102,7 @@ fn run(db: sled::Db, writer: VersionWriter, rx: mpsc::Receiver<Request>) {
 
 /// Applies the batch's version writes, flushes once, and answers every
 /// request.
-fn handle(db: &sled::Db, writer: &VersionWriter, batch: Vec<Request>) {
+fn handle(db: &sled::Db, writer: &VersionWriter, batch: Vec<Request>, stats: &CommitStats) {
     let mut failed: Vec<Option<StoreError>> = batch.iter().map(|_| None).collect();
     let writes: Vec<(usize, &VersionWrite)> = batch
         .iter()
@@ -119,7 +122,9 @@ fn handle(db: &sled::Db, writer: &VersionWriter, batch: Vec<Request>) {
             tracing::error!(error = %e, "reading the ends of the feeds failed");
             FeedEnds::default()
         });
+    let started = std::time::Instant::now();
     let flushed = db.flush().map(|_| assigned).map_err(|e| e.to_string());
+    stats.flush_seconds.observe(started.elapsed().as_secs_f64());
     for (request, failure) in batch.into_iter().zip(failed) {
         let answer = match failure {
             Some(e) => Err(e),

@@ -161,6 +161,8 @@ pub struct Store {
     /// Applies version writes; the commit thread has a copy.
     writer: records::VersionWriter,
     committer: commit::GroupCommit,
+    /// What group commit has done: batch sizes and flush times.
+    commit_stats: crate::metrics::CommitStats,
     /// Free space, checked before writes that grow the store.
     space: space::Space,
 }
@@ -212,6 +214,7 @@ impl Store {
             office: office.to_owned(),
             blob_pins: Default::default(),
         };
+        let commit_stats = crate::metrics::CommitStats::default();
         let store = Self {
             trees,
             audit_wake: tokio::sync::Notify::new(),
@@ -220,7 +223,8 @@ impl Store {
             blob_wake: Default::default(),
             watermark: tokio::sync::watch::Sender::new(durable),
             feed_floor,
-            committer: commit::GroupCommit::start(db.clone(), writer.clone()),
+            committer: commit::GroupCommit::start(db.clone(), writer.clone(), commit_stats.clone()),
+            commit_stats,
             writer,
             db,
             space: space::Space::new(path.to_owned(), options.reserve_bytes),
@@ -260,6 +264,11 @@ impl Store {
     /// Watches how far each feed is on disk.
     pub fn watermark(&self) -> tokio::sync::watch::Receiver<FeedEnds> {
         self.watermark.subscribe()
+    }
+
+    /// Group commit's batch sizes and flush times, for metrics.
+    pub fn commit_stats(&self) -> &crate::metrics::CommitStats {
+        &self.commit_stats
     }
 
     /// Whether the store has failed (it refuses writes until reopened).

@@ -477,6 +477,12 @@ impl Store {
         Ok(())
     }
 
+    /// The sequence number of the last entry queued for `peer`: entries
+    /// after [`Store::acked`] up to it are not acknowledged yet.
+    pub fn feed_end(&self, peer: &OfficeId) -> Result<u64> {
+        Ok(self.trees.last_seqs.get(peer)?.unwrap_or(self.feed_floor))
+    }
+
     pub fn acked(&self, peer: &OfficeId) -> Result<u64> {
         Ok(self.trees.acked.get(peer)?.unwrap_or(0))
     }

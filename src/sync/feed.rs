@@ -426,6 +426,8 @@ async fn send_batch(
     };
     // Counted as sent before it is: the peer may acknowledge it at once.
     position.sent.fetch_max(last_seq, Ordering::SeqCst);
+    ctx.metrics
+        .batch_sent(peer.as_str(), prost::Message::encoded_len(&msg));
     send(down, shutdown, Ok(msg)).await
 }
 

@@ -363,6 +363,7 @@ async fn transfer(shared: &Shared, hash: BlobHash, fetch: &Fetch) -> Result<(), 
         return not_wanted(blobs, &hash);
     }
     blobs.keep(staged, 0, None).await?;
+    ctx.metrics.fetched(fetch.origin.as_str(), size);
     tracing::info!(%hash, origin = %fetch.origin, size, at = now_ms(), "file fetched and checked");
     Ok(())
 }

@@ -69,6 +69,8 @@ pub struct SyncContext {
     pub guards: Arc<guard::PeerGuards>,
     /// Versions recently read for a feed, shared by every feed stream.
     pub versions: Arc<version_cache::VersionCache>,
+    /// Batches sent and applied, entries refused, files fetched.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Versions from one peer's batch that are now durable and readable here.

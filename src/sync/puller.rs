@@ -342,6 +342,7 @@ async fn apply(
 ) -> Result<Vec<PurgeAck>, PullError> {
     let now = now_ms();
     let last_seq = batch.last_seq;
+    let bytes = prost::Message::encoded_len(&batch);
     let sorted = sort_entries(ctx, peer, batch.entries, verified, now)?;
     let mut kept_applied = false;
     let outcome = loop {
@@ -365,6 +366,8 @@ async fn apply(
         }
     };
     ctx.store.commit().await?;
+    ctx.metrics
+        .batch_applied(peer.office.as_str(), bytes, sorted.refusals.len());
     // Counted per peer: junk sent as fast as a peer can send it must not
     // grow the log at that rate.
     for refusal in &sorted.refusals {

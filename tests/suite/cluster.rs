@@ -108,6 +108,19 @@ impl TestNode {
             .expect("node restarts with the new configuration");
     }
 
+    /// Where this node serves `/metrics`, if configured.
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        self.inner.web_addrs().0.expect("the node serves /metrics")
+    }
+
+    /// Where this node serves its status page, if configured.
+    pub fn status_page_addr(&self) -> std::net::SocketAddr {
+        self.inner
+            .web_addrs()
+            .1
+            .expect("the node serves its status page")
+    }
+
     /// This node's own certificate and key, as it presents them to peers.
     pub fn node_identity(&self) -> (Vec<u8>, Vec<u8>) {
         self.inner

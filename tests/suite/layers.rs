@@ -9,6 +9,7 @@ use std::path::Path;
 const LAYERS: &[(&str, u8)] = &[
     ("domain", 0),
     ("alloc", 0),
+    ("metrics", 0),
     ("identity", 1),
     ("config", 1),
     ("store", 2),
@@ -19,10 +20,11 @@ const LAYERS: &[(&str, u8)] = &[
     ("sync", 5),
     ("setup", 5),
     ("grpc", 6),
-    ("node", 7),
-    ("fuzzing", 7),
-    ("cluster", 8),
-    ("cli", 9),
+    ("web", 7),
+    ("node", 8),
+    ("fuzzing", 8),
+    ("cluster", 9),
+    ("cli", 10),
 ];
 
 /// Inside `store`, the same rule: shared helpers are leaves, and each

@@ -11,6 +11,8 @@ mod cli_federation;
 mod cli_init;
 mod cli_interrupt;
 pub mod cli_json;
+mod cli_ops;
+mod cli_p12;
 mod cli_users;
 mod clock_skew;
 mod cluster;
@@ -26,6 +28,7 @@ mod layers;
 mod matrix;
 mod memory;
 mod netfault;
+mod ops_metrics;
 mod peers;
 mod records;
 mod relay;
@@ -35,5 +38,6 @@ mod s3nodes;
 mod s3server;
 #[cfg(feature = "s3")]
 mod s3store;
+mod webkit;
 
 pub mod scripted;
