@@ -31,10 +31,23 @@ else
 fi
 
 # The HEALTHCHECK asks the metrics listener for /healthz: enable it on
-# loopback, where it speaks plain HTTP (once; an office set up by hand keeps
-# its own [metrics] table).
-if [ -n "$METRICS_LISTEN" ] && ! grep -q '^\[metrics\]' "$DATA/casemesh.toml"; then
-  printf '\n[metrics]\nlisten = "%s"\n' "$METRICS_LISTEN" >>"$DATA/casemesh.toml"
+# loopback, where it speaks plain HTTP. init writes an empty [metrics]
+# table; an office whose table sets a listen address already keeps it.
+config=$DATA/casemesh.toml
+metrics_listen_set() {
+  awk '/^\[/ { table = $1 }
+       table == "[metrics]" && /^[[:space:]]*listen[[:space:]]*=/ { found = 1 }
+       END { exit !found }' "$config"
+}
+if [ -n "$METRICS_LISTEN" ] && ! metrics_listen_set; then
+  if grep -q '^\[metrics\]' "$config"; then
+    sed "/^\[metrics\]/a listen = \"$METRICS_LISTEN\"" "$config" >"$config.new"
+  else
+    { cat "$config"; printf '\n[metrics]\nlisten = "%s"\n' "$METRICS_LISTEN"; } >"$config.new"
+  fi
+  # Over the old file's contents, so that its owner and mode stay.
+  cat "$config.new" >"$config"
+  rm "$config.new"
   echo "$OFFICE: metrics listener enabled on $METRICS_LISTEN"
 fi
 
