@@ -264,6 +264,16 @@ if out=$(timeout 120 "${podman_cmd[@]}" run "${once[@]}" \
   -v casemesh-check-init:/var/lib/casemesh "$image" \
   init --office phila-da --data /var/lib/casemesh --host phila-da --listen 0.0.0.0:7443 2>&1); then
   result ok "init into an empty volume as uid 10001: $(echo "$out" | grep 'office fingerprint')"
+  # The admin's files out of the volume, as docs/operating.md says to.
+  "${podman_cmd[@]}" create --name casemesh-check-cp -v casemesh-check-init:/var/lib/casemesh "$image" >/dev/null
+  if out=$("${podman_cmd[@]}" cp casemesh-check-cp:/var/lib/casemesh/admin "$work/admin-out" 2>&1) &&
+    [ -s "$work/admin-out/admin-cert.pem" ] && [ -s "$work/admin-out/admin-key.pem" ]; then
+    result ok "podman cp of /var/lib/casemesh/admin out of the volume: $(cd "$work/admin-out" && echo *)"
+  else
+    fail "podman cp of /var/lib/casemesh/admin out of the volume: $out"
+  fi
+  rm -rf "$work/admin-out"
+  "${podman_cmd[@]}" rm -f casemesh-check-cp >/dev/null
 else
   fail "init into an empty volume: $(echo "$out" | tail -n 2)"
 fi
