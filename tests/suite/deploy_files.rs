@@ -15,7 +15,15 @@ use std::path::Path;
 
 /// Every metric name the alerting rules and the dashboard query, as the
 /// family a node exports: a histogram's `_bucket`, `_sum` and `_count`
-/// series count as its base name. Prometheus's own `up` is left out.
+/// series count as its base name. A counter keeps its `_total`, the name
+/// its samples (and, from prometheus-client, its `# TYPE` line) carry.
+/// Prometheus's own `up` is left out.
+///
+/// Seen on a node fresh from `init`: a labelled family appears in a
+/// scrape only once it has a series, so the RPC families (until the first
+/// call), `casemesh_handshakes_refused_total`,
+/// `casemesh_peer_versions_rejected_total`, `casemesh_fetched_bytes_total`
+/// and the per-peer byte counters are absent until something counts.
 pub fn metric_names_used() -> BTreeSet<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
     let alerts = std::fs::read_to_string(root.join("prometheus/alerts.yml"))
