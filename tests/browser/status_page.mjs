@@ -10,7 +10,8 @@
 // refused; (b) with the auditor's it loads and shows nyc-da connected;
 // (c) a grant made and then revoked with the CLI shows on the page at its
 // next automatic refresh, the test never reloading it; (d) a full-page
-// screenshot; (e) with JavaScript disabled the tables are all there.
+// screenshot; (e) with JavaScript disabled the tables are all there;
+// (f) given a .p12, it works in the browser as the PEM files do.
 // On a failure it prints what the page showed and exits 1.
 
 import { execFileSync } from 'node:child_process';
@@ -235,6 +236,33 @@ try {
     ok(`without JavaScript the tables render (rows: ${JSON.stringify(counts)})`);
     await context.close();
     current = null;
+  }
+
+  // (f) The same kind of certificate as the PKCS#12 file a browser imports
+  // (`user issue --p12`), where this casemesh writes one: the page loads,
+  // and the node logs the view as that user's.
+  const pfxPath = process.env.CLIENT_P12;
+  if (pfxPath) {
+    const context = await browser.newContext({
+      ignoreHTTPSErrors: true,
+      clientCertificates: [{ origin, pfxPath, passphrase: env('CLIENT_P12_PASSPHRASE') }],
+    });
+    await onlyLoopback(context);
+    const page = await context.newPage();
+    current = page;
+    const res = await page.goto(url, { timeout: 15_000 });
+    if (res.status() !== 200) fail(`with the .p12 the page answered ${res.status()}`);
+    // A view is logged after it is served: it shows from the next load on.
+    const user = path.basename(pfxPath, '.p12');
+    await waitFor(`a view by ${user} (auditor) in the latest audit entries`, 3 * refreshMs, async () => {
+      const who = await page.locator('h2#entries + table tr > td:nth-child(3)').allTextContents();
+      return who.includes(`${user} (auditor)`);
+    });
+    ok(`with ${path.basename(pfxPath)} (PKCS#12) the page loads, the view logged as ${user}'s`);
+    await context.close();
+    current = null;
+  } else {
+    console.log('--   no .p12 check: CLIENT_P12 is not set');
   }
 
   if (elsewhere.length) fail(`the page asked for something beyond ${origin}: ${elsewhere.join(', ')}`);

@@ -60,10 +60,15 @@ if ! cmp -s tests/browser/package-lock.json "$modules/package-lock.json" \
   (cd "$modules" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-say "cargo build (the casemesh binary)"
-cargo build --quiet --bin casemesh
-bin=$target/debug/casemesh
-[ -x "$bin" ] || die "cargo build made no $bin"
+# The debug binary, or the one CASEMESH_BIN names.
+if [ -n "${CASEMESH_BIN:-}" ]; then
+  bin=$CASEMESH_BIN
+else
+  say "cargo build (the casemesh binary)"
+  cargo build --quiet --bin casemesh
+  bin=$target/debug/casemesh
+fi
+[ -x "$bin" ] || die "no casemesh binary at $bin"
 
 printf 'chromium: %s\nplaywright-core: %s\nnode: %s\n' \
   "$("$chromium" --version 2>/dev/null)" \
@@ -170,6 +175,21 @@ for title in "Stop on Broad St" "Statement of the bus driver" "Bodycam log"; do
     --body "$title, as written at phila-da" --data "$work/phila-da" >/dev/null
 done
 "$bin" user issue --name ada --role auditor --out "$work/ada" --data "$work/phila-da" >/dev/null
+# Another auditor's certificate as a PKCS#12 file, as a browser imports it,
+# where this casemesh writes one (`user issue --p12`).
+p12=
+p12_password=
+issue_help=$("$bin" user issue --help)
+if grep -q -- '--p12-password-file' <<<"$issue_help"; then
+  p12_password=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+  (umask 077 && printf '%s\n' "$p12_password" >"$work/p12-password")
+  "$bin" user issue --name grace --role auditor --out "$work/grace" --p12 \
+    --p12-password-file "$work/p12-password" --data "$work/phila-da" >/dev/null
+  p12=$work/grace/grace.p12
+  [ -f "$p12" ] || die "user issue --p12 wrote no $p12"
+else
+  say "no .p12 check: this casemesh's user issue has no --p12"
+fi
 
 say "node tests/browser/status_page.mjs (chromium at https://127.0.0.1:$page_port/)"
 CASEMESH_BIN=$bin \
@@ -178,6 +198,8 @@ CASEMESH_BIN=$bin \
   REFRESH_SECS=$refresh_secs \
   CLIENT_CERT=$work/ada/ada-cert.pem \
   CLIENT_KEY=$work/ada/ada-key.pem \
+  CLIENT_P12=$p12 \
+  CLIENT_P12_PASSPHRASE=$p12_password \
   CHROMIUM=$chromium \
   BROWSER_TEST_MODULES=$modules \
   SCREENSHOT=$target/status-page.png \
