@@ -44,9 +44,14 @@ fn record_commit() {
     }
     if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
         let dir = Path::new(&dir);
-        let mut refs = vec![dir.join("HEAD"), dir.join("packed-refs")];
+        // In a linked worktree HEAD is in the worktree's own git dir, but
+        // branches and packed-refs are in the repository's common one.
+        let common = git(&["rev-parse", "--git-common-dir"])
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dir.to_owned());
+        let mut refs = vec![dir.join("HEAD"), common.join("packed-refs")];
         if let Some(reference) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            refs.push(dir.join(reference));
+            refs.push(common.join(reference));
         }
         for path in refs.iter().filter(|p| p.exists()) {
             println!("cargo:rerun-if-changed={}", path.display());

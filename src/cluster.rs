@@ -484,6 +484,9 @@ pub struct ServeProcess {
     child: ChildGuard,
     /// The address it reported it listens on.
     pub addr: SocketAddr,
+    /// Where it reported serving `/metrics` and the status page.
+    pub metrics_addr: Option<SocketAddr>,
+    pub status_page_addr: Option<SocketAddr>,
 }
 
 impl ServeProcess {
@@ -530,22 +533,43 @@ impl ServeProcess {
         let mut guard = Self {
             child: ChildGuard(child),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_addr: None,
+            status_page_addr: None,
         };
         let stdout = stdout.ok_or_else(|| KitError::Process("no stdout to read".into()))?;
-        let line = tokio::time::timeout(
+        // Lines naming the web listeners come first; the last names the
+        // gRPC address.
+        let lines = tokio::time::timeout(
             Duration::from_secs(60),
             tokio::task::spawn_blocking(move || {
                 use std::io::BufRead;
-                let mut line = String::new();
-                std::io::BufReader::new(stdout)
-                    .read_line(&mut line)
-                    .map(|_| line)
+                let mut reader = std::io::BufReader::new(stdout);
+                let mut lines = Vec::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line)? == 0 || !line.starts_with("serving ") {
+                        lines.push(line);
+                        return Ok::<_, std::io::Error>(lines);
+                    }
+                    lines.push(line);
+                }
             }),
         )
         .await
         .map_err(|_| KitError::Process("casemesh serve said nothing for 60 s".into()))?
         .map_err(|e| KitError::Process(format!("reading casemesh serve's output: {e}")))?
         .map_err(io("reading casemesh serve's output"))?;
+        let web = |prefix: &str| {
+            lines
+                .iter()
+                .find_map(|l| l.strip_prefix(prefix))
+                .and_then(|url| url.split("://").nth(1))
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|a| a.parse().ok())
+        };
+        guard.metrics_addr = web("serving /metrics on ");
+        guard.status_page_addr = web("serving the status page on ");
+        let line = lines.last().cloned().unwrap_or_default();
         guard.addr = listening_on(&line).ok_or_else(|| {
             KitError::Process(format!(
                 "casemesh serve did not say where it listens: {line:?}"

@@ -478,6 +478,8 @@ mod tests {
         assert_eq!(cfg.server, ServerConfig::default());
         assert_eq!(cfg.blobs, BlobConfig::default());
         assert_eq!(cfg.audit, AuditConfig::default());
+        assert_eq!(cfg.metrics, MetricsConfig::default());
+        assert_eq!(cfg.status_page, StatusPageConfig::default());
     }
 
     #[test]

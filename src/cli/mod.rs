@@ -76,16 +76,18 @@ pub enum Command {
     /// Download files attached to records.
     #[command(subcommand)]
     Blob(blobs::BlobCommand),
-    /// Issue, revoke and list user certificates (admin only).
+    /// Issue, revoke and list user certificates (admin only; an auditor may
+    /// list).
     #[command(subcommand)]
     User(users::UserCommand),
-    /// Pin, list and remove peer offices (admin only).
+    /// Pin, list and remove peer offices (admin only; an auditor may list).
     #[command(subcommand)]
     Peer(sharing::PeerCommand),
-    /// Grant, revoke and list what peers receive (admin only).
+    /// Grant, revoke and list what peers receive (admin only; an auditor may
+    /// list).
     #[command(subcommand)]
     Share(sharing::ShareCommand),
-    /// Query and check the audit log (admin only).
+    /// Query and check the audit log (admin or auditor).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
     /// Write a case bundle of one collection for court (admin only).
@@ -362,6 +364,19 @@ async fn serve(a: ServeArgs) -> Result<()> {
     let addr_file = paths.serve_addr();
     if let Err(e) = std::fs::write(&addr_file, node.addr.to_string()) {
         tracing::warn!(file = %addr_file.display(), error = %e, "could not record the listen address");
+    }
+    // The web listeners first: the last line names the gRPC address
+    // (scripts read it as the sign that the node serves).
+    if let Some(addr) = node.metrics_addr {
+        let scheme = if crate::web::plain_allowed(addr) {
+            "http"
+        } else {
+            "https"
+        };
+        println!("serving /metrics on {scheme}://{addr}/metrics");
+    }
+    if let Some(addr) = node.status_page_addr {
+        println!("serving the status page on https://{addr}/");
     }
     println!(
         "casemesh node for office {} listening on {}",

@@ -1,4 +1,5 @@
-//! `casemesh user …` and `casemesh status`.
+//! `casemesh user …` and `casemesh status`; where `user issue --p12`
+//! finds its password (a file or the environment, never an argument).
 
 use std::path::{Path, PathBuf};
 
@@ -25,9 +26,21 @@ pub enum UserCommand {
         /// audit log and the node's state, read only).
         #[arg(long)]
         role: Role,
-        /// Directory to write NAME-cert.pem, NAME-key.pem and ca.pem into.
+        /// Directory to write NAME-cert.pem, NAME-key.pem and ca.pem into
+        /// (and NAME.p12 with --p12).
         #[arg(long)]
         out: PathBuf,
+        /// Also write NAME.p12 (mode 0600), for importing into a browser:
+        /// the certificate, its key and the office CA in one PKCS#12 file,
+        /// encrypted (AES-256) with a password from --p12-password-file or
+        /// else from the environment variable CASEMESH_P12_PASSWORD. No
+        /// option takes the password itself: `ps` would show it.
+        #[arg(long)]
+        p12: bool,
+        /// Read NAME.p12's password from the first line of FILE (its line
+        /// break is not part of it) instead of CASEMESH_P12_PASSWORD.
+        #[arg(long, value_name = "FILE", requires = "p12")]
+        p12_password_file: Option<PathBuf>,
         /// Print JSON instead of text (shapes: docs/cli.md, "JSON output").
         #[arg(long)]
         json: bool,
@@ -68,27 +81,40 @@ pub async fn run(cmd: UserCommand) -> Result<()> {
             name,
             role,
             out,
+            p12,
+            p12_password_file,
             json,
             client,
         } => {
-            let issued = issue(&client, &name, role, &out, |path, pem| {
+            // Before anything is issued: a missing password costs nothing.
+            let p12 = if p12 {
+                Some(P12Password::find(p12_password_file.as_deref())?)
+            } else {
+                None
+            };
+            let issued = issue(&client, &name, role, &out, p12.as_ref(), |path, pem| {
                 write_new(path, pem, 0o644)
             })
             .await?;
+            let path = |p: &Path| p.display().to_string();
             if json {
                 json::print(&serde_json::json!({
                     "name": name,
                     "role": role.as_str(),
                     "fingerprint": issued.fingerprint,
-                    "certificate": issued.cert.display().to_string(),
-                    "key": issued.key.display().to_string(),
-                    "ca": issued.ca.display().to_string(),
+                    "certificate": path(&issued.cert),
+                    "key": path(&issued.key),
+                    "ca": path(&issued.ca),
+                    "p12": issued.p12.as_deref().map(path),
                 }));
             } else {
                 println!("issued {role} certificate for {name}");
                 println!("  certificate: {}", issued.cert.display());
                 println!("  key (0600):  {}", issued.key.display());
                 println!("  office CA:   {}", issued.ca.display());
+                if let Some(p12) = &issued.p12 {
+                    println!("  p12 (0600):  {}", p12.display());
+                }
                 println!("  fingerprint: {}", issued.fingerprint);
             }
             Ok(())
@@ -148,11 +174,61 @@ pub async fn run(cmd: UserCommand) -> Result<()> {
     }
 }
 
+/// The environment variable `user issue --p12` takes the `.p12`'s password
+/// from when no `--p12-password-file` is given.
+pub const P12_PASSWORD_ENV: &str = "CASEMESH_P12_PASSWORD";
+
+/// The password a `.p12` is encrypted with; never empty. Not `Debug`, so
+/// that no error or log line can print it.
+pub struct P12Password(String);
+
+impl P12Password {
+    /// `password`, found `from` (for the error: "in FILE", "in VAR").
+    pub fn new(password: String, from: &str) -> Result<Self, CliError> {
+        if password.is_empty() {
+            return Err(CliError::Usage(format!(
+                "the .p12 password {from} is empty; an empty password would leave the private key unprotected"
+            )));
+        }
+        Ok(Self(password))
+    }
+
+    /// The first line of `file` (without its line break) if given, else
+    /// the value of [`P12_PASSWORD_ENV`]; an error saying how to give one
+    /// if neither is there.
+    pub fn find(file: Option<&Path>) -> Result<Self> {
+        if let Some(file) = file {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| super::errors::unreadable("--p12-password-file", file, e))?;
+            let first = text.lines().next().unwrap_or_default();
+            let from = format!("in --p12-password-file {} (its first line)", file.display());
+            return Ok(Self::new(first.to_owned(), &from)?);
+        }
+        match std::env::var(P12_PASSWORD_ENV) {
+            Ok(password) => Ok(Self::new(password, &format!("in {P12_PASSWORD_ENV}"))?),
+            Err(std::env::VarError::NotUnicode(_)) => Err(CliError::Usage(format!(
+                "{P12_PASSWORD_ENV} is not valid UTF-8; give the .p12 password as text"
+            ))
+            .into()),
+            Err(std::env::VarError::NotPresent) => Err(CliError::Usage(format!(
+                "--p12 needs a password to encrypt the key with: give --p12-password-file FILE (the password is its first line) or set {P12_PASSWORD_ENV}; it is never taken on the command line, where `ps` would show it"
+            ))
+            .into()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Where `user issue` put a new user's files.
 pub struct IssuedFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub ca: PathBuf,
+    /// `NAME.p12`, when one was asked for.
+    pub p12: Option<PathBuf>,
     pub fingerprint: String,
 }
 
@@ -160,19 +236,25 @@ pub struct IssuedFiles {
 /// the key is written before the node is asked (so an unwritable `--out`
 /// costs nothing), and a certificate that cannot be saved is revoked at
 /// once, so that the name can be issued again. `save_cert` writes the
-/// certificate file.
+/// certificate file. With `p12`, `NAME.p12` is written too, encrypted with
+/// that password; it counts as part of saving the certificate (a `.p12`
+/// that cannot be written revokes it), and one that exists already stops
+/// the command before the node is asked.
 pub async fn issue(
     client: &ClientOpts,
     name: &str,
     role: Role,
     out: &Path,
+    p12: Option<&P12Password>,
     save_cert: impl FnOnce(&Path, &[u8]) -> Result<(), SetupError>,
 ) -> Result<IssuedFiles> {
     crate::domain::UserName::parse(name).map_err(|e| CliError::Usage(e.to_string()))?;
     let cert = out.join(format!("{name}-cert.pem"));
     let key = out.join(format!("{name}-key.pem"));
     let ca = out.join("ca.pem");
-    for p in [&cert, &key] {
+    let p12 = p12.map(|password| (out.join(format!("{name}.p12")), password));
+    let p12_path = p12.as_ref().map(|(path, _)| path);
+    for p in [Some(&cert), Some(&key), p12_path].into_iter().flatten() {
         // A dangling link counts: writing would fail on it.
         if p.symlink_metadata().is_ok() {
             return Err(CliError::Usage(format!(
@@ -215,7 +297,11 @@ pub async fn issue(
         .as_ref()
         .map(|u| u.fingerprint.clone())
         .unwrap_or_default();
-    if let Err(e) = save_cert(&cert, resp.certificate_pem.as_bytes()) {
+    let saved = save_cert(&cert, resp.certificate_pem.as_bytes()).and_then(|()| match &p12 {
+        Some((path, password)) => save_p12(path, &resp, &key_pem, password),
+        None => Ok(()),
+    });
+    if let Err(e) = saved {
         let _ = std::fs::remove_file(&cert);
         let _ = std::fs::remove_file(&key);
         // By fingerprint: exactly the certificate just issued.
@@ -249,7 +335,32 @@ pub async fn issue(
         cert,
         key,
         ca,
+        p12: p12.map(|(path, _)| path),
         fingerprint,
+    })
+}
+
+/// Writes `NAME.p12` (0600, never over an existing file) from what the
+/// node answered and the key made here. A file left half-written is
+/// removed; one that someone else put there meanwhile is left alone.
+fn save_p12(
+    path: &Path,
+    resp: &pb::IssueUserResponse,
+    key_pem: &str,
+    password: &P12Password,
+) -> Result<(), SetupError> {
+    let bytes = crate::identity::pkcs12::user_pkcs12(
+        &resp.certificate_pem,
+        key_pem,
+        &resp.ca_certificate_pem,
+        password.as_str(),
+    )?;
+    write_new(path, &bytes, 0o600).inspect_err(|e| {
+        let theirs = matches!(e, SetupError::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::AlreadyExists);
+        if !theirs {
+            let _ = std::fs::remove_file(path);
+        }
     })
 }
 

@@ -5,6 +5,7 @@
 //! Identity comes from verified certificates only, never from message fields.
 
 pub mod caller;
+pub mod pkcs12;
 pub mod pki;
 pub mod signing;
 pub mod tls;
@@ -24,6 +25,9 @@ pub enum IdentityError {
     Tls(#[from] rustls::Error),
     #[error("signing failed: {0}")]
     Sign(String),
+    /// A PKCS#12 file (`.p12`) could not be made; says which part failed.
+    #[error("could not make the PKCS#12 file: {0}")]
+    Pkcs12(String),
     #[error("{0}")]
     Verify(String),
     /// A user certificate this office issued and has since revoked; the

@@ -274,7 +274,17 @@ fn grants_table(h: &mut String, s: &Snapshot) {
     if s.grants.is_empty() {
         h.push_str("<tr><td colspan=\"5\">No grant has been made.</td></tr>");
     }
-    for g in &s.grants {
+    // Every grant still in force or waiting for its purge, and the newest
+    // of those done with: the page does not grow with years of grants.
+    let mut done = 0;
+    let shown = s.grants.iter().filter(|g| {
+        let open = g.ended_at_ms == 0 || purge_pending(g);
+        if !open {
+            done += 1;
+        }
+        open || done <= ENDED_GRANTS_SHOWN
+    });
+    for g in shown {
         let target = match &g.target {
             GrantTarget::Collection(c) => format!("collection {}", escape(c)),
             GrantTarget::Record(_) => "one record".to_owned(),
@@ -289,8 +299,22 @@ fn grants_table(h: &mut String, s: &Snapshot) {
             id = escape(g.id.as_str()),
         );
     }
+    if done > ENDED_GRANTS_SHOWN {
+        let _ = write!(
+            h,
+            "<tr><td colspan=\"5\">{} older grants, ended and purged, are not shown: \
+             <code>casemesh share list</code> lists every grant.</td></tr>",
+            done - ENDED_GRANTS_SHOWN
+        );
+    }
     h.push_str("</table>");
 }
+
+/// Files being fetched shown on the page; `casemesh status` lists all.
+const TRANSFERS_SHOWN: usize = 50;
+
+/// Grants that ended and need nothing more shown on the page, newest first.
+const ENDED_GRANTS_SHOWN: usize = 20;
 
 fn transfers_table(h: &mut String, s: &Snapshot) {
     h.push_str(
@@ -300,7 +324,7 @@ fn transfers_table(h: &mut String, s: &Snapshot) {
     if s.transfers.is_empty() {
         h.push_str("<tr><td colspan=\"4\">None.</td></tr>");
     }
-    for t in &s.transfers {
+    for t in s.transfers.iter().take(TRANSFERS_SHOWN) {
         let hash = t.hash.to_string();
         let st = if t.gave_up {
             format!("{} {}", state("bad", "gave up"), escape(&t.last_error))
@@ -322,6 +346,13 @@ fn transfers_table(h: &mut String, s: &Snapshot) {
             bytes(t.received),
             bytes(t.size),
             hash = escape(&hash),
+        );
+    }
+    if s.transfers.len() > TRANSFERS_SHOWN {
+        let _ = write!(
+            h,
+            "<tr><td colspan=\"4\">and {} more: <code>casemesh status</code> lists them all.</td></tr>",
+            s.transfers.len() - TRANSFERS_SHOWN
         );
     }
     h.push_str("</table>");
@@ -413,6 +444,72 @@ mod tests {
             escape("<script>alert('x')</script> & \"q\""),
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
         );
+    }
+
+    fn snapshot(grants: Vec<Grant>) -> Snapshot {
+        use crate::domain::OfficeId;
+        Snapshot {
+            at_ms: 1_800_000_000_000,
+            office: OfficeId::parse("phila-da").unwrap(),
+            fingerprint: "sha256:00".into(),
+            records_by_origin: vec![("phila-da".into(), 3)],
+            records: 3,
+            versions: 4,
+            blobs: 0,
+            blob_bytes: 0,
+            transfers: Vec::new(),
+            disk_free_bytes: None,
+            writes_refused: Some("<img src=x onerror=alert(1)>".into()),
+            peers: Vec::new(),
+            grants,
+            audit_entries: 9,
+            last_signed_head: None,
+            audit_verified_at_ms: 0,
+            certificates: Vec::new(),
+        }
+    }
+
+    fn grant(i: usize, ended: bool) -> Grant {
+        use crate::domain::OfficeId;
+        use crate::domain::sharing::{EndReason, GrantId, PurgeAck};
+        let peer = OfficeId::parse("nyc-da").unwrap();
+        Grant {
+            id: GrantId::parse(&format!("g-{i:016x}")).unwrap(),
+            peer: peer.clone(),
+            target: GrantTarget::Collection(format!("<b>case-{i}</b>")),
+            created_at_ms: 1_700_000_000_000 + i as u64,
+            expires_at_ms: 0,
+            ended_at_ms: if ended { 1_700_000_100_000 } else { 0 },
+            end_reason: ended.then_some(EndReason::Revoked),
+            purge_ack: ended.then(|| PurgeAck {
+                grant: GrantId::parse(&format!("g-{i:016x}")).unwrap(),
+                origin: OfficeId::parse("phila-da").unwrap(),
+                purged_by: peer,
+                purged_at_ms: 1_700_000_200_000,
+                signature: Vec::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn strings_from_outside_are_escaped_on_the_page() {
+        let page = render(&snapshot(vec![grant(1, false)]), &[], 10);
+        assert!(!page.contains("<b>case-1</b>") && page.contains("&lt;b&gt;case-1&lt;/b&gt;"));
+        assert!(!page.contains("<img") && page.contains("&lt;img src=x"));
+        assert!(page.contains("<meta http-equiv=\"refresh\" content=\"10\">"));
+        assert!(!page.contains("<script"), "the page runs no script");
+    }
+
+    #[test]
+    fn ended_grants_beyond_the_newest_are_counted_not_listed() {
+        let mut grants: Vec<Grant> = (0..50).map(|i| grant(i, true)).collect();
+        grants.push(grant(99, false));
+        let page = render(&snapshot(grants), &[], 10);
+        assert_eq!(
+            page.matches("<tr class=\"grant\"").count(),
+            ENDED_GRANTS_SHOWN + 1
+        );
+        assert!(page.contains("30 older grants, ended and purged, are not shown"));
     }
 
     #[test]

@@ -26,6 +26,20 @@ pub fn casemesh(args: &[&str]) -> Output {
     run_bounded(&mut cmd, COMMAND_LIMIT)
 }
 
+/// Runs `casemesh ARGS` with each of `vars` set to its value (`Some`) or
+/// removed (`None`) in its environment.
+pub fn casemesh_env(args: &[&str], vars: &[(&str, Option<&str>)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env("RUST_LOG", "warn");
+    for (name, value) in vars {
+        match value {
+            Some(v) => cmd.env(name, v),
+            None => cmd.env_remove(name),
+        };
+    }
+    run_bounded(&mut cmd, COMMAND_LIMIT)
+}
+
 /// Runs `cmd` to completion, collecting its output; kills it and fails the
 /// test if it takes longer than `limit`.
 pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {

@@ -85,15 +85,16 @@ async fn a_certificate_that_cannot_be_saved_is_revoked_and_the_name_issued_again
     let client = ClientOpts::for_data(&node.dir);
     let out = tempfile::tempdir().unwrap();
 
-    let err = casemesh::cli::users::issue(&client, "bob", Role::Staff, out.path(), |path, _| {
-        Err(casemesh::setup::SetupError::Io {
-            path: path.to_owned(),
-            source: std::io::Error::other("no space left on device"),
+    let err =
+        casemesh::cli::users::issue(&client, "bob", Role::Staff, out.path(), None, |path, _| {
+            Err(casemesh::setup::SetupError::Io {
+                path: path.to_owned(),
+                source: std::io::Error::other("no space left on device"),
+            })
         })
-    })
-    .await
-    .err()
-    .expect("saving failed");
+        .await
+        .err()
+        .expect("saving failed");
     let text = casemesh::cli::errors::report(&err).0;
     assert!(
         text.contains("it has been revoked, so bob can be issued again"),
@@ -109,12 +110,16 @@ async fn a_certificate_that_cannot_be_saved_is_revoked_and_the_name_issued_again
     assert_eq!(bob.len(), 1);
     assert!(bob[0]["revoked_at"].is_string(), "{bob:?}");
 
-    let again =
-        casemesh::cli::users::issue(&client, "bob", Role::Staff, out.path(), |path, pem| {
-            casemesh::setup::write_new(path, pem, 0o644)
-        })
-        .await
-        .expect("bob can be issued again");
+    let again = casemesh::cli::users::issue(
+        &client,
+        "bob",
+        Role::Staff,
+        out.path(),
+        None,
+        |path, pem| casemesh::setup::write_new(path, pem, 0o644),
+    )
+    .await
+    .expect("bob can be issued again");
     let bob = users_named(d, "bob");
     assert_eq!(bob.len(), 2, "both certificates stay on record: {bob:?}");
     assert!(bob[0]["revoked_at"].is_string() && bob[1]["revoked_at"].is_null());
@@ -138,6 +143,7 @@ async fn a_certificate_that_cannot_be_saved_is_revoked_and_the_name_issued_again
         "bob",
         Role::Staff,
         &out.path().join("other"),
+        None,
         |path, pem| casemesh::setup::write_new(path, pem, 0o644),
     )
     .await

@@ -11,6 +11,8 @@ mod cli_federation;
 mod cli_init;
 mod cli_interrupt;
 pub mod cli_json;
+mod cli_ops;
+mod cli_p12;
 mod cli_users;
 mod clock_skew;
 mod cluster;
