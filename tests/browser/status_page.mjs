@@ -3,15 +3,15 @@
 // environment: CASEMESH_BIN, PHILA_DATA (phila-da's data directory, whose
 // admin certificate `--data` uses), STATUS_URL, REFRESH_SECS, CLIENT_CERT
 // and CLIENT_KEY (an auditor's), CLIENT_P12 and CLIENT_P12_PASSPHRASE
-// (optional: the same kind of certificate as a PKCS#12 file), CHROMIUM,
-// BROWSER_TEST_MODULES (where playwright-core is installed) and SCREENSHOT.
+// (another auditor's, as a PKCS#12 file), CHROMIUM, BROWSER_TEST_MODULES
+// (where playwright-core is installed) and SCREENSHOT.
 //
 // Checks, each wait bounded: (a) without a client certificate the page is
 // refused; (b) with the auditor's it loads and shows nyc-da connected;
 // (c) a grant made and then revoked with the CLI shows on the page at its
 // next automatic refresh, the test never reloading it; (d) a full-page
 // screenshot; (e) with JavaScript disabled the tables are all there;
-// (f) given a .p12, it works in the browser as the PEM files do.
+// (f) the .p12 of `user issue --p12` works in the browser as PEM files do.
 // On a failure it prints what the page showed and exits 1.
 
 import { execFileSync } from 'node:child_process';
@@ -238,11 +238,11 @@ try {
     current = null;
   }
 
-  // (f) The same kind of certificate as the PKCS#12 file a browser imports
-  // (`user issue --p12`), where this casemesh writes one: the page loads,
-  // and the node logs the view as that user's.
-  const pfxPath = process.env.CLIENT_P12;
-  if (pfxPath) {
+  // (f) Another auditor's certificate as the PKCS#12 file a browser
+  // imports (`user issue --p12`): the page loads, and the node logs the
+  // view as that user's.
+  {
+    const pfxPath = env('CLIENT_P12');
     const context = await browser.newContext({
       ignoreHTTPSErrors: true,
       clientCertificates: [{ origin, pfxPath, passphrase: env('CLIENT_P12_PASSPHRASE') }],
@@ -261,8 +261,6 @@ try {
     ok(`with ${path.basename(pfxPath)} (PKCS#12) the page loads, the view logged as ${user}'s`);
     await context.close();
     current = null;
-  } else {
-    console.log('--   no .p12 check: CLIENT_P12 is not set');
   }
 
   if (elsewhere.length) fail(`the page asked for something beyond ${origin}: ${elsewhere.join(', ')}`);

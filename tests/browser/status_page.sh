@@ -175,21 +175,14 @@ for title in "Stop on Broad St" "Statement of the bus driver" "Bodycam log"; do
     --body "$title, as written at phila-da" --data "$work/phila-da" >/dev/null
 done
 "$bin" user issue --name ada --role auditor --out "$work/ada" --data "$work/phila-da" >/dev/null
-# Another auditor's certificate as a PKCS#12 file, as a browser imports it,
-# where this casemesh writes one (`user issue --p12`).
-p12=
-p12_password=
-issue_help=$("$bin" user issue --help)
-if grep -q -- '--p12-password-file' <<<"$issue_help"; then
-  p12_password=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
-  (umask 077 && printf '%s\n' "$p12_password" >"$work/p12-password")
-  "$bin" user issue --name grace --role auditor --out "$work/grace" --p12 \
-    --p12-password-file "$work/p12-password" --data "$work/phila-da" >/dev/null
-  p12=$work/grace/grace.p12
-  [ -f "$p12" ] || die "user issue --p12 wrote no $p12"
-else
-  say "no .p12 check: this casemesh's user issue has no --p12"
-fi
+# Another auditor's certificate as the PKCS#12 file a browser imports
+# (`user issue --p12`), its password random and in a 0600 file.
+p12_password=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+(umask 077 && printf '%s\n' "$p12_password" >"$work/p12-password")
+"$bin" user issue --name grace --role auditor --out "$work/grace" --p12 \
+  --p12-password-file "$work/p12-password" --data "$work/phila-da" >/dev/null
+p12=$work/grace/grace.p12
+[ -f "$p12" ] || die "user issue --p12 wrote no $p12"
 
 say "node tests/browser/status_page.mjs (chromium at https://127.0.0.1:$page_port/)"
 CASEMESH_BIN=$bin \
