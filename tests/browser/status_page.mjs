@@ -108,7 +108,7 @@ async function onlyLoopback(context) {
 }
 
 function casemesh(...argv) {
-  return execFileSync(bin, [...argv, '--data', phila], { encoding: 'utf8' }).trim();
+  return execFileSync(bin, [...argv, '--data', phila], { encoding: 'utf8', timeout: 30_000 }).trim();
 }
 
 const withCert = (extra = {}) => ({

@@ -81,10 +81,16 @@ work=$(mktemp -d)
 pids=()
 cleanup() {
   local status=$?
+  # SIGTERM, then (after 10 s) SIGKILL: nothing outlives the test.
+  local pid deadline=$((SECONDS + 10))
   for pid in "${pids[@]}"; do
     kill "$pid" 2>/dev/null || true
   done
   for pid in "${pids[@]}"; do
+    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
   if [ "$status" -ne 0 ]; then
@@ -98,6 +104,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # Three free loopback ports, bound at once so that they differ.
 read -r phila_port nyc_port page_port < <(python3 - <<'EOF'
