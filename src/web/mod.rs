@@ -350,7 +350,7 @@ pub async fn serve_plain(
 }
 
 /// Serves `routes` over HTTPS on `listener`: TLS 1.3, a client certificate
-/// required, each request authorized ([`Web::authorize`]).
+/// required, each request authorized (admins and auditors of this office).
 pub async fn serve_tls(
     web: Arc<Web>,
     listener: TcpListener,
