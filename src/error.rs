@@ -154,6 +154,10 @@ pub enum Error {
     // Try again later.
     #[error("record {id} kept changing while this write was prepared ({tries} tries); try again")]
     RecordBusy { id: String, tries: usize },
+    #[error(
+        "the audit log is being verified already (it walks the whole log); try again when that ends"
+    )]
+    VerifyRunning,
     #[error("the node is shutting down; resume the transfer later")]
     ShuttingDown,
     #[error("cannot reach {peer}: {reason}")]

@@ -15,13 +15,14 @@
 //! cli                      the command line and the demo
 //! cluster                  offices on this machine (demo, tests, bench)
 //! node                     composition root
+//! web                      metrics and the status page (read only)
 //! grpc                     servers, authorization, error → status
 //! sync · setup             replication at run time · creating an office
 //! service                  use cases
 //! protocol · error         wire types and transport · the use cases' error
 //! store · bundle           the only code that names sled · the court bundle
 //! identity · config        keys, certificates, TLS · casemesh.toml
-//! domain · alloc           pure values and rules · the allocator
+//! domain · alloc · metrics pure values and rules · the allocator · counters
 //! ```
 //!
 //! - [`domain`]: ids, records, versions, limits, the canonical encoding,
@@ -44,11 +45,16 @@
 //! - [`setup`]: `casemesh init`.
 //! - [`grpc`]: the three servers, the authorization layer and the one
 //!   error → status table.
+//! - [`web`]: the read-only web listeners: `/metrics` (Prometheus text)
+//!   and the status page, over HTTPS for admins and auditors (plain HTTP
+//!   only for metrics on a loopback address).
 //! - [`node`]: the composition root: [`node::start`].
 //! - [`cluster`]: offices created and run on this machine, and the calls
 //!   their admins make; the demo, the tests and the benchmark use it.
 //! - [`cli`]: the `casemesh` command line.
 //! - [`alloc`]: the allocator of casemesh processes and its options.
+//! - [`metrics`]: the counters and histograms the code feeds as it works
+//!   (calls, batches, commits, refused handshakes); no global registry.
 //! - `fuzzing` (hidden from these docs): the entry points of the fuzz
 //!   targets in `fuzz/` and their seeds; at the level of `node`, and not
 //!   part of the interface.

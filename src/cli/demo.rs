@@ -100,6 +100,19 @@ pub async fn run(keep: bool) -> Result<()> {
         for o in &offices {
             println!("  casemesh status --data {}", o.dir.display());
         }
+        for o in &offices {
+            let (metrics, page) = o.web_addrs();
+            if let (Some(metrics), Some(page)) = (metrics, page) {
+                println!(
+                    "  {}: metrics at http://{metrics}/metrics, status page at https://{page}/",
+                    o.office
+                );
+            }
+        }
+        println!(
+            "  (the status page asks for an admin or auditor certificate: `casemesh user issue --role auditor --p12 ... --data {}` makes one to import into a browser)",
+            tmp.path().join("phila-da").display()
+        );
         println!(
             "  casemesh share list --data {}",
             tmp.path().join("phila-da").display()
@@ -146,7 +159,16 @@ async fn start_offices(root: &Path, offices: &mut Vec<Office>) -> Result<()> {
         "three offices create their identities and start their nodes",
     );
     for name in ["phila-da", "nyc-da", "mpls-da"] {
-        offices.push(Office::start(root, name).await?);
+        let mut office = Office::start(root, name).await?;
+        // Metrics and the status page too, on ports the kernel picks.
+        office
+            .configure(|c| {
+                let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+                c.metrics.listen = Some(any);
+                c.status_page.listen = Some(any);
+            })
+            .await?;
+        offices.push(office);
     }
     for o in offices.iter() {
         let ca = certs_from_pem(&o.ca_pem()?)?;

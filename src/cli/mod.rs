@@ -159,8 +159,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Exit 0 if the node on this machine accepts writes, 1 if it says it
-    /// does not (and why), 3 if it does not answer. Reads /healthz on the
+    /// Exit 0 if the node on this machine accepts writes; 1 if it says it
+    /// does not (and why) or does not answer within 5 s; 3 if nothing
+    /// listens there. Reads /healthz on the
     /// node's plain-HTTP metrics endpoint (`[metrics] listen`, a loopback
     /// address), so it needs no certificate: for container and supervisor
     /// health checks.

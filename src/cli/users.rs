@@ -178,6 +178,9 @@ pub async fn run(cmd: UserCommand) -> Result<()> {
 /// from when no `--p12-password-file` is given.
 pub const P12_PASSWORD_ENV: &str = "CASEMESH_P12_PASSWORD";
 
+/// Bytes of `--p12-password-file` read: its first line is the password.
+const MAX_PASSWORD_FILE: u64 = 64 * 1024;
+
 /// The password a `.p12` is encrypted with; never empty. Not `Debug`, so
 /// that no error or log line can print it.
 pub struct P12Password(String);
@@ -190,6 +193,13 @@ impl P12Password {
                 "the .p12 password {from} is empty; an empty password would leave the private key unprotected"
             )));
         }
+        // PKCS#12 keys its MAC with the password as UTF-16 (BMPString):
+        // checked here, before anything is issued.
+        if password.chars().any(|c| u32::from(c) > 0xFFFF) {
+            return Err(CliError::Usage(format!(
+                "the .p12 password {from} has a character PKCS#12 cannot encode (beyond U+FFFF, such as an emoji); choose another"
+            )));
+        }
         Ok(Self(password))
     }
 
@@ -198,7 +208,11 @@ impl P12Password {
     /// if neither is there.
     pub fn find(file: Option<&Path>) -> Result<Self> {
         if let Some(file) = file {
-            let text = std::fs::read_to_string(file)
+            use std::io::Read as _;
+            // A password is a line; a file far larger is not one.
+            let mut text = String::new();
+            std::fs::File::open(file)
+                .and_then(|f| f.take(MAX_PASSWORD_FILE).read_to_string(&mut text))
                 .map_err(|e| super::errors::unreadable("--p12-password-file", file, e))?;
             let first = text.lines().next().unwrap_or_default();
             let from = format!("in --p12-password-file {} (its first line)", file.display());

@@ -12,8 +12,9 @@ pub enum Role {
     /// The Records service only.
     Staff,
     /// Reads the audit log and the node's state, never records or files,
-    /// and changes nothing: the separation of duties that audit review
-    /// asks for.
+    /// and changes no record, grant, user or peer (`audit witness` keeps
+    /// the peer heads it checked, as the node's own checks do): the
+    /// separation of duties that audit review asks for.
     Auditor,
 }
 

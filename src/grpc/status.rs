@@ -32,6 +32,7 @@ impl From<Error> for Status {
             | Error::BlobTooLarge { .. }
             | Error::TooManyTransfers { .. }
             | Error::TooSoon { .. }
+            | Error::VerifyRunning
             | Error::DiskFull(_) => Status::resource_exhausted(msg),
             Error::InvalidId(_)
             | Error::Limit(_)

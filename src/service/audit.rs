@@ -262,6 +262,9 @@ pub struct AuditLog {
     /// When [`AuditLog::verify`] last found the whole log sound (0: not
     /// since the node started).
     verified_at_ms: std::sync::atomic::AtomicU64,
+    /// Held while the whole log is verified: one walk at a time, however
+    /// many callers ask.
+    verifying: std::sync::Mutex<()>,
 }
 
 impl AuditLog {
@@ -272,6 +275,7 @@ impl AuditLog {
             ca,
             signing: tokio::sync::Mutex::new(()),
             verified_at_ms: Default::default(),
+            verifying: std::sync::Mutex::new(()),
         }
     }
 
@@ -503,6 +507,11 @@ impl AuditLog {
     /// Walks the whole chain and every signed head; reports the first entry
     /// or head that does not check out.
     pub fn verify(&self) -> Result<VerifyReport> {
+        let _walking = match self.verifying.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Err(Error::VerifyRunning),
+        };
         let started = crate::domain::time::now_ms();
         let report = self.verify_walk()?;
         if report.fault.is_none() {

@@ -2,8 +2,9 @@
 //! [`Snapshot`] gives, in the Prometheus text format.
 //!
 //! Every name here is listed in `docs/operating.md` ("Metrics"); a test
-//! scrapes a running node and checks that the alert rules and the
-//! dashboard in `deploy/` use only names it exports.
+//! (`tests/suite/ops_metrics.rs`) scrapes a running node and checks that
+//! the alert rules and the dashboard in `deploy/` use only names it
+//! exports.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -109,6 +110,12 @@ impl Collector for Gauges {
             "casemesh_blob_bytes",
             "Bytes of the files stored",
             one(s.blob_bytes),
+        )?;
+        family(
+            &mut e,
+            "casemesh_fetches_given_up",
+            "Files of replicas not fetched and not tried again while the node runs (over this node's size limit, or not shared by their origin); `casemesh status` names them",
+            one(s.transfers.iter().filter(|t| t.gave_up).count() as u64),
         )?;
         let fetching = s.transfers.iter().filter(|t| !t.gave_up);
         family(

@@ -118,6 +118,36 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Repl
     r
 }
 
+/// `reply`, after which the connection is closed.
+fn closing(mut reply: Reply) -> Reply {
+    reply.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    reply
+}
+
+/// Whether the request names a loopback address or `localhost` as its
+/// host (HTTP/1.1 requires `Host`; a request without one is refused).
+fn loopback_host<B>(req: &Request<B>) -> bool {
+    let Some(host) = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        // `[::1]:9464`
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn text(status: StatusCode, body: impl Into<String>) -> Reply {
     let mut body = body.into();
     body.push('\n');
@@ -153,12 +183,21 @@ impl Web {
     ) -> Result<Reply, Infallible> {
         let path = req.uri().path().to_owned();
         let caller = match &conn {
+            // Plain HTTP is served on loopback only; a page elsewhere that
+            // names this address (DNS rebinding) sends its own host name.
+            None if !loopback_host(&req) => {
+                return Ok(closing(text(
+                    StatusCode::FORBIDDEN,
+                    "this endpoint answers requests addressed to a loopback address or localhost only",
+                )));
+            }
             None => None,
             Some(info) => match self.authorize(info) {
                 Ok(caller) => Some(caller),
                 Err(why) => {
                     self.refuse(info, &path, &why).await;
-                    return Ok(text(StatusCode::FORBIDDEN, why));
+                    // Refused callers do not keep the connection.
+                    return Ok(closing(text(StatusCode::FORBIDDEN, why)));
                 }
             },
         };
@@ -173,11 +212,23 @@ impl Web {
             (_, "/healthz") => self.health(),
             (Routes::StatusPage, "/") => {
                 let page = self.page().await;
-                if let (Some(info), Some(caller), StatusCode::OK) = (&conn, &caller, page.status())
-                {
-                    self.log_view(info, caller).await;
+                match (&conn, &caller, page.status()) {
+                    // As with a gRPC call: a page whose view cannot be
+                    // logged is not shown.
+                    (Some(info), Some(caller), StatusCode::OK) => {
+                        match self.log_view(info, caller).await {
+                            Ok(()) => page,
+                            Err(e) => {
+                                tracing::error!(error = %e, "could not log a view of the status page");
+                                text(
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    "the audit log could not be written, so the page is not shown; the node's log has the details",
+                                )
+                            }
+                        }
+                    }
+                    _ => page,
                 }
-                page
             }
             _ => text(StatusCode::NOT_FOUND, format!("no page {path}")),
         })
@@ -216,28 +267,30 @@ impl Web {
 
     /// Logs a view of the page, unless this certificate's last view was
     /// logged less than [`VIEW_LOG_INTERVAL`] ago.
-    async fn log_view(&self, info: &ConnInfo, caller: &Caller) {
+    async fn log_view(&self, info: &ConnInfo, caller: &Caller) -> crate::error::Result<()> {
         let Caller::Local { fingerprint, .. } = caller else {
-            return;
+            return Ok(());
         };
         let key = fingerprint.to_string();
         let now = now_ms();
-        {
-            let mut viewed = self.viewed.lock().unwrap_or_else(|p| p.into_inner());
-            if viewed
+        let logged_lately = |viewed: &HashMap<String, u64>| {
+            viewed
                 .get(&key)
                 .is_some_and(|&at| now.saturating_sub(at) < VIEW_LOG_INTERVAL.as_millis() as u64)
-            {
-                return;
-            }
-            // One entry per user certificate: bounded by the users issued.
-            viewed.insert(key, now);
+        };
+        if logged_lately(&self.viewed.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(());
         }
         let who = crate::grpc::auth::actor(caller, self.audit.office(), info.remote);
         let draft = Draft::new(who, "Web.StatusPage", Target::default(), Outcome::ok());
-        if let Err(e) = self.audit.append(draft).await {
-            tracing::error!(error = %e, "could not log a view of the status page");
-        }
+        self.audit.append(draft).await?;
+        // Noted once written: one entry per user certificate, bounded by
+        // the users issued.
+        self.viewed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, now);
+        Ok(())
     }
 
     async fn scrape(self: &Arc<Self>) -> Reply {
@@ -302,11 +355,13 @@ fn action_of(path: &str) -> &'static str {
     }
 }
 
-fn http1() -> hyper::server::conn::http1::Builder {
+/// HTTP/1.1 with a deadline on each request's headers; `keep_alive`
+/// off on the plain listener, whose few slots must not be held idle.
+fn http1(keep_alive: bool) -> hyper::server::conn::http1::Builder {
     let mut b = hyper::server::conn::http1::Builder::new();
     b.timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
-        .keep_alive(true);
+        .keep_alive(keep_alive);
     b
 }
 
@@ -342,7 +397,9 @@ pub async fn serve_plain(
         conns.spawn(async move {
             let service =
                 hyper::service::service_fn(move |req| web.clone().handle(routes, None, req));
-            let _ = http1().serve_connection(TokioIo::new(tcp), service).await;
+            let _ = http1(false)
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
             drop(permit);
         });
     }
@@ -350,7 +407,7 @@ pub async fn serve_plain(
 }
 
 /// Serves `routes` over HTTPS on `listener`: TLS 1.3, a client certificate
-/// required, each request authorized ([`Web::authorize`]).
+/// required, each request authorized (admins and auditors of this office).
 pub async fn serve_tls(
     web: Arc<Web>,
     listener: TcpListener,
@@ -383,7 +440,9 @@ pub async fn serve_tls(
             let service = hyper::service::service_fn(move |req| {
                 web.clone().handle(routes, Some(info.clone()), req)
             });
-            let _ = http1().serve_connection(TokioIo::new(conn), service).await;
+            let _ = http1(true)
+                .serve_connection(TokioIo::new(conn), service)
+                .await;
         });
     }
     drop(incoming);
@@ -418,4 +477,39 @@ pub fn plain_allowed(addr: SocketAddr) -> bool {
 /// Listener names for [`Metrics::handshake_refused`].
 pub fn listener_name(routes: Routes) -> &'static str {
     routes.listener()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_host(host: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().uri("/metrics");
+        if let Some(h) = host {
+            b = b.header(header::HOST, h);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn plain_http_answers_loopback_hosts_only() {
+        for ok in [
+            "127.0.0.1:9464",
+            "localhost:9464",
+            "LOCALHOST",
+            "[::1]:9464",
+            "127.0.0.2",
+        ] {
+            assert!(loopback_host(&with_host(Some(ok))), "{ok}");
+        }
+        for refused in [
+            "evil.example:9464",
+            "10.0.0.1:9464",
+            "[2001:db8::1]:9464",
+            "",
+        ] {
+            assert!(!loopback_host(&with_host(Some(refused))), "{refused}");
+        }
+        assert!(!loopback_host(&with_host(None)));
+    }
 }

@@ -101,8 +101,14 @@ impl Observer {
     }
 
     fn lag_of(&self, peer: &OfficeId, now: u64) -> Result<u64> {
-        let acked = self.store.acked(peer)?;
         let end = self.store.feed_end(peer)?;
+        // Nothing pending: whatever the numbering (a feed carried over from
+        // an older store starts past 0 before its peer acknowledges
+        // anything), there is no lag, and the notes are cleared.
+        let acked = match self.store.outbox_pending(peer)? {
+            0 => end,
+            _ => self.store.acked(peer)?,
+        };
         Ok(self.lag.observe(peer, acked, end, now))
     }
 
@@ -149,6 +155,9 @@ impl Observer {
                 .iter()
                 .filter(|u| u.user.role == role && u.user.revoked_at_ms == 0)
                 .filter_map(|u| crate::identity::pki::expires_at_ms(&u.user.cert_der).ok())
+                // An expired certificate is refused already; the next to
+                // expire is the one worth a warning.
+                .filter(|&expires| expires > at_ms)
                 .min();
             if let Some(at) = earliest {
                 certificates.push((CertKind::User(role), at));

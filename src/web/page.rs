@@ -3,9 +3,10 @@
 //! anywhere; nothing on it changes anything.
 //!
 //! Every string that came from outside this function — peers' errors,
-//! audit entries written for any caller — is escaped. The page names
-//! records only by count (and audit entries by case number, as the log
-//! does), never by title or content.
+//! audit entries written for any caller — is escaped. The page shows no
+//! record's title or content; audit entries appear as the log has them
+//! (case numbers, and record ids inside some outcome messages), for the
+//! admins and auditors who may read the log anyway.
 
 use std::fmt::Write as _;
 

@@ -342,6 +342,11 @@ async fn without_a_usable_password_or_over_an_existing_p12_nothing_is_issued() {
         empty.contains("the .p12 password in CASEMESH_P12_PASSWORD is empty"),
         "{empty}"
     );
+    let emoji = refused(issue(&[]), Some("case\u{1F512}lock"));
+    assert!(
+        emoji.contains("has a character PKCS#12 cannot encode (beyond U+FFFF"),
+        "{emoji}"
+    );
     let blank = tmp.path().join("blank");
     std::fs::write(&blank, "\nnot the first line\n").unwrap();
     let empty = refused(issue(&["--p12-password-file", p(&blank)]), Some("unused"));

@@ -8,7 +8,7 @@ use casemesh::identity::OfficeCa;
 use casemesh::protocol::pb;
 
 use super::cluster::{TestCluster, eventually};
-use super::webkit::{http_get, https_get, parse_metrics, value};
+use super::webkit::{http_get, http_get_as, https_get, parse_metrics, value};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -200,6 +200,14 @@ async fn metrics_follow_replication_grants_and_refused_handshakes() {
     assert!(value(&m, "casemesh_audit_entries", &[]).unwrap_or(0.0) > 12.0);
     let (code, body) = http_get(phila_addr, "/healthz").await;
     assert_eq!((code, body.trim()), (200, "serving"));
+    // A page elsewhere reaching it through a name that resolves here
+    // (DNS rebinding) names its own host, and is refused.
+    let (code, body) = http_get_as(phila_addr, "evil.example:9464", "/metrics").await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains("loopback address or localhost only"),
+        "{body}"
+    );
     cluster.stop_all().await;
 }
 

@@ -27,14 +27,25 @@ fn parse(raw: &[u8]) -> (u16, String) {
 }
 
 fn request(path: &str) -> String {
-    format!("GET {path} HTTP/1.1\r\nHost: casemesh\r\nConnection: close\r\n\r\n")
+    request_for("127.0.0.1", path)
+}
+
+fn request_for(host: &str, path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
 }
 
 /// `GET path` over plain HTTP.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_get_as(addr, "127.0.0.1", path).await
+}
+
+/// `GET path` over plain HTTP, naming `host` in the request.
+pub async fn http_get_as(addr: SocketAddr, host: &str, path: &str) -> (u16, String) {
     tokio::time::timeout(LIMIT, async {
         let mut s = TcpStream::connect(addr).await.expect("connect");
-        s.write_all(request(path).as_bytes()).await.expect("send");
+        s.write_all(request_for(host, path).as_bytes())
+            .await
+            .expect("send");
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).await.expect("read");
         parse(&raw)
