@@ -409,6 +409,7 @@ fn the_deploy_files_use_the_metrics_their_alerts_are_about() {
         "casemesh_records",
         "casemesh_blob_bytes",
         "casemesh_fetches_in_progress",
+        "casemesh_fetches_given_up",
     ]);
     let missing: Vec<_> = expected.difference(&names).collect();
     assert!(missing.is_empty(), "not found: {missing:?} in {names:?}");
