@@ -189,6 +189,32 @@ impl Metrics {
             .inc_by(bytes);
     }
 
+    /// Shows a pinned peer's counters from the start, at 0, so that a
+    /// first batch or rejection is a change Prometheus sees (a series that
+    /// appears at 1 is missed by `increase()`).
+    pub fn peer_known(&self, office: &str) {
+        let label = peer(office);
+        for family in [
+            &self.batches_sent,
+            &self.bytes_sent,
+            &self.batches_applied,
+            &self.bytes_applied,
+            &self.rejected,
+        ] {
+            let _ = family.get_or_create(&label);
+        }
+        let _ = self.fetched_bytes.get_or_create(&OriginLabel {
+            origin: office.to_owned(),
+        });
+    }
+
+    /// Shows a listener's refused handshakes from the start, at 0.
+    pub fn listener_known(&self, listener: &'static str) {
+        let _ = self
+            .handshakes_refused
+            .get_or_create(&ListenerLabel { listener });
+    }
+
     pub fn handshake_refused(&self, listener: &'static str) {
         self.handshakes_refused
             .get_or_create(&ListenerLabel { listener })

@@ -134,6 +134,7 @@ fn refusals_to(
     listener: &'static str,
 ) -> transport::RefusalHook {
     use crate::domain::audit::{Actor, Draft, Outcome, Target};
+    metrics.listener_known(listener);
     Arc::new(move |remote, reason| {
         let refusals = refusals.clone();
         metrics.handshake_refused(listener);

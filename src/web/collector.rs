@@ -17,6 +17,9 @@ use crate::metrics::{CommitStats, Metrics};
 
 /// The text of one scrape.
 pub fn render(metrics: &Metrics, commits: &CommitStats, snapshot: Snapshot) -> String {
+    for p in &snapshot.peers {
+        metrics.peer_known(p.view.peer.office.as_str());
+    }
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     commits.register(&mut registry);

@@ -19,11 +19,11 @@ use std::path::Path;
 /// its samples (and, from prometheus-client, its `# TYPE` line) carry.
 /// Prometheus's own `up` is left out.
 ///
-/// Seen on a node fresh from `init`: a labelled family appears in a
-/// scrape only once it has a series, so the RPC families (until the first
-/// call), `casemesh_handshakes_refused_total`,
-/// `casemesh_peer_versions_rejected_total`, `casemesh_fetched_bytes_total`
-/// and the per-peer byte counters are absent until something counts.
+/// A labelled family appears in a scrape only once it has a series: the
+/// RPC families after the first call; the per-peer counters and
+/// `casemesh_fetched_bytes_total` once a peer is pinned (at 0); refused
+/// handshakes from the start (at 0 per listener).
+/// `tests/suite/ops_metrics.rs` checks these names against a node's scrape.
 pub fn metric_names_used() -> BTreeSet<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
     let alerts = std::fs::read_to_string(root.join("prometheus/alerts.yml"))

@@ -198,6 +198,24 @@ async fn metrics_follow_replication_grants_and_refused_handshakes() {
         .is_some()
     );
     assert!(value(&m, "casemesh_audit_entries", &[]).unwrap_or(0.0) > 12.0);
+    // Every metric the alert rules and the dashboard in deploy/ use is
+    // one this node exports (an alert on a name nobody exports never
+    // fires).
+    let used = super::deploy_files::metric_names_used();
+    assert!(used.len() >= 15, "{used:?}");
+    // The one family that waits on something: the first signed head.
+    let text = eventually(WAIT, "a signed audit head", || async {
+        let (_, text) = http_get(phila_addr, "/metrics").await;
+        text.contains("\ncasemesh_audit_head_age_seconds ")
+            .then_some(text)
+    })
+    .await;
+    let exported = exported_families(&text);
+    let missing: Vec<&String> = used.iter().filter(|n| !exported.contains(*n)).collect();
+    assert!(
+        missing.is_empty(),
+        "deploy/ uses metrics this node does not export: {missing:?}"
+    );
     let (code, body) = http_get(phila_addr, "/healthz").await;
     assert_eq!((code, body.trim()), (200, "serving"));
     // A page elsewhere reaching it through a name that resolves here
@@ -209,6 +227,16 @@ async fn metrics_follow_replication_grants_and_refused_handshakes() {
         "{body}"
     );
     cluster.stop_all().await;
+}
+
+/// The families a scrape exports, by the names their `# TYPE` lines give
+/// (a counter's with `_total`, a histogram's without its suffixes).
+fn exported_families(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_owned)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
