@@ -8,7 +8,7 @@ use casemesh::identity::OfficeCa;
 use casemesh::protocol::pb;
 
 use super::cluster::{TestCluster, eventually};
-use super::webkit::{http_get, http_get_as, https_get, parse_metrics, value};
+use super::webkit::{KeptAlive, http_get, http_get_as, https_get, parse_metrics, value};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -306,7 +306,11 @@ async fn web_listeners_over_tls_answer_only_admins_and_auditors() {
         .await
         .unwrap();
     assert_eq!(code, 404);
-    // A revoked auditor is refused, on a new connection and at once.
+    // A revoked auditor is refused, on a connection already open (each
+    // request is checked again) and on a new one.
+    let mut open = KeptAlive::open(addr, &auditor.0, &auditor.1, &ca).await;
+    let (code, closes, _) = open.get("/metrics").await;
+    assert_eq!((code, closes), (200, false), "kept alive while allowed");
     cluster
         .node(0)
         .admin()
@@ -317,6 +321,9 @@ async fn web_listeners_over_tls_answer_only_admins_and_auditors() {
         })
         .await
         .unwrap();
+    let (code, closes, body) = open.get("/").await;
+    assert_eq!((code, closes), (403, true), "{body}");
+    assert!(body.contains("certificate refused"), "{body}");
     assert!(
         https_get(addr, "/", Some((&auditor.0, &auditor.1)), &ca)
             .await

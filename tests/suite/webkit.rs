@@ -111,6 +111,55 @@ pub async fn https_get(
     .map_err(|_| "no answer in time".to_owned())?
 }
 
+/// A kept-alive HTTPS connection: several GETs, one after another.
+pub struct KeptAlive {
+    stream: tokio_rustls::client::TlsStream<TcpStream>,
+}
+
+impl KeptAlive {
+    pub async fn open(addr: SocketAddr, cert: &[u8], key: &[u8], ca: &[u8]) -> Self {
+        let roots = certs_from_pem(ca).unwrap();
+        let mut cfg = client_config(&roots, PemIdentity::from_pem(cert, key).unwrap()).unwrap();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        Self { stream }
+    }
+
+    /// `GET path` on this connection: status, whether the server closes
+    /// the connection after it, and the body.
+    pub async fn get(&mut self, path: &str) -> (u16, bool, String) {
+        tokio::time::timeout(LIMIT, async {
+            let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+            self.stream.write_all(req.as_bytes()).await.unwrap();
+            let mut raw = Vec::new();
+            let mut byte = [0u8; 1];
+            while !raw.ends_with(b"\r\n\r\n") {
+                let n = self.stream.read(&mut byte).await.unwrap();
+                assert!(n == 1, "the connection closed inside a response's headers");
+                raw.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .expect("a content-length");
+            let closes = head.lines().any(|l| l.trim() == "connection: close");
+            let mut body = vec![0u8; length];
+            self.stream.read_exact(&mut body).await.unwrap();
+            let code = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap();
+            (code, closes, String::from_utf8_lossy(&body).into_owned())
+        })
+        .await
+        .expect("an answer in time")
+    }
+}
+
 /// The scrape, parsed by an independent Prometheus text parser.
 pub fn parse_metrics(text: &str) -> prometheus_parse::Scrape {
     let lines = text.lines().map(|l| Ok(l.to_owned()));

@@ -199,3 +199,18 @@ fn queries_stay_right_while_an_older_log_is_indexed() {
     assert_eq!(store.audit_unindexed().unwrap(), None);
     check_all(&store, &log, "all indexed");
 }
+
+#[test]
+fn one_verification_at_a_time_and_a_pass_is_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, log) = open(dir.path());
+    store.audit(&[draft(1)]).unwrap();
+    assert_eq!(log.verified_at_ms(), 0, "not verified yet");
+    let held = log.verifying.lock().unwrap();
+    assert!(matches!(log.verify(), Err(crate::error::Error::VerifyRunning)));
+    assert_eq!(log.verified_at_ms(), 0);
+    drop(held);
+    let report = log.verify().unwrap();
+    assert!(report.fault.is_none());
+    assert!(log.verified_at_ms() > 0, "a pass is remembered");
+}
