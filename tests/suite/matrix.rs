@@ -18,7 +18,6 @@ use casemesh::protocol::pb::{
     self, admin_client::AdminClient, records_client::RecordsClient,
     replication_client::ReplicationClient,
 };
-use prost::Message as _;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_health::pb::health_client::HealthClient;
@@ -204,29 +203,7 @@ fn want(path: &str, who: Who, target: Target) -> Want {
 
 /// Every RPC of every service the node serves, as `/service/method`.
 fn rpcs() -> Vec<String> {
-    let sets = [
-        pb::FILE_DESCRIPTOR_SET,
-        tonic_health::pb::FILE_DESCRIPTOR_SET,
-        v1::FILE_DESCRIPTOR_SET,
-        v1alpha::FILE_DESCRIPTOR_SET,
-    ];
-    let mut out = Vec::new();
-    for bytes in sets {
-        let set = prost_types::FileDescriptorSet::decode(bytes).expect("descriptor set");
-        for file in set.file {
-            for service in &file.service {
-                for method in &service.method {
-                    out.push(format!(
-                        "/{}.{}/{}",
-                        file.package(),
-                        service.name(),
-                        method.name()
-                    ));
-                }
-            }
-        }
-    }
-    out
+    casemesh::protocol::rpc_paths()
 }
 
 /// A record, with one file, in a collection of its own.
