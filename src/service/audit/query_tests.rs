@@ -207,7 +207,10 @@ fn one_verification_at_a_time_and_a_pass_is_remembered() {
     store.audit(&[draft(1)]).unwrap();
     assert_eq!(log.verified_at_ms(), 0, "not verified yet");
     let held = log.verifying.lock().unwrap();
-    assert!(matches!(log.verify(), Err(crate::error::Error::VerifyRunning)));
+    assert!(matches!(
+        log.verify(),
+        Err(crate::error::Error::VerifyRunning)
+    ));
     assert_eq!(log.verified_at_ms(), 0);
     drop(held);
     let report = log.verify().unwrap();
