@@ -566,6 +566,7 @@ fn signed_put(ca: &OfficeCa, office: &OfficeId, collection: &str, i: usize) -> R
         updated_at_ms: now,
         deleted: false,
         attachments: Vec::new(),
+        subjects: Vec::new(),
     };
     Ok(OfficeSigner::new(ca).sign(record)?)
 }

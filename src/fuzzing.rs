@@ -465,6 +465,15 @@ pub fn seeds() -> Result<Vec<Seed>, String> {
     );
     seed("record_canonical", "v1", plain.canonical());
     seed("record_canonical", "v2", attached.canonical());
+    let about = RecordVersion {
+        subjects: crate::domain::subject::canonical_order(vec![
+            crate::domain::Subject::new("badge", "#4471", "officer-involved")
+                .map_err(|e| e.to_string())?,
+            crate::domain::Subject::new("plate", "7XKD203", "").map_err(|e| e.to_string())?,
+        ]),
+        ..plain.clone()
+    };
+    seed("record_canonical", "v3", about.canonical());
     let (entries, head) = sample_log(ca)?;
     for (i, e) in entries.iter().enumerate() {
         seed("audit_entry", &format!("entry-v{}", i + 1), e.clone());
@@ -532,6 +541,7 @@ fn sample_version(office: &OfficeId, attachments: Vec<Attachment>) -> RecordVers
         updated_at_ms: 1_790_000_000_000,
         deleted: false,
         attachments,
+        subjects: Vec::new(),
     }
 }
 
@@ -642,6 +652,11 @@ fn sample_requests(
                 body: r.body.clone(),
                 expected_version: Some(1),
                 attachments: r.attachments.clone(),
+                subjects: vec![pb::Subject {
+                    kind: "badge".into(),
+                    value: "4471".into(),
+                    role: String::new(),
+                }],
             }
             .encode_to_vec(),
         ),

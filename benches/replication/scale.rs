@@ -285,6 +285,7 @@ fn version(office: &OfficeId, n: u64, collection: &str) -> RecordVersion {
         updated_at_ms: 1_790_000_000_000 + n,
         deleted: false,
         attachments: Vec::new(),
+        subjects: Vec::new(),
     }
 }
 

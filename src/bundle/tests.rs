@@ -44,6 +44,7 @@ fn version(
         updated_at_ms: 1_790_000_000_000 + version * 60_000,
         deleted: false,
         attachments,
+        subjects: Vec::new(),
     }
 }
 

@@ -63,6 +63,11 @@ pub fn record(r: &pb::Record) -> Value {
         "digest": hex::encode(&r.digest),
         "signature": hex::encode(&r.signature),
         "attachments": r.attachments.iter().map(attachment).collect::<Vec<_>>(),
+        "subjects": r.subjects.iter().map(|s| json!({
+            "kind": s.kind,
+            "value": s.value,
+            "role": text(&s.role),
+        })).collect::<Vec<_>>(),
     })
 }
 

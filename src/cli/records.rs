@@ -102,6 +102,13 @@ pub struct PutArgs {
     /// A label, key=value (repeatable).
     #[arg(long = "label", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// A subject the record is about, KIND=VALUE or KIND@ROLE=VALUE
+    /// (repeatable): badge=4471, plate=7XKD203, agent-name=John Smith,
+    /// incident-date=2026-10-21, unit@officer-involved=ERO-7. Kinds and
+    /// roles are lower-case letters, digits and '-'; values are kept as
+    /// written and matched normalized (docs/formats.md, "Subjects").
+    #[arg(long = "subject", value_name = "KIND=VALUE", value_parser = parse_subject)]
+    pub subjects: Vec<crate::domain::Subject>,
     /// Attach this file (repeatable). Each version lists its own files: a
     /// new version keeps only the files given to it.
     #[arg(long = "attach", value_name = "FILE")]
@@ -111,6 +118,10 @@ pub struct PutArgs {
     pub json: bool,
     #[command(flatten)]
     pub client: ClientOpts,
+}
+
+fn parse_subject(s: &str) -> Result<crate::domain::Subject, String> {
+    crate::domain::Subject::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -319,6 +330,11 @@ pub async fn put(a: PutArgs) -> Result<()> {
         content_type,
         labels: a.labels.into_iter().collect(),
         attachments: uploaded,
+        subjects: a
+            .subjects
+            .iter()
+            .map(crate::protocol::convert::subject_to_pb)
+            .collect(),
     };
     let resp = super::interruptible(PUT_INTERRUPTED, async {
         Ok(records.put(request).await?.into_inner())
@@ -387,6 +403,12 @@ fn print_record(r: &pb::Record) {
     println!("content type: {}", r.content_type);
     for (k, v) in &r.labels {
         println!("label:        {k}={v}");
+    }
+    for s in &r.subjects {
+        match s.role.as_str() {
+            "" => println!("subject:      {}={}", s.kind, s.value),
+            role => println!("subject:      {}={} ({role})", s.kind, s.value),
+        }
     }
     println!("created:      {}", output::time(r.created_at_ms));
     println!("updated:      {}", output::time(r.updated_at_ms));

@@ -64,11 +64,12 @@ pub fn record_version() -> impl Strategy<Value = RecordVersion> {
         any::<u64>(),
         any::<bool>(),
         vec(attachment(), 0..3),
+        subjects(),
     );
     (head, content).prop_map(
         |(
             (id, version, collection, kind, title, content_type),
-            (labels, body, created_at_ms, updated_at_ms, deleted, attachments),
+            (labels, body, created_at_ms, updated_at_ms, deleted, attachments, subjects),
         )| RecordVersion {
             origin: id.origin(),
             id,
@@ -83,8 +84,24 @@ pub fn record_version() -> impl Strategy<Value = RecordVersion> {
             updated_at_ms,
             deleted,
             attachments,
+            subjects,
         },
     )
+}
+
+/// Subjects as a version keeps them: valid, sorted, unique.
+fn subjects() -> impl Strategy<Value = Vec<crate::domain::Subject>> {
+    let kinds = ["badge", "plate", "agent-name", "unit", "location", "x-1"];
+    vec(
+        (0..kinds.len(), "[a-zA-Z0-9 #-]{1,12}", any::<bool>()),
+        0..4,
+    )
+    .prop_map(move |raw| {
+        let made = raw.into_iter().filter_map(|(k, value, witness)| {
+            crate::domain::Subject::new(kinds[k], &value, if witness { "witness" } else { "" }).ok()
+        });
+        crate::domain::subject::canonical_order(made.collect())
+    })
 }
 
 pub fn entry() -> impl Strategy<Value = Entry> {

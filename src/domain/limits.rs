@@ -28,6 +28,8 @@ pub struct Limits {
     pub max_content_type_bytes: usize,
     /// Most attachments on one record version. Default 64.
     pub max_attachments: usize,
+    /// Most subjects one record version names. Default 64.
+    pub max_subjects: usize,
 }
 
 impl Default for Limits {
@@ -42,6 +44,7 @@ impl Default for Limits {
             max_title_bytes: 1024,
             max_content_type_bytes: 255,
             max_attachments: 64,
+            max_subjects: 64,
         }
     }
 }
@@ -66,6 +69,8 @@ pub enum LimitError {
     },
     #[error("{actual} attachments given; the limit is {limit}")]
     TooManyAttachments { actual: usize, limit: usize },
+    #[error("{actual} subjects given; the limit is {limit}")]
+    TooManySubjects { actual: usize, limit: usize },
     #[error("{0} must not be empty")]
     Empty(&'static str),
     #[error("{0} must not contain control characters")]

@@ -17,6 +17,7 @@ pub mod merkle;
 pub mod record;
 pub mod role;
 pub mod sharing;
+pub mod subject;
 pub mod time;
 
 pub use addr::{AddrError, NodeAddr};
@@ -25,6 +26,7 @@ pub use ids::{IdError, OfficeId, RecordId, UserName};
 pub use limits::{LimitError, Limits, format_size};
 pub use record::{Draft, RecordVersion, SignedVersion};
 pub use role::Role;
+pub use subject::Subject;
 pub use time::{MAX_TIME_MS, format_time, now_ms};
 
 /// Fills `buf` from the operating system's secure random source.

@@ -13,6 +13,7 @@ use super::blob::{Attachment, BlobHash};
 use super::codec::{DecodeError, Reader, Writer};
 use super::ids::{OfficeId, RecordId};
 use super::limits::{LimitError, Limits};
+use super::subject::Subject;
 
 /// What a writer supplies for a new version; everything else (id, version
 /// number, times, signature) the node decides.
@@ -27,6 +28,9 @@ pub struct Draft {
     /// Files already uploaded (sizes as stored); the service checks each is
     /// present.
     pub attachments: Vec<Attachment>,
+    /// What the version is about; each one checked when it was made
+    /// ([`Subject::new`]). Stored sorted, without repeats.
+    pub subjects: Vec<Subject>,
 }
 
 /// Content type used when a writer gives none.
@@ -73,6 +77,12 @@ impl Draft {
             return Err(LimitError::TooManyAttachments {
                 actual: self.attachments.len(),
                 limit: limits.max_attachments,
+            });
+        }
+        if self.subjects.len() > limits.max_subjects {
+            return Err(LimitError::TooManySubjects {
+                actual: self.subjects.len(),
+                limit: limits.max_subjects,
             });
         }
         for (i, a) in self.attachments.iter().enumerate() {
@@ -125,6 +135,9 @@ pub struct RecordVersion {
     pub deleted: bool,
     /// Files attached to this version; empty on a tombstone.
     pub attachments: Vec<Attachment>,
+    /// What the version is about, sorted and unique
+    /// ([`super::subject::canonical_order`]); empty on a tombstone.
+    pub subjects: Vec<Subject>,
 }
 
 /// Leading bytes of the canonical encoding, version 1. A later layout gets
@@ -133,6 +146,10 @@ const CANONICAL_V1: &[u8; 20] = b"casemesh.record.v1\0\0";
 /// Version 2: version 1 followed by the attachments. Used exactly when a
 /// version has attachments, so versions without any keep their v1 bytes.
 const CANONICAL_V2: &[u8; 20] = b"casemesh.record.v2\0\0";
+/// Version 3: version 2's layout (the attachment count may be 0) followed
+/// by the subjects. Used exactly when a version has subjects, so versions
+/// without any keep their v1 or v2 bytes.
+const CANONICAL_V3: &[u8; 20] = b"casemesh.record.v3\0\0";
 
 impl RecordVersion {
     /// The canonical encoding: the exact bytes that the digest and signature
@@ -144,10 +161,10 @@ impl RecordVersion {
         let labels_len: usize = self.labels.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
         let attachments_len = self.attachments.len() * 128;
         let mut w = Writer::with_capacity(256 + self.body.len() + labels_len + attachments_len);
-        let tag = if self.attachments.is_empty() {
-            CANONICAL_V1
-        } else {
-            CANONICAL_V2
+        let tag = match (self.subjects.is_empty(), self.attachments.is_empty()) {
+            (false, _) => CANONICAL_V3,
+            (true, true) => CANONICAL_V1,
+            (true, false) => CANONICAL_V2,
         };
         w.raw(tag)
             .str(self.id.as_str())
@@ -165,13 +182,19 @@ impl RecordVersion {
             .u64(self.created_at_ms)
             .u64(self.updated_at_ms)
             .u8(u8::from(self.deleted));
-        if !self.attachments.is_empty() {
+        if tag != CANONICAL_V1 {
             w.u32(self.attachments.len() as u32);
             for a in &self.attachments {
                 w.raw(&a.hash.0)
                     .u64(a.size)
                     .str(&a.file_name)
                     .str(&a.media_type);
+            }
+        }
+        if tag == CANONICAL_V3 {
+            w.u32(self.subjects.len() as u32);
+            for s in &self.subjects {
+                w.str(&s.kind).str(&s.value).str(&s.role);
             }
         }
         w.finish()
@@ -181,9 +204,10 @@ impl RecordVersion {
     pub fn from_canonical(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let tag = r.raw(CANONICAL_V1.len())?;
-        let with_attachments = match tag {
-            t if t == CANONICAL_V1 => false,
-            t if t == CANONICAL_V2 => true,
+        let (with_attachments, with_subjects) = match tag {
+            t if t == CANONICAL_V1 => (false, false),
+            t if t == CANONICAL_V2 => (true, false),
+            t if t == CANONICAL_V3 => (true, true),
             t => return Err(DecodeError::UnknownVersion(t.to_vec())),
         };
         let invalid = |field: &'static str, reason: String| DecodeError::Invalid { field, reason };
@@ -227,7 +251,7 @@ impl RecordVersion {
         let mut attachments = Vec::new();
         if with_attachments {
             let n = r.u32()?;
-            if n == 0 {
+            if n == 0 && !with_subjects {
                 // One content, one encoding: no attachments is v1.
                 return Err(invalid("attachments", "v2 with no attachments".into()));
             }
@@ -240,6 +264,29 @@ impl RecordVersion {
                     file_name: r.str("attachment file_name")?.to_owned(),
                     media_type: r.str("attachment media_type")?.to_owned(),
                 });
+            }
+        }
+        let mut subjects: Vec<Subject> = Vec::new();
+        if with_subjects {
+            let n = r.u32()?;
+            if n == 0 {
+                // One content, one encoding: no subjects is v1 or v2.
+                return Err(invalid("subjects", "v3 with no subjects".into()));
+            }
+            for _ in 0..n {
+                let kind = r.str("subject kind")?;
+                let value = r.str("subject value")?;
+                let role = r.str("subject role")?;
+                let s = Subject::new(kind, value, role)
+                    .map_err(|e| invalid("subjects", e.to_string()))?;
+                // Sorted and unique, as `canonical` writes them.
+                if subjects.last().is_some_and(|last| *last >= s) {
+                    return Err(invalid(
+                        "subjects",
+                        "repeated or not in ascending order".into(),
+                    ));
+                }
+                subjects.push(s);
             }
         }
         r.finish()?;
@@ -257,9 +304,14 @@ impl RecordVersion {
             updated_at_ms,
             deleted,
             attachments,
+            subjects,
         })
     }
 }
+
+/// Most subjects a replica's version may name (peers may allow more than
+/// this node's own `limits.max_subjects`, up to this).
+pub const MAX_SUBJECTS_ACCEPTED: usize = 1024;
 
 /// Highest version number a record may reach.
 pub const MAX_VERSION: u64 = 1 << 32;
@@ -287,6 +339,18 @@ impl RecordVersion {
         for (k, v) in &self.labels {
             Limits::check_text("label key", k, TEXT, true)?;
             Limits::check_text("label value", v, TEXT, false)?;
+        }
+        if self.deleted && !self.subjects.is_empty() {
+            return Err(LimitError::TooManySubjects {
+                actual: self.subjects.len(),
+                limit: 0,
+            });
+        }
+        if self.subjects.len() > MAX_SUBJECTS_ACCEPTED {
+            return Err(LimitError::TooManySubjects {
+                actual: self.subjects.len(),
+                limit: MAX_SUBJECTS_ACCEPTED,
+            });
         }
         if self.deleted && !self.attachments.is_empty() {
             return Err(LimitError::TooManyAttachments {
@@ -355,7 +419,76 @@ mod tests {
             updated_at_ms: 1_790_000_060_000,
             deleted: false,
             attachments: Vec::new(),
+            subjects: Vec::new(),
         }
+    }
+
+    fn with_subjects(attached: bool) -> RecordVersion {
+        let mut v = if attached {
+            with_attachment()
+        } else {
+            sample()
+        };
+        v.subjects = crate::domain::subject::canonical_order(vec![
+            Subject::new("badge", "#4471", "officer-involved").unwrap(),
+            Subject::new("plate", "7XKD-203", "").unwrap(),
+            Subject::new("incident-date", "2026-10-21", "").unwrap(),
+        ]);
+        v
+    }
+
+    #[test]
+    fn subjects_round_trip_under_tag_v3_with_or_without_attachments() {
+        for attached in [false, true] {
+            let v = with_subjects(attached);
+            let bytes = v.canonical();
+            assert_eq!(&bytes[..CANONICAL_V3.len()], CANONICAL_V3);
+            assert_eq!(RecordVersion::from_canonical(&bytes).unwrap(), v);
+            for cut in 0..bytes.len() {
+                assert!(RecordVersion::from_canonical(&bytes[..cut]).is_err());
+            }
+        }
+        // Without subjects, the bytes of v1 and v2 are unchanged.
+        assert_eq!(&sample().canonical()[..CANONICAL_V1.len()], CANONICAL_V1);
+        assert_eq!(
+            &with_attachment().canonical()[..CANONICAL_V2.len()],
+            CANONICAL_V2
+        );
+    }
+
+    /// Frozen bytes of canonical encoding v3, as for v1 and v2.
+    #[test]
+    fn canonical_v3_bytes_are_frozen() {
+        let digests = [false, true].map(|a| hex::encode(sha256(&with_subjects(a).canonical())));
+        assert_eq!(
+            digests,
+            [
+                "ef8e890720ff4216c937ff022e0473cd1ee257d096e30c9bb71ae0e63ee61a6e",
+                "bf775a2b08f6dc65076cac0fc48f2b8b2c3dcfc5aa08007399dd31a81e5bd7d7"
+            ]
+        );
+    }
+
+    #[test]
+    fn v3_subjects_must_be_sorted_unique_and_present() {
+        let v = with_subjects(false);
+        // Swapped order.
+        let mut swapped = v.clone();
+        swapped.subjects.swap(0, 1);
+        assert!(RecordVersion::from_canonical(&swapped.canonical()).is_err());
+        // Repeated.
+        let mut repeated = v.clone();
+        repeated.subjects.push(repeated.subjects[2].clone());
+        assert!(RecordVersion::from_canonical(&repeated.canonical()).is_err());
+        // None under tag v3.
+        let mut none = with_attachment().canonical();
+        none[..CANONICAL_V3.len()].copy_from_slice(CANONICAL_V3);
+        none.extend_from_slice(&0u32.to_be_bytes());
+        assert!(RecordVersion::from_canonical(&none).is_err());
+        // A kind that is not a token.
+        let mut bad = v.clone();
+        bad.subjects[0].kind = "Badge".into();
+        assert!(RecordVersion::from_canonical(&bad.canonical()).is_err());
     }
 
     fn with_attachment() -> RecordVersion {

@@ -58,6 +58,11 @@ pub fn put_command(r: pb::PutRequest) -> Result<PutCommand, Status> {
                 .into_iter()
                 .map(convert::attachment_from_pb)
                 .collect::<Result<_, _>>()?,
+            subjects: r
+                .subjects
+                .into_iter()
+                .map(convert::subject_from_pb)
+                .collect::<Result<_, _>>()?,
         },
     })
 }

@@ -121,6 +121,7 @@ pub(crate) mod test_support {
                 updated_at_ms: version,
                 deleted: false,
                 attachments,
+                subjects: Vec::new(),
             })
             .unwrap()
     }
@@ -152,6 +153,7 @@ mod tests {
             updated_at_ms: 1,
             deleted: false,
             attachments: Vec::new(),
+            subjects: Vec::new(),
         }
     }
 

@@ -49,6 +49,7 @@ pub fn record(v: &SignedVersion, body: Body) -> pb::Record {
         digest: bytes::Bytes::copy_from_slice(&v.digest),
         signature: v.signature.clone(),
         attachments: r.attachments.iter().map(attachment_to_pb).collect(),
+        subjects: r.subjects.iter().map(subject_to_pb).collect(),
     }
 }
 
@@ -102,6 +103,19 @@ pub fn role_from_pb(value: i32) -> Result<Role, BadMessage> {
     }
 }
 
+/// A subject as a message names it, checked.
+pub fn subject_from_pb(s: pb::Subject) -> Result<crate::domain::Subject, BadMessage> {
+    crate::domain::Subject::new(&s.kind, &s.value, &s.role).map_err(|e| bad(e.to_string()))
+}
+
+pub fn subject_to_pb(s: &crate::domain::Subject) -> pb::Subject {
+    pb::Subject {
+        kind: s.kind.clone(),
+        value: s.value.clone(),
+        role: s.role.clone(),
+    }
+}
+
 /// Rebuilds the signed version a `Record` message describes (it must carry
 /// its body), so a client can check the origin's signature itself.
 pub fn signed_from_pb(r: &pb::Record) -> Result<SignedVersion, BadMessage> {
@@ -127,6 +141,11 @@ pub fn signed_from_pb(r: &pb::Record) -> Result<SignedVersion, BadMessage> {
             .attachments
             .iter()
             .map(|a| attachment_from_pb(a.clone()))
+            .collect::<Result<_, _>>()?,
+        subjects: r
+            .subjects
+            .iter()
+            .map(|s| subject_from_pb(s.clone()))
             .collect::<Result<_, _>>()?,
     };
     let canonical = bytes::Bytes::from(record.canonical());

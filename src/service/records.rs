@@ -1,6 +1,7 @@
 //! Writing and reading records: versioning, signing, optimistic concurrency,
 //! pagination.
 
+use crate::domain::subject::canonical_order;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -193,6 +194,7 @@ impl RecordService {
                         updated_at_ms: now_ms(),
                         deleted: false,
                         attachments: draft.attachments.clone(),
+                        subjects: canonical_order(draft.subjects.clone()),
                     },
                     call,
                 )
@@ -229,6 +231,7 @@ impl RecordService {
             updated_at_ms: now,
             deleted: false,
             attachments: draft.attachments,
+            subjects: canonical_order(draft.subjects),
         };
         let signed = OfficeSigner::new(&self.ca).sign(record)?;
         let feed = self.sharing.feed_for_write(None, &signed.record);
@@ -341,6 +344,7 @@ impl RecordService {
                     updated_at_ms: now_ms(),
                     deleted: true,
                     attachments: Vec::new(),
+                    subjects: Vec::new(),
                 },
                 call,
             )

@@ -210,6 +210,7 @@ mod tests {
                 updated_at_ms: 1,
                 deleted: false,
                 attachments: Vec::new(),
+                subjects: Vec::new(),
             };
             let signed = OfficeSigner::new(&ca).sign(record).unwrap();
             store.append_version(&signed, None, &[], &[]).unwrap();

@@ -694,6 +694,7 @@ fn bundle_of(dir: &std::path::Path, office: &str) -> (std::path::PathBuf, String
             updated_at_ms: 1_790_000_000_000,
             deleted: false,
             attachments: Vec::new(),
+            subjects: Vec::new(),
         })
         .unwrap();
     let mut head = SignedHead {

@@ -67,6 +67,7 @@ async fn seed(node: &TestNode, collection: &str, n: usize) {
                     updated_at_ms: now,
                     deleted: false,
                     attachments: Vec::new(),
+                    subjects: Vec::new(),
                 };
                 signer.sign(record).unwrap()
             })

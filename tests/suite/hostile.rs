@@ -335,6 +335,7 @@ pub fn version(origin: &OfficeId, title: &str) -> RecordVersion {
         updated_at_ms: 1,
         deleted: false,
         attachments: Vec::new(),
+        subjects: Vec::new(),
     }
 }
 

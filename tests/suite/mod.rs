@@ -41,3 +41,4 @@ mod s3store;
 mod webkit;
 
 pub mod scripted;
+mod subjects;
