@@ -226,7 +226,12 @@ async fn a_store_that_fails_on_a_full_disk_loses_nothing_acknowledged_after_a_re
     };
     let mut cluster = TestCluster::start_in(disk.path(), &["phila-da"]).await;
     cluster.nodes[0]
-        .configure(|c| c.store.min_free_mb = 0)
+        .configure(|c| {
+            c.store.min_free_mb = 0;
+            let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+            c.metrics.listen = Some(any);
+            c.status_page.listen = Some(any);
+        })
         .await;
     let node = &cluster.nodes[0];
     let filler = disk.fill(4 * MIB);
@@ -257,6 +262,29 @@ async fn a_store_that_fails_on_a_full_disk_loses_nothing_acknowledged_after_a_re
         "{status_refused:?}"
     );
     health_becomes(node, ServingStatus::NotServing).await;
+    // The web listeners agree: /healthz says not serving, and the status
+    // page, whose view cannot be logged, is not shown.
+    let (code, body) = super::webkit::http_get(node.metrics_addr(), "/healthz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.starts_with("not serving: "), "{body}");
+    let paths = node.paths();
+    let admin = (
+        std::fs::read(paths.admin_cert()).unwrap(),
+        std::fs::read(paths.admin_key()).unwrap(),
+    );
+    let (code, body) = super::webkit::https_get(
+        node.status_page_addr(),
+        "/",
+        Some((&admin.0, &admin.1)),
+        &node.ca_pem(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("the audit log could not be written, so the page is not shown"),
+        "{body}"
+    );
 
     // The documented recovery: free space, restart.
     std::fs::remove_file(filler).unwrap();
