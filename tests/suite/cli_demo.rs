@@ -7,8 +7,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::bin::{BIN, ChildGuard, run_bounded};
+use super::bin::{BIN, ChildGuard, casemesh_env, ok, run_bounded};
 use super::cluster::eventually;
+use super::webkit::{http_get, https_get, parse_metrics, value};
 
 fn demo(tmpdir: &std::path::Path, keep: bool) -> Command {
     let mut cmd = Command::new(BIN);
@@ -79,6 +80,77 @@ async fn a_kept_demo_stopped_with_ctrl_c_removes_its_directory_and_says_so() {
     .await;
     let kept = std::path::PathBuf::from(kept);
     assert!(kept.join("phila-da/private/office-key.pem").exists());
+    // What it printed about metrics and the status page works as printed.
+    let printed = lines.lock().unwrap().clone();
+    let (metrics, page) = printed
+        .iter()
+        .find_map(|l| {
+            let rest = l.trim().strip_prefix("phila-da: metrics at http://")?;
+            let (metrics, rest) = rest.split_once("/metrics, status page at https://")?;
+            Some((
+                metrics.parse().ok()?,
+                rest.trim_end_matches('/').parse().ok()?,
+            ))
+        })
+        .unwrap_or_else(|| panic!("the demo names phila-da's metrics and page:\n{printed:?}"));
+    let (code, body) = http_get(metrics, "/metrics").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        value(
+            &parse_metrics(&body),
+            "casemesh_records",
+            &[("origin", "phila-da")]
+        )
+        .unwrap_or(0.0)
+            > 0.0
+    );
+    let healthy = ok(&["healthcheck", "--addr", &metrics.to_string()]);
+    assert_eq!(healthy.trim(), "serving");
+    // The certificate the hint says to make opens the page.
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.contains("casemesh user issue --role auditor --p12")),
+        "{printed:?}"
+    );
+    let certs = tmp.path().join("auditor");
+    let phila = kept.join("phila-da");
+    let out = casemesh_env(
+        &[
+            "user",
+            "issue",
+            "--name",
+            "reviewer",
+            "--role",
+            "auditor",
+            "--p12",
+            "--out",
+            certs.to_str().unwrap(),
+            "--data",
+            phila.to_str().unwrap(),
+        ],
+        &[("CASEMESH_P12_PASSWORD", Some("demo password"))],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(certs.join("reviewer.p12").exists());
+    let read = |f: &str| std::fs::read(certs.join(f)).unwrap();
+    let (code, html) = https_get(
+        page,
+        "/",
+        Some((&read("reviewer-cert.pem"), &read("reviewer-key.pem"))),
+        &read("ca.pem"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        html.contains("casemesh — phila-da") && html.contains("nyc-da"),
+        "{html}"
+    );
     let status = Command::new("kill")
         .args(["-INT", &child.0.id().to_string()])
         .status()
@@ -96,5 +168,9 @@ async fn a_kept_demo_stopped_with_ctrl_c_removes_its_directory_and_says_so() {
         "{lines}"
     );
     assert!(!kept.exists());
-    assert_eq!(leftovers(tmp.path()), Vec::<std::path::PathBuf>::new());
+    let left: Vec<_> = leftovers(tmp.path())
+        .into_iter()
+        .filter(|p| p != &certs)
+        .collect();
+    assert_eq!(left, Vec::<std::path::PathBuf>::new());
 }

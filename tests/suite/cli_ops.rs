@@ -189,6 +189,18 @@ async fn a_node_served_with_metrics_says_where_and_answers_health_checks() {
         not_local.contains("is not a loopback address"),
         "{not_local}"
     );
+    // Something that accepts the connection and never answers: not a
+    // healthy node, said within the check's deadline (exit 1, not 3).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let started = std::time::Instant::now();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let hung = fails(1, &["healthcheck", "--addr", &silent_addr]);
+    assert!(
+        hung.contains("accepted the connection but did not answer within 5 s"),
+        "{hung}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    drop(silent);
 
     // One port for two listeners is refused before anything starts.
     let config = std::fs::read_to_string(data.join("casemesh.toml")).unwrap();

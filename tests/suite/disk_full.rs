@@ -267,6 +267,17 @@ async fn a_store_that_fails_on_a_full_disk_loses_nothing_acknowledged_after_a_re
     let (code, body) = super::webkit::http_get(node.metrics_addr(), "/healthz").await;
     assert_eq!(code, 503, "{body}");
     assert!(body.starts_with("not serving: "), "{body}");
+    // As a container's health check runs it: exit 1, and why.
+    let addr = node.metrics_addr().to_string();
+    let said = tokio::task::spawn_blocking(move || {
+        super::bin::fails(1, &["healthcheck", "--addr", &addr])
+    })
+    .await
+    .unwrap();
+    assert!(
+        said.contains("not serving: ") && said.contains("(HTTP 503)"),
+        "{said}"
+    );
     let paths = node.paths();
     let admin = (
         std::fs::read(paths.admin_cert()).unwrap(),
