@@ -558,7 +558,7 @@ impl WebListeners {
         shutdown: &watch::Receiver<bool>,
         lag_notes: JoinHandle<()>,
     ) -> Vec<JoinHandle<()>> {
-        use crate::web::{Routes, listener_name, plain_allowed, serve_plain, serve_tls};
+        use crate::web::{Routes, plain_allowed, serve_plain, serve_tls};
         let mut tasks = Vec::new();
         let listeners = [
             (self.metrics, Routes::Metrics),
@@ -569,7 +569,7 @@ impl WebListeners {
             let addr = listener.local_addr().ok();
             let plain = routes == Routes::Metrics && addr.is_some_and(plain_allowed);
             tracing::info!(
-                listener = listener_name(routes),
+                listener = routes.listener(),
                 addr = ?addr,
                 scheme = if plain { "http" } else { "https" },
                 "web listener serving"
@@ -582,7 +582,7 @@ impl WebListeners {
                     listener,
                     tls.clone(),
                     routes,
-                    hook(listener_name(routes)),
+                    hook(routes.listener()),
                     options.clone(),
                     shutdown.clone(),
                 ))

@@ -174,7 +174,7 @@ fn counted(path: &str, outcome: &Outcome) -> bool {
 /// The source a caller's counted calls are counted under: a peer's office
 /// (an office can issue its node new certificates at will), a user's
 /// certificate, or the address of a caller without one.
-fn source_of(who: &Actor) -> String {
+pub fn source_of(who: &Actor) -> String {
     if who.kind == "peer" {
         return format!("office {}", who.office);
     }

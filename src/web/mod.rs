@@ -83,7 +83,8 @@ pub enum Routes {
 }
 
 impl Routes {
-    fn listener(self) -> &'static str {
+    /// The listener's name in metrics and logs.
+    pub fn listener(self) -> &'static str {
         match self {
             Routes::Metrics => "metrics",
             Routes::StatusPage => "status_page",
@@ -255,10 +256,8 @@ impl Web {
     async fn refuse(&self, info: &ConnInfo, path: &str, why: &str) {
         let who =
             crate::grpc::auth::actor(&info.admission.caller, self.audit.office(), info.remote);
-        let source = match &info.admission.caller {
-            Caller::PeerNode { office, .. } => format!("office {office}"),
-            Caller::Local { fingerprint, .. } => fingerprint.to_string(),
-        };
+        // Counted under the same source as a refused gRPC call.
+        let source = crate::grpc::auth::source_of(&who);
         let call = Call::new(who, action_of(path));
         if let Some(entry) = call.owed(Outcome::failed("PERMISSION_DENIED", why)) {
             self.refusals.refuse(&source, entry).await;
@@ -472,11 +471,6 @@ pub async fn run_lag_notes(observer: Arc<Observer>, mut shutdown: watch::Receive
 /// Whether `addr` may serve plain HTTP: a loopback address.
 pub fn plain_allowed(addr: SocketAddr) -> bool {
     addr.ip().is_loopback()
-}
-
-/// Listener names for [`Metrics::handshake_refused`].
-pub fn listener_name(routes: Routes) -> &'static str {
-    routes.listener()
 }
 
 #[cfg(test)]

@@ -93,19 +93,21 @@ impl Observer {
         let now = now_ms();
         let peers = self.store.peers()?;
         for p in &peers {
-            self.lag_of(&p.office, now)?;
+            let pending = self.store.outbox_pending(&p.office)?;
+            self.lag_of(&p.office, pending, now)?;
         }
         let pinned: Vec<OfficeId> = peers.into_iter().map(|p| p.office).collect();
         self.lag.retain(&pinned);
         Ok(())
     }
 
-    fn lag_of(&self, peer: &OfficeId, now: u64) -> Result<u64> {
+    /// The lag of `peer`'s feed, which has `pending` entries queued.
+    fn lag_of(&self, peer: &OfficeId, pending: u64, now: u64) -> Result<u64> {
         let end = self.store.feed_end(peer)?;
         // Nothing pending: whatever the numbering (a feed carried over from
         // an older store starts past 0 before its peer acknowledges
         // anything), there is no lag, and the notes are cleared.
-        let acked = match self.store.outbox_pending(peer)? {
+        let acked = match pending {
             0 => end,
             _ => self.store.acked(peer)?,
         };
@@ -131,7 +133,7 @@ impl Observer {
                 .filter(|g| g.peer == office && purge_pending(g))
                 .collect();
             peers.push(PeerState {
-                lag_ms: self.lag_of(&office, at_ms)?,
+                lag_ms: self.lag_of(&office, view.outbox_pending, at_ms)?,
                 purges_pending: pending.len() as u64,
                 oldest_purge_since_ms: pending.iter().map(|g| g.ended_at_ms).min().unwrap_or(0),
                 ca_expires_at_ms: crate::identity::pki::expires_at_ms(&view.peer.ca_der)
