@@ -158,6 +158,7 @@ struct Identity {
     node_cert_pem: String,
     node_key_pem: String,
     node_cert_expires_at_ms: u64,
+    ca_expires_at_ms: u64,
 }
 
 fn load_identity(paths: &Paths, config: &Config) -> Result<Identity, NodeError> {
@@ -173,8 +174,10 @@ fn load_identity(paths: &Paths, config: &Config) -> Result<Identity, NodeError> 
         .map(|der| crate::identity::pki::expires_at_ms(der))
         .transpose()?
         .unwrap_or(0);
+    let ca_expires_at_ms = crate::identity::pki::expires_at_ms(&ca.cert_der)?;
     Ok(Identity {
         office,
+        ca_expires_at_ms,
         ca,
         node_cert_pem,
         node_key_pem: read(&paths.node_key())?,
@@ -493,7 +496,7 @@ fn servers(
         fingerprint: id.ca.fingerprint(),
         ca_pem: id.ca.cert_pem.clone(),
         node_cert_expires_at_ms: id.node_cert_expires_at_ms,
-        ca_expires_at_ms: crate::identity::pki::expires_at_ms(&id.ca.cert_der)?,
+        ca_expires_at_ms: id.ca_expires_at_ms,
         transfers,
         audit: s.audit.clone(),
         sync: s.sync_ctx.clone(),
@@ -556,7 +559,6 @@ impl WebListeners {
         hook: impl Fn(&'static str) -> transport::RefusalHook,
         options: transport::AcceptOptions,
         shutdown: &watch::Receiver<bool>,
-        lag_notes: JoinHandle<()>,
     ) -> Vec<JoinHandle<()>> {
         use crate::web::{Routes, plain_allowed, serve_plain, serve_tls};
         let mut tasks = Vec::new();
@@ -588,10 +590,11 @@ impl WebListeners {
                 ))
             });
         }
-        if tasks.is_empty() {
-            lag_notes.abort();
-        } else {
-            tasks.push(lag_notes);
+        if !tasks.is_empty() {
+            tasks.push(tokio::spawn(crate::web::run_lag_notes(
+                web.observer.clone(),
+                shutdown.clone(),
+            )));
         }
         tasks
     }
@@ -620,11 +623,11 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         transfers: transfers.clone(),
         audit: s.audit.clone(),
         node_cert_expires_at_ms: id.node_cert_expires_at_ms,
-        ca_expires_at_ms: crate::identity::pki::expires_at_ms(&id.ca.cert_der)?,
+        ca_expires_at_ms: id.ca_expires_at_ms,
         lag: Default::default(),
     });
     let web_state = Arc::new(crate::web::Web::new(
-        observer.clone(),
+        observer,
         s.metrics.clone(),
         s.audit.clone(),
         s.trust.clone(),
@@ -708,7 +711,6 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         |listener| refusals_to(refusals.clone(), metrics.clone(), listener),
         accept_options,
         &shutdown_rx,
-        tokio::spawn(crate::web::run_lag_notes(observer, shutdown_rx.clone())),
     );
     replicator.start_all()?;
     let background = Background {
