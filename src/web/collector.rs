@@ -7,9 +7,8 @@
 //! exports.
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use super::observe::{CertKind, Snapshot};
@@ -49,11 +48,7 @@ fn family<V: prometheus_client::encoding::EncodeGaugeValue>(
 ) -> Result<(), std::fmt::Error> {
     let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (labels, value) in samples {
-        if labels.is_empty() {
-            ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
-        } else {
-            metric.encode_family(&labels)?.encode_gauge(&value)?;
-        }
+        metric.encode_family(&labels)?.encode_gauge(&value)?;
     }
     Ok(())
 }
