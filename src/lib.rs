@@ -77,6 +77,7 @@ pub mod identity;
 pub mod metrics;
 pub mod node;
 pub mod protocol;
+pub mod search;
 pub mod service;
 pub mod setup;
 pub mod store;

@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("config", 1),
     ("store", 2),
     ("bundle", 2),
+    ("search", 2),
     ("protocol", 3),
     ("error", 3),
     ("service", 4),
