@@ -323,6 +323,13 @@ impl records_server::Records for NoopRecords {
         Err(Status::unimplemented("this server only takes puts"))
     }
 
+    async fn search(
+        &self,
+        _: Request<pb::SearchRequest>,
+    ) -> Result<Response<pb::SearchResponse>, Status> {
+        Err(Status::unimplemented("this server only takes puts"))
+    }
+
     type GetBlobStream = casemesh::grpc::server_records::BlobStream;
 
     async fn get_blob(

@@ -437,6 +437,11 @@ impl Paths {
     pub fn store(&self) -> PathBuf {
         self.root.join("store")
     }
+    /// The search index: derived from the store, rebuilt from it when
+    /// missing.
+    pub fn search(&self) -> PathBuf {
+        self.root.join("search")
+    }
     /// Attached files, when they are kept as files (the default).
     pub fn blobs(&self) -> PathBuf {
         self.root.join("blobs")

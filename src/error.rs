@@ -51,6 +51,8 @@ pub enum Error {
     PageTokenForOtherFilters,
     #[error("to_ms is before from_ms")]
     TimeRangeReversed,
+    #[error("{0}")]
+    BadSearch(String),
     #[error("attachment {file_name:?} ({hash}) is {stored} bytes, not {listed}")]
     AttachmentSize {
         file_name: String,
@@ -122,6 +124,10 @@ pub enum Error {
         "collection {0} holds no records on this node: check the case number, or allow an empty bundle (`casemesh export --allow-empty`)"
     )]
     EmptyCollection(String),
+
+    /// The search index cannot answer now: being rebuilt, or failed.
+    #[error("{0}")]
+    SearchUnavailable(String),
 
     // Not this caller's to do.
     #[error(

@@ -19,7 +19,8 @@
 //! grpc                     servers, authorization, error → status
 //! sync · setup             replication at run time · creating an office
 //! service                  use cases
-//! protocol · error         wire types and transport · the use cases' error
+//! protocol · error        wire types and transport · the use cases' error
+//!   · search               · the search index, derived from the store
 //! store · bundle           the only code that names sled · the court bundle
 //! identity · config        keys, certificates, TLS · casemesh.toml
 //! domain · alloc · metrics pure values and rules · the allocator · counters
@@ -37,6 +38,9 @@
 //! - [`protocol`]: the generated wire types, their conversions to and from
 //!   domain values, and mutual TLS over TCP on both ends.
 //! - [`error`]: what a use case can fail with, named by cause.
+//! - [`search`]: the search index over what the office holds (tantivy,
+//!   the only module that names it): derived from the store, fed by the
+//!   queue every record-changing transaction writes, purged with it.
 //! - [`service`]: use cases (records, users, sharing, audit, export); no
 //!   tonic.
 //! - [`sync`]: replication at run time: a puller per peer, the serving

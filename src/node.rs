@@ -25,9 +25,11 @@ use crate::metrics::Metrics;
 use crate::protocol::pb::replication_server::ReplicationServer;
 use crate::protocol::pb::{admin_server::AdminServer, records_server::RecordsServer};
 use crate::protocol::{pb, transport};
+use crate::search::Search;
 use crate::service::refusals::{self, RefusalLog};
 use crate::service::{
-    AuditLog, BlobService, PeerRuntime, RecordService, Sharing, UserService, users::issued_users,
+    AuditLog, BlobService, PeerRuntime, RecordService, SearchService, Sharing, UserService,
+    users::issued_users,
 };
 use crate::store::files::FileBlobs;
 use crate::store::staging::Staging;
@@ -62,6 +64,8 @@ pub enum NodeError {
     Join(String),
     #[error("the blob store: {0}")]
     BlobStore(String),
+    #[error("the search index: {0}")]
+    Search(String),
     #[error("{what} could not listen on {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -254,6 +258,10 @@ struct Background {
     signer: JoinHandle<()>,
     /// Indexes audit entries written before the index existed.
     indexer: JoinHandle<()>,
+    /// Keeps the search index up to date (and rebuilds it at start when
+    /// it must).
+    search_indexer: JoinHandle<()>,
+    search: Arc<Search>,
     /// Checks pinned peers' audit logs against the heads kept from them.
     witnesses: JoinHandle<()>,
     refusals_flusher: JoinHandle<()>,
@@ -284,6 +292,8 @@ impl Background {
         let _ = self.sweeper.await;
         let _ = self.scrubber.await;
         let _ = self.indexer.await;
+        self.search.close();
+        let _ = self.search_indexer.await;
         let _ = self.witnesses.await;
         for task in self.web {
             let _ = task.await;
@@ -317,6 +327,7 @@ impl Background {
 
 /// A node's use cases and replication, wired together over its store.
 struct Services {
+    search: Arc<Search>,
     store: Arc<Store>,
     trust: Arc<TrustStore>,
     sharing: Arc<Sharing>,
@@ -385,11 +396,16 @@ async fn services(paths: &Paths, config: &Config, id: &Identity) -> Result<Servi
         ca.cert_der.clone(),
         issued_users(&store)?,
     )?);
+    let search = Arc::new(
+        Search::open(&paths.search(), store.clone())
+            .map_err(|e| NodeError::Search(e.to_string()))?,
+    );
     let sharing = Arc::new(Sharing::new(
         office.clone(),
         store.clone(),
         trust.clone(),
         config.limits.clone(),
+        search.clone(),
     )?);
     let records = Arc::new(RecordService::new(
         office.clone(),
@@ -418,6 +434,7 @@ async fn services(paths: &Paths, config: &Config, id: &Identity) -> Result<Servi
         applied: tokio::sync::broadcast::Sender::new(4096),
         guards: Default::default(),
         versions: Default::default(),
+        search: search.clone(),
     });
     let replicator = Arc::new(Replicator::new(sync_ctx.clone()));
     let runtime: Arc<dyn PeerRuntime> = replicator.clone();
@@ -438,6 +455,7 @@ async fn services(paths: &Paths, config: &Config, id: &Identity) -> Result<Servi
     ));
     blobs.recover().await?;
     Ok(Services {
+        search,
         store,
         trust,
         sharing,
@@ -475,9 +493,11 @@ fn servers(
     // Requests: room for the largest body plus the rest of a record.
     // Replies: a List page or a History of metadata can be larger.
     let max_request = config.limits.max_body_bytes + 1024 * 1024;
+    let search = Arc::new(SearchService::new(s.search.clone()));
     let records = RecordsServer::new(RecordsApi {
         service: s.records.clone(),
         blobs: s.blobs.clone(),
+        search: search.clone(),
     })
     .max_decoding_message_size(max_request)
     .max_encoding_message_size(max_request + 64 * 1024 * 1024);
@@ -508,6 +528,7 @@ fn servers(
             audit: s.audit.clone(),
             limits: config.limits.clone(),
         }),
+        search,
     })
     // Every admin request is small; the largest carries a CA certificate.
     .max_decoding_message_size(MAX_ADMIN_REQUEST);
@@ -639,6 +660,7 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         &s.trust,
     )?);
     let Services {
+        search,
         store,
         trust,
         sharing,
@@ -741,6 +763,11 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
             audit.clone(),
             shutdown_rx.clone(),
         )),
+        search_indexer: tokio::spawn(crate::search::run_indexer(
+            search.clone(),
+            shutdown_rx.clone(),
+        )),
+        search,
         witnesses: tokio::spawn(crate::sync::witness::run_checks(
             sync_ctx,
             audit.clone(),

@@ -78,7 +78,7 @@ pub enum AuditCommand {
     },
 }
 
-fn time_arg(flag: &str, v: Option<&str>) -> Result<u64> {
+pub(super) fn time_arg(flag: &str, v: Option<&str>) -> Result<u64> {
     let Some(v) = v else { return Ok(0) };
     let t = humantime::parse_rfc3339_weak(v).map_err(|_| {
         CliError::Usage(format!(

@@ -13,6 +13,7 @@ mod health;
 pub mod json;
 mod output;
 mod records;
+mod search;
 mod sharing;
 pub mod users;
 
@@ -73,6 +74,9 @@ pub enum Command {
     /// Write and read records.
     #[command(subcommand)]
     Record(records::RecordCommand),
+    /// Find what this office holds — its own records and what peers shared
+    /// with it — by words, subjects and filters (staff or admin).
+    Search(search::SearchArgs),
     /// Download files attached to records.
     #[command(subcommand)]
     Blob(blobs::BlobCommand),
@@ -282,6 +286,7 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Serve(a) => serve(a).await,
         Command::Fingerprint { data, json } => fingerprint(data, json),
         Command::Record(c) => records::run(c).await,
+        Command::Search(a) => search::run(a).await,
         Command::Blob(c) => blobs::run(c).await,
         Command::User(c) => users::run(c).await,
         Command::Peer(c) => sharing::run_peer(c).await,

@@ -120,11 +120,11 @@ pub struct PutArgs {
     pub client: ClientOpts,
 }
 
-fn parse_subject(s: &str) -> Result<crate::domain::Subject, String> {
+pub(super) fn parse_subject(s: &str) -> Result<crate::domain::Subject, String> {
     crate::domain::Subject::parse(s).map_err(|e| e.to_string())
 }
 
-fn parse_label(s: &str) -> Result<(String, String), String> {
+pub(super) fn parse_label(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => Err(format!("label {s:?} is not key=value")),

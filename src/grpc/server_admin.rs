@@ -30,6 +30,7 @@ pub struct AdminApi {
     pub audit: Arc<AuditLog>,
     pub sync: Arc<crate::sync::SyncContext>,
     pub exporter: Arc<crate::service::export::Exporter>,
+    pub search: Arc<crate::service::SearchService>,
 }
 
 pub type ExportStream =
@@ -209,6 +210,23 @@ impl Admin for AdminApi {
                     action: f.action,
                 })
                 .collect(),
+        }))
+    }
+
+    async fn reindex_search(
+        &self,
+        req: Request<pb::ReindexSearchRequest>,
+    ) -> Result<Response<pb::ReindexSearchResponse>, Status> {
+        let call = audit_call(&req)?;
+        let started = std::time::Instant::now();
+        let records = self.search.reindex().await?;
+        let took_ms = started.elapsed().as_millis() as u64;
+        call.set_target(Target::detail(format!(
+            "rebuilt the search index: {records} records, {took_ms} ms"
+        )));
+        Ok(Response::new(pb::ReindexSearchResponse {
+            records,
+            took_ms,
         }))
     }
 

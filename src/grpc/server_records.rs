@@ -11,13 +11,15 @@ use crate::domain::audit::{Target, clip};
 use crate::domain::{Draft, OfficeId};
 use crate::protocol::convert::{self, Body};
 use crate::protocol::pb::{self, records_server::Records};
-use crate::service::{BlobService, PageRequest, PutCommand, RecordService};
+use crate::search::SearchQuery;
+use crate::service::{BlobService, PageRequest, PutCommand, RecordService, SearchService};
 use crate::store::ListFilter;
 use crate::store::blobs::BlobState;
 
 pub struct RecordsApi {
     pub service: Arc<RecordService>,
     pub blobs: Arc<BlobService>,
+    pub search: Arc<SearchService>,
 }
 
 pub type BlobStream = Pin<Box<dyn Stream<Item = Result<pb::BlobChunk, Status>> + Send>>;
@@ -81,6 +83,61 @@ pub fn page_request(r: pb::ListRequest) -> Result<PageRequest, Status> {
         page_size: r.page_size as usize,
         page_token: r.page_token,
     })
+}
+
+/// What a `Search` asks for; its bounds are the service's to check.
+pub fn search_query(r: pb::SearchRequest) -> Result<SearchQuery, Status> {
+    let text = |s: String| (!s.is_empty()).then_some(s);
+    Ok(SearchQuery {
+        text: r.text,
+        subjects: r
+            .subjects
+            .into_iter()
+            .map(convert::subject_from_pb)
+            .collect::<Result<_, _>>()?,
+        collection: text(r.collection),
+        origin: text(r.origin),
+        kind: text(r.kind),
+        labels: r.labels,
+        from_ms: r.from_ms,
+        to_ms: r.to_ms,
+        limit: r.limit as usize,
+        offset: r.offset as usize,
+    })
+}
+
+/// What the audit entry of a search says was asked: every part given.
+fn search_detail(q: &SearchQuery) -> String {
+    let mut parts = Vec::new();
+    if !q.text.is_empty() {
+        parts.push(format!("text {:?}", q.text));
+    }
+    for s in &q.subjects {
+        parts.push(format!("subject {s}"));
+    }
+    let named = [
+        ("collection", &q.collection),
+        ("origin", &q.origin),
+        ("kind", &q.kind),
+    ];
+    for (what, value) in named {
+        if let Some(v) = value {
+            parts.push(format!("{what} {v:?}"));
+        }
+    }
+    for l in &q.labels {
+        parts.push(format!("label {l:?}"));
+    }
+    if q.from_ms != 0 || q.to_ms != 0 {
+        parts.push(format!("updated {}..{}", q.from_ms, q.to_ms));
+    }
+    if q.offset != 0 {
+        parts.push(format!("offset {}", q.offset));
+    }
+    match parts.is_empty() {
+        true => "everything".into(),
+        false => parts.join(", "),
+    }
 }
 
 impl RecordsApi {
@@ -235,6 +292,45 @@ impl Records for RecordsApi {
         Ok(Response::new(pb::BlobInfo {
             hash: bytes::Bytes::copy_from_slice(&hash.0),
             size,
+        }))
+    }
+
+    async fn search(
+        &self,
+        req: Request<pb::SearchRequest>,
+    ) -> Result<Response<pb::SearchResponse>, Status> {
+        let call = audit_call(&req)?;
+        let r = req.into_inner();
+        call.set_target(Target::detail(format!("search {:?}", r.text)));
+        let q = search_query(r)?;
+        let asked = search_detail(&q);
+        call.set_target(Target::detail(format!("search {asked}")));
+        let found = self.search.search(q).await?;
+        call.set_target(Target {
+            records: found
+                .hits
+                .iter()
+                .map(|h| (h.version.record.id.to_string(), h.version.record.version))
+                .collect(),
+            detail: clip(&format!(
+                "search {asked}: {} of {} found",
+                found.hits.len(),
+                found.total
+            )),
+            ..Target::default()
+        });
+        Ok(Response::new(pb::SearchResponse {
+            hits: found
+                .hits
+                .iter()
+                .map(|h| {
+                    Ok(pb::SearchHit {
+                        record: Some(self.with_states(convert::record(&h.version, Body::Omit))?),
+                        score: h.score,
+                    })
+                })
+                .collect::<Result<_, Status>>()?,
+            total: found.total,
         }))
     }
 

@@ -49,6 +49,7 @@ impl From<Error> for Status {
             | Error::BadPageToken
             | Error::PageTokenForOtherFilters
             | Error::TimeRangeReversed
+            | Error::BadSearch(_)
             | Error::AttachmentSize { .. }
             | Error::OffsetPastEnd { .. }
             | Error::AckParties(_)
@@ -78,7 +79,8 @@ impl From<Error> for Status {
             | Error::ShuttingDown
             | Error::PeerUnreachable { .. }
             | Error::StorageFailed(_)
-            | Error::BundleNotWritten(_) => Status::unavailable(msg),
+            | Error::BundleNotWritten(_)
+            | Error::SearchUnavailable(_) => Status::unavailable(msg),
             Error::Store(_) | Error::Identity(_) | Error::Internal(_) => {
                 tracing::error!(error = %msg, "internal error");
                 Status::internal("internal error; the node's log has the details")

@@ -1,345 +1,350 @@
-//! The search index over what an office holds: its own records and the
-//! replicas peers shared with it, one document per record (its latest
-//! version), by full text (title and a text body) and by subject, origin,
-//! collection, kind, label and time.
+//! Search over what an office holds: its own records and the replicas
+//! peers shared with it, by full text and by subject, origin, collection,
+//! kind, label and time.
 //!
-//! It is derived data, kept in tantivy files beside the store and rebuilt
-//! from the store when lost. Nothing here decides who may see what: the
-//! index holds exactly what the store holds, and a record removed from the
-//! store is removed from the index — [`SearchIndex::purge`] rewrites the
-//! segments so that its words are gone from the files themselves, not
+//! The index ([`index::SearchIndex`], tantivy files beside the store) is
+//! derived data. It holds exactly what the store holds, no more: every
+//! transaction that changes a record queues its id
+//! (`store::search_queue`), and [`Search::take_in`] indexes what the store
+//! holds for the queued ids, commits, and only then forgets them — so a
+//! crash loses nothing, and a lost or damaged index is rebuilt from the
+//! store ([`Search::rebuild`]). A search first takes in every change made
+//! before it, so it sees the writes that finished before it began; and
+//! every hit is read back from the store, so nothing the store no longer
+//! holds is ever answered. A purge ([`Search::purge`]) rewrites the index
+//! files, so that a revoked replica's words are gone from the disk, not
 //! only marked deleted.
-//!
-//! NOTE (issue 21, in progress): not yet wired into writes, replicas,
-//! purges or an RPC.
+
+mod index;
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
-use tantivy::collector::TopDocs;
-use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
-use tantivy::schema::{
-    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, Value,
-};
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use crate::domain::{RecordId, SignedVersion};
+use crate::store::{Queued, Store, StoreError};
 
-use crate::domain::{RecordId, RecordVersion};
+pub use index::{Hit, MAX_PAGE, SearchError, SearchIndex, SearchQuery};
 
-/// Why the index could not be used.
+/// Records taken from the queue and indexed per commit.
+const TAKE_BATCH: usize = 1024;
+/// Records read from the store per step of a rebuild.
+const REBUILD_BATCH: usize = 1024;
+/// How long a search waits for a rebuild to finish before it answers
+/// that the index is being rebuilt.
+const REBUILD_WAIT: Duration = Duration::from_secs(5);
+
+/// Why a search, or keeping the index, failed.
 #[derive(Debug, thiserror::Error)]
-pub enum SearchError {
-    #[error("the search index: {0}")]
-    Index(#[from] tantivy::TantivyError),
-    #[error("the search index directory {path}: {reason}")]
-    Directory { path: String, reason: String },
-    #[error("the search query: {0}")]
-    Query(String),
+pub enum Error {
+    #[error(transparent)]
+    Index(#[from] SearchError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "the search index is being rebuilt ({done} of {total} records so far); try again shortly"
+    )]
+    Rebuilding { done: u64, total: u64 },
+    #[error("the node is shutting down")]
+    Closing,
 }
 
-pub type Result<T> = std::result::Result<T, SearchError>;
+pub type Result<T> = std::result::Result<T, Error>;
 
-/// Bytes of memory the index writer may buffer before it writes a segment.
-const WRITER_HEAP: usize = 32 * 1024 * 1024;
-/// Most hits one page returns.
-pub const MAX_PAGE: usize = 200;
-
-#[derive(Clone, Copy)]
-struct Fields {
-    id: Field,
-    origin: Field,
-    collection: Field,
-    kind: Field,
-    title: Field,
-    body: Field,
-    label: Field,
-    /// `kind=normalized value`, one per subject.
-    subject: Field,
-    version: Field,
-    updated: Field,
+/// A page of records found, read back from the store.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// How many records the index matched (the page is some of them).
+    pub total: u64,
+    pub hits: Vec<FoundRecord>,
 }
 
-fn schema() -> (Schema, Fields) {
-    let mut b = Schema::builder();
-    let fields = Fields {
-        id: b.add_text_field("id", STRING | STORED),
-        origin: b.add_text_field("origin", STRING | STORED),
-        collection: b.add_text_field("collection", STRING | STORED),
-        kind: b.add_text_field("kind", STRING | STORED),
-        title: b.add_text_field("title", TEXT | STORED),
-        body: b.add_text_field("body", TEXT),
-        label: b.add_text_field("label", STRING),
-        subject: b.add_text_field("subject", STRING),
-        version: b.add_u64_field("version", STORED),
-        updated: b.add_u64_field("updated", INDEXED | FAST | STORED),
-    };
-    (b.build(), fields)
-}
-
-/// What to look for; every part given must match.
-#[derive(Debug, Clone, Default)]
-pub struct SearchQuery {
-    /// Words of the title and the body, in tantivy's query syntax (words,
-    /// `"phrases"`, `+must -not`); empty for none.
-    pub text: String,
-    /// `(kind, value)`: the value is normalized as the kind says.
-    pub subjects: Vec<(String, String)>,
-    pub collection: Option<String>,
-    pub origin: Option<String>,
-    pub kind: Option<String>,
-    /// `key=value`.
-    pub labels: Vec<String>,
-    /// Updated in `[from_ms, to_ms]`; 0 for open.
-    pub from_ms: u64,
-    pub to_ms: u64,
-    pub limit: usize,
-    pub offset: usize,
-}
-
-/// One record found.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Hit {
-    pub id: String,
-    pub origin: String,
-    pub collection: String,
-    pub kind: String,
-    pub title: String,
-    pub version: u64,
-    pub updated_at_ms: u64,
+/// One record found: its latest version, as the store holds it.
+#[derive(Debug, Clone)]
+pub struct FoundRecord {
+    pub version: SignedVersion,
+    /// Relevance to the words asked (0 when none were).
     pub score: f32,
 }
 
-pub struct SearchIndex {
-    index: Index,
-    writer: Mutex<IndexWriter>,
-    reader: IndexReader,
-    fields: Fields,
+/// A rebuild under way: records indexed so far, and how many there are.
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    done: u64,
+    total: u64,
 }
 
-impl SearchIndex {
-    /// Opens the index in `dir`, creating it if it is not there.
-    pub fn open(dir: &Path) -> Result<Self> {
-        let directory_error = |reason: String| SearchError::Directory {
-            path: dir.display().to_string(),
-            reason,
+/// The office's search: the index and the store it is derived from.
+pub struct Search {
+    index: SearchIndex,
+    store: Arc<Store>,
+    /// Held by whoever changes the index (taking in, rebuilding, purging):
+    /// one at a time.
+    writing: Mutex<()>,
+    /// `Some` while a rebuild runs; signalled when it ends.
+    rebuilding: Mutex<Option<Progress>>,
+    rebuilt: Condvar,
+    /// Set when the node stops: a rebuild under way gives up.
+    closing: AtomicBool,
+}
+
+impl Search {
+    /// Opens the index in `dir` for `store`. An index that cannot be read
+    /// is moved aside and started anew; whether it must be rebuilt from
+    /// the store is [`Search::needs_rebuild`].
+    pub fn open(dir: &Path, store: Arc<Store>) -> Result<Self> {
+        let index = match SearchIndex::open(dir) {
+            Ok(index) => index,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "the search index cannot be read; it is rebuilt from the store");
+                set_aside(dir)?;
+                SearchIndex::open(dir)?
+            }
         };
-        std::fs::create_dir_all(dir).map_err(|e| directory_error(e.to_string()))?;
-        let directory = tantivy::directory::MmapDirectory::open(dir)
-            .map_err(|e| directory_error(e.to_string()))?;
-        let (schema, fields) = schema();
-        // Stored fields are kept uncompressed: a purge can then be checked
-        // by reading the files (and the index holds titles and ids only).
-        let settings = tantivy::IndexSettings {
-            docstore_compression: tantivy::store::Compressor::None,
-            ..Default::default()
-        };
-        let index = Index::builder()
-            .schema(schema)
-            .settings(settings)
-            .open_or_create(directory)?;
-        // One indexing thread: the node's cores belong to serving.
-        let writer = index.writer_with_num_threads(1, WRITER_HEAP)?;
-        let reader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()?;
         Ok(Self {
             index,
-            writer: Mutex::new(writer),
-            reader,
-            fields,
+            store,
+            writing: Mutex::new(()),
+            rebuilding: Mutex::new(None),
+            rebuilt: Condvar::new(),
+            closing: AtomicBool::new(false),
         })
     }
 
-    fn writer(&self) -> std::sync::MutexGuard<'_, IndexWriter> {
-        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    /// Whether the index is not known to hold the store: new, of another
+    /// schema, or its last rebuild was cut short.
+    pub fn needs_rebuild(&self) -> Result<bool> {
+        Ok(!self.index.is_complete()?)
     }
 
-    /// Makes `v` the record's document: its latest version replaces any
-    /// earlier one; a tombstone leaves none. Seen by searches after the
-    /// next [`SearchIndex::commit`].
-    pub fn put(&self, v: &RecordVersion) -> Result<()> {
-        let f = self.fields;
-        let writer = self.writer();
-        writer.delete_term(Term::from_field_text(f.id, v.id.as_str()));
-        if v.deleted {
-            return Ok(());
+    /// Indexes every change queued before this call (and perhaps some
+    /// after), committing every [`TAKE_BATCH`] records; returns how many
+    /// records it took in. Blocking.
+    pub fn take_in(&self) -> Result<usize> {
+        let mark = self.store.search_mark()?;
+        let _writing = lock(&self.writing);
+        let mut n = 0;
+        loop {
+            let batch = self.store.search_queue(mark, TAKE_BATCH)?;
+            if batch.is_empty() {
+                return Ok(n);
+            }
+            self.index_batch(&batch)?;
+            n += batch.len();
         }
-        let mut doc = TantivyDocument::default();
-        doc.add_text(f.id, v.id.as_str());
-        doc.add_text(f.origin, v.origin.as_str());
-        doc.add_text(f.collection, &v.collection);
-        doc.add_text(f.kind, &v.kind);
-        doc.add_text(f.title, &v.title);
-        if let Ok(text) = std::str::from_utf8(&v.body) {
-            doc.add_text(f.body, text);
-        }
-        for (k, val) in &v.labels {
-            doc.add_text(f.label, format!("{k}={val}"));
-        }
-        for s in &v.subjects {
-            doc.add_text(f.subject, format!("{}={}", s.kind, s.normalized()));
-        }
-        doc.add_u64(f.version, v.version);
-        doc.add_u64(f.updated, v.updated_at_ms);
-        writer.add_document(doc)?;
-        Ok(())
     }
 
-    /// Removes the record's document (after the next commit).
-    pub fn remove(&self, id: &RecordId) {
-        self.writer()
-            .delete_term(Term::from_field_text(self.fields.id, id.as_str()));
-    }
-
-    /// Makes what was put and removed durable and visible to searches.
-    pub fn commit(&self) -> Result<()> {
-        self.writer().commit()?;
-        self.reader.reload()?;
-        Ok(())
-    }
-
-    /// Commits, then rewrites every segment that holds deleted documents
-    /// and deletes the old files: a removed record's words are then in no
-    /// file of the index. Call before telling anyone that a purge is done.
-    pub fn purge(&self) -> Result<()> {
-        let mut writer = self.writer();
-        writer.commit()?;
-        let searcher = {
-            self.reader.reload()?;
-            self.reader.searcher()
-        };
-        let dirty: Vec<_> = searcher
-            .segment_readers()
-            .iter()
-            .filter(|s| s.has_deletes())
-            .map(|s| s.segment_id())
-            .collect();
-        if !dirty.is_empty() {
-            writer.merge(&dirty).wait()?;
-        }
-        writer.garbage_collect_files().wait()?;
-        drop(writer);
-        self.reader.reload()?;
-        Ok(())
-    }
-
-    /// Whether any segment's dictionary of `field` holds `word` — deleted
-    /// documents included, whose terms stay until their segment is
-    /// rewritten ([`SearchIndex::purge`]).
-    pub fn holds_term(&self, field: &str, word: &str) -> Result<bool> {
-        let field = self.index.schema().get_field(field)?;
-        for segment in self.reader.searcher().segment_readers() {
-            let terms = segment.inverted_index(field)?;
-            let found = terms
-                .terms()
-                .get(word.as_bytes())
-                .map_err(|e| SearchError::Query(e.to_string()))?;
-            if found.is_some() {
-                return Ok(true);
+    /// Indexes what the store holds for `batch`, commits, then forgets
+    /// the entries (each unless queued again meanwhile).
+    fn index_batch(&self, batch: &[Queued]) -> Result<()> {
+        for q in batch {
+            match self.store.latest(&q.id)? {
+                Some(v) => self.index.put(&v.record)?,
+                None => self.index.remove(&q.id),
             }
         }
-        Ok(false)
+        self.index.commit()?;
+        self.store.search_queue_done(batch)?;
+        Ok(())
     }
 
-    /// The documents in the index.
-    pub fn len(&self) -> u64 {
-        self.reader.searcher().num_docs()
+    /// Indexes every record of the store anew; returns how many records
+    /// the index holds. Searches meanwhile see the index as it was (and
+    /// wait, for a while, if it was not complete). Blocking.
+    pub fn rebuild(&self) -> Result<u64> {
+        let writing = lock(&self.writing);
+        let (total, _) = self.store.counts()?;
+        *lock(&self.rebuilding) = Some(Progress { done: 0, total });
+        let outcome = self.rebuild_locked();
+        *lock(&self.rebuilding) = None;
+        self.rebuilt.notify_all();
+        outcome?;
+        drop(writing);
+        // Changes queued while it ran (and before: all taken in by now).
+        self.take_in()?;
+        Ok(self.index.len())
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Records matching `q`, best first (by relevance when there are
-    /// words, else newest first).
-    pub fn search(&self, q: &SearchQuery) -> Result<Vec<Hit>> {
-        let f = self.fields;
-        let mut must: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        let term = |field: Field, text: &str| -> (Occur, Box<dyn Query>) {
-            (
-                Occur::Must,
-                Box::new(TermQuery::new(
-                    Term::from_field_text(field, text),
-                    IndexRecordOption::Basic,
-                )),
-            )
-        };
-        if !q.text.trim().is_empty() {
-            let parser = QueryParser::for_index(&self.index, vec![f.title, f.body]);
-            let parsed = parser
-                .parse_query(&q.text)
-                .map_err(|e| SearchError::Query(e.to_string()))?;
-            must.push((Occur::Must, parsed));
-        }
-        for (kind, value) in &q.subjects {
-            let normalized = crate::domain::subject::normalize(kind, value);
-            must.push(term(f.subject, &format!("{kind}={normalized}")));
-        }
-        if let Some(c) = &q.collection {
-            must.push(term(f.collection, c));
-        }
-        if let Some(o) = &q.origin {
-            must.push(term(f.origin, o));
-        }
-        if let Some(k) = &q.kind {
-            must.push(term(f.kind, k));
-        }
-        for l in &q.labels {
-            must.push(term(f.label, l));
-        }
-        if q.from_ms != 0 || q.to_ms != 0 {
-            let to = if q.to_ms == 0 { u64::MAX } else { q.to_ms };
-            must.push((
-                Occur::Must,
-                Box::new(RangeQuery::new(
-                    std::ops::Bound::Included(Term::from_field_u64(f.updated, q.from_ms)),
-                    std::ops::Bound::Included(Term::from_field_u64(f.updated, to)),
-                )),
-            ));
-        }
-        let query: Box<dyn Query> = if must.is_empty() {
-            Box::new(AllQuery)
-        } else {
-            Box::new(BooleanQuery::new(must))
-        };
-        let limit = q.limit.clamp(1, MAX_PAGE);
-        let searcher = self.reader.searcher();
-        let top = TopDocs::with_limit(limit).and_offset(q.offset);
-        let found: Vec<(f32, tantivy::DocAddress)> = if q.text.trim().is_empty() {
-            searcher
-                .search(
-                    &query,
-                    &top.order_by_u64_field("updated", tantivy::Order::Desc),
-                )?
-                .into_iter()
-                .map(|(_, addr)| (0.0, addr))
-                .collect()
-        } else {
-            searcher.search(&query, &top.order_by_score())?
-        };
-        let mut hits = Vec::with_capacity(found.len());
-        for (score, addr) in found {
-            let doc: TantivyDocument = searcher.doc(addr)?;
-            let text = |field: Field| {
-                doc.get_first(field)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_owned()
+    fn rebuild_locked(&self) -> Result<()> {
+        self.index.clear()?;
+        let mut after: Option<RecordId> = None;
+        loop {
+            if self.closing.load(Ordering::Relaxed) {
+                return Err(Error::Closing);
+            }
+            let ids = self.store.record_ids_after(after.as_ref(), REBUILD_BATCH)?;
+            let Some(last) = ids.last().cloned() else {
+                break;
             };
-            let number = |field: Field| doc.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0);
-            hits.push(Hit {
-                id: text(f.id),
-                origin: text(f.origin),
-                collection: text(f.collection),
-                kind: text(f.kind),
-                title: text(f.title),
-                version: number(f.version),
-                updated_at_ms: number(f.updated),
-                score,
-            });
+            for id in &ids {
+                if let Some(v) = self.store.latest(id)? {
+                    self.index.put(&v.record)?;
+                }
+            }
+            if let Some(p) = lock(&self.rebuilding).as_mut() {
+                p.done += ids.len() as u64;
+            }
+            after = Some(last);
         }
-        Ok(hits)
+        // One commit: a rebuild cut short leaves the index as it was.
+        self.index.purge()?;
+        Ok(())
     }
+
+    /// Takes in every queued change, then rewrites the index files that
+    /// hold removed records, and deletes the old files: a purged
+    /// replica's words are then in no file of the index. Blocking; call
+    /// before anyone is told a purge is done.
+    pub fn purge(&self) -> Result<()> {
+        self.take_in()?;
+        let _writing = lock(&self.writing);
+        self.index.purge()?;
+        Ok(())
+    }
+
+    /// The records matching `q` that the store holds, after taking in
+    /// every change made before the call. Blocking.
+    pub fn search(&self, q: &SearchQuery) -> Result<Found> {
+        self.wait_for_rebuild()?;
+        self.take_in()?;
+        let (total, hits) = self.index.search(q)?;
+        let mut found = Vec::with_capacity(hits.len());
+        for hit in hits {
+            // The store is the truth: a hit it no longer holds (a crash
+            // lost a write the index had taken in) is not answered.
+            let Ok(id) = RecordId::parse(&hit.id) else {
+                continue;
+            };
+            match self.store.latest(&id)? {
+                Some(v) if !v.record.deleted && v.record.version == hit.version => {
+                    found.push(FoundRecord {
+                        version: v,
+                        score: hit.score,
+                    })
+                }
+                _ => {
+                    tracing::debug!(id = %hit.id, "a search hit the store no longer holds as indexed")
+                }
+            }
+        }
+        Ok(Found { total, hits: found })
+    }
+
+    /// Waits up to [`REBUILD_WAIT`] for a rebuild under way.
+    fn wait_for_rebuild(&self) -> Result<()> {
+        let guard = lock(&self.rebuilding);
+        let (guard, _) = self
+            .rebuilt
+            .wait_timeout_while(guard, REBUILD_WAIT, |r| r.is_some())
+            .unwrap_or_else(|p| p.into_inner());
+        match *guard {
+            Some(p) => Err(Error::Rebuilding {
+                done: p.done,
+                total: p.total,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes a rebuild under way give up (its index stays as it was, and
+    /// is rebuilt at the next start): the node is stopping.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
+    /// Records in the index, and records waiting to be taken in.
+    pub fn sizes(&self) -> (u64, usize) {
+        (self.index.len(), self.store.search_queue_len())
+    }
+
+    /// Whether any index file's dictionary of `field` holds `word`
+    /// (deleted documents included, until a purge).
+    pub fn holds_term(&self, field: &str, word: &str) -> Result<bool> {
+        Ok(self.index.holds_term(field, word)?)
+    }
+}
+
+/// Keeps the index up to date until `shutdown`. First, at start, it
+/// rebuilds an index that does not hold the store, or rewrites the files
+/// of one that still hold removed records (a purge a crash cut short).
+/// Then it takes in what writes queue, a moment after they do (so that a
+/// burst shares one commit). A failure (a full disk) is logged and tried
+/// again later; the queue keeps every change meanwhile.
+pub async fn run_indexer(search: Arc<Search>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    /// How long changes gather before a commit.
+    const GATHER: Duration = Duration::from_millis(200);
+    /// How long to wait after a failure.
+    const RETRY: Duration = Duration::from_secs(5);
+    let s = search.clone();
+    let start = tokio::task::spawn_blocking(move || match s.needs_rebuild()? {
+        true => {
+            let started = std::time::Instant::now();
+            let n = s.rebuild()?;
+            tracing::info!(
+                records = n,
+                took_ms = started.elapsed().as_millis() as u64,
+                "search index rebuilt from the store"
+            );
+            Ok(())
+        }
+        false => s.purge(),
+    });
+    match start.await {
+        Ok(Ok(())) | Ok(Err(Error::Closing)) => {}
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "the search index could not be made whole at start; searches may miss records until `casemesh search --reindex`")
+        }
+        Err(e) => tracing::error!(error = %e, "the search index's start task failed"),
+    }
+    loop {
+        tokio::select! {
+            _ = search.store.search_wake.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(GATHER) => {}
+            _ = shutdown.changed() => return,
+        }
+        let s = search.clone();
+        match tokio::task::spawn_blocking(move || s.take_in()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the search index could not take in changes; trying again");
+                search.store.search_wake.notify_one();
+                tokio::select! {
+                    _ = tokio::time::sleep(RETRY) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "the search indexer's task failed"),
+        }
+    }
+}
+
+/// Moves an unreadable index directory aside (kept, for a person to look
+/// at; the next one set aside replaces it).
+fn set_aside(dir: &Path) -> Result<()> {
+    let aside = dir.with_extension("unreadable");
+    let moved = std::fs::remove_dir_all(&aside)
+        .or_else(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
+        .and_then(|()| std::fs::rename(dir, &aside));
+    moved.map_err(|e| {
+        Error::Index(SearchError::Directory {
+            path: dir.display().to_string(),
+            reason: format!("cannot move it aside to {}: {e}", aside.display()),
+        })
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

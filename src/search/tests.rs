@@ -1,220 +1,231 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::domain::{OfficeId, Subject};
+use crate::domain::{OfficeId, RecordVersion, Subject, UserName};
+use crate::identity::{OfficeCa, OfficeSigner};
+use crate::store::{ApplyItem, StoreOptions};
 
-fn version(office: &str, n: u8, title: &str, body: &str, subjects: &[&str]) -> RecordVersion {
-    let origin = OfficeId::parse(office).unwrap();
-    RecordVersion {
-        id: RecordId::generate(&origin, 1_790_000_000_000, [n; 10]),
-        version: 1,
-        origin,
-        collection: "2026-0042".into(),
-        kind: "incident-report".into(),
-        title: title.into(),
-        content_type: "text/plain".into(),
-        labels: [("agency".to_owned(), "ice".to_owned())].into(),
-        body: Bytes::copy_from_slice(body.as_bytes()),
-        created_at_ms: 1_790_000_000_000,
-        updated_at_ms: 1_790_000_000_000 + u64::from(n),
-        deleted: false,
-        attachments: Vec::new(),
-        subjects: crate::domain::subject::canonical_order(
-            subjects
-                .iter()
-                .map(|s| Subject::parse(s).unwrap())
-                .collect(),
-        ),
-    }
+struct Fixture {
+    dir: tempfile::TempDir,
+    store: Arc<Store>,
+    ca: OfficeCa,
+    peer_ca: OfficeCa,
 }
 
-fn ids(hits: &[Hit]) -> Vec<String> {
-    hits.iter().map(|h| h.id.clone()).collect()
-}
-
-#[test]
-fn subjects_match_normalized_and_text_matches_words() {
+fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let index = SearchIndex::open(dir.path()).unwrap();
-    let own = version(
+    let admin = UserName::parse("admin").unwrap();
+    let (ca, _) = OfficeCa::create(&OfficeId::parse("nyc-da").unwrap(), &[], &admin).unwrap();
+    let (peer_ca, _) =
+        OfficeCa::create(&OfficeId::parse("phila-da").unwrap(), &[], &admin).unwrap();
+    let store = Store::open(
+        &dir.path().join("store"),
         "nyc-da",
-        1,
-        "Canal Street raid",
-        "grey unmarked SUV",
-        &["badge=4471", "plate=7XKD203"],
-    );
-    let shared = version(
-        "phila-da",
-        2,
-        "Traffic stop",
-        "the agent showed badge",
-        &["badge=#44-71"],
-    );
-    let other = version("phila-da", 3, "Unrelated", "nothing here", &["badge=9999"]);
-    for v in [&own, &shared, &other] {
-        index.put(v).unwrap();
+        &StoreOptions::for_tests(),
+    )
+    .unwrap();
+    Fixture {
+        dir,
+        store: Arc::new(store),
+        ca,
+        peer_ca,
     }
-    index.commit().unwrap();
-    assert_eq!(index.len(), 3);
-
-    let by_badge = index
-        .search(&SearchQuery {
-            subjects: vec![("badge".into(), "# 44-71".into())],
-            limit: 10,
-            ..Default::default()
-        })
-        .unwrap();
-    // Newest first without words; both offices' records side by side.
-    assert_eq!(ids(&by_badge), [shared.id.to_string(), own.id.to_string()]);
-    assert_eq!(by_badge[0].origin, "phila-da");
-
-    let by_words = index
-        .search(&SearchQuery {
-            text: "unmarked suv".into(),
-            limit: 10,
-            ..Default::default()
-        })
-        .unwrap();
-    assert_eq!(ids(&by_words), [own.id.to_string()]);
-    let by_plate_and_origin = index
-        .search(&SearchQuery {
-            subjects: vec![("plate".into(), "7xkd-203".into())],
-            origin: Some("phila-da".into()),
-            limit: 10,
-            ..Default::default()
-        })
-        .unwrap();
-    assert!(by_plate_and_origin.is_empty());
-    let by_label = index
-        .search(&SearchQuery {
-            labels: vec!["agency=ice".into()],
-            to_ms: 1_790_000_000_002,
-            limit: 10,
-            ..Default::default()
-        })
-        .unwrap();
-    assert_eq!(by_label.len(), 2, "the time range leaves out the newest");
-    let bad = index.search(&SearchQuery {
-        text: "title:(".into(),
-        limit: 10,
-        ..Default::default()
-    });
-    assert!(matches!(bad, Err(SearchError::Query(_))), "{bad:?}");
 }
 
-#[test]
-fn a_new_version_replaces_the_old_and_a_tombstone_removes_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let index = SearchIndex::open(dir.path()).unwrap();
-    let mut v = version("nyc-da", 1, "first title", "", &[]);
-    index.put(&v).unwrap();
-    v.version = 2;
-    v.title = "second title".into();
-    index.put(&v).unwrap();
-    index.commit().unwrap();
-    let q = |text: &str| SearchQuery {
-        text: text.into(),
+impl Fixture {
+    fn search(&self) -> Search {
+        Search::open(&self.dir.path().join("search"), self.store.clone()).unwrap()
+    }
+
+    fn signed(
+        &self,
+        ca: &OfficeCa,
+        n: u8,
+        version: u64,
+        title: &str,
+        subject: &str,
+    ) -> SignedVersion {
+        let origin = ca.office.clone();
+        OfficeSigner::new(ca)
+            .sign(RecordVersion {
+                id: RecordId::generate(&origin, 1_790_000_000_000, [n; 10]),
+                version,
+                origin,
+                collection: "2026-0042".into(),
+                kind: "incident-report".into(),
+                title: title.into(),
+                content_type: "text/plain".into(),
+                labels: Default::default(),
+                body: Bytes::from(format!("body of {title}")),
+                created_at_ms: 1_790_000_000_000,
+                updated_at_ms: 1_790_000_000_000 + 10 * version + u64::from(n),
+                deleted: false,
+                attachments: Vec::new(),
+                subjects: vec![Subject::parse(subject).unwrap()],
+            })
+            .unwrap()
+    }
+
+    /// Writes `v` as this office's next version of its record.
+    fn write(&self, v: &SignedVersion) {
+        let expected = (v.record.version > 1).then(|| v.record.version - 1);
+        self.store.append_version(v, expected, &[], &[]).unwrap();
+    }
+
+    /// Applies items from phila-da as a replica batch does.
+    fn apply(&self, items: Vec<ApplyItem>) {
+        let peer = self.peer_ca.office.clone();
+        self.store.apply_batch(&peer, &items, 1, 1, &[]).unwrap();
+    }
+}
+
+fn badge(search: &Search, value: &str) -> Vec<String> {
+    let q = SearchQuery {
+        subjects: vec![Subject::parse(&format!("badge={value}")).unwrap()],
         limit: 10,
         ..Default::default()
     };
-    assert!(index.search(&q("first")).unwrap().is_empty());
-    assert_eq!(index.search(&q("second")).unwrap()[0].version, 2);
-    v.version = 3;
-    v.deleted = true;
-    index.put(&v).unwrap();
-    index.commit().unwrap();
-    assert!(index.is_empty());
+    let found = search.search(&q).unwrap();
+    found
+        .hits
+        .iter()
+        .map(|h| format!("{} {}", h.version.record.origin, h.version.record.title))
+        .collect()
 }
 
-/// Every byte of the index's files, to look for words in.
-fn files_bytes(dir: &std::path::Path) -> Vec<u8> {
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
+#[test]
+fn a_search_sees_every_write_and_replica_made_before_it() {
+    let f = fixture();
+    let search = f.search();
+    assert!(search.needs_rebuild().unwrap(), "a new index");
+    search.rebuild().unwrap();
+    assert!(!search.needs_rebuild().unwrap());
+
+    let own = f.signed(&f.ca, 1, 1, "Canal Street raid", "badge=4471");
+    f.write(&own);
+    let shared = f.signed(&f.peer_ca, 2, 1, "Traffic stop", "badge=#44-71");
+    f.apply(vec![ApplyItem::Version(Box::new(shared.clone()))]);
+    assert_eq!(search.sizes(), (0, 2), "queued, not yet taken in");
+
+    // No indexer ran: the search takes the queue in itself.
+    assert_eq!(
+        badge(&search, "4471"),
+        ["phila-da Traffic stop", "nyc-da Canal Street raid"],
+        "newest first"
+    );
+    assert_eq!(search.sizes(), (2, 0));
+
+    // A new version replaces the old in the index; a tombstone removes it.
+    let renamed = f.signed(&f.ca, 1, 2, "Canal Street raid, corrected", "badge=4471");
+    f.write(&renamed);
+    assert!(badge(&search, "4471").contains(&"nyc-da Canal Street raid, corrected".to_owned()));
+    let mut deleted = f.signed(&f.ca, 1, 3, "Canal Street raid, corrected", "badge=4471");
+    deleted.record.deleted = true;
+    let deleted = OfficeSigner::new(&f.ca).sign(deleted.record).unwrap();
+    f.write(&deleted);
+    assert_eq!(badge(&search, "4471"), ["phila-da Traffic stop"]);
+}
+
+#[test]
+fn a_change_made_while_the_index_took_it_in_stays_queued() {
+    let f = fixture();
+    let v1 = f.signed(&f.ca, 1, 1, "first", "badge=1");
+    f.write(&v1);
+    let mark = f.store.search_mark().unwrap();
+    let taken = f.store.search_queue(mark, 10).unwrap();
+    assert_eq!(taken.len(), 1);
+    // Written after the entry was taken, before it is forgotten.
+    f.write(&f.signed(&f.ca, 1, 2, "second", "badge=1"));
+    f.store.search_queue_done(&taken).unwrap();
+    assert_eq!(f.store.search_queue_len(), 1, "the newer change is kept");
+    assert!(
+        f.store.search_queue(mark, 10).unwrap().is_empty(),
+        "and is not one that came before the mark"
+    );
+}
+
+#[test]
+fn a_lost_or_unreadable_index_is_rebuilt_from_the_store() {
+    let f = fixture();
+    for n in 0..5 {
+        f.write(&f.signed(&f.ca, n, 1, &format!("report {n}"), "badge=4471"));
+    }
+    {
+        let search = f.search();
+        assert_eq!(badge(&search, "4471").len(), 5);
+    }
+    // Damage every file of the index.
+    let dir = f.dir.path().join("search");
+    for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.is_file() {
-            all.extend(std::fs::read(&path).unwrap());
+        std::fs::write(&path, b"not an index").unwrap();
+    }
+    let search = f.search();
+    assert!(search.needs_rebuild().unwrap());
+    assert_eq!(search.rebuild().unwrap(), 5);
+    assert_eq!(badge(&search, "4471").len(), 5);
+    assert!(dir.with_extension("unreadable").is_dir(), "kept aside");
+
+    // Gone entirely: the same.
+    drop(search);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let search = f.search();
+    assert!(search.needs_rebuild().unwrap());
+    search.rebuild().unwrap();
+    assert_eq!(badge(&search, "4471").len(), 5);
+}
+
+#[test]
+fn a_hit_the_store_no_longer_holds_is_not_answered() {
+    let f = fixture();
+    let search = f.search();
+    let v = f.signed(&f.peer_ca, 1, 1, "shared then lost", "badge=4471");
+    // Indexed directly, as if the store had lost the write in a crash
+    // after the index took it in.
+    search.index.put(&v.record).unwrap();
+    search.index.commit().unwrap();
+    let found = search
+        .search(&SearchQuery {
+            text: "lost".into(),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(found.total, 1, "the index holds it");
+    assert!(found.hits.is_empty(), "the store does not");
+}
+
+#[test]
+fn a_purged_replica_is_in_no_file_of_the_index() {
+    let f = fixture();
+    let search = f.search();
+    search.rebuild().unwrap();
+    let replica = f.signed(&f.peer_ca, 9, 1, "zyxwvutsrq informant", "badge=777");
+    let kept = f.signed(&f.peer_ca, 8, 1, "ordinary report", "badge=1");
+    f.apply(vec![
+        ApplyItem::Version(Box::new(replica.clone())),
+        ApplyItem::Version(Box::new(kept)),
+    ]);
+    assert_eq!(badge(&search, "777").len(), 1);
+    f.apply(vec![ApplyItem::Revoke(replica.record.id.clone())]);
+    assert!(badge(&search, "777").is_empty(), "not found once purged");
+    assert!(
+        search.holds_term("title", "zyxwvutsrq").unwrap(),
+        "marked deleted, its words are still in the files"
+    );
+    search.purge().unwrap();
+    assert!(!search.holds_term("title", "zyxwvutsrq").unwrap());
+    assert!(!search.holds_term("subject", "badge=777").unwrap());
+    let dir = f.dir.path().join("search");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        for word in [&b"zyxwvutsrq"[..], replica.record.id.as_str().as_bytes()] {
+            assert!(
+                !bytes.windows(word.len()).any(|w| w == word),
+                "{} in an index file",
+                String::from_utf8_lossy(word)
+            );
         }
     }
-    all
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-#[test]
-fn a_purged_record_is_gone_from_the_files_not_only_marked_deleted() {
-    let dir = tempfile::tempdir().unwrap();
-    let index = SearchIndex::open(dir.path()).unwrap();
-    let kept = version("nyc-da", 1, "kept report", "ordinary words", &["badge=1"]);
-    let purged = version(
-        "phila-da",
-        2,
-        "zyxwvutsrq",
-        "qwertyuiopasdf",
-        &["plate=QQQZZZ999"],
-    );
-    index.put(&kept).unwrap();
-    index.put(&purged).unwrap();
-    index.commit().unwrap();
-    // Control: while the record is held, its words are in the term
-    // dictionaries and its id and title in the stored fields' bytes.
-    let before = files_bytes(dir.path());
-    for word in [purged.id.as_str().as_bytes(), &b"zyxwvutsrq"[..]] {
-        assert!(
-            contains(&before, word),
-            "{:?} stored",
-            String::from_utf8_lossy(word)
-        );
-    }
-    let terms = [
-        ("body", "qwertyuiopasdf"),
-        ("title", "zyxwvutsrq"),
-        ("subject", "plate=QQQZZZ999"),
-    ];
-    for (field, word) in terms {
-        assert!(index.holds_term(field, word).unwrap(), "{word} indexed");
-    }
-    // Deleting alone leaves the words in the files, as search libraries do.
-    index.remove(&purged.id);
-    index.commit().unwrap();
-    assert!(
-        index.holds_term("body", "qwertyuiopasdf").unwrap(),
-        "control: marked deleted only"
-    );
-    assert!(contains(&files_bytes(dir.path()), b"zyxwvutsrq"), "control");
-    index.purge().unwrap();
-    let q = SearchQuery {
-        text: "qwertyuiopasdf".into(),
-        limit: 10,
-        ..Default::default()
-    };
-    assert!(index.search(&q).unwrap().is_empty());
-    for (field, word) in terms {
-        assert!(
-            !index.holds_term(field, word).unwrap(),
-            "{word} still in a dictionary"
-        );
-    }
-    let after = files_bytes(dir.path());
-    for word in [
-        purged.id.as_str().as_bytes(),
-        &b"zyxwvutsrq"[..],
-        b"qwertyuiopasdf",
-    ] {
-        assert!(
-            !contains(&after, word),
-            "{:?} is still in the index files",
-            String::from_utf8_lossy(word)
-        );
-    }
-    assert_eq!(index.len(), 1, "the other record stays");
-    assert!(
-        contains(&after, kept.id.as_str().as_bytes()),
-        "control: kept is stored"
-    );
-    // And it stays gone after the index is opened again.
-    drop(index);
-    let again = SearchIndex::open(dir.path()).unwrap();
-    assert_eq!(again.len(), 1);
+    assert_eq!(badge(&search, "1").len(), 1, "the other replica stays");
 }

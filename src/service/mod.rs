@@ -7,12 +7,14 @@ pub mod blobs;
 pub mod export;
 pub mod records;
 pub mod refusals;
+pub mod search;
 pub mod sharing;
 pub mod users;
 
 pub use audit::{AuditLog, Call};
 pub use blobs::BlobService;
 pub use records::{PageRequest, PutCommand, RecordService};
+pub use search::SearchService;
 pub use sharing::{LinkStatus, PeerRuntime, PeerView, Sharing};
 pub use users::UserService;
 

@@ -55,6 +55,7 @@ use crate::domain::{Limits, OfficeId, RecordId, RecordVersion, now_ms};
 use crate::error::{Error, Result};
 use crate::identity::tls::TrustStore;
 use crate::identity::{Fingerprint, pki::certs_from_pem};
+use crate::search::Search;
 use crate::service::audit::Call;
 use crate::store::{ListFilter, PeerRemoval, Store, StoreError};
 
@@ -107,6 +108,8 @@ pub struct Sharing {
     /// Weak: the runtime holds this service, and the node must be able to
     /// drop both (and close the store) at shutdown.
     runtime: OnceLock<Weak<dyn PeerRuntime>>,
+    /// Purged with the replicas of a removed peer.
+    search: Arc<Search>,
     /// Bumped on every grant change; a feed batch built under an older
     /// generation is rebuilt before it is sent.
     generation: AtomicU64,
@@ -219,6 +222,7 @@ impl Sharing {
         store: Arc<Store>,
         trust: Arc<TrustStore>,
         limits: Limits,
+        search: Arc<Search>,
     ) -> Result<Self> {
         let grants = store.grants()?;
         let peers = store.peers()?;
@@ -237,6 +241,7 @@ impl Sharing {
             gate: tokio::sync::RwLock::new(()),
             grants_changed: tokio::sync::Notify::new(),
             runtime: OnceLock::new(),
+            search,
             generation: AtomicU64::new(0),
             acks: tokio::sync::Mutex::new(()),
             running: Mutex::new(Running::default()),
@@ -514,8 +519,21 @@ impl Sharing {
         }
         let purged = self.finish_removal(office, removal, now, call.actor())?;
         self.store.commit().await?;
+        if purged > 0 {
+            self.purge_search().await?;
+        }
         self.grants_changed.notify_one();
         Ok((purged, closed))
+    }
+
+    /// Rewrites the search index files so that purged replicas' words are
+    /// in none of them.
+    async fn purge_search(&self) -> Result<()> {
+        let search = self.search.clone();
+        tokio::task::spawn_blocking(move || search.purge())
+            .await
+            .map_err(|e| Error::Internal(format!("the search purge's task failed: {e}")))??;
+        Ok(())
     }
 
     /// The end of a peer's removal, once it is unpinned and its puller has
@@ -1239,11 +1257,15 @@ mod tests {
                 Default::default(),
             )
             .unwrap();
+            let search =
+                crate::search::Search::open(&self.dir.path().join("search"), store.clone())
+                    .unwrap();
             let sharing = Sharing::new(
                 self.office.clone(),
                 store.clone(),
                 Arc::new(trust),
                 Limits::default(),
+                Arc::new(search),
             )
             .unwrap();
             (store, Arc::new(sharing))

@@ -28,6 +28,7 @@ mod recount;
 mod replica;
 #[cfg(feature = "s3")]
 pub mod s3;
+mod search_queue;
 mod sharing;
 mod space;
 pub mod staging;
@@ -44,6 +45,7 @@ pub use encoding::PeerRemoval;
 pub use records::{ListFilter, ListPage};
 pub use recount::{CountDiff, StoreCounts};
 pub use replica::{ApplyItem, ApplyOutcome, PurgeStub};
+pub use search_queue::Queued;
 pub use sharing::FeedEnds;
 pub use space::Storage;
 pub use users::UserEntry;
@@ -153,6 +155,9 @@ pub struct Store {
     blob_pins: blobs::Pins,
     /// Wakes the tasks that fetch and remove blobs.
     pub blob_wake: blobs::Wake,
+    /// Wakes the search indexer: records were queued for it
+    /// ([`search_queue`]).
+    pub search_wake: tokio::sync::Notify,
     /// How far each peer's feed is known to be on disk; serving streams
     /// never send past it, so a peer never holds what a crash could undo.
     watermark: tokio::sync::watch::Sender<FeedEnds>,
@@ -221,6 +226,7 @@ impl Store {
             office: office.to_owned(),
             blob_pins: writer.blob_pins.clone(),
             blob_wake: Default::default(),
+            search_wake: tokio::sync::Notify::new(),
             watermark: tokio::sync::watch::Sender::new(durable),
             feed_floor,
             committer: commit::GroupCommit::start(db.clone(), writer.clone(), commit_stats.clone()),

@@ -168,6 +168,7 @@ impl Store {
                 .map_err(|e| self.space.note(e))?
         };
         self.audit_appended();
+        self.search_wake.notify_one();
         self.watermark_reached(assigned);
         Ok(())
     }
@@ -357,6 +358,7 @@ tree_set! {
         audit_entries: u64 => Entry,
         audit_head: str => AuditHead,
         audit_terms: super::keys::AuditTerm => (),
+        search_queue: RecordId => u64,
     }
 }
 
@@ -494,6 +496,7 @@ impl VersionWriter {
             .versions
             .insert_encoded((id, w.version.version), &w.value)?;
         t.heads.insert_encoded(id, &w.head_value)?;
+        super::search_queue::queue_tx(&t.search_queue, id)?;
         let mut counts = CountDelta {
             versions: (!replaced).into(),
             ..CountDelta::default()

@@ -104,6 +104,7 @@ tree_set! {
         audit_entries: u64 => Entry,
         audit_head: str => AuditHead,
         audit_terms: super::keys::AuditTerm => (),
+        search_queue: RecordId => u64,
     }
 }
 
@@ -119,6 +120,7 @@ tree_set! {
         audit_entries: u64 => Entry,
         audit_head: str => AuditHead,
         audit_terms: super::keys::AuditTerm => (),
+        search_queue: RecordId => u64,
     }
 }
 
@@ -131,6 +133,7 @@ struct RecordTrees<'a, 't> {
     collections: &'a TxTree<'t, CollectionKey, ()>,
     purged: &'a TxTree<'t, RecordId, Stub>,
     refs: &'a TxTree<'t, RefKey, ()>,
+    search_queue: &'a TxTree<'t, RecordId, u64>,
 }
 
 /// What the files of applied versions need: the blobs known and the
@@ -178,6 +181,7 @@ impl RecordTrees<'_, '_> {
                 collection: v.record.collection.clone(),
             };
             self.heads.insert(id, &head)?;
+            super::search_queue::queue_tx(self.search_queue, id)?;
         }
         out.applied += 1;
         Ok(true)
@@ -208,6 +212,7 @@ impl RecordTrees<'_, '_> {
         }
         self.collections.remove((head.collection.as_str(), id))?;
         self.heads.remove(id)?;
+        super::search_queue::queue_tx(self.search_queue, id)?;
         counts.record(id, -1);
         let stub = PurgeStub {
             id: id.clone(),
@@ -256,6 +261,7 @@ impl Store {
                 collections: &t.collections,
                 purged: &t.purged,
                 refs: &t.refs,
+                search_queue: &t.search_queue,
             };
             let files = FileTrees {
                 blobs: &t.blobs,
@@ -311,6 +317,9 @@ impl Store {
         .map_err(|e| self.space.note(e))?;
         drop(gate);
         self.audit_appended();
+        if outcome.applied > 0 || outcome.purged > 0 {
+            self.search_wake.notify_one();
+        }
         if outcome.fetches_queued > 0 {
             self.blob_wake.fetch.notify_one();
         }
@@ -342,6 +351,7 @@ impl Store {
                     collections: &t.collections,
                     purged: &t.purged,
                     refs: &t.refs,
+                    search_queue: &t.search_queue,
                 };
                 let mut counts = CountDelta::default();
                 let mut gone = Vec::new();
@@ -376,6 +386,7 @@ impl Store {
         }
         self.audit_appended();
         if n > 0 {
+            self.search_wake.notify_one();
             self.blob_wake.sweep.notify_one();
         }
         Ok(n)

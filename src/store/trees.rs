@@ -88,6 +88,9 @@ pub(super) struct Trees {
     pub witnessed: Tree<OfficeSeq, SignedHead>,
     /// Peer → the size of its newest head a witness check proved.
     pub witness_proven: Tree<OfficeId, u64>,
+    /// Records changed since the search index last took them in → a
+    /// token, new with each change ([`super::search_queue`]).
+    pub search_queue: Tree<RecordId, u64>,
 }
 
 impl Trees {
@@ -126,6 +129,7 @@ impl Trees {
             signed_heads: Tree::open(db, "auditseq_signedhead")?,
             witnessed: Tree::open(db, "officeseq_witnessed")?,
             witness_proven: Tree::open(db, "office_witnessproven")?,
+            search_queue: Tree::open(db, "recordid_searchqueue")?,
         })
     }
 }

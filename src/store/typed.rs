@@ -171,6 +171,14 @@ impl<K: ?Sized, V: Value> Tree<K, V> {
         Ok(self.tree.remove(key.key())?.is_some())
     }
 
+    /// Removes `key` if its value is still `value`; whether it was.
+    pub fn remove_if(&self, key: impl KeyOf<K>, value: &V) -> Result<bool> {
+        let swapped = self
+            .tree
+            .compare_and_swap(key.key(), Some(value.to_ivec()), None::<IVec>)?;
+        Ok(swapped.is_ok())
+    }
+
     /// Replaces the value of `key` with `f(current)`, atomically against
     /// concurrent updates of the same key.
     pub fn update(&self, key: impl KeyOf<K>, f: impl Fn(Option<V>) -> V) -> Result<()> {
@@ -397,6 +405,11 @@ impl<'t, K: ?Sized, V: Value> TxTree<'t, K, V> {
             )),
             None => Ok(None),
         }
+    }
+
+    /// A number no earlier call returned, in this database.
+    pub fn generate_id(&self) -> Tx<u64> {
+        Ok(self.tree.generate_id()?)
     }
 
     /// Removes `key`, whatever its value (a migration of old bytes).

@@ -90,6 +90,10 @@ pub enum PullError {
     Stopped(&'static str),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The search index could not be purged: no purge acknowledgement is
+    /// signed until it is.
+    #[error("the search index: {0}")]
+    Search(String),
 }
 
 /// Why a version, revocation or acknowledgement a peer sent was refused;

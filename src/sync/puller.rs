@@ -343,7 +343,8 @@ async fn apply(
     let now = now_ms();
     let last_seq = batch.last_seq;
     let bytes = prost::Message::encoded_len(&batch);
-    let sorted = sort_entries(ctx, peer, batch.entries, verified, now)?;
+    let mut sorted = sort_entries(ctx, peer, batch.entries, verified)?;
+    sign_acks(ctx, peer, &mut sorted, now).await?;
     let mut kept_applied = false;
     let outcome = loop {
         match ctx
@@ -396,6 +397,45 @@ async fn apply(
     Ok(sorted.acks)
 }
 
+/// Signs the purge acknowledgements `sorted` owes, once what they
+/// acknowledge is gone: the batch's revocations (the origin sends a grant's
+/// revocations before its closing, so the rest were applied with earlier
+/// batches) are applied first, without moving the checkpoint (applying
+/// them again with the batch changes nothing), and the search index files
+/// are rewritten without the purged replicas' words.
+async fn sign_acks(
+    ctx: &SyncContext,
+    peer: &Peer,
+    sorted: &mut Sorted,
+    now: u64,
+) -> Result<(), PullError> {
+    if sorted.to_sign.is_empty() {
+        return Ok(());
+    }
+    let revocations: Vec<ApplyItem> = sorted
+        .items
+        .iter()
+        .filter(|i| matches!(i, ApplyItem::Revoke(_)))
+        .cloned()
+        .collect();
+    if !revocations.is_empty() {
+        let at = ctx.store.checkpoint(&peer.office)?;
+        ctx.store
+            .apply_batch(&peer.office, &revocations, at, now, &[])?;
+    }
+    let search = ctx.search.clone();
+    tokio::task::spawn_blocking(move || search.purge())
+        .await
+        .map_err(|e| PullError::Search(format!("the purge's task failed: {e}")))?
+        .map_err(|e| PullError::Search(e.to_string()))?;
+    for grant in std::mem::take(&mut sorted.to_sign) {
+        let ack = sign_ack(ctx, peer, grant, now)?;
+        sorted.items.push(ApplyItem::Ack(ack.clone()));
+        sorted.acks.push(ack);
+    }
+    Ok(())
+}
+
 /// Applies a batch's revocations and purge acknowledgements without its
 /// versions or its checkpoint, and sends the acknowledgements up.
 async fn apply_all_but_versions(
@@ -443,6 +483,8 @@ pub const MAX_BATCH_ENTRIES: usize = 16_384;
 struct Sorted {
     items: Vec<ApplyItem>,
     acks: Vec<PurgeAck>,
+    /// Closed grants to acknowledge with a new signature ([`sign_acks`]).
+    to_sign: Vec<GrantId>,
     refusals: Vec<Draft>,
 }
 
@@ -453,12 +495,12 @@ fn sort_entries(
     peer: &Peer,
     entries: Vec<pb::FeedEntry>,
     verified: Vec<Result<SignedVersion, Rejection>>,
-    now: u64,
 ) -> Result<Sorted, PullError> {
     let mut verified = verified.into_iter();
     let mut sorted = Sorted {
         items: Vec::with_capacity(entries.len()),
         acks: Vec::new(),
+        to_sign: Vec::new(),
         refusals: Vec::new(),
     };
     let mut acks = AckBudget {
@@ -491,7 +533,7 @@ fn sort_entries(
             Some(feed_entry::Kind::GrantClosed(grant)) => match GrantId::parse(&grant) {
                 Ok(grant) => {
                     let what = format!("closing of grant {grant} (feed entry {})", entry.seq);
-                    if let Err(reason) = acks.take(ctx, peer, grant, now, &mut sorted)? {
+                    if let Err(reason) = acks.take(ctx, peer, grant, &mut sorted)? {
                         tracing::warn!(peer = %peer.office, %reason, "refused to acknowledge a closed grant");
                         sorted.refusals.push(refused(ctx, peer, what, &reason));
                     }
@@ -529,7 +571,6 @@ impl AckBudget {
         ctx: &SyncContext,
         peer: &Peer,
         grant: GrantId,
-        now: u64,
         sorted: &mut Sorted,
     ) -> Result<Result<(), Rejection>, PullError> {
         if !self.seen.insert(grant.clone()) {
@@ -552,9 +593,7 @@ impl AckBudget {
         }
         self.signed += 1;
         self.kept = Some(kept + 1);
-        let ack = sign_ack(ctx, peer, grant, now)?;
-        sorted.items.push(ApplyItem::Ack(ack.clone()));
-        sorted.acks.push(ack);
+        sorted.to_sign.push(grant);
         Ok(Ok(()))
     }
 }

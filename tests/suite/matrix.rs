@@ -163,6 +163,7 @@ fn targeted(path: &str) -> bool {
             | "/casemesh.v1.Records/Get"
             | "/casemesh.v1.Records/History"
             | "/casemesh.v1.Records/List"
+            | "/casemesh.v1.Records/Search"
             | "/casemesh.v1.Records/Delete"
             | "/casemesh.v1.Records/GetBlob"
             | "/casemesh.v1.Admin/Grant"
@@ -319,6 +320,13 @@ impl Bench<'_> {
                 .map(ok),
             "/casemesh.v1.Records/List" => records
                 .list(pb::ListRequest {
+                    collection: shared.collection,
+                    ..Default::default()
+                })
+                .await
+                .map(ok),
+            "/casemesh.v1.Records/Search" => records
+                .search(pb::SearchRequest {
                     collection: shared.collection,
                     ..Default::default()
                 })
@@ -482,6 +490,10 @@ impl Bench<'_> {
                     }
                 }
             }
+            "/casemesh.v1.Admin/ReindexSearch" => admin
+                .reindex_search(pb::ReindexSearchRequest {})
+                .await
+                .map(ok),
             "/casemesh.v1.Admin/ScrubBlobs" => {
                 admin.scrub_blobs(pb::ScrubBlobsRequest {}).await.map(ok)
             }
