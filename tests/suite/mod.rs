@@ -41,4 +41,5 @@ mod s3store;
 mod webkit;
 
 pub mod scripted;
+mod search;
 mod subjects;
