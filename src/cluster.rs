@@ -347,6 +347,18 @@ impl Office {
         title: &str,
         body: &str,
     ) -> Result<pb::PutResponse> {
+        self.put_naming(collection, kind, title, body, &[]).await
+    }
+
+    /// [`Office::put`] of a record that names `subjects`.
+    pub async fn put_naming(
+        &self,
+        collection: &str,
+        kind: &str,
+        title: &str,
+        body: &str,
+        subjects: &[crate::domain::Subject],
+    ) -> Result<pb::PutResponse> {
         Ok(self
             .records()
             .await?
@@ -356,6 +368,10 @@ impl Office {
                 title: title.into(),
                 body: body.as_bytes().to_vec().into(),
                 content_type: "text/plain".into(),
+                subjects: subjects
+                    .iter()
+                    .map(crate::protocol::convert::subject_to_pb)
+                    .collect(),
                 ..Default::default()
             })
             .await?

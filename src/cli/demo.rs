@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail, ensure};
 use super::errors::CliError;
 use super::output;
 use crate::cluster::{self, Office};
+use crate::domain::Subject;
 use crate::identity::OfficeVerifier;
 use crate::identity::pki::certs_from_pem;
 use crate::protocol::{convert, pb};
@@ -20,6 +21,9 @@ use crate::protocol::{convert, pb};
 const CASE_1: &str = "2026-0042";
 const CASE_2: &str = "2026-0077";
 const WAIT: Duration = Duration::from_secs(15);
+/// The badge both offices name, each as its staff wrote it down.
+const BADGE_AS_PHILA_WROTE_IT: &str = "badge@officer-involved=#44-71";
+const BADGE_AS_NYC_WRITES_IT: &str = "badge=4471";
 
 fn step(n: usize, text: &str) {
     println!();
@@ -146,8 +150,14 @@ async fn steps(root: &Path, offices: &mut Vec<Office>) -> Result<()> {
     let ids = write_records(a, offices).await?;
     let grant_b = grant_case_to_nyc(a, b, c, offices).await?;
     correct_a_record(a, b, &ids[0]).await?;
+    let own = compare_notes(b, &ids[2]).await?;
     grant_one_record_to_mpls(a, c, &ids[3], offices).await?;
     revoke_nyc(a, b, c, &grant_b, offices).await?;
+    ensure!(
+        search_badge(b).await? == [(b.office.to_string(), own)],
+        "after the revocation nyc-da's search must find only its own record"
+    );
+    println!("   nyc-da's search for badge 4471 now finds only its own record");
     println!();
     println!("demo finished: every step checked out");
     Ok(())
@@ -192,15 +202,24 @@ async fn pin_each_other(offices: &[Office]) -> Result<()> {
 async fn write_records(a: &Office, offices: &[Office]) -> Result<Vec<String>> {
     step(3, "phila-da writes records in two cases");
     let mut ids = Vec::new();
-    for (case, kind, title) in [
-        (CASE_1, "incident-report", "Stop on Broad St"),
-        (CASE_1, "witness-statement", "Statement of the driver"),
-        (CASE_1, "identification", "Badge number seen"),
-        (CASE_2, "incident-report", "Raid on 5th St"),
-        (CASE_2, "video", "Doorbell camera log"),
+    for (case, kind, title, subjects) in [
+        (CASE_1, "incident-report", "Stop on Broad St", &[][..]),
+        (CASE_1, "witness-statement", "Statement of the driver", &[]),
+        (
+            CASE_1,
+            "identification",
+            "Badge number seen",
+            &[BADGE_AS_PHILA_WROTE_IT],
+        ),
+        (CASE_2, "incident-report", "Raid on 5th St", &[]),
+        (CASE_2, "video", "Doorbell camera log", &[]),
     ] {
         let body = format!("{title}: details held by phila-da");
-        ids.push(a.put(case, kind, title, &body).await?.id);
+        let subjects = subjects
+            .iter()
+            .map(|s| Subject::parse(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        ids.push(a.put_naming(case, kind, title, &body, &subjects).await?.id);
     }
     who_holds_what(offices).await?;
     Ok(ids)
@@ -297,13 +316,84 @@ async fn correct_a_record(a: &Office, b: &Office, id: &str) -> Result<()> {
     }
 }
 
+/// nyc-da writes its own report naming the badge phila-da's record names,
+/// then searches by badge: both side by side. Returns nyc-da's record.
+async fn compare_notes(b: &Office, shared: &str) -> Result<String> {
+    step(
+        6,
+        "nyc-da writes its own report about the same agent, then searches everything it holds by badge",
+    );
+    let badge = Subject::parse(BADGE_AS_NYC_WRITES_IT)?;
+    let own = b
+        .put_naming(
+            "nyc-2026-311",
+            "incident-report",
+            "Canal Street raid",
+            "Agent in a grey unmarked SUV, badge 4471.",
+            &[badge],
+        )
+        .await?
+        .id;
+    let found = search_badge(b).await?;
+    let mut expected = vec![
+        (b.office.to_string(), own.clone()),
+        ("phila-da".to_owned(), shared.to_owned()),
+    ];
+    expected.sort();
+    let mut sorted = found.clone();
+    sorted.sort();
+    ensure!(
+        sorted == expected,
+        "nyc-da's search by badge must find its own record and phila-da's shared one, found {found:?}"
+    );
+    println!(
+        "   `casemesh search --subject {BADGE_AS_NYC_WRITES_IT}` at nyc-da finds phila-da's \"{BADGE_AS_PHILA_WROTE_IT}\" too (values match normalized), and nothing phila-da did not share"
+    );
+    Ok(own)
+}
+
+/// (origin, id) of what nyc-da's search by badge finds, printed as a table.
+async fn search_badge(b: &Office) -> Result<Vec<(String, String)>> {
+    let badge = Subject::parse(BADGE_AS_NYC_WRITES_IT)?;
+    let found = b
+        .records()
+        .await?
+        .search(pb::SearchRequest {
+            subjects: vec![convert::subject_to_pb(&badge)],
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let records: Vec<&pb::Record> = found
+        .hits
+        .iter()
+        .filter_map(|h| h.record.as_ref())
+        .collect();
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            vec![
+                r.origin.clone(),
+                r.collection.clone(),
+                r.title.clone(),
+                output::subjects(r),
+            ]
+        })
+        .collect();
+    output::table(&["origin", "case", "title", "subjects"], &rows);
+    Ok(records
+        .iter()
+        .map(|r| (r.origin.clone(), r.id.clone()))
+        .collect())
+}
+
 async fn grant_one_record_to_mpls(
     a: &Office,
     c: &Office,
     single: &str,
     offices: &[Office],
 ) -> Result<()> {
-    step(6, "phila-da grants one record of case 2 to mpls-da");
+    step(7, "phila-da grants one record of case 2 to mpls-da");
     a.grant(
         &c.office,
         pb::grant_request::Target::RecordId(single.to_owned()),
@@ -325,12 +415,13 @@ async fn revoke_nyc(
     offices: &[Office],
 ) -> Result<()> {
     step(
-        7,
+        8,
         "phila-da revokes nyc-da's grant; nyc-da's copies disappear and it signs a purge receipt",
     );
     a.revoke(&grant.id).await?;
-    let took = until("nyc-da to hold nothing", || async {
-        Ok(holdings(b).await?.is_empty())
+    let took = until("nyc-da to hold nothing of phila-da's", || async {
+        let from_a = format!("{}:", a.office);
+        Ok(holdings(b).await?.keys().all(|id| !id.starts_with(&from_a)))
     })
     .await?;
     until("nyc-da's purge acknowledgement", || async {

@@ -62,6 +62,20 @@ pub fn record_row(r: &pb::Record) -> Vec<String> {
     ]
 }
 
+/// A record's subjects for a table cell: `kind=value` or
+/// `kind@role=value`, space-separated.
+pub fn subjects(r: &pb::Record) -> String {
+    let each: Vec<String> = r
+        .subjects
+        .iter()
+        .map(|s| match s.role.as_str() {
+            "" => format!("{}={}", s.kind, s.value),
+            role => format!("{}@{role}={}", s.kind, s.value),
+        })
+        .collect();
+    each.join(" ")
+}
+
 pub const RECORD_HEADER: &[&str] = &["id", "version", "collection", "kind", "title", "updated"];
 
 /// A transfer's progress as one line on stderr, redrawn in place: bytes

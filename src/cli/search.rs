@@ -134,14 +134,6 @@ fn print_found(found: &pb::SearchResponse, offset: u32) {
         .iter()
         .filter_map(|h| h.record.as_ref())
         .map(|r| {
-            let subjects: Vec<String> = r
-                .subjects
-                .iter()
-                .map(|s| match s.role.as_str() {
-                    "" => format!("{}={}", s.kind, s.value),
-                    role => format!("{}@{role}={}", s.kind, s.value),
-                })
-                .collect();
             vec![
                 r.origin.clone(),
                 r.id.clone(),
@@ -149,7 +141,7 @@ fn print_found(found: &pb::SearchResponse, offset: u32) {
                 r.collection.clone(),
                 r.kind.clone(),
                 r.title.clone(),
-                subjects.join(" "),
+                output::subjects(r),
                 output::time(r.updated_at_ms),
             ]
         })

@@ -151,7 +151,9 @@ impl SearchIndex {
             path: dir.display().to_string(),
             reason,
         };
-        std::fs::create_dir_all(dir).map_err(|e| directory_error(e.to_string()))?;
+        // It holds the text of records: only the node's user may read it,
+        // as the rest of the data directory.
+        crate::store::staging::private_dir(dir).map_err(|e| directory_error(e.to_string()))?;
         let directory = tantivy::directory::MmapDirectory::open(dir)
             .map_err(|e| directory_error(e.to_string()))?;
         let (schema, fields) = schema();

@@ -43,6 +43,23 @@ async fn the_demo_checks_every_step_and_leaves_nothing_behind() {
         "{stdout}"
     );
     assert!(stdout.contains("(confirmed by nyc-da)"), "{stdout}");
+    // Comparing notes: nyc-da's search by badge finds its own record and
+    // phila-da's shared one side by side, then only its own.
+    let search = stdout
+        .split("── 6. ")
+        .nth(1)
+        .and_then(|s| s.split("── 7. ").next())
+        .unwrap_or_else(|| panic!("a search step:\n{stdout}"));
+    for row in [
+        "nyc-da    nyc-2026-311  Canal Street raid  badge=4471",
+        "phila-da  2026-0042     Badge number seen  badge@officer-involved=#44-71",
+    ] {
+        assert!(search.contains(row), "{row:?} in:\n{search}");
+    }
+    assert!(
+        stdout.contains("nyc-da's search for badge 4471 now finds only its own record"),
+        "{stdout}"
+    );
     assert_eq!(leftovers(tmp.path()), Vec::<std::path::PathBuf>::new());
 }
 

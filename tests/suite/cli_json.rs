@@ -157,6 +157,14 @@ async fn every_documented_json_shape_is_what_the_binary_prints() {
     ] {
         samples.push(("record", listing[0].clone()));
     }
+    let found = json(&["search", "--data", p, "--json"]);
+    samples.push(("search hit", found["hits"][0].clone()));
+    samples.push(("record", found["hits"][0]["record"].clone()));
+    samples.push(("search", found));
+    samples.push((
+        "search --reindex",
+        json(&["search", "--reindex", "--data", p, "--json"]),
+    ));
     let hash = samples
         .iter()
         .find(|(n, _)| *n == "attachment")

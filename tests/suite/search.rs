@@ -330,6 +330,14 @@ async fn a_lost_index_is_rebuilt_from_the_store_and_reindex_rebuilds_it() {
     assert_eq!(found["total"], 3, "{found}");
     drop(server);
 
+    // It holds the records' text: the node's user alone may read it.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data.join("search"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+
     // The index directory lost while stopped: rebuilt at start.
     std::fs::remove_dir_all(data.join("search")).unwrap();
     let _server = serve(&data).await;
