@@ -46,6 +46,25 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub status_page: StatusPageConfig,
+    #[serde(default)]
+    pub search: SearchConfig,
+}
+
+/// `[search]`: the search index (`docs/comparing-notes.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    /// Keep a search index of the records this node holds, and answer
+    /// `Records.Search`. Default true. Turned off, the node deletes the
+    /// index at start (it holds the records' text) and refuses searches;
+    /// turned on again, it rebuilds it from the store.
+    pub enabled: bool,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 /// `[metrics]`: the Prometheus endpoint, `/metrics`.
@@ -296,6 +315,7 @@ impl Config {
             audit: AuditConfig::default(),
             metrics: MetricsConfig::default(),
             status_page: StatusPageConfig::default(),
+            search: SearchConfig::default(),
         }
     }
 

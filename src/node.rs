@@ -260,8 +260,8 @@ struct Background {
     indexer: JoinHandle<()>,
     /// Keeps the search index up to date (and rebuilds it at start when
     /// it must).
-    search_indexer: JoinHandle<()>,
-    search: Arc<Search>,
+    search_indexer: Option<JoinHandle<()>>,
+    search: Option<Arc<Search>>,
     /// Checks pinned peers' audit logs against the heads kept from them.
     witnesses: JoinHandle<()>,
     refusals_flusher: JoinHandle<()>,
@@ -292,8 +292,12 @@ impl Background {
         let _ = self.sweeper.await;
         let _ = self.scrubber.await;
         let _ = self.indexer.await;
-        self.search.close();
-        let _ = self.search_indexer.await;
+        if let Some(search) = &self.search {
+            search.close();
+        }
+        if let Some(task) = self.search_indexer {
+            let _ = task.await;
+        }
         let _ = self.witnesses.await;
         for task in self.web {
             let _ = task.await;
@@ -327,7 +331,7 @@ impl Background {
 
 /// A node's use cases and replication, wired together over its store.
 struct Services {
-    search: Arc<Search>,
+    search: Option<Arc<Search>>,
     store: Arc<Store>,
     trust: Arc<TrustStore>,
     sharing: Arc<Sharing>,
@@ -382,6 +386,33 @@ async fn open_s3(_: &crate::config::BlobConfig) -> Result<Arc<dyn BlobStore>, No
     ))
 }
 
+/// The search index, or none when `[search]` turns it off: then its
+/// directory is deleted (it holds the records' text) and the queue of
+/// changes for it forgotten (an index made again is rebuilt).
+fn open_search(
+    paths: &Paths,
+    config: &Config,
+    store: &Arc<Store>,
+) -> Result<Option<Arc<Search>>, NodeError> {
+    let dir = paths.search();
+    if config.search.enabled {
+        let search =
+            Search::open(&dir, store.clone()).map_err(|e| NodeError::Search(e.to_string()))?;
+        return Ok(Some(Arc::new(search)));
+    }
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(NodeError::Search(format!(
+                "search is turned off, but its index {} could not be deleted: {e}",
+                dir.display()
+            )));
+        }
+        _ => {}
+    }
+    store.clear_search_queue()?;
+    Ok(None)
+}
+
 /// Opens the store and builds every service on it; grant jobs a crash cut
 /// short are finished before anything is served.
 async fn services(paths: &Paths, config: &Config, id: &Identity) -> Result<Services, NodeError> {
@@ -396,10 +427,7 @@ async fn services(paths: &Paths, config: &Config, id: &Identity) -> Result<Servi
         ca.cert_der.clone(),
         issued_users(&store)?,
     )?);
-    let search = Arc::new(
-        Search::open(&paths.search(), store.clone())
-            .map_err(|e| NodeError::Search(e.to_string()))?,
-    );
+    let search = open_search(paths, config, &store)?;
     let sharing = Arc::new(Sharing::new(
         office.clone(),
         store.clone(),
@@ -763,10 +791,9 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
             audit.clone(),
             shutdown_rx.clone(),
         )),
-        search_indexer: tokio::spawn(crate::search::run_indexer(
-            search.clone(),
-            shutdown_rx.clone(),
-        )),
+        search_indexer: search
+            .clone()
+            .map(|search| tokio::spawn(crate::search::run_indexer(search, shutdown_rx.clone()))),
         search,
         witnesses: tokio::spawn(crate::sync::witness::run_checks(
             sync_ctx,

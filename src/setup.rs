@@ -186,6 +186,7 @@ pub fn init(
     make_dir(&paths.admin_dir(), 0o700)?;
     make_dir(&paths.blobs(), 0o700)?;
     make_dir(&paths.staging(), 0o700)?;
+    make_dir(&paths.search(), 0o700)?;
     write_new(&paths.office_key(), m.office_key_pem.as_bytes(), 0o600)?;
     write_new(&paths.node_key(), m.node_key_pem.as_bytes(), 0o600)?;
     write_new(&paths.admin_key(), m.admin_key_pem.as_bytes(), 0o600)?;

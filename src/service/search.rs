@@ -20,30 +20,35 @@ pub const DEFAULT_LIMIT: usize = 20;
 pub const MAX_OFFSET: usize = 10_000;
 
 pub struct SearchService {
-    search: Arc<Search>,
+    /// None when the node keeps no index (`[search] enabled = false`).
+    search: Option<Arc<Search>>,
 }
 
 impl SearchService {
-    pub fn new(search: Arc<Search>) -> Self {
+    pub fn new(search: Option<Arc<Search>>) -> Self {
         Self { search }
+    }
+
+    fn index(&self) -> Result<Arc<Search>> {
+        self.search.clone().ok_or_else(|| {
+            Error::SearchUnavailable(
+                "search is turned off on this node ([search] enabled = false in casemesh.toml)"
+                    .into(),
+            )
+        })
     }
 
     /// The page of records matching `q`, once `q` is checked.
     pub async fn search(&self, mut q: SearchQuery) -> Result<Found> {
         check(&mut q)?;
-        let search = self.search.clone();
+        let search = self.index()?;
         blocking(move || search.search(&q)).await
     }
 
     /// Rebuilds the index from the store; the records it holds after.
     pub async fn reindex(&self) -> Result<u64> {
-        let search = self.search.clone();
+        let search = self.index()?;
         blocking(move || search.rebuild()).await
-    }
-
-    /// Records in the index, and records waiting to be taken in.
-    pub fn sizes(&self) -> (u64, usize) {
-        self.search.sizes()
     }
 }
 

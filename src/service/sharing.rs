@@ -108,8 +108,9 @@ pub struct Sharing {
     /// Weak: the runtime holds this service, and the node must be able to
     /// drop both (and close the store) at shutdown.
     runtime: OnceLock<Weak<dyn PeerRuntime>>,
-    /// Purged with the replicas of a removed peer.
-    search: Arc<Search>,
+    /// Purged with the replicas of a removed peer (none when the node
+    /// keeps no index).
+    search: Option<Arc<Search>>,
     /// Bumped on every grant change; a feed batch built under an older
     /// generation is rebuilt before it is sent.
     generation: AtomicU64,
@@ -222,7 +223,7 @@ impl Sharing {
         store: Arc<Store>,
         trust: Arc<TrustStore>,
         limits: Limits,
-        search: Arc<Search>,
+        search: Option<Arc<Search>>,
     ) -> Result<Self> {
         let grants = store.grants()?;
         let peers = store.peers()?;
@@ -529,7 +530,9 @@ impl Sharing {
     /// Rewrites the search index files so that purged replicas' words are
     /// in none of them.
     async fn purge_search(&self) -> Result<()> {
-        let search = self.search.clone();
+        let Some(search) = self.search.clone() else {
+            return Ok(());
+        };
         tokio::task::spawn_blocking(move || search.purge())
             .await
             .map_err(|e| Error::Internal(format!("the search purge's task failed: {e}")))??;
@@ -1265,7 +1268,7 @@ mod tests {
                 store.clone(),
                 Arc::new(trust),
                 Limits::default(),
-                Arc::new(search),
+                Some(Arc::new(search)),
             )
             .unwrap();
             (store, Arc::new(sharing))

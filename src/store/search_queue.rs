@@ -60,6 +60,12 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets every queued change: for a node that keeps no index (one
+    /// made again is rebuilt from the store, not from the queue).
+    pub fn clear_search_queue(&self) -> Result<()> {
+        Ok(self.trees.search_queue.raw().clear()?)
+    }
+
     /// How many records wait for the search index.
     pub fn search_queue_len(&self) -> usize {
         self.trees.search_queue.len()

@@ -71,8 +71,9 @@ pub struct SyncContext {
     pub versions: Arc<version_cache::VersionCache>,
     /// Batches sent and applied, entries refused, files fetched.
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// The search index, purged before a purge acknowledgement is signed.
-    pub search: Arc<crate::search::Search>,
+    /// The search index, purged before a purge acknowledgement is signed
+    /// (none when the node keeps no index).
+    pub search: Option<Arc<crate::search::Search>>,
 }
 
 /// Versions from one peer's batch that are now durable and readable here.

@@ -423,11 +423,12 @@ async fn sign_acks(
         ctx.store
             .apply_batch(&peer.office, &revocations, at, now, &[])?;
     }
-    let search = ctx.search.clone();
-    tokio::task::spawn_blocking(move || search.purge())
-        .await
-        .map_err(|e| PullError::Search(format!("the purge's task failed: {e}")))?
-        .map_err(|e| PullError::Search(e.to_string()))?;
+    if let Some(search) = ctx.search.clone() {
+        tokio::task::spawn_blocking(move || search.purge())
+            .await
+            .map_err(|e| PullError::Search(format!("the purge's task failed: {e}")))?
+            .map_err(|e| PullError::Search(e.to_string()))?;
+    }
     for grant in std::mem::take(&mut sorted.to_sign) {
         let ack = sign_ack(ctx, peer, grant, now)?;
         sorted.items.push(ApplyItem::Ack(ack.clone()));

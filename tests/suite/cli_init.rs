@@ -149,6 +149,7 @@ fn init_creates_an_office_in_an_empty_mount_point() {
             "node-cert.pem",
             "office-ca.pem",
             "private",
+            "search",
             "staging",
             "store"
         ]

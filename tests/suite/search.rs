@@ -340,7 +340,7 @@ async fn a_lost_index_is_rebuilt_from_the_store_and_reindex_rebuilds_it() {
 
     // The index directory lost while stopped: rebuilt at start.
     std::fs::remove_dir_all(data.join("search")).unwrap();
-    let _server = serve(&data).await;
+    let server = serve(&data).await;
     let found = json(&["search", "canal", "street", "--json", "--data", d]);
     assert_eq!(found["total"], 3, "{found}");
 
@@ -371,4 +371,27 @@ async fn a_lost_index_is_rebuilt_from_the_store_and_reindex_rebuilds_it() {
         d,
     ]);
     assert_eq!(found["total"], 3, "{found}");
+    drop(server);
+
+    // Turned off in casemesh.toml: the index is deleted (it holds the
+    // records' text) and searches are refused; turned on again, rebuilt.
+    let config = data.join("casemesh.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let on = "[search]\nenabled = true";
+    assert!(text.contains(on), "init writes it:\n{text}");
+    std::fs::write(&config, text.replace(on, "[search]\nenabled = false")).unwrap();
+    let server = serve(&data).await;
+    assert!(!data.join("search").exists(), "the index is deleted");
+    let by_plate = ["search", "--subject", "plate=7XKD203", "--data", d];
+    let err = fails(1, &by_plate);
+    assert!(
+        err.contains("search is turned off on this node ([search] enabled = false")
+            && err.contains("(UNAVAILABLE)"),
+        "{err}"
+    );
+    drop(server);
+    std::fs::write(&config, &text).unwrap();
+    let _server = serve(&data).await;
+    let found = json(&[&by_plate[..], &["--json"]].concat());
+    assert_eq!(found["total"], 3, "rebuilt: {found}");
 }
