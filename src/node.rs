@@ -418,6 +418,7 @@ async fn services(paths: &Paths, config: &Config, id: &Identity) -> Result<Servi
         applied: tokio::sync::broadcast::Sender::new(4096),
         guards: Default::default(),
         versions: Default::default(),
+        rejections: Default::default(),
     });
     let replicator = Arc::new(Replicator::new(sync_ctx.clone()));
     let runtime: Arc<dyn PeerRuntime> = replicator.clone();

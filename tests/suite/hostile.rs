@@ -55,7 +55,10 @@ impl RawPull {
         let ch = origin.connect_as(&cert, &key).await.unwrap();
         let (up, rx) = mpsc::channel(16);
         up.send(pb::PullUp {
-            kind: Some(pb::pull_up::Kind::Start(pb::PullStart { after_seq })),
+            kind: Some(pb::pull_up::Kind::Start(pb::PullStart {
+                after_seq,
+                record_encoding: casemesh::domain::record::RECORD_ENCODING,
+            })),
         })
         .await
         .unwrap();
