@@ -16,6 +16,7 @@ use prost::Message;
 
 use crate::domain::audit::{Actor, ChainWalk, Draft, Entry, Outcome, SignedHead, Target, clip};
 use crate::domain::codec::{Reader, Writer};
+use crate::domain::rejection::{FeedRejection, PeerRejections};
 use crate::domain::sharing::encoding::{decode_item, encode_item, read_ack, write_ack};
 use crate::domain::sharing::{FeedItem, GrantId, PurgeAck};
 use crate::domain::{
@@ -354,16 +355,32 @@ impl Requests {
     }
 
     /// What a peer sends on `Pull`: where it starts, how far it applied,
-    /// and purge acknowledgements it signed.
+    /// purge acknowledgements it signed, and versions it rejected.
     fn pull_up(&self, m: &[u8]) {
         let Ok(up) = pb::PullUp::decode(m) else {
             return;
         };
-        if let Some(pull_up::Kind::PurgeAck(a)) = up.kind {
-            let _ = clip(&format!("grant {}", a.grant_id));
-            if let Ok(ack) = convert::purge_ack_from_pb(a) {
-                let _ = self.verifier.verify_bytes(&ack.canonical(), &ack.signature);
+        match up.kind {
+            Some(pull_up::Kind::PurgeAck(a)) => {
+                let _ = clip(&format!("grant {}", a.grant_id));
+                if let Ok(ack) = convert::purge_ack_from_pb(a) {
+                    let _ = self.verifier.verify_bytes(&ack.canonical(), &ack.signature);
+                }
             }
+            Some(pull_up::Kind::Rejected(r)) => {
+                let kept = FeedRejection::reported(
+                    &self.ca.office,
+                    r.seq,
+                    &r.record_id,
+                    r.version,
+                    &r.reason,
+                    1,
+                );
+                let mut held = PeerRejections::default();
+                held.report(kept.clone());
+                let _ = (kept.describe(), held.view());
+            }
+            _ => {}
         }
     }
 

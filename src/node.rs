@@ -463,6 +463,7 @@ async fn services(paths: &Paths, config: &Config, id: &Identity) -> Result<Servi
         guards: Default::default(),
         versions: Default::default(),
         search: search.clone(),
+        rejections: Default::default(),
     });
     let replicator = Arc::new(Replicator::new(sync_ctx.clone()));
     let runtime: Arc<dyn PeerRuntime> = replicator.clone();

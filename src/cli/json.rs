@@ -141,6 +141,22 @@ pub fn peer(p: &pb::Peer) -> Value {
         "outbox_pending": p.outbox_pending,
         "replicas": p.replicas,
         "last_error": text(&p.last_error),
+        "feed_rejections": p.feed_rejections.iter().map(feed_rejection).collect::<Vec<_>>(),
+        "feed_rejections_dropped": p.feed_rejections_dropped,
+    })
+}
+
+/// A version of this office's feed a peer could not take; `cause` is
+/// `rejected` (the peer said so, `reason` is its reason) or `older_build`
+/// (the peer cannot read the version's encoding).
+pub fn feed_rejection(r: &pb::FeedRejection) -> Value {
+    json!({
+        "cause": if r.older_build { "older_build" } else { "rejected" },
+        "record": text(&r.record_id),
+        "version": if r.version == 0 { Value::Null } else { json!(r.version) },
+        "feed_seq": r.seq,
+        "reason": r.reason,
+        "at": time(r.at_ms),
     })
 }
 

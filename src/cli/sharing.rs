@@ -11,6 +11,7 @@ use super::ClientOpts;
 use super::errors::CliError;
 use super::{json, output};
 use crate::domain::MAX_TIME_MS;
+use crate::domain::rejection::describe;
 use crate::identity::Fingerprint;
 use crate::protocol::pb;
 
@@ -233,6 +234,32 @@ pub fn print_peers(peers: &[pb::Peer]) {
         ],
         &rows,
     );
+    for line in rejection_lines(peers) {
+        println!("{line}");
+    }
+}
+
+/// Under the table, one line for each version a peer could not take from
+/// this office's feed: `nyc-da rejected version 2 of <id>: <reason>
+/// (<time>)`.
+pub fn rejection_lines(peers: &[pb::Peer]) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in peers {
+        for r in &p.feed_rejections {
+            let said = describe(r.older_build, r.seq, &r.record_id, r.version, &r.reason);
+            out.push(format!("{}: {said} ({})", p.office, output::time(r.at_ms)));
+        }
+        if p.feed_rejections_dropped > 0 {
+            out.push(format!(
+                "{}: and {} earlier rejected versions not kept (casemesh audit list --action feed.rejected_by_peer --peer {})",
+                p.office, p.feed_rejections_dropped, p.office
+            ));
+        }
+    }
+    if !out.is_empty() {
+        out.insert(0, String::new());
+    }
+    out
 }
 
 pub async fn run_peer(cmd: PeerCommand) -> Result<()> {

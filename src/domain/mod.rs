@@ -15,6 +15,7 @@ pub mod ids;
 pub mod limits;
 pub mod merkle;
 pub mod record;
+pub mod rejection;
 pub mod role;
 pub mod sharing;
 pub mod subject;

@@ -151,6 +151,38 @@ const CANONICAL_V2: &[u8; 20] = b"casemesh.record.v2\0\0";
 /// without any keep their v1 or v2 bytes.
 const CANONICAL_V3: &[u8; 20] = b"casemesh.record.v3\0\0";
 
+/// The highest canonical encoding this build reads: v3, versions with
+/// subjects. A puller declares it when it starts pulling, so that the
+/// origin knows which versions it will reject.
+pub const RECORD_ENCODING: u32 = 3;
+
+/// What every canonical encoding's tag starts with.
+const TAG_PREFIX: &[u8] = b"casemesh.record.v";
+
+/// The canonical encoding `bytes` are in (1, 2 or 3), read from the tag
+/// alone; `None` for a tag of no encoding this build knows.
+pub fn encoding_of(bytes: &[u8]) -> Option<u32> {
+    let tag = bytes.get(..CANONICAL_V1.len())?;
+    [CANONICAL_V1, CANONICAL_V2, CANONICAL_V3]
+        .iter()
+        .position(|t| tag == *t)
+        .map(|i| i as u32 + 1)
+}
+
+/// The record id and version number that a version's bytes name, read
+/// from the fields every encoding starts with (the tag, the id, the
+/// version) and nothing else, so that a version refused whole can still
+/// be named to its origin. `None` when even these do not read.
+pub fn peek_id_version(bytes: &[u8]) -> Option<(RecordId, u64)> {
+    let mut r = Reader::new(bytes);
+    if !r.raw(CANONICAL_V1.len()).ok()?.starts_with(TAG_PREFIX) {
+        return None;
+    }
+    let id = RecordId::parse(r.str("id").ok()?).ok()?;
+    let version = r.u64().ok()?;
+    Some((id, version))
+}
+
 impl RecordVersion {
     /// The canonical encoding: the exact bytes that the digest and signature
     /// cover. Fields in a fixed order, integers big-endian, strings and bytes
@@ -454,6 +486,41 @@ mod tests {
             &with_attachment().canonical()[..CANONICAL_V2.len()],
             CANONICAL_V2
         );
+    }
+
+    /// The encoding and the id and version of a version are read from its
+    /// first fields alone, whatever follows; a tag of another kind of
+    /// bytes, or fields cut short, name nothing.
+    #[test]
+    fn the_encoding_id_and_version_read_from_the_first_fields() {
+        let plain = sample().canonical();
+        let attached = with_attachment().canonical();
+        let subjects = with_subjects(false).canonical();
+        assert_eq!(encoding_of(&plain), Some(1));
+        assert_eq!(encoding_of(&attached), Some(2));
+        assert_eq!(
+            encoding_of(&subjects),
+            Some(RECORD_ENCODING),
+            "a puller declares the newest encoding this build writes"
+        );
+        let named = Some((sample().id, 2));
+        for bytes in [&plain, &attached, &subjects] {
+            assert_eq!(peek_id_version(bytes), named);
+        }
+        // A later encoding this build cannot decode still names its record.
+        let mut later = subjects.clone();
+        later[..CANONICAL_V1.len()].copy_from_slice(b"casemesh.record.v9\0\0");
+        assert_eq!(encoding_of(&later), None);
+        assert!(RecordVersion::from_canonical(&later).is_err());
+        assert_eq!(peek_id_version(&later), named);
+        // Not a record, or cut before the version ends.
+        let mut other = plain.clone();
+        other[..CANONICAL_V1.len()].copy_from_slice(b"casemesh.purge.v1\0\0\0");
+        assert_eq!(peek_id_version(&other), None);
+        let id_end = CANONICAL_V1.len() + 4 + sample().id.as_str().len();
+        assert_eq!(peek_id_version(&plain[..id_end + 7]), None);
+        assert_eq!(peek_id_version(&plain[..id_end + 8]), named);
+        assert_eq!(encoding_of(&plain[..19]), None);
     }
 
     /// Frozen bytes of canonical encoding v3, as for v1 and v2.

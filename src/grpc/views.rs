@@ -1,5 +1,6 @@
 //! What the services keep, as the messages the Admin service answers with.
 
+use crate::domain::rejection::{Cause, FeedRejection};
 use crate::protocol::convert::role_to_pb;
 use crate::protocol::pb;
 use crate::service::PeerView;
@@ -29,5 +30,22 @@ pub fn peer(v: &PeerView) -> pb::Peer {
         replicas: v.replicas,
         last_error: v.link.last_error.clone(),
         ca_expires_at_ms: crate::identity::pki::expires_at_ms(&v.peer.ca_der).unwrap_or(0),
+        feed_rejections: v.feed_rejections.iter().map(feed_rejection).collect(),
+        feed_rejections_dropped: v.feed_rejections_dropped,
+    }
+}
+
+pub fn feed_rejection(r: &FeedRejection) -> pb::FeedRejection {
+    pb::FeedRejection {
+        older_build: r.cause == Cause::OlderBuild,
+        record_id: r
+            .record
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        version: r.version,
+        seq: r.seq,
+        reason: r.reason.clone(),
+        at_ms: r.at_ms,
     }
 }

@@ -48,6 +48,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use rustls_pki_types::CertificateDer;
 
 use crate::domain::audit::{Actor, Draft, Outcome, Target};
+use crate::domain::rejection::FeedRejection;
 use crate::domain::sharing::{
     self, EndReason, FeedItem, Grant, GrantId, GrantJob, GrantTarget, Peer,
 };
@@ -82,6 +83,9 @@ pub trait PeerRuntime: Send + Sync {
     /// Stops replication with `office`; returns the puller task to wait for.
     fn peer_removed(&self, office: &OfficeId) -> Option<tokio::task::JoinHandle<()>>;
     fn link_status(&self, office: &OfficeId) -> LinkStatus;
+    /// What `office` could not take from this office's feed, newest
+    /// first, and how many of its reports were not kept.
+    fn feed_rejections(&self, office: &OfficeId) -> (Vec<FeedRejection>, u64);
 }
 
 /// A peer with its live status, for `ListPeers`.
@@ -94,6 +98,11 @@ pub struct PeerView {
     pub outbox_pending: u64,
     /// Records of the peer's office held here.
     pub replicas: u64,
+    /// Versions of this office's feed the peer could not take, newest
+    /// first ([`crate::domain::rejection`]).
+    pub feed_rejections: Vec<FeedRejection>,
+    /// The peer's reports that `feed_rejections` no longer holds.
+    pub feed_rejections_dropped: u64,
 }
 
 pub struct Sharing {
@@ -614,11 +623,17 @@ impl Sharing {
     pub fn peers(&self) -> Result<Vec<PeerView>> {
         let mut out = Vec::new();
         for peer in self.store.peers()? {
-            let link = self
-                .runtime()
+            let runtime = self.runtime();
+            let link = runtime
+                .as_ref()
                 .map(|rt| rt.link_status(&peer.office))
                 .unwrap_or_default();
+            let (feed_rejections, feed_rejections_dropped) = runtime
+                .map(|rt| rt.feed_rejections(&peer.office))
+                .unwrap_or_default();
             out.push(PeerView {
+                feed_rejections,
+                feed_rejections_dropped,
                 fingerprint: Fingerprint::of(&peer.ca_der),
                 checkpoint: self.store.checkpoint(&peer.office)?,
                 outbox_pending: self.store.outbox_pending(&peer.office)?,

@@ -10,6 +10,11 @@
 //! past the head it was queued with, so a peer never holds a version that a
 //! crash here could undo. The caller's office is passed in from its verified
 //! certificate.
+//!
+//! What the peer could not take is kept for this office's admins
+//! ([`super::rejections`]): the versions it reports rejecting, and those
+//! sent in a record encoding it said it does not read (a build from before
+//! that encoding reports nothing, but rejects them all the same).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,8 +24,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::{HEARTBEAT, StreamError, SyncContext};
 use crate::domain::audit::{Actor, Draft, MAX_RECORDS, Outcome, Target};
+use crate::domain::record::{RECORD_ENCODING, encoding_of};
+use crate::domain::rejection::{FeedRejection, OLDER_BUILD};
 use crate::domain::sharing::FeedItem;
-use crate::domain::{OfficeId, now_ms};
+use crate::domain::{OfficeId, RecordId, now_ms};
 use crate::protocol::pb::{self, feed_entry, pull_down, pull_up};
 
 /// Payload bytes after which a batch is sent.
@@ -54,9 +61,11 @@ async fn send(
 }
 
 /// Where a stream stands: the highest sequence number sent on it, which
-/// bounds what the peer may acknowledge.
+/// bounds what the peer may acknowledge (and report rejected), and the
+/// highest record encoding its peer said it reads.
 struct Position {
     sent: AtomicU64,
+    reads: u32,
 }
 
 /// Serves one `Pull` stream until the peer goes away, is removed, or the
@@ -83,7 +92,12 @@ pub async fn serve(
             return;
         }
     };
-    tracing::info!(%peer, after = start.after_seq, "peer pulling");
+    // What the peer reads: callers from before the field read v1 and v2.
+    let reads = start.record_encoding.max(2);
+    tracing::info!(%peer, after = start.after_seq, reads, "peer pulling");
+    if reads >= RECORD_ENCODING {
+        ctx.rejections.upgraded(&peer);
+    }
     let mut replaced = slot.replaced.clone();
     if let Err(e) = check_start(&ctx, &peer, start.after_seq).await {
         let _ = send(&down, &mut shutdown, Err(e)).await;
@@ -97,6 +111,7 @@ pub async fn serve(
     }
     let position = Arc::new(Position {
         sent: AtomicU64::new(cursor),
+        reads,
     });
     let reader = tokio::spawn(read_up(
         ctx.clone(),
@@ -222,7 +237,8 @@ async fn stream_feed(
 
 /// Sends the entries after `cursor` up to `upto`, if any; returns the new
 /// cursor. On a storage error the stream ends without moving the cursor, so
-/// nothing is skipped.
+/// nothing is skipped. A version in an encoding the peer does not read is
+/// sent all the same (it rejects it, as a peer should), and noted.
 async fn send_pending(
     ctx: &SyncContext,
     peer: &OfficeId,
@@ -247,6 +263,8 @@ async fn send_pending(
     let Some(&(last, _)) = entries.last() else {
         return Ok(None);
     };
+    // Records whose rejection by the peer a new delivery may clear.
+    let watched = ctx.rejections.watched(peer);
     let mut batch = Vec::new();
     let mut served = Served::default();
     let mut bytes = 0;
@@ -276,6 +294,12 @@ async fn send_pending(
                         };
                         bytes += v.canonical.len() + v.signature.len();
                         served.versions.push((id.to_string(), version));
+                        if watched.iter().any(|(w, _)| *w == id) {
+                            served.resent.push((id.clone(), version, seq));
+                        }
+                        if encoding_of(&v.canonical).is_some_and(|e| e > position.reads) {
+                            served.unreadable = Some((id.clone(), version, seq));
+                        }
                         batch.push(pb::FeedEntry {
                             seq,
                             kind: Some(feed_entry::Kind::Version(pb::ReplicatedVersion {
@@ -333,11 +357,17 @@ async fn send_pending(
     Ok(Some(last))
 }
 
-/// What a batch carries, for its audit entry.
+/// What a batch carries, for its audit entry, and what it means for the
+/// peer's rejections.
 #[derive(Default)]
 struct Served {
     versions: Vec<(String, u64)>,
     revoked: Vec<(String, u64)>,
+    /// Versions of records the peer rejected a version of: (record,
+    /// version, seq).
+    resent: Vec<(RecordId, u64, u64)>,
+    /// The last version in an encoding the peer cannot read.
+    unreadable: Option<(RecordId, u64, u64)>,
 }
 
 /// This office's newest signed audit head, sent with every batch and
@@ -426,9 +456,35 @@ async fn send_batch(
     };
     // Counted as sent before it is: the peer may acknowledge it at once.
     position.sent.fetch_max(last_seq, Ordering::SeqCst);
+    ctx.rejections.sent(peer, &served.resent);
     ctx.metrics
         .batch_sent(peer.as_str(), prost::Message::encoded_len(&msg));
-    send(down, shutdown, Ok(msg)).await
+    send(down, shutdown, Ok(msg)).await?;
+    if let Some((id, version, seq)) = served.unreadable {
+        note_unreadable(ctx, peer, id, version, seq).await;
+    }
+    Ok(())
+}
+
+/// Notes that `peer` was sent a version in an encoding it declared it
+/// cannot read: it rejects the version, and says nothing about it. Logged
+/// once a minute per peer at most.
+async fn note_unreadable(ctx: &SyncContext, peer: &OfficeId, id: RecordId, version: u64, seq: u64) {
+    tracing::warn!(%peer, record = %id, version, seq, "{OLDER_BUILD}");
+    let entry = Draft::new(
+        Actor::node(ctx.office.as_str()),
+        "feed.peer_cannot_read",
+        Target {
+            records: vec![(id.to_string(), version)],
+            peer: peer.to_string(),
+            detail: format!("feed entry {seq}"),
+            ..Target::default()
+        },
+        Outcome::failed("FAILED_PRECONDITION", OLDER_BUILD),
+    );
+    ctx.refusals.refuse(peer.as_str(), entry).await;
+    let note = FeedRejection::older_build(seq, id, version, now_ms());
+    ctx.rejections.older_build(peer, note);
 }
 
 /// Reads the peer's acknowledgements: applied checkpoints (never past what
@@ -454,6 +510,11 @@ async fn read_up(
                 if let Err(e) = ctx.store.ack_outbox(&peer, a.seq) {
                     tracing::error!(%peer, error = %e, "outbox cleanup failed");
                 }
+                ctx.rejections.acked(&peer, a.seq);
+            }
+            Some(pull_up::Kind::Rejected(r)) => {
+                let sent = position.sent.load(Ordering::SeqCst);
+                rejected(&ctx, &peer, r, sent).await;
             }
             Some(pull_up::Kind::PurgeAck(a)) => {
                 let grant = a.grant_id.clone();
@@ -482,6 +543,76 @@ async fn read_up(
                 }
             }
             _ => tracing::warn!(%peer, "unexpected message on Pull"),
+        }
+    }
+}
+
+/// Keeps a peer's report that it rejected a version of its feed, and logs
+/// it (counted per peer, and in the node's log only at debug level: a peer
+/// may send reports as fast as it likes); a report of an entry past the
+/// last one sent on this stream is ignored. Whatever the peer sends, what
+/// is kept is bounded ([`crate::domain::rejection`]).
+async fn rejected(ctx: &SyncContext, peer: &OfficeId, r: pb::VersionRejected, sent: u64) {
+    if r.seq == 0 || r.seq > sent {
+        tracing::debug!(%peer, seq = r.seq, sent, "ignored a report of a rejected entry not sent");
+        return;
+    }
+    let report = FeedRejection::reported(
+        &ctx.office,
+        r.seq,
+        &r.record_id,
+        r.version,
+        &r.reason,
+        now_ms(),
+    );
+    tracing::debug!(%peer, seq = r.seq, rejection = %report.describe(), "peer rejected a version");
+    let entry = Draft::new(
+        Actor::peer(peer.as_str()),
+        "feed.rejected_by_peer",
+        Target {
+            records: report
+                .record
+                .iter()
+                .map(|id| (id.to_string(), report.version))
+                .collect(),
+            peer: peer.to_string(),
+            detail: format!("feed entry {}", r.seq),
+            ..Target::default()
+        },
+        Outcome::failed("REJECTED", report.reason.clone()),
+    );
+    let later = report
+        .record
+        .clone()
+        .and_then(|id| later_queued(ctx, peer, id, report.version));
+    ctx.rejections.report(peer, report);
+    // A later version written before the report came is in the feed
+    // already, at or before its end: the report clears once the peer
+    // acknowledges that far without rejecting the record again.
+    if let Some(later) = later {
+        ctx.rejections.sent(peer, &[later]);
+    }
+    ctx.refusals.refuse(peer.as_str(), entry).await;
+}
+
+/// If this office's record `id` is past `version`, the record, its head
+/// version and the end of `peer`'s feed, which carries that head if the
+/// peer may see it (a write queues its version in the same transaction).
+fn later_queued(
+    ctx: &SyncContext,
+    peer: &OfficeId,
+    id: RecordId,
+    version: u64,
+) -> Option<(RecordId, u64, u64)> {
+    let read = || -> Result<_, crate::store::StoreError> {
+        Ok((ctx.store.head(&id)?, ctx.store.last_seq(peer)?))
+    };
+    match read() {
+        Ok((Some(head), end)) if head.version > version => Some((id, head.version, end)),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::error!(%peer, error = %e, "reading a rejected record's head failed");
+            None
         }
     }
 }

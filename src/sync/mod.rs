@@ -1,6 +1,7 @@
 //! Replication at run time: one puller per pinned peer ([`puller`]), the
 //! serving side of `Pull` ([`feed`]) with the versions its streams share
-//! ([`version_cache`]), and the expiry sweeper.
+//! ([`version_cache`]) and what peers could not take from it
+//! ([`rejections`]), and the expiry sweeper.
 //!
 //! The wire types come from `protocol::pb` and connections from
 //! `protocol::transport`; the gRPC servers call in here, never the other
@@ -13,6 +14,7 @@ pub mod fetch;
 pub mod guard;
 mod heard;
 pub mod puller;
+pub mod rejections;
 pub mod version_cache;
 pub mod witness;
 
@@ -26,6 +28,7 @@ use tokio::task::JoinHandle;
 pub use error::{FetchError, PullError, Rejection, StreamError};
 
 use crate::domain::OfficeId;
+use crate::domain::rejection::FeedRejection;
 use crate::domain::sharing::Peer;
 use crate::identity::OfficeCa;
 use crate::service::{LinkStatus, PeerRuntime, Sharing};
@@ -74,6 +77,8 @@ pub struct SyncContext {
     /// The search index, purged before a purge acknowledgement is signed
     /// (none when the node keeps no index).
     pub search: Option<Arc<crate::search::Search>>,
+    /// What each peer could not take from this office's feed.
+    pub rejections: rejections::FeedRejections,
 }
 
 /// Versions from one peer's batch that are now durable and readable here.
@@ -168,6 +173,7 @@ impl PeerRuntime for Replicator {
         // Its live Pull is told to end, and its rations start afresh if
         // it is pinned again.
         self.ctx.guards.forget(office);
+        self.ctx.rejections.forget(office);
         let link = self.links().remove(office)?;
         let _ = link.stop.send(true);
         Some(link.task)
@@ -178,6 +184,10 @@ impl PeerRuntime for Replicator {
             .get(office)
             .map(|l| l.status.lock().unwrap_or_else(|p| p.into_inner()).clone())
             .unwrap_or_default()
+    }
+
+    fn feed_rejections(&self, office: &OfficeId) -> (Vec<FeedRejection>, u64) {
+        self.ctx.rejections.view(office)
     }
 }
 

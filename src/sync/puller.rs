@@ -1,8 +1,9 @@
 //! The pulling side: one task per pinned peer keeps a `Pull` stream open,
 //! verifies every version (signature by the peer's office key, origin equal
 //! to the peer), applies each batch with its checkpoint in one transaction,
-//! makes it durable, then acknowledges it. Lost connections are retried
-//! with capped, jittered exponential backoff.
+//! makes it durable, then acknowledges it; a version it refuses is logged
+//! here and reported to the origin, so that the origin's admins see it.
+//! Lost connections are retried with capped, jittered exponential backoff.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +18,8 @@ use super::heard::{Heard, Listening};
 use super::{HEARTBEAT, MAX_MESSAGE, SyncContext};
 use crate::domain::NodeAddr;
 use crate::domain::audit::{Actor, Draft, Outcome, Target};
+use crate::domain::record::{RECORD_ENCODING, peek_id_version};
+use crate::domain::rejection::clip_reason;
 use crate::domain::sharing::{GrantId, Peer, PurgeAck};
 use crate::domain::{OfficeId, RecordId, SignedVersion, now_ms};
 use crate::identity::tls::{PemIdentity, client_config};
@@ -110,6 +113,7 @@ async fn pull_once(
     let send = |kind| pb::PullUp { kind: Some(kind) };
     up.send(send(pull_up::Kind::Start(pb::PullStart {
         after_seq: checkpoint,
+        record_encoding: RECORD_ENCODING,
     })))
     .await
     .map_err(|_| PullError::Stopped("the call's sender"))?;
@@ -367,6 +371,12 @@ async fn apply(
         }
     };
     ctx.store.commit().await?;
+    // The origin hears of the versions refused before the acknowledgement
+    // that covers them, so it knows which acknowledgement they precede.
+    for r in sorted.reports {
+        let kind = pull_up::Kind::Rejected(r);
+        let _ = up.send(pb::PullUp { kind: Some(kind) }).await;
+    }
     ctx.metrics
         .batch_applied(peer.office.as_str(), bytes, sorted.refusals.len());
     // Counted per peer: junk sent as fast as a peer can send it must not
@@ -480,13 +490,33 @@ pub const MAX_BATCH_ENTRIES: usize = 16_384;
 
 /// A batch's entries sorted into what the store applies, the purge
 /// acknowledgements to send (signed for it, or signed before and sent
-/// again), and the refused entries' audit drafts.
+/// again), the refused entries' audit drafts, and the reports of refused
+/// versions to send the origin.
 struct Sorted {
     items: Vec<ApplyItem>,
     acks: Vec<PurgeAck>,
     /// Closed grants to acknowledge with a new signature ([`sign_acks`]).
     to_sign: Vec<GrantId>,
     refusals: Vec<Draft>,
+    reports: Vec<pb::VersionRejected>,
+}
+
+/// Most refused versions of one batch reported to the origin: it shows
+/// its admins the newest few, and the rest are in this node's audit log.
+const MAX_REPORTS_PER_BATCH: usize = 8;
+
+/// What the origin is told about a version refused at entry `seq`: the
+/// record and version its bytes name, when they can be read, and why.
+fn report(seq: u64, canonical: &[u8], reason: &Rejection) -> pb::VersionRejected {
+    let (record_id, version) = peek_id_version(canonical)
+        .map(|(id, v)| (id.to_string(), v))
+        .unwrap_or_default();
+    pb::VersionRejected {
+        seq,
+        record_id,
+        version,
+        reason: clip_reason(&reason.to_string()),
+    }
 }
 
 /// Sorts `entries`: checked versions, revocations of records the peer owns
@@ -503,6 +533,7 @@ fn sort_entries(
         acks: Vec::new(),
         to_sign: Vec::new(),
         refusals: Vec::new(),
+        reports: Vec::new(),
     };
     let mut acks = AckBudget {
         signed: 0,
@@ -511,13 +542,18 @@ fn sort_entries(
     };
     for entry in entries {
         match entry.kind {
-            Some(feed_entry::Kind::Version(_)) => {
+            Some(feed_entry::Kind::Version(v)) => {
                 match verified.next().unwrap_or(Err(Rejection::Unchecked)) {
                     Ok(signed) => sorted.items.push(ApplyItem::Version(Box::new(signed))),
                     Err(reason) => {
                         tracing::warn!(peer = %peer.office, seq = entry.seq, %reason, "rejected a replicated version");
                         let what = format!("feed entry {}", entry.seq);
                         sorted.refusals.push(refused(ctx, peer, what, &reason));
+                        if sorted.reports.len() < MAX_REPORTS_PER_BATCH {
+                            sorted
+                                .reports
+                                .push(report(entry.seq, &v.canonical, &reason));
+                        }
                     }
                 }
             }
@@ -720,7 +756,33 @@ pub fn verify(
 
 #[cfg(test)]
 mod tests {
-    use super::in_parts;
+    use super::{Rejection, in_parts, report};
+
+    /// A version refused whole (here, in an encoding from a later build)
+    /// is still named to its origin by the id and version its bytes start
+    /// with; bytes that do not name one are reported by position alone,
+    /// and a reason is cut to what the origin keeps.
+    #[test]
+    fn a_report_names_what_the_bytes_name_and_clips_the_reason() {
+        let id = "phila-da:0190a1b2c3d4aaaaaaaaaaaaaaaaaaaa";
+        let mut w = crate::domain::codec::Writer::with_capacity(64);
+        w.raw(b"casemesh.record.v9\0\0").str(id).u64(7).raw(b"more");
+        let later = w.finish();
+        let refused = crate::domain::RecordVersion::from_canonical(&later).unwrap_err();
+        let r = report(12, &later, &Rejection::Malformed(refused));
+        assert_eq!((r.seq, r.record_id.as_str(), r.version), (12, id, 7));
+        assert!(!r.reason.is_empty());
+        let r = report(13, b"junk", &Rejection::Unchecked);
+        assert_eq!((r.record_id.as_str(), r.version), ("", 0));
+        assert_eq!(r.reason, "verification result missing");
+        let long = crate::domain::limits::LimitError::FieldTooLong {
+            field: "x".repeat(10_000),
+            actual: 1,
+            limit: 0,
+        };
+        let r = report(14, b"", &Rejection::Shape(long));
+        assert!(r.reason.len() <= crate::domain::rejection::MAX_REASON_BYTES);
+    }
 
     /// Results keep their entries' places across parts, and a part whose
     /// thread panics fails each of its own items, no more and no fewer:

@@ -213,15 +213,33 @@ fn peers_table(h: &mut String, s: &Snapshot) {
                 ago(s.at_ms, p.oldest_purge_since_ms)
             ),
         };
+        // Below the link's own error: what the peer could not take from
+        // this office's feed.
+        let mut errors = escape(&p.view.link.last_error);
+        for r in &p.view.feed_rejections {
+            let _ = write!(
+                errors,
+                "<div class=\"rejected\">{} {}</div>",
+                state("bad", &r.describe()),
+                ago(s.at_ms, r.at_ms)
+            );
+        }
+        if p.view.feed_rejections_dropped > 0 {
+            let _ = write!(
+                errors,
+                "<div class=\"rejected\">and {} earlier rejected versions (audit log: \
+                 feed.rejected_by_peer)</div>",
+                p.view.feed_rejections_dropped
+            );
+        }
         let _ = write!(
             h,
             "<tr class=\"peer\" data-office=\"{o}\"><td>{o}</td><td>{link}</td><td>{}</td>\
              <td class=\"n\">{}</td><td class=\"n\">{lag}</td><td class=\"n\">{}</td>\
-             <td>{purges}</td><td>{}</td></tr>",
+             <td>{purges}</td><td>{errors}</td></tr>",
             ago(s.at_ms, p.view.link.last_contact_ms),
             p.view.outbox_pending,
             p.view.replicas,
-            escape(&p.view.link.last_error),
             o = escape(p.view.peer.office.as_str()),
         );
     }
@@ -511,6 +529,51 @@ mod tests {
             ENDED_GRANTS_SHOWN + 1
         );
         assert!(page.contains("30 older grants, ended and purged, are not shown"));
+    }
+
+    /// What a peer could not take shows under its link's error, escaped:
+    /// the reason is the peer's own words.
+    #[test]
+    fn a_peers_rejections_show_escaped_in_its_row() {
+        use crate::domain::OfficeId;
+        use crate::domain::rejection::FeedRejection;
+        use crate::domain::sharing::Peer;
+        use crate::service::sharing::PeerView;
+        let origin = OfficeId::parse("phila-da").unwrap();
+        let id = "phila-da:0190a1b2c3d4aaaaaaaaaaaaaaaaaaaa";
+        let reported = FeedRejection::reported(&origin, 4, id, 2, "<b>too big</b>", 1);
+        let older =
+            FeedRejection::older_build(5, crate::domain::RecordId::parse(id).unwrap(), 3, 1);
+        let mut s = snapshot(Vec::new());
+        s.peers.push(super::super::observe::PeerState {
+            view: PeerView {
+                peer: Peer {
+                    office: OfficeId::parse("nyc-da").unwrap(),
+                    endpoint: "https://127.0.0.1:1".into(),
+                    ca_der: Vec::new(),
+                    added_at_ms: 1,
+                },
+                fingerprint: crate::identity::Fingerprint::of(&[]),
+                link: Default::default(),
+                checkpoint: 0,
+                outbox_pending: 0,
+                replicas: 0,
+                feed_rejections: vec![older, reported],
+                feed_rejections_dropped: 3,
+            },
+            lag_ms: 0,
+            purges_pending: 0,
+            oldest_purge_since_ms: 0,
+            ca_expires_at_ms: 0,
+        });
+        let page = render(&s, &[], 10);
+        assert!(!page.contains("<b>too big"), "{page}");
+        assert!(page.contains(&format!(
+            "rejected version 2 of {id}: &lt;b&gt;too big&lt;/b&gt;"
+        )));
+        assert!(page.contains("the peer runs an older casemesh that cannot read record versions"));
+        assert!(page.contains("and 3 earlier rejected versions"));
+        assert_eq!(page.matches("<div class=\"rejected\">").count(), 3);
     }
 
     #[test]

@@ -51,11 +51,20 @@ impl RawPull {
     /// Opens a stream from `origin` as `peer`'s node, starting after
     /// `after_seq`. The first message's status is not checked here.
     pub async fn open(origin: &TestNode, peer: &TestNode, after_seq: u64) -> Self {
+        let start = pb::PullStart {
+            after_seq,
+            record_encoding: casemesh::domain::record::RECORD_ENCODING,
+        };
+        Self::open_with(origin, peer, start).await
+    }
+
+    /// [`RawPull::open`] with the `PullStart` given (an older build's, say).
+    pub async fn open_with(origin: &TestNode, peer: &TestNode, start: pb::PullStart) -> Self {
         let (cert, key) = peer.node_identity();
         let ch = origin.connect_as(&cert, &key).await.unwrap();
         let (up, rx) = mpsc::channel(16);
         up.send(pb::PullUp {
-            kind: Some(pb::pull_up::Kind::Start(pb::PullStart { after_seq })),
+            kind: Some(pb::pull_up::Kind::Start(start)),
         })
         .await
         .unwrap();
@@ -128,6 +137,11 @@ impl RawPull {
             })
             .await
             .unwrap();
+    }
+
+    /// Sends any message up the stream.
+    pub async fn send(&self, kind: pb::pull_up::Kind) {
+        self.up.send(pb::PullUp { kind: Some(kind) }).await.unwrap();
     }
 
     /// Acknowledges everything up to `seq`.

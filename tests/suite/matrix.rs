@@ -506,7 +506,10 @@ impl Bench<'_> {
                 .map(ok),
             "/casemesh.v1.Replication/Pull" => {
                 let start = pb::PullUp {
-                    kind: Some(pb::pull_up::Kind::Start(pb::PullStart { after_seq: 0 })),
+                    kind: Some(pb::pull_up::Kind::Start(pb::PullStart {
+                        after_seq: 0,
+                        record_encoding: casemesh::domain::record::RECORD_ENCODING,
+                    })),
                 };
                 peer.pull(tokio_stream::iter([start])).await.map(ok)
             }

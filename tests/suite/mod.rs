@@ -29,6 +29,7 @@ mod matrix;
 mod memory;
 mod netfault;
 mod ops_metrics;
+mod peer_rejections;
 mod peers;
 mod records;
 mod relay;

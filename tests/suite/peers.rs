@@ -101,7 +101,10 @@ async fn a_node_certificate_from_an_unpinned_ca_fails_the_handshake() {
 
 fn start(after_seq: u64) -> pb::PullUp {
     pb::PullUp {
-        kind: Some(pb::pull_up::Kind::Start(pb::PullStart { after_seq })),
+        kind: Some(pb::pull_up::Kind::Start(pb::PullStart {
+            after_seq,
+            record_encoding: casemesh::domain::record::RECORD_ENCODING,
+        })),
     }
 }
 
