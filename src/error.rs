@@ -128,6 +128,8 @@ pub enum Error {
     /// The search index cannot answer now: being rebuilt, or failed.
     #[error("{0}")]
     SearchUnavailable(String),
+    #[error("search is turned off on this node ([search] enabled = false in casemesh.toml)")]
+    SearchTurnedOff,
 
     // Not this caller's to do.
     #[error(

@@ -14,7 +14,8 @@ use crate::protocol::pb;
 pub struct SearchArgs {
     /// Words of the title and body; every word must match. "a phrase"
     /// (quoted for the shell too: '"canal street"') matches the words in
-    /// order, -word excludes one, a OR b matches either.
+    /// order, a OR b matches either, and after `--`, -word excludes one
+    /// (`casemesh search -- canal -street`).
     #[arg(value_name = "WORDS")]
     pub words: Vec<String>,
     /// A subject the record must name, KIND=VALUE, or KIND@ROLE=VALUE for
@@ -90,7 +91,7 @@ pub async fn run(a: SearchArgs) -> Result<()> {
         }));
         return Ok(());
     }
-    print_found(&found, a.offset);
+    print_found(&found, a.offset, a.limit);
     Ok(())
 }
 
@@ -112,7 +113,7 @@ const HEADER: &[&str] = &[
     "updated",
 ];
 
-fn print_found(found: &pb::SearchResponse, offset: u32) {
+fn print_found(found: &pb::SearchResponse, offset: u32, limit: u32) {
     let shown = found.hits.len() as u64;
     let first = u64::from(offset) + 1;
     match (found.total, shown) {
@@ -147,7 +148,9 @@ fn print_found(found: &pb::SearchResponse, offset: u32) {
         })
         .collect();
     output::table(HEADER, &rows);
-    let next = u64::from(offset) + shown;
+    // The next page starts past the whole of this one: a match the store
+    // no longer held is counted in the ranking but not shown.
+    let next = u64::from(offset) + u64::from(limit);
     if next < found.total {
         println!("more: --offset {next}");
     }

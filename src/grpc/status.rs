@@ -69,7 +69,8 @@ impl From<Error> for Status {
             | Error::NotCurrentCertificate { .. }
             | Error::GrantEnded { .. }
             | Error::GrantStillActive(_)
-            | Error::EmptyCollection(_) => Status::failed_precondition(msg),
+            | Error::EmptyCollection(_)
+            | Error::SearchTurnedOff => Status::failed_precondition(msg),
             Error::NotOrigin { .. } | Error::PeersOnly(_) => Status::permission_denied(msg),
             Error::AuditEntryUnreadable { .. }
             | Error::BlobDamaged { .. }

@@ -22,6 +22,9 @@ pub enum SearchError {
     Index(#[from] tantivy::TantivyError),
     #[error("the search index directory {path}: {reason}")]
     Directory { path: String, reason: String },
+    /// Another node of this machine holds the index (and so its store).
+    #[error("the search index {0} is in use by another node")]
+    Busy(String),
     #[error("the search query: {0}")]
     Query(String),
 }
@@ -30,7 +33,7 @@ pub type Result<T> = std::result::Result<T, SearchError>;
 
 /// The index's one writer, waiting a little for a node of this process
 /// that is closing it (a restart) to let go of its lock.
-fn writer_when_free(index: &Index) -> Result<IndexWriter> {
+fn writer_when_free(index: &Index, dir: &Path) -> Result<IndexWriter> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     loop {
         // One indexing thread: the node's cores belong to serving.
@@ -38,12 +41,24 @@ fn writer_when_free(index: &Index) -> Result<IndexWriter> {
             Err(tantivy::TantivyError::LockFailure(
                 tantivy::directory::error::LockError::LockBusy,
                 _,
-            )) if std::time::Instant::now() < deadline => {
+            )) => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(SearchError::Busy(dir.display().to_string()));
+                }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            other => return Ok(other?),
+            other => return Ok(only_explicit_merges(other?)),
         }
     }
+}
+
+/// `writer`, merging segments only when told ([`SearchIndex::commit`],
+/// [`SearchIndex::purge`]): a merge running in the background could hold
+/// a purged record's words in a segment it writes after a purge has
+/// removed the files that held them.
+fn only_explicit_merges(writer: IndexWriter) -> IndexWriter {
+    writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
+    writer
 }
 
 /// A subject's term: `kind=normalized value`, or with the role,
@@ -55,12 +70,14 @@ fn subject_term(s: &Subject, with_role: bool) -> String {
     }
 }
 
-/// The payload of every commit of a complete index of this schema.
+/// The payload of a commit of a complete index of this schema (one that
+/// holds every record of the store, as of its queue), and of any other.
 const COMPLETE: &str = "casemesh.search.v1 complete";
+const INCOMPLETE: &str = "casemesh.search.v1 incomplete";
 
-fn commit(writer: &mut IndexWriter) -> Result<()> {
+fn commit(writer: &mut IndexWriter, complete: bool) -> Result<()> {
     let mut prepared = writer.prepare_commit()?;
-    prepared.set_payload(COMPLETE);
+    prepared.set_payload(if complete { COMPLETE } else { INCOMPLETE });
     prepared.commit()?;
     Ok(())
 }
@@ -153,7 +170,12 @@ impl SearchIndex {
         };
         // It holds the text of records: only the node's user may read it,
         // as the rest of the data directory.
-        crate::store::staging::private_dir(dir).map_err(|e| directory_error(e.to_string()))?;
+        crate::store::staging::private_dir(dir)
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            })
+            .map_err(|e| directory_error(e.to_string()))?;
         let directory = tantivy::directory::MmapDirectory::open(dir)
             .map_err(|e| directory_error(e.to_string()))?;
         let (schema, fields) = schema();
@@ -167,7 +189,7 @@ impl SearchIndex {
             .schema(schema)
             .settings(settings)
             .open_or_create(directory)?;
-        let writer = writer_when_free(&index)?;
+        let writer = writer_when_free(&index, dir)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -225,18 +247,35 @@ impl SearchIndex {
     }
 
     /// Makes what was put and removed durable and visible to searches,
-    /// and marks the index as holding every record of the store, as of
-    /// the queue ([`SearchIndex::is_complete`]).
-    pub fn commit(&self) -> Result<()> {
-        commit(&mut self.writer())?;
+    /// marked `complete` or not ([`SearchIndex::is_complete`]); then
+    /// merges segments as tantivy's default policy would have in the
+    /// background.
+    pub fn commit(&self, complete: bool) -> Result<()> {
+        let mut writer = self.writer();
+        commit(&mut writer, complete)?;
+        let segments = self.index.searchable_segment_metas()?;
+        let policy = tantivy::indexer::LogMergePolicy::default();
+        for candidate in tantivy::indexer::MergePolicy::compute_merge_candidates(&policy, &segments)
+        {
+            writer.merge(&candidate.0).wait()?;
+        }
+        drop(writer);
         self.reader.reload()?;
         Ok(())
     }
 
-    /// Whether the last commit was made by [`SearchIndex::commit`] of
-    /// this schema: not the case for a new index, one of another schema,
-    /// or one whose rebuild was cut short (its last commit is the one
-    /// before the rebuild, and the rebuild starts again).
+    /// Drops everything not committed, with a new writer: after any
+    /// failure of the writer (its indexing thread may be gone with it).
+    pub fn rollback(&self) -> Result<()> {
+        let mut writer = self.writer();
+        writer.rollback()?;
+        writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
+        Ok(())
+    }
+
+    /// Whether the last commit was marked complete by this schema: not
+    /// the case for a new index, one of another schema, or one whose
+    /// rebuild was cut short.
     pub fn is_complete(&self) -> Result<bool> {
         Ok(self.index.load_metas()?.payload.as_deref() == Some(COMPLETE))
     }
@@ -248,22 +287,45 @@ impl SearchIndex {
         Ok(())
     }
 
-    /// Commits, then rewrites every segment that holds deleted documents
-    /// and deletes the old files: a removed record's words are then in no
-    /// file of the index. Call before telling anyone that a purge is done.
-    pub fn purge(&self) -> Result<()> {
+    /// Commits (marked `complete` or not), then rewrites the segments that
+    /// hold deleted documents — of those, only the segments whose
+    /// dictionary holds one of `only`, when given — and deletes the old
+    /// files: a removed record's words are then in no file of the index.
+    /// Call before telling anyone that a purge is done.
+    pub fn purge(&self, complete: bool, only: Option<&[RecordId]>) -> Result<()> {
         let mut writer = self.writer();
-        commit(&mut writer)?;
+        commit(&mut writer, complete)?;
         let searcher = {
             self.reader.reload()?;
             self.reader.searcher()
         };
-        let dirty: Vec<_> = searcher
-            .segment_readers()
-            .iter()
-            .filter(|s| s.has_deletes())
-            .map(|s| s.segment_id())
-            .collect();
+        let mut dirty = Vec::new();
+        for segment in searcher.segment_readers() {
+            if !segment.has_deletes() {
+                continue;
+            }
+            let holds = match only {
+                None => true,
+                Some(ids) => {
+                    let terms = segment.inverted_index(self.fields.id)?;
+                    let mut any = false;
+                    for id in ids {
+                        let found = terms
+                            .terms()
+                            .get(id.as_str().as_bytes())
+                            .map_err(|e| SearchError::Query(e.to_string()))?;
+                        if found.is_some() {
+                            any = true;
+                            break;
+                        }
+                    }
+                    any
+                }
+            };
+            if holds {
+                dirty.push(segment.segment_id());
+            }
+        }
         if !dirty.is_empty() {
             writer.merge(&dirty).wait()?;
         }

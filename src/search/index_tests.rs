@@ -54,7 +54,7 @@ fn subjects_match_normalized_and_text_matches_words() {
     for v in [&own, &shared, &other] {
         index.put(v).unwrap();
     }
-    index.commit().unwrap();
+    index.commit(true).unwrap();
     assert_eq!(index.len(), 3);
 
     let by_badge = index
@@ -146,7 +146,7 @@ fn a_new_version_replaces_the_old_and_a_tombstone_removes_it() {
     v.version = 2;
     v.title = "second title".into();
     index.put(&v).unwrap();
-    index.commit().unwrap();
+    index.commit(true).unwrap();
     let q = |text: &str| SearchQuery {
         text: text.into(),
         limit: 10,
@@ -157,7 +157,7 @@ fn a_new_version_replaces_the_old_and_a_tombstone_removes_it() {
     v.version = 3;
     v.deleted = true;
     index.put(&v).unwrap();
-    index.commit().unwrap();
+    index.commit(true).unwrap();
     assert!(index.is_empty());
 }
 
@@ -191,7 +191,7 @@ fn a_purged_record_is_gone_from_the_files_not_only_marked_deleted() {
     );
     index.put(&kept).unwrap();
     index.put(&purged).unwrap();
-    index.commit().unwrap();
+    index.commit(true).unwrap();
     // Control: while the record is held, its words are in the term
     // dictionaries and its id and title in the stored fields' bytes.
     let before = files_bytes(dir.path());
@@ -212,13 +212,13 @@ fn a_purged_record_is_gone_from_the_files_not_only_marked_deleted() {
     }
     // Deleting alone leaves the words in the files, as search libraries do.
     index.remove(&purged.id);
-    index.commit().unwrap();
+    index.commit(true).unwrap();
     assert!(
         index.holds_term("body", "qwertyuiopasdf").unwrap(),
         "control: marked deleted only"
     );
     assert!(contains(&files_bytes(dir.path()), b"zyxwvutsrq"), "control");
-    index.purge().unwrap();
+    index.purge(true, None).unwrap();
     let q = SearchQuery {
         text: "qwertyuiopasdf".into(),
         limit: 10,
@@ -261,7 +261,7 @@ fn only_a_commit_of_this_code_marks_the_index_complete() {
         let index = SearchIndex::open(dir.path()).unwrap();
         assert!(!index.is_complete().unwrap(), "a new index");
         index.put(&version("nyc-da", 1, "kept", "", &[])).unwrap();
-        index.commit().unwrap();
+        index.commit(true).unwrap();
         assert!(index.is_complete().unwrap());
     }
     let index = SearchIndex::open(dir.path()).unwrap();
@@ -273,6 +273,6 @@ fn only_a_commit_of_this_code_marks_the_index_complete() {
         1,
         "searches see the index as it was until the commit"
     );
-    index.commit().unwrap();
+    index.commit(true).unwrap();
     assert_eq!(index.len(), 0);
 }

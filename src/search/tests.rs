@@ -66,16 +66,20 @@ impl Fixture {
             .unwrap()
     }
 
-    /// Writes `v` as this office's next version of its record.
+    /// Writes `v` as this office's next version of its record, on disk
+    /// when this returns (as a `Put`).
     fn write(&self, v: &SignedVersion) {
         let expected = (v.record.version > 1).then(|| v.record.version - 1);
         self.store.append_version(v, expected, &[], &[]).unwrap();
+        self.store.flush_now().unwrap();
     }
 
-    /// Applies items from phila-da as a replica batch does.
+    /// Applies items from phila-da as a replica batch does, on disk when
+    /// this returns.
     fn apply(&self, items: Vec<ApplyItem>) {
         let peer = self.peer_ca.office.clone();
         self.store.apply_batch(&peer, &items, 1, 1, &[]).unwrap();
+        self.store.flush_now().unwrap();
     }
 }
 
@@ -97,9 +101,9 @@ fn badge(search: &Search, value: &str) -> Vec<String> {
 fn a_search_sees_every_write_and_replica_made_before_it() {
     let f = fixture();
     let search = f.search();
-    assert!(search.needs_rebuild().unwrap(), "a new index");
+    assert!(search.needs_rebuild(), "a new index");
     search.rebuild().unwrap();
-    assert!(!search.needs_rebuild().unwrap());
+    assert!(!search.needs_rebuild());
 
     let own = f.signed(&f.ca, 1, 1, "Canal Street raid", "badge=4471");
     f.write(&own);
@@ -131,7 +135,7 @@ fn a_change_made_while_the_index_took_it_in_stays_queued() {
     let f = fixture();
     let v1 = f.signed(&f.ca, 1, 1, "first", "badge=1");
     f.write(&v1);
-    let mark = f.store.search_mark().unwrap();
+    let mark = f.store.search_mark();
     let taken = f.store.search_queue(mark, 10).unwrap();
     assert_eq!(taken.len(), 1);
     // Written after the entry was taken, before it is forgotten.
@@ -152,6 +156,7 @@ fn a_lost_or_unreadable_index_is_rebuilt_from_the_store() {
     }
     {
         let search = f.search();
+        search.rebuild().unwrap();
         assert_eq!(badge(&search, "4471").len(), 5);
     }
     // Damage every file of the index.
@@ -161,29 +166,91 @@ fn a_lost_or_unreadable_index_is_rebuilt_from_the_store() {
         std::fs::write(&path, b"not an index").unwrap();
     }
     let search = f.search();
-    assert!(search.needs_rebuild().unwrap());
+    assert!(search.needs_rebuild());
     assert_eq!(search.rebuild().unwrap(), 5);
     assert_eq!(badge(&search, "4471").len(), 5);
-    assert!(dir.with_extension("unreadable").is_dir(), "kept aside");
+    assert!(
+        !dir.with_extension("unreadable").exists(),
+        "deleted, not kept aside: it held records' text"
+    );
 
     // Gone entirely: the same.
     drop(search);
     std::fs::remove_dir_all(&dir).unwrap();
     let search = f.search();
-    assert!(search.needs_rebuild().unwrap());
+    assert!(search.needs_rebuild());
     search.rebuild().unwrap();
     assert_eq!(badge(&search, "4471").len(), 5);
+}
+
+#[test]
+fn only_a_finished_rebuild_makes_an_index_complete() {
+    let f = fixture();
+    for n in 0..3 {
+        f.write(&f.signed(&f.ca, n, 1, &format!("report {n}"), "badge=4471"));
+    }
+    {
+        let search = f.search();
+        // Changes taken in and committed, purges rewritten: still not
+        // an index of the whole store.
+        search.take_in().unwrap();
+        f.write(&f.signed(&f.ca, 9, 1, "one more", "badge=4471"));
+        search.purge().unwrap();
+        assert!(search.needs_rebuild());
+        // A rebuild cut short leaves it so.
+        search.close();
+        assert!(matches!(search.rebuild(), Err(Error::Closing)));
+        assert!(search.needs_rebuild());
+        let refused = search.search(&SearchQuery::default());
+        assert!(matches!(refused, Err(Error::Incomplete(_))), "{refused:?}");
+    }
+    let search = f.search();
+    assert!(
+        search.needs_rebuild(),
+        "and so it is found at the next start"
+    );
+    assert_eq!(search.rebuild().unwrap(), 4);
+    assert_eq!(badge(&search, "4471").len(), 4);
+}
+
+#[test]
+fn a_purge_on_a_full_disk_empties_the_index() {
+    let f = fixture();
+    let replica = f.signed(&f.peer_ca, 9, 1, "zyxwvutsrq informant", "badge=777");
+    f.apply(vec![ApplyItem::Version(Box::new(replica.clone()))]);
+    {
+        let search = f.search();
+        search.rebuild().unwrap();
+        assert_eq!(badge(&search, "777").len(), 1);
+    }
+    f.apply(vec![ApplyItem::Revoke(replica.record.id.clone())]);
+    // The same store, opened with a reserve no disk has free.
+    let path = f.dir.path().join("store");
+    let store = Arc::try_unwrap(f.store).ok().unwrap();
+    drop(store);
+    let full = StoreOptions {
+        reserve_bytes: u64::MAX,
+        ..StoreOptions::for_tests()
+    };
+    let store = Arc::new(Store::open(&path, "nyc-da", &full).unwrap());
+    let search = Search::open(&f.dir.path().join("search"), store).unwrap();
+    assert!(!search.needs_rebuild());
+    search.purge().unwrap();
+    assert!(!search.holds_term("title", "zyxwvutsrq").unwrap());
+    assert_eq!(search.sizes().0, 0, "emptied");
+    assert!(search.needs_rebuild(), "and rebuilt once there is room");
 }
 
 #[test]
 fn a_hit_the_store_no_longer_holds_is_not_answered() {
     let f = fixture();
     let search = f.search();
+    search.rebuild().unwrap();
     let v = f.signed(&f.peer_ca, 1, 1, "shared then lost", "badge=4471");
-    // Indexed directly, as if the store had lost the write in a crash
-    // after the index took it in.
+    // Indexed directly, as a damaged or stale index might hold it: the
+    // store decides what is answered.
     search.index.put(&v.record).unwrap();
-    search.index.commit().unwrap();
+    search.index.commit(true).unwrap();
     let found = search
         .search(&SearchQuery {
             text: "lost".into(),

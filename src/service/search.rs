@@ -19,29 +19,37 @@ pub const DEFAULT_LIMIT: usize = 20;
 /// reads.
 pub const MAX_OFFSET: usize = 10_000;
 
+/// Most searches run at once; more wait their turn (each may take a core
+/// while it ranks).
+pub const MAX_AT_ONCE: usize = 4;
+
 pub struct SearchService {
     /// None when the node keeps no index (`[search] enabled = false`).
     search: Option<Arc<Search>>,
+    turns: tokio::sync::Semaphore,
 }
 
 impl SearchService {
     pub fn new(search: Option<Arc<Search>>) -> Self {
-        Self { search }
+        Self {
+            search,
+            turns: tokio::sync::Semaphore::new(MAX_AT_ONCE),
+        }
     }
 
     fn index(&self) -> Result<Arc<Search>> {
-        self.search.clone().ok_or_else(|| {
-            Error::SearchUnavailable(
-                "search is turned off on this node ([search] enabled = false in casemesh.toml)"
-                    .into(),
-            )
-        })
+        self.search.clone().ok_or(Error::SearchTurnedOff)
     }
 
     /// The page of records matching `q`, once `q` is checked.
     pub async fn search(&self, mut q: SearchQuery) -> Result<Found> {
         check(&mut q)?;
         let search = self.index()?;
+        let _turn = self
+            .turns
+            .acquire()
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
         blocking(move || search.search(&q)).await
     }
 
@@ -61,6 +69,41 @@ async fn blocking<T: Send + 'static>(
         .map_err(Error::from)
 }
 
+/// Deepest nesting of parentheses the words may use.
+pub const MAX_NESTING: usize = 8;
+
+/// The words may use what a person searching needs — words, phrases,
+/// `+`/`-`, `AND`/`OR`/`NOT`, parentheses, `field:word` — and nothing whose
+/// cost grows with the index rather than the query: ranges, sets and
+/// wildcards (the characters `[ ] { } *`) are refused, and so is deep
+/// nesting.
+fn check_words(text: &str) -> std::result::Result<(), String> {
+    let (mut depth, mut deepest, mut quoted) = (0usize, 0usize, false);
+    for c in text.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            _ if quoted => {}
+            '[' | ']' | '{' | '}' | '*' => {
+                return Err(format!(
+                    "the words to search may not use {c:?}: ranges, sets and wildcards are not supported (--from and --to select by time)"
+                ));
+            }
+            '(' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if deepest > MAX_NESTING {
+        return Err(format!(
+            "the words to search nest parentheses {deepest} deep; at most {MAX_NESTING}"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks `q` and fills in its defaults.
 fn check(q: &mut SearchQuery) -> Result<()> {
     let bad = |m: String| Err(Error::BadSearch(m));
@@ -70,6 +113,7 @@ fn check(q: &mut SearchQuery) -> Result<()> {
             q.text.len()
         ));
     }
+    check_words(&q.text).map_err(Error::BadSearch)?;
     if q.subjects.len() > MAX_TERMS {
         return bad(format!(
             "{} subjects given; at most {MAX_TERMS}",
@@ -132,7 +176,7 @@ impl From<crate::search::Error> for Error {
         use crate::search::{Error as E, SearchError};
         match e {
             E::Store(e) => e.into(),
-            E::Rebuilding { .. } => Error::SearchUnavailable(e.to_string()),
+            E::Rebuilding { .. } | E::Incomplete(_) => Error::SearchUnavailable(e.to_string()),
             E::Closing => Error::ShuttingDown,
             E::Index(SearchError::Query(m)) => {
                 Error::BadSearch(format!("the words to search do not parse: {m}"))
@@ -218,6 +262,30 @@ mod tests {
             })
             .contains("before")
         );
+        for words in ["body:[a TO z]", "title:*", "kind: IN [a b]", "{a TO b}"] {
+            assert!(
+                err(SearchQuery {
+                    text: words.into(),
+                    ..Default::default()
+                })
+                .contains("ranges, sets and wildcards are not supported"),
+                "{words}"
+            );
+        }
+        assert!(
+            err(SearchQuery {
+                text: format!("{}a{}", "(".repeat(9), ")".repeat(9)),
+                ..Default::default()
+            })
+            .contains("9 deep")
+        );
+        for fine in ["\"canal [street]\"", "(a OR (b AND -c))", "title:raid +suv"] {
+            checked(SearchQuery {
+                text: fine.into(),
+                ..Default::default()
+            })
+            .unwrap();
+        }
         assert!(
             err(SearchQuery {
                 collection: Some("c".repeat(MAX_NAME_BYTES + 1)),

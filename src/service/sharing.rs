@@ -432,6 +432,7 @@ impl Sharing {
         }
         // A removal of this office left unfinished (its purge failed) is
         // finished before it is pinned again, so no purge asked for is lost.
+        let mut purged = 0;
         if let Some((_, removal)) = self
             .store
             .removals()?
@@ -439,7 +440,7 @@ impl Sharing {
             .find(|(o, _)| o == &office)
         {
             let actor = Actor::node(self.office.as_str());
-            self.finish_removal(&office, removal, now_ms(), &actor)?;
+            purged = self.finish_removal(&office, removal, now_ms(), &actor)?;
         }
         let peer = Peer {
             office,
@@ -454,6 +455,10 @@ impl Sharing {
         });
         self.store.put_peer(&peer, &[entry])?;
         drop(gate);
+        if purged > 0 {
+            self.store.commit().await?;
+            self.purge_search().await?;
+        }
         // A peer pinned again gets the revocations of grants that ended
         // while it was not pinned, so it does not keep those copies.
         self.requeue(&peer.office).await?;
@@ -484,7 +489,7 @@ impl Sharing {
         purge_replicas: bool,
         call: &Call,
     ) -> Result<(u64, u64)> {
-        let _gate = self.gate.write().await;
+        let gate = self.gate.write().await;
         if self.store.peer(office)?.is_none() {
             return Err(Error::PeerNotPinned(office.clone()));
         }
@@ -529,10 +534,11 @@ impl Sharing {
         }
         let purged = self.finish_removal(office, removal, now, call.actor())?;
         self.store.commit().await?;
+        drop(gate);
+        self.grants_changed.notify_one();
         if purged > 0 {
             self.purge_search().await?;
         }
-        self.grants_changed.notify_one();
         Ok((purged, closed))
     }
 

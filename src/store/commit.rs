@@ -122,9 +122,16 @@ fn handle(db: &sled::Db, writer: &VersionWriter, batch: Vec<Request>, stats: &Co
             tracing::error!(error = %e, "reading the ends of the feeds failed");
             FeedEnds::default()
         });
+    // Every search queue token below this was written before the flush.
+    let search_mark = db.generate_id();
     let started = std::time::Instant::now();
     let flushed = db.flush().map(|_| assigned).map_err(|e| e.to_string());
     stats.flush_seconds.observe(started.elapsed().as_secs_f64());
+    if let (Ok(_), Ok(mark)) = (&flushed, search_mark) {
+        writer
+            .search_durable
+            .fetch_max(mark, std::sync::atomic::Ordering::SeqCst);
+    }
     for (request, failure) in batch.into_iter().zip(failed) {
         let answer = match failure {
             Some(e) => Err(e),

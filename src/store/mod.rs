@@ -218,6 +218,8 @@ impl Store {
             feed_floor,
             office: office.to_owned(),
             blob_pins: Default::default(),
+            // Everything there at opening is on disk.
+            search_durable: std::sync::Arc::new(db.generate_id()?.into()),
         };
         let commit_stats = crate::metrics::CommitStats::default();
         let store = Self {
@@ -252,6 +254,8 @@ impl Store {
             .await
             .map_err(|e| self.space.note(e))?;
         self.watermark_reached(assigned);
+        // What the flush made durable may be taken in now.
+        self.search_wake.notify_one();
         Ok(())
     }
 
@@ -295,9 +299,13 @@ impl Store {
 
     /// Flushes synchronously (used at shutdown).
     pub fn flush_now(&self) -> Result<()> {
+        let search_mark = self.db.generate_id()?;
         self.db
             .flush()
             .map_err(|e| self.space.note(StoreError::Engine(e)))?;
+        self.writer
+            .search_durable
+            .fetch_max(search_mark, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 }

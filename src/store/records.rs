@@ -374,6 +374,9 @@ pub(super) struct VersionWriter {
     pub(super) feed_floor: u64,
     pub(super) office: String,
     pub(super) blob_pins: super::blobs::Pins,
+    /// Every search queue token below this is on disk
+    /// ([`Store::search_queue`]): raised after each group-commit flush.
+    pub(super) search_durable: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl VersionWriter {

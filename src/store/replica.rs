@@ -198,6 +198,9 @@ impl RecordTrees<'_, '_> {
         counts: &mut CountDelta,
     ) -> Tx<bool> {
         let Some(head) = self.heads.get(id)? else {
+            // Queued all the same: an index that took in a version a crash
+            // then took back from the store drops it.
+            super::search_queue::queue_tx(self.search_queue, id)?;
             return Ok(false);
         };
         let digest = match self.versions.get((id, head.version))? {

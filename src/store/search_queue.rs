@@ -5,6 +5,9 @@
 //! store holds for them, makes that durable, and only then removes each
 //! entry whose token is still the one it took — so a change made while it
 //! worked stays queued, and a crash at any point leaves nothing unindexed.
+//! It takes only entries whose change is on disk (a token below the mark
+//! the last group-commit flush raised): the index never holds what a
+//! crash could take back from the store.
 
 use std::ops::Bound;
 
@@ -29,10 +32,13 @@ pub struct Queued {
 }
 
 impl Store {
-    /// A number above the token of every change queued so far
+    /// A number above the token of every queued change that is on disk:
+    /// every change a write or an applied batch made before it returned
     /// ([`Store::search_queue`]).
-    pub fn search_mark(&self) -> Result<u64> {
-        Ok(self.db.generate_id()?)
+    pub fn search_mark(&self) -> u64 {
+        self.writer
+            .search_durable
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Up to `limit` records the search index has yet to take in, of

@@ -92,7 +92,7 @@ pub enum PullError {
     Store(#[from] crate::store::StoreError),
     /// The search index could not be purged: no purge acknowledgement is
     /// signed until it is.
-    #[error("the search index: {0}")]
+    #[error("{0}")]
     Search(String),
 }
 

@@ -432,11 +432,13 @@ async fn sign_acks(
         let at = ctx.store.checkpoint(&peer.office)?;
         ctx.store
             .apply_batch(&peer.office, &revocations, at, now, &[])?;
+        // On disk, so that the index takes the purges in.
+        ctx.store.commit().await?;
     }
     if let Some(search) = ctx.search.clone() {
         tokio::task::spawn_blocking(move || search.purge())
             .await
-            .map_err(|e| PullError::Search(format!("the purge's task failed: {e}")))?
+            .map_err(|e| PullError::Search(format!("the search index's purge task failed: {e}")))?
             .map_err(|e| PullError::Search(e.to_string()))?;
     }
     for grant in std::mem::take(&mut sorted.to_sign) {

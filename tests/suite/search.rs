@@ -221,6 +221,20 @@ async fn an_office_finds_its_own_and_shared_records_about_an_agent_and_nothing_e
             .trim(),
         "nothing found"
     );
+    // After `--`, a word may be excluded, as the docs show.
+    let d = nyc.to_str().unwrap().to_owned();
+    let (excluded, kept) = tokio::task::spawn_blocking(move || {
+        (
+            ok(&["search", "--data", &d, "--json", "--", "grey", "-suv"]),
+            ok(&["search", "--data", &d, "--json", "--", "grey", "-traffic"]),
+        )
+    })
+    .await
+    .unwrap();
+    let excluded: Value = serde_json::from_str(&excluded).unwrap();
+    let kept: Value = serde_json::from_str(&kept).unwrap();
+    assert_eq!(excluded["total"], 0, "{excluded}");
+    assert_eq!(origins_and_ids(&kept), [("nyc-da".into(), own.clone())]);
 
     // Bad input: a precise message, and nothing found or changed.
     let err = cli_fails(&nyc, 1, &["search", "--limit", "500"]).await;
@@ -231,6 +245,12 @@ async fn an_office_finds_its_own_and_shared_records_about_an_agent_and_nothing_e
     let err = cli_fails(&nyc, 1, &["search", "title:("]).await;
     assert!(
         err.contains("do not parse") && err.contains("(INVALID_ARGUMENT)"),
+        "{err}"
+    );
+    let err = cli_fails(&nyc, 1, &["search", "body:[a TO z]"]).await;
+    assert!(
+        err.contains("ranges, sets and wildcards are not supported")
+            && err.contains("(INVALID_ARGUMENT)"),
         "{err}"
     );
     let err = cli_fails(&nyc, 1, &["search", "--subject", "badge=##"]).await;
@@ -386,7 +406,7 @@ async fn a_lost_index_is_rebuilt_from_the_store_and_reindex_rebuilds_it() {
     let err = fails(1, &by_plate);
     assert!(
         err.contains("search is turned off on this node ([search] enabled = false")
-            && err.contains("(UNAVAILABLE)"),
+            && err.contains("(FAILED_PRECONDITION)"),
         "{err}"
     );
     drop(server);
