@@ -304,6 +304,13 @@ pub fn status(s: &pb::StatusResponse, warnings: &[String]) -> Value {
         "disk_reserve_bytes": s.disk_reserve_bytes,
         "writes_refused": text(&s.writes_refused),
         "audit_entries_unindexed": s.audit_entries_unindexed,
+        "search": s.search.as_ref().map(|x| json!({
+            "state": x.state,
+            "records": x.records,
+            "waiting": x.waiting,
+            "rebuilt": x.rebuilt,
+            "rebuild_total": x.rebuild_total,
+        })),
         "peers": s.peers.iter().map(peer).collect::<Vec<_>>(),
         "transfers": s.transfers.iter().map(transfer).collect::<Vec<_>>(),
         "warnings": warnings,

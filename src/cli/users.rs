@@ -452,6 +452,10 @@ pub async fn status(client: ClientOpts, json: bool) -> Result<()> {
         println!();
         print_transfers(&s.transfers);
     }
+    if let Some(search) = &s.search {
+        println!();
+        println!("search index: {}", search_line(search));
+    }
     if s.audit_entries_unindexed > 0 {
         println!();
         println!(
@@ -507,4 +511,20 @@ fn print_transfers(transfers: &[pb::Transfer]) {
         })
         .collect();
     output::table(&["file", "from", "received", "state"], &rows);
+}
+
+/// The search index's state in a few words.
+fn search_line(s: &pb::SearchIndexStatus) -> String {
+    match s.state.as_str() {
+        "off" => "turned off ([search] enabled = false)".into(),
+        "rebuilding" => format!(
+            "being rebuilt from the store ({} of {} records); searches wait",
+            s.rebuilt, s.rebuild_total
+        ),
+        "incomplete" => format!(
+            "incomplete ({} records): searches are refused until it is rebuilt, which the node does once the disk allows (`casemesh search --reindex` does it now)",
+            s.records
+        ),
+        _ => format!("{} records, {} changes waiting", s.records, s.waiting),
+    }
 }

@@ -337,6 +337,7 @@ impl Admin for AdminApi {
             writes_refused: storage.writes_refused.unwrap_or_default(),
             blob_store: self.blobs.describe(),
             audit_entries_unindexed: self.audit.unindexed()?,
+            search: Some(super::views::search_index(self.search.state())),
             damaged_files: self
                 .blobs
                 .damaged_files()?

@@ -49,3 +49,26 @@ pub fn feed_rejection(r: &FeedRejection) -> pb::FeedRejection {
         at_ms: r.at_ms,
     }
 }
+
+/// The search index's state; `None`: search is turned off.
+pub fn search_index(s: Option<crate::search::State>) -> pb::SearchIndexStatus {
+    let Some(s) = s else {
+        return pb::SearchIndexStatus {
+            state: "off".into(),
+            ..Default::default()
+        };
+    };
+    let state = match (s.complete, s.rebuilding) {
+        (_, Some(_)) => "rebuilding",
+        (true, None) => "complete",
+        (false, None) => "incomplete",
+    };
+    let (rebuilt, rebuild_total) = s.rebuilding.unwrap_or_default();
+    pb::SearchIndexStatus {
+        state: state.into(),
+        records: s.records,
+        waiting: s.waiting,
+        rebuilt,
+        rebuild_total,
+    }
+}

@@ -80,6 +80,16 @@ pub struct FoundRecord {
     pub score: f32,
 }
 
+/// Where the index stands ([`Search::state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct State {
+    pub complete: bool,
+    /// Records indexed so far, and of how many, while a rebuild runs.
+    pub rebuilding: Option<(u64, u64)>,
+    pub records: u64,
+    pub waiting: u64,
+}
+
 /// A rebuild under way: records indexed so far, and how many there are.
 #[derive(Debug, Clone, Copy, Default)]
 struct Progress {
@@ -404,6 +414,18 @@ impl Search {
     /// Records in the index, and records waiting to be taken in.
     pub fn sizes(&self) -> (u64, usize) {
         (self.index.len(), self.store.search_queue_len())
+    }
+
+    /// Where the index stands, for `status`.
+    pub fn state(&self) -> State {
+        let (records, waiting) = self.sizes();
+        let rebuilding = *lock(&self.rebuilding);
+        State {
+            complete: self.complete.load(Ordering::SeqCst),
+            rebuilding: rebuilding.map(|p| (p.done, p.total)),
+            records,
+            waiting: waiting as u64,
+        }
     }
 
     /// Whether any index file's dictionary of `field` holds `word`

@@ -53,6 +53,11 @@ impl SearchService {
         blocking(move || search.search(&q)).await
     }
 
+    /// Where the index stands; `None` with search turned off.
+    pub fn state(&self) -> Option<crate::search::State> {
+        self.search.as_ref().map(|s| s.state())
+    }
+
     /// Rebuilds the index from the store; the records it holds after.
     pub async fn reindex(&self) -> Result<u64> {
         let search = self.index()?;

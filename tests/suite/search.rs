@@ -364,6 +364,16 @@ async fn a_lost_index_is_rebuilt_from_the_store_and_reindex_rebuilds_it() {
     let found = json(&["search", "canal", "street", "--json", "--data", d]);
     assert_eq!(found["total"], 3, "{found}");
 
+    // `status` says where the index stands.
+    let status = json(&["status", "--json", "--data", d]);
+    assert_eq!(status["search"]["state"], "complete", "{status}");
+    assert_eq!(status["search"]["records"], 3, "{status}");
+    let text = ok(&["status", "--data", d]);
+    assert!(
+        text.contains("search index: 3 records, 0 changes waiting"),
+        "{text}"
+    );
+
     let out = ok(&["search", "--reindex", "--data", d]);
     assert!(
         out.starts_with("rebuilt the search index: 3 records in "),
@@ -402,6 +412,8 @@ async fn a_lost_index_is_rebuilt_from_the_store_and_reindex_rebuilds_it() {
     std::fs::write(&config, text.replace(on, "[search]\nenabled = false")).unwrap();
     let server = serve(&data).await;
     assert!(!data.join("search").exists(), "the index is deleted");
+    let status = json(&["status", "--json", "--data", d]);
+    assert_eq!(status["search"]["state"], "off", "{status}");
     let by_plate = ["search", "--subject", "plate=7XKD203", "--data", d];
     let err = fails(1, &by_plate);
     assert!(
