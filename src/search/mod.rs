@@ -176,11 +176,13 @@ impl Search {
     fn take_in_locked(&self, writing: &mut Writing) -> Result<usize> {
         let mark = self.store.search_mark();
         let mut n = 0;
+        let mut after: Option<RecordId> = None;
         loop {
-            let batch = self.store.search_queue(mark, TAKE_BATCH)?;
-            if batch.is_empty() {
+            let batch = self.store.search_queue(mark, after.as_ref(), TAKE_BATCH)?;
+            let Some(last) = batch.last() else {
                 return Ok(n);
-            }
+            };
+            after = Some(last.id.clone());
             // Indexing grows the disk: not past the store's reserve (the
             // queue keeps the changes until there is room).
             self.store.check_space()?;

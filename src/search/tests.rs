@@ -136,14 +136,14 @@ fn a_change_made_while_the_index_took_it_in_stays_queued() {
     let v1 = f.signed(&f.ca, 1, 1, "first", "badge=1");
     f.write(&v1);
     let mark = f.store.search_mark();
-    let taken = f.store.search_queue(mark, 10).unwrap();
+    let taken = f.store.search_queue(mark, None, 10).unwrap();
     assert_eq!(taken.len(), 1);
     // Written after the entry was taken, before it is forgotten.
     f.write(&f.signed(&f.ca, 1, 2, "second", "badge=1"));
     f.store.search_queue_done(&taken).unwrap();
     assert_eq!(f.store.search_queue_len(), 1, "the newer change is kept");
     assert!(
-        f.store.search_queue(mark, 10).unwrap().is_empty(),
+        f.store.search_queue(mark, None, 10).unwrap().is_empty(),
         "and is not one that came before the mark"
     );
 }

@@ -42,10 +42,25 @@ impl Store {
     }
 
     /// Up to `limit` records the search index has yet to take in, of
-    /// those queued before `mark` was taken.
-    pub fn search_queue(&self, mark: u64, limit: usize) -> Result<Vec<Queued>> {
+    /// those queued before `mark`, after the record `after` in id order
+    /// (from the first without one): a pass over the queue reads each
+    /// entry once, however many newer ones it skips.
+    pub fn search_queue(
+        &self,
+        mark: u64,
+        after: Option<&RecordId>,
+        limit: usize,
+    ) -> Result<Vec<Queued>> {
+        let lower = match after {
+            Some(after) => Bound::Excluded(after),
+            None => Bound::Unbounded,
+        };
         let mut out = Vec::new();
-        for kv in self.trees.search_queue.iter() {
+        for kv in self
+            .trees
+            .search_queue
+            .range(lower, Bound::<&RecordId>::Unbounded)
+        {
             let (id, token) = kv?;
             if token < mark {
                 out.push(Queued { id, token });
