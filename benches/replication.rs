@@ -37,6 +37,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 #[path = "replication/scale.rs"]
 mod scale;
+#[path = "replication/search.rs"]
+mod search;
 #[path = "../tests/suite/scripted.rs"]
 mod scripted;
 use scripted::{Say, ScriptedOrigin};
@@ -67,6 +69,7 @@ struct Sizes {
     blob: usize,
     /// The `blobs` phase's files of 1 MiB.
     small_files: usize,
+    search: search::Sizes,
 }
 
 const FULL: Sizes = Sizes {
@@ -83,6 +86,7 @@ const FULL: Sizes = Sizes {
     idle_records: 1_000_000,
     blob: 1 << 30,
     small_files: 100,
+    search: search::FULL,
 };
 
 const QUICK: Sizes = Sizes {
@@ -99,6 +103,7 @@ const QUICK: Sizes = Sizes {
     idle_records: 5_000,
     blob: 64 << 20,
     small_files: 10,
+    search: search::QUICK,
 };
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -1364,13 +1369,13 @@ fn ratio(value: f64, base: f64, of: &str) -> String {
     }
 }
 
-const PHASES: [&str; 7] = [
-    "ceilings", "puts", "backfill", "fanout", "memory", "blobs", "scale",
+const PHASES: [&str; 8] = [
+    "ceilings", "puts", "backfill", "fanout", "memory", "blobs", "search", "scale",
 ];
 
 /// Phases to run: all, or those named by `--only a,b` (ceilings, puts,
-/// backfill, fanout, memory, blobs) — for profiling one at a time. The
-/// `scale` phase runs only when named, and alone (`--only scale`).
+/// backfill, fanout, memory, blobs, search) — for profiling one at a time.
+/// The `scale` phase runs only when named, and alone (`--only scale`).
 struct Only(Option<Vec<String>>);
 
 impl Only {
@@ -1521,6 +1526,17 @@ async fn run(s: Sizes, only: Only) -> Res<()> {
     }
     let blob_medians = if only.has("blobs") {
         Some(blobs(s, &pki).await?)
+    } else {
+        None
+    };
+    if only.has("search") {
+        eprintln!(
+            "search ({} records with subjects; backfills with and without search, then queries)…",
+            s.search.records
+        );
+    }
+    let searched = if only.has("search") {
+        Some(search::run(s.search, &pki).await?)
     } else {
         None
     };
@@ -1774,6 +1790,9 @@ async fn run(s: Sizes, only: Only) -> Res<()> {
             format!("{:.2} / {:.2} × the file", b.disk_origin, b.disk_peer),
             "≤ 1.05",
         );
+    }
+    if let Some(r) = &searched {
+        search::print(r);
     }
     println!();
     println!("medians of {reps} repetitions (live latency and 8-peer figures: one run)");

@@ -172,6 +172,12 @@ impl Office {
         self.handle.as_ref().map(NodeHandle::feed_counts)
     }
 
+    /// Records in the search index of a node in this process (none when
+    /// it keeps no index).
+    pub fn search_indexed(&self) -> Option<u64> {
+        self.handle.as_ref().and_then(NodeHandle::search_indexed)
+    }
+
     /// Runs the (stopped) node again, as a `casemesh serve` process of
     /// `bin` on a port it chooses.
     pub async fn serve_process(&mut self, bin: &Path) -> Result<()> {

@@ -94,6 +94,7 @@ pub struct NodeHandle {
     task: JoinHandle<Result<(), NodeError>>,
     applied: tokio::sync::broadcast::Sender<crate::sync::Applied>,
     versions: Arc<crate::sync::version_cache::VersionCache>,
+    search: Option<Arc<Search>>,
 }
 
 impl NodeHandle {
@@ -120,6 +121,13 @@ impl NodeHandle {
     /// were read from the store (the rest were shared between streams).
     pub fn feed_counts(&self) -> crate::sync::version_cache::Counts {
         self.versions.counts()
+    }
+
+    /// Records in the search index as last committed (none when
+    /// `[search]` turns it off): for a benchmark that waits until the
+    /// indexer has caught up.
+    pub fn search_indexed(&self) -> Option<u64> {
+        self.search.as_ref().map(|s| s.indexed())
     }
 
     /// Waits until the node stops by itself (it does not, unless it fails).
@@ -764,6 +772,7 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         &shutdown_rx,
     );
     replicator.start_all()?;
+    let search_handle = search.clone();
     let background = Background {
         expiry: tokio::spawn(crate::sync::run_expiry(sharing, shutdown_rx.clone())),
         storage_watch: tokio::spawn(watch_storage(
@@ -840,5 +849,6 @@ pub async fn start(data_dir: &Path, listener: TcpListener) -> Result<NodeHandle,
         task,
         applied,
         versions,
+        search: search_handle,
     })
 }

@@ -418,6 +418,12 @@ impl Search {
         (self.index.len(), self.store.search_queue_len())
     }
 
+    /// Records in the index as last committed (cheap, unlike
+    /// [`Search::sizes`], which counts the queue).
+    pub fn indexed(&self) -> u64 {
+        self.index.len()
+    }
+
     /// Where the index stands, for `status`.
     pub fn state(&self) -> State {
         let (records, waiting) = self.sizes();
