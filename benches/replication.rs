@@ -37,10 +37,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 #[path = "replication/scale.rs"]
 mod scale;
-#[path = "replication/search.rs"]
-mod search;
 #[path = "../tests/suite/scripted.rs"]
 mod scripted;
+#[path = "replication/search.rs"]
+mod search;
 use scripted::{Say, ScriptedOrigin};
 
 /// The same allocator as the `casemesh` binary, for the in-process nodes.

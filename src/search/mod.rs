@@ -30,8 +30,10 @@ use crate::store::{Queued, Store, StoreError};
 
 pub use index::{Hit, MAX_PAGE, SearchError, SearchIndex, SearchQuery};
 
-/// Records taken from the queue and indexed per commit.
-const TAKE_BATCH: usize = 1024;
+/// Records taken from the queue and indexed per commit: a commit (segment
+/// files written and synced, merges) costs more than indexing a thousand
+/// records, so a backfill's changes are taken in by the many thousand.
+const TAKE_BATCH: usize = 16_384;
 /// Records read from the store per step of a rebuild.
 const REBUILD_BATCH: usize = 1024;
 /// How long a search waits for a rebuild to finish before it answers
