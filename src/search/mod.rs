@@ -176,10 +176,15 @@ impl Search {
     }
 
     fn take_in_locked(&self, writing: &mut Writing) -> Result<usize> {
+        self.take_in_batches(writing, usize::MAX)
+    }
+
+    /// [`Search::take_in`], at most `batches` commits of it.
+    fn take_in_batches(&self, writing: &mut Writing, batches: usize) -> Result<usize> {
         let mark = self.store.search_mark();
         let mut n = 0;
         let mut after: Option<RecordId> = None;
-        loop {
+        for _ in 0..batches {
             let batch = self.store.search_queue(mark, after.as_ref(), TAKE_BATCH)?;
             let Some(last) = batch.last() else {
                 return Ok(n);
@@ -191,6 +196,7 @@ impl Search {
             self.index_batch(&batch, writing)?;
             n += batch.len();
         }
+        Ok(n)
     }
 
     /// Indexes what the store holds for `batch`, commits, then forgets
@@ -332,12 +338,14 @@ impl Search {
     }
 
     /// The records matching `q` that the store holds, after taking in
-    /// every change made before the call (unless the index's writer stays
-    /// busy for [`TAKE_IN_WAIT`]). Blocking.
+    /// the changes made before the call — unless the index's writer stays
+    /// busy for [`TAKE_IN_WAIT`], or more than one commit's worth
+    /// ([`TAKE_BATCH`]) waits (a backfill: the indexer's work, not a
+    /// search's). Blocking.
     pub fn search(&self, q: &SearchQuery) -> Result<Found> {
         self.wait_for_rebuild()?;
         if let Some(mut writing) = self.lock_within(TAKE_IN_WAIT) {
-            if let Err(e) = self.take_in_locked(&mut writing) {
+            if let Err(e) = self.take_in_batches(&mut writing, 1) {
                 // The committed index still answers; the queue keeps what
                 // it could not take in.
                 tracing::warn!(error = %e, "a search could not take in the latest changes");
