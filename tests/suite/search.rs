@@ -255,6 +255,10 @@ async fn an_office_finds_its_own_and_shared_records_about_an_agent_and_nothing_e
     );
     let err = cli_fails(&nyc, 1, &["search", "--subject", "badge=##"]).await;
     assert!(err.contains("no letters or digits"), "{err}");
+    let err = cli_fails(&nyc, 2, &["search", "--limit", "0"]).await;
+    assert!(err.contains("--limit must be at least 1"), "{err}");
+    let err = cli_fails(&nyc, 2, &["search", "--from", "yesterday"]).await;
+    assert!(err.contains("is not an RFC 3339 time"), "{err}");
     let err = cli_fails(&nyc, 2, &["search", "--subject", "badge"]).await;
     assert!(err.contains("is not a subject"), "{err}");
     let err = cli_fails(&nyc, 2, &["search", "--reindex", "--subject", "badge=1"]).await;
