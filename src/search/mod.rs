@@ -303,11 +303,14 @@ impl Search {
         if self.store.check_space().is_err() {
             return self.drop_index(&mut writing);
         }
-        let taken = self.take_in_locked(&mut writing);
-        if let Err(e) = taken {
-            tracing::warn!(error = %e, "the search index could not take in the purge; it is emptied instead");
-            return self.drop_index(&mut writing);
-        }
+        let started = std::time::Instant::now();
+        let taken = match self.take_in_locked(&mut writing) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "the search index could not take in the purge; it is emptied instead");
+                return self.drop_index(&mut writing);
+            }
+        };
         if writing.gone.is_empty() && !writing.gone_unknown {
             return Ok(());
         }
@@ -319,6 +322,12 @@ impl Search {
             self.roll_back();
             return self.drop_index(&mut writing);
         }
+        tracing::info!(
+            records = writing.gone.len(),
+            taken_in = taken,
+            took_ms = started.elapsed().as_millis() as u64,
+            "search index purged"
+        );
         *writing = Writing::default();
         Ok(())
     }

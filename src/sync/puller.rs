@@ -441,8 +441,10 @@ async fn sign_acks(
             .map_err(|e| PullError::Search(format!("the search index's purge task failed: {e}")))?
             .map_err(|e| PullError::Search(e.to_string()))?;
     }
+    // Purged as of now, not as of the batch's arrival.
+    let purged_at = now_ms();
     for grant in std::mem::take(&mut sorted.to_sign) {
-        let ack = sign_ack(ctx, peer, grant, now)?;
+        let ack = sign_ack(ctx, peer, grant, purged_at)?;
         sorted.items.push(ApplyItem::Ack(ack.clone()));
         sorted.acks.push(ack);
     }

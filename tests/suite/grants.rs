@@ -249,7 +249,9 @@ async fn a_large_grant_and_its_revocation_hold_no_write_back() {
     let mut cluster = TestCluster::start(&["phila-da"]).await;
     let root = tempfile::tempdir().unwrap();
     let bin = Path::new(env!("CARGO_BIN_EXE_casemesh"));
-    let mut peer = Office::start_process(root.path(), "nyc-da", bin)
+    // The peer's log, shown if the test fails.
+    let log = root.path().join("nyc-da.log");
+    let mut peer = Office::start_process_logging(root.path(), "nyc-da", bin, &log)
         .await
         .expect("the peer starts");
     cluster.nodes[0]
@@ -348,19 +350,48 @@ async fn a_large_grant_and_its_revocation_hold_no_write_back() {
     }
 
     // The peer purges the whole case and confirms it.
+    let seen = Arc::new(Mutex::new(String::from("nothing yet")));
+    let _dump = ShowOnFailure {
+        log: log.clone(),
+        seen: seen.clone(),
+    };
     eventually(
         Duration::from_secs(300),
         "the peer to purge the case",
         || async {
-            let grants = cluster.nodes[0].kit().grants().await.ok()?;
+            let note = |s: String| *seen.lock().unwrap() = s;
+            let grants = match cluster.nodes[0].kit().grants().await {
+                Ok(g) => g,
+                Err(e) => {
+                    note(format!("listing the origin's grants: {e}"));
+                    return None;
+                }
+            };
             let acked = grants
                 .iter()
                 .any(|g| g.id == grant.id && g.purge_ack.is_some());
-            let held = peer.holdings().await.ok()?;
+            let held = match peer.holdings().await {
+                Ok(h) => h,
+                Err(e) => {
+                    note(format!("listing the peer's records: {e}"));
+                    return None;
+                }
+            };
+            note(format!(
+                "purge acknowledged: {acked}; the peer holds {} records; \
+                 the origin sees: {}; the peer sees: {}",
+                held.len(),
+                link(cluster.nodes[0].kit()).await,
+                link(&peer).await,
+            ));
             (acked && held.is_empty()).then_some(())
         },
     )
     .await;
+    eprintln!(
+        "the peer purged the case {:?} after the revocation",
+        revoked.elapsed()
+    );
     // No version written after the revocation ever reached it.
     let late: BTreeSet<(String, u64)> = writes
         .lock()
@@ -382,4 +413,52 @@ async fn a_large_grant_and_its_revocation_hold_no_write_back() {
     );
     peer.stop().await.expect("the peer stops");
     cluster.stop_all().await;
+}
+
+/// How `office` sees its link to its one peer, for a failure message.
+async fn link(office: &Office) -> String {
+    let peers = match office.admin().await {
+        Ok(mut admin) => admin.list_peers(pb::ListPeersRequest::default()).await,
+        Err(e) => return format!("no admin channel: {e}"),
+    };
+    match peers {
+        Ok(r) => r
+            .into_inner()
+            .peers
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} connected={} checkpoint={} outbox_pending={} replicas={} last_error={:?}",
+                    p.office, p.connected, p.checkpoint, p.outbox_pending, p.replicas, p.last_error
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        Err(e) => format!("ListPeers failed: {e}"),
+    }
+}
+
+/// On a panic, shows what a wait saw last and the end of a peer's log.
+struct ShowOnFailure {
+    log: std::path::PathBuf,
+    seen: Arc<Mutex<String>>,
+}
+
+impl Drop for ShowOnFailure {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let seen = self.seen.lock().map(|s| s.clone()).unwrap_or_default();
+        eprintln!("last seen: {seen}");
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.contains("call answered"))
+            .collect();
+        eprintln!("the peer's log, last lines (of {}):", lines.len());
+        for line in &lines[lines.len().saturating_sub(60)..] {
+            eprintln!("  {}", line.chars().take(300).collect::<String>());
+        }
+    }
 }
