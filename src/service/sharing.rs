@@ -1142,9 +1142,15 @@ impl Sharing {
             );
             self.store
                 .put_grant_with_feed(&grant, &[], None, &[entry])?;
-            // Nothing will be revoked again: what it revealed may go.
-            self.store.forget_revealed(&grant.id)?;
+            // Nothing will be revoked again: what it revealed may go (a
+            // large case's worth of keys: off the async workers).
+            let (store, id) = (self.store.clone(), grant.id.clone());
+            blocking(move || Ok(store.forget_revealed(&id)?)).await?;
             self.store.commit().await?;
+        }
+        // Also when the store held it already: a call cut short after
+        // storing it left this list behind, and the peer sends it again.
+        if !self.grants_read().iter().any(|g| g == &grant) {
             self.replace_grant(grant);
         }
         Ok(())
@@ -1241,6 +1247,7 @@ mod tests {
         ca: OfficeCa,
         office: OfficeId,
         peer: Peer,
+        peer_ca: OfficeCa,
     }
 
     impl Fixture {
@@ -1260,6 +1267,7 @@ mod tests {
                     ca_der: nyc_ca.cert_der.to_vec(),
                     added_at_ms: 1,
                 },
+                peer_ca: nyc_ca,
             }
         }
 
@@ -1525,5 +1533,54 @@ mod tests {
             vec![(peer, next)],
             "once backfilled, only the new version"
         );
+    }
+
+    /// A purge acknowledgement whose recording was cut short after the
+    /// store took it (its stream ended midway) shows once the peer sends
+    /// it again, as a peer does until it is told the origin stored it.
+    #[tokio::test]
+    async fn an_acknowledgement_stored_but_not_shown_shows_when_sent_again() {
+        let f = Fixture::new();
+        let (store, sharing) = f.open();
+        let peer = f.peer.office.clone();
+        f.write(&store, &sharing, &f.id(1), 1, "case-1").await;
+        let grant = sharing
+            .grant(
+                peer.clone(),
+                GrantTarget::Collection("case-1".into()),
+                0,
+                &call(),
+            )
+            .await
+            .unwrap();
+        sharing
+            .revoke(&grant.id, EndReason::Revoked, &call())
+            .await
+            .unwrap();
+        let mut ack = crate::domain::sharing::PurgeAck {
+            grant: grant.id.clone(),
+            origin: f.office.clone(),
+            purged_by: peer.clone(),
+            purged_at_ms: now_ms(),
+            signature: Vec::new(),
+        };
+        ack.signature = crate::identity::OfficeSigner::new(&f.peer_ca)
+            .sign_bytes(&ack.canonical())
+            .unwrap();
+        // What the first recording left: the store holds the
+        // acknowledgement, the list of grants does not.
+        let mut stored = store.grant(&grant.id).unwrap().unwrap();
+        stored.purge_ack = Some(ack.clone());
+        store.put_grant_with_feed(&stored, &[], None, &[]).unwrap();
+        let shown = |s: &Sharing| {
+            s.grants(None)
+                .into_iter()
+                .find(|g| g.id == grant.id)
+                .and_then(|g| g.purge_ack)
+        };
+        assert_eq!(shown(&sharing), None);
+
+        sharing.record_purge_ack(&peer, ack.clone()).await.unwrap();
+        assert_eq!(shown(&sharing), Some(ack));
     }
 }

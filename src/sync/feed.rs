@@ -519,7 +519,7 @@ async fn read_up(
             Some(pull_up::Kind::PurgeAck(a)) => {
                 let grant = a.grant_id.clone();
                 match crate::protocol::convert::purge_ack_from_pb(a) {
-                    Ok(ack) => match ctx.sharing.record_purge_ack(&peer, ack).await {
+                    Ok(ack) => match record_purge_ack(&ctx, &peer, ack).await {
                         Ok(()) => {
                             tracing::info!(%peer, %grant, "purge acknowledged");
                             let stored = pb::PullDown {
@@ -615,6 +615,25 @@ fn later_queued(
             None
         }
     }
+}
+
+/// Records a peer's purge acknowledgement in a task of its own: this
+/// stream's reader is aborted when the stream ends (a new one from the
+/// peer replaces it, say), and a recording cut short there would leave the
+/// grant's acknowledgement stored but not shown until a restart.
+async fn record_purge_ack(
+    ctx: &Arc<SyncContext>,
+    peer: &OfficeId,
+    ack: crate::domain::sharing::PurgeAck,
+) -> Result<(), crate::error::Error> {
+    let (sharing, peer) = (ctx.sharing.clone(), peer.clone());
+    tokio::spawn(async move { sharing.record_purge_ack(&peer, ack).await })
+        .await
+        .map_err(|e| {
+            crate::error::Error::Store(crate::store::StoreError::Inconsistent(format!(
+                "recording a purge acknowledgement failed: {e}"
+            )))
+        })?
 }
 
 /// Logs (counted per peer) a purge acknowledgement that was refused.
