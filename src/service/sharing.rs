@@ -1142,14 +1142,15 @@ impl Sharing {
             );
             self.store
                 .put_grant_with_feed(&grant, &[], None, &[entry])?;
-            // Nothing will be revoked again: what it revealed may go (a
-            // large case's worth of keys: off the async workers).
-            let (store, id) = (self.store.clone(), grant.id.clone());
-            blocking(move || Ok(store.forget_revealed(&id)?)).await?;
-            self.store.commit().await?;
         }
-        // Also when the store held it already: a call cut short after
-        // storing it left this list behind, and the peer sends it again.
+        // Nothing will be revoked again: what it revealed may go (a large
+        // case's worth of keys: off the async workers). Also when the
+        // store held the acknowledgement already: a call cut short after
+        // storing it (a shutdown) left the rest undone, and the peer sends
+        // it again until it hears it was stored.
+        let (store, id) = (self.store.clone(), grant.id.clone());
+        blocking(move || Ok(store.forget_revealed(&id)?)).await?;
+        self.store.commit().await?;
         if !self.grants_read().iter().any(|g| g == &grant) {
             self.replace_grant(grant);
         }
@@ -1536,7 +1537,8 @@ mod tests {
     }
 
     /// A purge acknowledgement whose recording was cut short after the
-    /// store took it (its stream ended midway) shows once the peer sends
+    /// store took it (its stream ended midway, or the node stopped) is
+    /// shown, and what the grant revealed forgotten, once the peer sends
     /// it again, as a peer does until it is told the origin stored it.
     #[tokio::test]
     async fn an_acknowledgement_stored_but_not_shown_shows_when_sent_again() {
@@ -1580,7 +1582,10 @@ mod tests {
         };
         assert_eq!(shown(&sharing), None);
 
+        assert!(store.revealed(&grant.id).unwrap().is_some());
+
         sharing.record_purge_ack(&peer, ack.clone()).await.unwrap();
         assert_eq!(shown(&sharing), Some(ack));
+        assert_eq!(store.revealed(&grant.id).unwrap(), None, "forgotten");
     }
 }
