@@ -10,7 +10,7 @@ use casemesh::domain::rejection::{MAX_KEPT, MAX_REASON_BYTES, OLDER_BUILD};
 use casemesh::protocol::pb;
 use prost::Message as _;
 
-use super::bin::{json, ok};
+use super::bin::{fails, init_office, json, ok};
 use super::cluster::{TestCluster, TestNode, eventually, of_action};
 use super::hostile::RawPull;
 
@@ -393,4 +393,31 @@ async fn a_peers_reports_of_rejections_are_bounded() {
     assert!(view.feed_rejections.is_empty(), "{view:?}");
     assert_eq!(view.feed_rejections_dropped, 0);
     cluster.stop_all().await;
+}
+
+/// `peer list` as an admin types it, beyond the lists above: its help, a
+/// data directory that is not one, a node that is not running, and an
+/// option it does not take.
+#[test]
+fn peer_list_help_and_errors_through_the_binary() {
+    let help = ok(&["peer", "list", "--help"]);
+    assert!(
+        help.contains("List pinned peers with replication status") && help.contains("--json"),
+        "{help}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nowhere");
+    let err = fails(2, &["peer", "list", "--data", missing.to_str().unwrap()]);
+    assert!(
+        err.contains("casemesh.toml does not exist") && err.contains("casemesh init"),
+        "{err}"
+    );
+    let (data, _) = init_office(&tmp);
+    let err = fails(3, &["peer", "list", "--data", data.to_str().unwrap()]);
+    assert!(
+        err.contains("no node is running on") && err.contains("casemesh serve --data"),
+        "{err}"
+    );
+    let err = fails(2, &["peer", "list", "--bogus"]);
+    assert!(err.contains("unexpected argument '--bogus'"), "{err}");
 }

@@ -418,6 +418,11 @@ async fn a_lost_index_is_rebuilt_from_the_store_and_reindex_rebuilds_it() {
     assert!(!data.join("search").exists(), "the index is deleted");
     let status = json(&["status", "--json", "--data", d]);
     assert_eq!(status["search"]["state"], "off", "{status}");
+    let shown = ok(&["status", "--data", d]);
+    assert!(
+        shown.contains("search index: turned off ([search] enabled = false)"),
+        "{shown}"
+    );
     let by_plate = ["search", "--subject", "plate=7XKD203", "--data", d];
     let err = fails(1, &by_plate);
     assert!(
