@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use casemesh::cluster::Office;
 use casemesh::domain::audit::{Actor, Draft, Outcome, Target};
-use casemesh::domain::{OfficeId, RecordId, RecordVersion};
+use casemesh::domain::{OfficeId, RecordId, RecordVersion, SignedVersion};
 use casemesh::identity::{OfficeCa, OfficeSigner};
 use casemesh::protocol::pb;
 use casemesh::store::{Store, StoreOptions};
@@ -214,20 +214,7 @@ async fn fill(
             .await??
         };
         let count = signed.len() as u64;
-        let mut writes = tokio::task::JoinSet::new();
-        for v in signed {
-            let put = Draft::new(
-                Actor::node(office.as_str()),
-                "Records.Put",
-                Target::record(v.record.id.as_str(), 1),
-                Outcome::ok(),
-            );
-            let store = store.clone();
-            writes.spawn(async move { store.write_version(&v, None, Vec::new(), vec![put]).await });
-        }
-        while let Some(done) = writes.join_next().await {
-            done??;
-        }
+        write_signed(store, &office, signed).await?;
         written_entries += count;
         let mut reads = Vec::new();
         let newest = from.records + chunk + count;
@@ -605,4 +592,28 @@ pub fn print(points: &[Point]) {
             );
         }
     }
+}
+
+/// Writes `signed` (first versions) into `store` as concurrent local
+/// writes do, each with its `Records.Put` audit entry.
+pub(super) async fn write_signed(
+    store: &Arc<Store>,
+    office: &OfficeId,
+    signed: Vec<SignedVersion>,
+) -> Res<()> {
+    let mut writes = tokio::task::JoinSet::new();
+    for v in signed {
+        let put = Draft::new(
+            Actor::node(office.as_str()),
+            "Records.Put",
+            Target::record(v.record.id.as_str(), 1),
+            Outcome::ok(),
+        );
+        let store = store.clone();
+        writes.spawn(async move { store.write_version(&v, None, Vec::new(), vec![put]).await });
+    }
+    while let Some(done) = writes.join_next().await {
+        done??;
+    }
+    Ok(())
 }

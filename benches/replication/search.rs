@@ -25,13 +25,13 @@ use std::time::{Duration, Instant};
 
 use casemesh::cluster::Office;
 use casemesh::config::Config;
-use casemesh::domain::audit::{Actor, Draft, Outcome, Target};
 use casemesh::domain::{OfficeId, RecordId, RecordVersion, Subject};
 use casemesh::identity::{OfficeCa, OfficeSigner};
 use casemesh::protocol::pb;
 use casemesh::search::{Search, SearchIndex, SearchQuery};
 use casemesh::store::{Store, StoreOptions};
 
+use super::scale::write_signed;
 use super::{
     Pki, Res, disk_use, median, ms, noop_records, percentile, pin_both, put_many, ratio, row,
     wait_applied,
@@ -694,20 +694,7 @@ async fn fill(origin: &Office, corpus: &Arc<Corpus>, n: usize) -> Res<()> {
             })
         })
         .await??;
-        let mut writes = tokio::task::JoinSet::new();
-        for v in signed {
-            let put = Draft::new(
-                Actor::node(office.as_str()),
-                "Records.Put",
-                Target::record(v.record.id.as_str(), 1),
-                Outcome::ok(),
-            );
-            let store = store.clone();
-            writes.spawn(async move { store.write_version(&v, None, Vec::new(), vec![put]).await });
-        }
-        while let Some(done) = writes.join_next().await {
-            done??;
-        }
+        write_signed(&store, &office, signed).await?;
     }
     store.commit().await?;
     drop(store);

@@ -158,6 +158,20 @@ impl TestNode {
         self.inner.admin().await.expect("admin connects")
     }
 
+    /// This node's link to `office`, as `ListPeers` reports it.
+    pub async fn link(&self, office: &str) -> pb::Peer {
+        self.admin()
+            .await
+            .list_peers(pb::ListPeersRequest {})
+            .await
+            .expect("ListPeers")
+            .into_inner()
+            .peers
+            .into_iter()
+            .find(|p| p.office == office)
+            .expect("the office is pinned")
+    }
+
     /// Issues a user through the node's Admin service; returns its
     /// certificate and key (PEM).
     pub async fn issue_user(&self, name: &str, role: pb::Role) -> (Vec<u8>, Vec<u8>) {

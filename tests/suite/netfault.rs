@@ -108,20 +108,6 @@ async fn converge(node: &TestNode, expected: &Holdings, what: &str) {
     .await;
 }
 
-/// `node`'s link to `office`, as it reports it.
-async fn link(node: &TestNode, office: &str) -> pb::Peer {
-    node.admin()
-        .await
-        .list_peers(pb::ListPeersRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .peers
-        .into_iter()
-        .find(|p| p.office == office)
-        .expect("the office is pinned")
-}
-
 /// Versions `node` stores.
 async fn versions(node: &TestNode) -> u64 {
     node.admin()
@@ -264,7 +250,7 @@ async fn a_backfill_cut_mid_batch_again_and_again_applies_every_version_once() {
         // New connections are held: once the puller has given up the cut
         // one, what arrived whole is applied and nothing more can come.
         eventually(DEADLINE, "nyc-da to see its link go down", || async {
-            (!link(nyc, "phila-da").await.connected).then_some(())
+            (!nyc.link("phila-da").await.connected).then_some(())
         })
         .await;
         let now = versions(nyc).await;
@@ -499,7 +485,7 @@ async fn revocations_made_during_a_partition_are_purged_and_confirmed_once_it_he
     eventually(
         silence() + Duration::from_secs(3),
         "nyc-da to notice the partition",
-        || async { (!link(nyc, "phila-da").await.connected).then_some(()) },
+        || async { (!nyc.link("phila-da").await.connected).then_some(()) },
     )
     .await;
     let noticed = parted.elapsed();

@@ -24,21 +24,6 @@ fn subject(kind: &str, value: &str) -> pb::Subject {
     }
 }
 
-/// `origin`'s view of `peer`, through the Admin service.
-async fn peer_view(origin: &TestNode, peer: &str) -> pb::Peer {
-    origin
-        .admin()
-        .await
-        .list_peers(pb::ListPeersRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .peers
-        .into_iter()
-        .find(|p| p.office == peer)
-        .expect("the peer is pinned")
-}
-
 /// `casemesh peer list` at `node`, as text and as JSON, through the
 /// binary (off the runtime's threads: the node answers it meanwhile).
 async fn peer_list(node: &TestNode) -> (String, serde_json::Value) {
@@ -105,7 +90,7 @@ async fn the_origins_peer_list_shows_a_version_its_peer_rejected_until_a_later_o
         DEADLINE,
         "phila-da hears that nyc-da rejected it",
         || async {
-            let v = peer_view(origin, "nyc-da").await;
+            let v = origin.link("nyc-da").await;
             (!v.feed_rejections.is_empty()).then_some(v)
         },
     )
@@ -165,7 +150,8 @@ async fn the_origins_peer_list_shows_a_version_its_peer_rejected_until_a_later_o
     })
     .await;
     eventually(DEADLINE, "the report clears at phila-da", || async {
-        peer_view(origin, "nyc-da")
+        origin
+            .link("nyc-da")
             .await
             .feed_rejections
             .is_empty()
@@ -229,7 +215,7 @@ async fn an_older_peer_sent_a_version_with_subjects_shows_in_the_origins_peer_li
     // after logging the versions it cannot decode.
     old.ack(got.last_seq).await;
     let view = eventually(DEADLINE, "phila-da notes nyc-da's older build", || async {
-        let v = peer_view(origin, "nyc-da").await;
+        let v = origin.link("nyc-da").await;
         (!v.feed_rejections.is_empty()).then_some(v)
     })
     .await;
@@ -258,7 +244,7 @@ async fn an_older_peer_sent_a_version_with_subjects_shows_in_the_origins_peer_li
     let got = old.until(|r| r.versions.contains(&plain)).await;
     old.ack(got.last_seq).await;
     assert_eq!(again.version, 2);
-    let r = &peer_view(origin, "nyc-da").await.feed_rejections[0];
+    let r = &origin.link("nyc-da").await.feed_rejections[0];
     assert_eq!(
         r.record_id, with_subjects,
         "still the version with subjects"
@@ -272,7 +258,8 @@ async fn an_older_peer_sent_a_version_with_subjects_shows_in_the_origins_peer_li
     let mut upgraded = RawPull::open_with(origin, nyc, start).await;
     upgraded.until_idle().await.unwrap();
     eventually(DEADLINE, "the note clears once nyc-da reads v3", || async {
-        peer_view(origin, "nyc-da")
+        origin
+            .link("nyc-da")
             .await
             .feed_rejections
             .is_empty()
@@ -284,7 +271,7 @@ async fn an_older_peer_sent_a_version_with_subjects_shows_in_the_origins_peer_li
     let got = upgraded.until(|r| r.versions.contains(&third)).await;
     upgraded.ack(got.last_seq).await;
     assert!(
-        peer_view(origin, "nyc-da").await.feed_rejections.is_empty(),
+        origin.link("nyc-da").await.feed_rejections.is_empty(),
         "nothing noted for a peer that reads v3"
     );
     assert_eq!(of_action(origin, "feed.peer_cannot_read").await.len(), 1);
@@ -341,7 +328,7 @@ async fn a_peers_reports_of_rejections_are_bounded() {
     // One about a record of phila-da's, last.
     raw.send(rejected(sent, &id, "the last one".into())).await;
     let view = eventually(DEADLINE, "every report is taken", || async {
-        let v = peer_view(origin, "nyc-da").await;
+        let v = origin.link("nyc-da").await;
         (v.feed_rejections_dropped == REPORTS + 1 - MAX_KEPT as u64).then_some(v)
     })
     .await;
@@ -389,7 +376,7 @@ async fn a_peers_reports_of_rejections_are_bounded() {
         .await
         .unwrap();
     cluster.pin(0, 1).await;
-    let view = peer_view(&cluster.nodes[0], "nyc-da").await;
+    let view = &cluster.nodes[0].link("nyc-da").await;
     assert!(view.feed_rejections.is_empty(), "{view:?}");
     assert_eq!(view.feed_rejections_dropped, 0);
     cluster.stop_all().await;
