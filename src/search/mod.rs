@@ -303,7 +303,7 @@ impl Search {
         if self.store.check_space().is_err() {
             return self.drop_index(&mut writing);
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let taken = match self.take_in_locked(&mut writing) {
             Ok(n) => n,
             Err(e) => {
